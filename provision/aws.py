@@ -1,0 +1,120 @@
+"""One place that makes boto3 clients, tags resources and names AWS errors.
+
+Every resource trainbox creates carries ``trainbox:managed=true`` and
+``trainbox:name=<box>``; those tags are how every command finds it again.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+from .errors import CloudError, UsageError
+
+TAG_MANAGED = "trainbox:managed"
+TAG_NAME = "trainbox:name"
+
+# The fake credentials the sandbox hands boto3, so that a sandbox command can
+# never touch a real account, whatever the environment holds.
+SANDBOX_CREDENTIALS = {"aws_access_key_id": "trainbox-sandbox", "aws_secret_access_key": "trainbox-sandbox"}
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """Where to talk to AWS: a region, and the moto endpoint in the sandbox."""
+
+    region: str
+    endpoint_url: str | None = None
+    sandbox: bool = False
+
+    def client(self, service: str):
+        return _client(service, self.region, self.endpoint_url, self.sandbox)
+
+
+@functools.lru_cache(maxsize=None)
+def _client(service: str, region: str, endpoint_url: str | None, sandbox: bool):
+    import boto3
+    from botocore.config import Config
+
+    # Throttling and transient errors: botocore's adaptive mode backs off on
+    # exactly those codes; anything else surfaces at once.
+    config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=60)
+    creds = SANDBOX_CREDENTIALS if sandbox else {}
+    session = boto3.session.Session(region_name=region, **creds)
+    return session.client(service, endpoint_url=endpoint_url, config=config)
+
+
+def tags(name: str, extra: dict[str, str] | None = None) -> list[dict]:
+    t = {TAG_MANAGED: "true", TAG_NAME: name, "Name": f"trainbox-{name}"}
+    t.update(extra or {})
+    return [{"Key": k, "Value": v} for k, v in t.items()]
+
+
+def tag_spec(resource_type: str, name: str) -> list[dict]:
+    return [{"ResourceType": resource_type, "Tags": tags(name)}]
+
+
+def name_filters(name: str | None) -> list[dict]:
+    """Filters that select trainbox's resources (of one box, if name is given)."""
+    f = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]}]
+    if name is not None:
+        f.append({"Name": f"tag:{TAG_NAME}", "Values": [name]})
+    return f
+
+
+def tag_value(resource: dict, key: str) -> str | None:
+    for t in resource.get("Tags", []) or []:
+        if t["Key"] == key:
+            return t["Value"]
+    return None
+
+
+def error_code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+# What the user can cause, and what they can do about it.
+_FIXES = {
+    "AuthFailure": ("AWS rejected the credentials", "check `aws sts get-caller-identity` and AWS_PROFILE"),
+    "InvalidClientTokenId": ("AWS rejected the credentials", "check `aws sts get-caller-identity` and AWS_PROFILE"),
+    "SignatureDoesNotMatch": ("AWS rejected the credentials", "check the secret key of AWS_PROFILE"),
+    "ExpiredToken": ("the AWS session token has expired", "log in again (e.g. `aws sso login`)"),
+    "UnauthorizedOperation": ("these AWS credentials may not do this", "grant the EC2 permissions listed in the README"),
+    "OptInRequired": ("this account is not opted in to the region or service", "opt in from the AWS console, or use another --region"),
+    "VcpuLimitExceeded": ("the vCPU quota for this instance family is too low", "request a quota increase in the Service Quotas console"),
+    "MaxSpotInstanceCountExceeded": ("the spot instance quota is reached", "drop --spot or request a quota increase"),
+    "InsufficientInstanceCapacity": ("AWS has no capacity for this instance type right now", "try another --region or --instance-type, or retry later"),
+    "InvalidAMIID.NotFound": ("the AMI does not exist in this region", "drop --ami to use the newest Deep Learning AMI"),
+    "InvalidAMIID.Malformed": ("the AMI id is malformed", "pass an id like ami-0123456789abcdef0"),
+    "Unsupported": ("AWS does not support this request here", "try another availability zone or instance type"),
+    "InvalidInstanceID.NotFound": ("the instance no longer exists", "run `python -m provision up` again"),
+    "IncorrectInstanceState": ("the instance is not in a state that allows this", "check `python -m provision state`"),
+}
+
+
+@contextlib.contextmanager
+def aws_errors(action: str):
+    """Turn botocore failures inside the block into one-line CloudErrors."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+    )
+
+    try:
+        yield
+    except ClientError as e:
+        code = error_code(e)
+        message = e.response.get("Error", {}).get("Message", "")
+        what, fix = _FIXES.get(code, (f"AWS refused to {action}", None))
+        raise CloudError(f"{what} ({code}: {message})" if message else f"{what} ({code})", fix) from e
+    except NoCredentialsError as e:
+        raise CloudError("no AWS credentials found", "set AWS_PROFILE or run `aws configure` (or try --sandbox)") from e
+    except NoRegionError as e:
+        raise UsageError("no AWS region set", "pass --region or set AWS_REGION") from e
+    except EndpointConnectionError as e:
+        raise CloudError(f"cannot reach AWS to {action} ({e})", "check the network, the region and AWS_ENDPOINT_URL") from e
+    except BotoCoreError as e:
+        raise CloudError(f"AWS call failed while trying to {action}: {e}") from e

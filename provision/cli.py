@@ -1,0 +1,283 @@
+"""``python -m provision``: launch, look after and tear down a GPU box.
+
+Thin on purpose: parse, call one library function, print.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+from . import config, lifecycle, paths, sandbox, state
+from .aws import Cloud
+from .cliutil import Parser, positive_float, positive_int, run_cli, say
+from .errors import UsageError
+
+PROG = "python -m provision"
+
+
+def cloud_for(args) -> Cloud:
+    """The AWS a command talks to: the box's own (from state), the sandbox, or AWS."""
+    box = state.load(args.name)
+    if box is not None:
+        return Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
+    if getattr(args, "sandbox", False) or args.name in sandbox.sandbox_boxes():
+        endpoint = sandbox.moto_endpoint()
+        if endpoint is None:
+            raise UsageError("the sandbox is not running", f"start it with `{PROG} up --sandbox`")
+        return Cloud(sandbox.REGION, endpoint, sandbox=True)
+    return Cloud(config.setting("region", getattr(args, "region", None)))
+
+
+def name_flag(name: str) -> str:
+    return "" if name == "default" else f" --name {name}"
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_up(args) -> int:
+    from .up import UpOptions, up
+
+    if args.sandbox:
+        cloud = Cloud(sandbox.REGION, sandbox.ensure_moto(), sandbox=True)
+    else:
+        cloud = Cloud(config.setting("region", args.region))
+    opts = UpOptions(
+        name=args.name,
+        instance_type=config.setting("instance_type", args.instance_type),
+        spot=args.spot,
+        ssh_cidr=args.ssh_cidr,
+        max_hours=config.setting("max_hours", args.max_hours),
+        idle_minutes=config.setting("idle_minutes", args.idle_minutes),
+        volume_gb=config.setting("volume_gb", args.volume_gb),
+        ami=args.ami,
+        wait=not args.no_wait,
+    )
+    latest = None
+    if not args.sandbox:
+        from .ami import ssm_lookup
+
+        latest = lambda: ssm_lookup(cloud.client("ssm"))  # noqa: E731
+    try:
+        box = up(cloud, opts, say, latest_ami=latest)
+    except BaseException:
+        say(f"`up` did not finish: everything it made is tagged; `{PROG} down{name_flag(args.name)}` removes it")
+        raise
+    price = f"${box.price_per_hour:.3f}/h" if box.price_per_hour is not None else "price unknown"
+    where = f"{box.ssh_host}:{box.ssh_port}" if box.sandbox else box.ssh_host
+    print(f"box '{box.name}' is up: {box.instance_id} {box.instance_type} at {where} ({price})")
+    say(f"next: `remote train --epochs 3{name_flag(args.name)}`; when done: `{PROG} down{name_flag(args.name)}`")
+    return 0
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m = int(seconds // 60)
+    return f"{m // 60}h{m % 60:02d}m"
+
+
+def cmd_state(args) -> int:
+    s = lifecycle.status(cloud_for(args), args.name)
+    if args.json:
+        print(json.dumps(s.as_dict(), indent=2))
+        return 0
+    price = f"${s.price_per_hour:.3f}/h" if s.price_per_hour is not None else "-"
+    cost = f"${s.cost_so_far:.2f}" if s.cost_so_far is not None else "-"
+    rows = [
+        ("name", s.name + (" (sandbox)" if s.sandbox else "")),
+        ("instance", s.instance_id),
+        ("type", s.instance_type),
+        ("state", s.state),
+        ("address", s.address or "-"),
+        ("uptime", _duration(s.uptime_s)),
+        ("price", price),
+        ("cost so far", cost),
+    ]
+    for k, v in rows:
+        print(f"{k:<12} {v}")
+    return 0
+
+
+def cmd_start(args) -> int:
+    box = lifecycle.start(cloud_for(args), args.name)
+    where = f"{box.ssh_host}:{box.ssh_port}" if box.sandbox else box.ssh_host
+    print(f"box '{args.name}' is running at {where}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    inst = lifecycle.stop(cloud_for(args), args.name)
+    print(f"box '{args.name}' is {inst.state} (the disk is kept and still bills a little; `{PROG} down` removes it)")
+    return 0
+
+
+def _ready_box(args) -> state.BoxState:
+    s = lifecycle.status(cloud_for(args), args.name)
+    if s.state != "running":
+        raise UsageError(f"box '{args.name}' is {s.state}", f"start it with `{PROG} start{name_flag(args.name)}`")
+    box = state.load(args.name)
+    if box is None:
+        raise lifecycle.no_box(args.name)
+    return box
+
+
+def cmd_ip(args) -> int:
+    print(_ready_box(args).ssh_host)
+    return 0
+
+
+def ssh_argv(box: state.BoxState, extra: list[str]) -> list[str]:
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise UsageError("OpenSSH's ssh client is not installed", "install openssh-client")
+    return [
+        ssh,
+        "-i", box.key_path,
+        "-p", str(box.ssh_port),
+        "-o", "IdentitiesOnly=yes",
+        # The host key is pinned by trainbox: never accept another one.
+        "-o", f"UserKnownHostsFile={paths.known_hosts()}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "ServerAliveInterval=15",
+        f"{box.ssh_user}@{box.ssh_host}",
+        *extra,
+    ]
+
+
+def cmd_ssh(args) -> int:
+    argv = ssh_argv(_ready_box(args), [a for a in args.ssh_args if a != "--"])
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+def cmd_ls(args) -> int:
+    from .aws import aws_errors
+    from .inventory import tagged_resources
+
+    base = cloud_for(args)
+    regions = [base.region]
+    if args.all_regions and not base.sandbox:
+        with aws_errors("list regions"):
+            regions = sorted(r["RegionName"] for r in base.client("ec2").describe_regions()["Regions"])
+    found = []
+    for region in regions:
+        cloud = Cloud(region, base.endpoint_url, base.sandbox)
+        with aws_errors(f"list resources in {region}"):
+            found += tagged_resources(cloud.client("ec2"), region)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in found], indent=2))
+        return 0
+    if not found:
+        print("nothing tagged trainbox:managed=true" + ("" if args.all_regions else f" in {base.region} (try --all-regions)"))
+        return 0
+    print(f"{'box':<12} {'kind':<17} {'id':<24} {'region':<12} {'state':<10} detail")
+    for r in found:
+        print(f"{r.box:<12} {r.kind:<17} {r.id:<24} {r.region:<12} {r.state or '-':<10} {r.detail}")
+    return 0
+
+
+def cmd_aliases(args) -> int:
+    import templates
+
+    print(templates.render("aliases.sh.j2", name=args.name, name_flag=name_flag(args.name), prog=PROG), end="")
+    return 0
+
+
+def cmd_ssh_config(args) -> int:
+    import templates
+
+    box = state.load(args.name)
+    if box is None:
+        raise lifecycle.no_box(args.name)
+    path = paths.home() / "ssh_config"
+    text = templates.render(
+        "ssh_config.j2",
+        name=box.name,
+        alias=f"trainbox-{box.name}",
+        host=box.ssh_host,
+        port=box.ssh_port,
+        user=box.ssh_user,
+        identity=box.key_path,
+        known_hosts=paths.known_hosts(),
+        path=path,
+    )
+    paths.write_atomic(path, text)
+    print(f"wrote {path}; add `Include {path}` to ~/.ssh/config, then `ssh trainbox-{box.name}`")
+    return 0
+
+
+def cmd_down(args) -> int:
+    cloud = cloud_for(args)
+    if not args.yes and sys.stdin.isatty():
+        answer = input(f"delete box '{args.name}' and everything tagged for it? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            say("nothing deleted")
+            return 2
+    if not args.no_pull and state.load(args.name) is not None:
+        from remote.results import pull_unfetched
+
+        pull_unfetched(args.name, say)
+    removed = lifecycle.destroy(cloud, args.name, say)
+    print(f"box '{args.name}' is gone ({len(removed)} resources deleted, each verified)")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description="Launch, look after and tear down a GPU training box on AWS (or in the sandbox).")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    def command(name, func, help):
+        c = sub.add_parser(name, help=help, description=help)
+        c.add_argument("--name", default="default", help="the box's name (default: %(default)s)")
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
+        c.set_defaults(func=func)
+        return c
+
+    c = command("up", cmd_up, "Launch the box (or reuse and start it) and wait until SSH answers.")
+    c.add_argument("--sandbox", action="store_true", help="no AWS account: moto on 127.0.0.1 plays AWS, a local sshd plays the instance")
+    c.add_argument("--region", help="AWS region (default: AWS_REGION, trainbox.toml, us-east-1)")
+    c.add_argument("--instance-type", help="EC2 type (default: g4dn.xlarge, a T4 GPU)")
+    c.add_argument("--spot", action="store_true", help="use a spot instance (cheaper, can be reclaimed)")
+    c.add_argument("--ssh-cidr", help="who may SSH in (default: this machine's public IP /32)")
+    c.add_argument("--max-hours", type=positive_float, help="hard limit: the box stops itself after this uptime (default: 8)")
+    c.add_argument("--idle-minutes", type=positive_float, help="the box stops itself after this long with no job and no SSH (default: 30)")
+    c.add_argument("--volume-gb", type=positive_int, help="root volume size, encrypted gp3 (default: 100)")
+    c.add_argument("--ami", help="boot this AMI instead of the newest Deep Learning AMI")
+    c.add_argument("--no-wait", action="store_true", help="return once the instance runs, without waiting for SSH")
+
+    c = command("state", cmd_state, "Show the box: instance, state, address, uptime, price/h and cost so far.")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    command("start", cmd_start, "Start a stopped box and wait until it runs (its IP changes).")
+    command("stop", cmd_stop, "Stop the box: compute stops billing, the disk is kept.")
+    command("ip", cmd_ip, "Print the box's address.")
+    c = command("ssh", cmd_ssh, "Open an SSH session to the box (extra arguments go to ssh).")
+    c.add_argument("ssh_args", nargs="*", help="passed to ssh, e.g. `-- nvidia-smi`")
+    c = command("ls", cmd_ls, "List everything tagged by trainbox that can bill, orphans included.")
+    c.add_argument("--region", help="AWS region")
+    c.add_argument("--all-regions", action="store_true", help="look in every region")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    command("aliases", cmd_aliases, "Print the course's shell aliases (aws-state, aws-start, ...): eval \"$(python -m provision aliases)\".")
+    command("ssh-config", cmd_ssh_config, "Write an OpenSSH config entry so `ssh trainbox-NAME` and editors' Remote-SSH work.")
+    c = command("down", cmd_down, "Pull unfetched results, then delete every resource of the box and verify each is gone.")
+    c.add_argument("--region", help="AWS region (when there is no local state)")
+    c.add_argument("--no-pull", action="store_true", help="do not pull unfetched results first")
+    c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "region"):
+        args.region = None
+    return run_cli(args.func, args)

@@ -1,0 +1,46 @@
+"""Pinned SSH host keys, in trainbox's own known_hosts file.
+
+A provisioned box's key is read from its console output when AWS has it
+(cloud-init prints the host keys there at first boot), else pinned on first
+use with its fingerprint printed. A later mismatch is always an error.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from pathlib import Path
+
+from . import paths
+
+_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", re.S)
+
+
+def host_entry(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def fingerprint(key_line: str) -> str:
+    """SHA256 fingerprint as OpenSSH prints it, of "type base64" text."""
+    blob = base64.b64decode(key_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def keys_from_console(output: str) -> list[str]:
+    m = _BLOCK.search(output or "")
+    if not m:
+        return []
+    return [" ".join(line.split()[:2]) for line in m.group(1).strip().splitlines() if line.strip()]
+
+
+def pin(host: str, port: int, key_lines: list[str], file: Path | None = None) -> None:
+    """Make key_lines the only keys known for host:port."""
+    file = file or paths.known_hosts()
+    entry = host_entry(host, port)
+    kept = [l for l in file.read_text().splitlines() if l.split(" ", 1)[0] != entry] if file.exists() else []
+    kept += [f"{entry} {k}" for k in key_lines]
+    paths.write_atomic(file, "".join(l + "\n" for l in kept))
+
+
+def forget(host: str, port: int, file: Path | None = None) -> None:
+    pin(host, port, [], file)

@@ -1,0 +1,132 @@
+"""The box's EC2 instance: find it by tag, launch, start, stop."""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+
+from .aws import TAG_NAME, error_code, name_filters, tag_value, tags
+
+LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    name: str
+    state: str
+    type: str
+    zone: str
+    image_id: str
+    public_ip: str | None
+    launch_time: datetime | None
+
+    @classmethod
+    def from_boto(cls, d: dict) -> "Instance":
+        return cls(
+            id=d["InstanceId"],
+            name=tag_value(d, TAG_NAME) or "",
+            state=d["State"]["Name"],
+            type=d["InstanceType"],
+            zone=d.get("Placement", {}).get("AvailabilityZone", ""),
+            image_id=d.get("ImageId", ""),
+            public_ip=d.get("PublicIpAddress"),
+            launch_time=d.get("LaunchTime"),
+        )
+
+
+def find_all(ec2, name: str | None, states: list[str] = LIVE_STATES) -> list[Instance]:
+    filters = name_filters(name) + [{"Name": "instance-state-name", "Values": states}]
+    found = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page["Reservations"]:
+            found.extend(Instance.from_boto(i) for i in reservation["Instances"])
+    return found
+
+
+def find(ec2, name: str) -> Instance | None:
+    live = find_all(ec2, name)
+    return live[0] if live else None
+
+
+def get(ec2, instance_id: str) -> Instance:
+    r = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return Instance.from_boto(r[0]["Instances"][0])
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    name: str
+    image_id: str
+    root_device: str
+    instance_type: str
+    key_name: str
+    subnet_id: str
+    security_group_id: str
+    user_data: str
+    volume_gb: int = 100
+    spot: bool = False
+
+
+def run_instances_args(spec: LaunchSpec) -> dict:
+    """The run_instances request, kept pure so tests can read it whole."""
+    args = dict(
+        ImageId=spec.image_id,
+        InstanceType=spec.instance_type,
+        MinCount=1,
+        MaxCount=1,
+        KeyName=spec.key_name,
+        UserData=base64.b64encode(spec.user_data.encode()).decode(),
+        NetworkInterfaces=[
+            {
+                "DeviceIndex": 0,
+                "SubnetId": spec.subnet_id,
+                "Groups": [spec.security_group_id],
+                "AssociatePublicIpAddress": True,
+            }
+        ],
+        # IMDSv2 only: a process on the box cannot read instance credentials
+        # with a plain GET, and a hop limit of 1 keeps containers out.
+        MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
+        BlockDeviceMappings=[
+            {
+                "DeviceName": spec.root_device,
+                "Ebs": {"VolumeSize": spec.volume_gb, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
+            }
+        ],
+        # The cost guards shut the box down from inside: that must stop it,
+        # keeping its disk, never terminate it.
+        InstanceInitiatedShutdownBehavior="stop" if not spec.spot else "terminate",
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": tags(spec.name)},
+            {"ResourceType": "volume", "Tags": tags(spec.name)},
+        ],
+    )
+    if spec.spot:
+        args["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}}
+    return args
+
+
+def launch(ec2, spec: LaunchSpec) -> Instance:
+    reply = ec2.run_instances(**run_instances_args(spec))
+    return Instance.from_boto(reply["Instances"][0])
+
+
+def wait(ec2, instance_id: str, state: str) -> Instance:
+    waiter = {"running": "instance_running", "stopped": "instance_stopped", "terminated": "instance_terminated"}[state]
+    ec2.get_waiter(waiter).wait(InstanceIds=[instance_id], WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+    return get(ec2, instance_id)
+
+
+def start(ec2, instance_id: str) -> Instance:
+    ec2.start_instances(InstanceIds=[instance_id])
+    return wait(ec2, instance_id, "running")
+
+
+def stop(ec2, instance_id: str, wait_stopped: bool = True) -> Instance:
+    ec2.stop_instances(InstanceIds=[instance_id])
+    return wait(ec2, instance_id, "stopped") if wait_stopped else get(ec2, instance_id)
+
+
+def is_capacity_error(exc: Exception) -> bool:
+    return error_code(exc) in ("InsufficientInstanceCapacity", "Unsupported", "InsufficientCapacity")

@@ -1,0 +1,50 @@
+"""Everything trainbox has in a region, found by tags alone (orphans too)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .aws import TAG_NAME, name_filters, tag_value
+from .instance import LIVE_STATES
+
+# Dependency order: what must go first when tearing down.
+KINDS = ["instance", "address", "volume", "security-group", "subnet", "route-table", "internet-gateway", "vpc", "key-pair"]
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str
+    id: str
+    box: str
+    region: str
+    state: str = ""
+    detail: str = ""
+
+
+def tagged_resources(ec2, region: str, name: str | None = None) -> list[Resource]:
+    """Every trainbox-tagged resource that can bill or block (of one box, if named)."""
+    f = name_filters(name)
+    out: list[Resource] = []
+
+    def add(kind, items, id_key, state=lambda r: "", detail=lambda r: ""):
+        for r in items:
+            out.append(Resource(kind, r[id_key], tag_value(r, TAG_NAME) or "?", region, state(r), detail(r)))
+
+    instances = []
+    for page in ec2.get_paginator("describe_instances").paginate(
+        Filters=f + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
+    ):
+        for reservation in page["Reservations"]:
+            instances.extend(reservation["Instances"])
+    add("instance", instances, "InstanceId", lambda r: r["State"]["Name"], lambda r: r["InstanceType"])
+    add("address", ec2.describe_addresses(Filters=f)["Addresses"], "AllocationId", detail=lambda r: r.get("PublicIp", ""))
+    volumes = []
+    for page in ec2.get_paginator("describe_volumes").paginate(Filters=f):
+        volumes.extend(page["Volumes"])
+    add("volume", volumes, "VolumeId", lambda r: r.get("State", ""), lambda r: f"{r.get('Size', '?')} GiB")
+    add("security-group", ec2.describe_security_groups(Filters=f)["SecurityGroups"], "GroupId")
+    add("subnet", ec2.describe_subnets(Filters=f)["Subnets"], "SubnetId", detail=lambda r: r.get("AvailabilityZone", ""))
+    add("route-table", ec2.describe_route_tables(Filters=f)["RouteTables"], "RouteTableId")
+    add("internet-gateway", ec2.describe_internet_gateways(Filters=f)["InternetGateways"], "InternetGatewayId")
+    add("vpc", ec2.describe_vpcs(Filters=f)["Vpcs"], "VpcId")
+    add("key-pair", ec2.describe_key_pairs(Filters=f)["KeyPairs"], "KeyName")
+    return out

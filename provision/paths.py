@@ -1,0 +1,68 @@
+"""Where trainbox keeps its files on the laptop.
+
+Everything lives under ``TRAINBOX_HOME`` (default: the platform's user state
+directory): the state cache, private keys, pinned host keys, the generated
+ssh config and the sandbox's servers. Tests always point it at a temp dir.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    env = os.environ.get("TRAINBOX_HOME")
+    if env:
+        root = Path(env).expanduser()
+    else:
+        import platformdirs
+
+        root = Path(platformdirs.user_state_dir("trainbox"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def private_dir(*parts: str) -> Path:
+    """A directory under home() that only the user can enter (0700)."""
+    d = home().joinpath(*parts)
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    return d
+
+
+def state_dir() -> Path:
+    return private_dir("state")
+
+
+def keys_dir() -> Path:
+    return private_dir("keys")
+
+
+def key_path(name: str) -> Path:
+    return keys_dir() / f"trainbox-{name}.pem"
+
+
+def known_hosts() -> Path:
+    path = home() / "known_hosts"
+    path.touch(exist_ok=True)
+    return path
+
+
+def sandbox_dir() -> Path:
+    return private_dir("sandbox")
+
+
+def write_private(path: Path, data: str) -> None:
+    """Write a secret file created 0600 from the start (never world-readable)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def write_atomic(path: Path, data: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(data)
+    os.replace(tmp, path)

@@ -1,0 +1,110 @@
+"""Checks made before ``up`` creates anything, each failing with one line and the fix."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .aws import Cloud, aws_errors, error_code
+from .errors import CloudError, UsageError
+
+log = logging.getLogger(__name__)
+
+# Service Quotas codes of the EC2 vCPU quotas, by instance family letter.
+ON_DEMAND_QUOTAS = {
+    "g": ("L-DB2E81BA", "Running On-Demand G and VT instances"),
+    "vt": ("L-DB2E81BA", "Running On-Demand G and VT instances"),
+    "p": ("L-417A185B", "Running On-Demand P instances"),
+}
+SPOT_QUOTAS = {
+    "g": ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    "vt": ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    "p": ("L-7212CCBC", "All P Spot Instance Requests"),
+}
+
+
+@dataclass(frozen=True)
+class QuotaCheck:
+    name: str
+    limit: float | None  # None: unknown (the account or the API would not say)
+    needed: int
+
+    @property
+    def ok(self) -> bool:
+        return self.limit is None or self.limit >= self.needed
+
+
+def check_credentials(cloud: Cloud) -> str:
+    with aws_errors("check the credentials"):
+        return cloud.client("sts").get_caller_identity()["Arn"]
+
+
+def check_region(cloud: Cloud) -> None:
+    with aws_errors("list regions"):
+        regions = {r["RegionName"] for r in cloud.client("ec2").describe_regions(AllRegions=True)["Regions"]}
+    if cloud.region not in regions:
+        raise UsageError(f"unknown AWS region {cloud.region!r}", "pass --region, e.g. us-east-1")
+
+
+def offered_zones(ec2, instance_type: str) -> list[str]:
+    offers = []
+    for page in ec2.get_paginator("describe_instance_type_offerings").paginate(
+        LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": [instance_type]}]
+    ):
+        offers.extend(o["Location"] for o in page["InstanceTypeOfferings"])
+    return sorted(offers)
+
+
+def offered_gpu_types(ec2) -> list[str]:
+    types = set()
+    for page in ec2.get_paginator("describe_instance_type_offerings").paginate(
+        LocationType="region", Filters=[{"Name": "instance-type", "Values": ["g4dn.*", "g5.*", "g6.*", "g6e.*", "p3.*", "p4d.*", "p5.*"]}]
+    ):
+        types.update(o["InstanceType"] for o in page["InstanceTypeOfferings"])
+    return sorted(types)
+
+
+def check_offered(cloud: Cloud, instance_type: str) -> list[str]:
+    ec2 = cloud.client("ec2")
+    with aws_errors("list instance type offerings"):
+        zones = offered_zones(ec2, instance_type)
+        if zones:
+            return zones
+        gpus = offered_gpu_types(ec2)
+    hint = "offered GPU types here: " + ", ".join(gpus[:12]) if gpus else "try another --region"
+    raise UsageError(f"{instance_type} is not offered in {cloud.region}", hint)
+
+
+def vcpus_of(ec2, instance_type: str) -> int:
+    with aws_errors("describe the instance type"):
+        info = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+    return int(info[0]["VCpuInfo"]["DefaultVCpus"]) if info else 0
+
+
+def quota_for(cloud: Cloud, instance_type: str, spot: bool, vcpus: int) -> QuotaCheck | None:
+    """The family's vCPU quota against what the type needs; None if no quota applies."""
+    from botocore.exceptions import ClientError
+
+    fam = instance_type.split(".")[0].rstrip("0123456789dnexlarg")  # g4dn -> g, p3 -> p, vt1 -> vt
+    fam = "vt" if instance_type.startswith("vt") else fam[:1]
+    table = SPOT_QUOTAS if spot else ON_DEMAND_QUOTAS
+    if fam not in table:
+        return None
+    code, title = table[fam]
+    try:
+        value = cloud.client("service-quotas").get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"]
+    except ClientError as e:
+        if error_code(e) in ("NoSuchResourceException", "AccessDeniedException", "ServiceException"):
+            return QuotaCheck(title, None, vcpus)
+        raise
+    return QuotaCheck(title, float(value), vcpus)
+
+
+def check_quota(cloud: Cloud, instance_type: str, spot: bool) -> QuotaCheck | None:
+    with aws_errors("read the vCPU quota"):
+        check = quota_for(cloud, instance_type, spot, vcpus_of(cloud.client("ec2"), instance_type))
+    if check and not check.ok:
+        raise CloudError(
+            f"the '{check.name}' quota is {check.limit:g} vCPUs; {instance_type} needs {check.needed}",
+            "request an increase in the Service Quotas console (it takes hours to days: ask early)",
+        )
+    return check

@@ -1,0 +1,73 @@
+"""Small helpers for the background servers the sandbox runs on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(argv: list[str], log_file: Path, env: dict | None = None) -> int:
+    """Start argv detached in its own session (it outlives this process)."""
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env
+        )
+    return proc.pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our own child that has exited (a zombie answers kill 0).
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def terminate(pid: int, timeout: float = 10.0, group: bool = False) -> None:
+    """SIGTERM pid (or its process group), SIGKILL if still alive after timeout."""
+    kill = os.killpg if group else os.kill
+    try:
+        kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        try:
+            kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        while alive(pid) and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
+
+
+def wait_for_port(port: int, pid: int, timeout: float, host: str = "127.0.0.1") -> bool:
+    """True once host:port accepts a connection; False if pid died or time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False

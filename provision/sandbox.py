@@ -1,0 +1,111 @@
+"""The sandbox: the whole flow with no AWS account, on this machine.
+
+AWS is a moto server on 127.0.0.1 (boto3 reaches it through its endpoint
+URL and runs exactly the code it runs against AWS); the "instance" is a real
+OpenSSH sshd on 127.0.0.1 that accepts only the key pair that ``up``
+created; the box's disk is a directory under TRAINBOX_HOME/sandbox.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from . import paths, procs, sshd
+from .errors import TrainboxError
+
+REGION = "us-east-1"
+
+
+def _moto_dir() -> Path:
+    d = paths.sandbox_dir() / "moto"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def moto_endpoint() -> str | None:
+    """The running sandbox moto server's URL, or None."""
+    f = _moto_dir() / "server.json"
+    if not f.exists():
+        return None
+    info = json.loads(f.read_text())
+    return info["endpoint"] if procs.alive(info["pid"]) else None
+
+
+def ensure_moto() -> str:
+    endpoint = moto_endpoint()
+    if endpoint:
+        return endpoint
+    d = _moto_dir()
+    port = procs.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    pid = procs.spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], d / "moto.log", env)
+    if not procs.wait_for_port(port, pid, timeout=30):
+        procs.terminate(pid)
+        raise TrainboxError(
+            "the sandbox's moto server did not start", f"is moto[server] installed? see {d / 'moto.log'}"
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    (d / "server.json").write_text(json.dumps({"pid": pid, "port": port, "endpoint": endpoint}))
+    return endpoint
+
+
+def stop_moto() -> None:
+    f = _moto_dir() / "server.json"
+    if f.exists():
+        procs.terminate(json.loads(f.read_text())["pid"])
+        f.unlink()
+
+
+def box_dir(name: str) -> Path:
+    return paths.sandbox_dir() / "boxes" / name
+
+
+def box_workdir(name: str) -> Path:
+    """Where trainbox keeps code, data and runs on the sandbox's box."""
+    d = box_dir(name) / "disk"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def start_box(name: str, key_file: Path) -> sshd.SshServer:
+    """Boot the sandbox box: its sshd, admitting exactly the box's key pair."""
+    d = box_dir(name) / "sshd"
+    previous = None
+    if (d / "server.json").exists():
+        previous = json.loads((d / "server.json").read_text()).get("port")
+    return sshd.start(d, [sshd.public_key_line(key_file)], port=previous)
+
+
+def _kill_jobs(name: str) -> None:
+    """A stopped instance runs nothing: end the box's detached jobs too."""
+    runs = box_workdir(name) / "runs"
+    for pid_file in runs.glob("*/pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+        except ValueError:
+            continue
+        if procs.alive(pid):
+            procs.terminate(pid, group=True)
+
+
+def stop_box(name: str) -> None:
+    _kill_jobs(name)
+    sshd.stop(box_dir(name) / "sshd")
+
+
+def remove_box(name: str) -> None:
+    """Terminate: stop it and wipe its disk."""
+    stop_box(name)
+    shutil.rmtree(box_dir(name), ignore_errors=True)
+
+
+def box_running(name: str) -> sshd.SshServer | None:
+    return sshd.running(box_dir(name) / "sshd")
+
+
+def sandbox_boxes() -> list[str]:
+    root = paths.sandbox_dir() / "boxes"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []

@@ -1,0 +1,94 @@
+"""Delete every tagged resource of one box, in dependency order, verified.
+
+Works from tags alone, so a lost state file never orphans anything. A
+resource that is already gone (NotFound) counts as deleted.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from .aws import error_code
+from .errors import CloudError
+from .inventory import KINDS, Resource, tagged_resources
+
+log = logging.getLogger(__name__)
+
+
+def _gone(exc: Exception) -> bool:
+    code = error_code(exc)
+    return code.endswith(".NotFound") or code.endswith("NotFound") or code == "InvalidKeyPair.NotFound"
+
+
+def _delete_instances(ec2, resources: list[Resource]) -> None:
+    ids = [r.id for r in resources]
+    if not ids:
+        return
+    ec2.terminate_instances(InstanceIds=ids)
+    # Security groups and the network can only go once the instances have.
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+
+
+def _delete_address(ec2, r: Resource) -> None:
+    addr = ec2.describe_addresses(AllocationIds=[r.id])["Addresses"][0]
+    if addr.get("AssociationId"):
+        ec2.disassociate_address(AssociationId=addr["AssociationId"])
+    ec2.release_address(AllocationId=r.id)
+
+
+def _delete_route_table(ec2, r: Resource) -> None:
+    rtb = ec2.describe_route_tables(RouteTableIds=[r.id])["RouteTables"][0]
+    for assoc in rtb.get("Associations", []):
+        if not assoc.get("Main"):
+            ec2.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
+    ec2.delete_route_table(RouteTableId=r.id)
+
+
+def _delete_internet_gateway(ec2, r: Resource) -> None:
+    igw = ec2.describe_internet_gateways(InternetGatewayIds=[r.id])["InternetGateways"][0]
+    for att in igw.get("Attachments", []):
+        ec2.detach_internet_gateway(InternetGatewayId=r.id, VpcId=att["VpcId"])
+    ec2.delete_internet_gateway(InternetGatewayId=r.id)
+
+
+_DELETERS: dict[str, Callable] = {
+    "address": _delete_address,
+    "volume": lambda ec2, r: ec2.delete_volume(VolumeId=r.id),
+    "security-group": lambda ec2, r: ec2.delete_security_group(GroupId=r.id),
+    "subnet": lambda ec2, r: ec2.delete_subnet(SubnetId=r.id),
+    "route-table": _delete_route_table,
+    "internet-gateway": _delete_internet_gateway,
+    "vpc": lambda ec2, r: ec2.delete_vpc(VpcId=r.id),
+    "key-pair": lambda ec2, r: ec2.delete_key_pair(KeyName=r.id),
+}
+
+
+def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda s: None) -> list[Resource]:
+    """Delete everything tagged for box ``name``; return what was deleted.
+
+    Raises CloudError naming what is left if anything survives.
+    """
+    from botocore.exceptions import ClientError
+
+    found = tagged_resources(ec2, region, name)
+    by_kind = {k: [r for r in found if r.kind == k] for k in KINDS}
+    if by_kind["instance"]:
+        report(f"terminating {', '.join(r.id for r in by_kind['instance'])} (waits until terminated)")
+        _delete_instances(ec2, by_kind["instance"])
+    for kind in KINDS[1:]:
+        for r in by_kind[kind]:
+            if kind == "volume" and r.state == "deleted":
+                continue
+            try:
+                _DELETERS[kind](ec2, r)
+                report(f"deleted {kind} {r.id}")
+            except ClientError as e:
+                if not _gone(e):
+                    raise
+    left = [r for r in tagged_resources(ec2, region, name) if not (r.kind == "instance" and r.state == "terminated")]
+    if left:
+        raise CloudError(
+            "teardown left resources behind: " + ", ".join(f"{r.kind} {r.id}" for r in left),
+            f"run `python -m provision down --name {name}` again, or delete them in the console",
+        )
+    return found

@@ -1,0 +1,167 @@
+"""A training job on the box, detached from the SSH session that started it.
+
+Each run lives in ``<workdir>/runs/<run-id>/`` on the box: ``run.sh`` (rendered
+from templates/run.sh.j2), ``pid``, ``log``, ``exit_code`` (written last) and
+``out/`` (what the model writes). The job is started with ``setsid nohup``,
+so closing the laptop, a dropped link or Ctrl-C never stops it.
+"""
+from __future__ import annotations
+
+import secrets
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Callable
+
+from provision.errors import RemoteError
+
+from .connection import run, write_file
+
+POLL_S = 0.5
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things live on the box."""
+
+    workdir: str
+
+    @property
+    def code(self) -> str:
+        return f"{self.workdir}/code"
+
+    def data(self, key: str) -> str:
+        return f"{self.workdir}/data/{key}"
+
+    @property
+    def runs(self) -> str:
+        return f"{self.workdir}/runs"
+
+    def run(self, run_id: str) -> str:
+        return f"{self.workdir}/runs/{run_id}"
+
+
+@dataclass(frozen=True)
+class JobState:
+    pid: int | None
+    running: bool
+    exit_code: int | None
+
+    @property
+    def label(self) -> str:
+        if self.running:
+            return "running"
+        if self.exit_code is None:
+            return "died" if self.pid else "not started"
+        return "succeeded" if self.exit_code == 0 else f"failed (exit {self.exit_code})"
+
+
+def start_command(run_dir: str) -> str:
+    d = shlex.quote(run_dir)
+    return (
+        f"cd {d} && rm -f pid exit_code && "
+        # setsid: a new session, so no hangup reaches it; all fds closed so the
+        # SSH channel can close while the job runs on.
+        f"(setsid nohup bash run.sh >/dev/null 2>&1 </dev/null &) && "
+        f"for i in $(seq 200); do [ -s pid ] && exit 0; sleep 0.05; done; "
+        f"echo 'the job did not write its pid' >&2; exit 1"
+    )
+
+
+def start(conn, run_dir: str, script: str) -> None:
+    write_file(conn, f"{run_dir}/run.sh", script.encode())
+    run(conn, start_command(run_dir), "starting the job")
+
+
+def state_command(run_dir: str) -> str:
+    d = shlex.quote(run_dir)
+    return (
+        f"cd {d} 2>/dev/null || {{ echo missing; exit 0; }}; "
+        "pid=$(cat pid 2>/dev/null); code=$(cat exit_code 2>/dev/null); alive=0; "
+        '[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1; '
+        'echo "${pid:-none} $alive ${code:-none}"'
+    )
+
+
+def parse_state(text: str) -> JobState | None:
+    line = text.strip()
+    if line == "missing" or not line:
+        return None
+    pid, alive, code = line.split()
+    return JobState(None if pid == "none" else int(pid), alive == "1", None if code == "none" else int(code))
+
+
+def job_state(conn, run_dir: str) -> JobState | None:
+    return parse_state(run(conn, state_command(run_dir), "reading the job's state"))
+
+
+def stop(conn, run_dir: str) -> JobState | None:
+    """Stop the job's whole process group (the trainer and its children)."""
+    d = shlex.quote(run_dir)
+    run(conn, f'cd {d} && pid=$(cat pid) && kill -TERM -- -"$pid" 2>/dev/null; true', "stopping the job")
+    return job_state(conn, run_dir)
+
+
+def follow_command(run_dir: str, offset: int) -> str:
+    d = shlex.quote(run_dir)
+    # tail --pid ends once the job has exited and the log is drained.
+    return f'cd {d} && touch log && exec tail -c +{offset + 1} -F -s {POLL_S} --pid="$(cat pid)" log'
+
+
+def follow(connect: Callable[[], object], run_dir: str, out: BinaryIO = sys.stdout.buffer, offset: int = 0,
+           say: Callable[[str], None] = lambda s: None, reconnect_for: float = 300.0, on_tick: Callable[[object], None] | None = None) -> tuple[int, object]:
+    """Stream the log from offset until the job ends, reconnecting if the link drops.
+
+    Returns the bytes streamed in all and the live connection.
+    """
+    conn = connect()
+    lost_since = None
+    while True:
+        try:
+            channel = conn.client.get_transport().open_session()
+            channel.exec_command(follow_command(run_dir, offset))
+            channel.settimeout(1.0)
+            while True:
+                try:
+                    chunk = channel.recv(65536)
+                except TimeoutError:
+                    chunk = None
+                except OSError:  # socket.timeout on older Pythons
+                    chunk = None
+                if chunk is None:
+                    if on_tick:
+                        on_tick(conn)
+                    if channel.exit_status_ready() and not channel.recv_ready():
+                        break
+                    if not conn.client.get_transport() or not conn.client.get_transport().is_active():
+                        raise EOFError("the SSH connection dropped")
+                    continue
+                if not chunk:
+                    break
+                out.write(chunk)
+                out.flush()
+                offset += len(chunk)
+            channel.close()
+            if not conn.client.get_transport() or not conn.client.get_transport().is_active():
+                raise EOFError("the SSH connection dropped")
+            return offset, conn
+        except (EOFError, OSError) as e:
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > reconnect_for:
+                raise RemoteError(f"lost the connection to the box ({e})", "the job keeps running: `remote logs RUN --follow` reattaches") from e
+            say(f"connection lost ({e}); reconnecting (the job keeps running)")
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 (closing a dead link)
+                pass
+            conn = connect()
+            lost_since = None
+
+
+def log_tail(conn, run_dir: str, lines: int = 20) -> str:
+    return run(conn, f"tail -n {lines} {shlex.quote(run_dir)}/log 2>/dev/null; true", "reading the log")

@@ -1,0 +1,33 @@
+"""Everything trainbox sends to a box or writes for a shell is rendered here.
+
+Templates render with StrictUndefined (a missing value is an error, never an
+empty string), and every value that lands in a shell command goes through
+the ``q`` filter (shlex.quote) or ``qjoin`` (a quoted argument list).
+"""
+from __future__ import annotations
+
+import functools
+import shlex
+
+import jinja2
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("templates", "."),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    env.filters["qjoin"] = lambda vs: " ".join(shlex.quote(str(v)) for v in vs)
+    return env
+
+
+def render(template: str, **context) -> str:
+    return environment().get_template(template).render(**context)
+
+
+def names() -> list[str]:
+    return environment().list_templates(filter_func=lambda n: n.endswith(".j2"))
