@@ -25,7 +25,7 @@ def cloud_for(args) -> Cloud:
     if box is not None:
         return Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
     if getattr(args, "sandbox", False) or args.name in sandbox.sandbox_boxes():
-        endpoint = sandbox.moto_endpoint()
+        endpoint = sandbox.endpoint()
         if endpoint is None:
             raise UsageError("the sandbox is not running", f"start it with `{PROG} up --sandbox`")
         return Cloud(sandbox.REGION, endpoint, sandbox=True)
@@ -43,7 +43,7 @@ def cmd_up(args) -> int:
     from .up import UpOptions, up
 
     if args.sandbox:
-        cloud = Cloud(sandbox.REGION, sandbox.ensure_moto(), sandbox=True)
+        cloud = Cloud(sandbox.REGION, sandbox.endpoint() or sandbox.ensure_moto(), sandbox=True)
     else:
         cloud = Cloud(config.setting("region", args.region))
     opts = UpOptions(
@@ -263,6 +263,7 @@ def build_parser() -> Parser:
     c = command("ssh", cmd_ssh, "Open an SSH session to the box (extra arguments go to ssh).")
     c.add_argument("ssh_args", nargs="*", help="passed to ssh, e.g. `-- nvidia-smi`")
     c = command("ls", cmd_ls, "List everything tagged by trainbox that can bill, orphans included.")
+    c.add_argument("--sandbox", action="store_true", help="look in the sandbox")
     c.add_argument("--region", help="AWS region")
     c.add_argument("--all-regions", action="store_true", help="look in every region")
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -270,6 +271,7 @@ def build_parser() -> Parser:
     command("ssh-config", cmd_ssh_config, "Write an OpenSSH config entry so `ssh trainbox-NAME` and editors' Remote-SSH work.")
     c = command("down", cmd_down, "Pull unfetched results, then delete every resource of the box and verify each is gone.")
     c.add_argument("--region", help="AWS region (when there is no local state)")
+    c.add_argument("--sandbox", action="store_true", help="the box is in the sandbox (only needed with no local state)")
     c.add_argument("--no-pull", action="store_true", help="do not pull unfetched results first")
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return p

@@ -108,7 +108,7 @@ def stop(cloud: Cloud, name: str) -> instance.Instance:
 def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
     """Delete every tagged resource of the box, then the local key and state."""
     with aws_errors("tear the box down"):
-        removed = teardown.destroy(cloud.client("ec2"), cloud.region, name, say)
+        removed = teardown.destroy(cloud.client("ec2"), cloud.region, name, say, poll_s=0.5 if cloud.sandbox else 5)
     box = state.load(name)
     if cloud.sandbox:
         sandbox.remove_box(name)
@@ -116,7 +116,7 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
         hostkeys.forget(box.ssh_host, box.ssh_port)
     paths.key_path(name).unlink(missing_ok=True)
     state.forget(name)
-    if cloud.sandbox and not sandbox.sandbox_boxes():
+    if cloud.sandbox and not sandbox.sandbox_boxes() and cloud.endpoint_url == sandbox.moto_endpoint():
         # Nothing of ours is left in the sandbox's AWS: stop its moto server.
         with aws_errors("check the sandbox is empty"):
             from .inventory import tagged_resources

@@ -34,6 +34,12 @@ def moto_endpoint() -> str | None:
     return info["endpoint"] if procs.alive(info["pid"]) else None
 
 
+def endpoint() -> str | None:
+    """The sandbox's AWS: AWS_ENDPOINT_URL if the caller runs its own moto
+    server (tests do; trainbox never stops it), else trainbox's own, if running."""
+    return os.environ.get("AWS_ENDPOINT_URL") or moto_endpoint()
+
+
 def ensure_moto() -> str:
     endpoint = moto_endpoint()
     if endpoint:

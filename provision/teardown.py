@@ -20,13 +20,13 @@ def _gone(exc: Exception) -> bool:
     return code.endswith(".NotFound") or code.endswith("NotFound") or code == "InvalidKeyPair.NotFound"
 
 
-def _delete_instances(ec2, resources: list[Resource]) -> None:
+def _delete_instances(ec2, resources: list[Resource], poll_s: float) -> None:
     ids = [r.id for r in resources]
     if not ids:
         return
     ec2.terminate_instances(InstanceIds=ids)
     # Security groups and the network can only go once the instances have.
-    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": poll_s, "MaxAttempts": int(600 / poll_s)})
 
 
 def _delete_address(ec2, r: Resource) -> None:
@@ -63,7 +63,7 @@ _DELETERS: dict[str, Callable] = {
 }
 
 
-def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda s: None) -> list[Resource]:
+def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda s: None, poll_s: float = 5) -> list[Resource]:
     """Delete everything tagged for box ``name``; return what was deleted.
 
     Raises CloudError naming what is left if anything survives.
@@ -74,7 +74,7 @@ def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda 
     by_kind = {k: [r for r in found if r.kind == k] for k in KINDS}
     if by_kind["instance"]:
         report(f"terminating {', '.join(r.id for r in by_kind['instance'])} (waits until terminated)")
-        _delete_instances(ec2, by_kind["instance"])
+        _delete_instances(ec2, by_kind["instance"], poll_s)
     for kind in KINDS[1:]:
         for r in by_kind[kind]:
             if kind == "volume" and r.state == "deleted":

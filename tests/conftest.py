@@ -1,0 +1,176 @@
+"""Shared fixtures: a private TRAINBOX_HOME per test, a real OpenSSH sshd and
+a moto server on 127.0.0.1 (each started once per session).
+
+NETWORK RULE: tests connect to 127.0.0.1 only. moto hands out public IPs for
+instances: they are fake, and nothing here ever connects to them.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def trainbox_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own TRAINBOX_HOME and fake AWS credentials."""
+    home = tmp_path / "trainbox-home"
+    home.mkdir()
+    monkeypatch.setenv("TRAINBOX_HOME", str(home))
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    # Functions with caches keyed on the environment must start clean.
+    from provision import aws, config
+
+    aws._client.cache_clear()
+    config._toml.cache_clear()
+    return home
+
+
+# ---------------------------------------------------------------- sshd
+
+
+@dataclass(frozen=True)
+class SshHost:
+    """A real sshd on 127.0.0.1 that admits ``key`` for ``user``."""
+
+    port: int
+    user: str
+    key: Path
+    host_key: str
+    dir: Path
+
+    @property
+    def spec(self) -> str:
+        return f"{self.user}@127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def ssh_host(tmp_path_factory) -> SshHost:
+    from provision import paths, sshd
+
+    d = tmp_path_factory.mktemp("sshd")
+    private, public = sshd.new_private_key()
+    key = d / "client_key"
+    paths.write_private(key, private)
+    server = sshd.start(d / "server", [public])
+    yield SshHost(server.port, getpass.getuser(), key, server.host_key, d)
+    sshd.stop(d / "server")
+
+
+@pytest.fixture
+def pinned(ssh_host, trainbox_home) -> SshHost:
+    """ssh_host with its host key pinned in this test's TRAINBOX_HOME."""
+    from provision import hostkeys
+
+    hostkeys.pin("127.0.0.1", ssh_host.port, [ssh_host.host_key])
+    return ssh_host
+
+
+@pytest.fixture
+def box(pinned, tmp_path):
+    """A remote.Target on the test sshd with its own working directory."""
+    from remote.target import Target
+
+    workdir = tmp_path / "box"
+    return Target("127.0.0.1", pinned.port, pinned.user, str(pinned.key), str(workdir), python=sys.executable)
+
+
+@pytest.fixture
+def conn(box):
+    from remote.connection import connect
+
+    c = connect(box, timeout=10)
+    yield c
+    c.close()
+
+
+# ---------------------------------------------------------------- moto server
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> str:
+    """A moto server on 127.0.0.1 for tests that run the real CLI in a subprocess."""
+    from moto.server import ThreadedMotoServer
+
+    from provision.procs import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto_endpoint(moto_server, monkeypatch) -> str:
+    """The session moto server, emptied for this test and named in AWS_ENDPOINT_URL."""
+    req = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(req, timeout=10).close()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    return moto_server
+
+
+# ---------------------------------------------------------------- the CLIs
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*argv: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> Result:
+    """Run `python -m <argv...>` (or the `remote` CLI) as a user would, in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    if argv[0] == "remote":
+        cmd = [sys.executable, "-m", "remote", *argv[1:]]
+    else:
+        cmd = [sys.executable, "-m", *argv]
+    p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention text (e.g. a temp TRAINBOX_HOME)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if text in cmdline and ") Z " not in stat:
+            found.append(f"{entry.name}: {cmdline.strip()}")
+    return found
+
+
+def tagged(endpoint: str) -> list:
+    """Every trainbox-tagged resource the moto server at endpoint holds."""
+    from provision.aws import Cloud
+    from provision.inventory import tagged_resources
+
+    ec2 = Cloud("us-east-1", endpoint).client("ec2")
+    return [r for r in tagged_resources(ec2, "us-east-1") if not (r.kind == "instance" and r.state == "terminated")]
