@@ -39,9 +39,22 @@ def _client(service: str, region: str, endpoint_url: str | None, sandbox: bool):
     # Throttling and transient errors: botocore's adaptive mode backs off on
     # exactly those codes; anything else surfaces at once.
     config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=60)
+    import botocore.session
+
     creds = SANDBOX_CREDENTIALS if sandbox else {}
-    session = boto3.session.Session(region_name=region, **creds)
+    core = botocore.session.Session()
+    # One loader for every client: the parsed service models (EC2's is
+    # megabytes of JSON) are read once, not once per client or region.
+    core.register_component("data_loader", _loader())
+    session = boto3.session.Session(botocore_session=core, region_name=region, **creds)
     return session.client(service, endpoint_url=endpoint_url, config=config)
+
+
+@functools.lru_cache(maxsize=1)
+def _loader():
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
 
 
 def tags(name: str, extra: dict[str, str] | None = None) -> list[dict]:
@@ -87,6 +100,15 @@ _FIXES = {
     "InvalidAMIID.NotFound": ("the AMI does not exist in this region", "drop --ami to use the newest Deep Learning AMI"),
     "InvalidAMIID.Malformed": ("the AMI id is malformed", "pass an id like ami-0123456789abcdef0"),
     "Unsupported": ("AWS does not support this request here", "try another availability zone or instance type"),
+    "InstanceLimitExceeded": ("the account's instance limit for this type is reached", "request a quota increase in the Service Quotas console"),
+    "PendingVerification": ("AWS is still verifying this new account", "wait for AWS's e-mail (usually minutes to hours), then retry"),
+    "Blocked": ("AWS has blocked this account", "contact AWS Support"),
+    "AccessDenied": ("these AWS credentials may not do this", "grant the permissions listed in the README"),
+    "AccessDeniedException": ("these AWS credentials may not do this", "grant the permissions listed in the README"),
+    "RequestLimitExceeded": ("AWS kept throttling the requests, even after retries", "wait a minute and retry"),
+    "InvalidParameterValue": ("AWS rejected a value of the request", "check --instance-type, --volume-gb and --ami"),
+    "InvalidKeyPair.NotFound": ("the box's key pair is gone from AWS", "run `python -m provision up` again"),
+    "SpotMaxPriceTooLow": ("the spot price is above the allowed maximum", "drop --spot or retry later"),
     "InvalidInstanceID.NotFound": ("the instance no longer exists", "run `python -m provision up` again"),
     "IncorrectInstanceState": ("the instance is not in a state that allows this", "check `python -m provision state`"),
 }

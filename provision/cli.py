@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -14,7 +15,7 @@ import time
 from . import config, lifecycle, paths, sandbox, state
 from .aws import Cloud
 from .cliutil import Parser, positive_float, positive_int, run_cli, say
-from .errors import UsageError
+from .errors import RemoteError, UsageError
 
 PROG = "python -m provision"
 
@@ -64,6 +65,8 @@ def cmd_up(args) -> int:
         latest = lambda: ssm_lookup(cloud.client("ssm"))  # noqa: E731
     try:
         box = up(cloud, opts, say, latest_ami=latest)
+    except UsageError:
+        raise  # bad input is refused before anything is made
     except BaseException:
         say(f"`up` did not finish: everything it made is tagged; `{PROG} down{name_flag(args.name)}` removes it")
         raise
@@ -131,27 +134,47 @@ def cmd_ip(args) -> int:
     return 0
 
 
-def ssh_argv(box: state.BoxState, extra: list[str]) -> list[str]:
+def _ssh_binary() -> str:
     ssh = shutil.which("ssh")
     if ssh is None:
         raise UsageError("OpenSSH's ssh client is not installed", "install openssh-client")
-    return [
-        ssh,
-        "-i", box.key_path,
-        "-p", str(box.ssh_port),
-        "-o", "IdentitiesOnly=yes",
-        # The host key is pinned by trainbox: never accept another one.
-        "-o", f"UserKnownHostsFile={paths.known_hosts()}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "ServerAliveInterval=15",
-        f"{box.ssh_user}@{box.ssh_host}",
-        *extra,
-    ]
+    return ssh
+
+
+def ssh_argv(box: state.BoxState, extra: list[str]) -> list[str]:
+    from .sshcmd import ssh_argv as build
+
+    return build(_ssh_binary(), box, str(paths.known_hosts()), extra)
 
 
 def cmd_ssh(args) -> int:
     argv = ssh_argv(_ready_box(args), [a for a in args.ssh_args if a != "--"])
     sys.stdout.flush()
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+def cmd_nb(args) -> int:
+    import secrets
+    import subprocess
+
+    from . import sshcmd
+
+    box = _ready_box(args)
+    ssh = _ssh_binary()
+    known = str(paths.known_hosts())
+    start = sshcmd.jupyter_start_command(
+        sshcmd.box_python(box), args.port, sshcmd.jupyter_dir(box), secrets.token_hex(24)
+    )
+    p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, [start]), capture_output=True, text=True)
+    if p.returncode != 0:
+        why = (p.stderr.strip().splitlines() or [f"ssh exited {p.returncode}"])[-1]
+        raise RemoteError(f"could not start Jupyter on box '{args.name}' ({why})")
+    token = p.stdout.strip().splitlines()[-1]
+    local = args.local_port or args.port
+    print(f"Jupyter on box '{args.name}': http://127.0.0.1:{local}/lab?token={token}", flush=True)
+    say("tunnel open (port never opened to the internet); Ctrl-C closes it, Jupyter keeps running on the box")
+    argv = sshcmd.tunnel_argv(ssh, box, known, args.port, args.local_port)
     os.execv(argv[0], argv)
     return 0  # not reached
 
@@ -185,7 +208,10 @@ def cmd_ls(args) -> int:
 def cmd_aliases(args) -> int:
     import templates
 
-    print(templates.render("aliases.sh.j2", name=args.name, name_flag=name_flag(args.name), prog=PROG), end="")
+    # This interpreter, by absolute path: the aliases work in any shell,
+    # whether or not the venv trainbox lives in is activated there.
+    prog = f"{shlex.quote(sys.executable)} -m provision"
+    print(templates.render("aliases.sh.j2", name=args.name, name_flag=name_flag(args.name), prog=prog), end="")
     return 0
 
 
@@ -262,6 +288,9 @@ def build_parser() -> Parser:
     command("ip", cmd_ip, "Print the box's address.")
     c = command("ssh", cmd_ssh, "Open an SSH session to the box (extra arguments go to ssh).")
     c.add_argument("ssh_args", nargs="*", help="passed to ssh, e.g. `-- nvidia-smi`")
+    c = command("nb", cmd_nb, "Open Jupyter Lab on the box through an SSH tunnel (started there if needed; its port is never opened to the internet).")
+    c.add_argument("--port", type=positive_int, default=8888, help="Jupyter's port on the box (default: %(default)s)")
+    c.add_argument("--local-port", type=positive_int, help="the laptop's end of the tunnel (default: the same as --port)")
     c = command("ls", cmd_ls, "List everything tagged by trainbox that can bill, orphans included.")
     c.add_argument("--sandbox", action="store_true", help="look in the sandbox")
     c.add_argument("--region", help="AWS region")

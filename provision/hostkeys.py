@@ -44,3 +44,31 @@ def pin(host: str, port: int, key_lines: list[str], file: Path | None = None) ->
 
 def forget(host: str, port: int, file: Path | None = None) -> None:
     pin(host, port, [], file)
+
+
+def scan(host: str, port: int, timeout: float = 10.0) -> list[str]:
+    """The host key the SSH server at host:port presents ("type base64").
+
+    Used for first-use pinning, right after the box boots: the key is read
+    once and pinned, and every later connection must present the same one.
+    """
+    import socket
+
+    import paramiko
+
+    from .errors import RemoteError
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            transport = paramiko.Transport(sock)
+            try:
+                transport.start_client(timeout=timeout)
+                key = transport.get_remote_server_key()
+            finally:
+                transport.close()
+    except (OSError, EOFError, paramiko.SSHException) as e:
+        raise RemoteError(
+            f"could not read the SSH host key of {host}:{port} ({type(e).__name__}: {e})",
+            "check `python -m provision state`, then retry `up`",
+        ) from e
+    return [f"{key.get_name()} {key.get_base64()}"]

@@ -1,7 +1,6 @@
 """The box's EC2 instance: find it by tag, launch, start, stop."""
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,7 +75,9 @@ def run_instances_args(spec: LaunchSpec) -> dict:
         MinCount=1,
         MaxCount=1,
         KeyName=spec.key_name,
-        UserData=base64.b64encode(spec.user_data.encode()).decode(),
+        # Plain text: boto3 base64-encodes RunInstances' UserData itself
+        # (encoding it here too would hand cloud-init base64, not a script).
+        UserData=spec.user_data,
         NetworkInterfaces=[
             {
                 "DeviceIndex": 0,

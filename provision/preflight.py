@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from .aws import Cloud, aws_errors, error_code
@@ -54,13 +55,29 @@ def offered_zones(ec2, instance_type: str) -> list[str]:
     return sorted(offers)
 
 
+GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "g6f", "gr6", "p3", "p4d", "p4de", "p5", "p5e", "p5en", "p6")
+
+
 def offered_gpu_types(ec2) -> list[str]:
+    """The GPU instance types offered in the client's region.
+
+    All offerings are listed and filtered here: wildcards in the
+    ``instance-type`` filter are not understood everywhere (moto ignores them).
+    """
     types = set()
-    for page in ec2.get_paginator("describe_instance_type_offerings").paginate(
-        LocationType="region", Filters=[{"Name": "instance-type", "Values": ["g4dn.*", "g5.*", "g6.*", "g6e.*", "p3.*", "p4d.*", "p5.*"]}]
-    ):
-        types.update(o["InstanceType"] for o in page["InstanceTypeOfferings"])
-    return sorted(types)
+    for page in ec2.get_paginator("describe_instance_type_offerings").paginate(LocationType="region"):
+        types.update(
+            o["InstanceType"] for o in page["InstanceTypeOfferings"] if o["InstanceType"].split(".")[0] in GPU_FAMILIES
+        )
+    return sorted(types, key=lambda t: (t.split(".")[0], _size_rank(t)))
+
+
+def _size_rank(instance_type: str) -> int:
+    size = instance_type.split(".", 1)[1] if "." in instance_type else ""
+    if size == "metal":
+        return 10_000
+    digits = size[: -len("xlarge")] if size.endswith("xlarge") else ""
+    return int(digits) if digits.isdigit() else (1 if size == "xlarge" else 0)
 
 
 def check_offered(cloud: Cloud, instance_type: str) -> list[str]:
@@ -70,7 +87,9 @@ def check_offered(cloud: Cloud, instance_type: str) -> list[str]:
         if zones:
             return zones
         gpus = offered_gpu_types(ec2)
-    hint = "offered GPU types here: " + ", ".join(gpus[:12]) if gpus else "try another --region"
+    # The smallest size of each GPU family: the useful choices, on one line.
+    smallest = list({t.split(".")[0]: t for t in reversed(gpus)}.values())[::-1]
+    hint = "offered GPU types here: " + ", ".join(smallest) + " (pass --instance-type)" if gpus else "try another --region"
     raise UsageError(f"{instance_type} is not offered in {cloud.region}", hint)
 
 
@@ -80,12 +99,17 @@ def vcpus_of(ec2, instance_type: str) -> int:
     return int(info[0]["VCpuInfo"]["DefaultVCpus"]) if info else 0
 
 
+def quota_family(instance_type: str) -> str:
+    """The letters that pick the vCPU quota: g4dn.xlarge -> g, p3.2xlarge -> p, vt1.3xlarge -> vt."""
+    letters = re.match(r"[a-z]*", instance_type).group()
+    return "vt" if letters == "vt" else letters[:1]
+
+
 def quota_for(cloud: Cloud, instance_type: str, spot: bool, vcpus: int) -> QuotaCheck | None:
     """The family's vCPU quota against what the type needs; None if no quota applies."""
     from botocore.exceptions import ClientError
 
-    fam = instance_type.split(".")[0].rstrip("0123456789dnexlarg")  # g4dn -> g, p3 -> p, vt1 -> vt
-    fam = "vt" if instance_type.startswith("vt") else fam[:1]
+    fam = quota_family(instance_type)
     table = SPOT_QUOTAS if spot else ON_DEMAND_QUOTAS
     if fam not in table:
         return None

@@ -79,10 +79,13 @@ def box_workdir(name: str) -> Path:
 def start_box(name: str, key_file: Path) -> sshd.SshServer:
     """Boot the sandbox box: its sshd, admitting exactly the box's key pair."""
     d = box_dir(name) / "sshd"
-    previous = None
-    if (d / "server.json").exists():
-        previous = json.loads((d / "server.json").read_text()).get("port")
-    return sshd.start(d, [sshd.public_key_line(key_file)], port=previous)
+    # A restarted box keeps its port when it is free, so addresses the user
+    # wrote down (ssh-config, editors' Remote-SSH) keep working.
+    port_file = box_dir(name) / "port"
+    previous = int(port_file.read_text()) if port_file.exists() else None
+    server = sshd.start(d, [sshd.public_key_line(key_file)], port=previous)
+    port_file.write_text(str(server.port))
+    return server
 
 
 def _kill_jobs(name: str) -> None:

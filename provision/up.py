@@ -38,8 +38,13 @@ WORKDIR = "trainbox"  # on the box, relative to the login user's home
 
 
 def user_data(opts: UpOptions, login_user: str) -> str:
+    from remote import setup  # the box's environment: the bootstrap `remote setup` runs too
+
     return templates.render(
         "user-data.sh.j2",
+        bootstrap=setup.render_bootstrap(WORKDIR, setup.SetupOptions.from_env()),
+        bootstrap_workdir=WORKDIR,
+        login_user=login_user,
         name=opts.name,
         max_hours=opts.max_hours,
         idle_minutes=opts.idle_minutes,
@@ -94,19 +99,42 @@ def wait_for_ssh(host: str, port: int, timeout: float = 300.0) -> None:
     raise RemoteError(f"the box at {host}:{port} did not answer SSH within {timeout:.0f}s", "check `python -m provision state`, then retry `up`")
 
 
-def pin_host_key_from_console(ec2, instance_id: str, host: str) -> bool:
+def console_host_keys(ec2, instance_id: str) -> list[str]:
+    """The host keys cloud-init printed to the console, or [] (not there yet, or no access)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         output = ec2.get_console_output(InstanceId=instance_id, Latest=True).get("Output", "")
-    except Exception:  # noqa: BLE001 (console output is best effort: first-use pinning follows)
-        return False
-    lines = hostkeys.keys_from_console(output)
-    if lines:
-        hostkeys.pin(host, 22, lines)
-    return bool(lines)
+    except (ClientError, BotoCoreError):  # best effort: first-use pinning follows
+        return []
+    return hostkeys.keys_from_console(output)
+
+
+def pin_host_key(ec2, instance_id: str, host: str, port: int = 22, scan=hostkeys.scan) -> tuple[str, list[str]]:
+    """Pin the box's host keys; return how ("console" or "first-use") and the keys.
+
+    The console output, when AWS has it, comes from the box itself over AWS's
+    API, so it cannot be spoofed by the network; else the key the server
+    presents now is pinned (trust on first use) and its fingerprint shown.
+    """
+    lines = console_host_keys(ec2, instance_id)
+    how = "console"
+    if not lines:
+        how = "first-use"
+        lines = scan(host, port)
+    hostkeys.pin(host, port, lines)
+    return how, lines
 
 
 def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Callable[[], str | None] | None = None, detect_cidr=caller_cidr) -> BoxState:
     ec2 = cloud.client("ec2")
+    # Bad input fails before any AWS call.
+    if cloud.sandbox:
+        cidr = "127.0.0.1/32"
+    else:
+        cidr, open_to_all = check_cidr(opts.ssh_cidr) if opts.ssh_cidr else (detect_cidr(), False)
+        if open_to_all:
+            say("warning: --ssh-cidr 0.0.0.0/0 opens SSH to the whole internet")
     with aws_errors("launch the box"):
         say(f"checking AWS ({cloud.region}{', sandbox' if cloud.sandbox else ''})")
         preflight.check_credentials(cloud)
@@ -121,15 +149,13 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
             image = amis.resolve(ec2, opts.instance_type, opts.ami, latest_ami)
         say(f"AMI {image.id} ({image.name})")
 
-        if cloud.sandbox:
-            cidr = "127.0.0.1/32"
-        else:
-            cidr, open_to_all = check_cidr(opts.ssh_cidr) if opts.ssh_cidr else (detect_cidr(), False)
-            if open_to_all:
-                say("warning: --ssh-cidr 0.0.0.0/0 opens SSH to the whole internet")
         key_name, key_file = keys.ensure_key_pair(ec2, opts.name)
 
         inst = instance.find(ec2, opts.name)
+        if inst is not None and inst.state == "shutting-down":
+            # A dying instance cannot be reused: let it go, then launch anew.
+            instance.wait(ec2, inst.id, "terminated")
+            inst = None
         if inst is None:
             say(f"launching {opts.instance_type} (ssh from {cidr} only)")
             inst = launch_in_some_zone(ec2, opts, zones, image, key_name, cidr, say)
@@ -167,8 +193,12 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
             raise CloudError(f"{inst.id} has no public IP", "run `python -m provision down`, then `up` again")
         say(f"waiting for SSH on {box.ssh_host}")
         wait_for_ssh(box.ssh_host, 22)
-        if not pin_host_key_from_console(ec2, inst.id, box.ssh_host):
-            say("host key not in the console output yet: it will be pinned on first connection")
+        how, lines = pin_host_key(ec2, inst.id, box.ssh_host)
+        fingerprints = ", ".join(hostkeys.fingerprint(l) for l in lines)
+        if how == "console":
+            say(f"host key pinned from the console output: {fingerprints}")
+        else:
+            say(f"host key pinned on first use: {fingerprints} (compare with the console output if in doubt)")
     return box
 
 

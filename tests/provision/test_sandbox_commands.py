@@ -1,0 +1,211 @@
+"""Commands that reach the box, against the sandbox (moto on 127.0.0.1 plays
+AWS, a real sshd on 127.0.0.1 plays the instance): ssh-config, aliases,
+stop/start, host key pinning, and the Jupyter tunnel's pieces."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from provision import hostkeys, lifecycle, paths, sandbox, sshcmd, state
+from provision.aws import Cloud
+from provision.cli import main
+from provision.state import BoxState
+from provision.up import UpOptions, pin_host_key, up
+
+SSH = shutil.which("ssh")
+
+
+@pytest.fixture
+def sandbox_box(moto_endpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cloud = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
+    box = up(cloud, UpOptions(), lambda s: None)
+    yield box
+    lifecycle.destroy(cloud, box.name, lambda s: None)
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def run_ssh(box: BoxState, *command: str) -> subprocess.CompletedProcess:
+    argv = sshcmd.ssh_argv(SSH, box, str(paths.known_hosts()), list(command), options=["-o", "BatchMode=yes"])
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+def test_ssh_config_entry_works_with_plain_ssh(sandbox_box, capsys):
+    assert main(["ssh-config"]) == 0
+    path = paths.home() / "ssh_config"
+    assert f"wrote {path}" in capsys.readouterr().out
+    text = path.read_text()
+    assert "Host trainbox-default" in text and f"Port {sandbox_box.ssh_port}" in text
+    assert "StrictHostKeyChecking yes" in text and f"UserKnownHostsFile {paths.known_hosts()}" in text
+    p = subprocess.run([SSH, "-F", str(path), "-o", "BatchMode=yes", "trainbox-default", "echo", "via-config"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "via-config"
+
+
+def test_aliases_load_in_bash_and_run_the_commands(sandbox_box, capsys):
+    assert main(["aliases"]) == 0
+    text = capsys.readouterr().out
+    script = f"shopt -s expand_aliases\neval {sh_quote(text)}\ntype aws-state aws-nb >/dev/null || exit 9\naws-ip\n"
+    p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "127.0.0.1"
+    for name in ("aws-state", "aws-start", "aws-stop", "aws-ip", "aws-ssh", "aws-nb"):
+        assert f"alias {name}=" in text
+    assert sys.executable in text
+
+
+def sh_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def test_aliases_of_a_named_box_pass_the_name(capsys):
+    assert main(["aliases", "--name", "gpu2"]) == 0
+    assert "state --name gpu2'" in capsys.readouterr().out
+
+
+def test_stop_makes_the_box_unreachable_and_start_brings_back_its_host_key(sandbox_box, moto_endpoint):
+    cloud = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
+    key_before = sandbox.box_running("default").host_key
+    assert run_ssh(sandbox_box, "true").returncode == 0
+    assert lifecycle.stop(cloud, "default").state == "stopped"
+    assert refused(sandbox_box.ssh_port)
+    assert sandbox.box_running("default") is None
+    box = lifecycle.start(cloud, "default")
+    assert sandbox.box_running("default").host_key == key_before
+    assert box.ssh_port == sandbox_box.ssh_port  # the same address, when the port is still free
+    p = run_ssh(box, "echo", "back")  # StrictHostKeyChecking=yes against the pin made at `up`
+    assert p.returncode == 0 and p.stdout.strip() == "back", p.stderr
+    assert lifecycle.status(cloud, "default").state == "running"
+
+
+# ---------------------------------------------------------------- host keys
+
+CONSOLE = """cloud-init boot...
+-----BEGIN SSH HOST KEY KEYS-----
+ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBAx root@ip-10-77-0-5
+ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBsp/2Yq8kXkGxv5hmvI1/jBDw9lqQ8oG2J2w+7QnNd4 root@ip-10-77-0-5
+-----END SSH HOST KEY KEYS-----
+Cloud-init finished
+"""
+
+
+def test_keys_from_console():
+    assert hostkeys.keys_from_console(CONSOLE) == [
+        "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBAx",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBsp/2Yq8kXkGxv5hmvI1/jBDw9lqQ8oG2J2w+7QnNd4",
+    ]
+    assert hostkeys.keys_from_console("no keys here") == []
+
+
+class FakeEc2:
+    def __init__(self, output):
+        self.output = output
+
+    def get_console_output(self, **kw):
+        return {"Output": self.output}
+
+
+def test_console_keys_are_pinned_without_scanning():
+    def no_scan(host, port):
+        raise AssertionError("scanned although the console had the keys")
+
+    how, lines = pin_host_key(FakeEc2(CONSOLE), "i-1", "192.0.2.10", scan=no_scan)
+    assert how == "console" and len(lines) == 2
+    assert "192.0.2.10 ssh-ed25519 AAAAC3" in paths.known_hosts().read_text()
+
+
+def test_without_console_keys_the_key_is_pinned_on_first_use(ssh_host, moto_endpoint):
+    ec2 = Cloud("us-east-1", moto_endpoint).client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    # moto's console output has no host keys: the key the server presents is pinned.
+    how, lines = pin_host_key(ec2, iid, "127.0.0.1", ssh_host.port)
+    assert how == "first-use"
+    assert lines == [ssh_host.host_key]
+    assert hostkeys.fingerprint(lines[0]).startswith("SHA256:")
+    assert f"[127.0.0.1]:{ssh_host.port} {ssh_host.host_key}" in paths.known_hosts().read_text()
+
+
+def test_scanning_a_closed_port_is_a_remote_error():
+    from provision.errors import RemoteError
+    from provision.procs import free_port
+
+    with pytest.raises(RemoteError, match="could not read the SSH host key"):
+        hostkeys.scan("127.0.0.1", free_port(), timeout=2)
+
+
+# ---------------------------------------------------------------- nb
+
+BOX = BoxState("default", "us-east-1", "i-1", "g4dn.xlarge", "192.0.2.10", "ubuntu", "/k/key.pem")
+
+
+def test_tunnel_argv_forwards_loopback_to_loopback_and_opens_nothing_else():
+    argv = sshcmd.tunnel_argv("/usr/bin/ssh", BOX, "/h/known_hosts", 8888)
+    assert argv[0] == "/usr/bin/ssh" and argv[-1] == "ubuntu@192.0.2.10"
+    assert argv[argv.index("-L") + 1] == "127.0.0.1:8888:127.0.0.1:8888"
+    assert "-N" in argv and "ExitOnForwardFailure=yes" in argv
+    assert "StrictHostKeyChecking=yes" in argv and "UserKnownHostsFile=/h/known_hosts" in argv
+    assert argv[argv.index("-i") + 1] == "/k/key.pem"
+    other = sshcmd.tunnel_argv("ssh", BOX, "kh", 8888, local_port=9999)
+    assert other[other.index("-L") + 1] == "127.0.0.1:9999:127.0.0.1:8888"
+
+
+def test_box_python_is_the_trainbox_env_unless_the_state_names_one():
+    assert sshcmd.box_python(BOX) == "trainbox/env/bin/python"
+    assert sshcmd.box_python(BoxState(**{**BOX.__dict__, "python": "/opt/py"})) == "/opt/py"
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+    """A 'python' that records how Jupyter was started and then serves (sleeps)."""
+    calls = tmp_path / "calls"
+    py = tmp_path / "python"
+    py.write_text(f"#!/bin/bash\nif [ \"$1\" = -c ]; then exit 0; fi\necho \"$*\" >> {calls}\nexec sleep 120\n")
+    py.chmod(0o755)
+    return py, calls
+
+
+def test_jupyter_starts_once_detached_on_the_box_and_keeps_its_token(ssh_host, pinned, fake_python, tmp_path):
+    from provision.procs import alive, terminate
+
+    py, calls = fake_python
+    box = BoxState("t", "us-east-1", "i", "x", "127.0.0.1", ssh_host.user, str(ssh_host.key), ssh_port=ssh_host.port)
+    d = tmp_path / "jupyter"
+    first = run_ssh(box, sshcmd.jupyter_start_command(str(py), 8899, str(d), "tok1"))
+    assert first.returncode == 0, first.stderr
+    pid = int((d / "pid").read_text())
+    try:
+        assert first.stdout.strip() == "tok1"
+        assert alive(pid), "Jupyter outlived the SSH session that started it"
+        second = run_ssh(box, sshcmd.jupyter_start_command(str(py), 8899, str(d), "tok2"))
+        assert second.returncode == 0 and second.stdout.strip() == "tok1"
+        recorded = calls.read_text().splitlines()
+        assert recorded == [
+            "-m jupyter lab --no-browser --ip 127.0.0.1 --port 8899 --ServerApp.port_retries=0 --IdentityProvider.token=tok1"
+        ]
+    finally:
+        terminate(pid)
+
+
+def test_missing_jupyter_is_exit_3_with_the_fix(tmp_path):
+    py = tmp_path / "python"
+    py.write_text("#!/bin/bash\nexit 1\n")
+    py.chmod(0o755)
+    p = subprocess.run(["bash", "-c", sshcmd.jupyter_start_command(str(py), 8888, str(tmp_path / "j"), "t")],
+                       capture_output=True, text=True)
+    assert p.returncode == 3
+    assert "pip install jupyterlab" in p.stderr

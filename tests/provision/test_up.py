@@ -1,0 +1,366 @@
+"""`up` against moto in process: idempotence, the locked-down network, the
+launch request, the key file, failures at every step, capacity and quota."""
+from __future__ import annotations
+
+import dataclasses
+
+import base64
+import stat
+from collections import Counter
+
+import pytest
+
+from provision import instance, lifecycle, paths, preflight, state, teardown
+from provision.errors import CloudError, UsageError
+from provision.up import UpOptions, up
+from pvkit import CIDR, Faulty, WrappedCloud, aws, client_error, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
+
+
+def kinds(ec2, name) -> Counter:
+    return Counter(r.kind for r in live(ec2, name))
+
+
+def test_up_twice_makes_one_box(ec2, launch, name):
+    first, _ = launch()
+    second, said = launch()
+    assert second.instance_id == first.instance_id
+    assert any("reusing" in s for s in said)
+    assert kinds(ec2, name) == Counter(
+        {"instance": 1, "volume": 1, "vpc": 1, "subnet": 1, "internet-gateway": 1, "route-table": 1, "security-group": 1, "key-pair": 1}
+    )
+
+
+def test_up_starts_a_stopped_box(ec2, launch):
+    box, _ = launch()
+    instance.stop(ec2, box.instance_id)
+    again, _ = launch()
+    assert again.instance_id == box.instance_id
+    assert instance.get(ec2, box.instance_id).state == "running"
+
+
+def test_two_names_make_two_boxes(ec2, launch, name):
+    a, _ = launch(name=name + "a")
+    b, _ = launch(name=name + "b")
+    assert a.instance_id != b.instance_id
+    assert kinds(ec2, name + "a")["vpc"] == kinds(ec2, name + "b")["vpc"] == 1
+
+
+def ingress(ec2, name) -> list[dict]:
+    (sg,) = [r for r in live(ec2, name) if r.kind == "security-group"]
+    return ec2.describe_security_groups(GroupIds=[sg.id])["SecurityGroups"][0]["IpPermissions"]
+
+
+def test_security_group_admits_ssh_from_one_address_only(ec2, launch, name):
+    launch()
+    (rule,) = ingress(ec2, name)
+    assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 22, 22)
+    assert [r["CidrIp"] for r in rule["IpRanges"]] == [CIDR]
+    assert not rule.get("Ipv6Ranges") and not rule.get("UserIdGroupPairs")
+
+
+def test_a_new_ssh_cidr_replaces_the_old_rule(ec2, launch, name):
+    launch()
+    launch(ssh_cidr="198.51.100.9/32")
+    (rule,) = ingress(ec2, name)
+    assert [r["CidrIp"] for r in rule["IpRanges"]] == ["198.51.100.9/32"]
+
+
+def test_a_rule_added_by_hand_is_removed_by_up(ec2, launch, name):
+    launch()
+    (sg,) = [r for r in live(ec2, name) if r.kind == "security-group"]
+    ec2.authorize_security_group_ingress(
+        GroupId=sg.id, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 8888, "ToPort": 8888, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    )
+    launch()
+    assert [(r["FromPort"], r["IpRanges"][0]["CidrIp"]) for r in ingress(ec2, name)] == [(22, CIDR)]
+
+
+def test_the_whole_internet_needs_saying_and_is_warned_about(launch):
+    _, said = launch(ssh_cidr="0.0.0.0/0")
+    assert any("whole internet" in s for s in said)
+
+
+def test_a_bad_cidr_is_bad_usage_before_any_aws_call(aws, name):
+    class NoCalls:
+        def __getattr__(self, name):
+            raise AssertionError(f"called {name}")
+
+    def no_aws(service, client):
+        return NoCalls()
+
+    with pytest.raises(UsageError, match="not a CIDR"):
+        up(WrappedCloud("us-east-1", wrap=no_aws), opts(ssh_cidr="203.0.113.7/99", ami="ami-x", name=name), print)
+
+
+def test_the_detected_address_is_used_when_no_cidr_is_given(aws, ec2, moto_ami, name):
+    up(aws, UpOptions(wait=False, ami=moto_ami, name=name), lambda s: None, detect_cidr=lambda: "192.0.2.44/32")
+    (rule,) = ingress(ec2, name)
+    assert rule["IpRanges"][0]["CidrIp"] == "192.0.2.44/32"
+
+
+# ---------------------------------------------------------------- the launch request
+
+
+def test_instance_has_imdsv2_encrypted_gp3_root_and_stops_on_shutdown(ec2, launch):
+    box, _ = launch(volume_gb=42, max_hours=2, idle_minutes=15)
+    d = ec2.describe_instances(InstanceIds=[box.instance_id])["Reservations"][0]["Instances"][0]
+    assert d["MetadataOptions"]["HttpTokens"] == "required"
+    assert d["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    vol_id = d["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    vol = ec2.describe_volumes(VolumeIds=[vol_id])["Volumes"][0]
+    assert (vol["Encrypted"], vol["VolumeType"], vol["Size"]) == (True, "gp3", 42)
+    behaviour = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="instanceInitiatedShutdownBehavior")
+    assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+    # boto3 base64-encodes UserData once; the box must receive the script itself.
+    raw = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"]
+    script = base64.b64decode(raw).decode()
+    assert script.startswith("#!/bin/bash")
+    assert "max_seconds=7200" in script and "idle_seconds=900" in script
+
+
+def test_run_instances_args_are_the_whole_request():
+    spec = instance.LaunchSpec("b", "ami-1", "/dev/sda1", "g4dn.xlarge", "k", "subnet-1", "sg-1", "#!/bin/bash\n", volume_gb=77)
+    args = instance.run_instances_args(spec)
+    assert args["MetadataOptions"]["HttpTokens"] == "required"
+    assert args["BlockDeviceMappings"] == [
+        {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 77, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}}
+    ]
+    assert args["InstanceInitiatedShutdownBehavior"] == "stop"
+    assert args["NetworkInterfaces"][0]["Groups"] == ["sg-1"]
+    assert args["UserData"] == "#!/bin/bash\n"
+    assert "InstanceMarketOptions" not in args
+    assert {t["ResourceType"] for t in args["TagSpecifications"]} == {"instance", "volume"}
+    spot = instance.run_instances_args(instance.LaunchSpec(**{**spec.__dict__, "spot": True}))
+    assert spot["InstanceMarketOptions"]["MarketType"] == "spot"
+
+
+def test_spot_reaches_the_request(ec2, launch):
+    box, _ = launch(spot=True)
+    d = ec2.describe_instances(InstanceIds=[box.instance_id])["Reservations"][0]["Instances"][0]
+    assert d.get("InstanceLifecycle") == "spot"
+
+
+# ---------------------------------------------------------------- the key
+
+
+def test_private_key_is_0600_in_a_0700_dir(launch, name):
+    box, _ = launch()
+    key = paths.key_path(name)
+    assert box.key_path == str(key)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    assert "PRIVATE KEY" in key.read_text()
+
+
+def test_a_lost_local_key_is_replaced(ec2, launch, name):
+    launch()
+    key = paths.key_path(name)
+    old = key.read_text()
+    before = ec2.describe_key_pairs(KeyNames=[f"trainbox-{name}"])["KeyPairs"][0]["KeyPairId"]
+    key.unlink()
+    launch()
+    assert key.exists() and key.read_text() != old
+    assert ec2.describe_key_pairs(KeyNames=[f"trainbox-{name}"])["KeyPairs"][0]["KeyPairId"] != before
+    assert kinds(ec2, name)["key-pair"] == 1
+
+
+# ---------------------------------------------------------------- failure at every step
+
+CREATION_STEPS = [
+    "create_vpc", "modify_vpc_attribute", "create_internet_gateway", "attach_internet_gateway",
+    "create_route_table", "create_route", "create_subnet", "modify_subnet_attribute", "associate_route_table",
+    "create_security_group", "authorize_security_group_ingress", "create_key_pair", "run_instances",
+]
+
+
+# Where a call creates something, Ctrl-C right after it (the resource exists,
+# up never hears of it) is the worst case; refusing every call covers the rest.
+CASES = [(step, False) for step in CREATION_STEPS] + [(step, True) for step in CREATION_STEPS if step.startswith(("create_", "run_"))]
+
+
+@pytest.mark.parametrize(("step", "after"), CASES, ids=[f"{s}-{'interrupted-after' if a else 'refused'}" for s, a in CASES])
+def test_failure_at_any_step_then_down_leaves_nothing(aws, ec2, moto_ami, step, after, name):
+    exc = KeyboardInterrupt() if after else client_error("InternalError", step)
+    faulty = {}
+
+    def wrap(service, client):
+        if service != "ec2":
+            return client
+        faulty.setdefault("ec2", Faulty(client, step, exc, after=after))
+        return faulty["ec2"]
+
+    cloud = WrappedCloud("us-east-1", wrap=wrap)
+    with pytest.raises((CloudError, KeyboardInterrupt)) as caught:
+        up(cloud, opts(ami=moto_ami, name=name), lambda s: None)
+    assert faulty["ec2"].calls >= 1, f"{step} was never called"
+    if not after:
+        assert "\n" not in str(caught.value)
+    if after:
+        assert live(ec2, name), "the interrupted step had created something"
+    lifecycle.destroy(aws, name, lambda s: None)
+    assert live(ec2, name) == []
+    assert not paths.key_path(name).exists()
+    assert state.load(name) is None
+
+
+def test_failure_while_waiting_for_the_instance_then_down(aws, ec2, moto_ami, name):
+    cloud = WrappedCloud(
+        "us-east-1", wrap=lambda s, c: Faulty(c, "get_waiter", KeyboardInterrupt(), nth=2) if s == "ec2" else c
+    )
+    with pytest.raises(KeyboardInterrupt):
+        up(cloud, opts(ami=moto_ami, name=name), lambda s: None)
+    assert kinds(ec2, name)["instance"] == 1
+    lifecycle.destroy(aws, name, lambda s: None)
+    assert live(ec2, name) == []
+
+
+def test_orphaned_address_and_volume_are_listed_and_removed(aws, ec2, launch, name):
+    from provision.aws import tag_spec
+    from provision.inventory import tagged_resources
+
+    launch()
+    alloc = ec2.allocate_address(Domain="vpc", TagSpecifications=tag_spec("elastic-ip", name))["AllocationId"]
+    vol = ec2.create_volume(Size=5, AvailabilityZone="us-east-1a", TagSpecifications=tag_spec("volume", name))["VolumeId"]
+    found = {(r.kind, r.id) for r in tagged_resources(ec2, "us-east-1")}
+    assert {("address", alloc), ("volume", vol)} <= found
+    removed = teardown.destroy(ec2, "us-east-1", name, poll_s=0.01)
+    assert {("address", alloc), ("volume", vol)} <= {(r.kind, r.id) for r in removed}
+    assert live(ec2, name) == []
+
+
+def test_down_of_one_box_leaves_the_other(aws, ec2, launch, name):
+    launch(name=name + "a")
+    launch(name=name + "b")
+    lifecycle.destroy(aws, name + "a", lambda s: None)
+    assert live(ec2, name + "a") == []
+    assert kinds(ec2, name + "b")["instance"] == 1
+
+
+def test_teardown_that_leaves_something_says_so(aws, ec2, launch, name):
+    launch()
+    cloud = WrappedCloud(
+        "us-east-1", wrap=lambda s, c: Faulty(c, "delete_vpc", client_error("DependencyViolation"), times=99) if s == "ec2" else c
+    )
+    with pytest.raises(CloudError, match="DependencyViolation"):
+        lifecycle.destroy(cloud, name, lambda s: None)
+
+
+def test_teardown_counts_notfound_as_done(aws, ec2, launch, name):
+    launch()
+    cloud = WrappedCloud(
+        "us-east-1",
+        wrap=lambda s, c: Faulty(c, "delete_key_pair", client_error("InvalidKeyPair.NotFound"), after=True) if s == "ec2" else c,
+    )
+    lifecycle.destroy(cloud, name, lambda s: None)
+    assert live(ec2, name) == []
+
+
+# ---------------------------------------------------------------- capacity and quota
+
+
+def test_no_capacity_in_the_first_zone_launches_in_the_next(aws, ec2, moto_ami, name):
+    cloud = WrappedCloud(
+        "us-east-1",
+        wrap=lambda s, c: Faulty(c, "run_instances", client_error("InsufficientInstanceCapacity")) if s == "ec2" else c,
+    )
+    said = []
+    box = up(cloud, opts(ami=moto_ami, name=name), said.append)
+    zones = preflight.offered_zones(ec2, "g4dn.xlarge")
+    assert instance.get(ec2, box.instance_id).zone == zones[1]
+    assert any(f"no g4dn.xlarge capacity in {zones[0]}" in s for s in said)
+    lifecycle.destroy(aws, name, lambda s: None)
+    assert live(ec2, name) == []
+
+
+def test_no_capacity_anywhere_is_one_line(aws, ec2, moto_ami, name):
+    cloud = WrappedCloud(
+        "us-east-1",
+        wrap=lambda s, c: Faulty(c, "run_instances", client_error("InsufficientInstanceCapacity"), times=99) if s == "ec2" else c,
+    )
+    with pytest.raises(CloudError, match="no capacity") as caught:
+        up(cloud, opts(ami=moto_ami, name=name), lambda s: None)
+    assert caught.value.exit_code == 3 and "\n" not in str(caught.value)
+
+
+def stub_quota(aws, value=None, code="L-DB2E81BA", error=None):
+    from botocore.stub import Stubber
+
+    stubber = Stubber(aws.client("service-quotas"))
+    params = {"ServiceCode": "ec2", "QuotaCode": code}
+    if error:
+        stubber.add_client_error("get_service_quota", service_error_code=error, expected_params=params)
+    else:
+        stubber.add_response("get_service_quota", {"Quota": {"Value": value}}, params)
+    stubber.activate()
+    return stubber
+
+
+def test_quota_too_low_fails_before_anything_is_made(aws, ec2, moto_ami, name):
+    stubber = stub_quota(aws, value=0.0)
+    with pytest.raises(CloudError, match=r"'Running On-Demand G and VT instances' quota is 0 vCPUs; g4dn.xlarge needs 4") as caught:
+        up(aws, opts(ami=moto_ami, name=name), lambda s: None)
+    stubber.assert_no_pending_responses()
+    assert "Service Quotas" in str(caught.value)
+    assert live(ec2, name) == []
+
+
+def test_enough_quota_passes(aws):
+    stubber = stub_quota(aws, value=8.0)
+    check = preflight.check_quota(aws, "g4dn.xlarge", spot=False)
+    stubber.assert_no_pending_responses()
+    assert (check.limit, check.needed, check.ok) == (8.0, 4, True)
+
+
+def test_spot_and_p_types_read_their_own_quotas(aws):
+    stubber = stub_quota(aws, value=96.0, code="L-3819A6DF")
+    assert preflight.check_quota(aws, "g5.xlarge", spot=True).name == "All G and VT Spot Instance Requests"
+    stubber.assert_no_pending_responses()
+    stubber.add_response("get_service_quota", {"Quota": {"Value": 0.0}}, {"ServiceCode": "ec2", "QuotaCode": "L-417A185B"})
+    check = preflight.quota_for(aws, "p3.2xlarge", False, 8)
+    assert (check.name, check.limit, check.ok) == ("Running On-Demand P instances", 0.0, False)
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(("itype", "family"), [("g4dn.xlarge", "g"), ("g5.2xlarge", "g"), ("g6e.xlarge", "g"), ("p3.2xlarge", "p"), ("p5.48xlarge", "p"), ("vt1.3xlarge", "vt"), ("t3.micro", "t")])
+def test_quota_family(itype, family):
+    assert preflight.quota_family(itype) == family
+
+
+def test_unknown_quota_warns_and_launches(aws, ec2, moto_ami, name):
+    stub_quota(aws, error="NoSuchResourceException")
+    said = []
+    up(aws, opts(ami=moto_ami, name=name), said.append)
+    assert any("could not read the 'Running On-Demand G and VT instances' quota" in s for s in said)
+    assert kinds(ec2, name)["instance"] == 1
+
+
+def test_type_not_offered_lists_offered_gpu_types(aws):
+    with pytest.raises(UsageError) as caught:
+        preflight.check_offered(aws, "p2.xlarge")
+    message = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert "p2.xlarge is not offered in us-east-1" in message
+    assert "g4dn.xlarge" in message and "g5.xlarge" in message
+    assert "g4dn.2xlarge" not in message  # the smallest of each family only
+
+
+def test_up_does_not_reuse_a_box_that_is_shutting_down(ec2, launch, monkeypatch):
+    box, _ = launch()
+    real_find = instance.find
+    seen = []
+
+    def find_dying(client, box_name):
+        """The first look sees the instance mid-termination, as AWS can report it."""
+        found = real_find(client, box_name)
+        if not seen and found is not None:
+            seen.append(found.id)
+            client.terminate_instances(InstanceIds=[found.id])
+            return dataclasses.replace(found, state="shutting-down")
+        return found
+
+    monkeypatch.setattr(instance, "find", find_dying)
+    again, said = launch()
+    assert seen == [box.instance_id]
+    assert again.instance_id != box.instance_id
+    assert not any("reusing" in s for s in said)
+    assert instance.get(ec2, again.instance_id).state == "running"

@@ -1,0 +1,88 @@
+"""The instance's user-data: renders strictly, is valid bash, fits AWS's limit,
+and its cost guard really stops an over-time or idle box (run here, with
+`shutdown` and `logger` faked on PATH)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import jinja2
+import pytest
+
+import templates
+from provision.up import UpOptions, user_data
+
+
+def guard_script(text: str) -> str:
+    m = re.search(r"<<'GUARD'\n(.*?)\nGUARD\n", text, re.S)
+    assert m, "the guard heredoc is in the user-data"
+    return m.group(1)
+
+
+def test_user_data_is_valid_bash_with_the_limits_and_fits_aws():
+    text = user_data(UpOptions(max_hours=2.5, idle_minutes=15), "ubuntu")
+    assert text.startswith("#!/bin/bash\n")
+    for script in (text, guard_script(text)):
+        p = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+        assert p.returncode == 0, p.stderr
+    assert "max_seconds=9000" in text and "idle_seconds=900" in text
+    assert "runs=/home/ubuntu/trainbox/runs" in text
+    assert "systemctl enable --now trainbox-guard.timer" in text
+    # AWS refuses user-data over 16 KB (before base64).
+    assert len(text.encode()) <= 16384
+
+
+def test_a_missing_value_is_an_error():
+    with pytest.raises(jinja2.UndefinedError):
+        templates.render("user-data.sh.j2", name="x", max_hours=1, idle_minutes=1)
+
+
+@pytest.fixture
+def guard(tmp_path):
+    """Run the rendered guard with fake shutdown/logger; returns run(max_hours, idle_minutes)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("shutdown", "logger"):
+        (bin_dir / tool).write_text(f"#!/bin/bash\necho \"{tool} $*\" >> {tmp_path}/called\n")
+        (bin_dir / tool).chmod(0o755)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def run(max_hours, idle_minutes):
+        text = templates.render(
+            "user-data.sh.j2", name="t", max_hours=max_hours, idle_minutes=idle_minutes, runs_dir=str(runs),
+            login_user="ubuntu", bootstrap_workdir="trainbox",
+        )
+        script = tmp_path / "guard.sh"
+        script.write_text(guard_script(text))
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TRAINBOX_GUARD_MARK": str(tmp_path / "mark")}
+        subprocess.run(["bash", str(script)], env=env, check=True, timeout=30)
+        called = tmp_path / "called"
+        return called.read_text() if called.exists() else ""
+
+    run.runs = runs
+    return run
+
+
+def test_guard_stops_the_box_past_the_hard_limit(guard):
+    assert "shutdown -h now" in guard(max_hours=0.0001, idle_minutes=30)  # 0 s allowed
+
+
+def test_guard_stops_an_idle_box_only_after_seeing_it_idle(guard):
+    assert guard(max_hours=8, idle_minutes=0.001) == ""  # first look: remembers when it was last busy
+    assert "shutdown -h now" in guard(max_hours=8, idle_minutes=0.001)
+
+
+def test_guard_keeps_a_box_with_a_running_job(guard):
+    job = subprocess.Popen(["sleep", "60"])
+    try:
+        (guard.runs / "r1").mkdir()
+        (guard.runs / "r1" / "pid").write_text(str(job.pid))
+        assert guard(max_hours=8, idle_minutes=0.001) == ""
+        assert guard(max_hours=8, idle_minutes=0.001) == ""
+        (guard.runs / "r1" / "exit_code").write_text("0")  # finished: idle from now on
+        assert "shutdown" in guard(max_hours=8, idle_minutes=0.001)
+    finally:
+        job.kill()
+        job.wait()
