@@ -25,7 +25,7 @@ TF_CHECK = "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) fo
 
 
 def _target(args) -> Target:
-    return resolve(args.name, args.host, args.identity, getattr(args, "python", None))
+    return resolve(args.name, args.host, args.identity, getattr(args, "python", None), getattr(args, "workdir", None))
 
 
 def _connect(args, target: Target):
@@ -46,8 +46,16 @@ def dataset_key(path: Path) -> str:
 
 
 def box_python(conn, target: Target, layout: job.Layout) -> str:
-    """The box's interpreter that has TensorFlow and Keras, or RemoteError saying what was tried."""
-    tried = [target.python] if target.python else [f"{layout.workdir}/env/bin/python"]
+    """The box's interpreter that has TensorFlow and Keras, or RemoteError saying what was tried.
+
+    ``--python`` (or the box's state) wins; otherwise trainbox's own env, set up
+    first when it is not ready (waiting for a boot-time setup that is running).
+    """
+    if not target.python:
+        from . import setup
+
+        return setup.ensure(conn, layout.workdir, setup.SetupOptions.from_env(), say)
+    tried = [target.python]
     for python in tried:
         if conn.run(f"{shlex.quote(python)} -c {shlex.quote(TF_CHECK)}", hide=True, warn=True).exited == 0:
             return python
@@ -102,17 +110,33 @@ def train_args(args, extra: list[str]) -> list[str]:
 def cmd_train(args, extra: list[str]) -> int:
     import templates
 
+    from . import datasource, fetch
+
+    if args.resume:
+        if extra or args.data:
+            raise UsageError(f"--resume re-runs the run as it was started: drop {' '.join(extra) or '--data'}")
+        return _resume(args)
+    if args.epochs is None:
+        raise UsageError("train needs --epochs N (or --resume RUN)", f"see `{PROG} train --help`")
+    source = datasource.parse(args.data) if args.data else None
     target = _target(args)
-    if args.data and not Path(args.data).is_dir():
-        raise UsageError(f"--data {args.data}: no such directory")
     layout = job.Layout(target.workdir)
     conn = _connect(args, target)
     try:
+        if not layout.workdir.startswith("/"):
+            # run.sh cds into its run dir: every path rendered into it must be absolute.
+            home = run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip()
+            layout = job.Layout(f"{home}/{layout.workdir}")
         python = box_python(conn, target, layout)
         push_dir(conn, model_package_dir(), f"{layout.code}/model", "code")
-        if args.data:
+        if isinstance(source, datasource.LocalSource):
             data_dir = layout.data(dataset_key(Path(args.data)))
             push_dir(conn, Path(args.data), data_dir, "data")
+        elif source is not None:
+            got = fetch.fetch(conn, source, target.workdir, python, layout.code, quiet=args.quiet, say=say)
+            data_dir = got.path
+            say(f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
+                f"({got.files} files, {_human(got.bytes)}) in {data_dir}")
         else:
             data_dir = layout.data("synthetic")
             say("no --data given: training on a small synthetic two-class image set generated on the box "
@@ -133,6 +157,37 @@ def cmd_train(args, extra: list[str]) -> int:
         _print_reattach(args, run_id)
         return 0
     return _follow_and_collect(args, target, rec)
+
+
+def _resume(args) -> int:
+    """Run a killed or interrupted run's script again in its own run dir: the
+    model's BackupAndRestore state there resumes it at the epoch after the
+    last one saved, and the log goes on where it stopped."""
+    rec = results.load_record(args.resume)
+    if rec is None:
+        raise UsageError(f"no run {args.resume} is known here", f"`{PROG} runs` lists them")
+    target = _rec_target(args, rec)
+    run_dir = job.Layout(target.workdir).run(rec.run_id)
+    conn = _connect(args, target)
+    try:
+        st = job.job_state(conn, run_dir)
+        if st is None:
+            raise RemoteError(f"run {rec.run_id} is not on {target.label} (its run dir {run_dir} is gone)",
+                              f"start a new run with `{PROG} train`")
+        if st.running:
+            raise UsageError(f"run {rec.run_id} is still running",
+                             f"follow it with `{PROG} logs {rec.run_id} --follow{_name_flags(args)}`")
+        offset = job.restart(conn, run_dir)
+    finally:
+        conn.close()
+    rec.pulled, rec.exit_code = False, None
+    results.save_record(rec)
+    say(f"run {rec.run_id} resumed on {target.label} (it had {st.label}); its log follows "
+        "(Ctrl-C detaches, the job keeps running)")
+    if args.detach:
+        _print_reattach(args, rec.run_id)
+        return 0
+    return _follow_and_collect(args, target, rec, offset=offset)
 
 
 def _name_flags(args) -> str:
@@ -215,8 +270,11 @@ def _record_or_latest(args) -> results.RunRecord:
 
 
 def _rec_target(args, rec: results.RunRecord) -> Target:
-    if args.host or rec.box is None:
-        return rec.target() if not args.host else _target(args)
+    """Where a run lives: --host if given (in the run's workdir unless --workdir), else where it was started."""
+    if args.host:
+        return resolve(args.name, args.host, args.identity, None, getattr(args, "workdir", None) or rec.workdir)
+    if rec.box is None:
+        return rec.target()
     return resolve(rec.box)
 
 
@@ -235,6 +293,11 @@ def cmd_logs(args, extra) -> int:
 
 
 def cmd_status(args, extra) -> int:
+    if not args.run and not results.records():
+        target = _target(args)
+        _connect(args, target).close()
+        print(f"{target.label}: reachable; no runs started from here yet")
+        return 0
     rec = _record_or_latest(args)
     target = _rec_target(args, rec)
     conn = _connect(args, target)
@@ -247,7 +310,7 @@ def cmd_status(args, extra) -> int:
 
 
 def cmd_runs(args, extra) -> int:
-    recs = results.records(None if args.all else None)
+    recs = results.records()
     if not recs:
         print("no runs yet")
         return 0
@@ -289,6 +352,117 @@ def cmd_pull(args, extra) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- data
+
+
+def _data_python(target: Target) -> str:
+    return target.python or "python3"
+
+
+def cmd_data_fetch(args, extra) -> int:
+    from . import datasource, fetch
+
+    source = datasource.parse(args.src)
+    if isinstance(source, datasource.LocalSource):
+        raise UsageError(f"{args.src} is a local folder: `{PROG} train --data {args.src}` pushes it",
+                         "`data fetch` takes an http(s):// URL or s3://bucket/prefix")
+    target = _target(args)
+    layout = job.Layout(target.workdir)
+    conn = _connect(args, target)
+    try:
+        sync.push(conn, model_package_dir(), f"{layout.code}/model")  # organizing a Kaggle layout runs it
+        got = fetch.fetch(conn, source, target.workdir, _data_python(target), layout.code, quiet=args.quiet, say=say)
+    finally:
+        conn.close()
+    state = "already cached" if got.cached else "fetched"
+    print(f"{got.key} {state}: {got.files} files, {_human(got.bytes)} at {got.path} on {target.label}")
+    return 0
+
+
+def cmd_data_ls(args, extra) -> int:
+    from . import fetch
+
+    target = _target(args)
+    conn = _connect(args, target)
+    try:
+        entries = fetch.ls(conn, target.workdir, _data_python(target))
+    finally:
+        conn.close()
+    if not entries:
+        print("no datasets cached on the box")
+        return 0
+    print(f"{'key':<40} {'size':>9} {'files':>7}  source")
+    for e in entries:
+        print(f"{e['key']:<40} {_human(e['bytes']):>9} {e['files']:>7}  {e['source']}")
+    return 0
+
+
+def cmd_data_rm(args, extra) -> int:
+    from . import fetch
+
+    target = _target(args)
+    conn = _connect(args, target)
+    try:
+        gone = fetch.rm(conn, target.workdir, _data_python(target), args.key)
+    finally:
+        conn.close()
+    print(f"removed {gone['key']} from the box ({gone['files']} files, {_human(gone['bytes'])} freed)")
+    return 0
+
+
+# ---------------------------------------------------------------- setup, doctor
+
+
+def _setup_options(args):
+    from . import setup
+
+    return setup.SetupOptions.from_env(
+        index_url=args.index_url, find_links=args.find_links or None, no_index=args.no_index or None,
+        jupyter=False if args.no_jupyter else None, installer=args.installer, python=args.box_python,
+    )
+
+
+def cmd_setup(args, extra) -> int:
+    from . import setup
+
+    target = _target(args)
+    opts = _setup_options(args)
+    conn = _connect(args, target)
+    try:
+        if args.force:
+            run(conn, f"rm -f {shlex.quote(setup.marker(target.workdir))}", "clearing the ready marker")
+        python = setup.run_bootstrap(conn, target.workdir, opts, say)
+    finally:
+        conn.close()
+    print(f"ready: {python} on {target.label}")
+    return 0
+
+
+def cmd_doctor(args, extra) -> int:
+    from . import doctor
+
+    target = _target(args)
+    conn = _connect(args, target)
+    try:
+        rep = doctor.diagnose(conn, target.workdir, _setup_options(args), python=target.python)
+    finally:
+        conn.close()
+    print(doctor.format_report(target.label, rep))
+    if rep.problems:
+        raise RemoteError(f"the box's environment has problems: {'; '.join(rep.problems)}",
+                          f"run `{PROG} setup{_name_flags(args)}`")
+    return 0
+
+
+def _setup_flags(c) -> None:
+    c.add_argument("--index-url", help="the package index the box installs from (env TRAINBOX_INDEX_URL; default: the box's pip config, else PyPI)")
+    c.add_argument("--find-links", action="append", metavar="DIR_OR_URL", help="also look for wheels here, as the box sees it (repeatable; env TRAINBOX_FIND_LINKS)")
+    c.add_argument("--no-index", action="store_true", help="only --find-links, no index (env TRAINBOX_NO_INDEX=1)")
+    c.add_argument("--no-jupyter", action="store_true", help="leave jupyterlab out (env TRAINBOX_JUPYTER=0)")
+    c.add_argument("--installer", choices=["auto", "uv", "pip"], help="auto: uv when it can be had, else pip (env TRAINBOX_INSTALLER)")
+    c.add_argument("--box-python", help="the box's Python 3 the env is made from (default: python3; env TRAINBOX_BOX_PYTHON)")
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -297,19 +471,24 @@ def build_parser() -> Parser:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    def command(name, func, help):
-        c = sub.add_parser(name, help=help, description=help)
+    def command(name, func, help, parent=None):
+        c = (parent or sub).add_parser(name, help=help, description=help)
         c.add_argument("--name", default="default", help="the provisioned box (default: %(default)s)")
         c.add_argument("--host", help="any SSH host instead: [user@]host[:port]")
         c.add_argument("--identity", help="private key for --host")
         c.add_argument("--connect-timeout", type=positive_float, default=30.0, help="seconds to keep trying to connect (default: %(default)s)")
+        c.add_argument("--workdir", help="trainbox's directory on the box (default: the box's, or `trainbox` in the login's home)")
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
         c.set_defaults(func=func)
         return c
 
     c = command("train", cmd_train, "Push the model package and the data, train detached on the box, stream the log, pull the results into runs/RUN-ID/.")
-    c.add_argument("--epochs", type=positive_int, required=True, help="epochs to train")
-    c.add_argument("--data", help="a local dataset directory (train/ and validation/, one folder per class); default: a synthetic set")
+    c.add_argument("--epochs", type=positive_int, help="epochs to train (required, unless --resume)")
+    c.add_argument("--resume", metavar="RUN", help="continue a killed or interrupted run from its last saved epoch, on the box it ran on")
+    c.add_argument("--data", metavar="SRC", help="a local dataset directory (train/ and validation/, one folder per class), "
+                   "an http(s):// URL of a .zip/.tar/.tar.gz/.tgz (optionally #sha256=HEX) or s3://bucket/prefix, "
+                   "downloaded by the box itself and cached there; default: a synthetic set")
+    c.add_argument("--quiet", action="store_true", help="no download progress lines")
     c.add_argument("--net", choices=["cnn", "vgg16"], help="the network (model default: cnn)")
     c.add_argument("--mode", choices=["bottleneck", "finetune"], help="vgg16 only: train a head on frozen features, or fine-tune the last block")
     c.add_argument("--batch-size", type=positive_int)
@@ -334,8 +513,25 @@ def build_parser() -> Parser:
         if name == "logs":
             c.add_argument("--follow", "-f", action="store_true", help="stream until the run ends, then pull its results")
             c.add_argument("--pull-every", type=positive_float, default=60.0, help=argparse.SUPPRESS)
+    c = command("setup", cmd_setup, "Install trainbox's own Python environment on the box (pinned TensorFlow, Keras, ...); a no-op when it is ready.")
+    _setup_flags(c)
+    c.add_argument("--force", action="store_true", help="rebuild even if the environment is ready")
+    c = command("doctor", cmd_doctor, "Report the box's environment: ready or why not, versions against the laptop's pins, GPUs, driver, CUDA, disk.")
+    _setup_flags(c)
+    c.add_argument("--python", help="report on this interpreter on the box instead of trainbox's environment")
     c = command("runs", cmd_runs, "List the runs started from this laptop and whether their results are home.")
-    c.add_argument("--all", action="store_true", help=argparse.SUPPRESS)
+
+    data = sub.add_parser("data", help="The box's dataset cache: fetch a URL or S3 prefix onto the box ahead of training, list, free.",
+                          description="The box's dataset cache (remote data fetch|ls|rm).")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=Parser)
+    c = command("fetch", cmd_data_fetch, "Have the box download SRC into its cache (a re-run downloads only what changed).", dsub)
+    c.add_argument("src", metavar="SRC", help="http(s)://.../set.tar.gz[#sha256=HEX] (or .zip/.tar/.tgz), or s3://bucket/prefix")
+    c.add_argument("--quiet", action="store_true", help="no progress lines")
+    c = command("ls", cmd_data_ls, "List the datasets cached on the box, with their sizes.", dsub)
+    c = command("rm", cmd_data_rm, "Remove a dataset from the box's cache (KEY as `remote data ls` shows it).", dsub)
+    c.add_argument("key", metavar="KEY")
+    for c in dsub.choices.values():
+        c.add_argument("--python", help="the box's Python 3 that runs the fetch (default: the box's python3)")
     return p
 
 

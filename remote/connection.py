@@ -77,9 +77,12 @@ def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
             raise RemoteError(f"{where} refused the key {target.identity or '(agent)'}", "check --identity and the login user") from e
         except (NoValidConnectionsError, socket.timeout, TimeoutError, ConnectionError, EOFError, paramiko.SSHException, OSError) as e:
             if time.monotonic() + delay > deadline:
-                hint = "is the box running? check `python -m provision state`" if target.box else "check the host, the port and your network"
                 if target.box:
-                    hint += f", then `python -m provision start{'' if target.box == 'default' else ' --name ' + target.box}`"
+                    flag = "" if target.box == "default" else f" --name {target.box}"
+                    hint = (f"box '{target.box}' may be stopped: start it with `python -m provision start{flag}` "
+                            f"(`python -m provision state{flag}` shows its state)")
+                else:
+                    hint = "check the host, the port and your network"
                 raise RemoteError(f"cannot reach {where} ({e.__class__.__name__}: {e})", hint) from e
             log.debug("connect to %s failed (%s); retrying in %.1fs", where, e, delay)
             time.sleep(delay)

@@ -78,6 +78,14 @@ def start(conn, run_dir: str, script: str) -> None:
     run(conn, start_command(run_dir), "starting the job")
 
 
+def restart(conn, run_dir: str) -> int:
+    """Run the run's own run.sh again (it resumes); the log's size before, to follow from."""
+    d = shlex.quote(run_dir)
+    size = run(conn, f"cd {d} && stat -c %s log 2>/dev/null || echo 0", "reading the log's size")
+    run(conn, start_command(run_dir), "restarting the job")
+    return int(size.strip().splitlines()[-1])
+
+
 def state_command(run_dir: str) -> str:
     d = shlex.quote(run_dir)
     return (
@@ -93,7 +101,10 @@ def parse_state(text: str) -> JobState | None:
     if line == "missing" or not line:
         return None
     pid, alive, code = line.split()
-    return JobState(None if pid == "none" else int(pid), alive == "1", None if code == "none" else int(code))
+    exit_code = None if code == "none" else int(code)
+    # The exit code is written last, a moment before the script's shell exits:
+    # once it is there the job is over, whether or not the pid lingers.
+    return JobState(None if pid == "none" else int(pid), alive == "1" and exit_code is None, exit_code)
 
 
 def job_state(conn, run_dir: str) -> JobState | None:

@@ -3,12 +3,18 @@
 1. Scan both sides: (path, size, whole-second mtime) of every file. The
    remote side is listed with one ``find``, so it is the truth on disk,
    never a manifest that could go stale.
-2. Send only new or changed files, as ONE tar stream into ``tar -x`` on
-   the box (not one SFTP round trip per file), with a list of deletions
-   riding in the same stream.
-3. Atomic: the box's completion marker is removed before anything changes
-   and written last, so an interrupted push never looks complete; files
-   cut short have the wrong size or mtime, so the next push resends them.
+2. A file whose size matches but whose mtime differs (touched, copied,
+   re-extracted) is hashed on both sides (sha256, the box's in one
+   ``sha256sum`` call over just those files); if the content is the same it
+   is not resent, only its mtime is set on the box, so the next scan matches.
+3. Send only new or changed files, as ONE tar stream into ``tar -x`` on
+   the box (not one SFTP round trip per file), with a list of deletions and
+   of mtimes to fix riding in the same stream.
+4. Atomic: the box's completion marker is removed before anything changes
+   and written last, only if the stream's final entry arrived (tar alone
+   accepts an archive cut between two members), so an interrupted push
+   never looks complete; files cut short have the wrong size or mtime, so
+   the next push resends them.
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ import hashlib
 import io
 import os
 import shlex
+import shutil
+import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +33,14 @@ from provision.errors import UsageError
 
 MARKER = ".trainbox-complete"
 DELETE_LIST = ".trainbox-delete"
+TOUCH_LIST = ".trainbox-touch"
 SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
+END = ".trainbox-end"  # the stream's last entry: its presence proves nothing was cut
+# The stream's first entry: what it is about to write. GNU tar gives a file cut
+# short by a dropped stream its final size and mtime anyway, so after a cut the
+# next push resends everything listed here rather than trusting size + mtime.
+PENDING = ".trainbox-pending"
+OURS = {MARKER, DELETE_LIST, TOUCH_LIST, END, PENDING}
 CHUNK = 1 << 20
 
 
@@ -39,13 +54,14 @@ class Entry:
 class Plan:
     send: list[str] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
+    touch: list[str] = field(default_factory=list)  # same content, only the mtime differs
     send_bytes: int = 0
     files: int = 0
     complete: bool = False  # the box already had a complete copy
 
     @property
     def noop(self) -> bool:
-        return self.complete and not self.send and not self.delete
+        return self.complete and not self.send and not self.delete and not self.touch
 
 
 def scan_local(root: Path) -> dict[str, Entry]:
@@ -61,7 +77,7 @@ def scan_local(root: Path) -> dict[str, Entry]:
                 if e.is_dir(follow_symlinks=True):
                     if e.name not in SKIP_DIRS:
                         stack.append(path)
-                elif e.is_file(follow_symlinks=True) and not e.name.endswith(".pyc") and e.name != MARKER:
+                elif e.is_file(follow_symlinks=True) and not e.name.endswith(".pyc") and e.name not in OURS:
                     st = e.stat()
                     found[path] = Entry(st.st_size, int(st.st_mtime))
     return found
@@ -71,26 +87,61 @@ def scan_remote_command(remote_dir: str) -> str:
     d = shlex.quote(remote_dir)
     return (
         f"if cd {d} 2>/dev/null; then "
-        f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} -printf '%P\\t%s\\t%T@\\n'; "
-        f"[ -e {MARKER} ] && echo '#complete'; fi; true"
+        f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} -printf '%P\\t%s\\t%T@\\n'; "
+        f"[ -e {MARKER} ] && echo '#complete'; "
+        f"[ -e {PENDING} ] && tr '\\0' '\\n' < {PENDING} | sed 's/^/#pending\\t/'; fi; true"
     )
 
 
 def parse_remote_scan(text: str) -> tuple[dict[str, Entry], bool]:
-    found, complete = {}, False
+    found, complete, pending = {}, False, set()
     for line in text.splitlines():
         if line == "#complete":
             complete = True
             continue
+        if line.startswith("#pending\t"):
+            found.pop(line.split("\t", 1)[1], None)  # maybe cut short: treat as absent
+            pending.add(line.split("\t", 1)[1])
+            continue
         path, size, mtime = line.rsplit("\t", 2)
-        found[path] = Entry(int(size), int(float(mtime)))
+        if path not in pending:
+            found[path] = Entry(int(size), int(float(mtime)))
     return found, complete
 
 
-def make_plan(local: dict[str, Entry], remote: dict[str, Entry], complete: bool) -> Plan:
-    send = sorted(p for p, e in local.items() if remote.get(p) != e)
+def make_plan(local: dict[str, Entry], remote: dict[str, Entry], complete: bool,
+              same_content: Callable[[list[str]], set[str]] = lambda paths: set()) -> Plan:
+    """What to send, delete and re-date. ``same_content(paths)`` says which of
+    the size-equal, mtime-different paths hold the same bytes on both sides."""
+    changed = [p for p, e in local.items() if remote.get(p) != e]
+    touched = [p for p in changed if remote.get(p) is not None and remote[p].size == local[p].size]
+    touch = sorted(same_content(touched)) if touched else []
+    skip = set(touch)
+    send = sorted(p for p in changed if p not in skip)
     delete = sorted(p for p in remote if p not in local)
-    return Plan(send, delete, sum(local[p].size for p in send), len(local), complete)
+    return Plan(send, delete, touch, sum(local[p].size for p in send), len(local), complete)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_remote_command(remote_dir: str) -> str:
+    # Paths come NUL-separated on stdin; -z makes sha256sum print them unescaped.
+    return f"cd {shlex.quote(remote_dir)} && xargs -0 -r sha256sum -z --"
+
+
+def parse_remote_hashes(data: bytes) -> dict[str, str]:
+    out = {}
+    for rec in data.split(b"\0"):
+        if rec:
+            digest_, _, path = rec.decode(errors="surrogateescape").partition("  ")
+            out[path] = digest_.lstrip("\\")
+    return out
 
 
 def digest(local: dict[str, Entry]) -> str:
@@ -103,9 +154,14 @@ def digest(local: dict[str, Entry]) -> str:
 def apply_command(remote_dir: str, marker_text: str) -> str:
     d = shlex.quote(remote_dir)
     return (
-        f"set -e; mkdir -p {d}; cd {d}; rm -f {MARKER}; "
+        f"set -e; mkdir -p {d}; cd {d}; rm -f {MARKER} {END}; "
         f"tar -x --no-same-owner --no-same-permissions -f -; "
+        # tar accepts an archive cut at a member boundary; the end entry does not lie.
+        f"[ -e {END} ] || {{ echo 'the tar stream was cut short' >&2; exit 1; }}; rm -f {END} {PENDING}; "
         f"if [ -e {DELETE_LIST} ]; then xargs -0 rm -f -- < {DELETE_LIST}; rm -f {DELETE_LIST}; fi; "
+        # The touch list: NUL-separated pairs "mtime", "path".
+        f"if [ -e {TOUCH_LIST} ]; then while IFS= read -r -d '' m && IFS= read -r -d '' p; "
+        f"do touch -m -d \"@$m\" -- \"$p\"; done < {TOUCH_LIST}; rm -f {TOUCH_LIST}; fi; "
         f"find . -mindepth 1 -type d -empty -delete; "
         f"printf %s {shlex.quote(marker_text)} > {MARKER}.tmp && mv {MARKER}.tmp {MARKER}"
     )
@@ -135,6 +191,8 @@ def _tarinfo(name: str, entry: Entry, mode: int) -> tarfile.TarInfo:
 
 def write_tar(out, root: Path, plan: Plan, local: dict[str, Entry]) -> None:
     with tarfile.open(fileobj=out, mode="w|", bufsize=CHUNK, format=tarfile.PAX_FORMAT) as tar:
+        data = b"".join(p.encode(errors="surrogateescape") + b"\0" for p in plan.send)
+        tar.addfile(_tarinfo(PENDING, Entry(len(data), 0), 0o600), io.BytesIO(data))
         for rel in plan.send:
             path = root / rel
             with open(path, "rb") as f:
@@ -142,6 +200,66 @@ def write_tar(out, root: Path, plan: Plan, local: dict[str, Entry]) -> None:
         if plan.delete:
             data = b"\0".join(p.encode() for p in plan.delete)
             tar.addfile(_tarinfo(DELETE_LIST, Entry(len(data), 0), 0o600), io.BytesIO(data))
+        if plan.touch:
+            data = b"".join(f"{local[p].mtime}\0{p}\0".encode() for p in plan.touch)
+            tar.addfile(_tarinfo(TOUCH_LIST, Entry(len(data), 0), 0o600), io.BytesIO(data))
+        tar.addfile(_tarinfo(END, Entry(0, 0), 0o600), io.BytesIO(b""))
+
+
+class _ProcWriter(_ChannelWriter):
+    """The tar stream into an OpenSSH client's stdin."""
+
+    def write(self, b) -> int:
+        self.channel.stdin.write(b)
+        self.progress(len(b))
+        return len(b)
+
+
+def openssh_argv(conn, command: str) -> list[str] | None:
+    """The OpenSSH client command running command on conn's host, or None.
+
+    paramiko moves ~35 MB/s through its pure-Python packet layer; the OpenSSH
+    client runs at the cipher's speed (3-4x faster on loopback, see
+    bench/sync.py). Same key, same pinned known_hosts, no prompt, no agent.
+    ``TRAINBOX_SSH_CLIENT=paramiko`` turns it off.
+    """
+    from provision import paths
+
+    keys = (conn.connect_kwargs or {}).get("key_filename") or []
+    ssh = shutil.which("ssh")
+    if os.environ.get("TRAINBOX_SSH_CLIENT") == "paramiko" or not ssh or len(keys) != 1:
+        return None
+    return [
+        ssh, "-i", keys[0], "-p", str(conn.port),
+        "-o", f"UserKnownHostsFile={paths.known_hosts()}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",  # the pinned key or nothing
+        "-o", "BatchMode=yes",  # never prompt
+        "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+        "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15",
+        "-F", "/dev/null",  # no user ssh config in the way
+        f"{conn.user}@{conn.host}", command,
+    ]
+
+
+def _send_openssh(argv, write) -> None:
+    from provision.errors import RemoteError
+
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        try:
+            write(proc)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = proc.stderr.read().decode(errors="replace").strip()
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if code != 0:
+        raise RemoteError(f"unpacking on the box failed (ssh exit {code}): {err[-300:]}")
 
 
 def push(conn, local_root: Path, remote_dir: str, progress_factory=None) -> Plan:
@@ -150,11 +268,30 @@ def push(conn, local_root: Path, remote_dir: str, progress_factory=None) -> Plan
 
     local = scan_local(local_root)
     remote, complete = parse_remote_scan(run(conn, scan_remote_command(remote_dir), "listing the box's copy"))
-    plan = make_plan(local, remote, complete)
+
+    def same_content(paths: list[str]) -> set[str]:
+        channel = exec_channel(conn, hash_remote_command(remote_dir))
+        channel.sendall(b"".join(p.encode(errors="surrogateescape") + b"\0" for p in paths))
+        channel.shutdown_write()
+        theirs = parse_remote_hashes(channel.makefile("rb").read())
+        finish(channel, f"hashing files in {remote_dir}")
+        return {p for p in paths if theirs.get(p) == sha256_file(local_root / p)}
+
+    plan = make_plan(local, remote, complete, same_content)
     if plan.noop:
         return plan
     bar = progress_factory(plan.send_bytes) if progress_factory else None
-    channel = exec_channel(conn, apply_command(remote_dir, digest(local)))
+    update = bar.update if bar else (lambda n: None)
+    command = apply_command(remote_dir, digest(local))
+    argv = openssh_argv(conn, command)
+    if argv:
+        try:
+            _send_openssh(argv, lambda proc: write_tar(_ProcWriter(proc, update), local_root, plan, local))
+        finally:
+            if bar:
+                bar.close()
+        return plan
+    channel = exec_channel(conn, command)
     try:
         write_tar(_ChannelWriter(channel, bar.update if bar else (lambda n: None)), local_root, plan, local)
         finish(channel, f"unpacking into {remote_dir}")

@@ -1,0 +1,170 @@
+"""Benchmark: trainbox's dataset push against the usual ways, on a real sshd on 127.0.0.1.
+
+A generated set shaped like the seed's (default 25,000 files of ~20 KB in
+class folders). One run prints, all measured here and now:
+
+- first push vs `tar c | ssh tar x` (OpenSSH, same key: the limit of one SSH
+  stream), vs `rsync -a` over the same sshd, vs per-file SFTP put (a sample
+  of files, extrapolated: said so in the table);
+- no-op re-push vs rsync's no-op;
+- bytes sent after changing 1 % of the files vs those files' bytes.
+
+    python bench/sync.py [--files N] [--sftp-sample N]
+
+No timed assertions anywhere: this prints ratios against baselines measured
+in the same run (DESIGN.md, "Tests").
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from provision import hostkeys, paths, sshd  # noqa: E402
+from remote import sync  # noqa: E402
+from remote.connection import connect  # noqa: E402
+from remote.target import Target  # noqa: E402
+
+
+def make_set(root: Path, files: int, seed: int = 0) -> int:
+    rng = random.Random(seed)
+    total = 0
+    for i in range(files):
+        split = "validation" if i % 5 == 0 else "train"
+        cls = "cats" if i % 2 else "dogs"
+        size = rng.randint(12_000, 30_000)  # ~21 KB mean, like the seed's JPEGs
+        p = root / split / cls / f"{cls}.{i}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(size))  # incompressible, like JPEG
+        total += size
+    return total
+
+
+class Bytes:
+    def __init__(self):
+        self.sent = 0
+
+    def __call__(self, total):
+        return self
+
+    def update(self, n):
+        self.sent += n
+
+    def close(self):
+        pass
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def ssh_base(key: Path, port: int, known_hosts: Path) -> list[str]:
+    return ["ssh", "-i", str(key), "-p", str(port), "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=25_000)
+    ap.add_argument("--sftp-sample", type=int, default=1_000)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="trainbox-bench-"))
+    os.environ["TRAINBOX_HOME"] = str(work / "home")
+    user = getpass.getuser()
+    private, public = sshd.new_private_key()
+    key = work / "key"
+    paths.write_private(key, private)
+    server = sshd.start(work / "sshd", [public])
+    hostkeys.pin("127.0.0.1", server.port, [server.host_key])
+    known = paths.known_hosts()
+    ssh = ssh_base(key, server.port, known)
+    box = work / "box"
+    target = Target("127.0.0.1", server.port, user, str(key), str(box))
+    rows = []
+    try:
+        src = work / "set"
+        total = make_set(src, args.files)
+        print(f"set: {args.files} files, {total / 1e6:.0f} MB, on sshd 127.0.0.1:{server.port}", file=sys.stderr)
+        conn = connect(target, timeout=10)
+
+        # -- first push
+        t_ours, _ = timed(lambda: sync.push(conn, src, str(box / "ours")))
+        t_tar, _ = timed(lambda: subprocess.run(
+            f"tar -C {src} -cf - . | {' '.join(ssh)} {user}@127.0.0.1 'mkdir -p {box}/tar && tar -C {box}/tar -xf -'",
+            shell=True, check=True))
+        rsh = " ".join(ssh[:1] + ssh[1:])
+        rsync_dst = f"{user}@127.0.0.1:{box}/rsync/"
+        t_rsync, _ = timed(lambda: subprocess.run(["rsync", "-a", "-e", rsh, f"{src}/", rsync_dst], check=True))
+        sample = sorted(p for p in src.rglob("*") if p.is_file())[: args.sftp_sample]
+        sftp = conn.sftp()
+
+        def sftp_put():
+            made = set()
+            for p in sample:
+                rel = p.relative_to(src)
+                d = f"{box}/sftp/{rel.parent}"
+                if d not in made:
+                    conn.run(f"mkdir -p {d}", hide=True)
+                    made.add(d)
+                sftp.put(str(p), f"{d}/{rel.name}")
+
+        t_sftp_sample, _ = timed(sftp_put)
+        t_sftp = t_sftp_sample * args.files / len(sample)
+        rows += [
+            ("first push: trainbox", t_ours, ""),
+            ("first push: tar c | ssh tar x", t_tar, f"trainbox {t_ours / t_tar:.2f}x  (goal <= 1.1x)"),
+            ("first push: rsync -a", t_rsync, f"trainbox {t_ours / t_rsync:.2f}x"),
+            (f"first push: per-file SFTP (extrapolated from {len(sample)} files)", t_sftp,
+             f"trainbox {t_sftp / t_ours:.0f}x faster  (goal >= 10x)"),
+        ]
+
+        # -- no-op
+        t_noop, plan = timed(lambda: sync.push(conn, src, str(box / "ours")))
+        assert plan.noop
+        t_rsync_noop, _ = timed(lambda: subprocess.run(["rsync", "-a", "-e", rsh, f"{src}/", rsync_dst], check=True))
+        rows += [
+            ("no-op re-push: trainbox", t_noop, ""),
+            ("no-op: rsync -a", t_rsync_noop, f"trainbox {t_noop / t_rsync_noop:.2f}x  (goal <= 1.0x)"),
+        ]
+
+        # -- 1 % changed
+        files = sorted(p for p in src.rglob("*") if p.is_file())
+        changed = random.Random(1).sample(files, max(1, len(files) // 100))
+        changed_bytes = 0
+        for p in changed:
+            data = os.urandom(p.stat().st_size)
+            p.write_bytes(data)
+            changed_bytes += len(data)
+        counter = Bytes()
+        t_change, plan = timed(lambda: sync.push(conn, src, str(box / "ours"), counter))
+        budget = 1.05 * changed_bytes + 1e6
+        rows.append((f"1 % changed ({len(changed)} files, {changed_bytes / 1e6:.2f} MB): trainbox", t_change,
+                     f"sent {counter.sent / 1e6:.2f} MB = {counter.sent / changed_bytes:.3f}x the changed bytes "
+                     f"(goal <= {budget / 1e6:.2f} MB)"))
+        conn.close()
+    finally:
+        sshd.stop(work / "sshd")
+        shutil.rmtree(work, ignore_errors=True)
+
+    w = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{w}}  {'seconds':>8}  ratio")
+    for name, secs, note in rows:
+        print(f"{name:<{w}}  {secs:8.2f}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

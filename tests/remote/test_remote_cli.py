@@ -1,0 +1,227 @@
+"""The real `remote` CLI in subprocesses against the session's sshd on 127.0.0.1.
+
+Training runs are tiny (40 images of 32 px, 1-8 epochs): seconds each. The
+box's workdir is a temp dir on this machine, so the tests watch the job's
+files directly; "mid-run" is always a line seen in the log, never a sleep.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from remote_helpers import one_line_error, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def popen_remote(*argv, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-m", "remote", *argv], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def box_runs(box) -> list[Path]:
+    d = Path(box.workdir) / "runs"
+    return sorted(d.iterdir()) if d.exists() else []
+
+
+def log_has(run_dir: Path, text: str) -> bool:
+    log = run_dir / "log"
+    return log.exists() and text in log.read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_laptop_killed_mid_run_job_finishes_and_pull_brings_everything(cli, on_box, box, dataset, tmp_path):
+    train = popen_remote("train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "2",
+                         "--image-size", "32", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    try:
+        run_dir = wait_for("the run dir on the box", lambda: box_runs(box) and box_runs(box)[0])
+        wait_for("epoch 1 in the log", lambda: log_has(run_dir, "epoch 1/2") or train.poll() is not None)
+        assert train.poll() is None, "the local train ended before it was killed: " + train.stderr.read()
+        train.send_signal(signal.SIGKILL)
+        train.wait(timeout=10)
+    finally:
+        if train.poll() is None:
+            train.kill()
+        train.stdout.close(), train.stderr.close()
+    run_id = run_dir.name
+    assert not (tmp_path / "runs" / run_id / "model.keras").exists(), "the laptop died before the end"
+
+    wait_for("the job's exit code on the box", lambda: (run_dir / "exit_code").exists())
+    assert (run_dir / "exit_code").read_text().strip() == "0"
+
+    status = cli("remote", "status", run_id, *on_box, cwd=tmp_path)
+    assert status.code == 0, status.err
+    assert f"{run_id} succeeded" in status.out
+
+    runs = cli("remote", "runs", cwd=tmp_path)
+    assert run_id in runs.out and " no " in runs.out  # not home yet
+
+    pull = cli("remote", "pull", run_id, *on_box, cwd=tmp_path)
+    assert pull.code == 0, pull.err
+    local = tmp_path / "runs" / run_id
+    history = json.loads((local / "history.json").read_text())
+    assert len(history["loss"]) == 2
+    for name in ("model.keras", "checkpoints/last.keras", "checkpoints/best.keras", "history.csv", "curves.png",
+                 "metrics.json", "run.json", "train.log", "exit_code", "run.sh"):
+        assert (local / name).is_file(), name
+    assert any((local / "tensorboard").rglob("*tfevents*"))
+    assert "epoch 2/2" in (local / "train.log").read_text()
+    assert not list(local.rglob("*.part")), "no half-written files"
+
+    runs = cli("remote", "runs", cwd=tmp_path)
+    line = next(l for l in runs.out.splitlines() if run_id in l)
+    assert line.split()[2:4] == ["yes", "0"]
+
+    logs = cli("remote", "logs", run_id, *on_box, cwd=tmp_path)
+    assert logs.code == 0 and "epoch 2/2" in logs.out and "saved" in logs.out
+
+
+def test_failing_job_exits_1_with_its_log_tail(cli, on_box, box, tmp_path):
+    bad = tmp_path / "one-class"
+    for split in ("train", "validation"):
+        (bad / split / "cats").mkdir(parents=True)
+        (bad / split / "cats" / "a.jpg").write_bytes(b"not really a jpeg")
+    r = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(bad), "--epochs", "1",
+            "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert r.code == 1, r.err
+    assert "last lines of the log" in r.err
+    assert "need at least two" in r.err, "the model's own error, from the box's log"
+    assert "training failed on the box (exit 2)" in one_line_error(r)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert "need at least two" in (run / "train.log").read_text()
+    assert (run / "exit_code").read_text().strip() == "2"
+
+
+def test_bad_model_args_fail_on_the_box_with_exit_1(cli, on_box, dataset, tmp_path):
+    r = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "1",
+            "--no-such-model-flag", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert r.code == 1, r.err
+    assert "--no-such-model-flag" in r.err  # the model's argparse complaint, in the tail
+
+
+@pytest.mark.slow
+def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box, box, dataset, tmp_path):
+    start = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "8",
+                "--image-size", "32", "--detach", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert start.code == 0, start.err
+    assert "reattach" in start.err
+    (run_dir,) = box_runs(box)
+    run_id = run_dir.name
+    # Epoch 2's line means epoch 1's BackupAndRestore state is on disk (it is
+    # saved right after its line), so the resume has something to resume from.
+    wait_for("epoch 2 in the log", lambda: log_has(run_dir, "epoch 2/8") or (run_dir / "exit_code").exists())
+
+    stop = cli("remote", "stop", run_id, *on_box, cwd=tmp_path)
+    assert stop.code == 0, stop.err
+    wait_for("the job to end", lambda: not os.path.exists(f"/proc/{int((run_dir / 'pid').read_text())}"), timeout=30)
+    assert not (run_dir / "exit_code").exists(), "stopped mid-run: the job never finished"
+    done = len((run_dir / "out" / "history.csv").read_text().strip().splitlines()) - 1
+    assert 2 <= done < 8, f"stopped after {done} epochs"
+    status = cli("remote", "status", run_id, *on_box, cwd=tmp_path)
+    assert f"{run_id} died" in status.out
+
+    busy = cli("remote", "train", "--resume", "no-such-run", *on_box, cwd=tmp_path)
+    assert busy.code == 2 and "no run no-such-run" in one_line_error(busy)
+
+    resume = cli("remote", "train", "--resume", run_id, *on_box, cwd=tmp_path)
+    assert resume.code == 0, resume.err + resume.out
+    assert "resuming from" in resume.out, "the log streamed from where it stopped"
+    assert "epoch 8/8" in resume.out
+    local = tmp_path / "runs" / run_id
+    history = json.loads((local / "history.json").read_text())
+    assert len(history["loss"]) == 8
+    assert "8 epochs" in resume.out
+    assert (local / "exit_code").read_text().strip() == "0"
+
+
+def test_unreachable_port_exits_3_within_the_connect_timeout(cli, tmp_path, pinned):
+    from provision.procs import free_port
+
+    started = time.monotonic()
+    r = cli("remote", "status", "--host", f"{pinned.user}@127.0.0.1:{free_port()}", "--identity", str(pinned.key),
+            "--connect-timeout", "2", cwd=tmp_path)
+    took = time.monotonic() - started
+    assert r.code == 3
+    line = one_line_error(r)
+    assert "cannot reach" in line and "check the host, the port" in line
+    assert took < 2 + 8, f"took {took:.1f}s with --connect-timeout 2"  # 8 s: interpreter start on a slow CI box
+
+
+def test_host_key_mismatch_exits_3_and_keeps_the_pin(cli, on_box, pinned, trainbox_home, tmp_path):
+    from provision import hostkeys, sshd
+
+    _, wrong = sshd.new_private_key()
+    hostkeys.pin("127.0.0.1", pinned.port, [" ".join(wrong.split()[:2])])
+    before = (trainbox_home / "known_hosts").read_text() if (trainbox_home / "known_hosts").exists() else None
+    r = cli("remote", "status", *on_box, "--connect-timeout", "5", cwd=tmp_path)
+    assert r.code == 3
+    assert "host key mismatch" in one_line_error(r)
+    from provision import paths
+
+    assert wrong.split()[1] in paths.known_hosts().read_text(), "the pinned key was not replaced"
+    assert before is None or before == (trainbox_home / "known_hosts").read_text()
+
+
+def test_auth_refused_exits_3(cli, pinned, box, tmp_path):
+    from provision import paths, sshd
+
+    other = tmp_path / "other_key"
+    paths.write_private(other, sshd.new_private_key()[0])
+    r = cli("remote", "status", "--host", pinned.spec, "--identity", str(other), "--connect-timeout", "5", cwd=tmp_path)
+    assert r.code == 3
+    assert "refused the key" in one_line_error(r)
+
+
+def test_status_of_a_reachable_box_without_runs(cli, on_box, tmp_path):
+    r = cli("remote", "status", *on_box, cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert "reachable; no runs" in r.out
+
+
+def test_pull_refuses_a_symlink_out_of_the_run_dir(cli, on_box, box, tmp_path):
+    from remote import results
+    from remote.target import Target
+
+    run_id = "20260101-000000-abcd"
+    run_dir = Path(box.workdir) / "runs" / run_id
+    (run_dir / "out").mkdir(parents=True)
+    (run_dir / "out" / "model.keras").write_bytes(b"weights")
+    (run_dir / "out" / "etc").symlink_to("/etc")
+    (run_dir / "log").write_text("done\n")
+    (run_dir / "pid").write_text("999999\n")
+    (run_dir / "exit_code").write_text("0\n")
+    local = tmp_path / "runs" / run_id
+    results.new_record(run_id, Target("127.0.0.1", box.port, box.user, box.identity, box.workdir), local)
+
+    r = cli("remote", "pull", run_id, *on_box, cwd=tmp_path)
+    assert r.code == 3
+    assert "refused 1 unsafe entries" in one_line_error(r) and "out/etc" in r.err
+    assert not (local / "etc").exists() and not (local / "etc").is_symlink()
+    assert [p.name for p in tmp_path.iterdir() if p.name not in ("runs", "box", "trainbox-home")] == []
+
+
+@pytest.mark.slow
+def test_a_stopped_sandbox_box_names_provision_start(cli, moto_endpoint, tmp_path):
+    up = cli("provision", "up", "--sandbox", cwd=tmp_path)
+    assert up.code == 0, up.err
+    try:
+        ok = cli("remote", "status", cwd=tmp_path)
+        assert ok.code == 0 and "reachable" in ok.out, ok.err
+        stop = cli("provision", "stop", cwd=tmp_path)
+        assert stop.code == 0, stop.err
+        r = cli("remote", "status", "--connect-timeout", "2", cwd=tmp_path)
+        assert r.code == 3
+        line = one_line_error(r)
+        assert "may be stopped" in line and "python -m provision start" in line
+    finally:
+        down = cli("provision", "down", "--yes", "--no-pull", cwd=tmp_path)
+        if down.code != 0:
+            cli("provision", "down", "--yes", cwd=tmp_path)
