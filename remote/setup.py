@@ -1,0 +1,209 @@
+"""trainbox's own Python environment on the box: render the bootstrap, run it, ask if it is ready.
+
+The bootstrap (templates/bootstrap.sh.j2) is the one script both paths run:
+user-data at first boot and ``remote setup`` / ``remote train`` over SSH. It
+builds ``<workdir>/env`` (a venv, never the system Python) with the pins
+below, which are the laptop's ``[train]`` extra (tests/box checks they agree
+with pyproject.toml), so ``.keras`` files pulled home load here.
+
+"Ready" means: ``<workdir>/env/trainbox-ready`` exists and its first line is
+``spec <spec_id>``. The marker is written last, so one ``head`` over SSH
+answers the question without importing TensorFlow (which takes seconds).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from typing import Callable
+
+from provision.errors import RemoteError, UsageError
+
+# The pins: the same as pyproject.toml's [train] extra (a test keeps them equal).
+TF_VERSION = "2.21.0"
+KERAS_VERSION = "3.15.1"
+MODEL_REQUIREMENTS = ("tensorboard==2.21.0", "pillow>=10", "matplotlib>=3.8", "scipy>=1.11")
+JUPYTER = "jupyterlab>=4"
+FORMAT = 1  # bump when the environment's layout changes: every box rebuilds once
+
+# Free disk the install needs, in MB (wheels + unpacked; the CUDA build is large).
+CPU_FREE_MB = 3000
+GPU_FREE_MB = 12000
+
+# The bootstrap's exit codes, and what to do about each (the script's own last
+# line already says it; these are for a script killed before it could).
+EXIT_CODES = {
+    10: "no python3 on the box",
+    11: "no venv module on the box",
+    12: "no network from the box to the package index",
+    13: "disk full on the box",
+    14: "the box has a GPU but TensorFlow sees none",
+    15: "the install failed",
+}
+
+ENV_VARS = {
+    "index_url": "TRAINBOX_INDEX_URL",
+    "find_links": "TRAINBOX_FIND_LINKS",  # os.pathsep-separated paths or URLs, as the box sees them
+    "no_index": "TRAINBOX_NO_INDEX",
+    "jupyter": "TRAINBOX_JUPYTER",
+    "installer": "TRAINBOX_INSTALLER",
+    "python": "TRAINBOX_BOX_PYTHON",
+    "system_site_packages": "TRAINBOX_SYSTEM_SITE_PACKAGES",
+}
+
+
+def _flag(text: str) -> bool:
+    return text.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class SetupOptions:
+    """How the box's environment is built. Flags > environment (ENV_VARS) > these defaults."""
+
+    index_url: str | None = None
+    find_links: tuple[str, ...] = ()
+    no_index: bool = False
+    jupyter: bool = True
+    installer: str = "auto"  # auto (uv when it can be had, else pip), uv, pip
+    python: str = "python3"  # the box's interpreter the venv is made from
+    system_site_packages: bool = False
+    cpu_free_mb: int = CPU_FREE_MB
+    gpu_free_mb: int = GPU_FREE_MB
+
+    @classmethod
+    def from_env(cls, environ=None, **flags) -> "SetupOptions":
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        for name, var in ENV_VARS.items():
+            text = env.get(var)
+            if text is None:
+                continue
+            if name == "find_links":
+                values[name] = tuple(p for p in text.split(os.pathsep) if p)
+            elif name in ("no_index", "jupyter", "system_site_packages"):
+                values[name] = _flag(text)
+            else:
+                values[name] = text
+        values.update({k: v for k, v in flags.items() if v is not None})
+        if "find_links" in values:
+            values["find_links"] = tuple(values["find_links"])
+        if values.get("installer", "auto") not in ("auto", "uv", "pip"):
+            raise UsageError(f"installer {values['installer']!r} is not one of auto, uv, pip")
+        return cls(**values)
+
+    @property
+    def requirements(self) -> list[str]:
+        """Everything but TensorFlow, whose build the box picks (CUDA, CPU)."""
+        return [f"keras=={KERAS_VERSION}", *MODEL_REQUIREMENTS, *([JUPYTER] if self.jupyter else [])]
+
+    def spec_id(self) -> str:
+        """What the environment is built from; a box whose marker differs is rebuilt."""
+        what = [FORMAT, TF_VERSION, self.requirements, self.python, self.system_site_packages]
+        return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+
+def env_dir(workdir: str) -> str:
+    return f"{workdir}/env"
+
+
+def env_python(workdir: str) -> str:
+    return f"{env_dir(workdir)}/bin/python"
+
+
+def marker(workdir: str) -> str:
+    return f"{env_dir(workdir)}/trainbox-ready"
+
+
+def bootstrap_path(workdir: str) -> str:
+    return f"{workdir}/bootstrap.sh"
+
+
+def log_path(workdir: str) -> str:
+    return f"{workdir}/setup.log"
+
+
+def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
+    """The bootstrap script for a box whose trainbox directory is ``workdir`` (relative to home, or absolute)."""
+    import templates
+
+    return templates.render(
+        "bootstrap.sh.j2",
+        workdir=workdir,
+        spec_id=opts.spec_id(),
+        python=opts.python,
+        tf_cpu=f"tensorflow-cpu=={TF_VERSION}",
+        tf_gpu=f"tensorflow[and-cuda]=={TF_VERSION}",
+        tf_other=f"tensorflow=={TF_VERSION}",
+        requirements=opts.requirements,
+        find_links=list(opts.find_links),
+        no_index=opts.no_index,
+        index_url=opts.index_url or "",
+        installer=opts.installer,
+        system_site_packages=opts.system_site_packages,
+        cpu_free_mb=int(opts.cpu_free_mb),
+        gpu_free_mb=int(opts.gpu_free_mb),
+    )
+
+
+def ready_command(workdir: str, opts: SetupOptions) -> str:
+    """A shell command that exits 0 exactly when the environment is ready."""
+    return f'test "$(head -n 1 {shlex.quote(marker(workdir))} 2>/dev/null)" = {shlex.quote("spec " + opts.spec_id())}'
+
+
+def is_ready(conn, workdir: str, opts: SetupOptions) -> bool:
+    return conn.run(ready_command(workdir, opts), hide=True, warn=True, in_stream=False).exited == 0
+
+
+def _stream(channel, on_line: Callable[[str], None]) -> int:
+    """Feed each line of channel's stdout+stderr to on_line as it comes; the exit status."""
+    channel.set_combine_stderr(True)
+    buf = b""
+    while True:
+        data = channel.recv(65536)
+        if not data:
+            break
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            on_line(line.decode(errors="replace"))
+    if buf:
+        on_line(buf.decode(errors="replace"))
+    return channel.recv_exit_status()
+
+
+def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None]) -> str:
+    """Run the bootstrap on the box, streaming its progress to say; the env's python, or RemoteError."""
+    from .connection import exec_channel, write_file
+
+    write_file(conn, bootstrap_path(workdir), render_bootstrap(workdir, opts).encode())
+    channel = exec_channel(conn, f"bash {shlex.quote(bootstrap_path(workdir))}")
+    channel.shutdown_write()
+    errors: list[str] = []
+
+    def on_line(line: str) -> None:
+        if line.startswith("trainbox-setup: error: "):
+            errors.append(line[len("trainbox-setup: error: "):])
+        else:
+            say(line)
+
+    try:
+        status = _stream(channel, on_line)
+    finally:
+        channel.close()
+    if status == 0:
+        return env_python(workdir)
+    if errors:
+        raise RemoteError(errors[-1])
+    what = EXIT_CODES.get(status, f"the bootstrap exited {status}")
+    raise RemoteError(f"setting up the box's environment failed ({what})",
+                      f"see ~/{log_path(workdir)} on the box, then rerun `remote setup`")
+
+
+def ensure(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None]) -> str:
+    """The env's python: at once if ready, else after running the bootstrap (which waits for a running one)."""
+    if is_ready(conn, workdir, opts):
+        return env_python(workdir)
+    say("the box's environment is not ready: setting it up (this waits for a setup already running)")
+    return run_bootstrap(conn, workdir, opts, say)
