@@ -1,0 +1,132 @@
+"""What ``--data SRC`` names: a local folder, an archive URL, or an S3 prefix.
+
+``parse(text)`` is pure (no I/O beyond "is it a local folder?") and raises
+UsageError (exit 2) for what trainbox cannot fetch: an unknown scheme, an
+archive type it cannot extract, a malformed ``#sha256=``. ``kaggle:`` is
+refused on purpose (see KAGGLE_REFUSED). Each remote source has a cache key:
+the same URL and hash, or the same bucket and prefix, give the same key, so
+a re-run finds the box's copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from provision.errors import UsageError
+
+ARCHIVES = {".tar.gz": "tar", ".tgz": "tar", ".tar": "tar", ".zip": "zip", ".tar.bz2": "tar", ".tar.xz": "tar"}
+_SHA = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+KAGGLE_REFUSED = (
+    "kaggle: sources are not supported: Kaggle's API only serves competition files to a request carrying "
+    "your Kaggle token, and trainbox never puts a token on the box"
+)
+KAGGLE_FIX = "download it once (`kaggle competitions download -c NAME`), put it in S3 or behind a URL, and pass that as --data"
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    path: Path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    url: str  # without the #sha256= fragment
+    sha256: str | None
+    kind: str  # "tar" or "zip"
+    name: str  # the archive's file name
+
+    @property
+    def key(self) -> str:
+        stem = self.name
+        for ext in ARCHIVES:
+            if stem.lower().endswith(ext):
+                stem = stem[: -len(ext)]
+                break
+        digest = hashlib.sha256(f"{self.url}#{self.sha256 or ''}".encode()).hexdigest()[:12]
+        return f"{_slug(stem) or 'data'}-{digest}"
+
+    def __str__(self) -> str:
+        return self.url + (f"#sha256={self.sha256}" if self.sha256 else "")
+
+
+@dataclass(frozen=True)
+class S3Source:
+    bucket: str
+    prefix: str  # "" or ending in "/"
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha256(f"s3://{self.bucket}/{self.prefix}".encode()).hexdigest()[:12]
+        tail = _slug(self.prefix.strip("/").replace("/", "-"))
+        return f"s3-{_slug(self.bucket)}{'-' + tail if tail else ''}-{digest}"
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+Source = LocalSource | UrlSource | S3Source
+
+
+def _slug(text: str) -> str:
+    return _SAFE.sub("-", text).strip("-.")[:40]
+
+
+def parse(text: str) -> Source:
+    """The source SRC names, or UsageError (exit 2) saying what is accepted."""
+    text = text.strip()
+    if text.lower().startswith("kaggle:"):
+        raise UsageError(KAGGLE_REFUSED, KAGGLE_FIX)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in ("http", "https"):
+        return _url(text)
+    if scheme == "s3":
+        return _s3(text)
+    if scheme or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\\/]", text) and not Path(text).exists():
+        raise UsageError(
+            f"--data {text}: unsupported source {text.split(':', 1)[0]!r}",
+            "give a local folder, an http(s):// URL of a .zip/.tar/.tar.gz/.tgz, or s3://bucket/prefix",
+        )
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"--data {text}: no such directory",
+                         "give a local folder, an http(s):// URL of an archive, or s3://bucket/prefix")
+    return LocalSource(path)
+
+
+def _url(text: str) -> UrlSource:
+    base, _, fragment = text.partition("#")
+    sha = None
+    if fragment:
+        m = _SHA.match(fragment)
+        if not m:
+            raise UsageError(f"--data {text}: the URL fragment must be #sha256=<64 hex digits>, got #{fragment}")
+        sha = m.group(1).lower()
+    parts = urlsplit(base)
+    if not parts.hostname:
+        raise UsageError(f"--data {text}: the URL has no host")
+    name = unquote(parts.path.rsplit("/", 1)[-1])
+    kind = next((k for ext, k in ARCHIVES.items() if name.lower().endswith(ext)), None)
+    if kind is None:
+        raise UsageError(
+            f"--data {text}: unsupported archive type {name or '(no file name)'!r}",
+            "trainbox extracts .zip, .tar, .tar.gz and .tgz",
+        )
+    return UrlSource(base, sha, kind, name)
+
+
+def _s3(text: str) -> S3Source:
+    rest = text.split("://", 1)[1]
+    bucket, _, prefix = rest.partition("/")
+    if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
+        raise UsageError(f"--data {text}: {bucket!r} is not an S3 bucket name", "give s3://bucket/prefix")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return S3Source(bucket, prefix)
