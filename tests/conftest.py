@@ -126,51 +126,9 @@ def moto_endpoint(moto_server, monkeypatch) -> str:
 
 # ---------------------------------------------------------------- the CLIs
 
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(*argv: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> Result:
-    """Run `python -m <argv...>` (or the `remote` CLI) as a user would, in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
-    if argv[0] == "remote":
-        cmd = [sys.executable, "-m", "remote", *argv[1:]]
-    else:
-        cmd = [sys.executable, "-m", *argv]
-    p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    return Result(p.returncode, p.stdout, p.stderr)
+from testkit import Result, processes_mentioning, run_cli, tagged  # noqa: E402,F401 (re-exported)
 
 
 @pytest.fixture
 def cli():
     return run_cli
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes that mention text (e.g. a temp TRAINBOX_HOME)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if text in cmdline and ") Z " not in stat:
-            found.append(f"{entry.name}: {cmdline.strip()}")
-    return found
-
-
-def tagged(endpoint: str) -> list:
-    """Every trainbox-tagged resource the moto server at endpoint holds."""
-    from provision.aws import Cloud
-    from provision.inventory import tagged_resources
-
-    ec2 = Cloud("us-east-1", endpoint).client("ec2")
-    return [r for r in tagged_resources(ec2, "us-east-1") if not (r.kind == "instance" and r.state == "terminated")]

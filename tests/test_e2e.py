@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from conftest import processes_mentioning, tagged
+from testkit import processes_mentioning, tagged
 
 
 def one_line_error(result) -> str:
