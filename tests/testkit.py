@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,3 +58,24 @@ def tagged(endpoint: str) -> list:
 
     ec2 = Cloud("us-east-1", endpoint).client("ec2")
     return [r for r in tagged_resources(ec2, "us-east-1") if not (r.kind == "instance" and r.state == "terminated")]
+
+
+def wait_for(what: str, check, timeout: float = 120.0, every: float = 0.05):
+    """Poll check() until it returns something truthy; fail naming what never happened.
+
+    Polling with a deadline, never a fixed sleep, is how tests wait for the box.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def synth_image_set(dest: Path, n: int = 20, size: int = 32) -> Path:
+    """A generated two-class image set in the course's layout (seconds to train)."""
+    subprocess.run([sys.executable, "-m", "model", "synth", "--out", str(dest), "--n", str(n), "--image-size", str(size)],
+                   check=True, capture_output=True, cwd=REPO)
+    return dest

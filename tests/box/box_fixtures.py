@@ -13,7 +13,6 @@ import pwd
 import re
 import secrets
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import threading

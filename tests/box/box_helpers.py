@@ -1,7 +1,8 @@
 """Small helpers for the box tests: polling with a deadline (never a bare sleep) and one-line errors."""
 from __future__ import annotations
 
-import time
+import testkit
+
 from dataclasses import dataclass
 
 
@@ -13,14 +14,8 @@ class Result:
 
 
 def wait_for(predicate, what: str, timeout: float = 90.0, every: float = 0.05):
-    """Poll predicate until it is truthy; fail the test naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """testkit.wait_for, with the box tests' argument order."""
+    return testkit.wait_for(what, predicate, timeout, every)
 
 
 def one_line_error(result) -> str:

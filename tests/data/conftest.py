@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit import synth_image_set
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,10 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def image_set(tmp_path_factory) -> Path:
     """A generated two-class set in the course's layout (train/, validation/), 32 px."""
-    d = tmp_path_factory.mktemp("images") / "set"
-    subprocess.run([sys.executable, "-m", "model", "synth", "--out", str(d), "--n", "20", "--image-size", "32"],
-                   check=True, cwd=REPO, capture_output=True)
-    return d
+    return synth_image_set(tmp_path_factory.mktemp("images") / "set")
 
 
 def tar_gz(root: Path, top: str) -> bytes:

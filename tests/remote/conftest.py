@@ -2,11 +2,11 @@
 the real `remote` CLI at the session's sshd on 127.0.0.1, and polling."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from testkit import synth_image_set
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -14,10 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
     """A two-class image set: 16 + 4 images per class, 32 px (seconds to train)."""
-    d = tmp_path_factory.mktemp("data") / "set"
-    subprocess.run([sys.executable, "-m", "model", "synth", "--out", str(d), "--n", "20", "--image-size", "32"],
-                   check=True, capture_output=True, cwd=REPO)
-    return d
+    return synth_image_set(tmp_path_factory.mktemp("data") / "set")
 
 
 @pytest.fixture
