@@ -5,6 +5,7 @@ Thin on purpose: parse, call the library (sync, job, results), print.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -278,17 +279,29 @@ def _rec_target(args, rec: results.RunRecord) -> Target:
     return resolve(rec.box)
 
 
-def cmd_logs(args, extra) -> int:
+def _run_of(args) -> tuple[results.RunRecord, Target, str]:
+    """The run a command is about (default: the latest), its box, and its dir there."""
     rec = _record_or_latest(args)
     target = _rec_target(args, rec)
-    run_dir = job.Layout(target.workdir).run(rec.run_id)
-    if args.follow:
-        return _follow_and_collect(args, target, rec)
+    return rec, target, job.Layout(target.workdir).run(rec.run_id)
+
+
+@contextlib.contextmanager
+def _on_box(args, target: Target):
+    """An open connection to target for the block, closed whatever happens."""
     conn = _connect(args, target)
     try:
-        sys.stdout.write(run(conn, f"cat {shlex.quote(run_dir)}/log 2>/dev/null; true", "reading the log"))
+        yield conn
     finally:
         conn.close()
+
+
+def cmd_logs(args, extra) -> int:
+    rec, target, run_dir = _run_of(args)
+    if args.follow:
+        return _follow_and_collect(args, target, rec)
+    with _on_box(args, target) as conn:
+        sys.stdout.write(run(conn, f"cat {shlex.quote(run_dir)}/log 2>/dev/null; true", "reading the log"))
     return 0
 
 
@@ -298,13 +311,9 @@ def cmd_status(args, extra) -> int:
         _connect(args, target).close()
         print(f"{target.label}: reachable; no runs started from here yet")
         return 0
-    rec = _record_or_latest(args)
-    target = _rec_target(args, rec)
-    conn = _connect(args, target)
-    try:
-        st = job.job_state(conn, job.Layout(target.workdir).run(rec.run_id))
-    finally:
-        conn.close()
+    rec, target, run_dir = _run_of(args)
+    with _on_box(args, target) as conn:
+        st = job.job_state(conn, run_dir)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     return 0
 
@@ -322,29 +331,20 @@ def cmd_runs(args, extra) -> int:
 
 
 def cmd_stop(args, extra) -> int:
-    rec = _record_or_latest(args)
-    target = _rec_target(args, rec)
-    conn = _connect(args, target)
-    try:
-        st = job.stop(conn, job.Layout(target.workdir).run(rec.run_id))
-    finally:
-        conn.close()
+    rec, target, run_dir = _run_of(args)
+    with _on_box(args, target) as conn:
+        st = job.stop(conn, run_dir)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     return 0
 
 
 def cmd_pull(args, extra) -> int:
-    rec = _record_or_latest(args)
-    target = _rec_target(args, rec)
-    conn = _connect(args, target)
-    run_dir = job.Layout(target.workdir).run(rec.run_id)
-    try:
+    rec, target, run_dir = _run_of(args)
+    with _on_box(args, target) as conn:
         st = job.job_state(conn, run_dir)
         if st is None:
             raise RemoteError(f"run {rec.run_id} is not on the box any more")
         files = results.pull(conn, run_dir, Path(rec.local_dir))
-    finally:
-        conn.close()
     rec.pulled = not st.running
     rec.exit_code = st.exit_code
     results.save_record(rec)

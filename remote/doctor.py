@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from . import setup
 
+# Runs on the box (sent as `python -c`), never imported on the laptop.
 PROBE = r'''
 import importlib.metadata as m, json, sys
 def v(*names):
@@ -21,8 +22,7 @@ def v(*names):
 out = {"python": "%d.%d.%d" % sys.version_info[:3], "tensorflow": v("tensorflow", "tensorflow-cpu"), "keras": v("keras"), "gpus": None}
 if out["tensorflow"] and "--gpus" in sys.argv:
     try:
-        import os; os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import tensorflow as tf
+        import os; os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3"); tf = __import__("tensorflow")
         out["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
     except Exception as e:
         out["tf_error"] = "%s: %s" % (type(e).__name__, e)
