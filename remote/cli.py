@@ -122,8 +122,7 @@ def cmd_train(args, extra: list[str]) -> int:
     source = datasource.parse(args.data) if args.data else None
     target = _target(args)
     layout = job.Layout(target.workdir)
-    conn = _connect(args, target)
-    try:
+    with _on_box(args, target) as conn:
         if not layout.workdir.startswith("/"):
             # run.sh cds into its run dir: every path rendered into it must be absolute.
             home = run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip()
@@ -149,8 +148,6 @@ def cmd_train(args, extra: list[str]) -> int:
             data_dir=data_dir, synth=not args.data, train_args=train_args(args, extra),
         )
         job.start(conn, run_dir, script)
-    finally:
-        conn.close()
     local_dir = Path(args.runs_dir) / run_id
     rec = results.new_record(run_id, target, local_dir)
     say(f"run {run_id} started on {target.label}; its log follows (Ctrl-C detaches, the job keeps running)")
@@ -169,8 +166,7 @@ def _resume(args) -> int:
         raise UsageError(f"no run {args.resume} is known here", f"`{PROG} runs` lists them")
     target = _rec_target(args, rec)
     run_dir = job.Layout(target.workdir).run(rec.run_id)
-    conn = _connect(args, target)
-    try:
+    with _on_box(args, target) as conn:
         st = job.job_state(conn, run_dir)
         if st is None:
             raise RemoteError(f"run {rec.run_id} is not on {target.label} (its run dir {run_dir} is gone)",
@@ -179,8 +175,6 @@ def _resume(args) -> int:
             raise UsageError(f"run {rec.run_id} is still running",
                              f"follow it with `{PROG} logs {rec.run_id} --follow{_name_flags(args)}`")
         offset = job.restart(conn, run_dir)
-    finally:
-        conn.close()
     rec.pulled, rec.exit_code = False, None
     results.save_record(rec)
     say(f"run {rec.run_id} resumed on {target.label} (it had {st.label}); its log follows "
@@ -368,12 +362,9 @@ def cmd_data_fetch(args, extra) -> int:
                          "`data fetch` takes an http(s):// URL or s3://bucket/prefix")
     target = _target(args)
     layout = job.Layout(target.workdir)
-    conn = _connect(args, target)
-    try:
+    with _on_box(args, target) as conn:
         sync.push(conn, model_package_dir(), f"{layout.code}/model")  # organizing a Kaggle layout runs it
         got = fetch.fetch(conn, source, target.workdir, _data_python(target), layout.code, quiet=args.quiet, say=say)
-    finally:
-        conn.close()
     state = "already cached" if got.cached else "fetched"
     print(f"{got.key} {state}: {got.files} files, {_human(got.bytes)} at {got.path} on {target.label}")
     return 0
@@ -383,11 +374,8 @@ def cmd_data_ls(args, extra) -> int:
     from . import fetch
 
     target = _target(args)
-    conn = _connect(args, target)
-    try:
+    with _on_box(args, target) as conn:
         entries = fetch.ls(conn, target.workdir, _data_python(target))
-    finally:
-        conn.close()
     if not entries:
         print("no datasets cached on the box")
         return 0
@@ -401,11 +389,8 @@ def cmd_data_rm(args, extra) -> int:
     from . import fetch
 
     target = _target(args)
-    conn = _connect(args, target)
-    try:
+    with _on_box(args, target) as conn:
         gone = fetch.rm(conn, target.workdir, _data_python(target), args.key)
-    finally:
-        conn.close()
     print(f"removed {gone['key']} from the box ({gone['files']} files, {_human(gone['bytes'])} freed)")
     return 0
 
@@ -427,13 +412,10 @@ def cmd_setup(args, extra) -> int:
 
     target = _target(args)
     opts = _setup_options(args)
-    conn = _connect(args, target)
-    try:
+    with _on_box(args, target) as conn:
         if args.force:
             run(conn, f"rm -f {shlex.quote(setup.marker(target.workdir))}", "clearing the ready marker")
         python = setup.run_bootstrap(conn, target.workdir, opts, say)
-    finally:
-        conn.close()
     print(f"ready: {python} on {target.label}")
     return 0
 
@@ -442,11 +424,8 @@ def cmd_doctor(args, extra) -> int:
     from . import doctor
 
     target = _target(args)
-    conn = _connect(args, target)
-    try:
+    with _on_box(args, target) as conn:
         rep = doctor.diagnose(conn, target.workdir, _setup_options(args), python=target.python)
-    finally:
-        conn.close()
     print(doctor.format_report(target.label, rep))
     if rep.problems:
         raise RemoteError(f"the box's environment has problems: {'; '.join(rep.problems)}",
