@@ -19,17 +19,17 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shlex
 import shutil
 import subprocess
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from provision.errors import UsageError
+
+from .tarstream import FLUSH, TarWriter
 
 MARKER = ".trainbox-complete"
 DELETE_LIST = ".trainbox-delete"
@@ -58,6 +58,7 @@ class Plan:
     send_bytes: int = 0
     files: int = 0
     complete: bool = False  # the box already had a complete copy
+    sent_bytes: int = 0  # the tar stream's length, headers included
 
     @property
     def noop(self) -> bool:
@@ -167,52 +168,20 @@ def apply_command(remote_dir: str, marker_text: str) -> str:
     )
 
 
-class _ChannelWriter(io.RawIOBase):
-    def __init__(self, channel, progress: Callable[[int], None]):
-        self.channel = channel
-        self.progress = progress
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:
-        self.channel.sendall(b)
-        self.progress(len(b))
-        return len(b)
-
-
-def _tarinfo(name: str, entry: Entry, mode: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = entry.size
-    info.mtime = entry.mtime
-    info.mode = mode & 0o777
-    return info
-
-
-def write_tar(out, root: Path, plan: Plan, local: dict[str, Entry]) -> None:
-    with tarfile.open(fileobj=out, mode="w|", bufsize=CHUNK, format=tarfile.PAX_FORMAT) as tar:
-        data = b"".join(p.encode(errors="surrogateescape") + b"\0" for p in plan.send)
-        tar.addfile(_tarinfo(PENDING, Entry(len(data), 0), 0o600), io.BytesIO(data))
-        for rel in plan.send:
-            path = root / rel
-            with open(path, "rb") as f:
-                tar.addfile(_tarinfo(rel, local[rel], os.fstat(f.fileno()).st_mode), f)
-        if plan.delete:
-            data = b"\0".join(p.encode() for p in plan.delete)
-            tar.addfile(_tarinfo(DELETE_LIST, Entry(len(data), 0), 0o600), io.BytesIO(data))
-        if plan.touch:
-            data = b"".join(f"{local[p].mtime}\0{p}\0".encode() for p in plan.touch)
-            tar.addfile(_tarinfo(TOUCH_LIST, Entry(len(data), 0), 0o600), io.BytesIO(data))
-        tar.addfile(_tarinfo(END, Entry(0, 0), 0o600), io.BytesIO(b""))
-
-
-class _ProcWriter(_ChannelWriter):
-    """The tar stream into an OpenSSH client's stdin."""
-
-    def write(self, b) -> int:
-        self.channel.stdin.write(b)
-        self.progress(len(b))
-        return len(b)
+def write_tar(root: Path, plan: Plan, local: dict[str, Entry], progress: Callable[[int], None] = lambda n: None,
+              **sink) -> int:
+    """The push's tar stream out to ``send=`` or ``fd=`` (see TarWriter); its length."""
+    tar = TarWriter(progress=progress, **sink)
+    tar.add_bytes(PENDING, b"".join(p.encode(errors="surrogateescape") + b"\0" for p in plan.send))
+    for rel in plan.send:
+        tar.add_file(rel, os.path.join(root, rel), local[rel].size, local[rel].mtime)
+    if plan.delete:
+        tar.add_bytes(DELETE_LIST, b"\0".join(p.encode(errors="surrogateescape") for p in plan.delete))
+    if plan.touch:
+        tar.add_bytes(TOUCH_LIST, b"".join(f"{local[p].mtime}\0{p}\0".encode(errors="surrogateescape") for p in plan.touch))
+    tar.add_bytes(END, b"")
+    tar.close()
+    return tar.written
 
 
 def openssh_argv(conn, command: str) -> list[str] | None:
@@ -242,13 +211,16 @@ def openssh_argv(conn, command: str) -> list[str] | None:
     ]
 
 
-def _send_openssh(argv, write) -> None:
+def _send_openssh(argv, stream: Callable[[int], int]) -> int:
+    """stream(fd) into ``ssh ... command``'s stdin; the bytes sent."""
     from provision.errors import RemoteError
 
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _widen_pipe(proc.stdin.fileno())
+    sent = 0
     try:
         try:
-            write(proc)
+            sent = stream(proc.stdin.fileno())
             proc.stdin.close()
         except BrokenPipeError:
             pass
@@ -260,10 +232,26 @@ def _send_openssh(argv, write) -> None:
             proc.wait()
     if code != 0:
         raise RemoteError(f"unpacking on the box failed (ssh exit {code}): {err[-300:]}")
+    return sent
+
+
+def _widen_pipe(fd: int) -> None:
+    """A 1 MB pipe to ssh (Linux; 64 KB by default), so reading files here
+    and encrypting there overlap instead of taking turns."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ"), FLUSH)
+    except (ImportError, AttributeError, OSError):
+        pass
 
 
 def push(conn, local_root: Path, remote_dir: str, progress_factory=None) -> Plan:
-    """Make remote_dir an exact copy of local_root, sending only what changed."""
+    """Make remote_dir an exact copy of local_root, sending only what changed.
+
+    ``progress_factory(total_file_bytes)`` makes a bar with ``update(n)`` and
+    ``close()``; the returned plan's ``sent_bytes`` is the stream's length.
+    """
     from .connection import exec_channel, finish, run
 
     local = scan_local(local_root)
@@ -281,22 +269,23 @@ def push(conn, local_root: Path, remote_dir: str, progress_factory=None) -> Plan
     if plan.noop:
         return plan
     bar = progress_factory(plan.send_bytes) if progress_factory else None
-    update = bar.update if bar else (lambda n: None)
+
+    def stream(**sink) -> int:
+        return write_tar(local_root, plan, local, bar.update if bar else (lambda n: None), **sink)
+
     command = apply_command(remote_dir, digest(local))
     argv = openssh_argv(conn, command)
-    if argv:
-        try:
-            _send_openssh(argv, lambda proc: write_tar(_ProcWriter(proc, update), local_root, plan, local))
-        finally:
-            if bar:
-                bar.close()
-        return plan
-    channel = exec_channel(conn, command)
     try:
-        write_tar(_ChannelWriter(channel, bar.update if bar else (lambda n: None)), local_root, plan, local)
-        finish(channel, f"unpacking into {remote_dir}")
+        if argv:
+            plan.sent_bytes = _send_openssh(argv, lambda fd: stream(fd=fd))
+        else:
+            channel = exec_channel(conn, command)
+            try:
+                plan.sent_bytes = stream(send=channel.sendall)
+                finish(channel, f"unpacking into {remote_dir}")
+            finally:
+                channel.close()
     finally:
-        channel.close()
         if bar:
             bar.close()
     return plan
