@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -109,9 +110,7 @@ def train_args(args, extra: list[str]) -> list[str]:
 
 
 def cmd_train(args, extra: list[str]) -> int:
-    import templates
-
-    from . import datasource, fetch
+    from . import datasource
 
     if args.resume:
         if extra or args.data:
@@ -119,37 +118,15 @@ def cmd_train(args, extra: list[str]) -> int:
         return _resume(args)
     if args.epochs is None:
         raise UsageError("train needs --epochs N (or --resume RUN)", f"see `{PROG} train --help`")
-    source = datasource.parse(args.data) if args.data else None
+    data = args.data
+    if data and isinstance(datasource.parse(data), datasource.LocalSource):
+        data = str(Path(data).resolve())
     target = _target(args)
-    layout = job.Layout(target.workdir)
+    run_id = job.new_run_id()
+    argv = train_args(args, extra)
     with _on_box(args, target) as conn:
-        if not layout.workdir.startswith("/"):
-            # run.sh cds into its run dir: every path rendered into it must be absolute.
-            home = run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip()
-            layout = job.Layout(f"{home}/{layout.workdir}")
-        python = box_python(conn, target, layout)
-        push_dir(conn, model_package_dir(), f"{layout.code}/model", "code")
-        if isinstance(source, datasource.LocalSource):
-            data_dir = layout.data(dataset_key(Path(args.data)))
-            push_dir(conn, Path(args.data), data_dir, "data")
-        elif source is not None:
-            got = fetch.fetch(conn, source, target.workdir, python, layout.code, quiet=args.quiet, say=say)
-            data_dir = got.path
-            say(f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
-                f"({got.files} files, {_human(got.bytes)}) in {data_dir}")
-        else:
-            data_dir = layout.data("synthetic")
-            say("no --data given: training on a small synthetic two-class image set generated on the box "
-                "(`python -m model synth`); pass --data DIR for your own images")
-        run_id = job.new_run_id()
-        run_dir = layout.run(run_id)
-        script = templates.render(
-            "run.sh.j2", run_id=run_id, run_dir=run_dir, code_dir=layout.code, python=python,
-            data_dir=data_dir, synth=not args.data, train_args=train_args(args, extra),
-        )
-        job.start(conn, run_dir, script)
-    local_dir = Path(args.runs_dir) / run_id
-    rec = results.new_record(run_id, target, local_dir)
+        _start_run(conn, target, run_id, data, argv, args.quiet)
+    rec = results.new_record(run_id, target, Path(args.runs_dir) / run_id, data, argv)
     say(f"run {run_id} started on {target.label}; its log follows (Ctrl-C detaches, the job keeps running)")
     if args.detach:
         _print_reattach(args, run_id)
@@ -157,32 +134,96 @@ def cmd_train(args, extra: list[str]) -> int:
     return _follow_and_collect(args, target, rec)
 
 
+def _start_run(conn, target: Target, run_id: str, data: str | None, argv: list[str], quiet: bool,
+               seed: Path | None = None) -> int:
+    """Make the box ready, push the code and the data, start the run detached.
+
+    ``seed``: a local copy of the run's results whose resume state the run
+    continues from (resuming on a box that never saw it). Returns the log's
+    size before the job started, to follow from.
+    """
+    import templates
+
+    from . import datasource, fetch
+
+    source = datasource.parse(data) if data else None
+    layout = job.Layout(target.workdir)
+    if not layout.workdir.startswith("/"):
+        # run.sh cds into its run dir: every path rendered into it must be absolute.
+        home = run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip()
+        layout = job.Layout(f"{home}/{layout.workdir}")
+    python = box_python(conn, target, layout)
+    push_dir(conn, model_package_dir(), f"{layout.code}/model", "code")
+    if isinstance(source, datasource.LocalSource):
+        data_dir = layout.data(dataset_key(Path(data)))
+        push_dir(conn, Path(data), data_dir, "data")
+    elif source is not None:
+        got = fetch.fetch(conn, source, target.workdir, python, layout.code, quiet=quiet, say=say)
+        data_dir = got.path
+        say(f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
+            f"({got.files} files, {_human(got.bytes)}) in {data_dir}")
+    else:
+        data_dir = layout.data("synthetic")
+        say("no --data given: training on a small synthetic two-class image set generated on the box "
+            "(`python -m model synth`); pass --data DIR for your own images")
+    run_dir = layout.run(run_id)
+    offset = 0
+    if seed is not None:
+        push_dir(conn, seed, f"{run_dir}/out", "the run's local copy")
+        # The local layout back into the box's: train.log is the run's log.
+        offset = int(run(conn, f"cd {shlex.quote(run_dir)} && rm -f out/{sync.MARKER} out/exit_code out/run.sh && "
+                               "if [ -e out/train.log ]; then mv out/train.log log; fi && touch log && stat -c %s log",
+                         "restoring the run's log").strip().splitlines()[-1])
+    script = templates.render(
+        "run.sh.j2", run_id=run_id, run_dir=run_dir, code_dir=layout.code, python=python,
+        data_dir=data_dir, synth=source is None, train_args=argv,
+    )
+    job.start(conn, run_dir, script)
+    return offset
+
+
 def _resume(args) -> int:
-    """Run a killed or interrupted run's script again in its own run dir: the
-    model's BackupAndRestore state there resumes it at the epoch after the
-    last one saved, and the log goes on where it stopped."""
+    """Continue a killed or interrupted run: on its box, run its script again
+    in its run dir (the model's BackupAndRestore state there resumes it at
+    the epoch after the last one saved, and the log goes on where it
+    stopped); on a box that does not have it, rebuild it there from its
+    local copy (pulled by `remote pull` or `provision down`)."""
     rec = results.load_record(args.resume)
     if rec is None:
         raise UsageError(f"no run {args.resume} is known here", f"`{PROG} runs` lists them")
     target = _rec_target(args, rec)
+    if args.python:
+        target = dataclasses.replace(target, python=args.python)
     run_dir = job.Layout(target.workdir).run(rec.run_id)
     with _on_box(args, target) as conn:
         st = job.job_state(conn, run_dir)
         if st is None:
-            raise RemoteError(f"run {rec.run_id} is not on {target.label} (its run dir {run_dir} is gone)",
-                              f"start a new run with `{PROG} train`")
-        if st.running:
+            offset = _resume_elsewhere(conn, args, target, rec)
+            had = f"from its local copy {rec.local_dir}"
+        elif st.running:
             raise UsageError(f"run {rec.run_id} is still running",
                              f"follow it with `{PROG} logs {rec.run_id} --follow{_name_flags(args)}`")
-        offset = job.restart(conn, run_dir)
+        else:
+            offset = job.restart(conn, run_dir)
+            had = f"it had {st.label}"
     rec.pulled, rec.exit_code = False, None
-    results.save_record(rec)
-    say(f"run {rec.run_id} resumed on {target.label} (it had {st.label}); its log follows "
+    results.move_record(rec, target)
+    say(f"run {rec.run_id} resumed on {target.label} ({had}); its log follows "
         "(Ctrl-C detaches, the job keeps running)")
     if args.detach:
         _print_reattach(args, rec.run_id)
         return 0
     return _follow_and_collect(args, target, rec, offset=offset)
+
+
+def _resume_elsewhere(conn, args, target: Target, rec: results.RunRecord) -> int:
+    local = Path(rec.local_dir)
+    if rec.train_args is None or not (local / "backup").is_dir():
+        raise RemoteError(
+            f"run {rec.run_id} is not on {target.label} and its local copy {local} has no resume state (backup/)",
+            f"bring it home from the box it ran on with `{PROG} pull {rec.run_id}`, or start a new run with `{PROG} train`",
+        )
+    return _start_run(conn, target, rec.run_id, rec.data, rec.train_args, args.quiet, seed=local)
 
 
 def _name_flags(args) -> str:
@@ -232,6 +273,9 @@ def _follow_and_collect(args, target: Target, rec: results.RunRecord, offset: in
         return 0
     if tail:
         say("last lines of the log:\n" + tail.rstrip())
+    if rec.exit_code is None and state and state.stopped:
+        raise TrainingFailed(f"run {rec.run_id} was stopped before it finished",
+                             f"continue it with `{PROG} train --resume {rec.run_id}{_name_flags(args)}`")
     why = f"exit {rec.exit_code}" if rec.exit_code is not None else "it died without an exit code (killed?)"
     raise TrainingFailed(f"training failed on the box ({why})", f"see {local_dir / 'train.log'}")
 
@@ -265,9 +309,12 @@ def _record_or_latest(args) -> results.RunRecord:
 
 
 def _rec_target(args, rec: results.RunRecord) -> Target:
-    """Where a run lives: --host if given (in the run's workdir unless --workdir), else where it was started."""
+    """Where a run lives: --host if given (in the run's workdir unless --workdir), a --name other
+    than the default, else where it was started."""
     if args.host:
         return resolve(args.name, args.host, args.identity, None, getattr(args, "workdir", None) or rec.workdir)
+    if args.name != "default":
+        return resolve(args.name)
     if rec.box is None:
         return rec.target()
     return resolve(rec.box)
@@ -463,7 +510,8 @@ def build_parser() -> Parser:
 
     c = command("train", cmd_train, "Push the model package and the data, train detached on the box, stream the log, pull the results into runs/RUN-ID/.")
     c.add_argument("--epochs", type=positive_int, help="epochs to train (required, unless --resume)")
-    c.add_argument("--resume", metavar="RUN", help="continue a killed or interrupted run from its last saved epoch, on the box it ran on")
+    c.add_argument("--resume", metavar="RUN", help="continue a stopped or killed run from its last saved epoch: on the box it ran on, or, "
+                   "with --name/--host, on another box from the local copy that `remote pull` or `provision down` brought home")
     c.add_argument("--data", metavar="SRC", help="a local dataset directory (train/ and validation/, one folder per class), "
                    "an http(s):// URL of a .zip/.tar/.tar.gz/.tgz (optionally #sha256=HEX) or s3://bucket/prefix, "
                    "downloaded by the box itself and cached there; default: a synthetic set")

@@ -51,12 +51,15 @@ class JobState:
     pid: int | None
     running: bool
     exit_code: int | None
+    stopped: bool = False  # by `remote stop`
 
     @property
     def label(self) -> str:
         if self.running:
             return "running"
         if self.exit_code is None:
+            if self.stopped:
+                return "stopped"
             return "died" if self.pid else "not started"
         return "succeeded" if self.exit_code == 0 else f"failed (exit {self.exit_code})"
 
@@ -64,7 +67,7 @@ class JobState:
 def start_command(run_dir: str) -> str:
     d = shlex.quote(run_dir)
     return (
-        f"cd {d} && rm -f pid exit_code && "
+        f"cd {d} && rm -f pid exit_code stopped && "
         # setsid: a new session, so no hangup reaches it; all fds closed so the
         # SSH channel can close while the job runs on.
         f"(setsid nohup bash run.sh >/dev/null 2>&1 </dev/null &) && "
@@ -90,9 +93,10 @@ def state_command(run_dir: str) -> str:
     d = shlex.quote(run_dir)
     return (
         f"cd {d} 2>/dev/null || {{ echo missing; exit 0; }}; "
-        "pid=$(cat pid 2>/dev/null); code=$(cat exit_code 2>/dev/null); alive=0; "
+        "pid=$(cat pid 2>/dev/null); code=$(cat exit_code 2>/dev/null); alive=0; stopped=0; "
         '[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1; '
-        'echo "${pid:-none} $alive ${code:-none}"'
+        "[ -e stopped ] && stopped=1; "
+        'echo "${pid:-none} $alive ${code:-none} $stopped"'
     )
 
 
@@ -100,11 +104,11 @@ def parse_state(text: str) -> JobState | None:
     line = text.strip()
     if line == "missing" or not line:
         return None
-    pid, alive, code = line.split()
+    pid, alive, code, stopped = line.split()
     exit_code = None if code == "none" else int(code)
     # The exit code is written last, a moment before the script's shell exits:
     # once it is there the job is over, whether or not the pid lingers.
-    return JobState(None if pid == "none" else int(pid), alive == "1" and exit_code is None, exit_code)
+    return JobState(None if pid == "none" else int(pid), alive == "1" and exit_code is None, exit_code, stopped == "1")
 
 
 def job_state(conn, run_dir: str) -> JobState | None:
@@ -114,7 +118,7 @@ def job_state(conn, run_dir: str) -> JobState | None:
 def stop(conn, run_dir: str) -> JobState | None:
     """Stop the job's whole process group (the trainer and its children)."""
     d = shlex.quote(run_dir)
-    run(conn, f'cd {d} && pid=$(cat pid) && kill -TERM -- -"$pid" 2>/dev/null; true', "stopping the job")
+    run(conn, f'cd {d} && pid=$(cat pid) && touch stopped && kill -TERM -- -"$pid" 2>/dev/null; true', "stopping the job")
     return job_state(conn, run_dir)
 
 

@@ -139,6 +139,11 @@ class RunRecord:
     created: float
     pulled: bool = False
     exit_code: int | None = None
+    # How it was started, so --resume can rebuild it on another box: the
+    # --data source as given (a local dir made absolute; None: synthetic)
+    # and the model's arguments.
+    data: str | None = None
+    train_args: list[str] | None = None
 
     def target(self) -> Target:
         return Target(self.host, self.port, self.user, self.identity, self.workdir, box=self.box)
@@ -164,11 +169,19 @@ def records(box: str | None = None) -> list[RunRecord]:
     return [r for r in out if box is None or r.box == box]
 
 
-def new_record(run_id: str, target: Target, local_dir: Path) -> RunRecord:
+def new_record(run_id: str, target: Target, local_dir: Path, data: str | None = None,
+               train_args: list[str] | None = None) -> RunRecord:
     rec = RunRecord(run_id, target.box, target.host, target.port, target.user, target.identity, target.workdir,
-                    str(local_dir.resolve()), time.time())
+                    str(local_dir.resolve()), time.time(), data=data, train_args=train_args)
     save_record(rec)
     return rec
+
+
+def move_record(rec: RunRecord, target: Target) -> None:
+    """The run now lives on target (resumed there)."""
+    rec.box, rec.host, rec.port, rec.user = target.box, target.host, target.port, target.user
+    rec.identity, rec.workdir = target.identity, target.workdir
+    save_record(rec)
 
 
 def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:

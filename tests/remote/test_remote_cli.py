@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from remote import sync
 from remote_helpers import one_line_error, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +128,7 @@ def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box
     done = len((run_dir / "out" / "history.csv").read_text().strip().splitlines()) - 1
     assert 2 <= done < 8, f"stopped after {done} epochs"
     status = cli("remote", "status", run_id, *on_box, cwd=tmp_path)
-    assert f"{run_id} died" in status.out
+    assert f"{run_id} stopped" in status.out, "stopped by `remote stop`, not died"
 
     busy = cli("remote", "train", "--resume", "no-such-run", *on_box, cwd=tmp_path)
     assert busy.code == 2 and "no run no-such-run" in one_line_error(busy)
@@ -140,6 +142,58 @@ def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box
     assert len(history["loss"]) == 8
     assert "8 epochs" in resume.out
     assert (local / "exit_code").read_text().strip() == "0"
+
+
+@pytest.mark.slow
+def test_resume_on_a_new_box_from_the_local_copy(cli, on_box, box, dataset, tmp_path):
+    """The box a run started on is gone; its pulled copy holds the resume
+    state, so --resume rebuilds the run on another box (here: another
+    workdir on the same sshd) and finishes it at the requested epoch."""
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    start = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "6",
+                "--image-size", "32", "--detach", *runs, cwd=tmp_path)
+    assert start.code == 0, start.err
+    (run_dir,) = box_runs(box)
+    run_id = run_dir.name
+    wait_for("epoch 2 in the log", lambda: log_has(run_dir, "epoch 2/6") or (run_dir / "exit_code").exists())
+    assert cli("remote", "stop", run_id, *on_box, cwd=tmp_path).code == 0
+    wait_for("the job to end", lambda: not os.path.exists(f"/proc/{int((run_dir / 'pid').read_text())}"), timeout=30)
+    done = len((run_dir / "out" / "history.csv").read_text().strip().splitlines()) - 1
+    assert 2 <= done < 6, f"stopped after {done} epochs"
+    assert cli("remote", "pull", run_id, *on_box, cwd=tmp_path).code == 0
+    local = tmp_path / "runs" / run_id
+    assert (local / "backup").is_dir(), "the pull brought the resume state home"
+
+    new_workdir = tmp_path / "new-box"  # nothing of the run there, not even its data
+    new_box = [*on_box[:-1], str(new_workdir)]
+    resume = cli("remote", "train", "--resume", run_id, *new_box, "--python", sys.executable, cwd=tmp_path)
+    assert resume.code == 0, resume.err + resume.out
+    assert "from its local copy" in resume.err
+    at = re.search(r"resuming from .* at epoch (\d+)/6", resume.out)
+    assert at and int(at.group(1)) >= 2, resume.out
+    assert "epoch 6/6" in resume.out and "epoch 1/6" not in resume.out, "only the remaining epochs ran"
+    history = json.loads((local / "history.json").read_text())
+    assert len(history["loss"]) == 6
+    assert (local / "exit_code").read_text().strip() == "0"
+    assert (new_workdir / "runs" / run_id / "exit_code").exists(), "it ran on the new box"
+    assert not (new_workdir / "runs" / run_id / "out" / sync.MARKER).exists()
+    # The record follows the run to its new box: status asks there.
+    status = cli("remote", "status", run_id, "--host", on_box[1], "--identity", on_box[3], cwd=tmp_path)
+    assert f"{run_id} succeeded" in status.out, status.out + status.err
+
+
+def test_resume_without_a_resume_state_anywhere_says_what_to_do(cli, on_box, box, tmp_path):
+    from remote import results
+    from remote.target import Target
+
+    rec = results.new_record("20260101-000000-abcd", Target("127.0.0.1", 22, "u", None, "/nowhere"),
+                             tmp_path / "runs" / "20260101-000000-abcd")
+    rec.data, rec.train_args = None, ["--epochs", "3"]
+    results.save_record(rec)
+    r = cli("remote", "train", "--resume", rec.run_id, *on_box, "--python", sys.executable, cwd=tmp_path)
+    assert r.code == 3, r.err
+    err = one_line_error(r)
+    assert "no resume state" in err and f"remote pull {rec.run_id}" in err
 
 
 def test_unreachable_port_exits_3_within_the_connect_timeout(cli, tmp_path, pinned):
@@ -184,6 +238,60 @@ def test_status_of_a_reachable_box_without_runs(cli, on_box, tmp_path):
     r = cli("remote", "status", *on_box, cwd=tmp_path)
     assert r.code == 0, r.err
     assert "reachable; no runs" in r.out
+
+
+def test_push_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(cli, on_box, dataset, tmp_path):
+    """A terminal gets tqdm's bar (bytes, rate) for each push; captured output
+    (a CI log, a pipe) gets only the one-line summaries."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    from tqdm import tqdm
+
+    # The job itself fails at once (an unknown model flag): only the pushes matter here.
+    argv = ["train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "1",
+            "--detach", "--runs-dir", str(tmp_path / "runs"), "--no-such-model-flag"]
+    master, slave = pty.openpty()
+    # A terminal's size, as a real one has (a bare pty is 0x0: tqdm draws nothing in 0 columns).
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "remote", *argv], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    seen = bytearray()
+
+    def drain():
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.stdout.close()
+        reader.join(timeout=30)
+        os.close(master)
+    terminal = seen.decode(errors="replace")
+    assert "push data" in terminal and "push code" in terminal, terminal
+    total = sum(p.stat().st_size for p in dataset.rglob("*") if p.is_file())
+    assert f"/{tqdm.format_sizeof(total, divisor=1024)}" in terminal, "the bar counts the data's bytes"
+    assert "B/s" in terminal, "and shows the rate"
+    assert "data: sent" in terminal
+
+    piped = cli("remote", *argv, cwd=tmp_path)
+    assert piped.code == 0, piped.err
+    assert "push data" not in piped.err and "\r" not in piped.err
+    assert "data: up to date on the box" in piped.err
 
 
 def test_pull_refuses_a_symlink_out_of_the_run_dir(cli, on_box, box, tmp_path):
