@@ -27,7 +27,26 @@ TF_CHECK = "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) fo
 
 
 def _target(args) -> Target:
-    return resolve(args.name, args.host, args.identity, getattr(args, "python", None), getattr(args, "workdir", None))
+    return _wake(args, resolve(args.name, args.host, args.identity, getattr(args, "python", None), getattr(args, "workdir", None)))
+
+
+def _wake(args, target: Target) -> Target:
+    """``--start``: a provisioned box that is not running is started (and
+    waited for) first; its address may have changed, so it is resolved again."""
+    if not getattr(args, "start", False) or not target.box:
+        return target
+    from provision import lifecycle, state
+    from provision.aws import Cloud
+
+    box = state.load(target.box)
+    cloud = Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
+    now = lifecycle.status(cloud, target.box).state
+    if now == "running":
+        return target
+    say(f"box '{target.box}' is {now}: starting it (--start)")
+    lifecycle.start(cloud, target.box)
+    woken = resolve(target.box)
+    return dataclasses.replace(woken, python=target.python, workdir=target.workdir)
 
 
 def _connect(args, target: Target):
@@ -314,10 +333,10 @@ def _rec_target(args, rec: results.RunRecord) -> Target:
     if args.host:
         return resolve(args.name, args.host, args.identity, None, getattr(args, "workdir", None) or rec.workdir)
     if args.name != "default":
-        return resolve(args.name)
+        return _wake(args, resolve(args.name))
     if rec.box is None:
         return rec.target()
-    return resolve(rec.box)
+    return _wake(args, resolve(rec.box))
 
 
 def _run_of(args) -> tuple[results.RunRecord, Target, str]:
@@ -503,6 +522,7 @@ def build_parser() -> Parser:
         c.add_argument("--host", help="any SSH host instead: [user@]host[:port]")
         c.add_argument("--identity", help="private key for --host")
         c.add_argument("--connect-timeout", type=positive_float, default=30.0, help="seconds to keep trying to connect (default: %(default)s)")
+        c.add_argument("--start", action="store_true", help="start the provisioned box first if it is stopped (and wait for it)")
         c.add_argument("--workdir", help="trainbox's directory on the box (default: the box's, or `trainbox` in the login's home)")
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
         c.set_defaults(func=func)

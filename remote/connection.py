@@ -79,8 +79,8 @@ def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
             if time.monotonic() + delay > deadline:
                 if target.box:
                     flag = "" if target.box == "default" else f" --name {target.box}"
-                    hint = (f"box '{target.box}' may be stopped: start it with `python -m provision start{flag}` "
-                            f"(`python -m provision state{flag}` shows its state)")
+                    hint = (f"box '{target.box}' may be stopped: start it with `python -m provision start{flag}`, "
+                            f"or add --start (`python -m provision state{flag}` shows its state)")
                 else:
                     hint = "check the host, the port and your network"
                 raise RemoteError(f"cannot reach {where} ({e.__class__.__name__}: {e})", hint) from e

@@ -329,6 +329,15 @@ def test_a_stopped_sandbox_box_names_provision_start(cli, moto_endpoint, tmp_pat
         assert r.code == 3
         line = one_line_error(r)
         assert "may be stopped" in line and "python -m provision start" in line
+        assert "--start" in line
+
+        woken = cli("remote", "status", "--start", cwd=tmp_path)
+        assert woken.code == 0, woken.err
+        assert "box 'default' is stopped: starting it" in woken.err
+        assert "reachable" in woken.out
+        assert "running" in cli("provision", "state", cwd=tmp_path).out
+        again = cli("remote", "status", "--start", cwd=tmp_path)
+        assert again.code == 0 and "starting it" not in again.err, "a running box is left alone"
     finally:
         down = cli("provision", "down", "--yes", "--no-pull", cwd=tmp_path)
         if down.code != 0:
