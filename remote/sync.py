@@ -88,7 +88,7 @@ def scan_remote_command(remote_dir: str) -> str:
     d = shlex.quote(remote_dir)
     return (
         f"if cd {d} 2>/dev/null; then "
-        f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} -printf '%P\\t%s\\t%T@\\n'; "
+        f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} -printf '%P\\t%s\\t%Ts\\n'; "
         f"[ -e {MARKER} ] && echo '#complete'; "
         f"[ -e {PENDING} ] && tr '\\0' '\\n' < {PENDING} | sed 's/^/#pending\\t/'; fi; true"
     )
@@ -252,10 +252,17 @@ def push(conn, local_root: Path, remote_dir: str, progress_factory=None) -> Plan
     ``progress_factory(total_file_bytes)`` makes a bar with ``update(n)`` and
     ``close()``; the returned plan's ``sent_bytes`` is the stream's length.
     """
-    from .connection import exec_channel, finish, run
+    from .connection import exec_channel, finish
 
-    local = scan_local(local_root)
-    remote, complete = parse_remote_scan(run(conn, scan_remote_command(remote_dir), "listing the box's copy"))
+    # The box lists its copy while this side scans the local one.
+    listing = exec_channel(conn, scan_remote_command(remote_dir))
+    try:
+        local = scan_local(local_root)
+        text = listing.makefile("rb").read().decode(errors="surrogateescape")
+        finish(listing, "listing the box's copy")
+    finally:
+        listing.close()
+    remote, complete = parse_remote_scan(text)
 
     def same_content(paths: list[str]) -> set[str]:
         channel = exec_channel(conn, hash_remote_command(remote_dir))
