@@ -102,13 +102,19 @@ def results_rename(name: str) -> str | None:
 
 
 def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None) -> list[str]:
-    """Pull the run's results (or just ``out/<only>``) into local_dir."""
+    """Pull the run's results into local_dir; or, with ``only``, just the files
+    of ``out/<only>`` that are not here yet in the same size and mtime (the
+    checkpoint pulls while a run trains send each checkpoint once)."""
     from .connection import exec_channel
 
     d = shlex.quote(remote_run_dir)
-    what = shlex.quote(f"out/{only}") if only else "out log exit_code run.sh"
-    channel = exec_channel(conn, f"cd {d} && tar -c -f - --ignore-failed-read {what} 2>/dev/null")
+    names = _changed(conn, remote_run_dir, local_dir / only, f"out/{only}") if only else ["out", "log", "exit_code", "run.sh"]
+    if not names:
+        return []
+    channel = exec_channel(conn, f"cd {d} && tar -c -f - --ignore-failed-read --null -T - 2>/dev/null")
     try:
+        channel.sendall(b"".join(n.encode(errors="surrogateescape") + b"\0" for n in names))
+        channel.shutdown_write()
         written, refused = unpack(channel.makefile("rb"), local_dir, results_rename)
         status = channel.recv_exit_status()
     finally:
@@ -121,6 +127,25 @@ def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None) ->
     if status not in (0, 2) and not written:  # tar exits 2 when a listed name is missing
         raise RemoteError(f"could not read the results on the box (tar exit {status})")
     return written
+
+
+def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[str]:
+    """The files under remote_sub (relative to the run dir) that local lacks or holds in another size or mtime."""
+    from .connection import run
+
+    listing = run(conn, f"cd {shlex.quote(remote_run_dir)} && find {shlex.quote(remote_sub)} -type f "
+                        "-printf '%P\\t%s\\t%Ts\\n' 2>/dev/null; true", "listing the run's files")
+    out = []
+    for line in listing.splitlines():
+        rel, size, mtime = line.rsplit("\t", 2)
+        try:
+            st = (local / rel).stat()
+            if st.st_size == int(size) and int(st.st_mtime) == int(mtime):
+                continue
+        except OSError:
+            pass
+        out.append(f"{remote_sub}/{rel}")
+    return out
 
 
 # ------------------------------------------------------------ run records
