@@ -86,6 +86,41 @@ def test_laptop_killed_mid_run_job_finishes_and_pull_brings_everything(cli, on_b
     assert logs.code == 0 and "epoch 2/2" in logs.out and "saved" in logs.out
 
 
+def _sshd_children(ssh_host) -> list[int]:
+    """The per-connection processes of the test sshd (one per open SSH connection)."""
+    from provision import sshd
+
+    main = sshd.running(ssh_host.dir / "server").pid
+    return [int(p) for p in Path(f"/proc/{main}/task/{main}/children").read_text().split()]
+
+
+@pytest.mark.slow
+def test_a_dropped_connection_mid_run_reconnects_and_still_brings_everything(cli, on_box, box, ssh_host, dataset, tmp_path):
+    train = popen_remote("train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "3",
+                         "--image-size", "32", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    try:
+        run_dir = wait_for("the run dir on the box", lambda: box_runs(box) and box_runs(box)[0])
+        wait_for("epoch 1 in the log", lambda: log_has(run_dir, "epoch 1/3") or train.poll() is not None)
+        assert train.poll() is None, train.stderr.read()
+        # Kill the sshd processes serving the laptop's connections: the TCP
+        # links drop as they would when a laptop sleeps or Wi-Fi changes.
+        dropped = _sshd_children(ssh_host)
+        assert dropped, "the laptop holds an SSH connection while it follows the log"
+        for pid in dropped:
+            os.kill(pid, signal.SIGKILL)
+        out, err = train.communicate(timeout=300)
+    finally:
+        if train.poll() is None:
+            train.kill()
+            train.communicate()
+    assert train.returncode == 0, err
+    assert "connection lost" in err and "reconnecting" in err
+    assert "epoch 3/3" in out
+    local = tmp_path / "runs" / run_dir.name
+    assert len(json.loads((local / "history.json").read_text())["loss"]) == 3
+    assert (local / "model.keras").is_file()
+
+
 def test_failing_job_exits_1_with_its_log_tail(cli, on_box, box, tmp_path):
     bad = tmp_path / "one-class"
     for split in ("train", "validation"):
