@@ -42,6 +42,7 @@ END = ".trainbox-end"  # the stream's last entry: its presence proves nothing wa
 PENDING = ".trainbox-pending"
 OURS = {MARKER, DELETE_LIST, TOUCH_LIST, END, PENDING}
 CHUNK = 1 << 20
+OPENSSH_FROM = 16 << 20  # bytes to send from which the stream goes through the OpenSSH client
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,9 @@ def push(conn, local_root: Path, remote_dir: str, progress_factory=None) -> Plan
         return write_tar(local_root, plan, local, bar.update if bar else (lambda n: None), **sink)
 
     command = apply_command(remote_dir, digest(local))
-    argv = openssh_argv(conn, command)
+    # A new OpenSSH connection costs a handshake (~0.3 s); it pays off only
+    # for a stream big enough for paramiko's slower packets to matter.
+    argv = openssh_argv(conn, command) if plan.send_bytes >= OPENSSH_FROM else None
     try:
         if argv:
             plan.sent_bytes = _send_openssh(argv, lambda fd: stream(fd=fd))

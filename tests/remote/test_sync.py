@@ -60,6 +60,20 @@ class Counter:
         pass
 
 
+@pytest.fixture(autouse=True, params=["openssh", "paramiko"])
+def transport(request, monkeypatch):
+    """Every push test runs over both transports: the OpenSSH client (big
+    pushes; forced here for small ones too) and paramiko's channel."""
+    used = []
+    real = sync._send_openssh
+    monkeypatch.setattr(sync, "_send_openssh", lambda *a: used.append(a) or real(*a))
+    if request.param == "openssh":
+        monkeypatch.setattr(sync, "OPENSSH_FROM", 0)
+    else:
+        monkeypatch.setenv("TRAINBOX_SSH_CLIENT", "paramiko")
+    return request.param, used
+
+
 @pytest.fixture
 def src(tmp_path):
     d = tmp_path / "src"
@@ -78,8 +92,10 @@ def push(conn, src, dest):
     return plan, bar
 
 
-def test_first_push_copies_everything_and_marks_complete(conn, src, dest):
+def test_first_push_copies_everything_and_marks_complete(conn, src, dest, transport):
     plan, bar = push(conn, src, dest)
+    name, used = transport
+    assert bool(used) == (name == "openssh"), "the stream went through the transport under test"
     assert tree(Path(dest)) == tree(src)
     assert (Path(dest) / sync.MARKER).exists()
     assert len(plan.send) == plan.files == 32
@@ -204,12 +220,8 @@ def test_plan_hashes_only_size_equal_mtime_different_files():
     assert plan.touch == ["touched"] and plan.send == ["grown", "new"] and plan.delete == ["gone"]
 
 
-def test_paramiko_fallback_pushes_the_same(conn, src, dest, monkeypatch):
-    """Without the OpenSSH client (or told so), the stream goes over paramiko's channel."""
+def test_the_openssh_client_is_used_unless_told_not_to(conn, monkeypatch):
+    monkeypatch.delenv("TRAINBOX_SSH_CLIENT", raising=False)
+    assert sync.openssh_argv(conn, "true")[0].endswith("ssh")
     monkeypatch.setenv("TRAINBOX_SSH_CLIENT", "paramiko")
     assert sync.openssh_argv(conn, "true") is None
-    push(conn, src, dest)
-    assert tree(Path(dest)) == tree(src) and (Path(dest) / sync.MARKER).exists()
-    monkeypatch.delenv("TRAINBOX_SSH_CLIENT")
-    assert sync.openssh_argv(conn, "true")[0].endswith("ssh")
-    assert push(conn, src, dest)[0].noop
