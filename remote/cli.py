@@ -395,6 +395,9 @@ def cmd_stop(args, extra) -> int:
     with _on_box(args, target) as conn:
         st = job.stop(conn, run_dir)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
+    if st and st.stopped and not st.running:
+        say(f"continue it with `{PROG} train --resume {rec.run_id}{_name_flags(args)}`; "
+            f"its results so far: `{PROG} pull {rec.run_id}{_name_flags(args)}`")
     return 0
 
 

@@ -115,10 +115,18 @@ def job_state(conn, run_dir: str) -> JobState | None:
     return parse_state(run(conn, state_command(run_dir), "reading the job's state"))
 
 
+STOP_GRACE_S = 10
+
+
 def stop(conn, run_dir: str) -> JobState | None:
-    """Stop the job's whole process group (the trainer and its children)."""
+    """Stop the job's whole process group (the trainer and its children):
+    TERM, then KILL if it is still there after STOP_GRACE_S; returns once it is gone."""
     d = shlex.quote(run_dir)
-    run(conn, f'cd {d} && pid=$(cat pid) && touch stopped && kill -TERM -- -"$pid" 2>/dev/null; true', "stopping the job")
+    run(conn, (
+        f'cd {d} && pid=$(cat pid) && touch stopped && kill -TERM -- -"$pid" 2>/dev/null; '
+        f'for i in $(seq {STOP_GRACE_S * 10}); do kill -0 -- -"$pid" 2>/dev/null || exit 0; sleep 0.1; done; '
+        'kill -KILL -- -"$pid" 2>/dev/null; true'
+    ), "stopping the job")
     return job_state(conn, run_dir)
 
 

@@ -158,7 +158,9 @@ def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box
 
     stop = cli("remote", "stop", run_id, *on_box, cwd=tmp_path)
     assert stop.code == 0, stop.err
-    wait_for("the job to end", lambda: not os.path.exists(f"/proc/{int((run_dir / 'pid').read_text())}"), timeout=30)
+    assert stop.out.strip() == f"{run_id} stopped", "stop returns once the job is gone"
+    assert f"train --resume {run_id}" in stop.err
+    assert not os.path.exists(f"/proc/{int((run_dir / 'pid').read_text())}")
     assert not (run_dir / "exit_code").exists(), "stopped mid-run: the job never finished"
     done = len((run_dir / "out" / "history.csv").read_text().strip().splitlines()) - 1
     assert 2 <= done < 8, f"stopped after {done} epochs"
