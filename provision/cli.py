@@ -163,18 +163,22 @@ def cmd_nb(args) -> int:
     box = _ready_box(args)
     ssh = _ssh_binary()
     known = str(paths.known_hosts())
-    start = sshcmd.jupyter_start_command(
+    script = sshcmd.jupyter_start_script(
         sshcmd.box_python(box), args.port, sshcmd.jupyter_dir(box), secrets.token_hex(24)
     )
-    p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, [start]), capture_output=True, text=True)
+    # The script carries the token: it goes on ssh's stdin, never on a command line.
+    p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, ["bash", "-s"]), input=script, capture_output=True, text=True)
     if p.returncode != 0:
         why = (p.stderr.strip().splitlines() or [f"ssh exited {p.returncode}"])[-1]
         raise RemoteError(f"could not start Jupyter on box '{args.name}' ({why})")
-    token = p.stdout.strip().splitlines()[-1]
-    local = args.local_port or args.port
+    port, token = p.stdout.strip().splitlines()[-1].split()
+    port = int(port)
+    if port != args.port:
+        say(f"Jupyter already runs on the box's port {port}: the tunnel goes there")
+    local = args.local_port or port
     print(f"Jupyter on box '{args.name}': http://127.0.0.1:{local}/lab?token={token}", flush=True)
     say("tunnel open (port never opened to the internet); Ctrl-C closes it, Jupyter keeps running on the box")
-    argv = sshcmd.tunnel_argv(ssh, box, known, args.port, args.local_port)
+    argv = sshcmd.tunnel_argv(ssh, box, known, port, local)
     os.execv(argv[0], argv)
     return 0  # not reached
 
