@@ -152,16 +152,48 @@ def test_private_key_is_0600_in_a_0700_dir(launch, name):
     assert "PRIVATE KEY" in key.read_text()
 
 
-def test_a_lost_local_key_is_replaced(ec2, launch, name):
-    launch()
+def key_pair_id(ec2, name) -> str:
+    return ec2.describe_key_pairs(KeyNames=[f"trainbox-{name}"])["KeyPairs"][0]["KeyPairId"]
+
+
+def test_a_lost_key_of_a_live_box_is_refused_not_replaced(ec2, launch, name):
+    """The instance trusts only the old key: a new one would lock the user out."""
+    box, _ = launch()
     key = paths.key_path(name)
-    old = key.read_text()
-    before = ec2.describe_key_pairs(KeyNames=[f"trainbox-{name}"])["KeyPairs"][0]["KeyPairId"]
+    before = key_pair_id(ec2, name)
+    key.unlink()
+    with pytest.raises(UsageError) as caught:
+        launch()
+    message = str(caught.value)
+    assert caught.value.exit_code == 2 and "\n" not in message
+    assert str(key) in message and box.instance_id in message
+    assert f"python -m provision down --name {name}" in message and "restore" in message
+    assert not key.exists(), "a key the box refuses was written"
+    assert key_pair_id(ec2, name) == before
+    assert kinds(ec2, name)["instance"] == 1
+
+
+def test_a_lost_key_with_no_instance_left_is_replaced(ec2, aws, launch, name):
+    from provision import keys
+
+    keys.ensure_key_pair(ec2, name)  # e.g. an `up` that stopped before launching
+    key = paths.key_path(name)
+    old, before = key.read_text(), key_pair_id(ec2, name)
     key.unlink()
     launch()
     assert key.exists() and key.read_text() != old
-    assert ec2.describe_key_pairs(KeyNames=[f"trainbox-{name}"])["KeyPairs"][0]["KeyPairId"] != before
+    assert key_pair_id(ec2, name) != before
     assert kinds(ec2, name)["key-pair"] == 1
+
+
+def test_a_key_pair_deleted_in_aws_keeps_the_key_the_box_trusts(ec2, launch, name):
+    box, _ = launch()
+    key = paths.key_path(name)
+    old = key.read_text()
+    ec2.delete_key_pair(KeyName=f"trainbox-{name}")
+    again, said = launch()
+    assert again.instance_id == box.instance_id and any("reusing" in s for s in said)
+    assert key.read_text() == old
 
 
 # ---------------------------------------------------------------- failure at every step
