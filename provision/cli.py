@@ -277,7 +277,11 @@ def build_parser() -> Parser:
     c.add_argument("--sandbox", action="store_true", help="no AWS account: moto on 127.0.0.1 plays AWS, a local sshd plays the instance")
     c.add_argument("--region", help="AWS region (default: AWS_REGION, trainbox.toml, us-east-1)")
     c.add_argument("--instance-type", help="EC2 type (default: g4dn.xlarge, a T4 GPU)")
-    c.add_argument("--spot", action="store_true", help="use a spot instance (cheaper, can be reclaimed)")
+    c.add_argument("--spot", action="store_true", help=(
+        "use a spot instance: cheaper, but AWS may interrupt it. It is a persistent spot request that stops "
+        "(never terminates) the box, so the disk and results survive an interruption and the idle/hard-limit "
+        "guards; AWS restarts it when capacity returns, and the stopped disk still bills a little. "
+        "`down` cancels the request, then terminates the box"))
     c.add_argument("--ssh-cidr", help="who may SSH in (default: this machine's public IP /32)")
     c.add_argument("--max-hours", type=positive_float, help="hard limit: the box stops itself after this uptime (default: 8)")
     c.add_argument("--idle-minutes", type=positive_float, help="the box stops itself after this long with no job and no SSH (default: 30)")

@@ -58,6 +58,24 @@ class Faulty:
         return wrapped
 
 
+class Recorder:
+    """A boto3 client that notes, in ``calls``, the name of every method called on it."""
+
+    def __init__(self, client, calls: list[str]):
+        self._client, self._calls = client, calls
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def recorded(*args, **kwargs):
+            self._calls.append(name)
+            return attr(*args, **kwargs)
+
+        return recorded
+
+
 @dataclass(frozen=True)
 class WrappedCloud(Cloud):
     """A Cloud whose clients pass through ``wrap(service, client)``."""

@@ -13,7 +13,7 @@ import pytest
 from provision import instance, lifecycle, paths, preflight, state, teardown
 from provision.errors import CloudError, UsageError
 from provision.up import UpOptions, up
-from pvkit import CIDR, Faulty, WrappedCloud, aws, client_error, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
+from pvkit import CIDR, Faulty, Recorder, WrappedCloud, aws, client_error, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
 
 
 def kinds(ec2, name) -> Counter:
@@ -130,14 +130,62 @@ def test_run_instances_args_are_the_whole_request():
     assert args["UserData"] == "#!/bin/bash\n"
     assert "InstanceMarketOptions" not in args
     assert {t["ResourceType"] for t in args["TagSpecifications"]} == {"instance", "volume"}
-    spot = instance.run_instances_args(instance.LaunchSpec(**{**spec.__dict__, "spot": True}))
-    assert spot["InstanceMarketOptions"]["MarketType"] == "spot"
 
 
-def test_spot_reaches_the_request(ec2, launch):
+def test_spot_is_a_persistent_request_that_stops_never_terminates():
+    """The cost guards' `shutdown` and an interruption must stop a spot box
+    (disk and results kept), which AWS allows only for persistent requests."""
+    spec = instance.LaunchSpec("b", "ami-1", "/dev/sda1", "g4dn.xlarge", "k", "subnet-1", "sg-1", "#!/bin/bash\n", spot=True)
+    args = instance.run_instances_args(spec)
+    assert args["InstanceMarketOptions"] == {
+        "MarketType": "spot",
+        "SpotOptions": {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"},
+    }
+    assert args["InstanceInitiatedShutdownBehavior"] == "stop"
+    # The request is tagged too, so `down` finds and cancels it from tags alone.
+    assert {t["ResourceType"] for t in args["TagSpecifications"]} == {"instance", "volume", "spot-instances-request"}
+
+
+def test_spot_reaches_the_request_and_shutdown_stops_it(ec2, launch):
     box, _ = launch(spot=True)
     d = ec2.describe_instances(InstanceIds=[box.instance_id])["Reservations"][0]["Instances"][0]
     assert d.get("InstanceLifecycle") == "spot"
+    behaviour = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="instanceInitiatedShutdownBehavior")
+    assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+
+
+def spot_request(ec2, name, image: str) -> str:
+    """What `up --spot` leaves on AWS: a persistent, tagged spot request and its
+    tagged instance (moto's run_instances keeps no spot request, so it is made here)."""
+    from provision.aws import tags
+
+    reply = ec2.request_spot_instances(
+        Type="persistent",
+        InstanceInterruptionBehavior="stop",
+        LaunchSpecification={"ImageId": image, "InstanceType": "g4dn.xlarge"},
+        TagSpecifications=[{"ResourceType": r, "Tags": tags(name)} for r in ("spot-instances-request", "instance")],
+    )
+    return reply["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
+
+
+def open_spot_requests(ec2, request_id: str) -> list:
+    found = ec2.describe_spot_instance_requests(Filters=[{"Name": "spot-instance-request-id", "Values": [request_id]}])
+    return [r for r in found["SpotInstanceRequests"] if r["State"] in ("open", "active", "disabled")]
+
+
+def test_down_cancels_the_spot_request_before_terminating_its_instance(aws, ec2, moto_ami, name):
+    """A persistent request whose instance is terminated first launches another one."""
+    from provision.inventory import tagged_resources
+
+    request_id = spot_request(ec2, name, moto_ami)
+    assert ("spot-request", request_id) in {(r.kind, r.id) for r in tagged_resources(ec2, "us-east-1", name)}
+    calls: list[str] = []
+    cloud = WrappedCloud("us-east-1", wrap=lambda s, c: Recorder(c, calls) if s == "ec2" else c)
+    removed = lifecycle.destroy(cloud, name, lambda s: None)
+    assert ("spot-request", request_id) in {(r.kind, r.id) for r in removed}
+    assert open_spot_requests(ec2, request_id) == []
+    assert calls.index("cancel_spot_instance_requests") < calls.index("terminate_instances")
+    assert live(ec2, name) == []
 
 
 # ---------------------------------------------------------------- the key
