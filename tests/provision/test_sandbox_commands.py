@@ -153,3 +153,14 @@ def test_tunnel_argv_forwards_loopback_to_loopback_and_opens_nothing_else():
 def test_box_python_is_the_trainbox_env_unless_the_state_names_one():
     assert sshcmd.box_python(BOX) == "trainbox/env/bin/python"
     assert sshcmd.box_python(BoxState(**{**BOX.__dict__, "python": "/opt/py"})) == "/opt/py"
+
+
+def test_sandbox_up_prints_no_quota_warning(cli, moto_endpoint, tmp_path):
+    """moto has no EC2 vCPU quotas: the sandbox must not warn about them on every `up`."""
+    r = cli("provision", "up", "--sandbox", cwd=tmp_path)
+    try:
+        assert r.code == 0, r.err
+        assert "box 'default' is up" in r.out
+        assert "quota" not in (r.out + r.err).lower() and "warning" not in r.err
+    finally:
+        assert cli("provision", "down", "--yes", "--no-pull", cwd=tmp_path).code == 0
