@@ -37,7 +37,16 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """An exited process nobody has reaped yet (where /proc tells; elsewhere init reaps)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def terminate(pid: int, timeout: float = 10.0, group: bool = False) -> None:
@@ -57,6 +66,21 @@ def terminate(pid: int, timeout: float = 10.0, group: bool = False) -> None:
             return
         while alive(pid) and time.monotonic() < deadline + 5:
             time.sleep(0.05)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below pid (children, theirs, ...), from `ps` (Linux and macOS alike)."""
+    out = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = (int(x) for x in line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def wait_for_port(port: int, pid: int, timeout: float, host: str = "127.0.0.1") -> bool:

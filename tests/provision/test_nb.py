@@ -102,15 +102,21 @@ def test_nb_serves_jupyter_through_the_tunnel_reuses_it_and_down_stops_it(jupyte
         assert int((d / "pid").read_text()) == pid
         servers = [p for p in processes_mentioning(f"--port {port}") if "jupyter" in p]
         assert len(servers) == 1, f"not exactly one Jupyter: {servers}"
+
+        # `down` with the tunnels still open: the box goes, and everything on it.
+        down = run_cli("provision", "down", "--yes", "--no-pull")
+        assert down.code == 0, down.err
+        assert not procs.alive(pid)
+        assert processes_mentioning(f"--port {port}") == []
+        # A terminated instance ends its SSH sessions: each tunnel sees its
+        # connection closed and exits by itself.
+        for t in tunnels:
+            wait_for("the tunnel to close with the box", lambda: t.poll() is not None, timeout=60)
     finally:
         for t in tunnels:
-            t.terminate()
+            if t.poll() is None:
+                t.terminate()
             t.wait(timeout=30)
-
-    down = run_cli("provision", "down", "--yes", "--no-pull")
-    assert down.code == 0, down.err
-    assert not procs.alive(pid)
-    assert processes_mentioning(f"--port {port}") == []
 
 
 def test_jupyter_that_cannot_start_is_one_line_with_its_log(jupyter_box, tmp_path):
