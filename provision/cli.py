@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 
-from . import config, lifecycle, paths, sandbox, state
+from . import config, lifecycle, paths, procs, sandbox, state
 from .aws import Cloud
 from .cliutil import Parser, positive_float, positive_int, run_cli, say
 from .errors import RemoteError, UsageError
@@ -161,6 +161,8 @@ def cmd_nb(args) -> int:
     from . import sshcmd
 
     box = _ready_box(args)
+    if args.local_port and not procs.port_free(args.local_port):
+        raise UsageError(f"local port {args.local_port} is taken on this machine", "pick another with --local-port")
     ssh = _ssh_binary()
     known = str(paths.known_hosts())
     script = sshcmd.jupyter_start_script(
@@ -176,6 +178,11 @@ def cmd_nb(args) -> int:
     if port != args.port:
         say(f"Jupyter already runs on the box's port {port}: the tunnel goes there")
     local = args.local_port or port
+    if not procs.port_free(local):
+        # A Jupyter of the laptop's own often holds 8888 (and in the sandbox,
+        # where the box is this machine, the box's Jupyter holds its port).
+        local = procs.free_port()
+        say(f"local port {port} is taken on this machine: the tunnel uses {local} (choose with --local-port)")
     print(f"Jupyter on box '{args.name}': http://127.0.0.1:{local}/lab?token={token}", flush=True)
     say("tunnel open (port never opened to the internet); Ctrl-C closes it, Jupyter keeps running on the box")
     argv = sshcmd.tunnel_argv(ssh, box, known, port, local)

@@ -15,6 +15,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether 127.0.0.1:port can be listened on now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def spawn(argv: list[str], log_file: Path, env: dict | None = None) -> int:
     """Start argv detached in its own session (it outlives this process)."""
     with open(log_file, "ab") as log:

@@ -45,10 +45,12 @@ def answered(url: str, token: str):
     return check
 
 
-def start_nb(tmp_path: Path, port: int, local: int) -> tuple[subprocess.Popen, str]:
-    """`python -m provision nb` in a subprocess; returns it (now the tunnel) and the token it printed."""
+def start_nb(tmp_path: Path, port: int, local: int | None) -> tuple[subprocess.Popen, str, int]:
+    """`python -m provision nb` in a subprocess; returns it (now the tunnel), the
+    token and the local port it printed."""
     out = tmp_path / f"nb-{local}.out"
-    proc = start_cli("provision", "nb", "--port", str(port), "--local-port", str(local), out=out)
+    more = ["--local-port", str(local)] if local else []
+    proc = start_cli("provision", "nb", "--port", str(port), *more, out=out)
 
     def printed():
         m = URL.search(out.read_text())
@@ -57,8 +59,8 @@ def start_nb(tmp_path: Path, port: int, local: int) -> tuple[subprocess.Popen, s
         return m
 
     m = wait_for("nb to print the notebook's URL", printed)
-    assert int(m.group(1)) == local
-    return proc, m.group(2)
+    assert local is None or int(m.group(1)) == local
+    return proc, m.group(2), int(m.group(1))
 
 
 @pytest.fixture
@@ -71,11 +73,11 @@ def jupyter_box(sandbox_box):
 
 
 def test_nb_serves_jupyter_through_the_tunnel_reuses_it_and_down_stops_it(jupyter_box, tmp_path):
-    port, local, local2 = free_port(), free_port(), free_port()
+    port, local = free_port(), free_port()
     d = Path(sshcmd.jupyter_dir(jupyter_box))
     tunnels = []
     try:
-        proc, token = start_nb(tmp_path, port, local)
+        proc, token, _ = start_nb(tmp_path, port, local)
         tunnels.append(proc)
         code, body = wait_for("Jupyter to answer through the tunnel", answered(f"http://127.0.0.1:{local}/api/status", token))
         assert code == 200 and "started" in json.loads(body)
@@ -93,10 +95,13 @@ def test_nb_serves_jupyter_through_the_tunnel_reuses_it_and_down_stops_it(jupyte
         token_file = d / "token"
         assert token_file.read_text() == token and stat.S_IMODE(token_file.stat().st_mode) == 0o600
 
-        # A second `nb` reuses the running server and its token.
-        proc2, token2 = start_nb(tmp_path, port, local2)
+        # A second `nb` reuses the running server and its token. Its local port
+        # defaults to the box's, which here (the box is this machine) Jupyter
+        # itself holds, as a laptop's own Jupyter often holds 8888: another is used.
+        proc2, token2, local2 = start_nb(tmp_path, port, None)
         tunnels.append(proc2)
         assert token2 == token
+        assert local2 not in (port, local)
         code, _ = wait_for("the second tunnel to answer", answered(f"http://127.0.0.1:{local2}/api/status", token))
         assert code == 200
         assert int((d / "pid").read_text()) == pid
@@ -117,6 +122,20 @@ def test_nb_serves_jupyter_through_the_tunnel_reuses_it_and_down_stops_it(jupyte
             if t.poll() is None:
                 t.terminate()
             t.wait(timeout=30)
+
+
+def test_a_taken_local_port_asked_for_is_exit_2_before_anything_starts(jupyter_box):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        local = taken.getsockname()[1]
+        r = run_cli("provision", "nb", "--port", str(free_port()), "--local-port", str(local))
+    assert r.code == 2, r.err
+    (line,) = [l for l in r.err.splitlines() if l.startswith("error:")]
+    assert f"local port {local} is taken" in line and "--local-port" in line
+    assert not Path(sshcmd.jupyter_dir(jupyter_box), "pid").exists(), "Jupyter was started anyway"
 
 
 def test_jupyter_that_cannot_start_is_one_line_with_its_log(jupyter_box, tmp_path):
