@@ -177,12 +177,12 @@ def cmd_nb(args) -> int:
     port = int(port)
     if port != args.port:
         say(f"Jupyter already runs on the box's port {port}: the tunnel goes there")
-    local = args.local_port or port
-    if not procs.port_free(local):
+    wanted = local = args.local_port or port
+    if not procs.port_free(wanted):
         # A Jupyter of the laptop's own often holds 8888 (and in the sandbox,
         # where the box is this machine, the box's Jupyter holds its port).
         local = procs.free_port()
-        say(f"local port {port} is taken on this machine: the tunnel uses {local} (choose with --local-port)")
+        say(f"local port {wanted} is taken on this machine: the tunnel uses {local} (choose with --local-port)")
     print(f"Jupyter on box '{args.name}': http://127.0.0.1:{local}/lab?token={token}", flush=True)
     say("tunnel open (port never opened to the internet); Ctrl-C closes it, Jupyter keeps running on the box")
     argv = sshcmd.tunnel_argv(ssh, box, known, port, local)
