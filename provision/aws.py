@@ -86,13 +86,16 @@ def error_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
+# Where the README lists the IAM actions trainbox needs (a heading there).
+IAM_HINT = '"IAM permissions" in the README'
+
 # What the user can cause, and what they can do about it.
 _FIXES = {
     "AuthFailure": ("AWS rejected the credentials", "check `aws sts get-caller-identity` and AWS_PROFILE"),
     "InvalidClientTokenId": ("AWS rejected the credentials", "check `aws sts get-caller-identity` and AWS_PROFILE"),
     "SignatureDoesNotMatch": ("AWS rejected the credentials", "check the secret key of AWS_PROFILE"),
     "ExpiredToken": ("the AWS session token has expired", "log in again (e.g. `aws sso login`)"),
-    "UnauthorizedOperation": ("these AWS credentials may not do this", "grant the EC2 permissions listed in the README"),
+    "UnauthorizedOperation": ("these AWS credentials may not do this", f"grant the actions listed under {IAM_HINT}"),
     "OptInRequired": ("this account is not opted in to the region or service", "opt in from the AWS console, or use another --region"),
     "VcpuLimitExceeded": ("the vCPU quota for this instance family is too low", "request a quota increase in the Service Quotas console"),
     "MaxSpotInstanceCountExceeded": ("the spot instance quota is reached", "drop --spot or request a quota increase"),
@@ -103,8 +106,8 @@ _FIXES = {
     "InstanceLimitExceeded": ("the account's instance limit for this type is reached", "request a quota increase in the Service Quotas console"),
     "PendingVerification": ("AWS is still verifying this new account", "wait for AWS's e-mail (usually minutes to hours), then retry"),
     "Blocked": ("AWS has blocked this account", "contact AWS Support"),
-    "AccessDenied": ("these AWS credentials may not do this", "grant the permissions listed in the README"),
-    "AccessDeniedException": ("these AWS credentials may not do this", "grant the permissions listed in the README"),
+    "AccessDenied": ("these AWS credentials may not do this", f"grant the actions listed under {IAM_HINT}"),
+    "AccessDeniedException": ("these AWS credentials may not do this", f"grant the actions listed under {IAM_HINT}"),
     "RequestLimitExceeded": ("AWS kept throttling the requests, even after retries", "wait a minute and retry"),
     "InvalidParameterValue": ("AWS rejected a value of the request", "check --instance-type, --volume-gb and --ami"),
     "InvalidKeyPair.NotFound": ("the box's key pair is gone from AWS", "run `python -m provision up` again"),

@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 
-from . import config, lifecycle, paths, sandbox, state
+from . import config, lifecycle, paths, procs, sandbox, state
 from .aws import Cloud
 from .cliutil import Parser, positive_float, positive_int, run_cli, say
 from .errors import RemoteError, UsageError
@@ -161,20 +161,31 @@ def cmd_nb(args) -> int:
     from . import sshcmd
 
     box = _ready_box(args)
+    if args.local_port and not procs.port_free(args.local_port):
+        raise UsageError(f"local port {args.local_port} is taken on this machine", "pick another with --local-port")
     ssh = _ssh_binary()
     known = str(paths.known_hosts())
-    start = sshcmd.jupyter_start_command(
+    script = sshcmd.jupyter_start_script(
         sshcmd.box_python(box), args.port, sshcmd.jupyter_dir(box), secrets.token_hex(24)
     )
-    p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, [start]), capture_output=True, text=True)
+    # The script carries the token: it goes on ssh's stdin, never on a command line.
+    p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, ["bash", "-s"]), input=script, capture_output=True, text=True)
     if p.returncode != 0:
         why = (p.stderr.strip().splitlines() or [f"ssh exited {p.returncode}"])[-1]
         raise RemoteError(f"could not start Jupyter on box '{args.name}' ({why})")
-    token = p.stdout.strip().splitlines()[-1]
-    local = args.local_port or args.port
+    port, token = p.stdout.strip().splitlines()[-1].split()
+    port = int(port)
+    if port != args.port:
+        say(f"Jupyter already runs on the box's port {port}: the tunnel goes there")
+    wanted = local = args.local_port or port
+    if not procs.port_free(wanted):
+        # A Jupyter of the laptop's own often holds 8888 (and in the sandbox,
+        # where the box is this machine, the box's Jupyter holds its port).
+        local = procs.free_port()
+        say(f"local port {wanted} is taken on this machine: the tunnel uses {local} (choose with --local-port)")
     print(f"Jupyter on box '{args.name}': http://127.0.0.1:{local}/lab?token={token}", flush=True)
     say("tunnel open (port never opened to the internet); Ctrl-C closes it, Jupyter keeps running on the box")
-    argv = sshcmd.tunnel_argv(ssh, box, known, args.port, args.local_port)
+    argv = sshcmd.tunnel_argv(ssh, box, known, port, local)
     os.execv(argv[0], argv)
     return 0  # not reached
 
@@ -273,7 +284,11 @@ def build_parser() -> Parser:
     c.add_argument("--sandbox", action="store_true", help="no AWS account: moto on 127.0.0.1 plays AWS, a local sshd plays the instance")
     c.add_argument("--region", help="AWS region (default: AWS_REGION, trainbox.toml, us-east-1)")
     c.add_argument("--instance-type", help="EC2 type (default: g4dn.xlarge, a T4 GPU)")
-    c.add_argument("--spot", action="store_true", help="use a spot instance (cheaper, can be reclaimed)")
+    c.add_argument("--spot", action="store_true", help=(
+        "use a spot instance: cheaper, but AWS may interrupt it. It is a persistent spot request that stops "
+        "(never terminates) the box, so the disk and results survive an interruption and the idle/hard-limit "
+        "guards; AWS restarts it when capacity returns, and the stopped disk still bills a little. "
+        "`down` cancels the request, then terminates the box"))
     c.add_argument("--ssh-cidr", help="who may SSH in (default: this machine's public IP /32)")
     c.add_argument("--max-hours", type=positive_float, help="hard limit: the box stops itself after this uptime (default: 8)")
     c.add_argument("--idle-minutes", type=positive_float, help="the box stops itself after this long with no job and no SSH (default: 30)")

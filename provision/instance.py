@@ -69,6 +69,7 @@ class LaunchSpec:
 
 def run_instances_args(spec: LaunchSpec) -> dict:
     """The run_instances request, kept pure so tests can read it whole."""
+    tagged = ["instance", "volume"] + (["spot-instances-request"] if spec.spot else [])
     args = dict(
         ImageId=spec.image_id,
         InstanceType=spec.instance_type,
@@ -96,15 +97,19 @@ def run_instances_args(spec: LaunchSpec) -> dict:
             }
         ],
         # The cost guards shut the box down from inside: that must stop it,
-        # keeping its disk, never terminate it.
-        InstanceInitiatedShutdownBehavior="stop" if not spec.spot else "terminate",
-        TagSpecifications=[
-            {"ResourceType": "instance", "Tags": tags(spec.name)},
-            {"ResourceType": "volume", "Tags": tags(spec.name)},
-        ],
+        # keeping its disk, never terminate it (spot boxes too, see below).
+        InstanceInitiatedShutdownBehavior="stop",
+        TagSpecifications=[{"ResourceType": r, "Tags": tags(spec.name)} for r in tagged],
     )
     if spec.spot:
-        args["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}}
+        # AWS stops a spot instance (on interruption, `stop`, or the guards'
+        # `shutdown`) only if its request is persistent; a one-time request
+        # would terminate it, taking disk and results. A persistent request
+        # relaunches when its instance is terminated: `down` cancels it first.
+        args["InstanceMarketOptions"] = {
+            "MarketType": "spot",
+            "SpotOptions": {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"},
+        }
     return args
 
 

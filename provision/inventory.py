@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from .aws import TAG_NAME, name_filters, tag_value
 from .instance import LIVE_STATES
 
-# Dependency order: what must go first when tearing down.
-KINDS = ["instance", "address", "volume", "security-group", "subnet", "route-table", "internet-gateway", "vpc", "key-pair"]
+SPOT_LIVE_STATES = ["open", "active", "disabled"]  # the others can no longer launch anything
+
+# Dependency order: what must go first when tearing down. A persistent spot
+# request relaunches its instance when that is terminated: it goes first.
+KINDS = ["spot-request", "instance", "address", "volume", "security-group", "subnet", "route-table", "internet-gateway", "vpc", "key-pair"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ def tagged_resources(ec2, region: str, name: str | None = None) -> list[Resource
         for r in items:
             out.append(Resource(kind, r[id_key], tag_value(r, TAG_NAME) or "?", region, state(r), detail(r)))
 
+    spot = ec2.describe_spot_instance_requests(Filters=f + [{"Name": "state", "Values": SPOT_LIVE_STATES}])
+    add("spot-request", spot["SpotInstanceRequests"], "SpotInstanceRequestId", lambda r: r["State"], lambda r: r.get("Type", ""))
     instances = []
     for page in ec2.get_paginator("describe_instances").paginate(
         Filters=f + [{"Name": "instance-state-name", "Values": LIVE_STATES}]

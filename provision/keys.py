@@ -6,6 +6,7 @@ from pathlib import Path
 
 from . import paths
 from .aws import name_filters, tag_spec
+from .errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +20,24 @@ def find_key_pair(ec2, name: str) -> dict | None:
     return pairs[0] if pairs else None
 
 
-def ensure_key_pair(ec2, name: str) -> tuple[str, Path]:
+def ensure_key_pair(ec2, name: str, instance_id: str | None = None) -> tuple[str, Path]:
     """The key pair's name and the local private key, creating both if needed.
 
-    If AWS has the pair but the local private key is lost, the pair is useless
+    ``instance_id``: the box's live instance, if there is one. It trusts the
+    key it was launched with, whatever EC2's key pair list says now: that
+    local key is kept, and if it is lost no new one is made (the box would
+    refuse it). With no instance, a pair whose private key is lost is useless
     (AWS never returns a private key twice): it is replaced by a new one.
     """
     path = paths.key_path(name)
+    if instance_id is not None:
+        if path.exists():
+            return key_name(name), path
+        flag = "" if name == "default" else f" --name {name}"
+        raise UsageError(
+            f"the private key of box '{name}' is missing ({path}) and its instance {instance_id} accepts only that key",
+            f"restore the key file at {path}, or run `python -m provision down{flag}` then `up` for a new box",
+        )
     existing = find_key_pair(ec2, name)
     if existing and path.exists():
         return existing["KeyName"], path

@@ -15,6 +15,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether 127.0.0.1:port can be listened on now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def spawn(argv: list[str], log_file: Path, env: dict | None = None) -> int:
     """Start argv detached in its own session (it outlives this process)."""
     with open(log_file, "ab") as log:
@@ -37,7 +47,16 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """An exited process nobody has reaped yet (where /proc tells; elsewhere init reaps)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def terminate(pid: int, timeout: float = 10.0, group: bool = False) -> None:
@@ -57,6 +76,21 @@ def terminate(pid: int, timeout: float = 10.0, group: bool = False) -> None:
             return
         while alive(pid) and time.monotonic() < deadline + 5:
             time.sleep(0.05)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below pid (children, theirs, ...), from `ps` (Linux and macOS alike)."""
+    out = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = (int(x) for x in line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def wait_for_port(port: int, pid: int, timeout: float, host: str = "127.0.0.1") -> bool:

@@ -89,15 +89,21 @@ def start_box(name: str, key_file: Path) -> sshd.SshServer:
 
 
 def _kill_jobs(name: str) -> None:
-    """A stopped instance runs nothing: end the box's detached jobs too."""
-    runs = box_workdir(name) / "runs"
-    for pid_file in runs.glob("*/pid"):
+    """A stopped instance runs nothing: end the box's detached jobs and its Jupyter too."""
+    from .sshcmd import JUPYTER_DIR
+
+    disk = box_workdir(name)
+    jupyter = disk / JUPYTER_DIR / "pid"
+    for pid_file in [*disk.glob("runs/*/pid"), jupyter]:
+        if not pid_file.exists():
+            continue
         try:
             pid = int(pid_file.read_text().strip())
         except ValueError:
             continue
         if procs.alive(pid):
             procs.terminate(pid, group=True)
+    jupyter.unlink(missing_ok=True)  # a later process with that pid is not ours
 
 
 def stop_box(name: str) -> None:

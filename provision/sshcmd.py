@@ -38,34 +38,62 @@ def box_python(box: BoxState) -> str:
     return box.python or f"{box.workdir}/env/bin/python"
 
 
+JUPYTER_DIR = "jupyter"  # under the box's workdir: pid, port, token (0600), log, runtime files
+
+
 def jupyter_dir(box: BoxState) -> str:
-    return f"{box.workdir}/jupyter"
+    return f"{box.workdir}/{JUPYTER_DIR}"
 
 
-def jupyter_start_command(python: str, port: int, state_dir: str, token: str) -> str:
-    """A shell command for the box: start Jupyter Lab detached unless it already runs.
+def jupyter_start_script(python: str, port: int, state_dir: str, token: str) -> str:
+    """A bash script for the box's stdin: start Jupyter Lab detached unless it already runs.
 
+    It goes to ``bash -s`` on stdin, never on a command line, because it
+    carries the token: command lines are visible to every user of the box
+    (`ps`). Jupyter reads the token from a 0600 file (JUPYTER_TOKEN_FILE).
     Jupyter listens on 127.0.0.1 only (it is reached through the SSH tunnel;
-    the security group never opens its port). The command prints the token
-    of the running server on its last line: the new one, or the one saved
-    when an earlier ``nb`` started it. Exit 3: Jupyter is not installed.
+    the security group never opens its port). The script waits until the
+    server is up, and prints ``PORT TOKEN`` of the running server on its last
+    line: the new one, or the one an earlier ``nb`` started. Exit 3: Jupyter
+    is not installed; exit 4: it did not start (the reason from its log).
     """
     d, py = shlex.quote(state_dir), shlex.quote(python)
     lab = [python, "-m", "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1", "--port", str(port),
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
+           "--ServerApp.port_retries=0"]
     return "\n".join([
         "set -u",
-        f"mkdir -p {d}",
-        f'if [ -s {d}/pid ] && kill -0 "$(cat {d}/pid)" 2>/dev/null; then cat {d}/token; exit 0; fi',
+        "umask 077",
+        f"d=$(mkdir -p {d} && cd {d} && pwd) || exit 4",
+        # A pid file survives a stop/start of the instance; the pid may then be
+        # another process's: only a live Jupyter counts.
+        'pid=$(cat "$d/pid" 2>/dev/null)',
+        'if [ -n "$pid" ] && ps -o args= -p "$pid" 2>/dev/null | grep -q jupyter; then',
+        '  echo "$(cat "$d/port") $(cat "$d/token")"; exit 0',
+        "fi",
         f"if ! {py} -c 'import jupyterlab' 2>/dev/null; then",
         f"  echo 'Jupyter Lab is not installed in the box environment ({python}): install it there with `{python} -m pip install jupyterlab`' >&2",
         "  exit 3",
         "fi",
-        f"umask 077; printf '%s\\n' {shlex.quote(token)} > {d}/token",
+        # No trailing newline: Jupyter takes the file's content as the token.
+        f'printf %s {shlex.quote(token)} > "$d/token"',
+        f'echo {port} > "$d/port"',
+        'rm -rf "$d/runtime"',
+        "unset JUPYTER_TOKEN",
+        # A root login (an on-prem box, the sandbox run as root) is the user's choice.
+        'extra=; [ "$(id -u)" = 0 ] && extra=--allow-root',
         # setsid + nohup: the server outlives this SSH session.
-        f"setsid nohup {' '.join(shlex.quote(a) for a in lab)} > {d}/log 2>&1 < /dev/null &",
-        f"echo $! > {d}/pid",
-        f"cat {d}/token",
+        'JUPYTER_TOKEN_FILE="$d/token" JUPYTER_RUNTIME_DIR="$d/runtime" \\',
+        f'  setsid nohup {" ".join(shlex.quote(a) for a in lab)} $extra > "$d/log" 2>&1 < /dev/null &',
+        'pid=$!; echo $pid > "$d/pid"',
+        # Jupyter writes its runtime file once it listens: wait for that, or its death.
+        "for _ in $(seq 1200); do",
+        '  if ls "$d"/runtime/jpserver-*.json >/dev/null 2>&1; then echo "' + str(port) + ' $(cat "$d/token")"; exit 0; fi',
+        '  if ! kill -0 $pid 2>/dev/null; then',
+        '    echo "Jupyter did not start: $(grep -v \'^ *$\' "$d/log" | tail -n 1) (log: $d/log)" >&2; exit 4',
+        "  fi",
+        "  sleep 0.1",
+        "done",
+        'echo "Jupyter did not answer within 120 s (log: $d/log)" >&2; exit 4',
     ])
 
 

@@ -146,7 +146,15 @@ def start(d: Path, authorized_keys: list[str], port: int | None = None, users: l
 
 
 def stop(d: Path) -> None:
+    """Stop the sshd and end its open sessions, as a stopped instance would.
+
+    Ending the listening daemon alone leaves every connection's own sshd
+    running (a tunnel to a box that is gone would stay open).
+    """
     server = running(d)
     if server:
+        sessions = procs.descendants(server.pid)
         procs.terminate(server.pid)
+        for pid in sessions:
+            procs.terminate(pid)
     _info_file(d).unlink(missing_ok=True)

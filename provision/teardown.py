@@ -52,6 +52,8 @@ def _delete_internet_gateway(ec2, r: Resource) -> None:
 
 
 _DELETERS: dict[str, Callable] = {
+    # Cancelling does not terminate the instance: the instance step does.
+    "spot-request": lambda ec2, r: ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[r.id]),
     "address": _delete_address,
     "volume": lambda ec2, r: ec2.delete_volume(VolumeId=r.id),
     "security-group": lambda ec2, r: ec2.delete_security_group(GroupId=r.id),
@@ -72,16 +74,18 @@ def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda 
 
     found = tagged_resources(ec2, region, name)
     by_kind = {k: [r for r in found if r.kind == k] for k in KINDS}
-    if by_kind["instance"]:
-        report(f"terminating {', '.join(r.id for r in by_kind['instance'])} (waits until terminated)")
-        _delete_instances(ec2, by_kind["instance"], poll_s)
-    for kind in KINDS[1:]:
+    for kind in KINDS:
+        if kind == "instance":
+            if by_kind["instance"]:
+                report(f"terminating {', '.join(r.id for r in by_kind['instance'])} (waits until terminated)")
+                _delete_instances(ec2, by_kind["instance"], poll_s)
+            continue
         for r in by_kind[kind]:
             if kind == "volume" and r.state == "deleted":
                 continue
             try:
                 _DELETERS[kind](ec2, r)
-                report(f"deleted {kind} {r.id}")
+                report(f"{'cancelled' if kind == 'spot-request' else 'deleted'} {kind} {r.id}")
             except ClientError as e:
                 if not _gone(e):
                     raise

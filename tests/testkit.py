@@ -6,6 +6,7 @@ imported last.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -23,16 +24,53 @@ class Result:
     err: str
 
 
-def run_cli(*argv: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> Result:
-    """Run `python -m <argv...>` (or the `remote` CLI) as a user would, in a subprocess."""
+def _cli(argv: tuple[str, ...], env: dict | None) -> tuple[list[str], dict]:
+    """The command line and environment of `python -m <argv...>` (or the `remote` CLI)."""
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     if argv[0] == "remote":
-        cmd = [sys.executable, "-m", "remote", *argv[1:]]
-    else:
-        cmd = [sys.executable, "-m", *argv]
+        return [sys.executable, "-m", "remote", *argv[1:]], full_env
+    return [sys.executable, "-m", *argv], full_env
+
+
+def run_cli(*argv: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> Result:
+    """Run `python -m <argv...>` (or the `remote` CLI) as a user would, in a subprocess."""
+    cmd, full_env = _cli(argv, env)
     p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Result(p.returncode, p.stdout, p.stderr)
+
+
+def start_cli(*argv: str, out: Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+    """Start a long-running CLI command (a tunnel, a follower); stdout and stderr go
+    to ``out`` and ``out.err``. The caller ends it (``proc.terminate()``)."""
+    cmd, full_env = _cli(argv, env)
+    with open(out, "w") as o, open(f"{out}.err", "w") as e:
+        return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) pairs on which process pid has TCP sockets listening."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table, width in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, st, inode = fields[1], fields[3], fields[9]
+            if st != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            hexaddr, hexport = local.split(":")
+            raw = bytes.fromhex(hexaddr)
+            # /proc/net prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
+            found.add((str(ipaddress.ip_address(raw)), int(hexport, 16)))
+    return found
 
 
 def processes_mentioning(text: str) -> list[str]:

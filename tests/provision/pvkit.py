@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import itertools
+import shutil
+import subprocess
 
 import pytest
 
@@ -54,6 +56,24 @@ class Faulty:
             return result
 
         return wrapped
+
+
+class Recorder:
+    """A boto3 client that notes, in ``calls``, the name of every method called on it."""
+
+    def __init__(self, client, calls: list[str]):
+        self._client, self._calls = client, calls
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def recorded(*args, **kwargs):
+            self._calls.append(name)
+            return attr(*args, **kwargs)
+
+        return recorded
 
 
 @dataclass(frozen=True)
@@ -132,3 +152,29 @@ def launch(aws, moto_ami, name):
         return box, said
 
     return _launch
+
+
+# ---------------------------------------------------------------- the sandbox's box
+
+SSH = shutil.which("ssh")
+
+
+@pytest.fixture
+def sandbox_box(moto_endpoint, tmp_path, monkeypatch):
+    """A box `up` made in the sandbox: moto on 127.0.0.1, a real sshd on 127.0.0.1."""
+    from provision import lifecycle, sandbox
+    from provision.up import up
+
+    monkeypatch.chdir(tmp_path)
+    cloud = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
+    box = up(cloud, UpOptions(), lambda s: None)
+    yield box
+    lifecycle.destroy(cloud, box.name, lambda s: None)
+
+
+def run_ssh(box, *command: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run command on the box with trainbox's own ssh options (pinned host key)."""
+    from provision import paths, sshcmd
+
+    argv = sshcmd.ssh_argv(SSH, box, str(paths.known_hosts()), list(command), options=["-o", "BatchMode=yes"])
+    return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=60)

@@ -113,6 +113,19 @@ def test_a_missing_ami_is_exit_3_one_line(aws, ec2, capsys, name):
     assert live(ec2, name) == []
 
 
+def test_up_with_the_key_of_a_live_box_lost_is_exit_2_one_line(aws, moto_ami, capsys, name):
+    from provision import paths
+
+    assert main(up_args(name, "--ami", moto_ami)) == 0
+    paths.key_path(name).unlink()
+    capsys.readouterr()
+    assert main(up_args(name, "--ami", moto_ami)) == 2
+    err = capsys.readouterr().err
+    line = one_line(err)
+    assert "private key" in line and f"provision down --name {name}" in line
+    assert "did not finish" not in err  # nothing was made, nothing to clean
+
+
 def test_up_without_a_findable_ami_is_exit_3(aws, capsys, name):
     # moto has no DLAMI SSM parameters: the real lookup finds nothing.
     assert main(up_args(name)) == 3

@@ -13,7 +13,7 @@ import pytest
 from provision import instance, lifecycle, paths, preflight, state, teardown
 from provision.errors import CloudError, UsageError
 from provision.up import UpOptions, up
-from pvkit import CIDR, Faulty, WrappedCloud, aws, client_error, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
+from pvkit import CIDR, Faulty, Recorder, WrappedCloud, aws, client_error, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
 
 
 def kinds(ec2, name) -> Counter:
@@ -130,14 +130,62 @@ def test_run_instances_args_are_the_whole_request():
     assert args["UserData"] == "#!/bin/bash\n"
     assert "InstanceMarketOptions" not in args
     assert {t["ResourceType"] for t in args["TagSpecifications"]} == {"instance", "volume"}
-    spot = instance.run_instances_args(instance.LaunchSpec(**{**spec.__dict__, "spot": True}))
-    assert spot["InstanceMarketOptions"]["MarketType"] == "spot"
 
 
-def test_spot_reaches_the_request(ec2, launch):
+def test_spot_is_a_persistent_request_that_stops_never_terminates():
+    """The cost guards' `shutdown` and an interruption must stop a spot box
+    (disk and results kept), which AWS allows only for persistent requests."""
+    spec = instance.LaunchSpec("b", "ami-1", "/dev/sda1", "g4dn.xlarge", "k", "subnet-1", "sg-1", "#!/bin/bash\n", spot=True)
+    args = instance.run_instances_args(spec)
+    assert args["InstanceMarketOptions"] == {
+        "MarketType": "spot",
+        "SpotOptions": {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"},
+    }
+    assert args["InstanceInitiatedShutdownBehavior"] == "stop"
+    # The request is tagged too, so `down` finds and cancels it from tags alone.
+    assert {t["ResourceType"] for t in args["TagSpecifications"]} == {"instance", "volume", "spot-instances-request"}
+
+
+def test_spot_reaches_the_request_and_shutdown_stops_it(ec2, launch):
     box, _ = launch(spot=True)
     d = ec2.describe_instances(InstanceIds=[box.instance_id])["Reservations"][0]["Instances"][0]
     assert d.get("InstanceLifecycle") == "spot"
+    behaviour = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="instanceInitiatedShutdownBehavior")
+    assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+
+
+def spot_request(ec2, name, image: str) -> str:
+    """What `up --spot` leaves on AWS: a persistent, tagged spot request and its
+    tagged instance (moto's run_instances keeps no spot request, so it is made here)."""
+    from provision.aws import tags
+
+    reply = ec2.request_spot_instances(
+        Type="persistent",
+        InstanceInterruptionBehavior="stop",
+        LaunchSpecification={"ImageId": image, "InstanceType": "g4dn.xlarge"},
+        TagSpecifications=[{"ResourceType": r, "Tags": tags(name)} for r in ("spot-instances-request", "instance")],
+    )
+    return reply["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
+
+
+def open_spot_requests(ec2, request_id: str) -> list:
+    found = ec2.describe_spot_instance_requests(Filters=[{"Name": "spot-instance-request-id", "Values": [request_id]}])
+    return [r for r in found["SpotInstanceRequests"] if r["State"] in ("open", "active", "disabled")]
+
+
+def test_down_cancels_the_spot_request_before_terminating_its_instance(aws, ec2, moto_ami, name):
+    """A persistent request whose instance is terminated first launches another one."""
+    from provision.inventory import tagged_resources
+
+    request_id = spot_request(ec2, name, moto_ami)
+    assert ("spot-request", request_id) in {(r.kind, r.id) for r in tagged_resources(ec2, "us-east-1", name)}
+    calls: list[str] = []
+    cloud = WrappedCloud("us-east-1", wrap=lambda s, c: Recorder(c, calls) if s == "ec2" else c)
+    removed = lifecycle.destroy(cloud, name, lambda s: None)
+    assert ("spot-request", request_id) in {(r.kind, r.id) for r in removed}
+    assert open_spot_requests(ec2, request_id) == []
+    assert calls.index("cancel_spot_instance_requests") < calls.index("terminate_instances")
+    assert live(ec2, name) == []
 
 
 # ---------------------------------------------------------------- the key
@@ -152,16 +200,48 @@ def test_private_key_is_0600_in_a_0700_dir(launch, name):
     assert "PRIVATE KEY" in key.read_text()
 
 
-def test_a_lost_local_key_is_replaced(ec2, launch, name):
-    launch()
+def key_pair_id(ec2, name) -> str:
+    return ec2.describe_key_pairs(KeyNames=[f"trainbox-{name}"])["KeyPairs"][0]["KeyPairId"]
+
+
+def test_a_lost_key_of_a_live_box_is_refused_not_replaced(ec2, launch, name):
+    """The instance trusts only the old key: a new one would lock the user out."""
+    box, _ = launch()
     key = paths.key_path(name)
-    old = key.read_text()
-    before = ec2.describe_key_pairs(KeyNames=[f"trainbox-{name}"])["KeyPairs"][0]["KeyPairId"]
+    before = key_pair_id(ec2, name)
+    key.unlink()
+    with pytest.raises(UsageError) as caught:
+        launch()
+    message = str(caught.value)
+    assert caught.value.exit_code == 2 and "\n" not in message
+    assert str(key) in message and box.instance_id in message
+    assert f"python -m provision down --name {name}" in message and "restore" in message
+    assert not key.exists(), "a key the box refuses was written"
+    assert key_pair_id(ec2, name) == before
+    assert kinds(ec2, name)["instance"] == 1
+
+
+def test_a_lost_key_with_no_instance_left_is_replaced(ec2, aws, launch, name):
+    from provision import keys
+
+    keys.ensure_key_pair(ec2, name)  # e.g. an `up` that stopped before launching
+    key = paths.key_path(name)
+    old, before = key.read_text(), key_pair_id(ec2, name)
     key.unlink()
     launch()
     assert key.exists() and key.read_text() != old
-    assert ec2.describe_key_pairs(KeyNames=[f"trainbox-{name}"])["KeyPairs"][0]["KeyPairId"] != before
+    assert key_pair_id(ec2, name) != before
     assert kinds(ec2, name)["key-pair"] == 1
+
+
+def test_a_key_pair_deleted_in_aws_keeps_the_key_the_box_trusts(ec2, launch, name):
+    box, _ = launch()
+    key = paths.key_path(name)
+    old = key.read_text()
+    ec2.delete_key_pair(KeyName=f"trainbox-{name}")
+    again, said = launch()
+    assert again.instance_id == box.instance_id and any("reusing" in s for s in said)
+    assert key.read_text() == old
 
 
 # ---------------------------------------------------------------- failure at every step

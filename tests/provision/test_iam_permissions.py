@@ -1,0 +1,70 @@
+"""The README's "IAM permissions" list names every AWS action the code calls
+(found in the code itself, so the list cannot go stale), and the access-denied
+hints point at that heading."""
+from __future__ import annotations
+
+import ast
+import re
+
+import botocore.session
+from botocore import xform_name
+from botocore.exceptions import DataNotFoundError
+
+from provision.aws import _FIXES, IAM_HINT
+from testkit import REPO
+
+# Where IAM's action is not named like the API operation.
+IAM_ACTION = {"s3:ListObjectsV2": "s3:ListBucket", "s3:HeadObject": "s3:GetObject"}
+
+
+def aws_actions() -> set[str]:
+    """Every "service:Operation" provision/ and remote/ call: client methods, and
+    the operations named in strings (paginators, waiters, presigned URLs)."""
+    names, services = set(), set()
+    for f in [*REPO.glob("provision/*.py"), *REPO.glob("remote/*.py")]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                names.add(node.func.attr)
+                if node.func.attr == "client" and node.args and isinstance(node.args[0], ast.Constant):
+                    services.add(node.args[0].value)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.add(node.value)
+    session = botocore.session.get_session()
+    found = set()
+    for service in services:
+        model = session.get_service_model(service)
+        ops = {xform_name(o): o for o in model.operation_names}
+        operations = {ops[n] for n in names if n in ops}
+        try:
+            waiters = session.get_waiter_model(service)
+            operations |= {waiters.get_waiter(w).operation for w in waiters.waiter_names if xform_name(w) in names}
+        except DataNotFoundError:
+            pass  # the service has no waiters
+        found |= {f"{model.signing_name}:{op}" for op in operations}
+    return {IAM_ACTION.get(a, a) for a in found}
+
+
+def readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    m = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^#)", text, re.S | re.M)
+    assert m, f"the README has no '### {title}' section"
+    return m.group(1)
+
+
+def test_the_extractor_finds_calls_paginators_waiters_and_presigned_urls():
+    found = aws_actions()
+    assert {"ec2:RunInstances", "ec2:DescribeVpcs", "ec2:DescribeInstanceTypeOfferings", "s3:GetObject",
+            "s3:ListBucket", "servicequotas:GetServiceQuota", "ssm:GetParameter", "sts:GetCallerIdentity"} <= found
+
+
+def test_every_aws_action_the_code_calls_is_in_the_readme():
+    listed = set(re.findall(r"`([a-z0-9-]+:[A-Za-z0-9]+)`", readme_section("IAM permissions")))
+    missing = sorted(aws_actions() - listed)
+    assert missing == [], f"add these to the README's IAM permissions: {missing}"
+
+
+def test_access_denied_hints_name_the_readme_heading():
+    assert IAM_HINT == '"IAM permissions" in the README'
+    readme_section("IAM permissions")
+    for code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        assert IAM_HINT in _FIXES[code][1]
