@@ -11,8 +11,6 @@ import http.client
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 import threading
 import zipfile
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from provision import procs
 from testkit import synth_image_set
 
 REPO = Path(__file__).resolve().parents[2]
@@ -165,25 +164,6 @@ def box_flags(box) -> list[str]:
 # ---------------------------------------------------------------- S3
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, stack = [], [pid]
-    while stack:
-        for c in children.get(stack.pop(), []):
-            out.append(c)
-            stack.append(c)
-    return out
-
-
 def environs_with(pids: list[int], needle: bytes) -> list[int]:
     found = []
     for pid in pids:
@@ -229,7 +209,7 @@ def s3(moto_endpoint, ssh_host, monkeypatch):
         def _forward(self, method):
             if "Signature=" in self.path:  # a presigned GET: the box is downloading now
                 proxy.presigned.append(self.path.split("?", 1)[0])
-                pids = descendants(proxy.sshd_pid)
+                pids = procs.descendants(proxy.sshd_pid)
                 proxy.box_pids_seen.update(pids)
                 proxy.leaks += environs_with(pids, proxy.secret)
             length = int(self.headers.get("Content-Length") or 0)
