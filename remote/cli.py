@@ -109,9 +109,7 @@ def train_args(args, extra: list[str]) -> list[str]:
 
 
 def cmd_train(args, extra: list[str]) -> int:
-    import templates
-
-    from . import datasource, fetch
+    from . import datasource, fetch, setup
 
     if args.resume:
         if extra or args.data:
@@ -143,10 +141,8 @@ def cmd_train(args, extra: list[str]) -> int:
                 "(`python -m model synth`); pass --data DIR for your own images")
         run_id = job.new_run_id()
         run_dir = layout.run(run_id)
-        script = templates.render(
-            "run.sh.j2", run_id=run_id, run_dir=run_dir, code_dir=layout.code, python=python,
-            data_dir=data_dir, synth=not args.data, train_args=train_args(args, extra),
-        )
+        env_link = None if target.python else setup.env_dir(layout.workdir)
+        script = job.render_script(layout, run_id, python, layout.code, data_dir, not args.data, train_args(args, extra), env_link)
         job.start(conn, run_dir, script)
     local_dir = Path(args.runs_dir) / run_id
     rec = results.new_record(run_id, target, local_dir)
@@ -413,9 +409,7 @@ def cmd_setup(args, extra) -> int:
     target = _target(args)
     opts = _setup_options(args)
     with _on_box(args, target) as conn:
-        if args.force:
-            run(conn, f"rm -f {shlex.quote(setup.marker(target.workdir))}", "clearing the ready marker")
-        python = setup.run_bootstrap(conn, target.workdir, opts, say)
+        python = setup.run_bootstrap(conn, target.workdir, opts, say, force=args.force)
     print(f"ready: {python} on {target.label}")
     return 0
 

@@ -9,6 +9,13 @@ with pyproject.toml), so ``.keras`` files pulled home load here.
 "Ready" means: ``<workdir>/env/trainbox-ready`` exists and its first line is
 ``spec <spec_id>``. The marker is written last, so one ``head`` over SSH
 answers the question without importing TensorFlow (which takes seconds).
+
+``<workdir>/env`` is a link to ``<workdir>/envs/<spec>.<time>.<pid>``: a
+rebuild (other pins, ``--force``) builds a new one and switches the link. A
+job resolves the link once and holds a shared lock on that env's marker while
+it runs (templates/run.sh.j2), and the bootstrap removes a replaced env only
+when it can take that lock exclusively: no rebuild pulls an env from under a
+running job.
 """
 from __future__ import annotations
 
@@ -41,6 +48,7 @@ EXIT_CODES = {
     13: "disk full on the box",
     14: "the box has a GPU but TensorFlow sees none",
     15: "the install failed",
+    16: "a job runs in an older trainbox's environment",
 }
 
 ENV_VARS = {
@@ -105,7 +113,13 @@ class SetupOptions:
 
 
 def env_dir(workdir: str) -> str:
+    """The link to the current environment (what jobs start with)."""
     return f"{workdir}/env"
+
+
+def envs_dir(workdir: str) -> str:
+    """Where the environments live, one directory per build."""
+    return f"{workdir}/envs"
 
 
 def env_python(workdir: str) -> str:
@@ -173,12 +187,15 @@ def _stream(channel, on_line: Callable[[str], None]) -> int:
     return channel.recv_exit_status()
 
 
-def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None]) -> str:
-    """Run the bootstrap on the box, streaming its progress to say; the env's python, or RemoteError."""
+def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None], force: bool = False) -> str:
+    """Run the bootstrap on the box, streaming its progress to say; the env's python, or RemoteError.
+
+    force: build a new env even if the current one is ready (it is replaced, not
+    removed under a running job)."""
     from .connection import exec_channel, write_file
 
     write_file(conn, bootstrap_path(workdir), render_bootstrap(workdir, opts).encode())
-    channel = exec_channel(conn, f"bash {shlex.quote(bootstrap_path(workdir))}")
+    channel = exec_channel(conn, f"{'TRAINBOX_FORCE=1 ' if force else ''}bash {shlex.quote(bootstrap_path(workdir))}")
     channel.shutdown_write()
     errors: list[str] = []
 

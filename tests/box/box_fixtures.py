@@ -223,13 +223,6 @@ def box_user(users_sshd, trainbox_home) -> BoxUser:
     subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
 
 
-def user_env(index: Index, **extra) -> dict:
-    """Environment for the laptop CLI: the box installs from index, without jupyterlab."""
-    env = {"TRAINBOX_INDEX_URL": index.url, "TRAINBOX_JUPYTER": "0"}
-    env.update(extra)
-    return env
-
-
 def kill_user_processes(uid: int) -> None:
     """SIGKILL, by pid, each process of this test's own throwaway user."""
     for entry in Path("/proc").iterdir():

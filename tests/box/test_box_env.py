@@ -8,53 +8,16 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from box_fixtures import box_user, index, laptop_index, users_sshd  # noqa: F401 (fixtures; no conftest.py here:
 # a second module named `conftest` would shadow tests/conftest.py for `from conftest import ...`)
-from box_helpers import one_line_error, wait_for
+from box_helpers import box_python_says, env, log_of, marker_of, one_line_error, popen_cli, run_cli, wait_for
 from remote import setup
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*argv, cwd=None, env=None):
-    """The real CLI in a subprocess (as the top conftest's `cli` fixture does)."""
-    from box_helpers import Result
-
-    full = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=full, capture_output=True, text=True, timeout=600)
-    return Result(p.returncode, p.stdout, p.stderr)
-
-
-def marker_of(user, workdir="trainbox") -> Path:
-    return user.home / workdir / "env" / "trainbox-ready"
-
-
-def log_of(user, workdir="trainbox") -> str:
-    f = user.home / workdir / "setup.log"
-    return f.read_text() if f.exists() else ""
-
-
-def env(index, **extra) -> dict:
-    return {"TRAINBOX_INDEX_URL": index.url, "TRAINBOX_JUPYTER": "0", **extra}
-
-
-def box_python_says(user, code: str) -> str:
-    """Run code with the box env's python, as the box user."""
-    py = user.home / "trainbox" / "env" / "bin" / "python"
-    p = subprocess.run(["runuser", "-u", user.name, "--", str(py), "-c", code], capture_output=True, text=True, cwd="/")
-    assert p.returncode == 0, p.stderr
-    return p.stdout.strip()
-
-
-def popen_cli(*argv, env):
-    full = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", *argv], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
 
 
 # ---------------------------------------------------------------- pins
@@ -147,7 +110,9 @@ def test_killed_half_way_never_looks_ready_and_the_next_run_repairs(box_user, in
             p.kill()
     assert p.returncode == 3, err
     assert not marker_of(box_user).exists()
-    assert (box_user.home / "trainbox" / "env" / "bin" / "python").exists(), "it was killed half-way"
+    (half,) = (box_user.home / "trainbox" / "envs").iterdir()
+    assert (half / "bin" / "python").exists(), "it was killed half-way"
+    assert not (box_user.home / "trainbox" / "env").exists(), "never linked"
 
     status = run_cli(*box_user.remote("doctor"), env=env(index))
     assert "an install was interrupted" in status.out
