@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from box_fixtures import box_user, index, laptop_index, users_sshd  # noqa: F401 (fixtures; no conftest.py here:
+from box_fixtures import box_user, index, laptop_index, users_sshd, uv_index  # noqa: F401 (fixtures; no conftest.py here:
 # a second module named `conftest` would shadow tests/conftest.py for `from conftest import ...`)
 from box_helpers import box_python_says, env, log_of, marker_of, one_line_error, popen_cli, run_cli, wait_for
 from remote import setup
@@ -256,3 +256,28 @@ def test_bootstrap_renders_valid_bash(opts):
     assert f"SPEC={opts.spec_id()}" in text
     assert "W='my work/dir'" in text
     assert ("'jupyterlab>=4'" in text) is opts.jupyter
+
+
+# ---------------------------------------------------------------- the uv path (offline: a wheel of the installed uv)
+
+
+def test_fresh_bootstrap_with_uv_then_a_rerun_installs_nothing(box_user, uv_index):
+    first = run_cli(*box_user.remote("setup"), env=env(uv_index))
+    assert first.code == 0, first.err
+    assert "fetching uv (the fast installer)" in first.err
+    assert re.search(r"installer: uv \d+\.\d+\.\d+", first.err), first.err
+    assert "installer: pip" not in first.err
+    assert [f for f in uv_index.served if f.startswith("uv-")] == [f.name for f in uv_index.dir.glob("uv-*.whl")]
+    assert (box_user.home / "trainbox" / "tools" / "bin" / "uv").exists(), "uv kept for later runs, no venv around it"
+    assert marker_of(box_user).read_text().splitlines()[0] == f"spec {setup.SetupOptions(jupyter=False).spec_id()}"
+    assert box_python_says(box_user, "import keras, tensorflow; print(keras.__version__, tensorflow.__version__)") == \
+        f"{setup.KERAS_VERSION} {setup.TF_VERSION}"
+    assert box_python_says(box_user, "import importlib.util as u; print(u.find_spec('pip') is None)") == "True", \
+        "uv made the venv: no pip in it"
+    assert re.search(r"\+\d+\.\d\ds trainbox-setup: phase: packages installed", log_of(box_user)), "phases are timed"
+
+    served = list(uv_index.served)
+    again = run_cli(*box_user.remote("setup"), env=env(uv_index))
+    assert again.code == 0, again.err
+    assert "ready, nothing to install" in again.err
+    assert uv_index.served == served and uv_index.requested == served, "the re-run fetched nothing"
