@@ -59,6 +59,7 @@ ENV_VARS = {
     "installer": "TRAINBOX_INSTALLER",
     "python": "TRAINBOX_BOX_PYTHON",
     "system_site_packages": "TRAINBOX_SYSTEM_SITE_PACKAGES",
+    "retries": "TRAINBOX_INSTALL_RETRIES",
 }
 
 
@@ -77,6 +78,10 @@ class SetupOptions:
     installer: str = "auto"  # auto (uv when it can be had, else pip), uv, pip
     python: str = "python3"  # the box's interpreter the venv is made from
     system_site_packages: bool = False
+    # Retries of a failed download (pip --retries, UV_HTTP_RETRIES), 1 or more;
+    # None: the installers' own (pip 5, uv 3), right for a first boot on a real
+    # network. Tests use 1: an unreachable index fails at once.
+    retries: int | None = None
     cpu_free_mb: int = CPU_FREE_MB
     gpu_free_mb: int = GPU_FREE_MB
 
@@ -92,6 +97,11 @@ class SetupOptions:
                 values[name] = tuple(p for p in text.split(os.pathsep) if p)
             elif name in ("no_index", "jupyter", "system_site_packages"):
                 values[name] = _flag(text)
+            elif name == "retries":
+                if not text.strip().isdigit() or int(text) < 1:
+                    # pip tells why a download failed only when it retries: 0 would hide "no network".
+                    raise UsageError(f"{var}={text!r} is not a number of retries of 1 or more", f"set {var}=3, say, or unset it")
+                values[name] = int(text)
             else:
                 values[name] = text
         values.update({k: v for k, v in flags.items() if v is not None})
@@ -155,6 +165,7 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
         no_index=opts.no_index,
         index_url=opts.index_url or "",
         installer=opts.installer,
+        retries="" if opts.retries is None else int(opts.retries),
         system_site_packages=opts.system_site_packages,
         cpu_free_mb=int(opts.cpu_free_mb),
         gpu_free_mb=int(opts.gpu_free_mb),

@@ -18,8 +18,9 @@ def popen_cli(*argv, env):
 
 
 def env(index, **extra) -> dict:
-    """The laptop CLI's environment: the box installs from index, without jupyterlab."""
-    return {"TRAINBOX_INDEX_URL": index.url, "TRAINBOX_JUPYTER": "0", **extra}
+    """The laptop CLI's environment: the box installs from index, without jupyterlab, and an
+    unreachable index fails at once (one retry, which pip needs to say why; the loopback is not flaky)."""
+    return {"TRAINBOX_INDEX_URL": index.url, "TRAINBOX_JUPYTER": "0", "TRAINBOX_INSTALL_RETRIES": "1", **extra}
 
 
 def marker_of(user, workdir="trainbox") -> Path:

@@ -184,14 +184,24 @@ def test_no_venv_module(box_user, index):
     assert "no venv module: sudo apt-get install -y python3-venv" in one_line_error(r)
 
 
-def test_no_network_to_the_index(box_user, index):
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_no_network_to_the_index(box_user, uv_index, installer):
+    """The index is unreachable (uv itself still comes from the test index, by --find-links).
+    Retries are 1 in tests (TRAINBOX_INSTALL_RETRIES): it fails at once."""
     from provision.procs import free_port
 
-    r = run_cli(*box_user.remote("setup", "--installer", "pip", "--index-url", f"http://127.0.0.1:{free_port()}/simple/"),
-                env=env(index))
+    uv_from = ["--find-links", uv_index.url + "uv/"] if installer == "uv" else []
+    r = run_cli(*box_user.remote("setup", "--installer", installer, *uv_from,
+                                 "--index-url", f"http://127.0.0.1:{free_port()}/simple/"), env=env(uv_index))
     assert r.code == 3
     assert "no network from the box to the package index" in one_line_error(r)
+    assert f"installer: {installer}" in r.err
     assert not marker_of(box_user).exists()
+    log = log_of(box_user)
+    if installer == "pip":
+        assert log.count("WARNING: Retrying (") == 1, "one retry (TRAINBOX_INSTALL_RETRIES), not pip's 5 with back-off"
+    else:
+        assert "Request failed after 1 retry" in log, "one retry (UV_HTTP_RETRIES), not uv's 3"
 
 
 def _run_script(user, index, opts: setup.SetupOptions, prefix: str = ""):
@@ -232,13 +242,17 @@ def test_gpu_box_where_tensorflow_sees_no_gpu(box_user, index):
 # ---------------------------------------------------------------- templates
 
 
-def test_user_data_starts_the_same_bootstrap_as_the_login_user():
+def test_user_data_starts_the_same_bootstrap_as_the_login_user(tmp_path):
     from provision.up import UpOptions, user_data
 
     text = user_data(UpOptions(name="b1"), "ubuntu")
     p = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
     assert p.returncode == 0, p.stderr
-    assert setup.render_bootstrap("trainbox", setup.SetupOptions.from_env()) in text
+    # Its lines that write the script (gzipped, base64'd), run here with $home set.
+    write = re.search(r"^base64 -d <<'TRAINBOX_BOOTSTRAP_EOF'.*?^TRAINBOX_BOOTSTRAP_EOF$", text, re.S | re.M).group(0)
+    (tmp_path / "trainbox").mkdir()
+    subprocess.run(["bash", "-c", f"home={tmp_path}\n{write}"], check=True)
+    assert (tmp_path / "trainbox" / "bootstrap.sh").read_text() == setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
     assert 'sudo -u ubuntu -H setsid nohup bash "$home/trainbox/bootstrap.sh"' in text
     assert text.rstrip().endswith("</dev/null &"), "started in the background, last"
     assert len(text.encode()) < 16384, "EC2 user-data limit"
@@ -281,3 +295,16 @@ def test_fresh_bootstrap_with_uv_then_a_rerun_installs_nothing(box_user, uv_inde
     assert again.code == 0, again.err
     assert "ready, nothing to install" in again.err
     assert uv_index.served == served and uv_index.requested == served, "the re-run fetched nothing"
+
+
+def test_install_retries_are_the_installers_own_unless_set():
+    from provision.errors import UsageError
+
+    default = setup.SetupOptions.from_env({})
+    assert "retries=''" in setup.render_bootstrap("trainbox", default), "pip's 5 and uv's 3 on a real first boot"
+    two = setup.SetupOptions.from_env({"TRAINBOX_INSTALL_RETRIES": "2"})
+    assert "retries=2" in setup.render_bootstrap("trainbox", two)
+    assert two.spec_id() == default.spec_id(), "how it downloads is not what it builds"
+    for bad in ("0", "many"):
+        with pytest.raises(UsageError, match="1 or more"):
+            setup.SetupOptions.from_env({"TRAINBOX_INSTALL_RETRIES": bad})
