@@ -1,14 +1,14 @@
 """A pins-changed rebuild of the box's environment never removes one that a
 running training job uses (issue 7): a real job, started the way `remote train`
 starts it, blocks on a FIFO until the test releases it, while `remote setup`
-rebuilds for other pins over the real sshd."""
+rebuilds for other pins over the real sshd (with uv: the faster install)."""
 from __future__ import annotations
 
 import errno
 import os
 import subprocess
 
-from box_fixtures import box_user, index, users_sshd  # noqa: F401 (fixtures)
+from box_fixtures import box_user, users_sshd, uv_index  # noqa: F401 (fixtures)
 from box_helpers import as_user, env, marker_of, one_line_error, run_cli, wait_for
 from remote import job, setup
 
@@ -62,8 +62,8 @@ def job_log(run_dir: str) -> str:
     return open(f"{run_dir}/log").read() if os.path.exists(f"{run_dir}/log") else ""
 
 
-def test_rebuild_for_new_pins_keeps_the_env_a_running_job_uses(box_user, index):
-    first = run_cli(*box_user.remote("setup"), env=env(index))
+def test_rebuild_for_new_pins_keeps_the_env_a_running_job_uses(box_user, uv_index):
+    first = run_cli(*box_user.remote("setup"), env=env(uv_index))
     assert first.code == 0, first.err
     old = os.path.realpath(box_user.home / "trainbox" / "env")
     run_dir = start_blocking_job(box_user, "r-blocked")
@@ -72,7 +72,7 @@ def test_rebuild_for_new_pins_keeps_the_env_a_running_job_uses(box_user, index):
         assert f"job: waiting {old}" in job_log(run_dir), "the job runs in the env the link pointed at"
 
         # Other pins (with jupyterlab): another spec, built while the job runs.
-        rebuilt = run_cli(*box_user.remote("setup"), env=env(index, TRAINBOX_JUPYTER="1"))
+        rebuilt = run_cli(*box_user.remote("setup"), env=env(uv_index, TRAINBOX_JUPYTER="1"))
         assert rebuilt.code == 0, rebuilt.err
         new = os.path.realpath(box_user.home / "trainbox" / "env")
         assert new != old
@@ -89,16 +89,16 @@ def test_rebuild_for_new_pins_keeps_the_env_a_running_job_uses(box_user, index):
     assert f"job: done {old} {setup.KERAS_VERSION}" in job_log(run_dir)
 
     # The job is over: the next setup (a no-op for the env itself) removes the old one.
-    again = run_cli(*box_user.remote("setup"), env=env(index, TRAINBOX_JUPYTER="1"))
+    again = run_cli(*box_user.remote("setup"), env=env(uv_index, TRAINBOX_JUPYTER="1"))
     assert again.code == 0, again.err
     assert "nothing to install" in again.err
     assert not os.path.exists(old)
     assert os.path.exists(f"{new}/bin/python")
 
 
-def test_a_job_started_after_a_rebuild_uses_the_new_env(box_user, index):
-    assert run_cli(*box_user.remote("setup"), env=env(index)).code == 0
-    assert run_cli(*box_user.remote("setup"), env=env(index, TRAINBOX_JUPYTER="1")).code == 0
+def test_a_job_started_after_a_rebuild_uses_the_new_env(box_user, uv_index):
+    assert run_cli(*box_user.remote("setup"), env=env(uv_index)).code == 0
+    assert run_cli(*box_user.remote("setup"), env=env(uv_index, TRAINBOX_JUPYTER="1")).code == 0
     new = os.path.realpath(box_user.home / "trainbox" / "env")
     run_dir = start_blocking_job(box_user, "r-after")
     release(box_user)
@@ -107,7 +107,7 @@ def test_a_job_started_after_a_rebuild_uses_the_new_env(box_user, index):
     assert len(os.listdir(box_user.home / "trainbox" / "envs")) == 1, "the replaced env was removed (no job held it)"
 
 
-def test_old_layout_env_in_use_by_a_job_is_not_removed(box_user, index):
+def test_old_layout_env_in_use_by_a_job_is_not_removed(box_user, uv_index):
     """A box set up by an older trainbox: ~/trainbox/env is a plain venv and its jobs hold no lock.
     While such a job runs, a rebuild refuses, in one line naming the run and `remote stop`."""
     venv = box_user.home / "trainbox" / "env"
@@ -120,7 +120,7 @@ def test_old_layout_env_in_use_by_a_job_is_not_removed(box_user, index):
                                 str(run_dir / "pid")], stdin=subprocess.PIPE)
     try:
         wait_for(lambda: (run_dir / "pid").exists() and (run_dir / "pid").read_text(), "the old job to write its pid")
-        r = run_cli(*box_user.remote("setup"), env=env(index))
+        r = run_cli(*box_user.remote("setup"), env=env(uv_index))
         assert r.code == 3
         line = one_line_error(r)
         assert "run r-old is using the environment" in line and "remote stop r-old" in line
@@ -129,6 +129,6 @@ def test_old_layout_env_in_use_by_a_job_is_not_removed(box_user, index):
         blocker.stdin.close()
         blocker.wait(timeout=30)
     as_user(box_user, "bash", "-c", f"echo 0 > {run_dir}/exit_code")
-    r = run_cli(*box_user.remote("setup"), env=env(index))
+    r = run_cli(*box_user.remote("setup"), env=env(uv_index))
     assert r.code == 0, r.err
     assert os.path.islink(venv) and marker_of(box_user).exists(), "replaced by the new layout once the job ended"
