@@ -203,10 +203,13 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
 
     force: build a new env even if the current one is ready (it is replaced, not
     removed under a running job)."""
-    from .connection import exec_channel, write_file
+    from .connection import exec_channel
 
-    write_file(conn, bootstrap_path(workdir), render_bootstrap(workdir, opts).encode())
-    channel = exec_channel(conn, f"{'TRAINBOX_FORCE=1 ' if force else ''}bash {shlex.quote(bootstrap_path(workdir))}")
+    # One round trip: the script arrives on stdin, is stored (user-data runs the same file), then run.
+    p = shlex.quote(bootstrap_path(workdir))
+    channel = exec_channel(conn, f'mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p} && '
+                                 f"{'TRAINBOX_FORCE=1 ' if force else ''}exec bash {p} </dev/null")
+    channel.sendall(render_bootstrap(workdir, opts).encode())
     channel.shutdown_write()
     errors: list[str] = []
 
