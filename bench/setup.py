@@ -102,6 +102,7 @@ def main() -> int:
         u = new_user(); users.append(u)
         times.setdefault(OURS, []).append(timed_cli(u, server.port, key, {"TRAINBOX_JUPYTER": "0"})[0])
         phases = phase_lines(u)
+        splits.append(split(phases, times[OURS][-1]))
         took, err = timed_cli(u, server.port, key, {"TRAINBOX_JUPYTER": "0"})
         assert "nothing to install" in err, err
         times.setdefault(RERUN, []).append(took)
@@ -110,6 +111,7 @@ def main() -> int:
         times.setdefault(UV, []).append(time_uv(server.port, key, q, users))
 
     phases: list[str] = []
+    splits: list[tuple[float, float, float]] = []
     try:
         if args.only != "ours":
             times[PIP] = [time_pip(server.port, key, q, users)]
@@ -122,7 +124,7 @@ def main() -> int:
         for u in users:
             remove_user(u)
         sshd.stop(d / "server")
-    print_table(reqs, times, phases)
+    print_table(reqs, times, phases, splits)
     return 0
 
 
@@ -153,7 +155,16 @@ def phase_lines(user: str) -> list[str]:
     return [line.split(" ", 2)[2] for line in log.read_text().splitlines() if " +" in line and "trainbox-setup:" in line]
 
 
-def print_table(reqs: list[str], times: dict[str, list[float]], phases: list[str]) -> None:
+def split(phases: list[str], total: float) -> tuple[float, float, float]:
+    """ours' run in three: outside the bootstrap (CLI, SSH), inside before the install (checks, uv, venv), the install."""
+    def at(text: str) -> float:
+        return next(float(line.split("s ", 1)[0].lstrip("+")) for line in phases if text in line)
+    end, start = at("phase: packages installed"), at("installer: ")
+    return total - at("ready: "), start, end - start
+
+
+def print_table(reqs: list[str], times: dict[str, list[float]], phases: list[str],
+                splits: list[tuple[float, float, float]]) -> None:
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (uptime's 1, 5, 15 min)")
     print(f"packages: {' '.join(reqs)}")
     print("ours, fresh, inside the bootstrap (its last round; time since it started):")
@@ -162,6 +173,8 @@ def print_table(reqs: list[str], times: dict[str, list[float]], phases: list[str
     median = {name: statistics.median(ts) for name, ts in times.items()}
     inside = float(phases[-1].split("s ", 1)[0].lstrip("+")) if phases else 0.0
     print(f"  outside the bootstrap (CLI start, SSH connect, sending the script): {times[OURS][-1] - inside:.1f} s")
+    print("ours, each run: outside the bootstrap / inside, before the install / the install itself (s): " +
+          ", ".join(f"{o:.1f}/{b:.1f}/{i:.1f}" for o, b, i in splits))
     base = median.get(UV)
     print(f"{'contender':<40} {'median s':>8} {'x uv':>6}  runs (s)")
     for name, ts in times.items():
