@@ -10,7 +10,6 @@ import os
 import shlex
 import shutil
 import sys
-import time
 
 from . import config, lifecycle, paths, procs, sandbox, state
 from .aws import Cloud

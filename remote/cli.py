@@ -161,9 +161,7 @@ def _start_run(conn, target: Target, run_id: str, data: str | None, argv: list[s
     continues from (resuming on a box that never saw it). Returns the log's
     size before the job started, to follow from.
     """
-    import templates
-
-    from . import datasource, fetch
+    from . import datasource, fetch, setup
 
     source = datasource.parse(data) if data else None
     layout = job.Layout(target.workdir)
@@ -193,10 +191,8 @@ def _start_run(conn, target: Target, run_id: str, data: str | None, argv: list[s
         offset = int(run(conn, f"cd {shlex.quote(run_dir)} && rm -f out/{sync.MARKER} out/exit_code out/run.sh && "
                                "if [ -e out/train.log ]; then mv out/train.log log; fi && touch log && stat -c %s log",
                          "restoring the run's log").strip().splitlines()[-1])
-    script = templates.render(
-        "run.sh.j2", run_id=run_id, run_dir=run_dir, code_dir=layout.code, python=python,
-        data_dir=data_dir, synth=source is None, train_args=argv,
-    )
+    env_link = None if target.python else setup.env_dir(layout.workdir)
+    script = job.render_script(layout, run_id, python, layout.code, data_dir, source is None, argv, env_link)
     job.start(conn, run_dir, script)
     return offset
 
@@ -482,9 +478,7 @@ def cmd_setup(args, extra) -> int:
     target = _target(args)
     opts = _setup_options(args)
     with _on_box(args, target) as conn:
-        if args.force:
-            run(conn, f"rm -f {shlex.quote(setup.marker(target.workdir))}", "clearing the ready marker")
-        python = setup.run_bootstrap(conn, target.workdir, opts, say)
+        python = setup.run_bootstrap(conn, target.workdir, opts, say, force=args.force)
     print(f"ready: {python} on {target.label}")
     return 0
 

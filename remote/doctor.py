@@ -65,7 +65,7 @@ def probe_command(workdir: str, python: str, opts: setup.SetupOptions) -> str:
     return "; ".join([
         "cd ~",
         f'echo "marker=$(head -n 1 {m} 2>/dev/null)"',
-        f"test -e {shlex.quote(setup.env_dir(workdir))} && echo env_exists=1",
+        f"{{ test -e {shlex.quote(setup.env_dir(workdir))} || ls -A {shlex.quote(setup.envs_dir(workdir))} 2>/dev/null | grep -q .; }} && echo env_exists=1",
         f"test -e {w}/setup.lock && ! flock -n {w}/setup.lock true && echo setup_running=1",
         f"(df -Pk {w} 2>/dev/null || df -Pk .) | awk 'NR==2 {{print \"disk_free_kb=\" $4}}'",
         "if command -v nvidia-smi >/dev/null 2>&1; then "

@@ -64,6 +64,16 @@ class JobState:
         return "succeeded" if self.exit_code == 0 else f"failed (exit {self.exit_code})"
 
 
+def render_script(layout: Layout, run_id: str, python: str, code_dir: str, data_dir: str, synth: bool,
+                  train_args: list[str], env_link: str | None = None) -> str:
+    """run.sh for a run. env_link: trainbox's environment (a link to the current
+    version), which the job resolves once and holds while it runs; else python."""
+    import templates
+
+    return templates.render("run.sh.j2", run_id=run_id, run_dir=layout.run(run_id), code_dir=code_dir, python=python,
+                            env_link=env_link, data_dir=data_dir, synth=synth, train_args=train_args)
+
+
 def start_command(run_dir: str) -> str:
     d = shlex.quote(run_dir)
     return (

@@ -9,6 +9,13 @@ with pyproject.toml), so ``.keras`` files pulled home load here.
 "Ready" means: ``<workdir>/env/trainbox-ready`` exists and its first line is
 ``spec <spec_id>``. The marker is written last, so one ``head`` over SSH
 answers the question without importing TensorFlow (which takes seconds).
+
+``<workdir>/env`` is a link to ``<workdir>/envs/<spec>.<time>.<pid>``: a
+rebuild (other pins, ``--force``) builds a new one and switches the link. A
+job resolves the link once and holds a shared lock on that env's marker while
+it runs (templates/run.sh.j2), and the bootstrap removes a replaced env only
+when it can take that lock exclusively: no rebuild pulls an env from under a
+running job.
 """
 from __future__ import annotations
 
@@ -41,6 +48,7 @@ EXIT_CODES = {
     13: "disk full on the box",
     14: "the box has a GPU but TensorFlow sees none",
     15: "the install failed",
+    16: "a job runs in an older trainbox's environment",
 }
 
 ENV_VARS = {
@@ -51,6 +59,7 @@ ENV_VARS = {
     "installer": "TRAINBOX_INSTALLER",
     "python": "TRAINBOX_BOX_PYTHON",
     "system_site_packages": "TRAINBOX_SYSTEM_SITE_PACKAGES",
+    "retries": "TRAINBOX_INSTALL_RETRIES",
 }
 
 
@@ -69,6 +78,10 @@ class SetupOptions:
     installer: str = "auto"  # auto (uv when it can be had, else pip), uv, pip
     python: str = "python3"  # the box's interpreter the venv is made from
     system_site_packages: bool = False
+    # Retries of a failed download (pip --retries, UV_HTTP_RETRIES), 1 or more;
+    # None: the installers' own (pip 5, uv 3), right for a first boot on a real
+    # network. Tests use 1: an unreachable index fails at once.
+    retries: int | None = None
     cpu_free_mb: int = CPU_FREE_MB
     gpu_free_mb: int = GPU_FREE_MB
 
@@ -84,6 +97,11 @@ class SetupOptions:
                 values[name] = tuple(p for p in text.split(os.pathsep) if p)
             elif name in ("no_index", "jupyter", "system_site_packages"):
                 values[name] = _flag(text)
+            elif name == "retries":
+                if not text.strip().isdigit() or int(text) < 1:
+                    # pip tells why a download failed only when it retries: 0 would hide "no network".
+                    raise UsageError(f"{var}={text!r} is not a number of retries of 1 or more", f"set {var}=3, say, or unset it")
+                values[name] = int(text)
             else:
                 values[name] = text
         values.update({k: v for k, v in flags.items() if v is not None})
@@ -105,7 +123,13 @@ class SetupOptions:
 
 
 def env_dir(workdir: str) -> str:
+    """The link to the current environment (what jobs start with)."""
     return f"{workdir}/env"
+
+
+def envs_dir(workdir: str) -> str:
+    """Where the environments live, one directory per build."""
+    return f"{workdir}/envs"
 
 
 def env_python(workdir: str) -> str:
@@ -141,6 +165,7 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
         no_index=opts.no_index,
         index_url=opts.index_url or "",
         installer=opts.installer,
+        retries="" if opts.retries is None else int(opts.retries),
         system_site_packages=opts.system_site_packages,
         cpu_free_mb=int(opts.cpu_free_mb),
         gpu_free_mb=int(opts.gpu_free_mb),
@@ -173,12 +198,18 @@ def _stream(channel, on_line: Callable[[str], None]) -> int:
     return channel.recv_exit_status()
 
 
-def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None]) -> str:
-    """Run the bootstrap on the box, streaming its progress to say; the env's python, or RemoteError."""
-    from .connection import exec_channel, write_file
+def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None], force: bool = False) -> str:
+    """Run the bootstrap on the box, streaming its progress to say; the env's python, or RemoteError.
 
-    write_file(conn, bootstrap_path(workdir), render_bootstrap(workdir, opts).encode())
-    channel = exec_channel(conn, f"bash {shlex.quote(bootstrap_path(workdir))}")
+    force: build a new env even if the current one is ready (it is replaced, not
+    removed under a running job)."""
+    from .connection import exec_channel
+
+    # One round trip: the script arrives on stdin, is stored (user-data runs the same file), then run.
+    p = shlex.quote(bootstrap_path(workdir))
+    channel = exec_channel(conn, f'mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p} && '
+                                 f"{'TRAINBOX_FORCE=1 ' if force else ''}exec bash {p} </dev/null")
+    channel.sendall(render_bootstrap(workdir, opts).encode())
     channel.shutdown_write()
     errors: list[str] = []
 

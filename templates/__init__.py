@@ -6,8 +6,11 @@ the ``q`` filter (shlex.quote) or ``qjoin`` (a quoted argument list).
 """
 from __future__ import annotations
 
+import base64
 import functools
+import gzip
 import shlex
+import textwrap
 
 import jinja2
 
@@ -22,7 +25,14 @@ def environment() -> jinja2.Environment:
     )
     env.filters["q"] = lambda v: shlex.quote(str(v))
     env.filters["qjoin"] = lambda vs: " ".join(shlex.quote(str(v)) for v in vs)
+    env.filters["gzip_base64"] = gzip_base64
     return env
+
+
+def gzip_base64(text: str) -> str:
+    """text gzipped and base64'd in 76-column lines (`base64 -d | gunzip` restores it): big
+    scripts inside EC2 user-data, which AWS caps at 16 KB."""
+    return "\n".join(textwrap.wrap(base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode(), 76))
 
 
 def render(template: str, **context) -> str:

@@ -7,9 +7,6 @@ instances: they are fake, and nothing here ever connects to them.
 from __future__ import annotations
 
 import getpass
-import json
-import os
-import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass

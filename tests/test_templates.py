@@ -16,17 +16,19 @@ def bash_syntax_ok(text: str) -> None:
 
 RUN_ARGS = dict(
     run_id="r1", run_dir="/home/u/trainbox/runs/r1", code_dir="/home/u/trainbox/code", python="/home/u/env/bin/python",
-    data_dir="/home/u/trainbox/data/my data", train_args=["--epochs", "3", "--net", "cnn; rm -rf /"],
+    data_dir="/home/u/trainbox/data/my data", train_args=["--epochs", "3", "--net", "cnn; rm -rf /"], env_link=None,
 )
 
 
 @pytest.mark.parametrize("synth", [True, False])
-def test_run_script_quotes_every_argument(synth):
-    text = templates.render("run.sh.j2", synth=synth, **RUN_ARGS)
+@pytest.mark.parametrize("env_link", [None, "/home/u/trainbox/my env"])
+def test_run_script_quotes_every_argument(synth, env_link):
+    text = templates.render("run.sh.j2", synth=synth, **{**RUN_ARGS, "env_link": env_link})
     bash_syntax_ok(text)
     assert "'cnn; rm -rf /'" in text
     assert "'/home/u/trainbox/data/my data'" in text
     assert ("model synth" in text) is synth
+    assert ("readlink -f '/home/u/trainbox/my env'" in text) is bool(env_link)
 
 
 def test_missing_value_is_an_error_not_an_empty_string():
@@ -45,7 +47,7 @@ def test_run_script_records_pid_log_and_exit_code(tmp_path):
     run_dir.mkdir()
     text = templates.render(
         "run.sh.j2", run_id="r1", run_dir=str(run_dir), code_dir=str(tmp_path), python=str(fake_python),
-        data_dir=str(tmp_path / "data"), synth=False, train_args=["--epochs", "2"],
+        data_dir=str(tmp_path / "data"), synth=False, train_args=["--epochs", "2"], env_link=None,
     )
     (run_dir / "run.sh").write_text(text)
     p = subprocess.run(["bash", str(run_dir / "run.sh")])

@@ -30,7 +30,7 @@ USER_PREFIX = "tbx"
 # ---------------------------------------------------------------- wheels
 
 
-def make_wheel(d: Path, dist: str, version: str, files: dict[str, str], extras: tuple[str, ...] = ()) -> Path:
+def make_wheel(d: Path, dist: str, version: str, files: dict[str, str | bytes], extras: tuple[str, ...] = ()) -> Path:
     """A valid py3-none-any wheel of ``files``, written directly as a zip."""
     name = re.sub(r"[-_.]+", "_", dist)
     info = f"{name}-{version}.dist-info"
@@ -41,7 +41,7 @@ def make_wheel(d: Path, dist: str, version: str, files: dict[str, str], extras: 
     contents[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: trainbox-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = []
     for path, text in contents.items():
-        data = text.encode()
+        data = text if isinstance(text, bytes) else text.encode()
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         record.append(f"{path},sha256={digest},{len(data)}")
     record.append(f"{info}/RECORD,,")
@@ -82,6 +82,16 @@ def fake_wheels(d: Path, laptop_site: bool = False) -> None:
         make_wheel(d, dist, low + ".0" if low.count(".") < 2 else low, files)
 
 
+def uv_wheel(d: Path) -> Path:
+    """uv's wheel, made from the binary that the `uv` package of the dev extra
+    installed on this machine: the real uv, with nothing downloaded."""
+    import uv
+
+    binary = Path(uv.find_uv_bin())
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True).stdout.split()[1]
+    return make_wheel(d, "uv", version, {f"uv-{version}.data/scripts/uv": binary.read_bytes()})
+
+
 # ---------------------------------------------------------------- a package index on 127.0.0.1
 
 
@@ -120,7 +130,14 @@ def serve_index(d: Path) -> tuple[Index, http.server.ThreadingHTTPServer]:
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_HEAD(self):  # uv asks before it downloads; not a download (neither requested nor served)
+            parts = [p for p in self.path.split("?")[0].split("/") if p]
+            if len(parts) == 2 and parts[0] == "files" and (index.dir / parts[1]).is_file():
+                return self._send(200, (index.dir / parts[1]).read_bytes(), "application/octet-stream")
+            self._send(404, b"not found")
 
         def do_GET(self):
             parts = [p for p in self.path.split("?")[0].split("/") if p]
@@ -153,6 +170,16 @@ def index(tmp_path) -> Index:
     idx, server = serve_index(tmp_path / "wheels")
     yield idx
     idx.release_all()
+    server.shutdown()
+
+
+@pytest.fixture
+def uv_index(tmp_path) -> Index:
+    """The fake wheels of every pin and the real uv's wheel, served on 127.0.0.1."""
+    fake_wheels(tmp_path / "uv-wheels")
+    uv_wheel(tmp_path / "uv-wheels")
+    idx, server = serve_index(tmp_path / "uv-wheels")
+    yield idx
     server.shutdown()
 
 
@@ -221,13 +248,6 @@ def box_user(users_sshd, trainbox_home) -> BoxUser:
     yield user
     kill_user_processes(user.home.stat().st_uid)
     subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
-
-
-def user_env(index: Index, **extra) -> dict:
-    """Environment for the laptop CLI: the box installs from index, without jupyterlab."""
-    env = {"TRAINBOX_INDEX_URL": index.url, "TRAINBOX_JUPYTER": "0"}
-    env.update(extra)
-    return env
 
 
 def kill_user_processes(uid: int) -> None:

@@ -8,53 +8,16 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from box_fixtures import box_user, index, laptop_index, users_sshd  # noqa: F401 (fixtures; no conftest.py here:
+from box_fixtures import box_user, index, laptop_index, users_sshd, uv_index  # noqa: F401 (fixtures; no conftest.py here:
 # a second module named `conftest` would shadow tests/conftest.py for `from conftest import ...`)
-from box_helpers import one_line_error, wait_for
+from box_helpers import box_python_says, env, log_of, marker_of, one_line_error, popen_cli, run_cli, wait_for
 from remote import setup
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*argv, cwd=None, env=None):
-    """The real CLI in a subprocess (as the top conftest's `cli` fixture does)."""
-    from box_helpers import Result
-
-    full = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=full, capture_output=True, text=True, timeout=600)
-    return Result(p.returncode, p.stdout, p.stderr)
-
-
-def marker_of(user, workdir="trainbox") -> Path:
-    return user.home / workdir / "env" / "trainbox-ready"
-
-
-def log_of(user, workdir="trainbox") -> str:
-    f = user.home / workdir / "setup.log"
-    return f.read_text() if f.exists() else ""
-
-
-def env(index, **extra) -> dict:
-    return {"TRAINBOX_INDEX_URL": index.url, "TRAINBOX_JUPYTER": "0", **extra}
-
-
-def box_python_says(user, code: str) -> str:
-    """Run code with the box env's python, as the box user."""
-    py = user.home / "trainbox" / "env" / "bin" / "python"
-    p = subprocess.run(["runuser", "-u", user.name, "--", str(py), "-c", code], capture_output=True, text=True, cwd="/")
-    assert p.returncode == 0, p.stderr
-    return p.stdout.strip()
-
-
-def popen_cli(*argv, env):
-    full = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", *argv], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
 
 
 # ---------------------------------------------------------------- pins
@@ -147,7 +110,9 @@ def test_killed_half_way_never_looks_ready_and_the_next_run_repairs(box_user, in
             p.kill()
     assert p.returncode == 3, err
     assert not marker_of(box_user).exists()
-    assert (box_user.home / "trainbox" / "env" / "bin" / "python").exists(), "it was killed half-way"
+    (half,) = (box_user.home / "trainbox" / "envs").iterdir()
+    assert (half / "bin" / "python").exists(), "it was killed half-way"
+    assert not (box_user.home / "trainbox" / "env").exists(), "never linked"
 
     status = run_cli(*box_user.remote("doctor"), env=env(index))
     assert "an install was interrupted" in status.out
@@ -219,14 +184,24 @@ def test_no_venv_module(box_user, index):
     assert "no venv module: sudo apt-get install -y python3-venv" in one_line_error(r)
 
 
-def test_no_network_to_the_index(box_user, index):
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_no_network_to_the_index(box_user, uv_index, installer):
+    """The index is unreachable (uv itself still comes from the test index, by --find-links).
+    Retries are 1 in tests (TRAINBOX_INSTALL_RETRIES): it fails at once."""
     from provision.procs import free_port
 
-    r = run_cli(*box_user.remote("setup", "--installer", "pip", "--index-url", f"http://127.0.0.1:{free_port()}/simple/"),
-                env=env(index))
+    uv_from = ["--find-links", uv_index.url + "uv/"] if installer == "uv" else []
+    r = run_cli(*box_user.remote("setup", "--installer", installer, *uv_from,
+                                 "--index-url", f"http://127.0.0.1:{free_port()}/simple/"), env=env(uv_index))
     assert r.code == 3
     assert "no network from the box to the package index" in one_line_error(r)
+    assert f"installer: {installer}" in r.err
     assert not marker_of(box_user).exists()
+    log = log_of(box_user)
+    if installer == "pip":
+        assert log.count("WARNING: Retrying (") == 1, "one retry (TRAINBOX_INSTALL_RETRIES), not pip's 5 with back-off"
+    else:
+        assert "Request failed after 1 retry" in log, "one retry (UV_HTTP_RETRIES), not uv's 3"
 
 
 def _run_script(user, index, opts: setup.SetupOptions, prefix: str = ""):
@@ -267,13 +242,17 @@ def test_gpu_box_where_tensorflow_sees_no_gpu(box_user, index):
 # ---------------------------------------------------------------- templates
 
 
-def test_user_data_starts_the_same_bootstrap_as_the_login_user():
+def test_user_data_starts_the_same_bootstrap_as_the_login_user(tmp_path):
     from provision.up import UpOptions, user_data
 
     text = user_data(UpOptions(name="b1"), "ubuntu")
     p = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
     assert p.returncode == 0, p.stderr
-    assert setup.render_bootstrap("trainbox", setup.SetupOptions.from_env()) in text
+    # Its lines that write the script (gzipped, base64'd), run here with $home set.
+    write = re.search(r"^base64 -d <<'TRAINBOX_BOOTSTRAP_EOF'.*?^TRAINBOX_BOOTSTRAP_EOF$", text, re.S | re.M).group(0)
+    (tmp_path / "trainbox").mkdir()
+    subprocess.run(["bash", "-c", f"home={tmp_path}\n{write}"], check=True)
+    assert (tmp_path / "trainbox" / "bootstrap.sh").read_text() == setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
     assert 'sudo -u ubuntu -H setsid nohup bash "$home/trainbox/bootstrap.sh"' in text
     assert text.rstrip().endswith("</dev/null &"), "started in the background, last"
     assert len(text.encode()) < 16384, "EC2 user-data limit"
@@ -291,3 +270,41 @@ def test_bootstrap_renders_valid_bash(opts):
     assert f"SPEC={opts.spec_id()}" in text
     assert "W='my work/dir'" in text
     assert ("'jupyterlab>=4'" in text) is opts.jupyter
+
+
+# ---------------------------------------------------------------- the uv path (offline: a wheel of the installed uv)
+
+
+def test_fresh_bootstrap_with_uv_then_a_rerun_installs_nothing(box_user, uv_index):
+    first = run_cli(*box_user.remote("setup"), env=env(uv_index))
+    assert first.code == 0, first.err
+    assert "fetching uv (the fast installer)" in first.err
+    assert re.search(r"installer: uv \d+\.\d+\.\d+", first.err), first.err
+    assert "installer: pip" not in first.err
+    assert [f for f in uv_index.served if f.startswith("uv-")] == [f.name for f in uv_index.dir.glob("uv-*.whl")]
+    assert (box_user.home / "trainbox" / "tools" / "bin" / "uv").exists(), "uv kept for later runs, no venv around it"
+    assert marker_of(box_user).read_text().splitlines()[0] == f"spec {setup.SetupOptions(jupyter=False).spec_id()}"
+    assert box_python_says(box_user, "import keras, tensorflow; print(keras.__version__, tensorflow.__version__)") == \
+        f"{setup.KERAS_VERSION} {setup.TF_VERSION}"
+    assert box_python_says(box_user, "import importlib.util as u; print(u.find_spec('pip') is None)") == "True", \
+        "uv made the venv: no pip in it"
+    assert re.search(r"\+\d+\.\d\ds trainbox-setup: phase: packages installed", log_of(box_user)), "phases are timed"
+
+    served = list(uv_index.served)
+    again = run_cli(*box_user.remote("setup"), env=env(uv_index))
+    assert again.code == 0, again.err
+    assert "ready, nothing to install" in again.err
+    assert uv_index.served == served and uv_index.requested == served, "the re-run fetched nothing"
+
+
+def test_install_retries_are_the_installers_own_unless_set():
+    from provision.errors import UsageError
+
+    default = setup.SetupOptions.from_env({})
+    assert "retries=''" in setup.render_bootstrap("trainbox", default), "pip's 5 and uv's 3 on a real first boot"
+    two = setup.SetupOptions.from_env({"TRAINBOX_INSTALL_RETRIES": "2"})
+    assert "retries=2" in setup.render_bootstrap("trainbox", two)
+    assert two.spec_id() == default.spec_id(), "how it downloads is not what it builds"
+    for bad in ("0", "many"):
+        with pytest.raises(UsageError, match="1 or more"):
+            setup.SetupOptions.from_env({"TRAINBOX_INSTALL_RETRIES": bad})
