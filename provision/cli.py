@@ -165,7 +165,8 @@ def cmd_nb(args) -> int:
     ssh = _ssh_binary()
     known = str(paths.known_hosts())
     script = sshcmd.jupyter_start_script(
-        sshcmd.box_python(box), args.port, sshcmd.jupyter_dir(box), secrets.token_hex(24)
+        sshcmd.box_python(box), args.port, sshcmd.jupyter_dir(box), secrets.token_hex(24),
+        env=None if box.python else sshcmd.env_link(box),
     )
     # The script carries the token: it goes on ssh's stdin, never on a command line.
     p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, ["bash", "-s"]), input=script, capture_output=True, text=True)

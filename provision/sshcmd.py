@@ -35,7 +35,12 @@ def ssh_argv(ssh: str, box: BoxState, known_hosts: str, extra: list[str], option
 
 def box_python(box: BoxState) -> str:
     """The interpreter of trainbox's environment on the box (relative: to the home)."""
-    return box.python or f"{box.workdir}/env/bin/python"
+    return box.python or f"{env_link(box)}/bin/python"
+
+
+def env_link(box: BoxState) -> str:
+    """trainbox's environment on the box: a link to the current version (see remote/setup.py)."""
+    return f"{box.workdir}/env"
 
 
 JUPYTER_DIR = "jupyter"  # under the box's workdir: pid, port, token (0600), log, runtime files
@@ -45,7 +50,7 @@ def jupyter_dir(box: BoxState) -> str:
     return f"{box.workdir}/{JUPYTER_DIR}"
 
 
-def jupyter_start_script(python: str, port: int, state_dir: str, token: str) -> str:
+def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env: str | None = None) -> str:
     """A bash script for the box's stdin: start Jupyter Lab detached unless it already runs.
 
     It goes to ``bash -s`` on stdin, never on a command line, because it
@@ -56,13 +61,27 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str) -> 
     server is up, and prints ``PORT TOKEN`` of the running server on its last
     line: the new one, or the one an earlier ``nb`` started. Exit 3: Jupyter
     is not installed; exit 4: it did not start (the reason from its log).
+
+    ``env``: trainbox's environment link. Jupyter then runs from the version
+    it points at and holds a shared lock on that version's ready marker, as a
+    training job does, so a rebuild for other pins never removes it from
+    under the server (remote/setup.py, templates/run.sh.j2).
     """
-    d, py = shlex.quote(state_dir), shlex.quote(python)
-    lab = [python, "-m", "jupyter", "lab", "--no-browser", "--ip", "127.0.0.1", "--port", str(port),
+    d = shlex.quote(state_dir)
+    lab = ["-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1", "--port", str(port),
            "--ServerApp.port_retries=0"]
+    if env:
+        pick = [f'envdir=$(readlink -f {shlex.quote(env)}) || envdir={shlex.quote(env)}', 'py="$envdir/bin/python"']
+        # exec keeps fd 8 (the lock) open in Jupyter itself: the lock lives exactly as long as the server.
+        launch = ("bash -c 'exec 8<\"$0/trainbox-ready\" && flock -s 8 && exec \"$@\"' \"$envdir\" \"$py\" "
+                  + " ".join(shlex.quote(a) for a in lab))
+    else:
+        pick = [f"py={shlex.quote(python)}"]
+        launch = '"$py" ' + " ".join(shlex.quote(a) for a in lab)
     return "\n".join([
         "set -u",
         "umask 077",
+        *pick,
         f"d=$(mkdir -p {d} && cd {d} && pwd) || exit 4",
         # A pid file survives a stop/start of the instance; the pid may then be
         # another process's: only a live Jupyter counts.
@@ -70,8 +89,8 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str) -> 
         'if [ -n "$pid" ] && ps -o args= -p "$pid" 2>/dev/null | grep -q jupyter; then',
         '  echo "$(cat "$d/port") $(cat "$d/token")"; exit 0',
         "fi",
-        f"if ! {py} -c 'import jupyterlab' 2>/dev/null; then",
-        f"  echo 'Jupyter Lab is not installed in the box environment ({python}): install it there with `{python} -m pip install jupyterlab`' >&2",
+        """if ! "$py" -c 'import jupyterlab' 2>/dev/null; then""",
+        f"  echo \"Jupyter Lab is not installed in the box environment ($py): install it there with \\`$py -m pip install jupyterlab\\`\" >&2",
         "  exit 3",
         "fi",
         # No trailing newline: Jupyter takes the file's content as the token.
@@ -83,7 +102,7 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str) -> 
         'extra=; [ "$(id -u)" = 0 ] && extra=--allow-root',
         # setsid + nohup: the server outlives this SSH session.
         'JUPYTER_TOKEN_FILE="$d/token" JUPYTER_RUNTIME_DIR="$d/runtime" \\',
-        f'  setsid nohup {" ".join(shlex.quote(a) for a in lab)} $extra > "$d/log" 2>&1 < /dev/null &',
+        f'  setsid nohup {launch} $extra > "$d/log" 2>&1 < /dev/null &',
         'pid=$!; echo $pid > "$d/pid"',
         # Jupyter writes its runtime file once it listens: wait for that, or its death.
         "for _ in $(seq 1200); do",

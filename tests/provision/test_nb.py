@@ -161,3 +161,38 @@ def test_missing_jupyter_is_exit_3_with_the_fix(jupyter_box, tmp_path):
     r = run_cli("provision", "nb", "--port", str(free_port()))
     assert r.code == 3
     assert "pip install jupyterlab" in r.err and "Traceback" not in r.err
+
+
+def test_jupyter_in_trainbox_env_holds_its_version_against_a_rebuild(sandbox_box, tmp_path):
+    """With no `python` override, Jupyter runs from the version the box's `env`
+    link points at and holds a shared lock on its ready marker, as a training
+    job does: a rebuild (which needs that lock exclusively) cannot remove it."""
+    import site
+    import sysconfig
+
+    workdir = Path(sandbox_box.workdir)
+    version = workdir / "envs" / "v1"
+    venv.create(version, with_pip=False)  # a real venv; the dev extra's site-packages (jupyterlab) added by a .pth
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(version), "platbase": str(version)}))
+    (purelib / "laptop.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    marker = version / "trainbox-ready"
+    marker.write_text("ready\n")
+    (workdir / "env").symlink_to(version)
+    sandbox_box.python = None  # the sandbox points at the laptop's interpreter; a real box uses its env
+    state.save(sandbox_box)
+
+    port, local = free_port(), free_port()
+    proc, token, _ = start_nb(tmp_path, port, local)
+    try:
+        code, _ = wait_for("Jupyter to answer", answered(f"http://127.0.0.1:{local}/api/status", token))
+        assert code == 200
+        pid = int((Path(sshcmd.jupyter_dir(sandbox_box)) / "pid").read_text())
+        exe = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0]
+        assert exe == f"{version}/bin/python", "Jupyter runs from the linked version"
+        held = subprocess.run(["flock", "-n", "-x", str(marker), "true"])
+        assert held.returncode == 1, "the server holds the version's lock"
+        procs.terminate(pid)
+        assert subprocess.run(["flock", "-n", "-x", str(marker), "true"]).returncode == 0, "released with the server"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
