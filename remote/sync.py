@@ -42,6 +42,8 @@ END = ".trainbox-end"  # the stream's last entry: its presence proves nothing wa
 PENDING = ".trainbox-pending"
 OURS = {MARKER, DELETE_LIST, TOUCH_LIST, END, PENDING}
 CHUNK = 1 << 20
+BULK_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+                "aes128-ctr,aes192-ctr,aes256-ctr")
 OPENSSH_FROM = 16 << 20  # bytes to send from which the stream goes through the OpenSSH client
 
 
@@ -207,6 +209,11 @@ def openssh_argv(conn, command: str) -> list[str] | None:
         "-o", "BatchMode=yes",  # never prompt
         "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
         "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15",
+        # AES-GCM first: with AES in hardware (every x86 and ARM server and
+        # laptop of the last decade) it moves bulk data ~20 % faster than
+        # OpenSSH's default first choice, chacha20 (bench/sync.py). The others
+        # stay as fallbacks.
+        "-o", f"Ciphers={BULK_CIPHERS}",
         "-F", "/dev/null",  # no user ssh config in the way
         f"{conn.user}@{conn.host}", command,
     ]

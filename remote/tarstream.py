@@ -26,6 +26,14 @@ FLUSH = 1 << 20
 _USTAR_MAX = 8 ** 11  # sizes and mtimes up to 11 octal digits
 
 
+# A regular file's ustar header from the type flag on: no link name, the
+# ustar magic, no owner names or device numbers. Its bytes' sum is part of
+# every header's checksum.
+_TAIL = (b"0" + bytes(100) + b"ustar\x0000").ljust(BLOCK - 156, b"\0")
+_TAIL_SUM = sum(_TAIL) + 8 * ord(" ")  # the checksum field counts as eight spaces
+_IDS = b"0000000\0" * 2  # uid, gid
+
+
 def header(name: str, size: int, mtime: int, mode: int) -> bytes:
     """The header block(s) of a regular file."""
     raw = name.encode("utf-8", "surrogateescape")
@@ -33,18 +41,8 @@ def header(name: str, size: int, mtime: int, mode: int) -> bytes:
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, mtime, mode & 0o7777
         return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    block = bytearray(BLOCK)
-    block[0:len(raw)] = raw
-    block[100:108] = b"%07o\0" % (mode & 0o7777)
-    block[108:116] = b"0000000\0"  # uid
-    block[116:124] = b"0000000\0"  # gid
-    block[124:136] = b"%011o\0" % size
-    block[136:148] = b"%011o\0" % mtime
-    block[148:156] = b" " * 8  # the checksum counts its own field as spaces
-    block[156:157] = b"0"  # regular file
-    block[257:265] = b"ustar\x0000"
-    block[148:155] = b"%06o\0" % sum(block)
-    return bytes(block)
+    head = raw.ljust(100, b"\0") + b"%07o\0" % (mode & 0o7777) + _IDS + b"%011o\0%011o\0" % (size, mtime)
+    return head + b"%06o\0 " % (sum(head) + _TAIL_SUM) + _TAIL
 
 
 def padding(size: int) -> bytes:
@@ -96,10 +94,13 @@ class TarWriter:
 
     def add_file(self, name: str, path, size: int, mtime: int) -> None:
         """The file's first ``size`` bytes (its size when it was scanned)."""
-        with open(path, "rb", buffering=0) as f:
-            self._out(header(name, size, mtime, os.fstat(f.fileno()).st_mode))
-            if not (self._sendfile and self._send_file(f.fileno(), size, path)):
-                self._out(_read_exactly(f, size, path))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            self._out(header(name, size, mtime, os.fstat(fd).st_mode))
+            if not (self._sendfile and self._send_file(fd, size, path)):
+                self._out(_read_exactly(fd, size, path))
+        finally:
+            os.close(fd)
         self._out(padding(size))
         self._progress(size)
 
@@ -128,10 +129,10 @@ class TarWriter:
         self.flush()
 
 
-def _read_exactly(f, size: int, path) -> bytes:
+def _read_exactly(fd: int, size: int, path) -> bytes:
     parts, left = [], size
     while left:
-        chunk = f.read(left)
+        chunk = os.read(fd, left)
         if not chunk:
             raise _shrank(path)
         parts.append(chunk)

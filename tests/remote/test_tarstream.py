@@ -105,3 +105,14 @@ def test_a_file_that_grew_after_the_scan_sends_its_scanned_size(tmp_path, sink):
         tar.close()
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r:") as t:
         assert t.extractfile("f").read() == b"0123"
+
+
+@pytest.mark.parametrize("name,size,mtime,mode", [
+    ("a", 0, 0, 0o644), ("train/cats/cats.1.jpg", 20_000, 1_700_000_000, 0o100755), ("n" * 100, 511, 5, 0o600),
+])
+def test_a_plain_header_is_byte_for_byte_tarfiles_ustar_header(name, size, mtime, mode):
+    from remote.tarstream import header
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uname, info.gname = size, mtime, mode & 0o7777, "", ""
+    assert header(name, size, mtime, mode) == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
