@@ -134,13 +134,13 @@ def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[st
     from .connection import run
 
     listing = run(conn, f"cd {shlex.quote(remote_run_dir)} && find {shlex.quote(remote_sub)} -type f "
-                        "-printf '%P\\t%s\\t%Ts\\n' 2>/dev/null; true", "listing the run's files")
+                        "-printf '%P\\t%s\\t%T@\\n' 2>/dev/null; true", "listing the run's files")
     out = []
     for line in listing.splitlines():
         rel, size, mtime = line.rsplit("\t", 2)
         try:
             st = (local / rel).stat()
-            if st.st_size == int(size) and int(st.st_mtime) == int(mtime):
+            if st.st_size == int(size) and int(st.st_mtime) == int(float(mtime)):
                 continue
         except OSError:
             pass

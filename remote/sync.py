@@ -91,7 +91,7 @@ def scan_remote_command(remote_dir: str) -> str:
     d = shlex.quote(remote_dir)
     return (
         f"if cd {d} 2>/dev/null; then "
-        f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} -printf '%P\\t%s\\t%Ts\\n'; "
+        f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} -printf '%P\\t%s\\t%T@\\n'; "
         f"[ -e {MARKER} ] && echo '#complete'; "
         f"[ -e {PENDING} ] && tr '\\0' '\\n' < {PENDING} | sed 's/^/#pending\\t/'; fi; true"
     )
