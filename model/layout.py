@@ -128,6 +128,19 @@ def probe_many(paths: list[str], workers: int = 8) -> list[tuple[str, int, int] 
         return list(pool.map(one, paths))
 
 
+def readable_images(folder: str, label: int) -> tuple[list[ImageFile], list[tuple[str, str]]]:
+    """The folder's decodable images (ImageFile of class label), and (path, why) for every other file."""
+    paths, bad = list_images(folder)
+    good = []
+    for path, probe in zip(paths, probe_many(paths)):
+        if isinstance(probe, str):
+            bad.append((path, probe))
+        else:
+            fmt, w, h = probe
+            good.append(ImageFile(path, label, w, h, DECODABLE_FORMATS[fmt] == "jpeg"))
+    return good, bad
+
+
 def _subfolders(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
@@ -174,15 +187,7 @@ def scan_layout(root: str, strict: bool = False) -> Layout:
         splits[split] = []
         for label, name in enumerate(classes):
             folder = os.path.join(root, split, name)
-            paths, others = list_images(folder)
-            bad = list(others)
-            good = []
-            for path, probe in zip(paths, probe_many(paths)):
-                if isinstance(probe, str):
-                    bad.append((path, probe))
-                else:
-                    fmt, w, h = probe
-                    good.append(ImageFile(path, label, w, h, DECODABLE_FORMATS[fmt] == "jpeg"))
+            good, bad = readable_images(folder, label)
             if bad and strict:
                 path, why = bad[0]
                 raise DataError(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.errors import UsageError
-from model.layout import DECODABLE_FORMATS, ImageFile, list_images, probe_many
+from model.layout import readable_images
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,7 @@ def predict(
         raise UsageError(f"--model {model_path}: no such file; give a run's model.keras or a checkpoint")
     if not os.path.isdir(test_dir):
         raise UsageError(f"--test {test_dir} is not a folder; point it at Kaggle's unzipped test folder")
-    paths, skipped = list_images(test_dir)
-    files = []
-    for path, probe in zip(paths, probe_many(paths)):
-        if isinstance(probe, str):
-            skipped.append((path, probe))
-        else:
-            fmt, w, h = probe
-            files.append(ImageFile(path, 0, w, h, DECODABLE_FORMATS[fmt] == "jpeg"))
+    files, skipped = readable_images(test_dir, 0)
     if skipped and strict:
         raise UsageError(f"{skipped[0][0]}: {skipped[0][1]}; remove it, or drop --strict to skip it")
     if skipped:
