@@ -22,7 +22,7 @@ from typing import Callable
 from provision import paths
 from provision.errors import RemoteError
 
-from .target import Target
+from .target import Target, resolve
 
 CHUNK = 1 << 20
 
@@ -132,15 +132,15 @@ def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None) ->
 def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[str]:
     """The files under remote_sub (relative to the run dir) that local lacks or holds in another size or mtime."""
     from .connection import run
+    from .sync import FIND_PRINTF, Entry, parse_listing_line
 
     listing = run(conn, f"cd {shlex.quote(remote_run_dir)} && find {shlex.quote(remote_sub)} -type f "
-                        "-printf '%P\\t%s\\t%T@\\n' 2>/dev/null; true", "listing the run's files")
+                        f"{FIND_PRINTF} 2>/dev/null; true", "listing the run's files")
     out = []
     for line in listing.splitlines():
-        rel, size, mtime = line.rsplit("\t", 2)
+        rel, theirs = parse_listing_line(line)
         try:
-            st = (local / rel).stat()
-            if st.st_size == int(size) and int(st.st_mtime) == int(float(mtime)):
+            if Entry.of((local / rel).stat()) == theirs:
                 continue
         except OSError:
             pass
@@ -219,10 +219,8 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
     pending = [r for r in records(box) if not r.pulled]
     if not pending:
         return []
-    box_state = state.load(box)
-    target = pending[0].target()
-    if box_state is not None:
-        target = Target(box_state.ssh_host, box_state.ssh_port, box_state.ssh_user, box_state.key_path, box_state.workdir, box=box)
+    # The box as it is now (a restart changes its address), else where the runs were started.
+    target = resolve(box) if state.load(box) is not None else pending[0].target()
     conn = connect(target, timeout=30)
     pulled = []
     try:

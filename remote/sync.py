@@ -50,7 +50,22 @@ OPENSSH_FROM = 16 << 20  # bytes to send from which the stream goes through the 
 @dataclass(frozen=True)
 class Entry:
     size: int
-    mtime: int
+    mtime: int  # whole seconds
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "Entry":
+        return cls(st.st_size, int(st.st_mtime))
+
+
+# find's listing of the files under a directory, one "path<TAB>size<TAB>mtime"
+# line each (read by parse_listing_line). %T@, not %Ts: %Ts converts through
+# the time zone for each file, twice as slow over 25,000 files.
+FIND_PRINTF = "-printf '%P\\t%s\\t%T@\\n'"
+
+
+def parse_listing_line(line: str) -> tuple[str, Entry]:
+    path, size, mtime = line.rsplit("\t", 2)
+    return path, Entry(int(size), int(float(mtime)))
 
 
 @dataclass
@@ -82,8 +97,7 @@ def scan_local(root: Path) -> dict[str, Entry]:
                     if e.name not in SKIP_DIRS:
                         stack.append(path)
                 elif e.is_file(follow_symlinks=True) and not e.name.endswith(".pyc") and e.name not in OURS:
-                    st = e.stat()
-                    found[path] = Entry(st.st_size, int(st.st_mtime))
+                    found[path] = Entry.of(e.stat())
     return found
 
 
@@ -91,7 +105,7 @@ def scan_remote_command(remote_dir: str) -> str:
     d = shlex.quote(remote_dir)
     return (
         f"if cd {d} 2>/dev/null; then "
-        f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} -printf '%P\\t%s\\t%T@\\n'; "
+        f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} {FIND_PRINTF}; "
         f"[ -e {MARKER} ] && echo '#complete'; "
         f"[ -e {PENDING} ] && tr '\\0' '\\n' < {PENDING} | sed 's/^/#pending\\t/'; fi; true"
     )
@@ -107,9 +121,9 @@ def parse_remote_scan(text: str) -> tuple[dict[str, Entry], bool]:
             found.pop(line.split("\t", 1)[1], None)  # maybe cut short: treat as absent
             pending.add(line.split("\t", 1)[1])
             continue
-        path, size, mtime = line.rsplit("\t", 2)
+        path, entry = parse_listing_line(line)
         if path not in pending:
-            found[path] = Entry(int(size), int(float(mtime)))
+            found[path] = entry
     return found, complete
 
 
