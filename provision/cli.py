@@ -23,7 +23,7 @@ def cloud_for(args) -> Cloud:
     """The AWS a command talks to: the box's own (from state), the sandbox, or AWS."""
     box = state.load(args.name)
     if box is not None:
-        return Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
+        return lifecycle.cloud_of(box)
     if getattr(args, "sandbox", False) or args.name in sandbox.sandbox_boxes():
         endpoint = sandbox.endpoint()
         if endpoint is None:

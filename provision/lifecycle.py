@@ -34,6 +34,11 @@ class BoxStatus:
         return self.__dict__.copy()
 
 
+def cloud_of(box: BoxState) -> Cloud:
+    """The AWS (or the sandbox's moto) a box lives in, from its state."""
+    return Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
+
+
 def no_box(name: str) -> UsageError:
     flag = "" if name == "default" else f" --name {name}"
     return UsageError(f"no box named '{name}' is up", f"start one with `python -m provision up{flag}`")

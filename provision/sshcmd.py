@@ -90,7 +90,7 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env
         '  echo "$(cat "$d/port") $(cat "$d/token")"; exit 0',
         "fi",
         """if ! "$py" -c 'import jupyterlab' 2>/dev/null; then""",
-        f"  echo \"Jupyter Lab is not installed in the box environment ($py): install it there with \\`$py -m pip install jupyterlab\\`\" >&2",
+        "  echo \"Jupyter Lab is not installed in the box environment ($py): install it there with \\`$py -m pip install jupyterlab\\`\" >&2",
         "  exit 3",
         "fi",
         # No trailing newline: Jupyter takes the file's content as the token.

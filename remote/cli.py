@@ -36,10 +36,8 @@ def _wake(args, target: Target) -> Target:
     if not getattr(args, "start", False) or not target.box:
         return target
     from provision import lifecycle, state
-    from provision.aws import Cloud
 
-    box = state.load(target.box)
-    cloud = Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
+    cloud = lifecycle.cloud_of(state.load(target.box))
     now = lifecycle.status(cloud, target.box).state
     if now == "running":
         return target
