@@ -137,7 +137,8 @@ def cmd_train(args, extra: list[str]) -> int:
         raise UsageError("train needs --epochs N (or --resume RUN)", f"see `{PROG} train --help`")
     data = args.data
     if data and isinstance(datasource.parse(data), datasource.LocalSource):
-        data = str(Path(data).resolve())
+        data = str(Path(data).expanduser().resolve())
+        datasource.check_image_folders(Path(data))
     target = _target(args)
     run_id = job.new_run_id()
     argv = train_args(args, extra)
@@ -162,18 +163,16 @@ def _start_run(conn, target: Target, run_id: str, data: str | None, argv: list[s
     from . import datasource, fetch, setup
 
     source = datasource.parse(data) if data else None
-    layout = job.Layout(target.workdir)
-    if not layout.workdir.startswith("/"):
-        # run.sh cds into its run dir: every path rendered into it must be absolute.
-        home = run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip()
-        layout = job.Layout(f"{home}/{layout.workdir}")
+    # run.sh cds into its run dir: every path on the box from here on (the
+    # data a fetch returns included) comes from this one absolute layout.
+    layout = job.resolve_layout(conn, target.workdir)
     python = box_python(conn, target, layout)
     push_dir(conn, model_package_dir(), f"{layout.code}/model", "code")
     if isinstance(source, datasource.LocalSource):
         data_dir = layout.data(dataset_key(Path(data)))
         push_dir(conn, Path(data), data_dir, "data")
     elif source is not None:
-        got = fetch.fetch(conn, source, target.workdir, python, layout.code, quiet=quiet, say=say)
+        got = fetch.fetch(conn, source, layout.workdir, python, layout.code, quiet=quiet, say=say)
         data_dir = got.path
         say(f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
             f"({got.files} files, {_human(got.bytes)}) in {data_dir}")

@@ -101,6 +101,44 @@ def parse(text: str) -> Source:
     return LocalSource(path)
 
 
+_KAGGLE_FLAT = re.compile(r"^(cat|dog)\.\d+\.(jpe?g|png)$", re.IGNORECASE)
+
+
+def check_image_folders(path: Path) -> None:
+    """UsageError (exit 2) unless ``path`` has the course's shape: ``train/`` and
+    ``validation/`` holding the same two or more class folders, each with a file.
+
+    Only the shape, from directory listings (the box reads the images): a
+    folder that is not a data set is refused here, before anything is sent,
+    instead of after a full push. A Kaggle flat folder gets the organize command.
+    """
+    expected = "expected train/ and validation/, each with the same class folders (e.g. cats/ and dogs/)"
+
+    def classes(split: Path) -> list[str]:
+        return sorted(e.name for e in split.iterdir() if e.is_dir() and not e.name.startswith("."))
+
+    def refuse(why: str) -> UsageError:
+        flat = path if any(_KAGGLE_FLAT.match(e.name) for e in path.iterdir()) else path / "train"
+        if flat.is_dir() and any(_KAGGLE_FLAT.match(e.name) for e in flat.iterdir()):
+            return UsageError(f"--data {path} is Kaggle's flat layout (cat.N.jpg, dog.N.jpg), not class folders",
+                              f"make class folders with `python -m model organize --src {flat} --dst DIR`, then pass --data DIR")
+        return UsageError(f"--data {path} is not an image data set: {why}; {expected}",
+                          "python -m model organize builds this layout from Kaggle's flat folder")
+
+    for split in ("train", "validation"):
+        if not (path / split).is_dir():
+            raise refuse(f"it has no {split}/ folder")
+    train = classes(path / "train")
+    if len(train) < 2:
+        raise refuse(f"train/ has {len(train)} class folder(s)")
+    if classes(path / "validation") != train:
+        raise refuse(f"train/ has {', '.join(train)} but validation/ has {', '.join(classes(path / 'validation')) or 'none'}")
+    for split in ("train", "validation"):
+        for name in train:
+            if not any(e.is_file() for e in (path / split / name).iterdir()):
+                raise refuse(f"{split}/{name}/ holds no file")
+
+
 def _url(text: str) -> UrlSource:
     base, _, fragment = text.partition("#")
     sha = None

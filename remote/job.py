@@ -46,6 +46,15 @@ class Layout:
         return f"{self.workdir}/runs/{run_id}"
 
 
+def resolve_layout(conn, workdir: str) -> Layout:
+    """The layout with its workdir made absolute against the login's home
+    (a relative workdir, the default ``trainbox``, is relative to it)."""
+    if workdir.startswith("/"):
+        return Layout(workdir)
+    home = run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip()
+    return Layout(f"{home}/{workdir}")
+
+
 @dataclass(frozen=True)
 class JobState:
     pid: int | None
