@@ -1,0 +1,1 @@
+"""Code that runs on the box: standard library only, shipped to the box as source."""

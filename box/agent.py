@@ -1,0 +1,235 @@
+"""trainbox's agent on the box: spot notices and resumes at boot (standard library only).
+
+systemd starts it at every boot as the login user (trainbox-agent.service,
+installed by the user-data). It does two things, both from the run
+folders under ``RUNS`` (the files the job machinery writes: ``run.sh``,
+``pid``, ``boot_id``, ``exit_code``, ``stopped``):
+
+- At start, it resumes every run that was interrupted: started in an earlier
+  boot (its ``boot_id`` is not this boot's), no ``exit_code``, not stopped by
+  the user (``remote stop`` writes ``stopped``). Every process of an earlier
+  boot is gone, so no pid is read or signalled. It runs the run's own
+  ``run.sh`` again (which resumes from the model's saved state) and records
+  each resume in the run's ``events`` file.
+- Then it polls IMDSv2's ``spot/instance-action`` every ``--interval``
+  seconds. When a notice appears (AWS gives two minutes), it asks each run of
+  this boot that is still going to save now (the ``save-now`` file, which the
+  model's callback sees at its next batch end) and records the notice.
+  On SIGTERM (the box is being stopped: ``provision stop``, the cost guard)
+  it asks the same, so a clean stop loses no more than a spot interruption.
+
+The IMDS address follows botocore's convention, AWS_EC2_METADATA_SERVICE_ENDPOINT
+(the sandbox serves a stand-in on 127.0.0.1). Events are JSON lines:
+{"event": "spot-notice"|"stopping"|"resumed", "at": UNIX_TIME, ...}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+IMDS_DEFAULT = "http://169.254.169.254"
+NOTICE_PATH = "/latest/meta-data/spot/instance-action"
+TOKEN_TTL_S = 21600
+HTTP_TIMEOUT_S = 2.0
+
+# The run folder's files this agent reads or writes (the job machinery writes the others).
+EVENTS = "events"
+SAVE_REQUEST = "save-now"
+RESUMING = ".resuming"  # in RUNS while a resume is under way: the cost guard counts the box busy
+
+
+def this_boot() -> str:
+    """This boot's id (systemd-nspawn gives each container boot its own)."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: str
+
+    def _has(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.path, name))
+
+    def _read(self, name: str) -> str | None:
+        try:
+            with open(os.path.join(self.path, name)) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    @property
+    def started(self) -> bool:
+        return self._has("pid") and self._has("run.sh")
+
+    @property
+    def finished(self) -> bool:
+        return self._has("exit_code")
+
+    @property
+    def stopped_by_user(self) -> bool:
+        return self._has("stopped")
+
+    @property
+    def boot_id(self) -> str | None:
+        return self._read("boot_id")
+
+    def interrupted(self, boot: str) -> bool:
+        """Cut off by the end of an earlier boot, and not by the user."""
+        return self.started and not self.finished and not self.stopped_by_user and self.boot_id != boot
+
+    def going(self, boot: str) -> bool:
+        """Started in this boot and not over (whether or not it still runs: a save request costs nothing)."""
+        return self.started and not self.finished and not self.stopped_by_user and self.boot_id == boot
+
+    def record(self, event: str, **fields) -> None:
+        line = json.dumps({"event": event, "at": round(time.time(), 3), **fields})
+        fd = os.open(os.path.join(self.path, EVENTS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def events(self) -> list[dict]:
+        text = self._read(EVENTS) or ""
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a power loss
+        return out
+
+    def ask_to_save(self) -> None:
+        fd = os.open(os.path.join(self.path, SAVE_REQUEST), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+
+
+def run_folders(runs: str) -> list[RunFolder]:
+    try:
+        names = sorted(os.listdir(runs))
+    except FileNotFoundError:
+        return []
+    return [RunFolder(os.path.join(runs, n)) for n in names if os.path.isdir(os.path.join(runs, n)) and not n.startswith(".")]
+
+
+def start_job(run: RunFolder) -> None:
+    """Run the run's own run.sh again, detached (a new session, no terminal, as the job machinery does)."""
+    for name in ("pid", "exit_code"):
+        try:
+            os.unlink(os.path.join(run.path, name))
+        except FileNotFoundError:
+            pass
+    with open(os.devnull, "rb") as nul_in, open(os.devnull, "wb") as nul_out:
+        subprocess.Popen(["bash", "run.sh"], cwd=run.path, stdin=nul_in, stdout=nul_out, stderr=nul_out,
+                         start_new_session=True, close_fds=True)
+
+
+def resume_interrupted(runs: str, boot: str) -> list[RunFolder]:
+    """Start every interrupted run again; the ones started."""
+    marker = os.path.join(runs, RESUMING)
+    todo = [r for r in run_folders(runs) if r.interrupted(boot)]
+    if not todo:
+        return []
+    open(marker, "w").close()
+    try:
+        for run in todo:
+            run.record("resumed", after_boot=run.boot_id)
+            start_job(run)
+    finally:
+        os.unlink(marker)
+    return todo
+
+
+class Imds:
+    """IMDSv2: a session token (PUT), then GETs that carry it."""
+
+    def __init__(self, endpoint: str | None = None):
+        self.endpoint = (endpoint or os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or IMDS_DEFAULT).rstrip("/")
+        self._token: str | None = None
+        self._token_until = 0.0
+
+    def _token_now(self) -> str:
+        if self._token is None or time.monotonic() >= self._token_until:
+            req = urllib.request.Request(f"{self.endpoint}/latest/api/token", method="PUT",
+                                         headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)})
+            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
+                self._token = r.read().decode().strip()
+            self._token_until = time.monotonic() + TOKEN_TTL_S - 60
+        return self._token
+
+    def spot_notice(self) -> dict | None:
+        """The instance-action document ({"action": "stop", "time": ...}) once AWS has sent one, else None."""
+        req = urllib.request.Request(self.endpoint + NOTICE_PATH, headers={"X-aws-ec2-metadata-token": self._token_now()})
+        try:
+            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
+                return json.loads(r.read().decode() or "{}")
+        except urllib.error.HTTPError as e:
+            if e.code == 401:  # the token expired early: a fresh one next time
+                self._token = None
+            if e.code in (401, 404):
+                return None
+            raise
+
+
+def ask_going_runs_to_save(runs: str, boot: str, event: str, **fields) -> list[RunFolder]:
+    going = [r for r in run_folders(runs) if r.going(boot)]
+    for run in going:
+        run.ask_to_save()
+        run.record(event, **fields)
+    return going
+
+
+class Agent:
+    def __init__(self, runs: str, imds: Imds, boot: str, log=print):
+        self.runs, self.imds, self.boot, self.log = runs, imds, boot, log
+        self.noticed: str | None = None  # the notice already acted on (AWS repeats it until the stop)
+
+    def at_boot(self) -> None:
+        for run in resume_interrupted(self.runs, self.boot):
+            self.log(f"resumed {os.path.basename(run.path)} (interrupted in boot {run.boot_id})")
+
+    def poll_once(self) -> None:
+        try:
+            notice = self.imds.spot_notice()
+        except (OSError, ValueError) as e:  # IMDS unreachable or garbled: say so, try again next tick
+            self.log(f"IMDS: {e}")
+            return
+        if notice is None:
+            return
+        key = json.dumps(notice, sort_keys=True)
+        if key == self.noticed:
+            return
+        self.noticed = key
+        saved = ask_going_runs_to_save(self.runs, self.boot, "spot-notice", notice=notice)
+        self.log(f"spot notice {notice}: asked {len(saved)} run(s) to save now")
+
+    def stopping(self) -> None:
+        saved = ask_going_runs_to_save(self.runs, self.boot, "stopping")
+        self.log(f"the box is stopping: asked {len(saved)} run(s) to save now")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="trainbox-agent", description=__doc__.split("\n")[0])
+    p.add_argument("--runs", required=True, help="the box's runs folder (absolute)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between IMDS polls (default: %(default)s)")
+    args = p.parse_args(argv)
+    log = lambda s: print(f"trainbox-agent: {s}", flush=True)  # noqa: E731 (journald takes stdout)
+    agent = Agent(args.runs, Imds(), this_boot(), log)
+    signal.signal(signal.SIGTERM, lambda *_: (agent.stopping(), sys.exit(0)))
+    agent.at_boot()
+    while True:
+        agent.poll_once()
+        time.sleep(args.interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""box/agent.py: spot notices from an IMDSv2 stand-in on 127.0.0.1, and resumes at boot,
+over real run folders whose run.sh the agent really starts (issue 13)."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from box import agent
+from testkit import wait_for
+
+# What a run's run.sh does, reduced to the contract the agent relies on: it
+# writes its pid and this boot's id first and its exit code last.
+RUN_SH = """#!/usr/bin/env bash
+cd "$(dirname "$0")"
+echo $$ > pid
+echo {boot} > boot_id
+echo run >> ran
+echo 0 > exit_code.tmp && mv exit_code.tmp exit_code
+"""
+
+
+def run_folder(runs: Path, name: str, boot: str | None, finished=False, stopped=False, current="boot-now") -> Path:
+    d = runs / name
+    d.mkdir(parents=True)
+    (d / "run.sh").write_text(RUN_SH.format(boot=current))
+    (d / "pid").write_text("4242\n")  # a pid of an earlier boot: never read, never signalled
+    if boot is not None:
+        (d / "boot_id").write_text(boot + "\n")
+    if finished:
+        (d / "exit_code").write_text("0\n")
+    if stopped:
+        (d / "stopped").touch()
+    return d
+
+
+class ImdsStandIn:
+    def __init__(self):
+        self.notice: dict | None = None
+        self.tokens: list[str] = []
+        self.gets_without_token = 0
+
+
+@pytest.fixture
+def imds():
+    state = ImdsStandIn()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code, body=b""):
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_PUT(self):
+            if self.path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                return self._send(400)
+            token = f"token-{len(state.tokens)}"
+            state.tokens.append(token)
+            self._send(200, token.encode())
+
+        def do_GET(self):
+            if self.headers.get("X-aws-ec2-metadata-token") not in state.tokens:
+                state.gets_without_token += 1
+                return self._send(401)
+            if self.path != agent.NOTICE_PATH or state.notice is None:
+                return self._send(404)
+            self._send(200, json.dumps(state.notice).encode())
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def test_boot_resumes_every_interrupted_run_and_only_those(tmp_path):
+    runs = tmp_path / "runs"
+    cut_a = run_folder(runs, "a", boot="boot-before")
+    cut_b = run_folder(runs, "b", boot="boot-before")
+    old = run_folder(runs, "old", boot=None)  # started before boot ids were written: interrupted too
+    done = run_folder(runs, "done", boot="boot-before", finished=True)
+    user_stopped = run_folder(runs, "stopped", boot="boot-before", stopped=True)
+    this_boot = run_folder(runs, "now", boot="boot-now")  # died in this boot: not an interruption
+    lines = []
+    agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lines.append).at_boot()
+    for d in (cut_a, cut_b, old):
+        wait_for(f"{d.name} to run again", lambda d=d: (d / "exit_code").exists())
+        assert (d / "ran").read_text() == "run\n"
+        (event,) = agent.RunFolder(str(d)).events()
+        assert event["event"] == "resumed" and event["at"] > 0
+        assert (d / "boot_id").read_text().strip() == "boot-now"
+    for d in (done, user_stopped, this_boot):
+        assert not (d / "ran").exists() and not (d / agent.EVENTS).exists()
+    assert len(lines) == 3 and not (runs / agent.RESUMING).exists()
+
+
+def test_a_spot_notice_asks_each_going_run_to_save_once(tmp_path, imds):
+    runs = tmp_path / "runs"
+    going = run_folder(runs, "going", boot="boot-now")
+    going2 = run_folder(runs, "going2", boot="boot-now")
+    done = run_folder(runs, "done", boot="boot-now", finished=True)
+    a = agent.Agent(str(runs), agent.Imds(imds.endpoint), "boot-now", lambda s: None)
+    a.poll_once()
+    assert not (going / agent.SAVE_REQUEST).exists() and imds.tokens == ["token-0"]
+    imds.notice = {"action": "stop", "time": "2026-12-01T22:00:00Z"}
+    a.poll_once()
+    a.poll_once()  # AWS keeps answering with the same notice: acted on once
+    for d in (going, going2):
+        assert (d / agent.SAVE_REQUEST).exists()
+        (event,) = agent.RunFolder(str(d)).events()
+        assert event["event"] == "spot-notice" and event["notice"]["action"] == "stop"
+    assert not (done / agent.SAVE_REQUEST).exists()
+    assert imds.tokens == ["token-0"] and imds.gets_without_token == 0  # one token, reused
+
+
+def test_an_unreachable_imds_is_logged_and_polled_again(tmp_path):
+    lines = []
+    a = agent.Agent(str(tmp_path), agent.Imds("http://127.0.0.1:9"), "boot-now", lines.append)
+    a.poll_once()
+    assert lines and lines[0].startswith("IMDS: ")
+
+
+def test_the_endpoint_follows_botocore_convention(monkeypatch):
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1234/")
+    assert agent.Imds().endpoint == "http://127.0.0.1:1234"
+    monkeypatch.delenv("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+    assert agent.Imds().endpoint == agent.IMDS_DEFAULT
+
+
+def test_stopping_asks_going_runs_to_save(tmp_path):
+    runs = tmp_path / "runs"
+    going = run_folder(runs, "going", boot="boot-now")
+    agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).stopping()
+    assert (going / agent.SAVE_REQUEST).exists()
+    assert agent.RunFolder(str(going)).events()[0]["event"] == "stopping"

@@ -1,0 +1,44 @@
+"""model/save_request.py: the agent's save-now request makes BackupAndRestore save at the next batch end (issue 13)."""
+import json
+import subprocess
+import sys
+
+SCRIPT = r"""
+import json, os, sys
+import numpy as np
+import keras
+from model.save_request import save_on_request
+
+run = sys.argv[1]
+request = os.path.join(run, "save-now")
+backup = keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), delete_checkpoint=False)  # as model/train.py
+
+class Agent(keras.callbacks.Callback):  # plays box/agent.py: asks mid-epoch; then the power goes
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            open(request, "w").close()
+        if batch == 3:
+            os._exit(17)  # no epoch end, no clean-up: only what was saved on request is there
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+x = np.ones((64, 4), "float32")
+model.fit(x, x[:, :1], batch_size=4, epochs=3, verbose=0, callbacks=[backup, Agent(), save_on_request(backup, request)])
+"""
+
+
+def test_a_save_request_is_answered_at_the_next_batch_end(model_cli, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=model_cli.repo, env=model_cli.env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 17, proc.stderr
+    assert not (tmp_path / "save-now").exists()
+    saved = json.loads((tmp_path / "saved").read_text())
+    assert (saved["epoch"], saved["batch"]) == (0, 2)
+    assert (tmp_path / "backup" / "latest.weights.h5").stat().st_size > 0
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 0
+
+
+def test_nothing_to_watch_outside_the_job_machinery(model_cli):
+    code = "import os; os.environ.pop('TRAINBOX_SAVE_REQUEST', None)\nfrom model.save_request import save_on_request\nprint(save_on_request(object()))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=model_cli.repo, env=model_cli.env(), capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "None", proc.stderr
