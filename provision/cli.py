@@ -99,7 +99,7 @@ def cmd_state(args) -> int:
         ("uptime", _duration(s.uptime_s)),
         ("price", price),
         ("cost so far", cost),
-    ]
+    ] + ([("spot", s.spot)] if s.spot else [])
     for k, v in rows:
         print(f"{k:<12} {v}")
     return 0

@@ -19,6 +19,8 @@ class Instance:
     image_id: str
     public_ip: str | None
     launch_time: datetime | None
+    spot: bool = False  # launched from a spot request
+    spot_request_id: str | None = None
 
     @classmethod
     def from_boto(cls, d: dict) -> "Instance":
@@ -31,6 +33,8 @@ class Instance:
             image_id=d.get("ImageId", ""),
             public_ip=d.get("PublicIpAddress"),
             launch_time=d.get("LaunchTime"),
+            spot=d.get("InstanceLifecycle") == "spot",
+            spot_request_id=d.get("SpotInstanceRequestId"),
         )
 
 

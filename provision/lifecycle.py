@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import hostkeys, instance, paths, prices, sandbox, state, teardown
+from . import hostkeys, instance, paths, prices, sandbox, spot, state, teardown
 from .aws import Cloud, aws_errors
 from .config import price_overrides
 from .errors import UsageError
@@ -29,6 +29,7 @@ class BoxStatus:
     price_per_hour: float | None
     cost_so_far: float | None
     sandbox: bool
+    spot: str | None = None  # the spot request's state, in words; None for an on-demand box
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -77,7 +78,16 @@ def status(cloud: Cloud, name: str) -> BoxStatus:
         price_per_hour=price,
         cost_so_far=prices.cost(price, uptime) if uptime is not None else None,
         sandbox=cloud.sandbox,
+        spot=_spot_says(cloud, inst),
     )
+
+
+def _spot_says(cloud: Cloud, inst: instance.Instance) -> str | None:
+    if not inst.spot:
+        return None
+    with aws_errors("read the box's spot request"):
+        req = spot.request_of(cloud.client("ec2"), inst.spot_request_id, inst.id)
+    return req.says if req else "no spot request found (cancelled?)"
 
 
 def start(cloud: Cloud, name: str) -> BoxState:
