@@ -10,6 +10,7 @@
     OUT/grids.json              the files (real validation paths) in each grid
     OUT/predictions.csv         every validation file with its probabilities
     OUT/metrics.json            accuracy, loss, confusion matrix, best epoch...
+    OUT/report.html             all of the above in one self-contained page (model/report_page.py)
 
 Each grid image is titled with its file name, true class and probability.
 With two classes the probability shown is that of the second class (dogs,
@@ -28,6 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from model import report_page
 from model.errors import UsageError
 from model.layout import Layout, scan_layout
 
@@ -227,6 +229,7 @@ def write_report(
         metrics["last_epoch"] = {k: v[-1] for k, v in history.items()}
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    report_page.write(run_dir)
     log(
         f"report: validation accuracy {metrics['val_accuracy']:.4f} on {len(files)} images, "
         f"{len(grids['incorrect'])} shown wrong; plots in {run_dir}"
