@@ -42,3 +42,35 @@ def test_nothing_to_watch_outside_the_job_machinery(model_cli):
     code = "import os; os.environ.pop('TRAINBOX_SAVE_REQUEST', None)\nfrom model.save_request import save_on_request\nprint(save_on_request(object()))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=model_cli.repo, env=model_cli.env(), capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "None", proc.stderr
+
+
+PERIODIC = r"""
+import json, os, sys
+import numpy as np
+import keras
+from model.save_request import save_on_request
+
+run = sys.argv[1]
+backup = keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), delete_checkpoint=False)
+ticks = iter(range(10**6))
+clock = lambda: next(ticks) * 10.0  # each look at the clock: 10 s later
+
+class PowerCut(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 5:
+            os._exit(17)
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+x = np.ones((64, 4), "float32")
+model.fit(x, x[:, :1], batch_size=4, epochs=3, verbose=0, callbacks=[backup, save_on_request(backup, None, every_s=25, clock=clock), PowerCut()])
+"""
+
+
+def test_a_periodic_save_bounds_what_a_power_cut_loses(model_cli, tmp_path):
+    env = {k: v for k, v in model_cli.env().items() if k != "TRAINBOX_SAVE_REQUEST"}
+    proc = subprocess.run([sys.executable, "-c", PERIODIC, str(tmp_path)], cwd=model_cli.repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 17, proc.stderr
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 0  # saved mid-epoch
+    assert not (tmp_path / "saved").exists()  # nobody asked: no answer
