@@ -46,6 +46,8 @@ locale: false
 growpart: {mode: "off"}
 resize_rootfs: false
 manage_etc_hosts: localhost
+# The host keys each box makes at first boot (no DSA: OpenSSH no longer accepts it).
+ssh_genkeytypes: [ed25519, ecdsa, rsa]
 # The login user, as on the Deep Learning AMI: ubuntu, passwordless sudo, no
 # password (locked: key login only), the key pair's public key from the metadata.
 system_info:
