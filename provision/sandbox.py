@@ -88,9 +88,9 @@ def choose_kind(requested: str | None = None) -> tuple[str, str]:
     if requested == "container" and why_not:
         raise UsageError(f"the container box cannot run here: {why_not}", "use `--sandbox-box process`")
     if requested == "process":
-        return "process", "asked for (--sandbox-box process)"
+        return "process", "as asked"
     if requested == "container":
-        return "container", "asked for (--sandbox-box container)"
+        return "container", "as asked"
     if why_not:
         return "process", f"the container box needs root, systemd-nspawn and debootstrap: {why_not}"
     return "container", "root, systemd-nspawn and debootstrap are here"

@@ -119,3 +119,12 @@ def test_guard_counts_an_ssh_session_on_any_port_as_busy(guard, tmp_path):
     (tmp_path / "ss").write_text('0 0 127.0.0.1:8888 127.0.0.1:50001 users:(("python3",pid=78,fd=5))\n')
     assert "shutdown -h now" in guard(max_hours=8, idle_minutes=0.001)
     assert "idle for 0.001 min" in (tmp_path / "guard.log").read_text()
+
+
+def test_the_guard_looks_more_often_under_short_limits_and_each_minute_otherwise():
+    from provision.up import guard_period_s
+
+    assert guard_period_s(UpOptions(max_hours=8, idle_minutes=30)) == 60
+    assert guard_period_s(UpOptions(max_hours=8, idle_minutes=2)) == 30
+    assert guard_period_s(UpOptions(max_hours=0.006, idle_minutes=30)) == 5
+    assert "OnUnitActiveSec=30s" in user_data(UpOptions(idle_minutes=2), "ubuntu")
