@@ -56,7 +56,10 @@ def cmd_up(args) -> int:
         volume_gb=config.setting("volume_gb", args.volume_gb),
         ami=args.ami,
         wait=not args.no_wait,
+        sandbox_box=args.sandbox_box,
     )
+    if args.sandbox_box and not args.sandbox:
+        raise UsageError("--sandbox-box needs --sandbox", f"run `{PROG} up --sandbox --sandbox-box {args.sandbox_box}`")
     latest = None
     if not args.sandbox:
         from .ami import ssm_lookup
@@ -282,6 +285,10 @@ def build_parser() -> Parser:
 
     c = command("up", cmd_up, "Launch the box (or reuse and start it) and wait until SSH answers.")
     c.add_argument("--sandbox", action="store_true", help="no AWS account: moto on 127.0.0.1 plays AWS, a local sshd plays the instance")
+    c.add_argument("--sandbox-box", choices=["container", "process"], help=(
+        "the sandbox's kind of instance: `container` boots a Debian with systemd, cloud-init and the user-data "
+        "(systemd-nspawn; needs root), `process` is an sshd running as you "
+        "(default: TRAINBOX_SANDBOX_BOX, else container where it can run)"))
     c.add_argument("--region", help="AWS region (default: AWS_REGION, trainbox.toml, us-east-1)")
     c.add_argument("--instance-type", help="EC2 type (default: g4dn.xlarge, a T4 GPU)")
     c.add_argument("--spot", action="store_true", help=(

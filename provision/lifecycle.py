@@ -50,6 +50,11 @@ def find_instance(cloud: Cloud, name: str) -> instance.Instance:
         inst = instance.find(cloud.client("ec2"), name)
     if inst is None:
         raise no_box(name)
+    if cloud.sandbox and inst.state == "running" and sandbox.kind_of(name) == "container" and sandbox.box_running(name) is None:
+        # The guest shut itself down (the guard, or `sudo poweroff`): on EC2 that stops the
+        # instance; here the sandbox's AWS hears of it now.
+        with aws_errors("record that the box stopped itself"):
+            inst = instance.stop(cloud.client("ec2"), inst.id)
     return inst
 
 
@@ -103,7 +108,7 @@ def start(cloud: Cloud, name: str) -> BoxState:
     if box.sandbox:
         server = sandbox.start_box(name, Path(box.key_path))
         box.ssh_host, box.ssh_port = server.address
-        hostkeys.pin(box.ssh_host, box.ssh_port, [server.host_key])
+        hostkeys.pin(box.ssh_host, box.ssh_port, list(server.host_keys))
     elif inst.public_ip:
         # A stopped and started instance gets a new public IP.
         box.ssh_host = box.public_ip = inst.public_ip

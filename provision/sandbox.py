@@ -1,9 +1,14 @@
 """The sandbox: the whole flow with no AWS account, on this machine.
 
 AWS is a moto server on 127.0.0.1 (boto3 reaches it through its endpoint
-URL and runs exactly the code it runs against AWS); the "instance" is a real
-OpenSSH sshd on 127.0.0.1 that accepts only the key pair that ``up``
-created; the box's disk is a directory under TRAINBOX_HOME/sandbox.
+URL and runs exactly the code it runs against AWS). The "instance" is one of
+two kinds of box, both admitting only the key pair that ``up`` created:
+
+- container: a booted Debian with systemd, cloud-init, the login user
+  ``ubuntu`` and the instance's user-data (provision/container.py), where
+  root and systemd-nspawn exist (CI, Linux as root);
+- process: a real OpenSSH sshd on 127.0.0.1 running as this user, the box's
+  disk a directory under TRAINBOX_HOME/sandbox (a laptop without root, macOS).
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import paths, procs, sshd
-from .errors import TrainboxError
+from .errors import TrainboxError, UsageError
 
 REGION = "us-east-1"
 
@@ -69,6 +74,34 @@ def box_dir(name: str) -> Path:
     return paths.sandbox_dir() / "boxes" / name
 
 
+KINDS = ("container", "process")
+
+
+def choose_kind(requested: str | None = None) -> tuple[str, str]:
+    """The kind of box a new sandbox box gets, and why (``up --sandbox`` says both)."""
+    from . import container
+
+    requested = requested or os.environ.get("TRAINBOX_SANDBOX_BOX") or "auto"
+    if requested not in (*KINDS, "auto"):
+        raise UsageError(f"--sandbox-box {requested!r} is not one of auto, container, process")
+    why_not = container.unavailable()
+    if requested == "container" and why_not:
+        raise UsageError(f"the container box cannot run here: {why_not}", "use `--sandbox-box process`")
+    if requested == "process":
+        return "process", "as asked"
+    if requested == "container":
+        return "container", "as asked"
+    if why_not:
+        return "process", f"the container box needs root, systemd-nspawn and debootstrap: {why_not}"
+    return "container", "root, systemd-nspawn and debootstrap are here"
+
+
+def kind_of(name: str) -> str:
+    """The kind of an existing sandbox box (a box from before kinds existed: process)."""
+    f = box_dir(name) / "kind"
+    return f.read_text().strip() if f.exists() else "process"
+
+
 def box_workdir(name: str) -> Path:
     """Where trainbox keeps code, data and runs on the sandbox's box."""
     d = box_dir(name) / "disk"
@@ -76,8 +109,14 @@ def box_workdir(name: str) -> Path:
     return d
 
 
-def start_box(name: str, key_file: Path) -> sshd.SshServer:
-    """Boot the sandbox box: its sshd, admitting exactly the box's key pair."""
+def start_box(name: str, key_file: Path):
+    """Boot the sandbox box: its sshd (or its container), admitting exactly the box's key pair."""
+    if kind_of(name) == "container":
+        from . import container, rootfs
+
+        box = container.running(box_dir(name)) or container.boot(box_dir(name), rootfs.path(), port=_previous_port(name))
+        (box_dir(name) / "port").write_text(str(box.port))
+        return box
     d = box_dir(name) / "sshd"
     # A restarted box keeps its port when it is free, so addresses the user
     # wrote down (ssh-config, editors' Remote-SSH) keep working.
@@ -106,7 +145,17 @@ def _kill_jobs(name: str) -> None:
     jupyter.unlink(missing_ok=True)  # a later process with that pid is not ours
 
 
+def _previous_port(name: str) -> int | None:
+    f = box_dir(name) / "port"
+    return int(f.read_text()) if f.exists() else None
+
+
 def stop_box(name: str) -> None:
+    if kind_of(name) == "container":
+        from . import container
+
+        container.poweroff(box_dir(name))  # the guest's own shutdown ends every job
+        return
     _kill_jobs(name)
     sshd.stop(box_dir(name) / "sshd")
 
@@ -117,7 +166,11 @@ def remove_box(name: str) -> None:
     shutil.rmtree(box_dir(name), ignore_errors=True)
 
 
-def box_running(name: str) -> sshd.SshServer | None:
+def box_running(name: str):
+    if kind_of(name) == "container":
+        from . import container
+
+        return container.running(box_dir(name))
     return sshd.running(box_dir(name) / "sshd")
 
 

@@ -49,6 +49,10 @@ class SshServer:
     host_key: str  # "ssh-ed25519 AAAA..." (the public half, to pin)
 
     @property
+    def host_keys(self) -> tuple[str, ...]:
+        return (self.host_key,)
+
+    @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 

@@ -32,9 +32,16 @@ class UpOptions:
     volume_gb: int = 100
     ami: str | None = None
     wait: bool = True
+    sandbox_box: str | None = None  # container, process, or None: the best this machine has
 
 
 WORKDIR = "trainbox"  # on the box, relative to the login user's home
+
+
+def guard_period_s(opts: UpOptions) -> int:
+    """How often the guard looks: each minute, or a quarter of a limit under 4 min (at least 5 s)."""
+    shortest = min(opts.max_hours * 3600, opts.idle_minutes * 60)
+    return int(max(5, min(60, shortest / 4)))
 
 
 def user_data(opts: UpOptions, login_user: str) -> str:
@@ -48,6 +55,7 @@ def user_data(opts: UpOptions, login_user: str) -> str:
         name=opts.name,
         max_hours=opts.max_hours,
         idle_minutes=opts.idle_minutes,
+        guard_period_s=guard_period_s(opts),
         runs_dir=f"/home/{login_user}/{WORKDIR}/runs",
     )
 
@@ -188,7 +196,7 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         price_per_hour=price,
     )
     if cloud.sandbox:
-        attach_sandbox_box(box)
+        attach_sandbox_box(box, ec2, opts.sandbox_box, say)
     state.save(box)
     if not cloud.sandbox and opts.wait:
         if not box.ssh_host:
@@ -204,10 +212,23 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
     return box
 
 
-def attach_sandbox_box(box: BoxState) -> None:
-    """Point the state at the sandbox's sshd (started now) instead of moto's fake IP."""
+def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Callable[[str], None] = lambda s: None) -> None:
+    """Point the state at the sandbox's box (booted now) instead of moto's fake IP."""
     from pathlib import Path
 
+    d = sandbox.box_dir(box.name)
+    if (d / "kind").exists():
+        existing = sandbox.kind_of(box.name)
+        if kind and kind != existing:
+            say(f"box '{box.name}' is a {existing} box already: keeping it (`down` first for a {kind} box)")
+        kind, why = existing, "the box has it"
+    else:
+        kind, why = sandbox.choose_kind(kind)
+    say(f"sandbox box: {kind} ({why})")
+    if kind == "container":
+        return _attach_container(box, ec2, say)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "kind").write_text("process\n")
     server = sandbox.start_box(box.name, Path(box.key_path))
     box.ssh_host, box.ssh_port = server.address
     box.ssh_user = getpass.getuser()
@@ -215,6 +236,31 @@ def attach_sandbox_box(box: BoxState) -> None:
     # The sandbox box is this machine: its trainbox environment is this Python.
     box.python = sys.executable
     hostkeys.pin(box.ssh_host, box.ssh_port, [server.host_key])
+
+
+def _attach_container(box: BoxState, ec2, say: Callable[[str], None]) -> None:
+    """Boot the container box: its first boot runs the instance's user-data as EC2's does."""
+    from pathlib import Path
+
+    from . import container, rootfs, sshd
+
+    d = sandbox.box_dir(box.name)
+    base = rootfs.ensure(say)
+    if not container.created(d):
+        container.create(d, box.instance_id, sshd.public_key_line(Path(box.key_path)),
+                         container.user_data_of(ec2, box.instance_id))
+        (d / "kind").write_text("container\n")
+    t0 = time.monotonic()
+    server = sandbox.start_box(box.name, Path(box.key_path))
+    say(f"container box booted: SSH on 127.0.0.1:{server.port} after {time.monotonic() - t0:.1f}s "
+        f"(login {container.LOGIN_USER}, user-data run by cloud-init; console: {container.console_log(d)})")
+    box.ssh_host, box.ssh_port = server.address
+    box.ssh_user = container.LOGIN_USER
+    box.workdir = WORKDIR  # relative to the login user's home, as on AWS
+    box.python = None  # trainbox's own env, built by the boot-time bootstrap, as on AWS
+    # Read from the box's own disk, where cloud-init wrote them: pinned, not trusted on first use.
+    hostkeys.pin(box.ssh_host, box.ssh_port, list(server.host_keys))
+    say("host keys pinned from the box's disk: " + ", ".join(hostkeys.fingerprint(k) for k in server.host_keys))
 
 
 def _price_overrides() -> dict:

@@ -29,6 +29,9 @@ def trainbox_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
+    # The sandbox's process box unless a test asks for the container box
+    # (tests/sandbox_box/ do, with `--sandbox-box container`).
+    monkeypatch.setenv("TRAINBOX_SANDBOX_BOX", "process")
     # Functions with caches keyed on the environment must start clean.
     from provision import aws, config
 

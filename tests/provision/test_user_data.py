@@ -46,6 +46,9 @@ def guard(tmp_path):
     for tool in ("shutdown", "logger"):
         (bin_dir / tool).write_text(f"#!/bin/bash\necho \"{tool} $*\" >> {tmp_path}/called\n")
         (bin_dir / tool).chmod(0o755)
+    # `ss` answers what the test wrote to tmp_path/ss (nothing: no connection).
+    (bin_dir / "ss").write_text(f"#!/bin/bash\ncat {tmp_path}/ss 2>/dev/null\n")
+    (bin_dir / "ss").chmod(0o755)
     runs = tmp_path / "runs"
     runs.mkdir()
 
@@ -56,12 +59,14 @@ def guard(tmp_path):
         )
         script = tmp_path / "guard.sh"
         script.write_text(guard_script(text))
-        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TRAINBOX_GUARD_MARK": str(tmp_path / "mark")}
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TRAINBOX_GUARD_MARK": str(tmp_path / "mark"),
+               "TRAINBOX_GUARD_LOG": str(tmp_path / "guard.log"), **run.env}
         subprocess.run(["bash", str(script)], env=env, check=True, timeout=30)
         called = tmp_path / "called"
         return called.read_text() if called.exists() else ""
 
     run.runs = runs
+    run.env = {}
     return run
 
 
@@ -86,3 +91,40 @@ def test_guard_keeps_a_box_with_a_running_job(guard):
     finally:
         job.kill()
         job.wait()
+
+
+def fake_proc(d, host_uptime_s: int, pid1_started_s: int):
+    """A /proc whose kernel has been up host_uptime_s and whose PID 1 started pid1_started_s after it."""
+    ticks = int(subprocess.run(["getconf", "CLK_TCK"], capture_output=True, text=True).stdout)
+    (d / "1").mkdir(parents=True)
+    (d / "uptime").write_text(f"{host_uptime_s}.42 1234.00\n")
+    fields = ["S", "0", "1", "1", "0", "-1", "4194560", *["0"] * 12, str(pid1_started_s * ticks), "1000"]
+    (d / "1" / "stat").write_text("1 (systemd init) " + " ".join(fields) + "\n")
+    return d
+
+
+def test_guard_counts_the_hard_limit_from_this_boot_not_the_kernels(guard, tmp_path):
+    # A container booted 10 minutes ago on a host up for 30 hours: /proc/uptime is the host's.
+    guard.env = {"TRAINBOX_GUARD_PROC": str(fake_proc(tmp_path / "proc", 30 * 3600, 30 * 3600 - 600))}
+    assert guard(max_hours=1, idle_minutes=30) == ""
+    guard.env = {"TRAINBOX_GUARD_PROC": str(fake_proc(tmp_path / "proc2", 30 * 3600, 30 * 3600 - 7200))}
+    assert "shutdown -h now" in guard(max_hours=1, idle_minutes=30)
+    assert "up 7200s since boot, over the hard limit of 1 h" in (tmp_path / "guard.log").read_text()
+
+
+def test_guard_counts_an_ssh_session_on_any_port_as_busy(guard, tmp_path):
+    (tmp_path / "ss").write_text('0 0 127.0.0.1:2222 127.0.0.1:50000 users:(("sshd",pid=77,fd=4))\n')
+    assert guard(max_hours=8, idle_minutes=0.001) == ""
+    assert guard(max_hours=8, idle_minutes=0.001) == ""
+    (tmp_path / "ss").write_text('0 0 127.0.0.1:8888 127.0.0.1:50001 users:(("python3",pid=78,fd=5))\n')
+    assert "shutdown -h now" in guard(max_hours=8, idle_minutes=0.001)
+    assert "idle for 0.001 min" in (tmp_path / "guard.log").read_text()
+
+
+def test_the_guard_looks_more_often_under_short_limits_and_each_minute_otherwise():
+    from provision.up import guard_period_s
+
+    assert guard_period_s(UpOptions(max_hours=8, idle_minutes=30)) == 60
+    assert guard_period_s(UpOptions(max_hours=8, idle_minutes=2)) == 30
+    assert guard_period_s(UpOptions(max_hours=0.006, idle_minutes=30)) == 5
+    assert "OnUnitActiveSec=30s" in user_data(UpOptions(idle_minutes=2), "ubuntu")

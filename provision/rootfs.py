@@ -1,0 +1,191 @@
+"""The container box's root file system: a Debian 12 made by debootstrap, once per machine.
+
+The root plays the AMI: every container box boots it read-only under its
+own writable layer (provision/container.py). It is built once and kept in a
+machine-wide cache (``TRAINBOX_CACHE``, else the platform's user cache dir;
+never TRAINBOX_HOME, which tests make per test) under a key of its recipe,
+so a changed recipe builds a new root and an unchanged one is reused.
+
+The build is atomic: debootstrap writes into a temp dir next to the cache
+entry, which is renamed into place only when complete, under a lock, so two
+processes never build it twice and an interrupted build never looks done.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from .errors import TrainboxError
+
+SUITE = "bookworm"  # Debian 12: the same Python (3.11) and systemd generation as the DLAMI's Ubuntu 22.04/24.04
+MIRROR = "http://deb.debian.org/debian"
+# What an instance has: systemd as PID 1, sshd, sudo, Python with venv, `ss` for the
+# guard, cloud-init to run the user-data. python3-cffi-backend: debootstrap does not
+# resolve the virtual package python3-cryptography (a cloud-init dependency) needs.
+PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-venv", "sudo",
+    "iproute2", "procps", "ca-certificates", "cloud-init", "python3-cffi-backend",
+)
+
+# cloud-init as EC2 runs it, with the NoCloud datasource (a seed in the box's layer)
+# instead of EC2's metadata service. `locale: false`: its locale module fails on a
+# minbase root (no `locales`). The container shares the host's network: cloud-init
+# must not configure it, nor grow a disk that is a directory.
+CLOUD_CFG = """\
+# trainbox: the container box's cloud-init (the sandbox's stand-in for EC2's).
+datasource_list: [ NoCloud, None ]
+network: {config: disabled}
+locale: false
+growpart: {mode: "off"}
+resize_rootfs: false
+manage_etc_hosts: localhost
+# The host keys each box makes at first boot (no DSA: OpenSSH no longer accepts it).
+ssh_genkeytypes: [ed25519, ecdsa, rsa]
+# The login user, as on the Deep Learning AMI: ubuntu, passwordless sudo, no
+# password (locked: key login only), the key pair's public key from the metadata.
+system_info:
+  default_user:
+    name: ubuntu
+    lock_passwd: true
+    gecos: trainbox login user
+    groups: [adm, sudo]
+    sudo: ["ALL=(ALL) NOPASSWD:ALL"]
+    shell: /bin/bash
+"""
+
+# The container shares the host's network: its sshd listens on 127.0.0.1 only
+# (the per-box port is in the box's layer).
+SSHD_CFG = "# trainbox: the container shares the host's network\nListenAddress 127.0.0.1\n"
+
+FORMAT = 1  # bump when configure() changes
+
+
+def recipe() -> dict:
+    return {"format": FORMAT, "suite": SUITE, "variant": "minbase", "packages": list(PACKAGES),
+            "cloud_cfg": CLOUD_CFG, "sshd_cfg": SSHD_CFG}
+
+
+def key() -> str:
+    return f"debian-{SUITE}-" + hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("TRAINBOX_CACHE")
+    if env:
+        root = Path(env).expanduser()
+    else:
+        import platformdirs
+
+        root = Path(platformdirs.user_cache_dir("trainbox"))
+    d = root / "rootfs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def path() -> Path:
+    """Where the root for the current recipe lives (built or not)."""
+    return cache_dir() / key()
+
+
+def built() -> bool:
+    return (path() / "etc" / "trainbox-rootfs").exists()
+
+
+def configure(root: Path) -> None:
+    """Turn a debootstrap'ed root into the box's image (the part an AMI bakes in)."""
+    (root / "etc/cloud/cloud.cfg.d/90-trainbox.cfg").write_text(CLOUD_CFG)
+    (root / "etc/ssh/sshd_config.d/10-trainbox.conf").write_text(SSHD_CFG)
+    # No host keys in the image: cloud-init makes each box its own at first boot,
+    # as on EC2 (two boxes never share a key).
+    for f in (root / "etc/ssh").glob("ssh_host_*"):
+        f.unlink()
+    # Each box gets its own machine id at first boot.
+    (root / "etc/machine-id").write_text("")
+    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    (root / "etc/trainbox-rootfs").write_text(json.dumps({"key": key(), "built_at": time.time()}) + "\n")
+
+
+PHASES = ("Retrieving Release", "Retrieving Packages", "Resolving dependencies", "Retrieving", "Validating",
+          "Extracting", "Installing core packages", "Unpacking", "Configuring", "Base system installed")
+
+
+def _phase(line: str) -> str | None:
+    text = line[3:] if line.startswith("I: ") else ""
+    for p in PHASES:
+        if text.startswith(p):
+            return p
+    return None
+
+
+def debootstrap(target: Path, say: Callable[[str], None], log: Path) -> None:
+    argv = ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, str(target), MIRROR]
+    counts: dict[str, int] = {}
+    last_phase, last_say = None, 0.0
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+        for line in proc.stdout:
+            out.write(line)
+            phase = _phase(line)
+            if phase is None:
+                continue
+            counts[phase] = counts.get(phase, 0) + 1
+            now = time.monotonic()
+            if phase != last_phase or now - last_say > 10:
+                n = f" ({counts[phase]})" if counts[phase] > 1 else ""
+                say(f"  debootstrap: {phase.lower()}{n}")
+                last_phase, last_say = phase, now
+        code = proc.wait()
+    if code != 0:
+        tail = [l for l in log.read_text().splitlines() if l.startswith(("E:", "W:"))][-1:] or [f"exit {code}"]
+        raise TrainboxError(f"building the container box's root file system failed ({tail[0]})",
+                            f"see {log}; `--sandbox-box process` uses the process box instead")
+
+
+def ensure(say: Callable[[str], None]) -> Path:
+    """The root for the current recipe, built first if this machine has none (minutes, once)."""
+    target = path()
+    if built():
+        return target
+    lock = open(cache_dir() / f"{key()}.lock", "w")
+    try:
+        if not _try_lock(lock):
+            say(f"another trainbox is building the container box's root file system ({target}); waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if built():
+            return target
+        if target.exists():  # a root from before its marker was written: never used, never complete
+            shutil.rmtree(target)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        for stale in target.parent.glob(f"{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # an interrupted build's (we hold the lock)
+        log = target.parent / f"{target.name}.log"
+        say(f"building the container box's root file system (Debian {SUITE}, once per machine, about 1-2 min): {target}")
+        t0 = time.monotonic()
+        try:
+            debootstrap(tmp, say, log)
+            configure(tmp)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        size = subprocess.run(["du", "-sm", str(target)], capture_output=True, text=True).stdout.split()[:1]
+        say(f"root file system ready in {time.monotonic() - t0:.0f}s ({size[0] if size else '?'} MB), reused from now on")
+        return target
+    finally:
+        lock.close()
+
+
+def _try_lock(f) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
