@@ -1,10 +1,12 @@
-"""The box side of ``--data`` from a URL or S3: standard library only.
+"""The box side of ``--data`` from a URL, S3 or Kaggle: standard library only.
 
 This file is never imported on the box: the laptop (remote/fetch.py) sends
 its source and a JSON plan as one line on the stdin of a single SSH exec,
 ``python3 -c BOOTSTRAP``, which runs ``main(plan)``. Nothing else reaches the
 box: no credential, no profile, no environment variable. S3 objects arrive
-as presigned GET URLs that expire within minutes.
+as presigned GET URLs that expire within minutes, a Kaggle file as the
+signed URL Kaggle redirected the laptop to (or as an archive the laptop
+pushed into ``<data>/.incoming/<key>/``, when Kaggle gave no URL).
 
 The cache, ``<data>/<key>/``: an entry exists only when it is complete, with
 ``.trainbox-entry.json`` (source, data_dir, bytes, files) written inside
@@ -36,6 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 ENTRY = ".trainbox-entry.json"
 MANIFEST = ".trainbox-manifest.json"
 ORGANIZED = ".organized"
+INCOMING = ".incoming"  # <data>/.incoming/<key>/: an archive the laptop pushed (Kaggle without a link)
+TEST_DIRS = ("test", "test1")
+ARCHIVES = {".zip": "zip", ".tar": "tar", ".tar.gz": "tar", ".tgz": "tar", ".tar.bz2": "tar", ".tar.xz": "tar"}  # Kaggle's unlabelled images, kept for `model predict`
 CHUNK = 1 << 20
 ATTEMPTS = 6
 TIMEOUT_S = 30
@@ -211,6 +216,18 @@ def extract(archive: str, kind: str, dest: str) -> None:
         raise Failure(f"the download is not a readable {kind} archive ({e})", 2) from None
 
 
+def expand_inner(plan: dict, stage: str) -> None:
+    """Archives inside the archive, at its top (Kaggle's competition zip holds train.zip and
+    test.zip): each is extracted where it lies, then removed."""
+    for e in _visible(stage):
+        kind = next((k for ext, k in ARCHIVES.items() if e.name.lower().endswith(ext)), None) if e.is_file() else None
+        if kind is None:
+            continue
+        say(plan, f"extracting {e.name}")
+        extract(e.path, kind, stage)
+        _remove(e.path)
+
+
 def _visible(d: str) -> list[os.DirEntry]:
     return [e for e in os.scandir(d) if not e.name.startswith(".") and e.name != "__MACOSX"]
 
@@ -226,6 +243,8 @@ def find_root(top: str) -> tuple[str, str]:
         files = [e.name for e in entries if e.is_file()]
         if any(KAGGLE_NAME.match(n) for n in files):
             return root, "kaggle"
+        if "train" in names and any(KAGGLE_NAME.match(e.name) for e in _visible(os.path.join(root, "train"))):
+            return os.path.join(root, "train"), "kaggle"  # Kaggle's whole download: train/ beside test/ and a CSV
         if len(entries) == 1 and entries[0].is_dir():
             root = entries[0].path
             continue
@@ -247,13 +266,25 @@ def organize(plan: dict, src: str, dst: str) -> None:
         raise Failure(f"organizing the Kaggle layout failed: {tail[0]}", 2 if p.returncode == 2 else 3)
 
 
-def finish_layout(plan: dict, stage: str) -> str:
-    """The data_dir, relative to the entry, organizing a Kaggle layout into stage/.organized."""
+def finish_layout(plan: dict, stage: str) -> tuple[str, str | None]:
+    """(data_dir, test_dir), relative to the entry: a Kaggle layout is organized into
+    stage/.organized, and its test/ folder beside the flat train/ is linked in there
+    (hard links: the download's own tree stays as it was, for S3's next compare)."""
     root, kind = find_root(stage)
-    if kind == "kaggle":
-        organize(plan, root, os.path.join(stage, ORGANIZED))
-        return ORGANIZED
-    return os.path.relpath(root, stage)
+    if kind != "kaggle":
+        data_dir = os.path.relpath(root, stage)
+    else:
+        organized = os.path.join(stage, ORGANIZED)
+        organize(plan, root, organized)
+        data_dir = ORGANIZED
+        parent = os.path.dirname(root)
+        for name in TEST_DIRS:
+            src = os.path.join(parent, name)
+            if parent != root and os.path.isdir(src) and not os.path.exists(os.path.join(organized, name)):
+                shutil.copytree(src, os.path.join(organized, name), copy_function=os.link)
+    test_dir = next((os.path.normpath(os.path.join(data_dir, n)) for n in TEST_DIRS
+                     if os.path.isdir(os.path.join(stage, data_dir, n))), None)
+    return data_dir, test_dir
 
 
 def tree_size(d: str) -> tuple[int, int]:
@@ -268,10 +299,13 @@ def tree_size(d: str) -> tuple[int, int]:
     return total, files
 
 
-def write_entry(plan: dict, stage: str, data_dir: str) -> dict:
+def write_entry(plan: dict, stage: str, layout: tuple[str, str | None]) -> dict:
     size, files = tree_size(stage)
+    data_dir, test_dir = layout
     entry = {"key": plan["key"], "source": plan["source"], "data_dir": data_dir, "bytes": size, "files": files,
              "fetched": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if test_dir:
+        entry["test_dir"] = test_dir
     with open(os.path.join(stage, ENTRY), "w") as f:
         json.dump(entry, f)
     return entry
@@ -305,6 +339,8 @@ def fetch_url(plan: dict, final: str, tmp: str) -> dict:
     if entry is not None:
         say(plan, f"{plan['source']}: cached on the box ({human(entry['bytes'])}), nothing downloaded")
         return {**entry, "cached": True, "downloaded": 0}
+    if plan.get("archive"):  # pushed by the laptop: nothing to download
+        return _install_archive(plan, final, tmp, pushed_archive(plan), 0)
     partial_dir = os.path.join(plan["data_root"], ".partial")
     os.makedirs(partial_dir, exist_ok=True)
     partial = os.path.join(partial_dir, plan["key"] + ".download")
@@ -319,6 +355,20 @@ def fetch_url(plan: dict, final: str, tmp: str) -> dict:
             _remove(partial)
         raise
     progress.show(final=True)
+    return _install_archive(plan, final, tmp, partial, got)
+
+
+def pushed_archive(plan: dict) -> str:
+    """The archive the laptop pushed, which must lie in <data>/.incoming/<key>/."""
+    path = os.path.realpath(plan["archive"])
+    incoming = os.path.realpath(os.path.join(plan["data_root"], INCOMING, plan["key"]))
+    if os.path.dirname(path) != incoming or not os.path.isfile(path):
+        raise Failure(f"the pushed archive {plan['archive']} is not in {incoming}; run it again")
+    return path
+
+
+def _install_archive(plan: dict, final: str, tmp: str, partial: str, got: int) -> dict:
+    """Verify, extract, lay out and install the whole download in partial, which is removed after."""
     if plan.get("sha256"):
         actual = sha256_of(partial)
         if actual != plan["sha256"]:
@@ -333,11 +383,14 @@ def fetch_url(plan: dict, final: str, tmp: str) -> dict:
         os.makedirs(stage)
         say(plan, f"extracting {plan['name']}")
         extract(partial, plan["kind"], stage)
-        data_dir = finish_layout(plan, stage)
-        entry = write_entry(plan, stage, data_dir)
+        if plan.get("expand_inner"):
+            expand_inner(plan, stage)
+        entry = write_entry(plan, stage, finish_layout(plan, stage))
         install(stage, final, tmp)
     finally:
         _remove(partial)
+        if plan.get("archive"):
+            shutil.rmtree(os.path.dirname(partial), ignore_errors=True)
     return {**entry, "cached": False, "downloaded": got}
 
 
@@ -394,8 +447,7 @@ def fetch_s3(plan: dict, final: str, tmp: str) -> dict:
     say(plan, f"s3: {len(need)} fetched, {len(keep)} up to date, {len(deleted)} removed")
     with open(os.path.join(stage, MANIFEST), "w") as f:
         json.dump({rel: o["etag"] for rel, o in listing.items()}, f)
-    data_dir = finish_layout(plan, stage)
-    entry = write_entry(plan, stage, data_dir)
+    entry = write_entry(plan, stage, finish_layout(plan, stage))
     install(stage, final, tmp)
     return {**entry, "cached": False, "downloaded": got, "fetched": need, "deleted": deleted}
 
@@ -448,6 +500,8 @@ def run(plan: dict) -> dict:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     result["path"] = os.path.normpath(os.path.join(final, result["data_dir"]))
+    if result.get("test_dir"):
+        result["test_path"] = os.path.normpath(os.path.join(final, result["test_dir"]))
     return result
 
 

@@ -174,7 +174,7 @@ def _start_run(conn, target: Target, run_id: str, data: str | None, argv: list[s
     elif source is not None:
         got = fetch.fetch(conn, source, layout.workdir, python, layout.code, quiet=quiet, say=say)
         data_dir = got.path
-        say(f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
+        say(f"data: {source} {'cached on the box' if got.cached else got.how} "
             f"({got.files} files, {_human(got.bytes)}) in {data_dir}")
     else:
         data_dir = layout.data("synthetic")
@@ -421,7 +421,7 @@ def cmd_data_fetch(args, extra) -> int:
     source = datasource.parse(args.src)
     if isinstance(source, datasource.LocalSource):
         raise UsageError(f"{args.src} is a local folder: `{PROG} train --data {args.src}` pushes it",
-                         "`data fetch` takes an http(s):// URL or s3://bucket/prefix")
+                         "`data fetch` takes an http(s):// URL, s3://bucket/prefix or kaggle:COMPETITION")
     target = _target(args)
     layout = job.Layout(target.workdir)
     with _on_box(args, target) as conn:
@@ -429,6 +429,8 @@ def cmd_data_fetch(args, extra) -> int:
         got = fetch.fetch(conn, source, target.workdir, _data_python(target), layout.code, quiet=args.quiet, say=say)
     state = "already cached" if got.cached else "fetched"
     print(f"{got.key} {state}: {got.files} files, {_human(got.bytes)} at {got.path} on {target.label}")
+    if got.test_path:
+        print(f"unlabelled test images for `python -m model predict --test`: {got.test_path}")
     return 0
 
 
@@ -527,7 +529,8 @@ def build_parser() -> Parser:
     c.add_argument("--resume", metavar="RUN", help="continue a stopped or killed run from its last saved epoch: on the box it ran on, or, "
                    "with --name/--host, on another box from the local copy that `remote pull` or `provision down` brought home")
     c.add_argument("--data", metavar="SRC", help="a local dataset directory (train/ and validation/, one folder per class), "
-                   "an http(s):// URL of a .zip/.tar/.tar.gz/.tgz (optionally #sha256=HEX) or s3://bucket/prefix, "
+                   "an http(s):// URL of a .zip/.tar/.tar.gz/.tgz (optionally #sha256=HEX), s3://bucket/prefix, "
+                   "or kaggle:COMPETITION[/FILE] / kaggle:OWNER/DATASET[/FILE] (your Kaggle credential stays on this laptop), "
                    "downloaded by the box itself and cached there; default: a synthetic set")
     c.add_argument("--quiet", action="store_true", help="no download progress lines")
     c.add_argument("--net", choices=["cnn", "vgg16"], help="the network (model default: cnn)")
@@ -562,11 +565,12 @@ def build_parser() -> Parser:
     c.add_argument("--python", help="report on this interpreter on the box instead of trainbox's environment")
     c = command("runs", cmd_runs, "List the runs started from this laptop and whether their results are home.")
 
-    data = sub.add_parser("data", help="The box's dataset cache: fetch a URL or S3 prefix onto the box ahead of training, list, free.",
+    data = sub.add_parser("data", help="The box's dataset cache: fetch a URL, S3 prefix or Kaggle data onto the box ahead of training, list, free.",
                           description="The box's dataset cache (remote data fetch|ls|rm).")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=Parser)
     c = command("fetch", cmd_data_fetch, "Have the box download SRC into its cache (a re-run downloads only what changed).", dsub)
-    c.add_argument("src", metavar="SRC", help="http(s)://.../set.tar.gz[#sha256=HEX] (or .zip/.tar/.tgz), or s3://bucket/prefix")
+    c.add_argument("src", metavar="SRC", help="http(s)://.../set.tar.gz[#sha256=HEX] (or .zip/.tar/.tgz), s3://bucket/prefix, "
+                   "kaggle:COMPETITION[/FILE] or kaggle:OWNER/DATASET[/FILE]")
     c.add_argument("--quiet", action="store_true", help="no progress lines")
     c = command("ls", cmd_data_ls, "List the datasets cached on the box, with their sizes.", dsub)
     c = command("rm", cmd_data_rm, "Remove a dataset from the box's cache (KEY as `remote data ls` shows it).", dsub)

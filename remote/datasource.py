@@ -1,11 +1,12 @@
-"""What ``--data SRC`` names: a local folder, an archive URL, or an S3 prefix.
+"""What ``--data SRC`` names: a local folder, an archive URL, an S3 prefix,
+or a Kaggle competition or dataset.
 
 ``parse(text)`` is pure (no I/O beyond "is it a local folder?") and raises
 UsageError (exit 2) for what trainbox cannot fetch: an unknown scheme, an
-archive type it cannot extract, a malformed ``#sha256=``. ``kaggle:`` is
-refused on purpose (see KAGGLE_REFUSED). Each remote source has a cache key:
-the same URL and hash, or the same bucket and prefix, give the same key, so
-a re-run finds the box's copy.
+archive type it cannot extract, a malformed ``#sha256=`` or Kaggle name.
+Each remote source has a cache key: the same URL and hash, the same bucket
+and prefix, or the same Kaggle reference give the same key, so a re-run
+finds the box's copy.
 """
 from __future__ import annotations
 
@@ -21,11 +22,8 @@ ARCHIVES = {".tar.gz": "tar", ".tgz": "tar", ".tar": "tar", ".zip": "zip", ".tar
 _SHA = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
-KAGGLE_REFUSED = (
-    "kaggle: sources are not supported: Kaggle's API only serves competition files to a request carrying "
-    "your Kaggle token, and trainbox never puts a token on the box"
-)
-KAGGLE_FIX = "download it once (`kaggle competitions download -c NAME`), put it in S3 or behind a URL, and pass that as --data"
+_KAGGLE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+KAGGLE_FORMS = "kaggle:COMPETITION, kaggle:COMPETITION/FILE.zip, kaggle:OWNER/DATASET or kaggle:OWNER/DATASET/FILE.zip"
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,40 @@ class S3Source:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-Source = LocalSource | UrlSource | S3Source
+@dataclass(frozen=True)
+class KaggleSource:
+    """A competition's files (``owner`` None) or a dataset's; ``file`` None: all of them, as one zip."""
+
+    name: str  # the competition, or the dataset's slug
+    owner: str | None = None
+    file: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.name}" if self.owner else self.name
+
+    @property
+    def key(self) -> str:
+        """From the reference alone: the signed URL Kaggle hands out changes every time."""
+        digest = hashlib.sha256(str(self).encode()).hexdigest()[:12]
+        stem = self.file or ""
+        for ext in ARCHIVES:
+            if stem.lower().endswith(ext):
+                stem = stem[: -len(ext)]
+                break
+        tail = _slug(stem.replace("/", "-"))
+        return f"kaggle-{_slug(self.ref.replace('/', '-'))}{'-' + tail if tail else ''}-{digest}"
+
+    @property
+    def archive_name(self) -> str:
+        """The file the download is: FILE, else ``NAME.zip`` (Kaggle zips a whole competition or dataset)."""
+        return self.file.rsplit("/", 1)[-1] if self.file else f"{self.name}.zip"
+
+    def __str__(self) -> str:
+        return f"kaggle:{self.ref}" + (f"/{self.file}" if self.file else "")
+
+
+Source = LocalSource | UrlSource | S3Source | KaggleSource
 
 
 def _slug(text: str) -> str:
@@ -83,7 +114,7 @@ def parse(text: str) -> Source:
     """The source SRC names, or UsageError (exit 2) saying what is accepted."""
     text = text.strip()
     if text.lower().startswith("kaggle:"):
-        raise UsageError(KAGGLE_REFUSED, KAGGLE_FIX)
+        return _kaggle(text)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in ("http", "https"):
         return _url(text)
@@ -151,13 +182,41 @@ def _url(text: str) -> UrlSource:
     if not parts.hostname:
         raise UsageError(f"--data {text}: the URL has no host")
     name = unquote(parts.path.rsplit("/", 1)[-1])
-    kind = next((k for ext, k in ARCHIVES.items() if name.lower().endswith(ext)), None)
+    kind = archive_kind(name)
     if kind is None:
         raise UsageError(
             f"--data {text}: unsupported archive type {name or '(no file name)'!r}",
             "trainbox extracts .zip, .tar, .tar.gz and .tgz",
         )
     return UrlSource(base, sha, kind, name)
+
+
+def _kaggle(text: str) -> KaggleSource:
+    """``kaggle:COMP[/FILE]`` or ``kaggle:OWNER/DATASET[/FILE]``: a second part with a dot is a file
+    (competition files are named like ``train.zip``; Kaggle's slugs have no dots)."""
+    parts = text[len("kaggle:"):].strip("/").split("/")
+    bad = UsageError(f"--data {text}: not a Kaggle competition or dataset", f"give {KAGGLE_FORMS}")
+    if not parts[0] or not _KAGGLE_SLUG.match(parts[0]) or any(p in ("", ".", "..") for p in parts):
+        raise bad
+    if len(parts) == 1:
+        source = KaggleSource(parts[0])
+    elif "." in parts[1]:
+        source = KaggleSource(parts[0], file="/".join(parts[1:]))
+    else:
+        if not _KAGGLE_SLUG.match(parts[1]):
+            raise bad
+        source = KaggleSource(parts[1], owner=parts[0], file="/".join(parts[2:]) or None)
+    name = source.archive_name
+    if archive_kind(name) is None:
+        raise UsageError(f"--data {text}: {name} is not an archive trainbox can extract",
+                         f"name a .zip/.tar/.tar.gz/.tgz file of it, or the whole {'dataset' if source.owner else 'competition'} "
+                         f"(kaggle:{source.ref}); `kaggle {'datasets' if source.owner else 'competitions'} files {source.ref}` lists them")
+    return source
+
+
+def archive_kind(name: str) -> str | None:
+    """"tar" or "zip" for a file name trainbox can extract, else None."""
+    return next((k for ext, k in ARCHIVES.items() if name.lower().endswith(ext)), None)
 
 
 def _s3(text: str) -> S3Source:

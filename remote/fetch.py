@@ -1,4 +1,4 @@
-"""The laptop side of ``--data`` from a URL or S3: plan here, download there.
+"""The laptop side of ``--data`` from a URL, S3 or Kaggle (remote/kaggle.py): plan here, download there.
 
 The box does the downloading (remote/boxfetch.py, standard library only),
 so data never crosses the laptop's uplink. What the box receives is one JSON
@@ -21,7 +21,7 @@ from provision.errors import CloudError, RemoteError, UsageError
 
 from . import boxfetch
 from .connection import exec_channel, run
-from .datasource import S3Source, UrlSource
+from .datasource import KaggleSource, S3Source, UrlSource
 
 PRESIGN_EXPIRES_S = 900
 
@@ -38,7 +38,9 @@ class Fetched:
     downloaded: int = 0
     fetched: list[str] = field(default_factory=list)  # S3: objects downloaded this time
     deleted: list[str] = field(default_factory=list)  # S3: objects removed this time
-    urls_handed: int = 0  # S3: presigned URLs put in the plan
+    urls_handed: int = 0  # S3: presigned URLs put in the plan; Kaggle: the signed URL
+    test_path: str | None = None  # Kaggle's unlabelled test/ folder, for `model predict`
+    how: str = "fetched by the box"
 
 
 def data_root(workdir: str) -> str:
@@ -89,7 +91,8 @@ def run_box(conn, python: str, plan: dict, say: Callable[[str], None]) -> dict:
 
 def _fetched(result: dict, urls: int = 0) -> Fetched:
     return Fetched(result["key"], result["path"], result["bytes"], result["files"], result["cached"],
-                   result.get("downloaded", 0), result.get("fetched", []), result.get("deleted", []), urls)
+                   result.get("downloaded", 0), result.get("fetched", []), result.get("deleted", []), urls,
+                   result.get("test_path"))
 
 
 def _base_plan(op: str, workdir: str, python: str, code_dir: str, quiet: bool) -> dict:
@@ -172,7 +175,11 @@ def fetch(conn, source, workdir: str, python: str, code_dir: str, quiet: bool = 
         return fetch_url(conn, source, workdir, python, code_dir, quiet, say)
     if isinstance(source, S3Source):
         return fetch_s3(conn, source, workdir, python, code_dir, quiet, say)
-    raise UsageError(f"{source} is not a URL or S3 source")
+    if isinstance(source, KaggleSource):
+        from .kaggle import fetch_kaggle
+
+        return fetch_kaggle(conn, source, workdir, python, code_dir, quiet, say)
+    raise UsageError(f"{source} is not a URL, S3 or Kaggle source")
 
 
 def ls(conn, workdir: str, python: str) -> list[dict]:

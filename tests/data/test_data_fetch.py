@@ -74,7 +74,7 @@ def test_parse_sha_and_keys():
 @pytest.mark.parametrize("src, words", [
     ("ftp://h/set.zip", "unsupported source 'ftp'"), ("gs://b/p", "unsupported source 'gs'"),
     ("http://h/set.rar", "unsupported archive type"), ("http://h/set.zip#md5=00", "#sha256="),
-    ("kaggle:dogs-vs-cats", "token"), ("/no/such/folder", "no such directory"), ("s3://B_ad/x", "bucket name"),
+    ("kaggle:dogs vs cats", "not a Kaggle"), ("/no/such/folder", "no such directory"), ("s3://B_ad/x", "bucket name"),
 ])
 def test_parse_refuses(src, words):
     with pytest.raises(UsageError) as e:
@@ -86,7 +86,7 @@ def test_local_folder_is_a_local_source(tmp_path):
     assert datasource.parse(str(tmp_path)) == datasource.LocalSource(tmp_path)
 
 
-@pytest.mark.parametrize("src", ["http://127.0.0.1:9/set.7z", "kaggle:dogs-vs-cats", "ftp://127.0.0.1/set.zip"])
+@pytest.mark.parametrize("src", ["http://127.0.0.1:9/set.7z", "kaggle:dogs-vs-cats/train.csv", "ftp://127.0.0.1/set.zip"])
 def test_cli_bad_source_exits_2_before_connecting(cli, tmp_path, src):
     r = cli("remote", "train", "--epochs", "1", "--data", src, cwd=tmp_path)
     assert r.code == 2 and one_line_error(r).startswith("error:")
