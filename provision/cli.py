@@ -260,15 +260,17 @@ def cmd_down(args) -> int:
         from remote.results import pull_unfetched
 
         pull_unfetched(args.name, say)
-    removed = lifecycle.destroy(cloud, args.name, say)
-    print(f"box '{args.name}' is gone ({len(removed)} resources deleted, each verified)")
     from . import images
     from .aws import aws_errors
 
+    # Before the box goes: in the sandbox, `destroy` stops moto once nothing of ours is left there.
     with aws_errors("list the box's images"):
         kept = images.list_images(cloud.client("ec2"), args.name)
     if kept and args.images:
         images.remove_images(cloud, [i.id for i in kept], say)
+    removed = lifecycle.destroy(cloud, args.name, say)
+    print(f"box '{args.name}' is gone ({len(removed)} resources deleted, each verified)")
+    if kept and args.images:
         print(f"removed the box's images {', '.join(i.id for i in kept)} and their snapshots, each verified gone")
     elif kept:
         cost = sum(i.monthly_cost(images.gb_month_price()) for i in kept)
