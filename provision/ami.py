@@ -8,6 +8,7 @@ newest older DLAMI by name that still shipped a K80-capable driver.
 """
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,14 +25,25 @@ UNSUPPORTED_FAMILIES = {"p2"}
 class Image:
     id: str
     name: str
+    user: str | None = None  # the login user, where the image says (trainbox's images do)
 
     @property
     def login_user(self) -> str:
+        if self.user:
+            return self.user
         return "ec2-user" if "Amazon Linux" in self.name else "ubuntu"
 
 
 def family(instance_type: str) -> str:
     return instance_type.split(".", 1)[0]
+
+
+def supports(base_name: str, instance_type: str) -> bool:
+    """Whether an image made on the DLAMI named ``base_name`` can drive this type's GPU:
+    a K80 (p2) needs one of the older K80 DLAMIs; every other type the DLAMIs `resolve` picks."""
+    if family(instance_type) not in UNSUPPORTED_FAMILIES:
+        return True
+    return any(fnmatch.fnmatchcase(base_name, p) for p in K80_NAME_PATTERNS)
 
 
 def newest_by_name(ec2, patterns: list[str]) -> Image | None:

@@ -263,8 +263,87 @@ def cmd_down(args) -> int:
         from remote.results import pull_unfetched
 
         pull_unfetched(args.name, say)
+    from . import images
+    from .aws import aws_errors
+
+    # Before the box goes: in the sandbox, `destroy` stops moto once nothing of ours is left there.
+    with aws_errors("list the box's images"):
+        kept = images.list_images(cloud.client("ec2"), args.name)
+    if kept and args.images:
+        images.remove_images(cloud, [i.id for i in kept], say)
     removed = lifecycle.destroy(cloud, args.name, say)
     print(f"box '{args.name}' is gone ({len(removed)} resources deleted, each verified)")
+    if kept and args.images:
+        print(f"removed the box's images {', '.join(i.id for i in kept)} and their snapshots, each verified gone")
+    elif kept:
+        cost = sum(i.monthly_cost(images.gb_month_price()) for i in kept)
+        say(f"kept the box's images {', '.join(i.id for i in kept)} (${cost:.2f}/month): the next `up` boots from them; "
+            f"`{PROG} image rm IMAGE` or `down --images` removes them")
+    return 0
+
+
+def cmd_image_create(args) -> int:
+    from . import images
+
+    if state.load(args.name) is None:
+        raise lifecycle.no_box(args.name)
+    if not args.no_pull:
+        from remote.results import pull_unfetched
+
+        pull_unfetched(args.name, say)  # the clean-up removes the box's runs
+    made = images.create(cloud_for(args), args.name, say, image_name=args.image_name)
+    print(f"image {made.id} ({made.name}) is available: {_size(made)}, {_month(made)}; "
+          f"the next `up` of this environment boots from it")
+    say(f"box '{args.name}' is stopped; `{PROG} down{name_flag(args.name)}` removes it (the image is kept)")
+    return 0
+
+
+def _size(image) -> str:
+    return f"{'' if image.size_exact else '<= '}{image.size_gb:.1f} GB"
+
+
+def _month(image) -> str:
+    from .images import gb_month_price
+
+    return f"${image.monthly_cost(gb_month_price()):.2f}/month"
+
+
+def cmd_image_ls(args) -> int:
+    import time
+
+    from . import images
+    from .aws import aws_errors
+
+    cloud = cloud_for(args)
+    with aws_errors("list the images"):
+        found = images.list_images(cloud.client("ec2"))
+    price = images.gb_month_price()
+    if args.json:
+        print(json.dumps([i.as_dict(price) for i in found], indent=2))
+        return 0
+    if not found:
+        print(f"no trainbox images in {cloud.region}")
+        return 0
+    print(f"{'image':<22} {'box':<10} {'age':>9} {'size':>10} {'$/month':>8} {'state':<10} {'spec':<21} base")
+    for i in found:
+        print(f"{i.id:<22} {i.box:<10} {images._age(time.time() - i.created):>9} {_size(i):>10} "
+              f"{i.monthly_cost(price):>8.2f} {i.state:<10} {i.spec:<21} {i.base_ami}")
+    total = sum(i.monthly_cost(price) for i in found)
+    say(f"snapshots bill ${price}/GB-month while they exist: ${total:.2f}/month in all; `{PROG} image rm IMAGE` removes one")
+    return 0
+
+
+def cmd_image_rm(args) -> int:
+    from . import images
+
+    cloud = cloud_for(args)
+    if not args.yes and sys.stdin.isatty():
+        answer = input(f"remove {', '.join(args.images)} and their snapshots? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            say("nothing removed")
+            return 2
+    removed = images.remove_images(cloud, args.images, say)
+    print(f"removed {', '.join(args.images)} ({len(removed)} resources deleted, each verified gone)")
     return 0
 
 
@@ -324,6 +403,36 @@ def build_parser() -> Parser:
     c.add_argument("--region", help="AWS region (when there is no local state)")
     c.add_argument("--sandbox", action="store_true", help="the box is in the sandbox (only needed with no local state)")
     c.add_argument("--no-pull", action="store_true", help="do not pull unfetched results first")
+    c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    c.add_argument("--images", action="store_true", help="also remove the box's images and their snapshots (kept by default)")
+
+    from .images import KEPT_TEXT
+
+    img = sub.add_parser("image", help="Bake a box's ready environment into an AMI, so the next `up` installs nothing; list, remove.",
+                         description="trainbox images: an AMI of a box's environment (`up` boots the newest one of the current pins).")
+    isub = img.add_subparsers(dest="image_command", required=True, metavar="IMAGE_COMMAND", parser_class=Parser)
+
+    def image_command(name, func, help, box=True):
+        c = isub.add_parser(name, help=help, description=help)
+        if box:
+            c.add_argument("--name", default="default", help="the box's name (default: %(default)s)")
+        else:
+            c.set_defaults(name="default")
+        c.add_argument("--sandbox", action="store_true", help="the sandbox's images")
+        c.add_argument("--region", help="AWS region")
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
+        c.set_defaults(func=func)
+        return c
+
+    c = image_command("create", cmd_image_create, (
+        "Bake the box's environment into an image: pull unfetched results, clean the user's things off its disk "
+        f"over SSH ({KEPT_TEXT}), stop the box, create the AMI, tag it and its snapshots, wait until available."))
+    c.add_argument("--image-name", help="the AMI's name (default: trainbox-BOX-DATE-TIME)")
+    c.add_argument("--no-pull", action="store_true", help="do not pull unfetched results first (the clean-up removes them from the box)")
+    c = image_command("ls", cmd_image_ls, "List trainbox's images: age, size and monthly snapshot cost.", box=False)
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c = image_command("rm", cmd_image_rm, "Remove images: deregister each and delete its snapshots, verifying both are gone.", box=False)
+    c.add_argument("images", nargs="+", metavar="IMAGE", help="ami-... (see `image ls`)")
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return p
 

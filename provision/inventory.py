@@ -10,7 +10,10 @@ SPOT_LIVE_STATES = ["open", "active", "disabled"]  # the others can no longer la
 
 # Dependency order: what must go first when tearing down. A persistent spot
 # request relaunches its instance when that is terminated: it goes first.
-KINDS = ["spot-request", "instance", "address", "volume", "security-group", "subnet", "route-table", "internet-gateway", "vpc", "key-pair"]
+# Images (provision/images.py) come last: they outlive the box, and `down`
+# removes them only when asked (--images).
+KINDS = ["spot-request", "instance", "address", "volume", "security-group", "subnet", "route-table", "internet-gateway", "vpc", "key-pair", "image", "snapshot"]
+IMAGE_KINDS = ("image", "snapshot")
 
 
 @dataclass(frozen=True)
@@ -52,4 +55,8 @@ def tagged_resources(ec2, region: str, name: str | None = None) -> list[Resource
     add("internet-gateway", ec2.describe_internet_gateways(Filters=f)["InternetGateways"], "InternetGatewayId")
     add("vpc", ec2.describe_vpcs(Filters=f)["Vpcs"], "VpcId")
     add("key-pair", ec2.describe_key_pairs(Filters=f)["KeyPairs"], "KeyName")
+    images = [i for i in ec2.describe_images(Owners=["self"], Filters=f)["Images"] if i.get("State") != "deregistered"]
+    add("image", images, "ImageId", lambda r: r.get("State", ""), lambda r: r.get("Name", ""))
+    snapshots = ec2.describe_snapshots(OwnerIds=["self"], Filters=f)["Snapshots"]
+    add("snapshot", snapshots, "SnapshotId", lambda r: r.get("State", ""), lambda r: f"{r.get('VolumeSize', '?')} GiB")
     return out

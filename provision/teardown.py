@@ -10,7 +10,7 @@ from typing import Callable
 
 from .aws import error_code
 from .errors import CloudError
-from .inventory import KINDS, Resource, tagged_resources
+from .inventory import IMAGE_KINDS, KINDS, Resource, tagged_resources
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,15 @@ _DELETERS: dict[str, Callable] = {
 def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda s: None, poll_s: float = 5) -> list[Resource]:
     """Delete everything tagged for box ``name``; return what was deleted.
 
-    Raises CloudError naming what is left if anything survives.
+    Its images and their snapshots are not the box's to delete: they stay
+    (provision/images.py removes them). Raises CloudError naming what is
+    left if anything survives.
     """
     from botocore.exceptions import ClientError
 
-    found = tagged_resources(ec2, region, name)
+    found = [r for r in tagged_resources(ec2, region, name) if r.kind not in IMAGE_KINDS]
     by_kind = {k: [r for r in found if r.kind == k] for k in KINDS}
-    for kind in KINDS:
+    for kind in [k for k in KINDS if k not in IMAGE_KINDS]:
         if kind == "instance":
             if by_kind["instance"]:
                 report(f"terminating {', '.join(r.id for r in by_kind['instance'])} (waits until terminated)")
@@ -89,7 +91,8 @@ def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda 
             except ClientError as e:
                 if not _gone(e):
                     raise
-    left = [r for r in tagged_resources(ec2, region, name) if not (r.kind == "instance" and r.state == "terminated")]
+    left = [r for r in tagged_resources(ec2, region, name)
+            if not (r.kind == "instance" and r.state == "terminated") and r.kind not in IMAGE_KINDS]
     if left:
         raise CloudError(
             "teardown left resources behind: " + ", ".join(f"{r.kind} {r.id}" for r in left),

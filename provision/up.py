@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import ami as amis
-from . import hostkeys, instance, keys, network, preflight, prices, sandbox, state
+from . import hostkeys, images, instance, keys, network, preflight, prices, sandbox, state
 from .aws import Cloud, aws_errors
 from .callerip import caller_cidr, check_cidr
 from .errors import CloudError, RemoteError
@@ -152,11 +152,15 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         quota = None if cloud.sandbox else preflight.check_quota(cloud, opts.instance_type, opts.spot)
         if quota and quota.limit is None:
             say(f"warning: could not read the '{quota.name}' quota; launching anyway")
-        if cloud.sandbox and not opts.ami:
+        # A trainbox image of this environment first (provision/images.py); --ami overrides.
+        baked, why = (images.get(ec2, opts.ami), "--ami") if opts.ami else images.choose(ec2, opts.instance_type, cloud.sandbox)
+        if baked is not None:
+            image = baked.as_ami()
+        elif cloud.sandbox and not opts.ami:
             image = amis.newest_by_name(ec2, ["Deep Learning AMI Ubuntu*"])
         else:
             image = amis.resolve(ec2, opts.instance_type, opts.ami, latest_ami)
-        say(f"AMI {image.id} ({image.name})")
+        say(f"AMI {image.id} ({image.name}): {why}")
 
         inst = instance.find(ec2, opts.name)
         if inst is not None and inst.state == "shutting-down":
@@ -166,6 +170,7 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         # A live instance trusts only its own key: never replace that one.
         key_name, key_file = keys.ensure_key_pair(ec2, opts.name, inst.id if inst else None)
 
+        launched = inst is None
         if inst is None:
             say(f"launching {opts.instance_type} (ssh from {cidr} only)")
             inst = launch_in_some_zone(ec2, opts, zones, image, key_name, cidr, say)
@@ -197,6 +202,14 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
     )
     if cloud.sandbox:
         attach_sandbox_box(box, ec2, opts.sandbox_box, say)
+        if launched and baked is not None:
+            if sandbox.kind_of(box.name) != "process":
+                say(f"image {baked.id}: the container box does not yet start from an image's layer; it boots bare")
+            elif images.thaw_sandbox_disk(baked.id, box.name):
+                box.python = None  # the box trains in the image's environment, as on AWS
+                say(f"the box's disk starts from image {baked.id}: its environment is ready")
+            else:
+                say(f"image {baked.id}'s disk is not on this machine: the box starts empty")
     state.save(box)
     if not cloud.sandbox and opts.wait:
         if not box.ssh_host:
