@@ -114,7 +114,10 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
     """Delete every tagged resource of the box, then the local key and state."""
     with aws_errors("tear the box down"):
         removed = teardown.destroy(cloud.client("ec2"), cloud.region, name, say, poll_s=0.5 if cloud.sandbox else 5)
-    box = state.load(name)
+    try:
+        box = state.load(name)
+    except state.CorruptState:  # named by the caller; removed below with the rest
+        box = None
     if cloud.sandbox:
         sandbox.remove_box(name)
     if box is not None and box.ssh_host:

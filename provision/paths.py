@@ -39,7 +39,9 @@ def keys_dir() -> Path:
 
 
 def key_path(name: str) -> Path:
-    return keys_dir() / f"trainbox-{name}.pem"
+    from .checks import box_name
+
+    return keys_dir() / f"trainbox-{box_name(name)}.pem"
 
 
 def known_hosts() -> Path:

@@ -40,9 +40,14 @@ WORKDIR = "trainbox"  # on the box, relative to the login user's home
 def user_data(opts: UpOptions, login_user: str) -> str:
     from remote import setup  # the box's environment: the bootstrap `remote setup` runs too
 
+    env = setup.SetupOptions.from_env()
+    # Any process on the box can read its user-data (the instance metadata
+    # service): an index with credentials is left to the first `remote`
+    # command, which installs over SSH.
+    boot = {} if env.has_credentials else {"bootstrap": setup.render_bootstrap(WORKDIR, env)}
     return templates.render(
         "user-data.sh.j2",
-        bootstrap=setup.render_bootstrap(WORKDIR, setup.SetupOptions.from_env()),
+        **boot,
         bootstrap_workdir=WORKDIR,
         login_user=login_user,
         name=opts.name,

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from provision.checks import name_arg
 from provision.cliutil import Parser, positive_float, positive_int, run_cli, say
 from provision.errors import RemoteError, TrainingFailed, UsageError
 
@@ -513,7 +514,7 @@ def build_parser() -> Parser:
 
     def command(name, func, help, parent=None):
         c = (parent or sub).add_parser(name, help=help, description=help)
-        c.add_argument("--name", default="default", help="the provisioned box (default: %(default)s)")
+        c.add_argument("--name", default="default", type=name_arg, help="the provisioned box (default: %(default)s)")
         c.add_argument("--host", help="any SSH host instead: [user@]host[:port]")
         c.add_argument("--identity", help="private key for --host")
         c.add_argument("--connect-timeout", type=positive_float, default=30.0, help="seconds to keep trying to connect (default: %(default)s)")
