@@ -13,7 +13,7 @@ import sys
 
 from . import config, lifecycle, paths, procs, sandbox, state
 from .aws import Cloud
-from .checks import name_arg
+from .checks import name_arg, range_arg
 from .cliutil import Parser, positive_float, positive_int, run_cli, say
 from .errors import RemoteError, UsageError
 
@@ -311,9 +311,9 @@ def build_parser() -> Parser:
         "guards; AWS restarts it when capacity returns, and the stopped disk still bills a little. "
         "`down` cancels the request, then terminates the box"))
     c.add_argument("--ssh-cidr", help="who may SSH in (default: this machine's public IP /32)")
-    c.add_argument("--max-hours", type=positive_float, help="hard limit: the box stops itself after this uptime (default: 8)")
-    c.add_argument("--idle-minutes", type=positive_float, help="the box stops itself after this long with no job and no SSH (default: 30)")
-    c.add_argument("--volume-gb", type=positive_int, help="root volume size, encrypted gp3 (default: 100)")
+    c.add_argument("--max-hours", type=range_arg("max_hours"), help="hard limit: the box stops itself after this uptime (default: 8)")
+    c.add_argument("--idle-minutes", type=range_arg("idle_minutes"), help="the box stops itself after this long with no job and no SSH (default: 30)")
+    c.add_argument("--volume-gb", type=range_arg("volume_gb"), help="root volume size, encrypted gp3 (default: 100)")
     c.add_argument("--ami", help="boot this AMI instead of the newest Deep Learning AMI")
     c.add_argument("--no-wait", action="store_true", help="return once the instance runs, without waiting for SSH")
 

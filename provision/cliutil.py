@@ -31,7 +31,7 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if value <= 0:
+    if not 0 < value < float("inf"):  # nan and inf too
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
 
