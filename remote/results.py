@@ -132,13 +132,12 @@ def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None) ->
 def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[str]:
     """The files under remote_sub (relative to the run dir) that local lacks or holds in another size or mtime."""
     from .connection import run
-    from .sync import FIND_PRINTF, Entry, parse_listing_line
+    from .sync import FIND_PRINTF, Entry, parse_listing
 
     listing = run(conn, f"cd {shlex.quote(remote_run_dir)} && find {shlex.quote(remote_sub)} -type f "
                         f"{FIND_PRINTF} 2>/dev/null; true", "listing the run's files")
     out = []
-    for line in listing.splitlines():
-        rel, theirs = parse_listing_line(line)
+    for rel, theirs in parse_listing(listing):
         try:
             if Entry.of((local / rel).stat()) == theirs:
                 continue
