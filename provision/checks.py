@@ -24,20 +24,28 @@ def box_name(name, source: str = "--name") -> str:
     return name
 
 
-def name_arg(text: str) -> str:
-    """argparse type= for --name: the one-line usage error argparse prints."""
-    import argparse
-
-    try:
-        return box_name(text)
-    except UsageError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def run_id(text: str, source: str = "run id") -> str:
     if not isinstance(text, str) or not _RUN_ID.fullmatch(text):
         raise UsageError(f"{source} {text!r} is not a run id", "`remote runs` lists them")
     return text
+
+
+def _arg(check):
+    """argparse type= from a check: its UsageError becomes argparse's one-line usage error."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = check.__name__
+    return parse
+
+
+run_id_arg = _arg(run_id)
+name_arg = _arg(box_name)
 
 
 # ------------------------------------------------------------ cost guard values
@@ -75,16 +83,11 @@ def in_range(key: str, value, source: str):
 
 def range_arg(key: str):
     """argparse type= for a cost-guard flag."""
-    import argparse
+    def check(text: str):
+        return in_range(key, text, "--" + key.replace("_", "-"))
 
-    def parse(text: str):
-        try:
-            return in_range(key, text, "--" + key.replace("_", "-"))
-        except UsageError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    parse.__name__ = key  # argparse names the type in its messages
-    return parse
+    check.__name__ = key  # argparse names the type in its messages
+    return _arg(check)
 
 
 # ------------------------------------------------------------ state files
