@@ -18,7 +18,13 @@ def home() -> Path:
         import platformdirs
 
         root = Path(platformdirs.user_state_dir("trainbox"))
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from .errors import UsageError
+
+        raise UsageError(f"TRAINBOX_HOME {root} cannot be trainbox's folder ({e.strerror})",
+                         "point TRAINBOX_HOME at a folder of yours, or unset it") from None
     return root
 
 

@@ -242,3 +242,52 @@ def test_train_drops_the_literal_double_dash_before_model_args():
 
     args, extra = build_parser().parse_known_args(["train", "--epochs", "1", "--", "--label-smoothing", "0.1"])
     assert train_args(args, extra) == ["--epochs", "1", "--label-smoothing", "0.1"]
+
+
+# ---------------------------------------------------------------- the sweep: every other entry point
+
+# (argv, environment): bad input refused before anything reaches a box or AWS,
+# in one line, exit 2. The host is a closed port on 127.0.0.1: a check that
+# let a case through would fail with exit 3 instead.
+SWEEP = [
+    (["remote", "train", "--epochs", "0"], {}),
+    (["remote", "train", "--epochs", "1", "--lr", "nan"], {}),
+    (["remote", "status", "--connect-timeout", "inf"], {}),
+    (["remote", "status", "--host", "a b"], {}),
+    (["remote", "status", "--host", "h:notaport"], {}),
+    (["remote", "status", "--identity", "/nonexistent/key"], {}),
+    (["remote", "status", "--name", "../x"], {}),
+    (["remote", "logs", "../../etc/passwd"], {}),
+    (["remote", "train", "--resume", "../x"], {}),
+    (["remote", "setup"], {"TRAINBOX_INSTALL_RETRIES": "0"}),
+    (["remote", "setup"], {"TRAINBOX_INSTALLER": "conda"}),
+    (["remote", "data", "rm", "../code"], {}),
+    (["remote", "data", "fetch", "ftp://x/y.zip"], {}),
+    (["provision", "up", "--max-hours", "-1"], {}),
+    (["provision", "up", "--volume-gb", "x"], {}),
+    (["provision", "nb", "--port", "0"], {}),
+    (["provision", "state", "--name", ""], {}),
+    (["provision", "up"], {"TRAINBOX_MAX_HOURS": "inf"}),
+    (["provision", "up"], {"TRAINBOX_VOLUME_GB": "-1"}),
+    (["provision", "state"], {"TRAINBOX_HOME": "/dev/null"}),
+]
+
+
+@pytest.mark.parametrize("argv,env", SWEEP, ids=[" ".join(a[1:]) + (f" {e}" if e else "") for a, e in SWEEP])
+def test_sweep_bad_input_is_one_line_exit_2(capsys, monkeypatch, tmp_path, argv, env):
+    from provision.cli import main as provision_main
+    from remote.cli import main as remote_main
+
+    monkeypatch.chdir(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if argv[0] == "remote" and "--host" not in argv and argv[1] != "train":
+        argv = [*argv, "--host", "127.0.0.1:1"]
+    main = remote_main if argv[0] == "remote" else provision_main
+    try:
+        code = main(argv[1:])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and "unexpected" not in err and len(err.strip().splitlines()) == 1, err
