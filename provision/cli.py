@@ -13,15 +13,16 @@ import sys
 
 from . import config, lifecycle, paths, procs, sandbox, state
 from .aws import Cloud
+from .checks import name_arg, range_arg
 from .cliutil import Parser, positive_float, positive_int, run_cli, say
 from .errors import RemoteError, UsageError
 
 PROG = "python -m provision"
 
 
-def cloud_for(args) -> Cloud:
+def cloud_for(args, load=state.load) -> Cloud:
     """The AWS a command talks to: the box's own (from state), the sandbox, or AWS."""
-    box = state.load(args.name)
+    box = load(args.name)
     if box is not None:
         return lifecycle.cloud_of(box)
     if getattr(args, "sandbox", False) or args.name in sandbox.sandbox_boxes():
@@ -33,7 +34,7 @@ def cloud_for(args) -> Cloud:
 
 
 def name_flag(name: str) -> str:
-    return "" if name == "default" else f" --name {name}"
+    return "" if name == "default" else f" --name {shlex.quote(name)}"
 
 
 # ---------------------------------------------------------------- commands
@@ -252,17 +253,33 @@ def cmd_ssh_config(args) -> int:
     return 0
 
 
+def _state_or_warn(name: str) -> state.BoxState | None:
+    """The box's state; a corrupt one is named and set aside: `down` finds the box by its tags."""
+    try:
+        return state.load(name)
+    except state.CorruptState as e:
+        say(f"warning: {e.what}; going on without it (AWS tags find the box)")
+        return None
+
+
 def cmd_down(args) -> int:
-    cloud = cloud_for(args)
-    if not args.yes and sys.stdin.isatty():
-        answer = input(f"delete box '{args.name}' and everything tagged for it? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            say("nothing deleted")
-            return 2
-    if not args.no_pull and state.load(args.name) is not None:
+    cloud = cloud_for(args, load=_state_or_warn)
+    interactive = not args.yes and sys.stdin.isatty()
+    if interactive and not _ask(f"delete box '{args.name}' and everything tagged for it? [y/N] "):
+        say("nothing deleted")
+        return 2
+    if not args.no_pull and _state_or_warn(args.name) is not None:
         from remote.results import pull_unfetched
 
-        pull_unfetched(args.name, say)
+        left = pull_unfetched(args.name, say)
+        if left and not args.yes:
+            what = f"{len(left)} run(s) not brought home"
+            if not interactive:
+                raise RemoteError(f"{what}: nothing deleted",
+                                  f"bring them home as said above, or `{PROG} down{name_flag(args.name)} --yes` deletes anyway")
+            if not _ask(f"{what}: delete box '{args.name}' anyway? [y/N] "):
+                say("nothing deleted")
+                return 2
     from . import images
     from .aws import aws_errors
 
@@ -347,6 +364,10 @@ def cmd_image_rm(args) -> int:
     return 0
 
 
+def _ask(question: str) -> bool:
+    return input(question).strip().lower() in ("y", "yes")
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -357,7 +378,7 @@ def build_parser() -> Parser:
 
     def command(name, func, help):
         c = sub.add_parser(name, help=help, description=help)
-        c.add_argument("--name", default="default", help="the box's name (default: %(default)s)")
+        c.add_argument("--name", default="default", type=name_arg, help="the box's name (default: %(default)s)")
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
         c.set_defaults(func=func)
         return c
@@ -376,9 +397,9 @@ def build_parser() -> Parser:
         "guards; AWS restarts it when capacity returns, and the stopped disk still bills a little. "
         "`down` cancels the request, then terminates the box"))
     c.add_argument("--ssh-cidr", help="who may SSH in (default: this machine's public IP /32)")
-    c.add_argument("--max-hours", type=positive_float, help="hard limit: the box stops itself after this uptime (default: 8)")
-    c.add_argument("--idle-minutes", type=positive_float, help="the box stops itself after this long with no job and no SSH (default: 30)")
-    c.add_argument("--volume-gb", type=positive_int, help="root volume size, encrypted gp3 (default: 100)")
+    c.add_argument("--max-hours", type=range_arg("max_hours"), help="hard limit: the box stops itself after this uptime (default: 8)")
+    c.add_argument("--idle-minutes", type=range_arg("idle_minutes"), help="the box stops itself after this long with no job and no SSH (default: 30)")
+    c.add_argument("--volume-gb", type=range_arg("volume_gb"), help="root volume size, encrypted gp3 (default: 100)")
     c.add_argument("--ami", help="boot this AMI instead of the newest Deep Learning AMI")
     c.add_argument("--no-wait", action="store_true", help="return once the instance runs, without waiting for SSH")
 

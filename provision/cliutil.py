@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Callable
 
+from .checks import clean
 from .errors import TrainboxError
 
 
@@ -31,14 +32,15 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if value <= 0:
+    if not 0 < value < float("inf"):  # nan and inf too
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
 
 
 def say(message: str) -> None:
-    """Progress for the user: stderr, so stdout stays clean for results."""
-    print(message, file=sys.stderr, flush=True)
+    """Progress for the user: stderr, so stdout stays clean for results. It may
+    quote the box: terminal control sequences are taken out (checks.clean)."""
+    print(clean(message), file=sys.stderr, flush=True)
 
 
 def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except TrainboxError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {clean(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -56,5 +58,5 @@ def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except Exception as e:  # a bug of ours: one line, the traceback with --debug
         if args.debug:
             raise
-        print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(clean(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)"), file=sys.stderr)
         return 3

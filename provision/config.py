@@ -11,6 +11,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from . import checks
 from .errors import UsageError
 
 DEFAULTS = {
@@ -35,13 +36,34 @@ def _toml(cwd: str) -> dict:
     if not path.exists():
         return {}
     try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"trainbox.toml is not valid TOML ({e})", "fix the file or remove it") from e
+    _check_file(data)
+    return data
+
+
+def _check_file(data: dict) -> None:
+    """The whole of trainbox.toml, checked once when it is read: a typo or a bad
+    value is refused before anything is made, not when it is first used."""
+    for name, value in data.items():
+        if name not in ("box", "prices"):
+            raise UsageError(f"trainbox.toml: unknown key {name!r}", "it has a [box] and a [prices] section")
+        if not isinstance(value, dict):
+            raise UsageError(f"trainbox.toml: {name} = {value!r} is not a table", f"write it as a [{name}] section")
+    for key, value in data.get("box", {}).items():
+        if key not in DEFAULTS:
+            raise UsageError(f"trainbox.toml: unknown key [box] {key}", f"the keys are {', '.join(DEFAULTS)}")
+        _typed(key, value, f"trainbox.toml [box] {key}")
+    for kind, price in data.get("prices", {}).items():
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < float("inf"):
+            raise UsageError(f"trainbox.toml: [prices] {kind!r} = {price!r} is not a price", "give dollars per hour, e.g. 0.526")
 
 
 def file_settings() -> dict:
     return _toml(os.getcwd())
+
+
 
 
 def setting(key: str, flag=None):
@@ -58,11 +80,12 @@ def setting(key: str, flag=None):
 
 
 def _typed(key: str, value, source: str):
+    if key in checks.RANGES:
+        return checks.in_range(key, value, source)
     kind = type(DEFAULTS[key])
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{source} = {value!r} is not a valid {key}", f"give a {kind.__name__}") from None
+    if not isinstance(value, (str, kind)) or isinstance(value, bool):
+        raise UsageError(f"{source} = {value!r} is not a valid {key}", f"give a {kind.__name__}")
+    return checks.plain(kind(value), source)
 
 
 def price_overrides() -> dict:

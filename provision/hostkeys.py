@@ -46,6 +46,31 @@ def forget(host: str, port: int, file: Path | None = None) -> None:
     pin(host, port, [], file)
 
 
+def pinned(host: str, port: int, file: Path | None = None) -> list[str]:
+    """The keys ("type base64") pinned for host:port; lines that are not "entry type key" are ignored."""
+    file = file or paths.known_hosts()
+    entry = host_entry(host, port)
+    out = []
+    for line in file.read_text().splitlines() if file.exists() else []:
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == entry:
+            out.append(f"{parts[1]} {parts[2]}")
+    return out
+
+
+def move(old: tuple[str, int], new: tuple[str, int], file: Path | None = None) -> list[str]:
+    """The box moved (a stop and start gives it a new IP): its pinned keys go
+    with it to the new address, and the old address, soon someone else's,
+    keeps none. The keys moved ([] if none was pinned)."""
+    if old == new or not old[0]:
+        return pinned(*new, file=file)
+    keys = pinned(*old, file=file)
+    if keys:
+        pin(*new, keys, file)
+    forget(*old, file)
+    return keys
+
+
 def scan(host: str, port: int, timeout: float = 10.0) -> list[str]:
     """The host key the SSH server at host:port presents ("type base64").
 

@@ -68,7 +68,7 @@ def status(cloud: Cloud, name: str) -> BoxStatus:
     address = None
     if box is not None:
         if inst.state == "running" and not box.sandbox and inst.public_ip and inst.public_ip != box.ssh_host:
-            box.ssh_host = box.public_ip = inst.public_ip
+            _moved(box, inst.public_ip)
             state.save(box)
         address = f"{box.ssh_host}:{box.ssh_port}" if box.sandbox else box.ssh_host
     elif inst.public_ip:
@@ -111,9 +111,15 @@ def start(cloud: Cloud, name: str) -> BoxState:
         hostkeys.pin(box.ssh_host, box.ssh_port, list(server.host_keys))
     elif inst.public_ip:
         # A stopped and started instance gets a new public IP.
-        box.ssh_host = box.public_ip = inst.public_ip
+        _moved(box, inst.public_ip)
     state.save(box)
     return box
+
+
+def _moved(box: BoxState, ip: str) -> None:
+    """The box is at ip now: its host key pin goes with it (never left for first use)."""
+    hostkeys.move((box.ssh_host, box.ssh_port), (ip, box.ssh_port))
+    box.ssh_host = box.public_ip = ip
 
 
 def stop(cloud: Cloud, name: str) -> instance.Instance:
@@ -129,7 +135,10 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
     """Delete every tagged resource of the box, then the local key and state."""
     with aws_errors("tear the box down"):
         removed = teardown.destroy(cloud.client("ec2"), cloud.region, name, say, poll_s=0.5 if cloud.sandbox else 5)
-    box = state.load(name)
+    try:
+        box = state.load(name)
+    except state.CorruptState:  # named by the caller; removed below with the rest
+        box = None
     if cloud.sandbox:
         sandbox.remove_box(name)
     if box is not None and box.ssh_host:

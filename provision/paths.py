@@ -18,7 +18,13 @@ def home() -> Path:
         import platformdirs
 
         root = Path(platformdirs.user_state_dir("trainbox"))
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from .errors import UsageError
+
+        raise UsageError(f"TRAINBOX_HOME {root} cannot be trainbox's folder ({e.strerror})",
+                         "point TRAINBOX_HOME at a folder of yours, or unset it") from None
     return root
 
 
@@ -39,7 +45,9 @@ def keys_dir() -> Path:
 
 
 def key_path(name: str) -> Path:
-    return keys_dir() / f"trainbox-{name}.pem"
+    from .checks import box_name
+
+    return keys_dir() / f"trainbox-{box_name(name)}.pem"
 
 
 def known_hosts() -> Path:

@@ -59,8 +59,43 @@ def _zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
+# Next to a job's pid file: the start time of that process when it wrote it
+# (templates/run.sh.j2, the Jupyter start script). A pid alone may be reused
+# by another program by the time it is read back; the pair is not.
+START_FILE = "pid-start"
+# The same in the box's bash: the start time of pid $1 (field 22 of
+# /proc/PID/stat, clock ticks since boot; `ps -o lstart=` where there is no /proc).
+START_TIME_SH = (
+    'trainbox_start_time() { local s; if s=$(cat "/proc/$1/stat" 2>/dev/null); then s=${s##*) }; '
+    "set -- $s; echo \"${20}\"; else ps -o lstart= -p \"$1\" | sed 's/^ *//'; fi; }"
+)
+
+
+def start_time(pid: int) -> str | None:
+    """When process pid started, as START_TIME_SH prints it; None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+        return out or None
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def recorded_alive(pid: int, recorded_start: str) -> bool:
+    """pid is alive and still the process that recorded recorded_start (not a reuse of its pid)."""
+    return pid > 1 and alive(pid) and start_time(pid) == recorded_start.strip()
+
+
 def terminate(pid: int, timeout: float = 10.0, group: bool = False) -> None:
-    """SIGTERM pid (or its process group), SIGKILL if still alive after timeout."""
+    """SIGTERM pid (or its process group), SIGKILL if still alive after timeout.
+
+    Never pid <= 1: kill(0) is this process's group, kill(-1) and killpg(1) every process."""
+    if pid <= 1:
+        raise ValueError(f"refusing to signal pid {pid}")
     kill = os.killpg if group else os.kill
     try:
         kill(pid, signal.SIGTERM)

@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import paths, procs, sshd
+from . import checks, paths, procs, sshd, state
 from .errors import TrainboxError, UsageError
 
 REGION = "us-east-1"
@@ -71,7 +71,7 @@ def stop_moto() -> None:
 
 
 def box_dir(name: str) -> Path:
-    return paths.sandbox_dir() / "boxes" / name
+    return paths.sandbox_dir() / "boxes" / checks.box_name(name)
 
 
 KINDS = ("container", "process")
@@ -128,19 +128,25 @@ def start_box(name: str, key_file: Path):
 
 
 def _kill_jobs(name: str) -> None:
-    """A stopped instance runs nothing: end the box's detached jobs and its Jupyter too."""
+    """A stopped instance runs nothing: end the box's detached jobs and its Jupyter too.
+
+    Only a job trainbox started and recorded is signalled: its pid file and
+    the start time written with it must name a live process group leader
+    that started then (a pid file alone may name a reused pid, or 1), and a
+    finished run (its exit_code is there) has nothing left to end."""
     from .sshcmd import JUPYTER_DIR
 
     disk = box_workdir(name)
     jupyter = disk / JUPYTER_DIR / "pid"
     for pid_file in [*disk.glob("runs/*/pid"), jupyter]:
-        if not pid_file.exists():
+        if (pid_file.parent / "exit_code").exists():
             continue
         try:
             pid = int(pid_file.read_text().strip())
-        except ValueError:
+            started = (pid_file.parent / procs.START_FILE).read_text()
+        except (OSError, ValueError):
             continue
-        if procs.alive(pid):
+        if procs.recorded_alive(pid, started) and _group_leader(pid):
             procs.terminate(pid, group=True)
     jupyter.unlink(missing_ok=True)  # a later process with that pid is not ours
 
@@ -148,6 +154,13 @@ def _kill_jobs(name: str) -> None:
 def _previous_port(name: str) -> int | None:
     f = box_dir(name) / "port"
     return int(f.read_text()) if f.exists() else None
+
+
+def _group_leader(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
 
 
 def stop_box(name: str) -> None:
@@ -176,4 +189,4 @@ def box_running(name: str):
 
 def sandbox_boxes() -> list[str]:
     root = paths.sandbox_dir() / "boxes"
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+    return sorted(p.name for p in root.iterdir() if state._valid(p.name)) if root.exists() else []

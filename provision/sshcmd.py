@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 
+from . import procs
 from .state import BoxState
 
 JUPYTER_PORT = 8888
@@ -103,7 +104,8 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env
         # setsid + nohup: the server outlives this SSH session.
         'JUPYTER_TOKEN_FILE="$d/token" JUPYTER_RUNTIME_DIR="$d/runtime" \\',
         f'  setsid nohup {launch} $extra > "$d/log" 2>&1 < /dev/null &',
-        'pid=$!; echo $pid > "$d/pid"',
+        procs.START_TIME_SH,
+        f'pid=$!; trainbox_start_time $pid > "$d/{procs.START_FILE}"; echo $pid > "$d/pid"',
         # Jupyter writes its runtime file once it listens: wait for that, or its death.
         "for _ in $(seq 1200); do",
         '  if ls "$d"/runtime/jpserver-*.json >/dev/null 2>&1; then echo "' + str(port) + ' $(cat "$d/token")"; exit 0; fi',

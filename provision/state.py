@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import paths
+from . import checks, paths
+from .errors import UsageError
 
 
 @dataclass
@@ -42,8 +43,12 @@ class BoxState:
         return self.endpoint_url is not None
 
 
+class CorruptState(UsageError):
+    """A state file that cannot be read or holds what trainbox never wrote."""
+
+
 def _file(name: str) -> Path:
-    return paths.state_dir() / f"{name}.json"
+    return paths.state_dir() / f"{checks.box_name(name)}.json"
 
 
 def save(state: BoxState) -> None:
@@ -54,9 +59,29 @@ def load(name: str) -> BoxState | None:
     f = _file(name)
     if not f.exists():
         return None
-    data = json.loads(f.read_text())
-    known = {f.name for f in dataclasses.fields(BoxState)}
-    return BoxState(**{k: v for k, v in data.items() if k in known})
+    flag = "" if name == "default" else f" --name {name}"
+    try:
+        data = json.loads(f.read_text())
+        known = {f.name for f in dataclasses.fields(BoxState)}
+        box = BoxState(**{k: v for k, v in data.items() if k in known})
+        _check(box, name, str(f))
+    except (OSError, ValueError, TypeError, AttributeError, UsageError) as e:
+        why = e.what if isinstance(e, UsageError) else f"{type(e).__name__}: {e}"
+        raise CorruptState(f"the state file {f} is corrupt ({why})",
+                           f"remove it (AWS tags are the truth: `python -m provision down{flag}` works without it)") from None
+    return box
+
+
+def _check(box: BoxState, name: str, source: str) -> None:
+    """What reaches ssh_config, shell commands and paths must be what trainbox wrote."""
+    if box.name != name:
+        raise UsageError(f"it names the box {box.name!r}")
+    for key in ("region", "instance_id", "instance_type", "ssh_host", "ssh_user", "key_path", "workdir"):
+        checks.plain(getattr(box, key), key)
+    for key in ("python", "endpoint_url", "public_ip"):
+        if getattr(box, key) is not None:
+            checks.plain(getattr(box, key), key)
+    checks.port(box.ssh_port, "ssh_port")
 
 
 def forget(name: str) -> None:
@@ -64,4 +89,12 @@ def forget(name: str) -> None:
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in paths.state_dir().glob("*.json"))
+    return sorted(p.stem for p in paths.state_dir().glob("*.json") if _valid(p.stem))
+
+
+def _valid(name: str) -> bool:
+    try:
+        checks.box_name(name)
+    except UsageError:
+        return False
+    return True

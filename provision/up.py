@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import ami as amis
-from . import hostkeys, images, instance, keys, network, preflight, prices, sandbox, state
+from . import hostkeys, images, instance, keys, network, paths, preflight, prices, sandbox, state
 from .aws import Cloud, aws_errors
 from .callerip import caller_cidr, check_cidr
 from .errors import CloudError, RemoteError
@@ -47,9 +47,14 @@ def guard_period_s(opts: UpOptions) -> int:
 def user_data(opts: UpOptions, login_user: str) -> str:
     from remote import setup  # the box's environment: the bootstrap `remote setup` runs too
 
+    env = setup.SetupOptions.from_env()
+    # Any process on the box can read its user-data (the instance metadata
+    # service): an index with credentials is left to the first `remote`
+    # command, which installs over SSH.
+    boot = {} if env.has_credentials else {"bootstrap": setup.render_bootstrap(WORKDIR, env)}
     return templates.render(
         "user-data.sh.j2",
-        bootstrap=setup.render_bootstrap(WORKDIR, setup.SetupOptions.from_env()),
+        **boot,
         bootstrap_workdir=WORKDIR,
         login_user=login_user,
         name=opts.name,
@@ -119,19 +124,32 @@ def console_host_keys(ec2, instance_id: str) -> list[str]:
 
 
 def pin_host_key(ec2, instance_id: str, host: str, port: int = 22, scan=hostkeys.scan) -> tuple[str, list[str]]:
-    """Pin the box's host keys; return how ("console" or "first-use") and the keys.
+    """Pin the box's host keys; return how ("console", "console-replaced",
+    "pinned" or "first-use") and the keys.
 
     The console output, when AWS has it, comes from the box itself over AWS's
-    API, so it cannot be spoofed by the network; else the key the server
-    presents now is pinned (trust on first use) and its fingerprint shown.
+    API, so it cannot be spoofed by the network: it wins, and replacing a
+    different earlier pin is said ("console-replaced"). Without it, a key
+    already pinned must be the one the server presents now, or RemoteError:
+    a pin is never replaced by what answers on the network. With neither, the
+    key presented now is pinned (trust on first use) and its fingerprint shown.
     """
+    before = hostkeys.pinned(host, port)
     lines = console_host_keys(ec2, instance_id)
-    how = "console"
-    if not lines:
-        how = "first-use"
-        lines = scan(host, port)
-    hostkeys.pin(host, port, lines)
-    return how, lines
+    if lines:
+        hostkeys.pin(host, port, lines)
+        return ("console-replaced" if before and not set(before) & set(lines) else "console"), lines
+    offered = scan(host, port)
+    if before:
+        if set(offered) & set(before):
+            return "pinned", before
+        raise RemoteError(
+            f"the host key of {host}:{port} changed (pinned {', '.join(map(hostkeys.fingerprint, before))}, "
+            f"offered {', '.join(map(hostkeys.fingerprint, offered))}): not replacing the pin",
+            f"if the box was rebuilt, remove its lines from {paths.known_hosts()} and rerun `up`; otherwise do not connect",
+        )
+    hostkeys.pin(host, port, offered)
+    return "first-use", offered
 
 
 def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Callable[[], str | None] | None = None, detect_cidr=caller_cidr) -> BoxState:
@@ -210,6 +228,8 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
                 say(f"the box's disk starts from image {baked.id}: its environment is ready")
             else:
                 say(f"image {baked.id}'s disk is not on this machine: the box starts empty")
+    else:
+        _carry_pin(opts.name, box)
     state.save(box)
     if not cloud.sandbox and opts.wait:
         if not box.ssh_host:
@@ -220,9 +240,23 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         fingerprints = ", ".join(hostkeys.fingerprint(l) for l in lines)
         if how == "console":
             say(f"host key pinned from the console output: {fingerprints}")
+        elif how == "console-replaced":
+            say(f"warning: the box's host key differs from the one pinned before; pinned the console output's: {fingerprints}")
+        elif how == "pinned":
+            say(f"host key as pinned before: {fingerprints}")
         else:
             say(f"host key pinned on first use: {fingerprints} (compare with the console output if in doubt)")
     return box
+
+
+def _carry_pin(name: str, box: BoxState) -> None:
+    """A reused box may have a new address since the last state: its pin moves with it."""
+    try:
+        before = state.load(name)
+    except state.CorruptState:
+        before = None
+    if before is not None and before.ssh_host and box.ssh_host:
+        hostkeys.move((before.ssh_host, before.ssh_port), (box.ssh_host, 22))
 
 
 def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Callable[[str], None] = lambda s: None) -> None:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from provision.checks import clean, name_arg, run_id_arg
 from provision.cliutil import Parser, positive_float, positive_int, run_cli, say
 from provision.errors import RemoteError, TrainingFailed, UsageError
 
@@ -118,6 +119,9 @@ def push_dir(conn, local: Path, remote_dir: str, what: str) -> sync.Plan:
 
 
 def train_args(args, extra: list[str]) -> list[str]:
+    """The model's arguments: trainbox's flags, then those after `--` (the `--` itself is ours)."""
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
     out = ["--epochs", str(args.epochs)]
     for flag in ("net", "mode", "batch_size", "image_size", "lr", "seed", "weights", "patience"):
         value = getattr(args, flag)
@@ -354,7 +358,7 @@ def cmd_logs(args, extra) -> int:
     if args.follow:
         return _follow_and_collect(args, target, rec)
     with _on_box(args, target) as conn:
-        sys.stdout.write(run(conn, f"cat {shlex.quote(run_dir)}/log 2>/dev/null; true", "reading the log"))
+        sys.stdout.write(clean(run(conn, f"cat {shlex.quote(run_dir)}/log 2>/dev/null; true", "reading the log")))
     return 0
 
 
@@ -445,13 +449,15 @@ def cmd_data_ls(args, extra) -> int:
         return 0
     print(f"{'key':<40} {'size':>9} {'files':>7}  source")
     for e in entries:
-        print(f"{e['key']:<40} {_human(e['bytes']):>9} {e['files']:>7}  {e['source']}")
+        print(clean(f"{e['key']:<40} {_human(e['bytes']):>9} {e['files']:>7}  {e['source']}"))
     return 0
 
 
 def cmd_data_rm(args, extra) -> int:
     from . import fetch
 
+    if not args.key or args.key.startswith(".") or "/" in args.key:
+        raise UsageError(f"{args.key!r} is not a data set key", f"`{PROG} data ls` lists them")
     target = _target(args)
     with _on_box(args, target) as conn:
         gone = fetch.rm(conn, target.workdir, _data_python(target), args.key)
@@ -514,7 +520,7 @@ def build_parser() -> Parser:
 
     def command(name, func, help, parent=None):
         c = (parent or sub).add_parser(name, help=help, description=help)
-        c.add_argument("--name", default="default", help="the provisioned box (default: %(default)s)")
+        c.add_argument("--name", default="default", type=name_arg, help="the provisioned box (default: %(default)s)")
         c.add_argument("--host", help="any SSH host instead: [user@]host[:port]")
         c.add_argument("--identity", help="private key for --host")
         c.add_argument("--connect-timeout", type=positive_float, default=30.0, help="seconds to keep trying to connect (default: %(default)s)")
@@ -526,7 +532,7 @@ def build_parser() -> Parser:
 
     c = command("train", cmd_train, "Push the model package and the data, train detached on the box, stream the log, pull the results into runs/RUN-ID/.")
     c.add_argument("--epochs", type=positive_int, help="epochs to train (required, unless --resume)")
-    c.add_argument("--resume", metavar="RUN", help="continue a stopped or killed run from its last saved epoch: on the box it ran on, or, "
+    c.add_argument("--resume", metavar="RUN", type=run_id_arg, help="continue a stopped or killed run from its last saved epoch: on the box it ran on, or, "
                    "with --name/--host, on another box from the local copy that `remote pull` or `provision down` brought home")
     c.add_argument("--data", metavar="SRC", help="a local dataset directory (train/ and validation/, one folder per class), "
                    "an http(s):// URL of a .zip/.tar/.tar.gz/.tgz (optionally #sha256=HEX), s3://bucket/prefix, "
@@ -553,7 +559,7 @@ def build_parser() -> Parser:
         ("pull", cmd_pull, "Bring a run's results home into runs/RUN-ID/."),
     ):
         c = command(name, func, help)
-        c.add_argument("run", nargs="?", help="the run id (default: the latest)")
+        c.add_argument("run", nargs="?", type=run_id_arg, help="the run id (default: the latest)")
         if name == "logs":
             c.add_argument("--follow", "-f", action="store_true", help="stream until the run ends, then pull its results")
             c.add_argument("--pull-every", type=positive_float, default=60.0, help=argparse.SUPPRESS)

@@ -15,7 +15,7 @@ import socket
 import time
 
 from provision import hostkeys, paths
-from provision.errors import RemoteError
+from provision.errors import RemoteError, UsageError
 
 from .target import Target
 
@@ -45,6 +45,8 @@ def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
     from fabric import Config, Connection
     from paramiko.ssh_exception import NoValidConnectionsError
 
+    if target.identity:
+        _check_key(target.identity)
     connect_kwargs = {"look_for_keys": target.identity is None, "allow_agent": target.identity is None,
                       "banner_timeout": 30, "auth_timeout": 30}
     if target.identity:
@@ -89,6 +91,20 @@ def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
             delay = min(delay * 2, 5.0)
     conn.transport.set_keepalive(KEEPALIVE_S)
     return conn
+
+
+def _check_key(path: str) -> None:
+    """A private key paramiko can load, or UsageError at once (not a retry loop
+    that ends in "the box may be stopped", nor an IndexError from deep inside)."""
+    import paramiko
+
+    try:
+        paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        return  # encrypted: paramiko asks the agent or fails with its own message
+    except (OSError, ValueError, IndexError, TypeError, paramiko.SSHException) as e:
+        raise UsageError(f"the private key {path} cannot be read ({type(e).__name__}: {e or 'empty or truncated'})",
+                         "restore the key file (a box's key is TRAINBOX_HOME/keys/trainbox-NAME.pem), or pass --identity") from None
 
 
 def run(conn, command: str, what: str, hide: bool = True) -> str:

@@ -123,8 +123,13 @@ def parse_state(text: str) -> JobState | None:
     line = text.strip()
     if line == "missing" or not line:
         return None
-    pid, alive, code, stopped = line.split()
-    exit_code = None if code == "none" else int(code)
+    try:
+        pid, alive, code, stopped = line.split()
+        exit_code = None if code == "none" else int(code)
+        pid = pid if pid == "none" else str(int(pid))
+    except ValueError:
+        raise RemoteError(f"the run's pid or exit_code file on the box holds junk ({line[:80]!r})",
+                          "inspect the run directory on the box") from None
     # The exit code is written last, a moment before the script's shell exits:
     # once it is there the job is over, whether or not the pid lingers.
     return JobState(None if pid == "none" else int(pid), alive == "1" and exit_code is None, exit_code, stopped == "1")
@@ -140,9 +145,17 @@ STOP_GRACE_S = 10
 def stop(conn, run_dir: str) -> JobState | None:
     """Stop the job's whole process group (the trainer and its children):
     TERM, then KILL if it is still there after STOP_GRACE_S; returns once it is gone."""
+    from provision.procs import START_FILE, START_TIME_SH
+
     d = shlex.quote(run_dir)
     run(conn, (
-        f'cd {d} && pid=$(cat pid) && touch stopped && kill -TERM -- -"$pid" 2>/dev/null; '
+        # Only the job's own group: a pid file that names no job (empty, 0, 1:
+        # kill -- -1 is every process), a finished run, or a pid that is now
+        # another program's (its start time differs from the one recorded).
+        f"cd {d} && pid=$(cat pid) && case $pid in ''|*[!0-9]*|0|1) echo \"the pid file holds no job's pid: $pid\" >&2; exit 1;; esac; "
+        f"[ -e exit_code ] && exit 0; {START_TIME_SH}; "
+        f'[ ! -e {START_FILE} ] || [ "$(trainbox_start_time "$pid")" = "$(cat {START_FILE})" ] || exit 0; '
+        f'touch stopped && kill -TERM -- -"$pid" 2>/dev/null; '
         f'for i in $(seq {STOP_GRACE_S * 10}); do kill -0 -- -"$pid" 2>/dev/null || exit 0; sleep 0.1; done; '
         'kill -KILL -- -"$pid" 2>/dev/null; true'
     ), "stopping the job")
@@ -159,8 +172,12 @@ def follow(connect: Callable[[], object], run_dir: str, out: BinaryIO = sys.stdo
            say: Callable[[str], None] = lambda s: None, reconnect_for: float = 300.0, on_tick: Callable[[object], None] | None = None) -> tuple[int, object]:
     """Stream the log from offset until the job ends, reconnecting if the link drops.
 
-    Returns the bytes streamed in all and the live connection.
+    Returns the bytes streamed in all and the live connection. What reaches
+    ``out`` is cleaned of terminal control sequences (checks.CleanStream).
     """
+    from provision.checks import CleanStream
+
+    out = CleanStream(out)
     conn = connect()
     lost_since = None
     while True:

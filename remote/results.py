@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import tarfile
@@ -19,12 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from provision import paths
-from provision.errors import RemoteError
+from provision import checks, paths
+from provision.errors import RemoteError, TrainboxError, UsageError
 
 from .target import Target, resolve
 
 CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------ safe unpacking
@@ -132,13 +134,12 @@ def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None) ->
 def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[str]:
     """The files under remote_sub (relative to the run dir) that local lacks or holds in another size or mtime."""
     from .connection import run
-    from .sync import FIND_PRINTF, Entry, parse_listing_line
+    from .sync import FIND_PRINTF, Entry, parse_listing
 
     listing = run(conn, f"cd {shlex.quote(remote_run_dir)} && find {shlex.quote(remote_sub)} -type f "
                         f"{FIND_PRINTF} 2>/dev/null; true", "listing the run's files")
     out = []
-    for line in listing.splitlines():
-        rel, theirs = parse_listing_line(line)
+    for rel, theirs in parse_listing(listing):
         try:
             if Entry.of((local / rel).stat()) == theirs:
                 continue
@@ -184,13 +185,37 @@ def save_record(rec: RunRecord) -> None:
     paths.write_atomic(_records_dir() / f"{rec.run_id}.json", json.dumps(asdict(rec), indent=2))
 
 
+def _read_record(f: Path) -> RunRecord:
+    """The record in f, or UsageError naming f: it is read back, so it is checked like input."""
+    try:
+        rec = RunRecord(**json.loads(f.read_text()))
+        checks.run_id(rec.run_id)
+        if rec.run_id != f.stem:
+            raise ValueError(f"it is the record of {rec.run_id!r}")
+        if rec.box is not None:
+            checks.box_name(rec.box, "box")
+        for key in ("host", "user", "workdir", "local_dir"):
+            checks.plain(getattr(rec, key), key)
+        checks.port(rec.port, "port")
+    except (OSError, ValueError, TypeError, UsageError) as e:
+        why = e.what if isinstance(e, UsageError) else f"{type(e).__name__}: {e}"
+        raise UsageError(f"the run record {f} is corrupt ({why})", "remove it, or restore it from a backup") from None
+    return rec
+
+
 def load_record(run_id: str) -> RunRecord | None:
-    f = _records_dir() / f"{run_id}.json"
-    return RunRecord(**json.loads(f.read_text())) if f.exists() else None
+    f = _records_dir() / f"{checks.run_id(run_id)}.json"
+    return _read_record(f) if f.exists() else None
 
 
 def records(box: str | None = None) -> list[RunRecord]:
-    out = [RunRecord(**json.loads(f.read_text())) for f in sorted(_records_dir().glob("*.json"))]
+    """Every readable record (of box); a corrupt one is skipped with a warning naming it."""
+    out = []
+    for f in sorted(_records_dir().glob("*.json")):
+        try:
+            out.append(_read_record(f))
+        except UsageError as e:
+            log.warning("skipped: %s", e)
     return [r for r in out if box is None or r.box == box]
 
 
@@ -210,7 +235,11 @@ def move_record(rec: RunRecord, target: Target) -> None:
 
 
 def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
-    """Before a box is deleted: bring home every run of it not yet pulled."""
+    """Before a box is deleted: bring home every run of it not yet pulled.
+
+    Returns the runs left on the box. A run that cannot be pulled (the box is
+    unreachable, its results hold an unsafe entry) never stops the others nor
+    the caller: each is named, with how to get it, in a warning."""
     from provision import state
 
     from . import job
@@ -219,20 +248,31 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
     pending = [r for r in records(box) if not r.pulled]
     if not pending:
         return []
-    # The box as it is now (a restart changes its address), else where the runs were started.
-    target = resolve(box) if state.load(box) is not None else pending[0].target()
-    conn = connect(target, timeout=30)
-    pulled = []
+    flag = "" if box == "default" else f" --name {box}"
+    try:
+        # The box as it is now (a restart changes its address), else where the runs were started.
+        target = resolve(box) if state.load(box) is not None else pending[0].target()
+        conn = connect(target, timeout=30)
+    except TrainboxError as e:
+        say(f"warning: could not reach box '{box}' to pull {len(pending)} run(s) ({e}); "
+            f"get them with `remote pull RUN{flag}` before it is gone: {', '.join(r.run_id for r in pending)}")
+        return [r.run_id for r in pending]
+    left = []
     try:
         for rec in pending:
             run_dir = job.Layout(target.workdir).run(rec.run_id)
-            files = pull(conn, run_dir, Path(rec.local_dir))
-            st = job.job_state(conn, run_dir)
+            try:
+                files = pull(conn, run_dir, Path(rec.local_dir))
+                st = job.job_state(conn, run_dir)
+            except TrainboxError as e:
+                say(f"warning: run {rec.run_id} was not brought home ({e}); "
+                    f"get it with `remote pull {rec.run_id}{flag}` (or `remote ... --start`)")
+                left.append(rec.run_id)
+                continue
             rec.pulled = True
             rec.exit_code = st.exit_code if st else None
             save_record(rec)
             say(f"pulled run {rec.run_id} ({len(files)} files) into {rec.local_dir}")
-            pulled.append(rec.run_id)
     finally:
         conn.close()
-    return pulled
+    return left

@@ -26,6 +26,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable
 
+from provision.checks import clean, redact_all, redact_url
 from provision.errors import RemoteError, UsageError
 
 # The pins: the same as pyproject.toml's [train] extra (a test keeps them equal).
@@ -112,6 +113,11 @@ class SetupOptions:
         return cls(**values)
 
     @property
+    def has_credentials(self) -> bool:
+        """An index or wheel location with user:password@ in it."""
+        return any(redact_url(u) != u for u in (self.index_url, *self.find_links) if u)
+
+    @property
     def requirements(self) -> list[str]:
         """Everything but TensorFlow, whose build the box picks (CUDA, CPU)."""
         return [f"keras=={KERAS_VERSION}", *MODEL_REQUIREMENTS, *([JUPYTER] if self.jupyter else [])]
@@ -164,6 +170,7 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
         find_links=list(opts.find_links),
         no_index=opts.no_index,
         index_url=opts.index_url or "",
+        index_shown=redact_url(opts.index_url) if opts.index_url else "",
         installer=opts.installer,
         retries="" if opts.retries is None else int(opts.retries),
         system_site_packages=opts.system_site_packages,
@@ -207,13 +214,14 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
 
     # One round trip: the script arrives on stdin, is stored (user-data runs the same file), then run.
     p = shlex.quote(bootstrap_path(workdir))
-    channel = exec_channel(conn, f'mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p} && '
+    channel = exec_channel(conn, f'umask 077 && mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p} && '
                                  f"{'TRAINBOX_FORCE=1 ' if force else ''}exec bash {p} </dev/null")
     channel.sendall(render_bootstrap(workdir, opts).encode())
     channel.shutdown_write()
     errors: list[str] = []
 
     def on_line(line: str) -> None:
+        line = clean(redact_all(line, opts.index_url, *opts.find_links))
         if line.startswith("trainbox-setup: error: "):
             errors.append(line[len("trainbox-setup: error: "):])
         else:

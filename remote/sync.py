@@ -58,14 +58,27 @@ class Entry:
 
 
 # find's listing of the files under a directory, one "path<TAB>size<TAB>mtime"
-# line each (read by parse_listing_line). %T@, not %Ts: %Ts converts through
-# the time zone for each file, twice as slow over 25,000 files.
-FIND_PRINTF = "-printf '%P\\t%s\\t%T@\\n'"
+# record each, NUL-terminated (a file name may hold a newline; never a NUL),
+# read by parse_listing. %T@, not %Ts: %Ts converts through the time zone for
+# each file, twice as slow over 25,000 files.
+FIND_PRINTF = "-printf '%P\\t%s\\t%T@\\0'"
 
 
 def parse_listing_line(line: str) -> tuple[str, Entry]:
     path, size, mtime = line.rsplit("\t", 2)
     return path, Entry(int(size), int(float(mtime)))
+
+
+def parse_listing(text: str):
+    """(path, Entry) for each record of a FIND_PRINTF listing; RemoteError for one that is not."""
+    from provision.errors import RemoteError
+
+    for record in text.split("\0"):
+        if record:
+            try:
+                yield parse_listing_line(record)
+            except ValueError:
+                raise RemoteError(f"the box's file listing has a record that is not path, size, time: {record[:80]!r}") from None
 
 
 @dataclass
@@ -84,20 +97,46 @@ class Plan:
 
 
 def scan_local(root: Path) -> dict[str, Entry]:
+    """Every file under root (links followed), or UsageError naming the links
+    that lead outside root (a data set must never carry a file from elsewhere,
+    ~/.aws/credentials say, to the box) or back into a folder above them (a loop)."""
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory")
     found: dict[str, Entry] = {}
-    stack = [""]
+    top = os.path.realpath(root)
+    outside: list[str] = []
+    loops: list[str] = []
+    stack: list[tuple[str, tuple[str, ...]]] = [("", (top,))]  # (folder, the real paths of it and those above it)
     while stack:
-        rel = stack.pop()
+        rel, above = stack.pop()
         with os.scandir(root / rel if rel else root) as it:
             for e in it:
                 path = f"{rel}/{e.name}" if rel else e.name
+                real = None
+                if e.is_symlink():
+                    real = os.path.realpath(e.path)
+                    if not os.path.exists(real) and os.path.islink(real):
+                        loops.append(path)  # a link to itself, or a ring of links
+                        continue
+                    if os.path.commonpath([top, real]) != top:
+                        outside.append(path)
+                        continue
                 if e.is_dir(follow_symlinks=True):
-                    if e.name not in SKIP_DIRS:
-                        stack.append(path)
+                    if e.name in SKIP_DIRS:
+                        continue
+                    real = real or os.path.realpath(e.path)
+                    if real in above:
+                        loops.append(path)
+                        continue
+                    stack.append((path, (*above, real)))
                 elif e.is_file(follow_symlinks=True) and not e.name.endswith(".pyc") and e.name not in OURS:
                     found[path] = Entry.of(e.stat())
+    for what, paths, fix in (("lead outside the data set", outside, "copy the files in, or remove the links"),
+                             ("loop back to a folder above them", loops, "remove the links")):
+        if paths:
+            paths.sort()
+            named = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            raise UsageError(f"{root}: {len(paths)} symlink(s) {what} and nothing was sent: {named}", fix)
     return found
 
 
@@ -106,22 +145,24 @@ def scan_remote_command(remote_dir: str) -> str:
     return (
         f"if cd {d} 2>/dev/null; then "
         f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} {FIND_PRINTF}; "
-        f"[ -e {MARKER} ] && echo '#complete'; "
-        f"[ -e {PENDING} ] && tr '\\0' '\\n' < {PENDING} | sed 's/^/#pending\\t/'; fi; true"
+        f"[ -e {MARKER} ] && printf '/complete\\0'; "
+        f"[ -e {PENDING} ] && sed -z 's|^|/pending\\t|' {PENDING}; fi; true"
     )
 
 
 def parse_remote_scan(text: str) -> tuple[dict[str, Entry], bool]:
+    """What scan_remote_command printed. find's paths are relative: a record
+    that starts with "/" is one of the markers, never a file."""
     found, complete, pending = {}, False, set()
-    for line in text.splitlines():
-        if line == "#complete":
+    records = text.split("\0")
+    for record in records:
+        if record == "/complete":
             complete = True
-            continue
-        if line.startswith("#pending\t"):
-            found.pop(line.split("\t", 1)[1], None)  # maybe cut short: treat as absent
-            pending.add(line.split("\t", 1)[1])
-            continue
-        path, entry = parse_listing_line(line)
+        elif record.startswith("/pending\t"):
+            found.pop(record.split("\t", 1)[1], None)  # maybe cut short: treat as absent
+            pending.add(record.split("\t", 1)[1])
+    listing = "\0".join(r for r in records if not r.startswith("/"))
+    for path, entry in parse_listing(listing):
         if path not in pending:
             found[path] = entry
     return found, complete

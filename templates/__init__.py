@@ -26,7 +26,20 @@ def environment() -> jinja2.Environment:
     env.filters["q"] = lambda v: shlex.quote(str(v))
     env.filters["qjoin"] = lambda vs: " ".join(shlex.quote(str(v)) for v in vs)
     env.filters["gzip_base64"] = gzip_base64
+    env.filters["sshq"] = ssh_config_quote
+    from provision.procs import START_FILE, START_TIME_SH
+
+    env.globals.update(start_file=START_FILE, start_time_sh=START_TIME_SH)
     return env
+
+
+def ssh_config_quote(value) -> str:
+    """One argument in an OpenSSH config file: double-quoted when it has a space.
+    OpenSSH has no escape for a double quote or a newline: those are refused."""
+    text = str(value)
+    if '"' in text or any(c < " " for c in text):
+        raise ValueError(f"{text!r} cannot be written into an ssh config")
+    return text if text and not any(c.isspace() for c in text) else f'"{text}"'
 
 
 def gzip_base64(text: str) -> str:
