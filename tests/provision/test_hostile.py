@@ -253,6 +253,13 @@ def test_cost_guard_flags_refuse_nan_inf_and_out_of_range(capsys, flag, value):
     assert flag in usage_exit(capsys, ["up", flag, value])
 
 
+def test_fractions_of_a_minute_are_honoured_down_to_what_the_guard_can_tick():
+    from provision import checks
+
+    assert checks.in_range("idle_minutes", "0.1", "--idle-minutes") == 0.1  # the container box's idle test
+    assert checks.in_range("max_hours", "0.006", "--max-hours") == 0.006
+
+
 # ---------------------------------------------------------------- 6: host keys
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
