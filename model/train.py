@@ -235,6 +235,21 @@ def make_callbacks(cfg: TrainConfig, log: Log, records: dict[int, dict[str, floa
     return callbacks
 
 
+# Cross-entropy above this means probabilities of e^-10000 for the true class:
+# no training that works gets there. (Keras clips probabilities only in some
+# code paths, so a diverged net can report huge finite losses, not NaN.)
+EXPLODED = 1e4
+
+
+def diverged_at(history: dict[str, list[float]]) -> int | None:
+    """The first epoch (1-based) whose loss or val_loss is NaN, infinite or over EXPLODED; None if none."""
+    for key in ("loss", "val_loss"):
+        for epoch, v in enumerate(history.get(key, []), 1):
+            if not math.isfinite(v) or v > EXPLODED:
+                return epoch
+    return None
+
+
 def write_history(out: str, records: dict[int, dict[str, float]]) -> None:
     keys = sorted({k for r in records.values() for k in r})
     tmp = os.path.join(out, "history.csv.tmp")
@@ -371,9 +386,11 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     )
     history = history_dict(records)
     first = callbacks[0].first_epoch or 0
-    if any(not math.isfinite(v) for v in history.get("loss", [])):
+    bad = diverged_at(history)
+    if bad is not None:
         raise TrainingError(
-            f"the loss became NaN or infinite by epoch {len(history['loss'])}; lower --lr (now {lr}) and retrain into a new --out"
+            f"the loss became NaN, infinite or exploded (over {EXPLODED:g}) by epoch {bad}; "
+            f"lower --lr (now {lr}) and retrain into a new --out"
         )
 
     model.save(os.path.join(cfg.out, "model.keras"))

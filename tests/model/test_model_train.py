@@ -136,6 +136,15 @@ def test_diverging_training_exits_1(small_data, model_cli, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_divergence_is_nan_inf_or_an_exploded_loss_in_either_split():
+    from model.train import diverged_at
+
+    assert diverged_at({"loss": [0.7, 0.5], "val_loss": [0.6, 0.4]}) is None
+    assert diverged_at({"loss": [0.7, float("nan")]}) == 2
+    assert diverged_at({"loss": [0.7, 0.6], "val_loss": [9.9e11, 0.5]}) == 1  # what lr=1e12 gives on this machine
+    assert diverged_at({"loss": [float("inf")]}) == 1
+
+
 def test_a_resume_state_cut_mid_write_is_repaired(tmp_path):
     """A kill during Keras' in-place metadata write leaves an empty file."""
     from model.train import repair_backup
