@@ -83,7 +83,9 @@ class Plan:
         return self.complete and not self.send and not self.delete and not self.touch
 
 
-def scan_local(root: Path) -> dict[str, Entry]:
+def scan_local(root: Path, skip: Callable[[str, bool], bool] | None = None) -> dict[str, Entry]:
+    """Every file under root, but those ``skip(rel, is_dir)`` leaves home (a
+    skipped directory is not entered): see remote/ignore.py."""
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory")
     found: dict[str, Entry] = {}
@@ -94,9 +96,10 @@ def scan_local(root: Path) -> dict[str, Entry]:
             for e in it:
                 path = f"{rel}/{e.name}" if rel else e.name
                 if e.is_dir(follow_symlinks=True):
-                    if e.name not in SKIP_DIRS:
+                    if e.name not in SKIP_DIRS and not (skip and skip(path, True)):
                         stack.append(path)
-                elif e.is_file(follow_symlinks=True) and not e.name.endswith(".pyc") and e.name not in OURS:
+                elif (e.is_file(follow_symlinks=True) and not e.name.endswith(".pyc") and e.name not in OURS
+                      and not (skip and skip(path, False))):
                     found[path] = Entry.of(e.stat())
     return found
 
@@ -268,18 +271,20 @@ def _widen_pipe(fd: int) -> None:
         pass
 
 
-def push(conn, local_root: Path, remote_dir: str, progress_factory=None) -> Plan:
+def push(conn, local_root: Path, remote_dir: str, progress_factory=None,
+         local: dict[str, Entry] | None = None) -> Plan:
     """Make remote_dir an exact copy of local_root, sending only what changed.
 
     ``progress_factory(total_file_bytes)`` makes a bar with ``update(n)`` and
     ``close()``; the returned plan's ``sent_bytes`` is the stream's length.
+    ``local``: local_root's scan_local, when the caller has it (a filtered one).
     """
     from .connection import exec_channel, finish
 
     # The box lists its copy while this side scans the local one.
     listing = exec_channel(conn, scan_remote_command(remote_dir))
     try:
-        local = scan_local(local_root)
+        local = scan_local(local_root) if local is None else local
         text = listing.makefile("rb").read().decode(errors="surrogateescape")
         finish(listing, "listing the box's copy")
     finally:
