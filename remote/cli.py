@@ -109,10 +109,9 @@ def cmd_train(args, extra: list[str]) -> int:
     data = _data(args.data)
     if data and isinstance(datasource.parse(data), datasource.LocalSource):
         datasource.check_image_folders(Path(data))
-    if not data:
-        say("no --data given: training on a small synthetic two-class image set generated on the box "
-            "(`python -m model synth`); pass --data DIR for your own images")
-    return _start(args, builtin.spec(builtin.train_args(args, extra), data, _exclude(args)))
+    note = None if data else ("no --data given: training on a small synthetic two-class image set generated on the box "
+                              "(`python -m model synth`); pass --data DIR for your own images")
+    return _start(args, builtin.spec(builtin.train_args(args, extra), data, _exclude(args)), note)
 
 
 def _data(data: str | None) -> str | None:
@@ -128,10 +127,12 @@ def _exclude(args) -> tuple[Path, ...]:
     return (Path(args.runs_dir).resolve(),)
 
 
-def _start(args, spec: orchestrate.RunSpec) -> int:
+def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
     target = _target(args)
     run_id = job.new_run_id()
     with _on_box(args, target) as conn:
+        if note:
+            say(note)
         orchestrate.start(conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args))
     rec = records.new_record(run_id, target, Path(args.runs_dir) / run_id, **spec.record_fields())
     say(f"run {run_id} started on {target.label}; its log follows (Ctrl-C detaches, the job keeps running)")

@@ -82,6 +82,16 @@ def spec_from_record(rec: records.RunRecord, exclude: tuple[Path, ...] = ()) -> 
                    requirements=Path(rec.requirements) if rec.requirements else None, out=rec.out, exclude=exclude)
 
 
+def notebook_place(rec: records.RunRecord | None, workdir: str) -> tuple[str | None, str | None]:
+    """Where `nb` opens for a box whose latest run is ``rec``: the pushed
+    project of a `remote run` and, with requirements, its environment's link
+    (the box paths relative to the home, as the workdir is); (None, None) else."""
+    if rec is None or rec.kind != "run" or not rec.code:
+        return None, None
+    layout, key = job.Layout(workdir), path_key(Path(rec.code))
+    return layout.project(key), layout.env_link(key) if rec.requirements else None
+
+
 def path_key(path: Path) -> str:
     real = Path(path).resolve()
     return f"{real.name}-{hashlib.sha1(str(real).encode()).hexdigest()[:8]}"
