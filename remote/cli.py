@@ -134,8 +134,13 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
     with _on_box(args, target) as conn:
         if note:
             say(note)
-        orchestrate.start(conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args))
-    rec = records.new_record(run_id, target, Path(args.runs_dir) / run_id, **spec.record_fields())
+        # Recorded before the job starts: a laptop killed from then on still knows the run.
+        rec = records.new_record(run_id, target, Path(args.runs_dir) / run_id, **spec.record_fields())
+        try:
+            orchestrate.start(conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args))
+        except BaseException:
+            records.forget(run_id)
+            raise
     say(f"run {run_id} started on {target.label}; its log follows (Ctrl-C detaches, the job keeps running)")
     if args.detach:
         _print_reattach(args, run_id)

@@ -85,6 +85,11 @@ def new_record(run_id: str, target: Target, local_dir: Path, **how) -> RunRecord
     return rec
 
 
+def forget(run_id: str) -> None:
+    """A run that never started leaves no record."""
+    (_records_dir() / f"{run_id}.json").unlink(missing_ok=True)
+
+
 def move_record(rec: RunRecord, target: Target) -> None:
     """The run now lives on target (resumed there)."""
     rec.box, rec.host, rec.port, rec.user = target.box, target.host, target.port, target.user
