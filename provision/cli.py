@@ -14,7 +14,7 @@ import sys
 from . import config, lifecycle, paths, procs, sandbox, state
 from .aws import Cloud
 from .checks import name_arg, range_arg
-from .cliutil import Parser, positive_float, positive_int, run_cli, say
+from .cliutil import Parser, positive_int, run_cli, say
 from .errors import RemoteError, UsageError
 
 PROG = "python -m provision"
@@ -168,9 +168,13 @@ def cmd_nb(args) -> int:
         raise UsageError(f"local port {args.local_port} is taken on this machine", "pick another with --local-port")
     ssh = _ssh_binary()
     known = str(paths.known_hosts())
+    from remote import orchestrate, records  # composition: the CLI joins the halves
+
+    # The latest `remote run`'s pushed project (and its environment), else the home.
+    root, project_env = orchestrate.notebook_place(records.latest(args.name), box.workdir)
     script = sshcmd.jupyter_start_script(
         sshcmd.box_python(box), args.port, sshcmd.jupyter_dir(box), secrets.token_hex(24),
-        env=None if box.python else sshcmd.env_link(box),
+        env=None if box.python else project_env or sshcmd.env_link(box), root_dir=root,
     )
     # The script carries the token: it goes on ssh's stdin, never on a command line.
     p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, ["bash", "-s"]), input=script, capture_output=True, text=True)

@@ -358,7 +358,7 @@ def wait_available(ec2, image_id: str, say: Callable[[str], None], poll_s: float
             last = now
         if time.monotonic() - start > timeout_s:
             raise CloudError(f"image {image_id} is still {state} after {timeout_s / 60:.0f} min",
-                             f"check `python -m provision image ls` later; it becomes usable once available")
+                             "check `python -m provision image ls` later; it becomes usable once available")
         time.sleep(poll_s)
 
 

@@ -51,7 +51,8 @@ def jupyter_dir(box: BoxState) -> str:
     return f"{box.workdir}/{JUPYTER_DIR}"
 
 
-def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env: str | None = None) -> str:
+def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env: str | None = None,
+                         root_dir: str | None = None) -> str:
     """A bash script for the box's stdin: start Jupyter Lab detached unless it already runs.
 
     It goes to ``bash -s`` on stdin, never on a command line, because it
@@ -67,6 +68,9 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env
     it points at and holds a shared lock on that version's ready marker, as a
     training job does, so a rebuild for other pins never removes it from
     under the server (remote/setup.py, templates/run.sh.j2).
+
+    ``root_dir``: where the notebook opens (the pushed project of the latest
+    `remote run`); the home when it is not there.
     """
     d = shlex.quote(state_dir)
     lab = ["-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1", "--port", str(port),
@@ -77,7 +81,7 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env
         launch = ("bash -c 'exec 8<\"$0/trainbox-ready\" && flock -s 8 && exec \"$@\"' \"$envdir\" \"$py\" "
                   + " ".join(shlex.quote(a) for a in lab))
     else:
-        pick = [f"py={shlex.quote(python)}"]
+        pick = [f"py={shlex.quote(python)}", 'case "$py" in /*) ;; */*) py="$PWD/$py";; esac']
         launch = '"$py" ' + " ".join(shlex.quote(a) for a in lab)
     return "\n".join([
         "set -u",
@@ -102,6 +106,7 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env
         # A root login (an on-prem box, the sandbox run as root) is the user's choice.
         'extra=; [ "$(id -u)" = 0 ] && extra=--allow-root',
         # setsid + nohup: the server outlives this SSH session.
+        *([f"cd {shlex.quote(root_dir)} 2>/dev/null || true"] if root_dir else []),
         'JUPYTER_TOKEN_FILE="$d/token" JUPYTER_RUNTIME_DIR="$d/runtime" \\',
         f'  setsid nohup {launch} $extra > "$d/log" 2>&1 < /dev/null &',
         procs.START_TIME_SH,

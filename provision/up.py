@@ -292,7 +292,7 @@ def _attach_container(box: BoxState, ec2, say: Callable[[str], None]) -> None:
     from . import container, rootfs, sshd
 
     d = sandbox.box_dir(box.name)
-    base = rootfs.ensure(say)
+    rootfs.ensure(say)  # the root file system, built once per machine
     if not container.created(d):
         container.create(d, box.instance_id, sshd.public_key_line(Path(box.key_path)),
                          container.user_data_of(ec2, box.instance_id))

@@ -1,9 +1,11 @@
 """A training job on the box, detached from the SSH session that started it.
 
 Each run lives in ``<workdir>/runs/<run-id>/`` on the box: ``run.sh`` (rendered
-from templates/run.sh.j2), ``pid``, ``log``, ``exit_code`` (written last) and
-``out/`` (what the model writes). The job is started with ``setsid nohup``,
-so closing the laptop, a dropped link or Ctrl-C never stops it.
+from templates/run.sh.j2), ``pid``, ``log``, ``exit_code`` (written last),
+``resumed`` (how many times it was started again) and ``out/`` (what the
+command writes to ``$TRAINBOX_OUT``, what comes home). The job is started with
+``setsid nohup``, so closing the laptop, a dropped link or Ctrl-C never stops
+it. The job runs any command: nothing here knows what it is.
 """
 from __future__ import annotations
 
@@ -45,6 +47,24 @@ class Layout:
     def run(self, run_id: str) -> str:
         return f"{self.workdir}/runs/{run_id}"
 
+    def project(self, key: str) -> str:
+        """A pushed project (`remote run`): its own folder, kept between runs (pushes are incremental)."""
+        return f"{self.workdir}/projects/{key}"
+
+    def env_link(self, key: str | None = None) -> str:
+        """The link to an environment's current build (remote/setup.py): trainbox's own
+        (``env``), or a project's with its requirements (``env-<key>``)."""
+        return f"{self.workdir}/{env_name(key)}"
+
+    def requirements(self, key: str) -> str:
+        """Where a project's requirements file goes when it is not in the pushed project."""
+        return f"{self.workdir}/requirements/{key}.txt"
+
+
+def env_name(key: str | None = None) -> str:
+    """The name of an environment's link under the workdir."""
+    return "env" if key is None else f"env-{key}"
+
 
 def resolve_layout(conn, workdir: str) -> Layout:
     """The layout with its workdir made absolute against the login's home
@@ -73,14 +93,21 @@ class JobState:
         return "succeeded" if self.exit_code == 0 else f"failed (exit {self.exit_code})"
 
 
-def render_script(layout: Layout, run_id: str, python: str, code_dir: str, data_dir: str, synth: bool,
-                  train_args: list[str], env_link: str | None = None) -> str:
-    """run.sh for a run. env_link: trainbox's environment (a link to the current
-    version), which the job resolves once and holds while it runs; else python."""
+def render_script(layout: Layout, run_id: str, project_dir: str, command: list[str], *, python: str | None = None,
+                  env_link: str | None = None, data_dir: str | None = None, out: str = "out",
+                  resume_hint: str = "remote run --resume") -> str:
+    """run.sh for a run: ``command`` (an argv, run exactly as given) in
+    ``project_dir``, with TRAINBOX_DATA (data_dir), TRAINBOX_OUT (``out`` in the
+    run dir), TRAINBOX_RUN_ID and TRAINBOX_RESUMED set. env_link: an environment
+    (a link to its current build), which the job resolves once and holds while
+    it runs; else python. Either way ``python`` on the command's PATH is that
+    interpreter."""
     import templates
 
-    return templates.render("run.sh.j2", run_id=run_id, run_dir=layout.run(run_id), code_dir=code_dir, python=python,
-                            env_link=env_link, data_dir=data_dir, synth=synth, train_args=train_args)
+    run_dir = layout.run(run_id)
+    return templates.render("run.sh.j2", run_id=run_id, run_dir=run_dir, project_dir=project_dir, command=list(command),
+                            python=python or "", env_link=env_link, data_dir=data_dir or "", out_dir=f"{run_dir}/{out}",
+                            resume_hint=f"{resume_hint} {run_id}")
 
 
 def start_command(run_dir: str) -> str:

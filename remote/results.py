@@ -1,32 +1,27 @@
-"""Bringing a run's results home, safely, and remembering which runs are home.
+"""Bringing a run's results home, safely.
 
 - The box sends ``out/`` and the log as one tar stream; each entry is
   checked before anything is written: absolute paths, ``..``, links and
   devices are refused, so nothing can land outside ``runs/<run-id>/``.
 - Each file is written to a temp name and renamed, so a pull cut short
   never leaves a half-written checkpoint that looks whole.
-- A record per run under TRAINBOX_HOME/runs says where its results go and
-  whether they are home, so ``provision down`` can pull what is not.
+- ``pull_unfetched``: before a box is deleted, every run of it whose
+  record (remote/records.py) says its results are not home is pulled.
 """
 from __future__ import annotations
 
-import json
-import logging
 import os
 import shlex
 import tarfile
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from provision import checks, paths
-from provision.errors import RemoteError, TrainboxError, UsageError
+from provision.errors import RemoteError, TrainboxError
 
-from .target import Target, resolve
+from .records import records, save_record
+from .target import resolve
 
 CHUNK = 1 << 20
-log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------ safe unpacking
@@ -88,36 +83,42 @@ def unpack(stream, dest: Path, rename: Callable[[str], str | None] = lambda n: n
     return written, refused
 
 
-def results_rename(name: str) -> str | None:
-    """Map the box's run dir entries to the local layout: out/* at the top, log as train.log."""
+RUN_FILES = ("log", "exit_code", "run.sh", "resumed")  # the run dir's own files that come home beside out/
+
+
+def results_rename(name: str, out: str = "out") -> str | None:
+    """Map the box's run dir entries to the local layout: <out>/* at the top,
+    log as train.log, the job's own files as they are."""
     p = PurePosixPath(name)
     parts = [x for x in p.parts if x not in ("", ".")]
     if not parts:
         return None
-    if parts[0] == "out":
-        return "/".join(parts[1:]) or None
+    n = len(PurePosixPath(out).parts)
+    if list(PurePosixPath(out).parts) == parts[:n]:
+        return "/".join(parts[n:]) or None
     if parts == ["log"]:
         return "train.log"
-    if parts in (["exit_code"], ["run.sh"]):
+    if len(parts) == 1 and parts[0] in RUN_FILES:
         return parts[0]
     return None
 
 
-def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None) -> list[str]:
-    """Pull the run's results into local_dir; or, with ``only``, just the files
-    of ``out/<only>`` that are not here yet in the same size and mtime (the
+def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None, out: str = "out") -> list[str]:
+    """Pull the run's results (its ``out`` dir, relative to the run dir, and
+    the job's files) into local_dir; or, with ``only``, just the files of
+    ``<out>/<only>`` that are not here yet in the same size and mtime (the
     checkpoint pulls while a run trains send each checkpoint once)."""
     from .connection import exec_channel
 
     d = shlex.quote(remote_run_dir)
-    names = _changed(conn, remote_run_dir, local_dir / only, f"out/{only}") if only else ["out", "log", "exit_code", "run.sh"]
+    names = _changed(conn, remote_run_dir, local_dir / only, f"{out}/{only}") if only else [out, *RUN_FILES]
     if not names:
         return []
     channel = exec_channel(conn, f"cd {d} && tar -c -f - --ignore-failed-read --null -T - 2>/dev/null")
     try:
         channel.sendall(b"".join(n.encode(errors="surrogateescape") + b"\0" for n in names))
         channel.shutdown_write()
-        written, refused = unpack(channel.makefile("rb"), local_dir, results_rename)
+        written, refused = unpack(channel.makefile("rb"), local_dir, lambda n: results_rename(n, out))
         status = channel.recv_exit_status()
     finally:
         channel.close()
@@ -149,89 +150,7 @@ def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[st
     return out
 
 
-# ------------------------------------------------------------ run records
-
-
-@dataclass
-class RunRecord:
-    run_id: str
-    box: str | None
-    host: str
-    port: int
-    user: str
-    identity: str | None
-    workdir: str
-    local_dir: str
-    created: float
-    pulled: bool = False
-    exit_code: int | None = None
-    # How it was started, so --resume can rebuild it on another box: the
-    # --data source as given (a local dir made absolute; None: synthetic)
-    # and the model's arguments.
-    data: str | None = None
-    train_args: list[str] | None = None
-
-    def target(self) -> Target:
-        return Target(self.host, self.port, self.user, self.identity, self.workdir, box=self.box)
-
-
-def _records_dir() -> Path:
-    d = paths.home() / "runs"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def save_record(rec: RunRecord) -> None:
-    paths.write_atomic(_records_dir() / f"{rec.run_id}.json", json.dumps(asdict(rec), indent=2))
-
-
-def _read_record(f: Path) -> RunRecord:
-    """The record in f, or UsageError naming f: it is read back, so it is checked like input."""
-    try:
-        rec = RunRecord(**json.loads(f.read_text()))
-        checks.run_id(rec.run_id)
-        if rec.run_id != f.stem:
-            raise ValueError(f"it is the record of {rec.run_id!r}")
-        if rec.box is not None:
-            checks.box_name(rec.box, "box")
-        for key in ("host", "user", "workdir", "local_dir"):
-            checks.plain(getattr(rec, key), key)
-        checks.port(rec.port, "port")
-    except (OSError, ValueError, TypeError, UsageError) as e:
-        why = e.what if isinstance(e, UsageError) else f"{type(e).__name__}: {e}"
-        raise UsageError(f"the run record {f} is corrupt ({why})", "remove it, or restore it from a backup") from None
-    return rec
-
-
-def load_record(run_id: str) -> RunRecord | None:
-    f = _records_dir() / f"{checks.run_id(run_id)}.json"
-    return _read_record(f) if f.exists() else None
-
-
-def records(box: str | None = None) -> list[RunRecord]:
-    """Every readable record (of box); a corrupt one is skipped with a warning naming it."""
-    out = []
-    for f in sorted(_records_dir().glob("*.json")):
-        try:
-            out.append(_read_record(f))
-        except UsageError as e:
-            log.warning("skipped: %s", e)
-    return [r for r in out if box is None or r.box == box]
-
-
-def new_record(run_id: str, target: Target, local_dir: Path, data: str | None = None,
-               train_args: list[str] | None = None) -> RunRecord:
-    rec = RunRecord(run_id, target.box, target.host, target.port, target.user, target.identity, target.workdir,
-                    str(local_dir.resolve()), time.time(), data=data, train_args=train_args)
-    save_record(rec)
-    return rec
-
-
-def move_record(rec: RunRecord, target: Target) -> None:
-    """The run now lives on target (resumed there)."""
-    rec.box, rec.host, rec.port, rec.user = target.box, target.host, target.port, target.user
-    rec.identity, rec.workdir = target.identity, target.workdir
-    save_record(rec)
+# ------------------------------------------------------------ before a box goes
 
 
 def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
@@ -262,7 +181,7 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
         for rec in pending:
             run_dir = job.Layout(target.workdir).run(rec.run_id)
             try:
-                files = pull(conn, run_dir, Path(rec.local_dir))
+                files = pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
                 st = job.job_state(conn, run_dir)
             except TrainboxError as e:
                 say(f"warning: run {rec.run_id} was not brought home ({e}); "

@@ -85,6 +85,13 @@ class SetupOptions:
     retries: int | None = None
     cpu_free_mb: int = CPU_FREE_MB
     gpu_free_mb: int = GPU_FREE_MB
+    # A project's environment (`remote run --requirements`): its link's name
+    # under the workdir (job.env_name), the requirements file as the box sees
+    # it, and the digest of its content, which is part of the spec: a changed
+    # file builds a new environment beside the old one.
+    env_name: str = "env"
+    project_requirements: str | None = None
+    requirements_digest: str | None = None
 
     @classmethod
     def from_env(cls, environ=None, **flags) -> "SetupOptions":
@@ -125,12 +132,36 @@ class SetupOptions:
     def spec_id(self) -> str:
         """What the environment is built from; a box whose marker differs is rebuilt."""
         what = [FORMAT, TF_VERSION, self.requirements, self.python, self.system_site_packages]
+        if self.requirements_digest:
+            what.append(self.requirements_digest)
         return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
-def env_dir(workdir: str) -> str:
+def requirements_digest(path) -> str:
+    """The digest of a requirements file and of the files its ``-r``/``-c`` lines
+    name (relative to it, as pip reads them): what a project's environment is
+    keyed by, beside the pins."""
+    from pathlib import Path
+
+    h, seen, todo = hashlib.sha256(), set(), [Path(path)]
+    while todo:
+        f = todo.pop(0).resolve()
+        if f in seen or not f.is_file():
+            continue
+        seen.add(f)
+        text = f.read_bytes()
+        h.update(f"{len(text)}\n".encode() + text)
+        for line in text.decode(errors="replace").splitlines():
+            parts = line.split("#", 1)[0].split()
+            for flag, value in zip(parts, parts[1:]):
+                if flag in ("-r", "-c", "--requirement", "--constraint"):
+                    todo.append(f.parent / value)
+    return h.hexdigest()[:16]
+
+
+def env_dir(workdir: str, name: str = "env") -> str:
     """The link to the current environment (what jobs start with)."""
-    return f"{workdir}/env"
+    return f"{workdir}/{name}"
 
 
 def envs_dir(workdir: str) -> str:
@@ -138,16 +169,17 @@ def envs_dir(workdir: str) -> str:
     return f"{workdir}/envs"
 
 
-def env_python(workdir: str) -> str:
-    return f"{env_dir(workdir)}/bin/python"
+def env_python(workdir: str, name: str = "env") -> str:
+    return f"{env_dir(workdir, name)}/bin/python"
 
 
-def marker(workdir: str) -> str:
-    return f"{env_dir(workdir)}/trainbox-ready"
+def marker(workdir: str, name: str = "env") -> str:
+    return f"{env_dir(workdir, name)}/trainbox-ready"
 
 
-def bootstrap_path(workdir: str) -> str:
-    return f"{workdir}/bootstrap.sh"
+def bootstrap_path(workdir: str, name: str = "env") -> str:
+    """The stored bootstrap (user-data runs trainbox's own); a project's environment has its own."""
+    return f"{workdir}/bootstrap.sh" if name == "env" else f"{workdir}/bootstrap-{name}.sh"
 
 
 def log_path(workdir: str) -> str:
@@ -161,6 +193,8 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
     return templates.render(
         "bootstrap.sh.j2",
         workdir=workdir,
+        env_name=opts.env_name,
+        project_requirements=opts.project_requirements or "",
         spec_id=opts.spec_id(),
         python=opts.python,
         tf_cpu=f"tensorflow-cpu=={TF_VERSION}",
@@ -181,7 +215,7 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
 
 def ready_command(workdir: str, opts: SetupOptions) -> str:
     """A shell command that exits 0 exactly when the environment is ready."""
-    return f'test "$(head -n 1 {shlex.quote(marker(workdir))} 2>/dev/null)" = {shlex.quote("spec " + opts.spec_id())}'
+    return f'test "$(head -n 1 {shlex.quote(marker(workdir, opts.env_name))} 2>/dev/null)" = {shlex.quote("spec " + opts.spec_id())}'
 
 
 def is_ready(conn, workdir: str, opts: SetupOptions) -> bool:
@@ -213,7 +247,7 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     from .connection import exec_channel
 
     # One round trip: the script arrives on stdin, is stored (user-data runs the same file), then run.
-    p = shlex.quote(bootstrap_path(workdir))
+    p = shlex.quote(bootstrap_path(workdir, opts.env_name))
     channel = exec_channel(conn, f'umask 077 && mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p} && '
                                  f"{'TRAINBOX_FORCE=1 ' if force else ''}exec bash {p} </dev/null")
     channel.sendall(render_bootstrap(workdir, opts).encode())
@@ -232,7 +266,7 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     finally:
         channel.close()
     if status == 0:
-        return env_python(workdir)
+        return env_python(workdir, opts.env_name)
     if errors:
         raise RemoteError(errors[-1])
     what = EXIT_CODES.get(status, f"the bootstrap exited {status}")
@@ -243,6 +277,6 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
 def ensure(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None]) -> str:
     """The env's python: at once if ready, else after running the bootstrap (which waits for a running one)."""
     if is_ready(conn, workdir, opts):
-        return env_python(workdir)
+        return env_python(workdir, opts.env_name)
     say("the box's environment is not ready: setting it up (this waits for a setup already running)")
     return run_bootstrap(conn, workdir, opts, say)

@@ -96,10 +96,12 @@ class Plan:
         return self.complete and not self.send and not self.delete and not self.touch
 
 
-def scan_local(root: Path) -> dict[str, Entry]:
-    """Every file under root (links followed), or UsageError naming the links
-    that lead outside root (a data set must never carry a file from elsewhere,
-    ~/.aws/credentials say, to the box) or back into a folder above them (a loop)."""
+def scan_local(root: Path, skip: Callable[[str, bool], bool] | None = None) -> dict[str, Entry]:
+    """Every file under root (links followed), but those ``skip(rel, is_dir)``
+    leaves home (a skipped directory is not entered: see remote/ignore.py), or
+    UsageError naming the links that lead outside root (a data set must never
+    carry a file from elsewhere, ~/.aws/credentials say, to the box) or back
+    into a folder above them (a loop). An ignored link is never looked at."""
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory")
     found: dict[str, Entry] = {}
@@ -112,6 +114,8 @@ def scan_local(root: Path) -> dict[str, Entry]:
         with os.scandir(root / rel if rel else root) as it:
             for e in it:
                 path = f"{rel}/{e.name}" if rel else e.name
+                if skip and skip(path, e.is_dir(follow_symlinks=True)):
+                    continue
                 real = None
                 if e.is_symlink():
                     real = os.path.realpath(e.path)
@@ -309,18 +313,20 @@ def _widen_pipe(fd: int) -> None:
         pass
 
 
-def push(conn, local_root: Path, remote_dir: str, progress_factory=None) -> Plan:
+def push(conn, local_root: Path, remote_dir: str, progress_factory=None,
+         local: dict[str, Entry] | None = None) -> Plan:
     """Make remote_dir an exact copy of local_root, sending only what changed.
 
     ``progress_factory(total_file_bytes)`` makes a bar with ``update(n)`` and
     ``close()``; the returned plan's ``sent_bytes`` is the stream's length.
+    ``local``: local_root's scan_local, when the caller has it (a filtered one).
     """
     from .connection import exec_channel, finish
 
     # The box lists its copy while this side scans the local one.
     listing = exec_channel(conn, scan_remote_command(remote_dir))
     try:
-        local = scan_local(local_root)
+        local = scan_local(local_root) if local is None else local
         text = listing.makefile("rb").read().decode(errors="surrogateescape")
         finish(listing, "listing the box's copy")
     finally:

@@ -1,7 +1,9 @@
 """Every template renders with StrictUndefined, and the shell ones are valid bash."""
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 import jinja2
 import pytest
@@ -15,47 +17,55 @@ def bash_syntax_ok(text: str) -> None:
 
 
 RUN_ARGS = dict(
-    run_id="r1", run_dir="/home/u/trainbox/runs/r1", code_dir="/home/u/trainbox/code", python="/home/u/env/bin/python",
-    data_dir="/home/u/trainbox/data/my data", train_args=["--epochs", "3", "--net", "cnn; rm -rf /"], env_link=None,
+    run_id="r1", run_dir="/home/u/trainbox/runs/r1", project_dir="/home/u/trainbox/projects/my project",
+    python="/home/u/env/bin/python", data_dir="/home/u/trainbox/data/my data", out_dir="/home/u/trainbox/runs/r1/out",
+    command=["python", "train.py", "--net", "cnn; rm -rf /"], env_link=None, resume_hint="remote run --resume r1",
 )
 
 
-@pytest.mark.parametrize("synth", [True, False])
+@pytest.mark.parametrize("data_dir", ["", "/home/u/trainbox/data/my data"])
 @pytest.mark.parametrize("env_link", [None, "/home/u/trainbox/my env"])
-def test_run_script_quotes_every_argument(synth, env_link):
-    text = templates.render("run.sh.j2", synth=synth, **{**RUN_ARGS, "env_link": env_link})
+def test_run_script_quotes_every_argument(data_dir, env_link):
+    text = templates.render("run.sh.j2", **{**RUN_ARGS, "data_dir": data_dir, "env_link": env_link})
     bash_syntax_ok(text)
     assert "'cnn; rm -rf /'" in text
-    assert "'/home/u/trainbox/data/my data'" in text
-    assert ("model synth" in text) is synth
+    assert "cd '/home/u/trainbox/projects/my project'" in text
+    assert ("export TRAINBOX_DATA='/home/u/trainbox/data/my data'" in text) is bool(data_dir)
     assert ("readlink -f '/home/u/trainbox/my env'" in text) is bool(env_link)
 
 
 def test_missing_value_is_an_error_not_an_empty_string():
     args = dict(RUN_ARGS)
-    del args["python"]
+    del args["project_dir"]
     with pytest.raises(jinja2.UndefinedError):
-        templates.render("run.sh.j2", synth=False, **args)
+        templates.render("run.sh.j2", **args)
 
 
-def test_run_script_records_pid_log_and_exit_code(tmp_path):
-    """Run the rendered script for real with a fake interpreter."""
-    fake_python = tmp_path / "python"
-    fake_python.write_text("#!/bin/bash\necho \"args: $*\"\nexit 7\n")
-    fake_python.chmod(0o755)
+def test_run_script_records_pid_log_exit_code_and_the_restarts(tmp_path):
+    """Run the rendered script for real, twice (the second start is a resume):
+    the command gets its argv exactly and the TRAINBOX_* variables."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "job.sh").write_text(
+        'printf "arg:%s\\n" "$@"; echo "cwd=$PWD run=$TRAINBOX_RUN_ID resumed=$TRAINBOX_RESUMED out=$TRAINBOX_OUT data=$TRAINBOX_DATA"\n'
+        'python -c "import sys; print(\'python=\' + sys.executable)"; exit 7\n')
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    text = templates.render(
-        "run.sh.j2", run_id="r1", run_dir=str(run_dir), code_dir=str(tmp_path), python=str(fake_python),
-        data_dir=str(tmp_path / "data"), synth=False, train_args=["--epochs", "2"], env_link=None,
-    )
+    argv = ["bash", "job.sh", "two words", "it's \"quoted\"", "$(touch pwned)", "`touch pwned`", "*", ""]
+    text = templates.render("run.sh.j2", **{**RUN_ARGS, "run_dir": str(run_dir), "project_dir": str(tmp_path / "project"),
+                                             "python": sys.executable, "data_dir": str(tmp_path / "data"),
+                                             "out_dir": str(run_dir / "out"), "command": argv})
     (run_dir / "run.sh").write_text(text)
-    p = subprocess.run(["bash", str(run_dir / "run.sh")])
-    assert p.returncode == 7
-    assert (run_dir / "exit_code").read_text().strip() == "7"
-    assert (run_dir / "pid").read_text().strip().isdigit()
-    assert "args: -m model train --data" in (run_dir / "log").read_text()
-    assert "--epochs 2" in (run_dir / "log").read_text()
+    for n in (0, 1):
+        p = subprocess.run(["bash", str(run_dir / "run.sh")], env={k: v for k, v in os.environ.items() if not k.startswith("TRAINBOX_")})
+        assert p.returncode == 7
+        assert (run_dir / "exit_code").read_text().strip() == "7"
+        assert (run_dir / "pid").read_text().strip().isdigit()
+        log = (run_dir / "log").read_text()
+        assert f"cwd={tmp_path / 'project'} run=r1 resumed={n} out={run_dir / 'out'} data={tmp_path / 'data'}" in log
+    assert [l[4:] for l in log.splitlines() if l.startswith("arg:")] == argv[2:] * 2
+    assert f"python={sys.executable}" in log, "`python` is the interpreter the run was given"
+    assert (run_dir / "out").is_dir()
+    assert not list(tmp_path.rglob("pwned")), "nothing in the arguments was run"
 
 
 def test_every_template_is_covered():

@@ -68,7 +68,7 @@ def test_url_s3_and_local_data_train_on_the_default_relative_workdir(box_user, l
         (run,) = list((work / "runs").iterdir())
         assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
         script = (box_user.home / "trainbox" / "runs" / run.name / "run.sh").read_text()
-        assert f"--data {box_user.home}/trainbox/data/" in script, script
+        assert f"TRAINBOX_DATA={box_user.home}/trainbox/data/" in script, script
 
 
 def test_a_local_folder_that_is_no_data_set_is_refused_before_anything_is_sent(box_user, tmp_path):

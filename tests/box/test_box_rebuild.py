@@ -36,8 +36,8 @@ def start_blocking_job(user, run_id: str) -> str:
         write_file(conn, f"{code}/model/__main__.py", BLOCKING_MODEL.encode())
         layout = job.Layout(f"{user.home}/trainbox")
         run_dir = layout.run(run_id)
-        script = job.render_script(layout, run_id, setup.env_python(layout.workdir), str(code), f"{user.home}/data",
-                                   synth=False, train_args=[], env_link=setup.env_dir(layout.workdir))
+        script = job.render_script(layout, run_id, str(code), ["python", "-m", "model", "train"],
+                                   data_dir=f"{user.home}/data", env_link=setup.env_dir(layout.workdir))
         job.start(conn, run_dir, script)
     finally:
         conn.close()

@@ -20,5 +20,5 @@ def test_train_from_a_url(cli, box, box_flags, file_server, tmp_path):
     history = json.loads((run / "history.json").read_text())
     assert len(history["loss"]) == 1
     key = datasource.parse(url).key
-    assert f"--data {workdir}/data/{key}/set" in (workdir / "runs" / run.name / "run.sh").read_text()
+    assert f"TRAINBOX_DATA={workdir}/data/{key}/set" in (workdir / "runs" / run.name / "run.sh").read_text()
     assert len(file_server.hits("/set.tar.gz")) == 1

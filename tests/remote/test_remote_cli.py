@@ -221,13 +221,13 @@ def test_resume_on_a_new_box_from_the_local_copy(cli, on_box, box, dataset, tmp_
 
 
 def test_resume_without_a_resume_state_anywhere_says_what_to_do(cli, on_box, box, tmp_path):
-    from remote import results
+    from remote import records
     from remote.target import Target
 
-    rec = results.new_record("20260101-000000-abcd", Target("127.0.0.1", 22, "u", None, "/nowhere"),
+    rec = records.new_record("20260101-000000-abcd", Target("127.0.0.1", 22, "u", None, "/nowhere"),
                              tmp_path / "runs" / "20260101-000000-abcd")
     rec.data, rec.train_args = None, ["--epochs", "3"]
-    results.save_record(rec)
+    records.save_record(rec)
     r = cli("remote", "train", "--resume", rec.run_id, *on_box, "--python", sys.executable, cwd=tmp_path)
     assert r.code == 3, r.err
     err = one_line_error(r)
@@ -333,7 +333,7 @@ def test_push_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(cli, on_box, 
 
 
 def test_pull_refuses_a_symlink_out_of_the_run_dir(cli, on_box, box, tmp_path):
-    from remote import results
+    from remote import records
     from remote.target import Target
 
     run_id = "20260101-000000-abcd"
@@ -345,7 +345,7 @@ def test_pull_refuses_a_symlink_out_of_the_run_dir(cli, on_box, box, tmp_path):
     (run_dir / "pid").write_text("999999\n")
     (run_dir / "exit_code").write_text("0\n")
     local = tmp_path / "runs" / run_id
-    results.new_record(run_id, Target("127.0.0.1", box.port, box.user, box.identity, box.workdir), local)
+    records.new_record(run_id, Target("127.0.0.1", box.port, box.user, box.identity, box.workdir), local)
 
     r = cli("remote", "pull", run_id, *on_box, cwd=tmp_path)
     assert r.code == 3

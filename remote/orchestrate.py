@@ -1,0 +1,317 @@
+"""A run, from the laptop: push the code, make its environment ready, bring its
+data, start its command detached on the box, follow its log, bring its
+results home; resume it, on its box or on another one.
+
+One machinery for every run. A ``RunSpec`` says what to run: ``remote run``
+builds one from your project and command, ``remote train`` the built-in one
+(remote/builtin.py: the model package and its flags). Nothing here knows what
+the command is. Library code: progress goes to the ``say`` it is given, errors
+are raised, the CLI (remote/cli.py) prints and exits. Over 300 lines: the
+whole life of a run (push, environment, data, start, resume, follow, collect)
+is one story, told here in order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from provision.errors import RemoteError, UsageError
+
+from . import job, records, results, sync
+from .connection import run
+from .target import Target
+
+Say = Callable[[str], None]
+
+# A project bigger than this (its pushed set) asks before it is pushed: data belongs in --data.
+PROJECT_LIMIT_BYTES = 200 * 1024 * 1024
+TF_CHECK = "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in ('tensorflow', 'keras')) else 1)"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is: the same spec started again is the same run (``--resume``)."""
+
+    code: Path  # the local project, pushed (the ignore rules of remote/ignore.py apply)
+    command: tuple[str, ...]  # argv, run exactly as given in the pushed project
+    data: str | None = None  # --data as given (a local dir made absolute); None: none
+    requirements: Path | None = None  # installed into the run's environment, beside trainbox's pins
+    out: str = "out"  # TRAINBOX_OUT, relative to the run dir: what comes home
+    kind: str = "run"  # "run" (remote run) or "train" (the built-in), for the records and messages
+    # The code is one Python package, pushed as the folder of its name in the
+    # box's shared code dir (the built-in model/), instead of a project of its own.
+    package: bool = False
+    # No --data: ``python <synth...> DIR`` makes a data set in DIR on the box, once.
+    synth: tuple[str, ...] = ()
+    # What a local copy must hold for --resume on a box that never saw the run.
+    resume_state: str | None = None
+    exclude: tuple[Path, ...] = ()  # local paths never pushed (the laptop's runs dir)
+
+    @property
+    def key(self) -> str:
+        """The project's name on the box: its folder and, with requirements, its environment."""
+        return path_key(self.code)
+
+    def record_fields(self) -> dict:
+        return {"kind": self.kind, "data": self.data, "command": list(self.command),
+                "code": None if self.package else str(self.code),
+                "requirements": str(self.requirements) if self.requirements else None, "out": self.out}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a followed run ended, once its results are home."""
+
+    run_id: str
+    local_dir: Path
+    exit_code: int | None  # None: it died or was stopped
+    stopped: bool  # by `remote stop`
+    files: int  # pulled at the end
+    tail: str  # the log's last lines when it did not succeed
+    detached: bool = False  # Ctrl-C: it keeps running on the box, nothing pulled
+
+
+def spec_from_record(rec: records.RunRecord, exclude: tuple[Path, ...] = ()) -> RunSpec | None:
+    """How a recorded `remote run` was started, or None when the record does not say."""
+    if rec.command is None or rec.code is None:
+        return None
+    return RunSpec(code=Path(rec.code), command=tuple(rec.command), data=rec.data,
+                   requirements=Path(rec.requirements) if rec.requirements else None, out=rec.out, exclude=exclude)
+
+
+def notebook_place(rec: records.RunRecord | None, workdir: str) -> tuple[str | None, str | None]:
+    """Where `nb` opens for a box whose latest run is ``rec``: the pushed
+    project of a `remote run` and, with requirements, its environment's link
+    (the box paths relative to the home, as the workdir is); (None, None) else."""
+    if rec is None or rec.kind != "run" or not rec.code:
+        return None, None
+    layout, key = job.Layout(workdir), path_key(Path(rec.code))
+    return layout.project(key), layout.env_link(key) if rec.requirements else None
+
+
+def path_key(path: Path) -> str:
+    real = Path(path).resolve()
+    return f"{real.name}-{hashlib.sha1(str(real).encode()).hexdigest()[:8]}"
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# ---------------------------------------------------------------- pushing
+
+
+def push_dir(conn, local: Path, remote_dir: str, what: str, say: Say, progress=None,
+             scan: dict | None = None) -> sync.Plan:
+    started = time.monotonic()
+    plan = sync.push(conn, local, remote_dir, progress(f"push {what}") if progress else None, local=scan)
+    if plan.noop:
+        say(f"{what}: up to date on the box ({plan.files} files, nothing sent)")
+    else:
+        took = time.monotonic() - started
+        say(f"{what}: sent {len(plan.send)} of {plan.files} files ({human(plan.send_bytes)}) in {took:.1f}s"
+            + (f", deleted {len(plan.delete)}" if plan.delete else ""))
+    return plan
+
+
+def scan_project(spec: RunSpec, confirm: Callable[[str], bool]) -> dict:
+    """The project's pushed set; a big one only if confirm(question) says yes."""
+    from .ignore import ProjectFilter
+
+    scan = sync.scan_local(spec.code, ProjectFilter(spec.code, exclude=spec.exclude).skip)
+    size = sum(e.size for e in scan.values())
+    if size > PROJECT_LIMIT_BYTES:
+        biggest = sorted(scan, key=lambda p: scan[p].size, reverse=True)[:3]
+        question = (f"the project {spec.code} is {human(size)} in {len(scan)} files (biggest: {', '.join(biggest)}); "
+                    f"push it all?")
+        if not confirm(question):
+            raise UsageError(f"the project {spec.code} is {human(size)} of code (over {human(PROJECT_LIMIT_BYTES)}): "
+                             "data belongs in --data",
+                             "pass --data DIR for the data, list what is not code in .trainboxignore, or push it anyway with --yes")
+    return scan
+
+
+# ---------------------------------------------------------------- the environment
+
+
+def box_python(conn, target: Target, layout: job.Layout, spec: RunSpec, requirements_on_box: str | None,
+               say: Say) -> tuple[str, str | None]:
+    """The interpreter the run uses and, for an environment trainbox built, its link.
+
+    ``--python`` (or the box's state) wins, as it is; otherwise trainbox's
+    environment (with the project's requirements: the project's own), set up
+    first when it is not ready (waiting for a boot-time setup that is running).
+    """
+    from . import setup
+
+    if target.python:
+        if spec.requirements:
+            say(f"--python {target.python}: {spec.requirements} is not installed (that interpreter is used as it is)")
+        if conn.run(f"{shlex.quote(target.python)} -c {shlex.quote(TF_CHECK)}", hide=True, warn=True).exited != 0:
+            raise RemoteError(f"no Python with TensorFlow and Keras on {target.label} (tried {target.python})",
+                              "run `remote setup` to install trainbox's environment, or pass --python")
+        return target.python, None
+    opts = setup.SetupOptions.from_env()
+    key = None
+    if spec.requirements:
+        key = spec.key
+        opts = dataclasses.replace(opts, env_name=job.env_name(key), project_requirements=requirements_on_box,
+                                   requirements_digest=setup.requirements_digest(spec.requirements))
+    return setup.ensure(conn, layout.workdir, opts, say), layout.env_link(key)
+
+
+def _requirements_on_box(conn, spec: RunSpec, layout: job.Layout, project_dir: str, scan: dict) -> str | None:
+    """The requirements file as the box sees it: in the pushed project, else written beside it."""
+    if not spec.requirements:
+        return None
+    from .connection import write_file
+
+    real = spec.requirements.resolve()
+    try:
+        rel = real.relative_to(spec.code.resolve()).as_posix()
+    except ValueError:
+        rel = None
+    if rel in scan:
+        return f"{project_dir}/{rel}"
+    write_file(conn, layout.requirements(spec.key), real.read_bytes())
+    return layout.requirements(spec.key)
+
+
+# ---------------------------------------------------------------- starting
+
+
+def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: bool = False, progress=None,
+          confirm: Callable[[str], bool] = lambda q: False, seed: Path | None = None) -> int:
+    """Push the code, make the environment ready, bring the data, start the run detached.
+
+    ``seed``: a local copy of the run's results to continue from (resuming on a
+    box that never saw it). Returns the log's size before the job started, to
+    follow from.
+    """
+    from . import datasource, fetch
+
+    # run.sh cds into its run dir: every path on the box from here on (the
+    # data a fetch returns included) comes from this one absolute layout.
+    layout = job.resolve_layout(conn, target.workdir)
+    scan = scan_project(spec, confirm)
+    if spec.package:
+        project_dir = layout.code
+        push_dir(conn, spec.code, f"{layout.code}/{spec.code.name}", "code", say, progress, scan)
+    else:
+        project_dir = layout.project(spec.key)
+        push_dir(conn, spec.code, project_dir, "code", say, progress, scan)
+    python, env_link = box_python(conn, target, layout, spec, _requirements_on_box(conn, spec, layout, project_dir, scan), say)
+
+    source = datasource.parse(spec.data) if spec.data else None
+    if isinstance(source, datasource.LocalSource):
+        data_dir = layout.data(path_key(Path(spec.data)))
+        push_dir(conn, Path(spec.data), data_dir, "data", say, progress)
+    elif source is not None:
+        got = fetch.fetch(conn, source, layout.workdir, python, layout.code, quiet=quiet, say=say)
+        data_dir = got.path
+        say(f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
+            f"({got.files} files, {human(got.bytes)}) in {data_dir}")
+    elif spec.synth:
+        data_dir = layout.data("synthetic")
+        _synthesize(conn, python, project_dir, spec.synth, data_dir, say)
+    else:
+        data_dir = None
+
+    run_dir = layout.run(run_id)
+    offset = 0
+    if seed is not None:
+        out = shlex.quote(spec.out)
+        push_dir(conn, seed, f"{run_dir}/{spec.out}", "the run's local copy", say, progress)
+        # The local layout back into the box's: train.log is the run's log, and
+        # the count of starts goes on.
+        offset = int(run(conn, f"cd {shlex.quote(run_dir)} && rm -f {out}/{sync.MARKER} {out}/exit_code {out}/run.sh && "
+                               f"if [ -e {out}/train.log ]; then mv {out}/train.log log; fi && "
+                               f"if [ -e {out}/resumed ]; then mv {out}/resumed resumed; else echo 0 > resumed; fi && "
+                               "touch log && stat -c %s log",
+                         "restoring the run's log").strip().splitlines()[-1])
+    script = job.render_script(layout, run_id, project_dir, list(spec.command), python=python, env_link=env_link,
+                               data_dir=data_dir, out=spec.out, resume_hint=f"remote {spec.kind} --resume")
+    job.start(conn, run_dir, script)
+    return offset
+
+
+def _synthesize(conn, python: str, project_dir: str, synth: tuple[str, ...], data_dir: str, say: Say) -> None:
+    """The spec's generated data set, made once per box (a marker says it is whole)."""
+    d, mark = shlex.quote(data_dir), shlex.quote(f"{data_dir}/{sync.MARKER}")
+    if conn.run(f"test -e {mark}", hide=True, warn=True, in_stream=False).exited == 0:
+        return
+    say(f"generating a data set on the box ({' '.join(synth)})")
+    argv = " ".join(shlex.quote(a) for a in (python, *synth, data_dir))
+    run(conn, f"rm -rf {d} && cd {shlex.quote(project_dir)} && PYTHONPATH={shlex.quote(project_dir)} {argv} && date > {mark}",
+        "generating the data set on the box")
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def resume(conn, target: Target, rec: records.RunRecord, spec: RunSpec | None, say: Say, *, flags: str = "",
+           quiet: bool = False, progress=None) -> tuple[int, str]:
+    """Start a stopped or killed run again, in its run dir on target: there if
+    the box has it, else rebuilt from its local copy (``spec`` is how it was
+    started). The same command runs again with TRAINBOX_RESUMED one higher;
+    returns the log offset to follow from and a few words on what it had."""
+    run_dir = job.Layout(target.workdir).run(rec.run_id)
+    st = job.job_state(conn, run_dir)
+    if st is not None and st.running:
+        raise UsageError(f"run {rec.run_id} is still running", f"follow it with `remote logs {rec.run_id} --follow{flags}`")
+    if st is not None:
+        return job.restart(conn, run_dir), f"it had {st.label}"
+    local = Path(rec.local_dir)
+    need = local / spec.resume_state if spec and spec.resume_state else local
+    if spec is None or not need.is_dir():
+        what = f" ({spec.resume_state}/)" if spec and spec.resume_state else ""
+        raise RemoteError(
+            f"run {rec.run_id} is not on {target.label} and its local copy {local} has no resume state{what}",
+            f"bring it home from the box it ran on with `remote pull {rec.run_id}`, or start a new run with `remote {rec.kind}`",
+        )
+    offset = start(conn, target, spec, rec.run_id, say, quiet=quiet, progress=progress, seed=local)
+    return offset, f"from its local copy {local}"
+
+
+# ---------------------------------------------------------------- following and collecting
+
+
+def follow_and_collect(connect: Callable[[], object], target: Target, rec: records.RunRecord, say: Say, *,
+                       offset: int = 0, pull_every: float | None = None) -> Outcome:
+    """Stream the run's log until it ends (pulling ``checkpoints/`` every
+    pull_every seconds on the way), then pull everything and record it."""
+    run_dir = job.Layout(target.workdir).run(rec.run_id)
+    local_dir = Path(rec.local_dir)
+    last_pull = [time.monotonic()]
+
+    def pull_checkpoints(conn):
+        if pull_every and time.monotonic() - last_pull[0] >= pull_every:
+            last_pull[0] = time.monotonic()
+            try:
+                results.pull(conn, run_dir, local_dir, only="checkpoints", out=rec.out)
+            except RemoteError:
+                pass  # nothing yet; the final pull takes everything
+
+    try:
+        _, conn = job.follow(connect, run_dir, offset=offset, say=say, on_tick=pull_checkpoints)
+    except KeyboardInterrupt:
+        return Outcome(rec.run_id, local_dir, None, False, 0, "", detached=True)
+    try:
+        state = job.job_state(conn, run_dir)
+        files = results.pull(conn, run_dir, local_dir, out=rec.out)
+        tail = job.log_tail(conn, run_dir) if not state or state.exit_code != 0 else ""
+    finally:
+        conn.close()
+    rec.pulled = True
+    rec.exit_code = state.exit_code if state else None
+    records.save_record(rec)
+    return Outcome(rec.run_id, local_dir, rec.exit_code, bool(state and state.stopped), len(files), tail)

@@ -1,0 +1,144 @@
+"""`remote run`: your project and your command, on the machinery of `remote train`.
+
+Each test makes its own small project (plain Python scripts: no TensorFlow
+import here, the box tests train a real Keras script) and runs the real CLI
+against the session's sshd on 127.0.0.1, with --python this interpreter.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from remote_helpers import one_line_error, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Prints its argv and its environment as JSON, writes into $TRAINBOX_OUT; waits
+# for a file named by its first argument when given "wait".
+ECHO = '''import json, os, sys, time
+out = os.environ["TRAINBOX_OUT"]
+os.makedirs(out + "/checkpoints", exist_ok=True)
+seen = {"argv": sys.argv[1:], "cwd": os.getcwd(), "python": sys.executable,
+        **{k: v for k, v in os.environ.items() if k.startswith("TRAINBOX_")}}
+print("seen " + json.dumps(seen), flush=True)
+open(out + "/seen-%s.json" % os.environ["TRAINBOX_RESUMED"], "w").write(json.dumps(seen))
+open(out + "/checkpoints/last.txt", "w").write("epoch 1")
+if sys.argv[1:2] == ["wait"]:
+    print("waiting for " + sys.argv[2], flush=True)
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.05)
+code = int(os.environ.get("EXIT_WITH", "0"))
+if code:
+    print("giving up: the loss is NaN", file=sys.stderr)
+sys.exit(code)
+'''
+
+
+def project(tmp_path: Path) -> Path:
+    p = tmp_path / "my project"
+    (p / "lib").mkdir(parents=True)
+    (p / "echo.py").write_text(ECHO)
+    (p / "lib" / "util.py").write_text("X = 1\n")
+    (p / ".gitignore").write_text("secrets.env\n*.ckpt\n")
+    (p / "secrets.env").write_text("TOKEN=do-not-send")
+    (p / "old.ckpt").write_text("big")
+    return p
+
+
+def run_flags(on_box, tmp_path) -> list[str]:
+    return [*on_box, "--python", sys.executable, "--runs-dir", str(tmp_path / "runs"), "--pull-every", "600"]
+
+
+def seen(local: Path, n: int = 0) -> dict:
+    return json.loads((local / f"seen-{n}.json").read_text())
+
+
+def test_run_pushes_the_project_runs_the_argv_exactly_and_brings_the_outputs_home(cli, on_box, box, dataset, tmp_path):
+    code = project(tmp_path)
+    argv = ["two words", "it's \"quoted\"", "$(touch pwned)", "`touch pwned`", "*", "$HOME", ""]
+    r = cli("remote", "run", "--code", str(code), "--data", str(dataset), *run_flags(on_box, tmp_path),
+            "--", "python", "echo.py", *argv, cwd=tmp_path)
+    assert r.code == 0, r.err + r.out
+    (local,) = (tmp_path / "runs").iterdir()
+    got = seen(local)
+    assert got["argv"] == argv, "every argument reached the script unchanged"
+    assert got["TRAINBOX_RUN_ID"] == local.name and got["TRAINBOX_RESUMED"] == "0"
+    run_dir = Path(box.workdir) / "runs" / local.name
+    assert got["TRAINBOX_OUT"] == str(run_dir / "out")
+    data = Path(got["TRAINBOX_DATA"])
+    assert sorted(p.relative_to(data) for p in data.rglob("*.png")) == sorted(p.relative_to(dataset) for p in dataset.rglob("*.png"))
+    pushed = Path(got["cwd"])
+    assert sorted(p.relative_to(pushed).as_posix() for p in pushed.rglob("*") if p.is_file() and p.name != ".trainbox-complete") \
+        == [".gitignore", "echo.py", "lib/util.py"], "the ignored files stayed home"
+    assert got["python"] == sys.executable
+    assert not list(Path(box.workdir).rglob("pwned")) and not list(tmp_path.rglob("pwned"))
+    assert (local / "checkpoints" / "last.txt").read_text() == "epoch 1"
+    assert "seen " in (local / "train.log").read_text() and (local / "exit_code").read_text().strip() == "0"
+    runs = cli("remote", "runs", cwd=tmp_path)
+    assert local.name in runs.out and " yes " in runs.out
+
+
+def test_a_failing_script_gives_its_exit_code_and_the_logs_last_lines(cli, on_box, tmp_path):
+    code = project(tmp_path)
+    r = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "env", "EXIT_WITH=5", "python", "echo.py",
+            cwd=tmp_path)
+    assert r.code == 5, r.err
+    assert "last lines of the log" in r.err and "giving up: the loss is NaN" in r.err
+    assert "the command failed on the box (exit 5)" in one_line_error(r)
+    (local,) = (tmp_path / "runs").iterdir()
+    assert "giving up" in (local / "train.log").read_text()
+    assert "TRAINBOX_DATA" not in seen(local), "no --data: no TRAINBOX_DATA"
+
+
+def test_laptop_killed_mid_run_then_pull_then_resume(cli, on_box, box, tmp_path):
+    code = project(tmp_path)
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    laptop = subprocess.Popen([sys.executable, "-m", "remote", "run", "--code", str(code), *run_flags(on_box, tmp_path),
+                               "--", "python", "echo.py", "wait", str(release)],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = Path(box.workdir) / "runs"
+    try:
+        log = wait_for("the script waiting on the box",
+                       lambda: next((f for f in runs.glob("*/log") if "waiting for" in f.read_text()), None) if runs.exists() else None)
+        assert laptop.poll() is None, laptop.stderr.read()
+        laptop.send_signal(signal.SIGKILL)
+        laptop.wait(timeout=10)
+    finally:
+        if laptop.poll() is None:
+            laptop.kill()
+        laptop.stdout.close(), laptop.stderr.close()
+    run_dir = log.parent
+    release.write_text("go")
+    wait_for("the run to finish on the box", lambda: (run_dir / "exit_code").exists())
+    pull = cli("remote", "pull", run_dir.name, *on_box, cwd=tmp_path)
+    assert pull.code == 0, pull.err
+    local = tmp_path / "runs" / run_dir.name
+    assert seen(local)["argv"] == ["wait", str(release)] and (local / "exit_code").read_text().strip() == "0"
+
+    again = cli("remote", "run", "--resume", run_dir.name, *on_box, "--pull-every", "600", cwd=tmp_path)
+    assert again.code == 0, again.err
+    assert "resumed" in again.err
+    assert seen(local, 1)["TRAINBOX_RESUMED"] == "1", "the same command again, told it was restarted"
+    assert seen(local, 1)["argv"] == ["wait", str(release)]
+    assert (local / "seen-0.json").exists(), "the first start's outputs are still there"
+
+
+def test_a_project_over_the_size_limit_is_refused_without_yes(cli, on_box, box, tmp_path):
+    code = project(tmp_path)
+    with open(code / "weights.bin", "wb") as f:  # sparse: its size, none of its disk
+        f.truncate(201 * 1024 * 1024)
+    r = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "python", "echo.py", cwd=tmp_path)
+    assert r.code == 2, r.err
+    line = one_line_error(r)
+    assert "201.0 MB" in line and "--data" in line and "--yes" in line and ".trainboxignore" in line
+    assert not (Path(box.workdir) / "projects").exists(), "nothing was pushed"
+
+
+def test_run_without_a_command_is_a_usage_error(cli, tmp_path):
+    r = cli("remote", "run", "--host", "127.0.0.1", cwd=tmp_path)
+    assert r.code == 2 and "command after --" in one_line_error(r)
