@@ -114,18 +114,19 @@ def test_terminate_refuses_pid_1_and_below(signals):
 
 def test_run_script_records_its_start_time(tmp_path):
     """run.sh writes the start time of its own process next to its pid: what the sandbox checks."""
-    import templates
+    from remote import job
 
-    script = templates.render("run.sh.j2", run_id="r", run_dir=str(tmp_path), code_dir=str(tmp_path), python="true",
-                              env_link=None, data_dir=str(tmp_path), synth=False, train_args=[])
-    p = subprocess.Popen(["bash", "-c", script.replace('"$PY" -m model train', "sleep 30; true")], start_new_session=True)
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    script = job.render_script(job.Layout(str(tmp_path)), "r", str(tmp_path), ["sleep", "30"], python="true")
+    p = subprocess.Popen(["bash", "-c", script], start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+        while not (run_dir / "pid").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert int((tmp_path / "pid").read_text()) == p.pid
-        assert (tmp_path / procs.START_FILE).read_text().strip() == procs.start_time(p.pid)
-        assert procs.recorded_alive(p.pid, (tmp_path / procs.START_FILE).read_text())
+        assert int((run_dir / "pid").read_text()) == p.pid
+        assert (run_dir / procs.START_FILE).read_text().strip() == procs.start_time(p.pid)
+        assert procs.recorded_alive(p.pid, (run_dir / procs.START_FILE).read_text())
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()

@@ -13,7 +13,7 @@ import pytest
 
 from provision import checks, paths
 from provision.errors import RemoteError, UsageError
-from remote import job, results, sync
+from remote import job, records, results, sync
 
 
 def one_line(err: str) -> str:
@@ -125,26 +125,26 @@ def test_remote_stop_leaves_a_reused_pid_alone(conn, box):
 # ---------------------------------------------------------------- 8: records, down
 
 
-def _record(run_id="20250101-000000-abcd", box="default", **kw) -> results.RunRecord:
+def _record(run_id="20250101-000000-abcd", box="default", **kw) -> records.RunRecord:
     base = dict(run_id=run_id, box=box, host="127.0.0.1", port=22, user="u", identity=None, workdir="w",
                 local_dir="/nowhere", created=1.0)
     base.update(kw)
-    return results.RunRecord(**base)
+    return records.RunRecord(**base)
 
 
 def test_a_corrupt_run_record_is_skipped_with_a_warning_naming_it(caplog, capsys):
     from remote.cli import main
 
-    results.save_record(_record())
+    records.save_record(_record())
     bad = paths.home() / "runs" / "20250101-000001-dead.json"
     bad.write_text("{truncated")
     (paths.home() / "runs" / "20250101-000002-beef.json").write_text('{"run_id": 5}')
-    assert [r.run_id for r in results.records()] == ["20250101-000000-abcd"]
+    assert [r.run_id for r in records.records()] == ["20250101-000000-abcd"]
     assert str(bad) in caplog.text
     assert main(["runs"]) == 0
     assert "20250101-000000-abcd" in capsys.readouterr().out
     with pytest.raises(UsageError) as e:
-        results.load_record("20250101-000001-dead")
+        records.load_record("20250101-000001-dead")
     assert str(bad) in str(e.value)
 
 
@@ -172,7 +172,7 @@ def test_down_is_not_blocked_by_a_run_it_cannot_pull(cli, moto_endpoint, tmp_pat
     (run_dir / "out").mkdir(parents=True)
     (run_dir / "out" / "creds").symlink_to("/etc/passwd")
     (run_dir / "exit_code").write_text("0\n")
-    results.save_record(_record("r1", box="pulled", host=box.ssh_host, port=box.ssh_port, user=box.ssh_user,
+    records.save_record(_record("r1", box="pulled", host=box.ssh_host, port=box.ssh_port, user=box.ssh_user,
                                 identity=box.key_path, workdir=box.workdir, local_dir=str(tmp_path / "runs" / "r1")))
     r = cli("provision", "down", "--name", "pulled", cwd=tmp_path, env=env)
     assert r.code == 3 and "--yes" in one_line(r.err) and "nothing deleted" in r.err
@@ -200,7 +200,7 @@ def test_remote_logs_and_a_followed_log_reach_the_terminal_clean(cli, on_box, bo
     (run_dir / "log").write_text(HOSTILE)
     (run_dir / "pid").write_text(f"{os.getpid()}\n")
     (run_dir / "exit_code").write_text("0\n")
-    results.save_record(_record(box=None, host="127.0.0.1", port=int(on_box[1].rsplit(":", 1)[1]),
+    records.save_record(_record(box=None, host="127.0.0.1", port=int(on_box[1].rsplit(":", 1)[1]),
                                 user=on_box[1].split("@")[0], identity=on_box[3], workdir=box.workdir))
     r = cli("remote", "logs", *on_box)
     assert r.code == 0, r.err
@@ -238,9 +238,11 @@ def test_data_rm_of_an_empty_key_is_a_usage_error(cli, on_box):
 
 
 def test_train_drops_the_literal_double_dash_before_model_args():
-    from remote.cli import build_parser, train_args
+    from remote import cli
+    from remote.builtin import train_args
+    from remote.cliargs import build_parser
 
-    args, extra = build_parser().parse_known_args(["train", "--epochs", "1", "--", "--label-smoothing", "0.1"])
+    args, extra = build_parser(cli).parse_known_args(["train", "--epochs", "1", "--", "--label-smoothing", "0.1"])
     assert train_args(args, extra) == ["--epochs", "1", "--label-smoothing", "0.1"]
 
 
