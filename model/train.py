@@ -168,6 +168,10 @@ def history_dict(records: dict[int, dict[str, float]]) -> dict[str, list[float]]
     return {k: [records[e].get(k, math.nan) for e in sorted(records)] for k in keys}
 
 
+# How much training an interruption that gives no notice can cost at most.
+SAVE_EVERY_S = 60.0
+
+
 def make_callbacks(cfg: TrainConfig, log: Log, records: dict[int, dict[str, float]], stream_lines: bool):
     """The run's callbacks, in an order that keeps the files consistent on a kill.
 
@@ -176,6 +180,8 @@ def make_callbacks(cfg: TrainConfig, log: Log, records: dict[int, dict[str, floa
     both the backup and the history hold epoch k.
     """
     import keras
+
+    from model.save_request import save_on_request
 
     class HistoryWriter(keras.callbacks.Callback):
         """history.csv + history.json across restarts, merged by epoch."""
@@ -212,9 +218,13 @@ def make_callbacks(cfg: TrainConfig, log: Log, records: dict[int, dict[str, floa
         log(f"warning: {note}")
     ckpt = os.path.join(cfg.out, "checkpoints")
     best_so_far = min((r["val_loss"] for r in records.values() if "val_loss" in r), default=None)
+    backup = keras.callbacks.BackupAndRestore(os.path.join(cfg.out, "backup"), delete_checkpoint=False, double_checkpoint=True)
     callbacks = [
         HistoryWriter(),
-        keras.callbacks.BackupAndRestore(os.path.join(cfg.out, "backup"), delete_checkpoint=False, double_checkpoint=True),
+        backup,
+        # Mid-epoch saves: when the box's agent asks (a spot notice, the box
+        # stopping) and every SAVE_EVERY_S seconds (a power cut asks nothing).
+        save_on_request(backup, every_s=SAVE_EVERY_S),
         keras.callbacks.ModelCheckpoint(os.path.join(ckpt, "last.keras")),
         keras.callbacks.ModelCheckpoint(
             os.path.join(ckpt, "best.keras"),

@@ -74,3 +74,16 @@ def test_a_periodic_save_bounds_what_a_power_cut_loses(model_cli, tmp_path):
     assert proc.returncode == 17, proc.stderr
     assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 0  # saved mid-epoch
     assert not (tmp_path / "saved").exists()  # nobody asked: no answer
+
+
+def test_model_train_answers_a_request_from_the_run_folder(small_data, model_cli, tmp_path):
+    """The wiring: `python -m model train` under run.sh's TRAINBOX_SAVE_REQUEST saves when asked."""
+    request = tmp_path / "save-now"
+    request.touch()  # asked before the first batch ends
+    env = {**model_cli.env(), "TRAINBOX_SAVE_REQUEST": str(request)}
+    proc = subprocess.run([sys.executable, "-m", "model", "train", "--data", small_data, "--out", str(tmp_path / "out"),
+                           "--epochs", "1", "--image-size", "32"], cwd=model_cli.repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not request.exists()
+    assert json.loads((tmp_path / "saved").read_text())["epoch"] == 0
