@@ -11,10 +11,12 @@ import shlex
 import shutil
 import sys
 
-from . import config, lifecycle, paths, procs, sandbox, state
-from .aws import Cloud
-from .cliutil import Parser, positive_float, positive_int, run_cli, say
-from .errors import RemoteError, UsageError
+from common import paths, state
+from common.aws import Cloud
+from common.cliutil import Parser, positive_float, positive_int, run_cli, say
+from common.errors import RemoteError, UsageError, name_flag, no_box
+
+from . import config, lifecycle, procs, sandbox
 
 PROG = "python -m provision"
 
@@ -32,15 +34,13 @@ def cloud_for(args) -> Cloud:
     return Cloud(config.setting("region", getattr(args, "region", None)))
 
 
-def name_flag(name: str) -> str:
-    return "" if name == "default" else f" --name {name}"
-
-
 # ---------------------------------------------------------------- commands
 
 
 def cmd_up(args) -> int:
-    from .up import UpOptions, up
+    from remote import setup  # the bootstrap `remote setup` runs too, for user-data at first boot
+
+    from .up import WORKDIR, UpOptions, up
 
     if args.sandbox:
         cloud = Cloud(sandbox.REGION, sandbox.endpoint() or sandbox.ensure_moto(), sandbox=True)
@@ -56,6 +56,7 @@ def cmd_up(args) -> int:
         volume_gb=config.setting("volume_gb", args.volume_gb),
         ami=args.ami,
         wait=not args.no_wait,
+        bootstrap=setup.render_bootstrap(WORKDIR, setup.SetupOptions.from_env()),
     )
     latest = None
     if not args.sandbox:
@@ -124,7 +125,7 @@ def _ready_box(args) -> state.BoxState:
         raise UsageError(f"box '{args.name}' is {s.state}", f"start it with `{PROG} start{name_flag(args.name)}`")
     box = state.load(args.name)
     if box is None:
-        raise lifecycle.no_box(args.name)
+        raise no_box(args.name)
     return box
 
 
@@ -191,7 +192,7 @@ def cmd_nb(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from .aws import aws_errors
+    from common.aws import aws_errors
     from .inventory import tagged_resources
 
     base = cloud_for(args)
@@ -231,7 +232,7 @@ def cmd_ssh_config(args) -> int:
 
     box = state.load(args.name)
     if box is None:
-        raise lifecycle.no_box(args.name)
+        raise no_box(args.name)
     path = paths.home() / "ssh_config"
     text = templates.render(
         "ssh_config.j2",

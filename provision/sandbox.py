@@ -13,8 +13,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import paths, procs, sshd
-from .errors import TrainboxError
+from common import paths
+from common.errors import TrainboxError
+
+from . import procs, sshd
 
 REGION = "us-east-1"
 

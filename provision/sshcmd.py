@@ -7,30 +7,16 @@ from __future__ import annotations
 
 import shlex
 
-from .state import BoxState
+from common import openssh
+from common.state import BoxState
 
 JUPYTER_PORT = 8888
 
 
-def ssh_options(box: BoxState, known_hosts: str) -> list[str]:
-    """The options every trainbox ssh uses, each with its reason."""
-    return [
-        "-i", box.key_path,
-        "-p", str(box.ssh_port),
-        # Only the box's own key: an agent full of keys can exhaust
-        # MaxAuthTries before the right one is offered.
-        "-o", "IdentitiesOnly=yes",
-        # The host key is pinned by trainbox: never accept another one.
-        "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        # Notice a dead connection (laptop asleep, box stopped) within a minute.
-        "-o", "ServerAliveInterval=15",
-    ]
-
-
 def ssh_argv(ssh: str, box: BoxState, known_hosts: str, extra: list[str], options: list[str] = ()) -> list[str]:
-    """``ssh [trainbox options] [options] user@host [extra...]``."""
-    return [ssh, *ssh_options(box, known_hosts), *options, f"{box.ssh_user}@{box.ssh_host}", *extra]
+    """``ssh [trainbox options] [options] user@host [extra...]`` for box (common/openssh.py)."""
+    return openssh.argv(ssh, box.ssh_user, box.ssh_host, box.ssh_port, box.key_path, known_hosts,
+                        options=options, command=extra)
 
 
 def box_python(box: BoxState) -> str:

@@ -12,13 +12,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import ami as amis
-from . import hostkeys, instance, keys, network, preflight, prices, sandbox, state
-from .aws import Cloud, aws_errors
-from .callerip import caller_cidr, check_cidr
-from .errors import CloudError, RemoteError
-from .state import BoxState
+from common import hostkeys, state
+from common.aws import Cloud, aws_errors
+from common.errors import CloudError, RemoteError
+from common.state import BoxState
 import templates
+
+from . import ami as amis
+from . import instance, keys, network, preflight, prices, sandbox
+from .callerip import caller_cidr, check_cidr
 
 
 @dataclass
@@ -32,17 +34,19 @@ class UpOptions:
     volume_gb: int = 100
     ami: str | None = None
     wait: bool = True
+    # The box's first-boot setup of trainbox's environment (the bootstrap the
+    # CLI renders with remote/setup.py), started by user-data; None: none.
+    bootstrap: str | None = None
 
 
 WORKDIR = "trainbox"  # on the box, relative to the login user's home
 
 
 def user_data(opts: UpOptions, login_user: str) -> str:
-    from remote import setup  # the box's environment: the bootstrap `remote setup` runs too
-
+    extra = {} if opts.bootstrap is None else {"bootstrap": opts.bootstrap}
     return templates.render(
         "user-data.sh.j2",
-        bootstrap=setup.render_bootstrap(WORKDIR, setup.SetupOptions.from_env()),
+        **extra,
         bootstrap_workdir=WORKDIR,
         login_user=login_user,
         name=opts.name,

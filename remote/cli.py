@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from provision.cliutil import Parser, positive_float, positive_int, run_cli, say
-from provision.errors import RemoteError, TrainingFailed, UsageError
+from common.cliutil import Parser, positive_float, positive_int, run_cli, say
+from common.errors import RemoteError, TrainingFailed, UsageError
 
 from . import job, results, sync
 from .connection import connect, run
@@ -35,7 +35,8 @@ def _wake(args, target: Target) -> Target:
     waited for) first; its address may have changed, so it is resolved again."""
     if not getattr(args, "start", False) or not target.box:
         return target
-    from provision import lifecycle, state
+    from common import state
+    from provision import lifecycle
 
     cloud = lifecycle.cloud_of(state.load(target.box))
     now = lifecycle.status(cloud, target.box).state

@@ -14,8 +14,8 @@ import logging
 import socket
 import time
 
-from provision import hostkeys, paths
-from provision.errors import RemoteError
+from common import hostkeys, paths
+from common.errors import RemoteError
 
 from .target import Target
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from provision.errors import CloudError, RemoteError, UsageError
+from common.errors import CloudError, RemoteError, UsageError
 
 from . import boxfetch
 from .connection import exec_channel, run
@@ -108,7 +108,7 @@ def fetch_url(conn, source: UrlSource, workdir: str, python: str, code_dir: str,
 
 def s3_client():
     """An S3 client with the laptop's credentials; AWS_ENDPOINT_URL (a moto server) is honoured."""
-    from provision.aws import Cloud
+    from common.aws import Cloud
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return Cloud(region, os.environ.get("AWS_ENDPOINT_URL") or None).client("s3")
@@ -116,7 +116,7 @@ def s3_client():
 
 def list_s3(client, source: S3Source) -> dict[str, dict]:
     """{relative path: {"etag", "size", "key"}} of every object under the prefix; CloudError if none or refused."""
-    from provision.aws import aws_errors
+    from common.aws import aws_errors
 
     found: dict[str, dict] = {}
     with aws_errors(f"list {source}"):
@@ -145,7 +145,7 @@ def box_manifest(conn, workdir: str, key: str) -> dict[str, str]:
 
 def fetch_s3(conn, source: S3Source, workdir: str, python: str, code_dir: str, quiet: bool = False,
              say: Callable[[str], None] = lambda s: None, client=None) -> Fetched:
-    from provision.aws import aws_errors
+    from common.aws import aws_errors
 
     client = client or s3_client()
     listing = list_s3(client, source)

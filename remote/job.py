@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from provision.errors import RemoteError
+from common.errors import RemoteError
 
 from .connection import run, write_file
 

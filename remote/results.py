@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from provision import paths
-from provision.errors import RemoteError
+from common import paths
+from common.errors import RemoteError
 
 from .target import Target, resolve
 
@@ -211,7 +211,7 @@ def move_record(rec: RunRecord, target: Target) -> None:
 
 def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
     """Before a box is deleted: bring home every run of it not yet pulled."""
-    from provision import state
+    from common import state
 
     from . import job
     from .connection import connect

@@ -26,7 +26,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable
 
-from provision.errors import RemoteError, UsageError
+from common.errors import RemoteError, UsageError
 
 # The pins: the same as pyproject.toml's [train] extra (a test keeps them equal).
 TF_VERSION = "2.21.0"

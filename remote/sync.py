@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from provision.errors import UsageError
+from common.errors import UsageError
 
 from .tarstream import FLUSH, TarWriter
 
@@ -209,33 +209,26 @@ def openssh_argv(conn, command: str) -> list[str] | None:
     bench/sync.py). Same key, same pinned known_hosts, no prompt, no agent.
     ``TRAINBOX_SSH_CLIENT=paramiko`` turns it off.
     """
-    from provision import paths
+    from common import openssh, paths
 
     keys = (conn.connect_kwargs or {}).get("key_filename") or []
     ssh = shutil.which("ssh")
     if os.environ.get("TRAINBOX_SSH_CLIENT") == "paramiko" or not ssh or len(keys) != 1:
         return None
-    return [
-        ssh, "-i", keys[0], "-p", str(conn.port),
-        "-o", f"UserKnownHostsFile={paths.known_hosts()}",
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "StrictHostKeyChecking=yes",  # the pinned key or nothing
-        "-o", "BatchMode=yes",  # never prompt
-        "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-        "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15",
+    return openssh.argv(
+        ssh, conn.user, conn.host, conn.port, keys[0], str(paths.known_hosts()), batch=True,
         # AES-GCM first: with AES in hardware (every x86 and ARM server and
         # laptop of the last decade) it moves bulk data ~20 % faster than
         # OpenSSH's default first choice, chacha20 (bench/sync.py). The others
         # stay as fallbacks.
-        "-o", f"Ciphers={BULK_CIPHERS}",
-        "-F", "/dev/null",  # no user ssh config in the way
-        f"{conn.user}@{conn.host}", command,
-    ]
+        options=["-o", f"Ciphers={BULK_CIPHERS}"],
+        command=[command],
+    )
 
 
 def _send_openssh(argv, stream: Callable[[int], int]) -> int:
     """stream(fd) into ``ssh ... command``'s stdin; the bytes sent."""
-    from provision.errors import RemoteError
+    from common.errors import RemoteError
 
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _widen_pipe(proc.stdin.fileno())

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision import state
-from provision.errors import UsageError
+from common import state
+from common.errors import UsageError, no_box
 
 _HOST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
 
@@ -51,11 +51,7 @@ def resolve(name: str, host: str | None = None, identity: str | None = None, pyt
         )
     box = state.load(name)
     if box is None:
-        flag = "" if name == "default" else f" --name {name}"
-        raise UsageError(
-            f"no box named '{name}' is up",
-            f"start one with `python -m provision up{flag}` (or pass --host [user@]host[:port])",
-        )
+        raise no_box(name, "or pass --host [user@]host[:port]")
     return Target(
         host=box.ssh_host,
         port=box.ssh_port,

@@ -30,7 +30,8 @@ def trainbox_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     # Functions with caches keyed on the environment must start clean.
-    from provision import aws, config
+    from common import aws
+    from provision import config
 
     aws._client.cache_clear()
     config._toml.cache_clear()
@@ -57,7 +58,8 @@ class SshHost:
 
 @pytest.fixture(scope="session")
 def ssh_host(tmp_path_factory) -> SshHost:
-    from provision import paths, sshd
+    from common import paths
+    from provision import sshd
 
     d = tmp_path_factory.mktemp("sshd")
     private, public = sshd.new_private_key()
@@ -71,7 +73,7 @@ def ssh_host(tmp_path_factory) -> SshHost:
 @pytest.fixture
 def pinned(ssh_host, trainbox_home) -> SshHost:
     """ssh_host with its host key pinned in this test's TRAINBOX_HOME."""
-    from provision import hostkeys
+    from common import hostkeys
 
     hostkeys.pin("127.0.0.1", ssh_host.port, [ssh_host.host_key])
     return ssh_host

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from provision import procs, sshcmd, state
+from common import state
+from provision import procs, sshcmd
 from provision.procs import free_port
 from pvkit import run_ssh, sandbox_box  # noqa: F401
 from testkit import listening, processes_mentioning, run_cli, start_cli, wait_for

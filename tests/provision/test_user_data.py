@@ -12,6 +12,7 @@ import pytest
 
 import templates
 from provision.up import UpOptions, user_data
+from remote import setup
 
 
 def guard_script(text: str) -> str:
@@ -21,7 +22,8 @@ def guard_script(text: str) -> str:
 
 
 def test_user_data_is_valid_bash_with_the_limits_and_fits_aws():
-    text = user_data(UpOptions(max_hours=2.5, idle_minutes=15), "ubuntu")
+    bootstrap = setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
+    text = user_data(UpOptions(max_hours=2.5, idle_minutes=15, bootstrap=bootstrap), "ubuntu")
     assert text.startswith("#!/bin/bash\n")
     for script in (text, guard_script(text)):
         p = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)

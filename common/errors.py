@@ -42,3 +42,14 @@ class TrainingFailed(TrainboxError):
     """The training job on the box exited non-zero (exit 1)."""
 
     exit_code = 1
+
+
+def name_flag(name: str) -> str:
+    """The ``--name NAME`` a suggested command repeats ("" for the default box)."""
+    return "" if name == "default" else f" --name {name}"
+
+
+def no_box(name: str, otherwise: str = "") -> UsageError:
+    """No box called name is up: start one (``otherwise``: another way out, e.g. ``--host``)."""
+    return UsageError(f"no box named '{name}' is up",
+                      f"start one with `python -m provision up{name_flag(name)}`" + (f" ({otherwise})" if otherwise else ""))
