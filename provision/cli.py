@@ -11,6 +11,7 @@ import shlex
 import shutil
 import sys
 
+from box.layout import DEFAULT_WORKDIR, BoxLayout
 from common import paths, state
 from common.aws import Cloud
 from common.cliutil import Parser, positive_float, positive_int, run_cli, say
@@ -40,7 +41,7 @@ def cloud_for(args) -> Cloud:
 def cmd_up(args) -> int:
     from remote import setup  # the bootstrap `remote setup` runs too, for user-data at first boot
 
-    from .up import WORKDIR, UpOptions, up
+    from .up import UpOptions, up
 
     if args.sandbox:
         cloud = Cloud(sandbox.REGION, sandbox.endpoint() or sandbox.ensure_moto(), sandbox=True)
@@ -56,7 +57,7 @@ def cmd_up(args) -> int:
         volume_gb=config.setting("volume_gb", args.volume_gb),
         ami=args.ami,
         wait=not args.no_wait,
-        bootstrap=setup.render_bootstrap(WORKDIR, setup.SetupOptions.from_env()),
+        bootstrap=setup.render_bootstrap(DEFAULT_WORKDIR, setup.SetupOptions.from_env()),
     )
     latest = None
     if not args.sandbox:
@@ -166,8 +167,8 @@ def cmd_nb(args) -> int:
     ssh = _ssh_binary()
     known = str(paths.known_hosts())
     script = sshcmd.jupyter_start_script(
-        sshcmd.box_python(box), args.port, sshcmd.jupyter_dir(box), secrets.token_hex(24),
-        env=None if box.python else sshcmd.env_link(box),
+        sshcmd.box_python(box), args.port, BoxLayout(box.workdir).jupyter, secrets.token_hex(24),
+        env=None if box.python else BoxLayout(box.workdir).env_link,
     )
     # The script carries the token: it goes on ssh's stdin, never on a command line.
     p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, ["bash", "-s"]), input=script, capture_output=True, text=True)

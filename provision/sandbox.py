@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from box import layout as names
+from box.layout import BoxLayout
 from common import paths
 from common.errors import TrainboxError
 
@@ -92,11 +94,9 @@ def start_box(name: str, key_file: Path) -> sshd.SshServer:
 
 def _kill_jobs(name: str) -> None:
     """A stopped instance runs nothing: end the box's detached jobs and its Jupyter too."""
-    from .sshcmd import JUPYTER_DIR
-
-    disk = box_workdir(name)
-    jupyter = disk / JUPYTER_DIR / "pid"
-    for pid_file in [*disk.glob("runs/*/pid"), jupyter]:
+    layout = BoxLayout(str(box_workdir(name)))
+    jupyter = Path(layout.jupyter) / "pid"
+    for pid_file in [*Path(layout.runs).glob(f"*/{names.RUN_PID}"), jupyter]:
         if not pid_file.exists():
             continue
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 
+from box.layout import BoxLayout
 from common import openssh
 from common.state import BoxState
 
@@ -21,19 +22,7 @@ def ssh_argv(ssh: str, box: BoxState, known_hosts: str, extra: list[str], option
 
 def box_python(box: BoxState) -> str:
     """The interpreter of trainbox's environment on the box (relative: to the home)."""
-    return box.python or f"{env_link(box)}/bin/python"
-
-
-def env_link(box: BoxState) -> str:
-    """trainbox's environment on the box: a link to the current version (see remote/setup.py)."""
-    return f"{box.workdir}/env"
-
-
-JUPYTER_DIR = "jupyter"  # under the box's workdir: pid, port, token (0600), log, runtime files
-
-
-def jupyter_dir(box: BoxState) -> str:
-    return f"{box.workdir}/{JUPYTER_DIR}"
+    return box.python or BoxLayout(box.workdir).env_python
 
 
 def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env: str | None = None) -> str:

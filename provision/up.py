@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from box.layout import DEFAULT_WORKDIR, BoxLayout
 from common import hostkeys, state
 from common.aws import Cloud, aws_errors
 from common.errors import CloudError, RemoteError
@@ -39,20 +40,18 @@ class UpOptions:
     bootstrap: str | None = None
 
 
-WORKDIR = "trainbox"  # on the box, relative to the login user's home
-
-
 def user_data(opts: UpOptions, login_user: str) -> str:
+    """The first-boot script; its box paths are the default layout's, under the
+    login user's home as the box's passwd has it (user-data looks it up)."""
     extra = {} if opts.bootstrap is None else {"bootstrap": opts.bootstrap}
     return templates.render(
         "user-data.sh.j2",
         **extra,
-        bootstrap_workdir=WORKDIR,
+        layout=BoxLayout(DEFAULT_WORKDIR),
         login_user=login_user,
         name=opts.name,
         max_hours=opts.max_hours,
         idle_minutes=opts.idle_minutes,
-        runs_dir=f"/home/{login_user}/{WORKDIR}/runs",
     )
 
 
@@ -184,7 +183,7 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         ssh_host=inst.public_ip or "",
         ssh_user=image.login_user,
         key_path=str(key_file),
-        workdir=WORKDIR,
+        workdir=DEFAULT_WORKDIR,
         endpoint_url=cloud.endpoint_url if cloud.sandbox else None,
         ami=image.id,
         public_ip=inst.public_ip,

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from box.layout import BoxLayout
 from common.cliutil import Parser, positive_float, positive_int, run_cli, say
 from common.errors import RemoteError, TrainingFailed, UsageError
 
@@ -65,7 +66,7 @@ def dataset_key(path: Path) -> str:
     return f"{real.name}-{hashlib.sha1(str(real).encode()).hexdigest()[:8]}"
 
 
-def box_python(conn, target: Target, layout: job.Layout) -> str:
+def box_python(conn, target: Target, layout: BoxLayout) -> str:
     """The box's interpreter that has TensorFlow and Keras, or RemoteError saying what was tried.
 
     ``--python`` (or the box's state) wins; otherwise trainbox's own env, set up
@@ -189,7 +190,7 @@ def _start_run(conn, target: Target, run_id: str, data: str | None, argv: list[s
         offset = int(run(conn, f"cd {shlex.quote(run_dir)} && rm -f out/{sync.MARKER} out/exit_code out/run.sh && "
                                "if [ -e out/train.log ]; then mv out/train.log log; fi && touch log && stat -c %s log",
                          "restoring the run's log").strip().splitlines()[-1])
-    env_link = None if target.python else setup.env_dir(layout.workdir)
+    env_link = None if target.python else layout.env_link
     script = job.render_script(layout, run_id, python, layout.code, data_dir, source is None, argv, env_link)
     job.start(conn, run_dir, script)
     return offset
@@ -207,7 +208,7 @@ def _resume(args) -> int:
     target = _rec_target(args, rec)
     if args.python:
         target = dataclasses.replace(target, python=args.python)
-    run_dir = job.Layout(target.workdir).run(rec.run_id)
+    run_dir = BoxLayout(target.workdir).run(rec.run_id)
     with _on_box(args, target) as conn:
         st = job.job_state(conn, run_dir)
         if st is None:
@@ -250,7 +251,7 @@ def _print_reattach(args, run_id: str) -> None:
 
 
 def _follow_and_collect(args, target: Target, rec: results.RunRecord, offset: int = 0) -> int:
-    layout = job.Layout(target.workdir)
+    layout = BoxLayout(target.workdir)
     run_dir = layout.run(rec.run_id)
     local_dir = Path(rec.local_dir)
     last_pull = [time.monotonic()]
@@ -337,7 +338,7 @@ def _run_of(args) -> tuple[results.RunRecord, Target, str]:
     """The run a command is about (default: the latest), its box, and its dir there."""
     rec = _record_or_latest(args)
     target = _rec_target(args, rec)
-    return rec, target, job.Layout(target.workdir).run(rec.run_id)
+    return rec, target, BoxLayout(target.workdir).run(rec.run_id)
 
 
 @contextlib.contextmanager
@@ -424,7 +425,7 @@ def cmd_data_fetch(args, extra) -> int:
         raise UsageError(f"{args.src} is a local folder: `{PROG} train --data {args.src}` pushes it",
                          "`data fetch` takes an http(s):// URL or s3://bucket/prefix")
     target = _target(args)
-    layout = job.Layout(target.workdir)
+    layout = BoxLayout(target.workdir)
     with _on_box(args, target) as conn:
         sync.push(conn, model_package_dir(), f"{layout.code}/model")  # organizing a Kaggle layout runs it
         got = fetch.fetch(conn, source, target.workdir, _data_python(target), layout.code, quiet=args.quiet, say=say)

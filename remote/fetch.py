@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from box.layout import DATA_COMPLETE, BoxLayout
 from common.errors import CloudError, RemoteError, UsageError
 
 from . import boxfetch
@@ -42,7 +43,7 @@ class Fetched:
 
 
 def data_root(workdir: str) -> str:
-    return f"{workdir}/data"
+    return BoxLayout(workdir).data_root
 
 
 def box_command(python: str) -> str:
@@ -176,7 +177,7 @@ def fetch(conn, source, workdir: str, python: str, code_dir: str, quiet: bool = 
 
 
 def ls(conn, workdir: str, python: str) -> list[dict]:
-    return run_box(conn, python, {"op": "ls", "data_root": data_root(workdir)}, lambda s: None)["entries"]
+    return run_box(conn, python, {"op": "ls", "data_root": data_root(workdir), "complete_marker": DATA_COMPLETE}, lambda s: None)["entries"]
 
 
 def rm(conn, workdir: str, python: str, key: str) -> dict:

@@ -1,8 +1,8 @@
 """A training job on the box, detached from the SSH session that started it.
 
-Each run lives in ``<workdir>/runs/<run-id>/`` on the box: ``run.sh`` (rendered
+Each run lives in ``BoxLayout.run(run_id)`` on the box: ``run.sh`` (rendered
 from templates/run.sh.j2), ``pid``, ``log``, ``exit_code`` (written last) and
-``out/`` (what the model writes). The job is started with ``setsid nohup``,
+``out/`` (what the model writes); box/layout.py names them. The job is started with ``setsid nohup``,
 so closing the laptop, a dropped link or Ctrl-C never stops it.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
+from box.layout import BoxLayout
 from common.errors import RemoteError
 
 from .connection import run, write_file
@@ -25,34 +26,13 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where things live on the box."""
-
-    workdir: str
-
-    @property
-    def code(self) -> str:
-        return f"{self.workdir}/code"
-
-    def data(self, key: str) -> str:
-        return f"{self.workdir}/data/{key}"
-
-    @property
-    def runs(self) -> str:
-        return f"{self.workdir}/runs"
-
-    def run(self, run_id: str) -> str:
-        return f"{self.workdir}/runs/{run_id}"
-
-
-def resolve_layout(conn, workdir: str) -> Layout:
-    """The layout with its workdir made absolute against the login's home
+def resolve_layout(conn, workdir: str) -> BoxLayout:
+    """The box's layout with its workdir made absolute against the login's home
     (a relative workdir, the default ``trainbox``, is relative to it)."""
+    layout = BoxLayout(workdir)
     if workdir.startswith("/"):
-        return Layout(workdir)
-    home = run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip()
-    return Layout(f"{home}/{workdir}")
+        return layout
+    return layout.at_home(run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip())
 
 
 @dataclass(frozen=True)
@@ -73,7 +53,7 @@ class JobState:
         return "succeeded" if self.exit_code == 0 else f"failed (exit {self.exit_code})"
 
 
-def render_script(layout: Layout, run_id: str, python: str, code_dir: str, data_dir: str, synth: bool,
+def render_script(layout: BoxLayout, run_id: str, python: str, code_dir: str, data_dir: str, synth: bool,
                   train_args: list[str], env_link: str | None = None) -> str:
     """run.sh for a run. env_link: trainbox's environment (a link to the current
     version), which the job resolves once and holds while it runs; else python."""

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from box.layout import BoxLayout
 from common import paths
 from common.errors import RemoteError
 
@@ -225,7 +226,7 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
     pulled = []
     try:
         for rec in pending:
-            run_dir = job.Layout(target.workdir).run(rec.run_id)
+            run_dir = BoxLayout(target.workdir).run(rec.run_id)
             files = pull(conn, run_dir, Path(rec.local_dir))
             st = job.job_state(conn, run_dir)
             rec.pulled = True

@@ -6,7 +6,8 @@ builds ``<workdir>/env`` (a venv, never the system Python) with the pins
 below, which are the laptop's ``[train]`` extra (tests/box checks they agree
 with pyproject.toml), so ``.keras`` files pulled home load here.
 
-"Ready" means: ``<workdir>/env/trainbox-ready`` exists and its first line is
+The paths are BoxLayout's (box/layout.py). "Ready" means:
+``<workdir>/env/trainbox-ready`` exists and its first line is
 ``spec <spec_id>``. The marker is written last, so one ``head`` over SSH
 answers the question without importing TensorFlow (which takes seconds).
 
@@ -26,6 +27,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable
 
+from box.layout import BoxLayout
 from common.errors import RemoteError, UsageError
 
 # The pins: the same as pyproject.toml's [train] extra (a test keeps them equal).
@@ -122,39 +124,13 @@ class SetupOptions:
         return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
-def env_dir(workdir: str) -> str:
-    """The link to the current environment (what jobs start with)."""
-    return f"{workdir}/env"
-
-
-def envs_dir(workdir: str) -> str:
-    """Where the environments live, one directory per build."""
-    return f"{workdir}/envs"
-
-
-def env_python(workdir: str) -> str:
-    return f"{env_dir(workdir)}/bin/python"
-
-
-def marker(workdir: str) -> str:
-    return f"{env_dir(workdir)}/trainbox-ready"
-
-
-def bootstrap_path(workdir: str) -> str:
-    return f"{workdir}/bootstrap.sh"
-
-
-def log_path(workdir: str) -> str:
-    return f"{workdir}/setup.log"
-
-
 def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
     """The bootstrap script for a box whose trainbox directory is ``workdir`` (relative to home, or absolute)."""
     import templates
 
     return templates.render(
         "bootstrap.sh.j2",
-        workdir=workdir,
+        layout=BoxLayout(workdir),
         spec_id=opts.spec_id(),
         python=opts.python,
         tf_cpu=f"tensorflow-cpu=={TF_VERSION}",
@@ -174,7 +150,7 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
 
 def ready_command(workdir: str, opts: SetupOptions) -> str:
     """A shell command that exits 0 exactly when the environment is ready."""
-    return f'test "$(head -n 1 {shlex.quote(marker(workdir))} 2>/dev/null)" = {shlex.quote("spec " + opts.spec_id())}'
+    return f'test "$(head -n 1 {shlex.quote(BoxLayout(workdir).ready_marker)} 2>/dev/null)" = {shlex.quote("spec " + opts.spec_id())}'
 
 
 def is_ready(conn, workdir: str, opts: SetupOptions) -> bool:
@@ -206,7 +182,8 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     from .connection import exec_channel
 
     # One round trip: the script arrives on stdin, is stored (user-data runs the same file), then run.
-    p = shlex.quote(bootstrap_path(workdir))
+    layout = BoxLayout(workdir)
+    p = shlex.quote(layout.bootstrap)
     channel = exec_channel(conn, f'mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p} && '
                                  f"{'TRAINBOX_FORCE=1 ' if force else ''}exec bash {p} </dev/null")
     channel.sendall(render_bootstrap(workdir, opts).encode())
@@ -224,17 +201,17 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     finally:
         channel.close()
     if status == 0:
-        return env_python(workdir)
+        return layout.env_python
     if errors:
         raise RemoteError(errors[-1])
     what = EXIT_CODES.get(status, f"the bootstrap exited {status}")
     raise RemoteError(f"setting up the box's environment failed ({what})",
-                      f"see ~/{log_path(workdir)} on the box, then rerun `remote setup`")
+                      f"see ~/{layout.setup_log} on the box, then rerun `remote setup`")
 
 
 def ensure(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None]) -> str:
     """The env's python: at once if ready, else after running the bootstrap (which waits for a running one)."""
     if is_ready(conn, workdir, opts):
-        return env_python(workdir)
+        return BoxLayout(workdir).env_python
     say("the box's environment is not ready: setting it up (this waits for a setup already running)")
     return run_bootstrap(conn, workdir, opts, say)

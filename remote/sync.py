@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from box.layout import DATA_COMPLETE
 from common.errors import UsageError
 
 from .tarstream import FLUSH, TarWriter
 
-MARKER = ".trainbox-complete"
+MARKER = DATA_COMPLETE  # a pushed copy is complete once this holds its digest
 DELETE_LIST = ".trainbox-delete"
 TOUCH_LIST = ".trainbox-touch"
 SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}

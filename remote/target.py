@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from box.layout import DEFAULT_WORKDIR
 from common import state
 from common.errors import UsageError, no_box
 
@@ -18,7 +19,7 @@ class Target:
     port: int
     user: str
     identity: str | None
-    workdir: str = "trainbox"
+    workdir: str = DEFAULT_WORKDIR
     python: str | None = None
     box: str | None = None  # the provisioned box's name; None for --host
     sandbox: bool = False
@@ -46,7 +47,7 @@ def resolve(name: str, host: str | None = None, identity: str | None = None, pyt
             port=port,
             user=user or getpass.getuser(),
             identity=str(Path(identity).expanduser()) if identity else None,
-            workdir=workdir or "trainbox",
+            workdir=workdir or DEFAULT_WORKDIR,
             python=python,
         )
     box = state.load(name)

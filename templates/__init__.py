@@ -2,7 +2,9 @@
 
 Templates render with StrictUndefined (a missing value is an error, never an
 empty string), and every value that lands in a shell command goes through
-the ``q`` filter (shlex.quote) or ``qjoin`` (a quoted argument list).
+the ``q`` filter (shlex.quote) or ``qjoin`` (a quoted argument list). The
+box's paths come from box/layout.py: a ``layout`` (BoxLayout) passed in, and
+its file names as the global ``names``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import shlex
 import textwrap
 
 import jinja2
+
+from box import layout as box_layout
 
 
 @functools.lru_cache(maxsize=1)
@@ -26,6 +30,8 @@ def environment() -> jinja2.Environment:
     env.filters["q"] = lambda v: shlex.quote(str(v))
     env.filters["qjoin"] = lambda vs: " ".join(shlex.quote(str(v)) for v in vs)
     env.filters["gzip_base64"] = gzip_base64
+    # The box's file names (box/layout.py), in every template: `{{ names.READY_MARKER }}`.
+    env.globals["names"] = box_layout
     return env
 
 

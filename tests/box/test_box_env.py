@@ -253,7 +253,7 @@ def test_user_data_starts_the_same_bootstrap_as_the_login_user(tmp_path):
     (tmp_path / "trainbox").mkdir()
     subprocess.run(["bash", "-c", f"home={tmp_path}\n{write}"], check=True)
     assert (tmp_path / "trainbox" / "bootstrap.sh").read_text() == setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
-    assert 'sudo -u ubuntu -H setsid nohup bash "$home/trainbox/bootstrap.sh"' in text
+    assert 'sudo -u ubuntu -H setsid nohup bash "$home"/trainbox/bootstrap.sh' in text
     assert text.rstrip().endswith("</dev/null &"), "started in the background, last"
     assert len(text.encode()) < 16384, "EC2 user-data limit"
 
