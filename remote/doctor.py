@@ -1,7 +1,8 @@
 """``remote doctor``: is the box's environment ready, and does it match the laptop's pins?
 
 One SSH command gathers everything (the marker, a running setup, disk,
-nvidia-smi, and the interpreter's versions and the GPUs TensorFlow sees);
+nvidia-smi, and the interpreter's versions and the GPUs TensorFlow sees:
+box/probe.py);
 ``diagnose`` parses it into a Report, ``format_report`` prints it.
 """
 from __future__ import annotations
@@ -10,26 +11,10 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
+import box
 from box.layout import BoxLayout
 
 from . import setup
-
-# Runs on the box (sent as `python -c`), never imported on the laptop.
-PROBE = r'''
-import importlib.metadata as m, json, sys
-def v(*names):
-    for n in names:
-        try: return m.version(n)
-        except m.PackageNotFoundError: pass
-out = {"python": "%d.%d.%d" % sys.version_info[:3], "tensorflow": v("tensorflow", "tensorflow-cpu"), "keras": v("keras"), "gpus": None}
-if out["tensorflow"] and "--gpus" in sys.argv:
-    try:
-        import os; os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3"); tf = __import__("tensorflow")
-        out["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
-    except Exception as e:
-        out["tf_error"] = "%s: %s" % (type(e).__name__, e)
-print("probe=" + json.dumps(out))
-'''
 
 
 @dataclass
@@ -76,7 +61,7 @@ def probe_command(workdir: str, python: str, opts: setup.SetupOptions) -> str:
         "echo nvidia_gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU '); "
         "echo driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1); "
         "echo cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\\([0-9.]*\\).*/\\1/p' | head -n 1); fi",
-        f"if command -v {py} >/dev/null 2>&1; then {py} -c {shlex.quote(PROBE)} --gpus 2>/dev/null; fi",
+        f"if command -v {py} >/dev/null 2>&1; then {py} -c {shlex.quote(box.source('probe'))} --gpus 2>/dev/null; fi",
         "true",
     ])
 

@@ -1,6 +1,6 @@
 """The laptop side of ``--data`` from a URL or S3: plan here, download there.
 
-The box does the downloading (remote/boxfetch.py, standard library only),
+The box does the downloading (box/fetch.py, standard library only),
 so data never crosses the laptop's uplink. What the box receives is one JSON
 line on the stdin of one SSH exec: boxfetch's source and a plan. For S3 the
 laptop lists the prefix with its own credentials and puts presigned GET URLs
@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import box
+from box import fetch as boxfetch
 from box.layout import DATA_COMPLETE, BoxLayout
 from common.errors import CloudError, RemoteError, UsageError
 
-from . import boxfetch
 from .connection import exec_channel, run
 from .datasource import S3Source, UrlSource
 
@@ -52,7 +53,7 @@ def box_command(python: str) -> str:
 
 def run_box(conn, python: str, plan: dict, say: Callable[[str], None]) -> dict:
     """Run boxfetch.main(plan) on the box, streaming its progress lines to say; its result, or an error."""
-    payload = json.dumps({"script": Path(boxfetch.__file__).read_text(), "plan": plan}) + "\n"
+    payload = json.dumps({"script": box.source("fetch"), "plan": plan}) + "\n"
     channel = exec_channel(conn, box_command(python))
     result = error = None
     buf = b""

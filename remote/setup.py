@@ -27,6 +27,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable
 
+import box
 from box.layout import BoxLayout
 from common.errors import RemoteError, UsageError
 
@@ -131,6 +132,7 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
     return templates.render(
         "bootstrap.sh.j2",
         layout=BoxLayout(workdir),
+        uvfetch_source=box.source("uvfetch"),
         spec_id=opts.spec_id(),
         python=opts.python,
         tf_cpu=f"tensorflow-cpu=={TF_VERSION}",
