@@ -5,7 +5,6 @@ read them whole.
 """
 from __future__ import annotations
 
-
 from box.layout import BoxLayout
 from common import openssh
 from common.state import BoxState
