@@ -13,7 +13,7 @@ class folders). One run prints, all measured here and now:
     python bench/sync.py [--files N] [--sftp-sample N] [--repeat N] [--box-dir DIR]
 
 No timed assertions anywhere: this prints ratios against baselines measured
-in the same run (DESIGN.md, "Tests").
+in the same run (docs/architecture.md, "Tests").
 """
 from __future__ import annotations
 

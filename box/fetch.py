@@ -14,6 +14,11 @@ a dropped connection resumes with an HTTP Range request.
 
 stdout, one line each: progress (bytes, rate, ETA) unless quiet; the last
 line is ``@@result JSON`` or ``@@error JSON`` ({"code": 2|3, "message"}).
+
+Why ~470 lines: it travels as one file (its source is the payload), so the
+download with resume, the parallel S3 fetch, the archive extraction with its
+safety checks, and the cache live together; splitting it would mean shipping
+several files for one SSH exec.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The errors trainbox raises, and the exit code each one maps to.
 
 Library code raises these; only the CLIs' top-level handler turns them into
-one line on stderr and an exit code (see DESIGN.md, "Exit codes").
+one line on stderr and an exit code (docs/architecture.md, "The parts and their contracts").
 """
 from __future__ import annotations
 

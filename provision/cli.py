@@ -1,6 +1,9 @@
 """``python -m provision``: launch, look after and tear down a GPU box.
 
-Thin on purpose: parse, call one library function, print.
+Thin on purpose: parse, call one library function, print. Why ~330 lines:
+eleven commands (up, state, start, stop, ip, ssh, nb, ls, aliases,
+ssh-config, down) each with its argparse and its printing; the work is in
+the library modules.
 """
 from __future__ import annotations
 

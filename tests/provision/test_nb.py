@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from box.layout import BoxLayout
 from common import state
 from provision import procs, sshcmd
 from provision.procs import free_port
