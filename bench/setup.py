@@ -29,7 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from provision import hostkeys, paths, sshd  # noqa: E402
+from common import hostkeys, paths  # noqa: E402
+from provision import sshd  # noqa: E402
 from remote import setup  # noqa: E402
 from remote.connection import connect  # noqa: E402
 from remote.target import Target  # noqa: E402

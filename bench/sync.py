@@ -13,7 +13,7 @@ class folders). One run prints, all measured here and now:
     python bench/sync.py [--files N] [--sftp-sample N] [--repeat N] [--box-dir DIR]
 
 No timed assertions anywhere: this prints ratios against baselines measured
-in the same run (DESIGN.md, "Tests").
+in the same run (docs/architecture.md, "Tests").
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from provision import hostkeys, paths, sshd  # noqa: E402
+from common import hostkeys, paths  # noqa: E402
+from provision import sshd  # noqa: E402
 from remote import sync  # noqa: E402
 from remote.connection import connect  # noqa: E402
 from remote.target import Target  # noqa: E402

@@ -12,7 +12,7 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import CloudError
+from common.errors import CloudError
 
 SSM_BASE = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-{os}/latest/ami-id"
 DEFAULT_OS = "ubuntu-22.04"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import urllib.request
 
-from .errors import UsageError
+from common.errors import UsageError
 
 CHECKIP_URL = "https://checkip.amazonaws.com"
 

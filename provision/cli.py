@@ -1,6 +1,9 @@
 """``python -m provision``: launch, look after and tear down a GPU box.
 
-Thin on purpose: parse, call one library function, print.
+Thin on purpose: parse, call one library function, print. Why ~330 lines:
+eleven commands (up, state, start, stop, ip, ssh, nb, ls, aliases,
+ssh-config, down) each with its argparse and its printing; the work is in
+the library modules.
 """
 from __future__ import annotations
 
@@ -11,11 +14,14 @@ import shlex
 import shutil
 import sys
 
-from . import config, lifecycle, paths, procs, sandbox, state
-from .aws import Cloud
-from .checks import name_arg, range_arg
-from .cliutil import Parser, positive_int, run_cli, say
-from .errors import RemoteError, UsageError
+from box.layout import DEFAULT_WORKDIR, BoxLayout
+from common import paths, state
+from common.aws import Cloud
+from common.checks import name_arg, range_arg
+from common.cliutil import Parser, positive_int, run_cli, say
+from common.errors import RemoteError, UsageError, name_flag, no_box
+
+from . import config, lifecycle, procs, sandbox
 
 PROG = "python -m provision"
 
@@ -33,14 +39,20 @@ def cloud_for(args, load=state.load) -> Cloud:
     return Cloud(config.setting("region", getattr(args, "region", None)))
 
 
-def name_flag(name: str) -> str:
-    return "" if name == "default" else f" --name {shlex.quote(name)}"
-
-
 # ---------------------------------------------------------------- commands
 
 
+def _first_boot_bootstrap(setup) -> str | None:
+    """The bootstrap user-data starts at first boot, or None: any process on the
+    box can read its user-data (the instance metadata service), so an index with
+    credentials is left to the first `remote` command, which installs over SSH."""
+    env = setup.SetupOptions.from_env()
+    return None if env.has_credentials else setup.render_bootstrap(DEFAULT_WORKDIR, env)
+
+
 def cmd_up(args) -> int:
+    from remote import setup  # the bootstrap `remote setup` runs too, for user-data at first boot
+
     from .up import UpOptions, up
 
     if args.sandbox:
@@ -58,6 +70,7 @@ def cmd_up(args) -> int:
         ami=args.ami,
         wait=not args.no_wait,
         sandbox_box=args.sandbox_box,
+        bootstrap=_first_boot_bootstrap(setup),
     )
     if args.sandbox_box and not args.sandbox:
         raise UsageError("--sandbox-box needs --sandbox", f"run `{PROG} up --sandbox --sandbox-box {args.sandbox_box}`")
@@ -128,7 +141,7 @@ def _ready_box(args) -> state.BoxState:
         raise UsageError(f"box '{args.name}' is {s.state}", f"start it with `{PROG} start{name_flag(args.name)}`")
     box = state.load(args.name)
     if box is None:
-        raise lifecycle.no_box(args.name)
+        raise no_box(args.name)
     return box
 
 
@@ -173,8 +186,8 @@ def cmd_nb(args) -> int:
     # The latest `remote run`'s pushed project (and its environment), else the home.
     root, project_env = orchestrate.notebook_place(records.latest(args.name), box.workdir)
     script = sshcmd.jupyter_start_script(
-        sshcmd.box_python(box), args.port, sshcmd.jupyter_dir(box), secrets.token_hex(24),
-        env=None if box.python else project_env or sshcmd.env_link(box), root_dir=root,
+        sshcmd.box_python(box), args.port, BoxLayout(box.workdir).jupyter, secrets.token_hex(24),
+        env=None if box.python else project_env or BoxLayout(box.workdir).env_link, root_dir=root,
     )
     # The script carries the token: it goes on ssh's stdin, never on a command line.
     p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, ["bash", "-s"]), input=script, capture_output=True, text=True)
@@ -199,7 +212,7 @@ def cmd_nb(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from .aws import aws_errors
+    from common.aws import aws_errors
     from .inventory import tagged_resources
 
     base = cloud_for(args)
@@ -239,7 +252,7 @@ def cmd_ssh_config(args) -> int:
 
     box = state.load(args.name)
     if box is None:
-        raise lifecycle.no_box(args.name)
+        raise no_box(args.name)
     path = paths.home() / "ssh_config"
     text = templates.render(
         "ssh_config.j2",
@@ -285,7 +298,7 @@ def cmd_down(args) -> int:
                 say("nothing deleted")
                 return 2
     from . import images
-    from .aws import aws_errors
+    from common.aws import aws_errors
 
     # Before the box goes: in the sandbox, `destroy` stops moto once nothing of ours is left there.
     with aws_errors("list the box's images"):
@@ -333,7 +346,7 @@ def cmd_image_ls(args) -> int:
     import time
 
     from . import images
-    from .aws import aws_errors
+    from common.aws import aws_errors
 
     cloud = cloud_for(args)
     with aws_errors("list the images"):

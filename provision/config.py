@@ -11,8 +11,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import checks
-from .errors import UsageError
+from common import checks
+from common.errors import UsageError
 
 DEFAULTS = {
     "region": "us-east-1",

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import procs
-from .errors import RemoteError, TrainboxError
+from common.errors import RemoteError, TrainboxError
 
 LOGIN_USER = "ubuntu"
 SEED = "var/lib/cloud/seed/nocloud"

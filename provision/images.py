@@ -26,10 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from box.layout import BoxLayout
+from common import paths
+from common.aws import aws_errors, error_code
+from common.errors import CloudError, RemoteError, UsageError
+
 from . import ami as amis
-from . import paths
-from .aws import TAG_MANAGED, TAG_NAME, aws_errors, error_code, name_filters, tag_value, tags
-from .errors import CloudError, RemoteError, UsageError
+from .tags import TAG_MANAGED, TAG_NAME, name_filters, tag_value, tags
 
 TAG_SPEC = "trainbox:spec"
 TAG_BASE = "trainbox:base-ami"
@@ -232,7 +235,6 @@ def clean_script(workdir: str, home: bool) -> str:
     disk only: its home is this machine's user's.
     Exit 20: the environment is not ready; 21: a job runs.
     """
-    from remote import setup
 
     w = shlex.quote(workdir)
     lines = [
@@ -240,8 +242,8 @@ def clean_script(workdir: str, home: bool) -> str:
         'cd "$HOME" || exit 1',
         f"W={w}",
         'say() { echo "trainbox-clean: $*"; }',
-        f'[ -f {shlex.quote(setup.marker(workdir))} ] || {{ say "error: the environment is not ready"; exit 20; }}',
-        f"cur=$(readlink {shlex.quote(setup.env_dir(workdir))})",
+        f'[ -f {shlex.quote(BoxLayout(workdir).ready_marker)} ] || {{ say "error: the environment is not ready"; exit 20; }}',
+        f"cur=$(readlink {shlex.quote(BoxLayout(workdir).env_link)})",
         'for f in "$W"/runs/*/pid; do',
         '  [ -e "$f" ] && [ ! -e "${f%/pid}/exit_code" ] && kill -0 "$(cat "$f" 2>/dev/null)" 2>/dev/null &&',
         '    { f=${f%/pid}; say "error: run ${f##*/} is running"; exit 21; }',
@@ -281,7 +283,7 @@ def prepare(conn, workdir: str, opts, home: bool, say: Callable[[str], None]) ->
     """Check the box's environment is ready for ``opts``, clean the disk; the build ("gpu"/"cpu")."""
     from remote import setup
 
-    marker = setup.marker(workdir)
+    marker = BoxLayout(workdir).ready_marker
     if not setup.is_ready(conn, workdir, opts):
         raise UsageError("the box's environment is not ready (or was built for other pins)",
                          "run `remote setup`, then `image create` again")
@@ -414,7 +416,8 @@ def create(cloud, box_name: str, say: Callable[[str], None], image_name: str | N
     from remote.connection import connect
     from remote.target import resolve
 
-    from . import lifecycle, state
+    from common import state
+    from . import lifecycle
 
     opts = opts or setup.SetupOptions.from_env()
     box = state.load(box_name)

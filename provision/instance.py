@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .aws import TAG_NAME, error_code, name_filters, tag_value, tags
+from common.aws import error_code
+
+from .tags import TAG_NAME, name_filters, tag_value, tags
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 

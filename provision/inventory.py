@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .aws import TAG_NAME, name_filters, tag_value
 from .instance import LIVE_STATES
+from .tags import TAG_NAME, name_filters, tag_value
 
 SPOT_LIVE_STATES = ["open", "active", "disabled"]  # the others can no longer launch anything
 

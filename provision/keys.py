@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import paths
-from .aws import name_filters, tag_spec
-from .errors import UsageError
+from common import paths
+from common.errors import UsageError, name_flag
+
+from .tags import name_filters, tag_spec
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,9 @@ def ensure_key_pair(ec2, name: str, instance_id: str | None = None) -> tuple[str
     if instance_id is not None:
         if path.exists():
             return key_name(name), path
-        flag = "" if name == "default" else f" --name {name}"
         raise UsageError(
             f"the private key of box '{name}' is missing ({path}) and its instance {instance_id} accepts only that key",
-            f"restore the key file at {path}, or run `python -m provision down{flag}` then `up` for a new box",
+            f"restore the key file at {path}, or run `python -m provision down{name_flag(name)}` then `up` for a new box",
         )
     existing = find_key_pair(ec2, name)
     if existing and path.exists():

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import hostkeys, instance, paths, prices, sandbox, spot, state, teardown
-from .aws import Cloud, aws_errors
+from common import hostkeys, paths, state
+from common.aws import Cloud, aws_errors
+from common.errors import UsageError, no_box
+from common.state import BoxState
+
+from . import instance, prices, sandbox, spot, teardown
 from .config import price_overrides
-from .errors import UsageError
-from .state import BoxState
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,6 @@ class BoxStatus:
 def cloud_of(box: BoxState) -> Cloud:
     """The AWS (or the sandbox's moto) a box lives in, from its state."""
     return Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
-
-
-def no_box(name: str) -> UsageError:
-    flag = "" if name == "default" else f" --name {name}"
-    return UsageError(f"no box named '{name}' is up", f"start one with `python -m provision up{flag}`")
 
 
 def find_instance(cloud: Cloud, name: str) -> instance.Instance:

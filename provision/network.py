@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .aws import name_filters, tag_spec
+from .tags import name_filters, tag_spec
 
 VPC_CIDR = "10.77.0.0/16"
 

@@ -5,8 +5,8 @@ import logging
 import re
 from dataclasses import dataclass
 
-from .aws import Cloud, aws_errors, error_code
-from .errors import CloudError, UsageError
+from common.aws import Cloud, aws_errors, error_code
+from common.errors import CloudError, UsageError
 
 log = logging.getLogger(__name__)
 

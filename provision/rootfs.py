@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import TrainboxError
+from common.errors import TrainboxError
 
 SUITE = "bookworm"  # Debian 12: the same Python (3.11) and systemd generation as the DLAMI's Ubuntu 22.04/24.04
 MIRROR = "http://deb.debian.org/debian"

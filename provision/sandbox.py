@@ -18,8 +18,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import checks, paths, procs, sshd, state
-from .errors import TrainboxError, UsageError
+from box import layout as names
+from box.layout import BoxLayout
+from common import checks, paths, state
+from common.errors import TrainboxError, UsageError
+
+from . import procs, sshd
 
 REGION = "us-east-1"
 
@@ -134,12 +138,10 @@ def _kill_jobs(name: str) -> None:
     the start time written with it must name a live process group leader
     that started then (a pid file alone may name a reused pid, or 1), and a
     finished run (its exit_code is there) has nothing left to end."""
-    from .sshcmd import JUPYTER_DIR
-
-    disk = box_workdir(name)
-    jupyter = disk / JUPYTER_DIR / "pid"
-    for pid_file in [*disk.glob("runs/*/pid"), jupyter]:
-        if (pid_file.parent / "exit_code").exists():
+    layout = BoxLayout(str(box_workdir(name)))
+    jupyter = Path(layout.jupyter) / names.RUN_PID
+    for pid_file in [*Path(layout.runs).glob(f"*/{names.RUN_PID}"), jupyter]:
+        if not pid_file.exists() or (pid_file.parent / names.RUN_EXIT_CODE).exists():
             continue
         try:
             pid = int(pid_file.read_text().strip())

@@ -5,55 +5,27 @@ read them whole.
 """
 from __future__ import annotations
 
-import shlex
-
-from . import procs
-from .state import BoxState
+from box.layout import BoxLayout
+from common import openssh
+from common.state import BoxState
 
 JUPYTER_PORT = 8888
 
 
-def ssh_options(box: BoxState, known_hosts: str) -> list[str]:
-    """The options every trainbox ssh uses, each with its reason."""
-    return [
-        "-i", box.key_path,
-        "-p", str(box.ssh_port),
-        # Only the box's own key: an agent full of keys can exhaust
-        # MaxAuthTries before the right one is offered.
-        "-o", "IdentitiesOnly=yes",
-        # The host key is pinned by trainbox: never accept another one.
-        "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        # Notice a dead connection (laptop asleep, box stopped) within a minute.
-        "-o", "ServerAliveInterval=15",
-    ]
-
-
 def ssh_argv(ssh: str, box: BoxState, known_hosts: str, extra: list[str], options: list[str] = ()) -> list[str]:
-    """``ssh [trainbox options] [options] user@host [extra...]``."""
-    return [ssh, *ssh_options(box, known_hosts), *options, f"{box.ssh_user}@{box.ssh_host}", *extra]
+    """``ssh [trainbox options] [options] user@host [extra...]`` for box (common/openssh.py)."""
+    return openssh.argv(ssh, box.ssh_user, box.ssh_host, box.ssh_port, box.key_path, known_hosts,
+                        options=options, command=extra)
 
 
 def box_python(box: BoxState) -> str:
     """The interpreter of trainbox's environment on the box (relative: to the home)."""
-    return box.python or f"{env_link(box)}/bin/python"
-
-
-def env_link(box: BoxState) -> str:
-    """trainbox's environment on the box: a link to the current version (see remote/setup.py)."""
-    return f"{box.workdir}/env"
-
-
-JUPYTER_DIR = "jupyter"  # under the box's workdir: pid, port, token (0600), log, runtime files
-
-
-def jupyter_dir(box: BoxState) -> str:
-    return f"{box.workdir}/{JUPYTER_DIR}"
+    return box.python or BoxLayout(box.workdir).env_python
 
 
 def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env: str | None = None,
                          root_dir: str | None = None) -> str:
-    """A bash script for the box's stdin: start Jupyter Lab detached unless it already runs.
+    """A bash script for the box's stdin (templates/jupyter-start.sh.j2): start Jupyter Lab detached unless it already runs.
 
     It goes to ``bash -s`` on stdin, never on a command line, because it
     carries the token: command lines are visible to every user of the box
@@ -72,55 +44,11 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env
     ``root_dir``: where the notebook opens (the pushed project of the latest
     `remote run`); the home when it is not there.
     """
-    d = shlex.quote(state_dir)
-    lab = ["-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1", "--port", str(port),
-           "--ServerApp.port_retries=0"]
-    if env:
-        pick = [f'envdir=$(readlink -f {shlex.quote(env)}) || envdir={shlex.quote(env)}', 'py="$envdir/bin/python"']
-        # exec keeps fd 8 (the lock) open in Jupyter itself: the lock lives exactly as long as the server.
-        launch = ("bash -c 'exec 8<\"$0/trainbox-ready\" && flock -s 8 && exec \"$@\"' \"$envdir\" \"$py\" "
-                  + " ".join(shlex.quote(a) for a in lab))
-    else:
-        pick = [f"py={shlex.quote(python)}", 'case "$py" in /*) ;; */*) py="$PWD/$py";; esac']
-        launch = '"$py" ' + " ".join(shlex.quote(a) for a in lab)
-    return "\n".join([
-        "set -u",
-        "umask 077",
-        *pick,
-        f"d=$(mkdir -p {d} && cd {d} && pwd) || exit 4",
-        # A pid file survives a stop/start of the instance; the pid may then be
-        # another process's: only a live Jupyter counts.
-        'pid=$(cat "$d/pid" 2>/dev/null)',
-        'if [ -n "$pid" ] && ps -o args= -p "$pid" 2>/dev/null | grep -q jupyter; then',
-        '  echo "$(cat "$d/port") $(cat "$d/token")"; exit 0',
-        "fi",
-        """if ! "$py" -c 'import jupyterlab' 2>/dev/null; then""",
-        "  echo \"Jupyter Lab is not installed in the box environment ($py): install it there with \\`$py -m pip install jupyterlab\\`\" >&2",
-        "  exit 3",
-        "fi",
-        # No trailing newline: Jupyter takes the file's content as the token.
-        f'printf %s {shlex.quote(token)} > "$d/token"',
-        f'echo {port} > "$d/port"',
-        'rm -rf "$d/runtime"',
-        "unset JUPYTER_TOKEN",
-        # A root login (an on-prem box, the sandbox run as root) is the user's choice.
-        'extra=; [ "$(id -u)" = 0 ] && extra=--allow-root',
-        # setsid + nohup: the server outlives this SSH session.
-        *([f"cd {shlex.quote(root_dir)} 2>/dev/null || true"] if root_dir else []),
-        'JUPYTER_TOKEN_FILE="$d/token" JUPYTER_RUNTIME_DIR="$d/runtime" \\',
-        f'  setsid nohup {launch} $extra > "$d/log" 2>&1 < /dev/null &',
-        procs.START_TIME_SH,
-        f'pid=$!; trainbox_start_time $pid > "$d/{procs.START_FILE}"; echo $pid > "$d/pid"',
-        # Jupyter writes its runtime file once it listens: wait for that, or its death.
-        "for _ in $(seq 1200); do",
-        '  if ls "$d"/runtime/jpserver-*.json >/dev/null 2>&1; then echo "' + str(port) + ' $(cat "$d/token")"; exit 0; fi',
-        '  if ! kill -0 $pid 2>/dev/null; then',
-        '    echo "Jupyter did not start: $(grep -v \'^ *$\' "$d/log" | tail -n 1) (log: $d/log)" >&2; exit 4',
-        "  fi",
-        "  sleep 0.1",
-        "done",
-        'echo "Jupyter did not answer within 120 s (log: $d/log)" >&2; exit 4',
-    ])
+    import templates
+
+    lab = ["-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1", "--port", str(port), "--ServerApp.port_retries=0"]
+    return templates.render("jupyter-start.sh.j2", python=python, port=int(port), state_dir=state_dir, token=token,
+                            env=env, lab=lab, root_dir=root_dir)
 
 
 def tunnel_argv(ssh: str, box: BoxState, known_hosts: str, port: int, local_port: int | None = None) -> list[str]:

@@ -14,8 +14,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths, procs
-from .errors import TrainboxError
+from common import paths
+from common.errors import TrainboxError
+
+from . import procs
 
 CONFIG = """\
 # trainbox sandbox sshd: loopback only, key auth only.

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from .aws import error_code
-from .errors import CloudError
+from common.aws import error_code
+from common.errors import CloudError, name_flag
+
 from .inventory import IMAGE_KINDS, KINDS, Resource, tagged_resources
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,6 @@ def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda 
     if left:
         raise CloudError(
             "teardown left resources behind: " + ", ".join(f"{r.kind} {r.id}" for r in left),
-            f"run `python -m provision down --name {name}` again, or delete them in the console",
+            f"run `python -m provision down{name_flag(name)}` again, or delete them in the console",
         )
     return found

@@ -12,13 +12,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import ami as amis
-from . import hostkeys, images, instance, keys, network, paths, preflight, prices, sandbox, state
-from .aws import Cloud, aws_errors
-from .callerip import caller_cidr, check_cidr
-from .errors import CloudError, RemoteError
-from .state import BoxState
+from box.layout import DEFAULT_WORKDIR, BoxLayout
+from common import hostkeys, paths, state
+from common.aws import Cloud, aws_errors
+from common.errors import CloudError, RemoteError
+from common.state import BoxState
 import templates
+
+from . import ami as amis
+from . import images, instance, keys, network, preflight, prices, sandbox
+from .callerip import caller_cidr, check_cidr
 
 
 @dataclass
@@ -33,9 +36,9 @@ class UpOptions:
     ami: str | None = None
     wait: bool = True
     sandbox_box: str | None = None  # container, process, or None: the best this machine has
-
-
-WORKDIR = "trainbox"  # on the box, relative to the login user's home
+    # The box's first-boot setup of trainbox's environment (the bootstrap the
+    # CLI renders with remote/setup.py), started by user-data; None: none.
+    bootstrap: str | None = None
 
 
 def guard_period_s(opts: UpOptions) -> int:
@@ -45,23 +48,18 @@ def guard_period_s(opts: UpOptions) -> int:
 
 
 def user_data(opts: UpOptions, login_user: str) -> str:
-    from remote import setup  # the box's environment: the bootstrap `remote setup` runs too
-
-    env = setup.SetupOptions.from_env()
-    # Any process on the box can read its user-data (the instance metadata
-    # service): an index with credentials is left to the first `remote`
-    # command, which installs over SSH.
-    boot = {} if env.has_credentials else {"bootstrap": setup.render_bootstrap(WORKDIR, env)}
+    """The first-boot script; its box paths are the default layout's, under the
+    login user's home as the box's passwd has it (user-data looks it up)."""
+    extra = {} if opts.bootstrap is None else {"bootstrap": opts.bootstrap}
     return templates.render(
         "user-data.sh.j2",
-        **boot,
-        bootstrap_workdir=WORKDIR,
+        **extra,
+        layout=BoxLayout(DEFAULT_WORKDIR),
         login_user=login_user,
         name=opts.name,
         max_hours=opts.max_hours,
         idle_minutes=opts.idle_minutes,
         guard_period_s=guard_period_s(opts),
-        runs_dir=f"/home/{login_user}/{WORKDIR}/runs",
     )
 
 
@@ -211,7 +209,7 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         ssh_host=inst.public_ip or "",
         ssh_user=image.login_user,
         key_path=str(key_file),
-        workdir=WORKDIR,
+        workdir=DEFAULT_WORKDIR,
         endpoint_url=cloud.endpoint_url if cloud.sandbox else None,
         ami=image.id,
         public_ip=inst.public_ip,
@@ -303,7 +301,7 @@ def _attach_container(box: BoxState, ec2, say: Callable[[str], None]) -> None:
         f"(login {container.LOGIN_USER}, user-data run by cloud-init; console: {container.console_log(d)})")
     box.ssh_host, box.ssh_port = server.address
     box.ssh_user = container.LOGIN_USER
-    box.workdir = WORKDIR  # relative to the login user's home, as on AWS
+    box.workdir = DEFAULT_WORKDIR  # relative to the login user's home, as on AWS
     box.python = None  # trainbox's own env, built by the boot-time bootstrap, as on AWS
     # Read from the box's own disk, where cloud-init wrote them: pinned, not trusted on first use.
     hostkeys.pin(box.ssh_host, box.ssh_port, list(server.host_keys))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from provision.errors import UsageError
+from common.errors import UsageError
 
 from .orchestrate import RunSpec
 

@@ -13,9 +13,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from provision.checks import clean
-from provision.cliutil import run_cli, say
-from provision.errors import RemoteError, TrainingFailed, UsageError
+from box.layout import BoxLayout
+from common.checks import clean
+from common.cliutil import run_cli, say
+from common.errors import RemoteError, TrainingFailed, UsageError
 
 from . import builtin, job, orchestrate, records, results
 from .builtin import model_package_dir
@@ -35,7 +36,8 @@ def _wake(args, target: Target) -> Target:
     waited for) first; its address may have changed, so it is resolved again."""
     if not getattr(args, "start", False) or not target.box:
         return target
-    from provision import lifecycle, state
+    from common import state
+    from provision import lifecycle
 
     cloud = lifecycle.cloud_of(state.load(target.box))
     now = lifecycle.status(cloud, target.box).state
@@ -246,7 +248,7 @@ def _run_of(args) -> tuple[records.RunRecord, Target, str]:
     """The run a command is about (default: the latest), its box, and its dir there."""
     rec = _record_or_latest(args)
     target = _rec_target(args, rec)
-    return rec, target, job.Layout(target.workdir).run(rec.run_id)
+    return rec, target, BoxLayout(target.workdir).run(rec.run_id)
 
 
 @contextlib.contextmanager
@@ -333,7 +335,7 @@ def cmd_data_fetch(args, extra) -> int:
         raise UsageError(f"{args.src} is a local folder: `{PROG} train --data {args.src}` pushes it",
                          "`data fetch` takes an http(s):// URL, s3://bucket/prefix or kaggle:COMPETITION")
     target = _target(args)
-    layout = job.Layout(target.workdir)
+    layout = BoxLayout(target.workdir)
     with _on_box(args, target) as conn:
         from . import sync
 

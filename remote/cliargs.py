@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from provision.checks import name_arg, run_id_arg
-from provision.cliutil import Parser, positive_float, positive_int
+from common.checks import name_arg, run_id_arg
+from common.cliutil import Parser, positive_float, positive_int
 
 from .orchestrate import PROJECT_LIMIT_BYTES, human
 

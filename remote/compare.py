@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.errors import UsageError
+from common.errors import UsageError
 
 METRICS = ("loss", "accuracy")
 VIEW_EXTRA = "pip install 'trainbox[view]'"

@@ -14,8 +14,8 @@ import logging
 import socket
 import time
 
-from provision import hostkeys, paths
-from provision.errors import RemoteError, UsageError
+from common import hostkeys, paths
+from common.errors import RemoteError, UsageError
 
 from .target import Target
 

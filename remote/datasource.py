@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from provision.errors import UsageError
+from common.errors import UsageError
 
 ARCHIVES = {".tar.gz": "tar", ".tgz": "tar", ".tar": "tar", ".zip": "zip", ".tar.bz2": "tar", ".tar.xz": "tar"}
 _SHA = re.compile(r"^sha256=([0-9a-fA-F]{64})$")

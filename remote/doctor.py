@@ -1,7 +1,8 @@
 """``remote doctor``: is the box's environment ready, and does it match the laptop's pins?
 
 One SSH command gathers everything (the marker, a running setup, disk,
-nvidia-smi, and the interpreter's versions and the GPUs TensorFlow sees);
+nvidia-smi, and the interpreter's versions and the GPUs TensorFlow sees:
+box/probe.py);
 ``diagnose`` parses it into a Report, ``format_report`` prints it.
 """
 from __future__ import annotations
@@ -10,24 +11,10 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
-from . import setup
+import box
+from box.layout import BoxLayout
 
-# Runs on the box (sent as `python -c`), never imported on the laptop.
-PROBE = r'''
-import importlib.metadata as m, json, sys
-def v(*names):
-    for n in names:
-        try: return m.version(n)
-        except m.PackageNotFoundError: pass
-out = {"python": "%d.%d.%d" % sys.version_info[:3], "tensorflow": v("tensorflow", "tensorflow-cpu"), "keras": v("keras"), "gpus": None}
-if out["tensorflow"] and "--gpus" in sys.argv:
-    try:
-        import os; os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3"); tf = __import__("tensorflow")
-        out["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
-    except Exception as e:
-        out["tf_error"] = "%s: %s" % (type(e).__name__, e)
-print("probe=" + json.dumps(out))
-'''
+from . import setup
 
 
 @dataclass
@@ -59,20 +46,22 @@ class Report:
 
 
 def probe_command(workdir: str, python: str, opts: setup.SetupOptions) -> str:
+    layout = BoxLayout(workdir)
     w = shlex.quote(workdir)
-    m = shlex.quote(setup.marker(workdir))
+    m = shlex.quote(layout.ready_marker)
+    lock = shlex.quote(layout.setup_lock)
     py = shlex.quote(python)
     return "; ".join([
         "cd ~",
         f'echo "marker=$(head -n 1 {m} 2>/dev/null)"',
-        f"{{ test -e {shlex.quote(setup.env_dir(workdir))} || ls -A {shlex.quote(setup.envs_dir(workdir))} 2>/dev/null | grep -q .; }} && echo env_exists=1",
-        f"test -e {w}/setup.lock && ! flock -n {w}/setup.lock true && echo setup_running=1",
+        f"{{ test -e {shlex.quote(layout.env_link)} || ls -A {shlex.quote(layout.envs)} 2>/dev/null | grep -q .; }} && echo env_exists=1",
+        f"test -e {lock} && ! flock -n {lock} true && echo setup_running=1",
         f"(df -Pk {w} 2>/dev/null || df -Pk .) | awk 'NR==2 {{print \"disk_free_kb=\" $4}}'",
         "if command -v nvidia-smi >/dev/null 2>&1; then "
         "echo nvidia_gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU '); "
         "echo driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1); "
         "echo cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\\([0-9.]*\\).*/\\1/p' | head -n 1); fi",
-        f"if command -v {py} >/dev/null 2>&1; then {py} -c {shlex.quote(PROBE)} --gpus 2>/dev/null; fi",
+        f"if command -v {py} >/dev/null 2>&1; then {py} -c {shlex.quote(box.source('probe'))} --gpus 2>/dev/null; fi",
         "true",
     ])
 
@@ -91,7 +80,8 @@ def diagnose(conn, workdir: str, opts: setup.SetupOptions, python: str | None = 
     from .connection import run
 
     managed = python is None
-    path = python or setup.env_python(workdir)
+    layout = BoxLayout(workdir)
+    path = python or layout.env_python
     facts = _parse(run(conn, probe_command(workdir, path, opts), "probing the box"))
     probe = json.loads(facts["probe"]) if facts.get("probe") else {}
     rep = Report(python_path=path, managed=managed, ready=False)
@@ -100,13 +90,13 @@ def diagnose(conn, workdir: str, opts: setup.SetupOptions, python: str | None = 
         if facts.get("marker") == want:
             rep.ready = True
         elif facts.get("setup_running"):
-            rep.why_not = f"a setup is running now; its log: ~/{setup.log_path(workdir)}"
+            rep.why_not = f"a setup is running now; its log: ~/{layout.setup_log}"
         elif facts.get("marker"):
             rep.why_not = "built for other pins or options; `remote setup` rebuilds it"
         elif facts.get("env_exists"):
             rep.why_not = "an install was interrupted; `remote setup` repairs it"
         else:
-            rep.why_not = f"no environment at ~/{setup.env_dir(workdir)}; run `remote setup`"
+            rep.why_not = f"no environment at ~/{layout.env_link}; run `remote setup`"
     else:
         rep.ready = bool(probe.get("tensorflow") and probe.get("keras"))
         rep.why_not = "" if rep.ready else f"{path} lacks TensorFlow or Keras" if probe else f"no {path} on the box"

@@ -1,6 +1,6 @@
 """The laptop side of ``--data`` from a URL, S3 or Kaggle (remote/kaggle.py): plan here, download there.
 
-The box does the downloading (remote/boxfetch.py, standard library only),
+The box does the downloading (box/fetch.py, standard library only),
 so data never crosses the laptop's uplink. What the box receives is one JSON
 line on the stdin of one SSH exec: boxfetch's source and a plan. For S3 the
 laptop lists the prefix with its own credentials and puts presigned GET URLs
@@ -14,12 +14,13 @@ import json
 import os
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from provision.errors import CloudError, RemoteError, UsageError
+import box
+from box import fetch as boxfetch
+from box.layout import DATA_COMPLETE, BoxLayout
+from common.errors import CloudError, RemoteError, UsageError
 
-from . import boxfetch
 from .connection import exec_channel, run
 from .datasource import KaggleSource, S3Source, UrlSource
 
@@ -44,7 +45,7 @@ class Fetched:
 
 
 def data_root(workdir: str) -> str:
-    return f"{workdir}/data"
+    return BoxLayout(workdir).data_root
 
 
 def box_command(python: str) -> str:
@@ -53,7 +54,7 @@ def box_command(python: str) -> str:
 
 def run_box(conn, python: str, plan: dict, say: Callable[[str], None]) -> dict:
     """Run boxfetch.main(plan) on the box, streaming its progress lines to say; its result, or an error."""
-    payload = json.dumps({"script": Path(boxfetch.__file__).read_text(), "plan": plan}) + "\n"
+    payload = json.dumps({"script": box.source("fetch"), "plan": plan}) + "\n"
     channel = exec_channel(conn, box_command(python))
     result = error = None
     buf = b""
@@ -111,7 +112,7 @@ def fetch_url(conn, source: UrlSource, workdir: str, python: str, code_dir: str,
 
 def s3_client():
     """An S3 client with the laptop's credentials; AWS_ENDPOINT_URL (a moto server) is honoured."""
-    from provision.aws import Cloud
+    from common.aws import Cloud
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return Cloud(region, os.environ.get("AWS_ENDPOINT_URL") or None).client("s3")
@@ -119,7 +120,7 @@ def s3_client():
 
 def list_s3(client, source: S3Source) -> dict[str, dict]:
     """{relative path: {"etag", "size", "key"}} of every object under the prefix; CloudError if none or refused."""
-    from provision.aws import aws_errors
+    from common.aws import aws_errors
 
     found: dict[str, dict] = {}
     with aws_errors(f"list {source}"):
@@ -148,7 +149,7 @@ def box_manifest(conn, workdir: str, key: str) -> dict[str, str]:
 
 def fetch_s3(conn, source: S3Source, workdir: str, python: str, code_dir: str, quiet: bool = False,
              say: Callable[[str], None] = lambda s: None, client=None) -> Fetched:
-    from provision.aws import aws_errors
+    from common.aws import aws_errors
 
     client = client or s3_client()
     listing = list_s3(client, source)
@@ -183,7 +184,7 @@ def fetch(conn, source, workdir: str, python: str, code_dir: str, quiet: bool = 
 
 
 def ls(conn, workdir: str, python: str) -> list[dict]:
-    return run_box(conn, python, {"op": "ls", "data_root": data_root(workdir)}, lambda s: None)["entries"]
+    return run_box(conn, python, {"op": "ls", "data_root": data_root(workdir), "complete_marker": DATA_COMPLETE}, lambda s: None)["entries"]
 
 
 def rm(conn, workdir: str, python: str, key: str) -> dict:

@@ -1,6 +1,6 @@
 """A training job on the box, detached from the SSH session that started it.
 
-Each run lives in ``<workdir>/runs/<run-id>/`` on the box: ``run.sh`` (rendered
+Each run lives in ``BoxLayout.run(run_id)`` on the box (box/layout.py names its files): ``run.sh`` (rendered
 from templates/run.sh.j2), ``pid``, ``log``, ``exit_code`` (written last),
 ``resumed`` (how many times it was started again) and ``out/`` (what the
 command writes to ``$TRAINBOX_OUT``, what comes home). The job is started with
@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from provision.errors import RemoteError
+from box.layout import BoxLayout
+from common.errors import RemoteError
 
 from .connection import run, write_file
 
@@ -27,52 +28,13 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where things live on the box."""
-
-    workdir: str
-
-    @property
-    def code(self) -> str:
-        return f"{self.workdir}/code"
-
-    def data(self, key: str) -> str:
-        return f"{self.workdir}/data/{key}"
-
-    @property
-    def runs(self) -> str:
-        return f"{self.workdir}/runs"
-
-    def run(self, run_id: str) -> str:
-        return f"{self.workdir}/runs/{run_id}"
-
-    def project(self, key: str) -> str:
-        """A pushed project (`remote run`): its own folder, kept between runs (pushes are incremental)."""
-        return f"{self.workdir}/projects/{key}"
-
-    def env_link(self, key: str | None = None) -> str:
-        """The link to an environment's current build (remote/setup.py): trainbox's own
-        (``env``), or a project's with its requirements (``env-<key>``)."""
-        return f"{self.workdir}/{env_name(key)}"
-
-    def requirements(self, key: str) -> str:
-        """Where a project's requirements file goes when it is not in the pushed project."""
-        return f"{self.workdir}/requirements/{key}.txt"
-
-
-def env_name(key: str | None = None) -> str:
-    """The name of an environment's link under the workdir."""
-    return "env" if key is None else f"env-{key}"
-
-
-def resolve_layout(conn, workdir: str) -> Layout:
-    """The layout with its workdir made absolute against the login's home
+def resolve_layout(conn, workdir: str) -> BoxLayout:
+    """The box's layout with its workdir made absolute against the login's home
     (a relative workdir, the default ``trainbox``, is relative to it)."""
+    layout = BoxLayout(workdir)
     if workdir.startswith("/"):
-        return Layout(workdir)
-    home = run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip()
-    return Layout(f"{home}/{workdir}")
+        return layout
+    return layout.at_home(run(conn, 'printf %s "$HOME"', "finding the home directory on the box").strip())
 
 
 @dataclass(frozen=True)
@@ -93,7 +55,7 @@ class JobState:
         return "succeeded" if self.exit_code == 0 else f"failed (exit {self.exit_code})"
 
 
-def render_script(layout: Layout, run_id: str, project_dir: str, command: list[str], *, python: str | None = None,
+def render_script(layout: BoxLayout, run_id: str, project_dir: str, command: list[str], *, python: str | None = None,
                   env_link: str | None = None, data_dir: str | None = None, out: str = "out",
                   resume_hint: str = "remote run --resume") -> str:
     """run.sh for a run: ``command`` (an argv, run exactly as given) in
@@ -202,7 +164,7 @@ def follow(connect: Callable[[], object], run_dir: str, out: BinaryIO = sys.stdo
     Returns the bytes streamed in all and the live connection. What reaches
     ``out`` is cleaned of terminal control sequences (checks.CleanStream).
     """
-    from provision.checks import CleanStream
+    from common.checks import CleanStream
 
     out = CleanStream(out)
     conn = connect()

@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from provision.errors import CloudError, UsageError
+from common.errors import CloudError, UsageError
 
-from . import boxfetch, sync
+from box import fetch as boxfetch
+
+from . import sync
 from .datasource import KaggleSource, archive_kind
 
 API_ENV = "TRAINBOX_KAGGLE_API"

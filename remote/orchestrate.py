@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from provision.errors import RemoteError, UsageError
+from box.layout import BoxLayout, env_name
+from common.errors import RemoteError, UsageError
 
 from . import job, records, results, sync
 from .connection import run
@@ -90,8 +91,8 @@ def notebook_place(rec: records.RunRecord | None, workdir: str) -> tuple[str | N
     (the box paths relative to the home, as the workdir is); (None, None) else."""
     if rec is None or rec.kind != "run" or not rec.code:
         return None, None
-    layout, key = job.Layout(workdir), path_key(Path(rec.code))
-    return layout.project(key), layout.env_link(key) if rec.requirements else None
+    layout, key = BoxLayout(workdir), path_key(Path(rec.code))
+    return layout.project(key), layout.with_env(key).env_link if rec.requirements else None
 
 
 def path_key(path: Path) -> str:
@@ -143,7 +144,7 @@ def scan_project(spec: RunSpec, confirm: Callable[[str], bool]) -> dict:
 # ---------------------------------------------------------------- the environment
 
 
-def box_python(conn, target: Target, layout: job.Layout, spec: RunSpec, requirements_on_box: str | None,
+def box_python(conn, target: Target, layout: BoxLayout, spec: RunSpec, requirements_on_box: str | None,
                say: Say) -> tuple[str, str | None]:
     """The interpreter the run uses and, for an environment trainbox built, its link.
 
@@ -164,12 +165,12 @@ def box_python(conn, target: Target, layout: job.Layout, spec: RunSpec, requirem
     key = None
     if spec.requirements:
         key = spec.key
-        opts = dataclasses.replace(opts, env_name=job.env_name(key), project_requirements=requirements_on_box,
+        opts = dataclasses.replace(opts, env_name=env_name(key), project_requirements=requirements_on_box,
                                    requirements_digest=setup.requirements_digest(spec.requirements))
-    return setup.ensure(conn, layout.workdir, opts, say), layout.env_link(key)
+    return setup.ensure(conn, layout.workdir, opts, say), layout.with_env(key).env_link
 
 
-def _requirements_on_box(conn, spec: RunSpec, layout: job.Layout, project_dir: str, scan: dict) -> str | None:
+def _requirements_on_box(conn, spec: RunSpec, layout: BoxLayout, project_dir: str, scan: dict) -> str | None:
     """The requirements file as the box sees it: in the pushed project, else written beside it."""
     if not spec.requirements:
         return None
@@ -264,7 +265,7 @@ def resume(conn, target: Target, rec: records.RunRecord, spec: RunSpec | None, s
     the box has it, else rebuilt from its local copy (``spec`` is how it was
     started). The same command runs again with TRAINBOX_RESUMED one higher;
     returns the log offset to follow from and a few words on what it had."""
-    run_dir = job.Layout(target.workdir).run(rec.run_id)
+    run_dir = BoxLayout(target.workdir).run(rec.run_id)
     st = job.job_state(conn, run_dir)
     if st is not None and st.running:
         raise UsageError(f"run {rec.run_id} is still running", f"follow it with `remote logs {rec.run_id} --follow{flags}`")
@@ -289,7 +290,7 @@ def follow_and_collect(connect: Callable[[], object], target: Target, rec: recor
                        offset: int = 0, pull_every: float | None = None) -> Outcome:
     """Stream the run's log until it ends (pulling ``checkpoints/`` every
     pull_every seconds on the way), then pull everything and record it."""
-    run_dir = job.Layout(target.workdir).run(rec.run_id)
+    run_dir = BoxLayout(target.workdir).run(rec.run_id)
     local_dir = Path(rec.local_dir)
     last_pull = [time.monotonic()]
 

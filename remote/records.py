@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from provision import checks, paths
-from provision.errors import UsageError
+from common import checks, paths
+from common.errors import UsageError
 
 from .target import Target
 

@@ -16,7 +16,8 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from provision.errors import RemoteError, TrainboxError
+from box.layout import BoxLayout
+from common.errors import RemoteError, TrainboxError
 
 from .records import records, save_record
 from .target import resolve
@@ -159,7 +160,7 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
     Returns the runs left on the box. A run that cannot be pulled (the box is
     unreachable, its results hold an unsafe entry) never stops the others nor
     the caller: each is named, with how to get it, in a warning."""
-    from provision import state
+    from common import state
 
     from . import job
     from .connection import connect
@@ -179,7 +180,7 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
     left = []
     try:
         for rec in pending:
-            run_dir = job.Layout(target.workdir).run(rec.run_id)
+            run_dir = BoxLayout(target.workdir).run(rec.run_id)
             try:
                 files = pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
                 st = job.job_state(conn, run_dir)

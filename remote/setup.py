@@ -6,7 +6,8 @@ builds ``<workdir>/env`` (a venv, never the system Python) with the pins
 below, which are the laptop's ``[train]`` extra (tests/box checks they agree
 with pyproject.toml), so ``.keras`` files pulled home load here.
 
-"Ready" means: ``<workdir>/env/trainbox-ready`` exists and its first line is
+The paths are BoxLayout's (box/layout.py). "Ready" means:
+``<workdir>/env/trainbox-ready`` exists and its first line is
 ``spec <spec_id>``. The marker is written last, so one ``head`` over SSH
 answers the question without importing TensorFlow (which takes seconds).
 
@@ -26,8 +27,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable
 
-from provision.checks import clean, redact_all, redact_url
-from provision.errors import RemoteError, UsageError
+import box
+from box.layout import BoxLayout
+from common.checks import clean, redact_all, redact_url
+from common.errors import RemoteError, UsageError
 
 # The pins: the same as pyproject.toml's [train] extra (a test keeps them equal).
 TF_VERSION = "2.21.0"
@@ -86,7 +89,7 @@ class SetupOptions:
     cpu_free_mb: int = CPU_FREE_MB
     gpu_free_mb: int = GPU_FREE_MB
     # A project's environment (`remote run --requirements`): its link's name
-    # under the workdir (job.env_name), the requirements file as the box sees
+    # under the workdir (box.layout.env_name), the requirements file as the box sees
     # it, and the digest of its content, which is part of the spec: a changed
     # file builds a new environment beside the old one.
     env_name: str = "env"
@@ -159,42 +162,15 @@ def requirements_digest(path) -> str:
     return h.hexdigest()[:16]
 
 
-def env_dir(workdir: str, name: str = "env") -> str:
-    """The link to the current environment (what jobs start with)."""
-    return f"{workdir}/{name}"
-
-
-def envs_dir(workdir: str) -> str:
-    """Where the environments live, one directory per build."""
-    return f"{workdir}/envs"
-
-
-def env_python(workdir: str, name: str = "env") -> str:
-    return f"{env_dir(workdir, name)}/bin/python"
-
-
-def marker(workdir: str, name: str = "env") -> str:
-    return f"{env_dir(workdir, name)}/trainbox-ready"
-
-
-def bootstrap_path(workdir: str, name: str = "env") -> str:
-    """The stored bootstrap (user-data runs trainbox's own); a project's environment has its own."""
-    return f"{workdir}/bootstrap.sh" if name == "env" else f"{workdir}/bootstrap-{name}.sh"
-
-
-def log_path(workdir: str) -> str:
-    return f"{workdir}/setup.log"
-
-
 def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
     """The bootstrap script for a box whose trainbox directory is ``workdir`` (relative to home, or absolute)."""
     import templates
 
     return templates.render(
         "bootstrap.sh.j2",
-        workdir=workdir,
-        env_name=opts.env_name,
+        layout=BoxLayout(workdir, opts.env_name),
         project_requirements=opts.project_requirements or "",
+        uvfetch_source=box.source("uvfetch"),
         spec_id=opts.spec_id(),
         python=opts.python,
         tf_cpu=f"tensorflow-cpu=={TF_VERSION}",
@@ -215,7 +191,7 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
 
 def ready_command(workdir: str, opts: SetupOptions) -> str:
     """A shell command that exits 0 exactly when the environment is ready."""
-    return f'test "$(head -n 1 {shlex.quote(marker(workdir, opts.env_name))} 2>/dev/null)" = {shlex.quote("spec " + opts.spec_id())}'
+    return f'test "$(head -n 1 {shlex.quote(BoxLayout(workdir, opts.env_name).ready_marker)} 2>/dev/null)" = {shlex.quote("spec " + opts.spec_id())}'
 
 
 def is_ready(conn, workdir: str, opts: SetupOptions) -> bool:
@@ -247,7 +223,8 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     from .connection import exec_channel
 
     # One round trip: the script arrives on stdin, is stored (user-data runs the same file), then run.
-    p = shlex.quote(bootstrap_path(workdir, opts.env_name))
+    layout = BoxLayout(workdir, opts.env_name)
+    p = shlex.quote(layout.bootstrap)
     channel = exec_channel(conn, f'umask 077 && mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p} && '
                                  f"{'TRAINBOX_FORCE=1 ' if force else ''}exec bash {p} </dev/null")
     channel.sendall(render_bootstrap(workdir, opts).encode())
@@ -266,17 +243,17 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     finally:
         channel.close()
     if status == 0:
-        return env_python(workdir, opts.env_name)
+        return layout.env_python
     if errors:
         raise RemoteError(errors[-1])
     what = EXIT_CODES.get(status, f"the bootstrap exited {status}")
     raise RemoteError(f"setting up the box's environment failed ({what})",
-                      f"see ~/{log_path(workdir)} on the box, then rerun `remote setup`")
+                      f"see ~/{layout.setup_log} on the box, then rerun `remote setup`")
 
 
 def ensure(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None]) -> str:
     """The env's python: at once if ready, else after running the bootstrap (which waits for a running one)."""
     if is_ready(conn, workdir, opts):
-        return env_python(workdir, opts.env_name)
+        return BoxLayout(workdir, opts.env_name).env_python
     say("the box's environment is not ready: setting it up (this waits for a setup already running)")
     return run_bootstrap(conn, workdir, opts, say)

@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision import state
-from provision.errors import UsageError
+from box.layout import DEFAULT_WORKDIR
+from common import state
+from common.errors import UsageError, no_box
 
 _HOST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
 
@@ -18,7 +19,7 @@ class Target:
     port: int
     user: str
     identity: str | None
-    workdir: str = "trainbox"
+    workdir: str = DEFAULT_WORKDIR
     python: str | None = None
     box: str | None = None  # the provisioned box's name; None for --host
     sandbox: bool = False
@@ -46,16 +47,12 @@ def resolve(name: str, host: str | None = None, identity: str | None = None, pyt
             port=port,
             user=user or getpass.getuser(),
             identity=str(Path(identity).expanduser()) if identity else None,
-            workdir=workdir or "trainbox",
+            workdir=workdir or DEFAULT_WORKDIR,
             python=python,
         )
     box = state.load(name)
     if box is None:
-        flag = "" if name == "default" else f" --name {name}"
-        raise UsageError(
-            f"no box named '{name}' is up",
-            f"start one with `python -m provision up{flag}` (or pass --host [user@]host[:port])",
-        )
+        raise no_box(name, "or pass --host [user@]host[:port]")
     return Target(
         host=box.ssh_host,
         port=box.ssh_port,

@@ -18,7 +18,7 @@ import os
 import tarfile
 from typing import Callable
 
-from provision.errors import UsageError
+from common.errors import UsageError
 
 BLOCK = 512
 RECORD = 20 * BLOCK

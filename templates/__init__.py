@@ -2,7 +2,9 @@
 
 Templates render with StrictUndefined (a missing value is an error, never an
 empty string), and every value that lands in a shell command goes through
-the ``q`` filter (shlex.quote) or ``qjoin`` (a quoted argument list).
+the ``q`` filter (shlex.quote) or ``qjoin`` (a quoted argument list). The
+box's paths come from box/layout.py: a ``layout`` (BoxLayout) passed in, and
+its file names as the global ``names``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import shlex
 import textwrap
 
 import jinja2
+
+from box import layout as box_layout
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,6 +34,8 @@ def environment() -> jinja2.Environment:
     from provision.procs import START_FILE, START_TIME_SH
 
     env.globals.update(start_file=START_FILE, start_time_sh=START_TIME_SH)
+    # The box's file names (box/layout.py), in every template: `{{ names.READY_MARKER }}`.
+    env.globals["names"] = box_layout
     return env
 
 

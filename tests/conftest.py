@@ -33,7 +33,8 @@ def trainbox_home(tmp_path, monkeypatch) -> Path:
     # (tests/sandbox_box/ do, with `--sandbox-box container`).
     monkeypatch.setenv("TRAINBOX_SANDBOX_BOX", "process")
     # Functions with caches keyed on the environment must start clean.
-    from provision import aws, config
+    from common import aws
+    from provision import config
 
     aws._client.cache_clear()
     config._toml.cache_clear()
@@ -60,7 +61,8 @@ class SshHost:
 
 @pytest.fixture(scope="session")
 def ssh_host(tmp_path_factory) -> SshHost:
-    from provision import paths, sshd
+    from common import paths
+    from provision import sshd
 
     d = tmp_path_factory.mktemp("sshd")
     private, public = sshd.new_private_key()
@@ -74,7 +76,7 @@ def ssh_host(tmp_path_factory) -> SshHost:
 @pytest.fixture
 def pinned(ssh_host, trainbox_home) -> SshHost:
     """ssh_host with its host key pinned in this test's TRAINBOX_HOME."""
-    from provision import hostkeys
+    from common import hostkeys
 
     hostkeys.pin("127.0.0.1", ssh_host.port, [ssh_host.host_key])
     return ssh_host

@@ -91,7 +91,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 def tagged(endpoint: str) -> list:
     """Every trainbox-tagged resource the moto server at endpoint holds."""
-    from provision.aws import Cloud
+    from common.aws import Cloud
     from provision.inventory import tagged_resources
 
     ec2 = Cloud("us-east-1", endpoint).client("ec2")

@@ -219,7 +219,8 @@ class BoxUser:
 @pytest.fixture(scope="session")
 def users_sshd():
     """An sshd on 127.0.0.1 that admits the key for any user named tbx*."""
-    from provision import paths, sshd
+    from common import paths
+    from provision import sshd
 
     # Users other than root read the authorized keys: a world-traversable dir.
     d = Path(tempfile.mkdtemp(prefix="trainbox-users-sshd-"))
@@ -237,7 +238,7 @@ def users_sshd():
 @pytest.fixture
 def box_user(users_sshd, trainbox_home) -> BoxUser:
     """A fresh login user (cold home, cold caches), removed afterwards."""
-    from provision import hostkeys
+    from common import hostkeys
 
     server, key = users_sshd
     name = f"{USER_PREFIX}{secrets.token_hex(3)}"

@@ -245,7 +245,7 @@ def test_gpu_box_where_tensorflow_sees_no_gpu(box_user, index):
 def test_user_data_starts_the_same_bootstrap_as_the_login_user(tmp_path):
     from provision.up import UpOptions, user_data
 
-    text = user_data(UpOptions(name="b1"), "ubuntu")
+    text = user_data(UpOptions(name="b1", bootstrap=setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())), "ubuntu")
     p = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
     assert p.returncode == 0, p.stderr
     # Its lines that write the script (gzipped, base64'd), run here with $home set.
@@ -253,7 +253,7 @@ def test_user_data_starts_the_same_bootstrap_as_the_login_user(tmp_path):
     (tmp_path / "trainbox").mkdir()
     subprocess.run(["bash", "-c", f"home={tmp_path}\n{write}"], check=True)
     assert (tmp_path / "trainbox" / "bootstrap.sh").read_text() == setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
-    assert 'sudo -u ubuntu -H setsid nohup bash "$home/trainbox/bootstrap.sh"' in text
+    assert 'sudo -u ubuntu -H setsid nohup bash "$home"/trainbox/bootstrap.sh' in text
     assert text.rstrip().endswith("</dev/null &"), "started in the background, last"
     assert len(text.encode()) < 16384, "EC2 user-data limit"
 
@@ -298,7 +298,7 @@ def test_fresh_bootstrap_with_uv_then_a_rerun_installs_nothing(box_user, uv_inde
 
 
 def test_install_retries_are_the_installers_own_unless_set():
-    from provision.errors import UsageError
+    from common.errors import UsageError
 
     default = setup.SetupOptions.from_env({})
     assert "retries=''" in setup.render_bootstrap("trainbox", default), "pip's 5 and uv's 3 on a real first boot"

@@ -65,7 +65,7 @@ def test_clean_up_leaves_the_environment_and_nothing_of_the_user(box_user, index
 
 
 def test_clean_up_refuses_while_a_run_runs_and_removes_nothing(box_user, index):
-    from provision.errors import UsageError
+    from common.errors import UsageError
     from remote.connection import connect
 
     ready_box(box_user, index)
@@ -108,7 +108,7 @@ def test_user_data_on_a_ready_disk_installs_nothing(box_user, index, tmp_path, m
 
 
 def test_sandbox_bake_down_up_is_ready_with_no_install_then_rm(moto_endpoint, index, tmp_path):
-    from provision import paths
+    from common import paths
 
     e = env(index)
     r = run_cli("provision", "up", "--sandbox", env=e)

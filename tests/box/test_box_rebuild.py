@@ -10,6 +10,7 @@ import subprocess
 
 from box_fixtures import box_user, users_sshd, uv_index  # noqa: F401 (fixtures)
 from box_helpers import as_user, env, marker_of, one_line_error, run_cli, wait_for
+from box.layout import BoxLayout
 from remote import job, setup
 
 # The job's `python -m model train ...`: announces itself, blocks until the test
@@ -34,10 +35,10 @@ def start_blocking_job(user, run_id: str) -> str:
     try:
         write_file(conn, f"{code}/model/__init__.py", b"")
         write_file(conn, f"{code}/model/__main__.py", BLOCKING_MODEL.encode())
-        layout = job.Layout(f"{user.home}/trainbox")
+        layout = BoxLayout("trainbox").at_home(str(user.home))
         run_dir = layout.run(run_id)
         script = job.render_script(layout, run_id, str(code), ["python", "-m", "model", "train"],
-                                   data_dir=f"{user.home}/data", env_link=setup.env_dir(layout.workdir))
+                                   data_dir=f"{user.home}/data", env_link=layout.env_link)
         job.start(conn, run_dir, script)
     finally:
         conn.close()

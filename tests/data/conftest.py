@@ -155,7 +155,7 @@ def box_flags(box) -> list[str]:
 
     (With --host the workdir would be ~/trainbox of the login user: outside the test's temp dir.)
     """
-    from provision import state
+    from common import state
 
     state.save(state.BoxState(name="loop", region="us-east-1", instance_id="i-loop", instance_type="local",
                               ssh_host=box.host, ssh_user=box.user, key_path=box.identity, ssh_port=box.port,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.errors import CloudError, RemoteError, UsageError
+from common.errors import CloudError, RemoteError, UsageError
 from remote import datasource, fetch
 
 REPO = Path(__file__).resolve().parents[2]

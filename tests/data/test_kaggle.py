@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from provision.errors import UsageError
-from remote import boxfetch, datasource, kaggle
+from common.errors import UsageError
+from box import fetch as boxfetch
+from remote import datasource, kaggle
 from testkit import REPO
 
 REDUX = "dogs-vs-cats-redux-kernels-edition"

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from provision.aws import Cloud
+from common.aws import Cloud
 from provision.up import UpOptions
 
 CIDR = "203.0.113.7/32"
@@ -174,7 +174,8 @@ def sandbox_box(moto_endpoint, tmp_path, monkeypatch):
 
 def run_ssh(box, *command: str, input: str | None = None) -> subprocess.CompletedProcess:
     """Run command on the box with trainbox's own ssh options (pinned host key)."""
-    from provision import paths, sshcmd
+    from common import paths
+    from provision import sshcmd
 
     argv = sshcmd.ssh_argv(SSH, box, str(paths.known_hosts()), list(command), options=["-o", "BatchMode=yes"])
     return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=60)

@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from provision import ami, state
-from provision.aws import _FIXES, aws_errors
+from common import state
+from provision import ami
+from common.aws import _FIXES, aws_errors
 from provision.cli import main
-from provision.cliutil import Parser, run_cli
-from provision.errors import CloudError, UsageError
+from common.cliutil import Parser, run_cli
+from common.errors import CloudError, UsageError
 from pvkit import CIDR, aws, client_error, ec2, live, moto_ami, moto_module, name  # noqa: F401
 
 
@@ -114,7 +115,7 @@ def test_a_missing_ami_is_exit_3_one_line(aws, ec2, capsys, name):
 
 
 def test_up_with_the_key_of_a_live_box_lost_is_exit_2_one_line(aws, moto_ami, capsys, name):
-    from provision import paths
+    from common import paths
 
     assert main(up_args(name, "--ami", moto_ami)) == 0
     paths.key_path(name).unlink()
@@ -181,6 +182,7 @@ def test_up_prints_address_and_price_and_flags_reach_aws(aws, ec2, moto_ami, cap
     assert vol["Size"] == 64
     script = base64.b64decode(ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"]).decode()
     assert "max_seconds=10800" in script and "idle_seconds=1200" in script
+    assert "TRAINBOX_BOOTSTRAP_EOF" in script, "the CLI hands `up` the bootstrap for the first boot"
 
 
 def test_state_json_has_uptime_price_and_cost(aws, moto_ami, capsys, name, tmp_path):
@@ -225,7 +227,8 @@ def test_down_with_no_state_removes_everything_tagged_orphans_too(cli, moto_endp
     """up, lose the state file, add orphans; ls sees them, down removes them all."""
     from testkit import tagged
 
-    from provision.aws import Cloud, tag_spec
+    from common.aws import Cloud
+    from provision.tags import tag_spec
 
     ec2 = Cloud("us-east-1", moto_endpoint).client("ec2")
     image = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])["Images"][0]

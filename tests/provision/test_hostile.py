@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from provision import hostkeys, lifecycle, paths, procs, sandbox, state
+from common import hostkeys, paths, state
+from provision import lifecycle, procs, sandbox
 from provision.cli import main
-from provision.state import BoxState
+from common.state import BoxState
 from pvkit import CIDR, aws, ec2, launch, moto_ami, moto_module, name  # noqa: F401
 
 
@@ -118,7 +119,7 @@ def test_run_script_records_its_start_time(tmp_path):
 
     run_dir = tmp_path / "runs" / "r"
     run_dir.mkdir(parents=True)
-    script = job.render_script(job.Layout(str(tmp_path)), "r", str(tmp_path), ["sleep", "30"], python="true")
+    script = job.render_script(BoxLayout(str(tmp_path)), "r", str(tmp_path), ["sleep", "30"], python="true")
     p = subprocess.Popen(["bash", "-c", script], start_new_session=True)
     try:
         deadline = time.monotonic() + 10
@@ -255,7 +256,7 @@ def test_cost_guard_flags_refuse_nan_inf_and_out_of_range(capsys, flag, value):
 
 
 def test_fractions_of_a_minute_are_honoured_down_to_what_the_guard_can_tick():
-    from provision import checks
+    from common import checks
 
     assert checks.in_range("idle_minutes", "0.1", "--idle-minutes") == 0.1  # the container box's idle test
     assert checks.in_range("max_hours", "0.006", "--max-hours") == 0.006
@@ -298,7 +299,7 @@ def test_status_carries_the_pin_when_the_address_changed(launch, ec2, aws):
 
 
 def test_up_never_silently_replaces_a_pinned_key(ec2, moto_ami):
-    from provision.errors import RemoteError
+    from common.errors import RemoteError
     from provision.up import pin_host_key
 
     inst = ec2.run_instances(ImageId=moto_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]

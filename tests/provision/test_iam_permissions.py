@@ -10,7 +10,7 @@ import botocore.session
 from botocore import xform_name
 from botocore.exceptions import DataNotFoundError
 
-from provision.aws import _FIXES, IAM_HINT
+from common.aws import _FIXES, IAM_HINT
 from testkit import REPO
 
 # Where IAM's action is not named like the API operation.
@@ -21,10 +21,10 @@ SANDBOX_ONLY = {"ec2:DescribeInstanceAttribute"}
 
 
 def aws_actions() -> set[str]:
-    """Every "service:Operation" provision/ and remote/ call: client methods, and
+    """Every "service:Operation" provision/, remote/ and common/ call: client methods, and
     the operations named in strings (paginators, waiters, presigned URLs)."""
     names, services = set(), set()
-    for f in [*REPO.glob("provision/*.py"), *REPO.glob("remote/*.py")]:
+    for f in [*REPO.glob("provision/*.py"), *REPO.glob("remote/*.py"), *REPO.glob("common/*.py")]:
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 names.add(node.func.attr)

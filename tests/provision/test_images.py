@@ -10,7 +10,7 @@ import pytest
 
 from provision import ami as amis
 from provision import images, instance, teardown
-from provision.aws import Cloud
+from common.aws import Cloud
 from provision.inventory import tagged_resources
 from provision.up import up
 from pvkit import opts
@@ -123,7 +123,7 @@ def test_down_keeps_images_and_rm_leaves_no_image_or_snapshot(aws, dlami):
 
 
 def test_rm_refuses_an_ami_trainbox_did_not_make(aws, dlami):
-    from provision.errors import UsageError
+    from common.errors import UsageError
 
     ec2 = aws.client("ec2")
     with pytest.raises(UsageError, match="not a trainbox image"):

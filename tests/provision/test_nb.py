@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from provision import procs, sshcmd, state
+from box.layout import BoxLayout
+from common import state
+from provision import procs, sshcmd
 from provision.procs import free_port
 from pvkit import run_ssh, sandbox_box  # noqa: F401
 from testkit import listening, processes_mentioning, run_cli, start_cli, wait_for
@@ -74,7 +76,7 @@ def jupyter_box(sandbox_box):
 
 def test_nb_serves_jupyter_through_the_tunnel_reuses_it_and_down_stops_it(jupyter_box, tmp_path):
     port, local = free_port(), free_port()
-    d = Path(sshcmd.jupyter_dir(jupyter_box))
+    d = Path(BoxLayout(jupyter_box.workdir).jupyter)
     tunnels = []
     try:
         proc, token, _ = start_nb(tmp_path, port, local)
@@ -135,7 +137,7 @@ def test_a_taken_local_port_asked_for_is_exit_2_before_anything_starts(jupyter_b
     assert r.code == 2, r.err
     (line,) = [l for l in r.err.splitlines() if l.startswith("error:")]
     assert f"local port {local} is taken" in line and "--local-port" in line
-    assert not Path(sshcmd.jupyter_dir(jupyter_box), "pid").exists(), "Jupyter was started anyway"
+    assert not Path(BoxLayout(jupyter_box.workdir).jupyter, "pid").exists(), "Jupyter was started anyway"
 
 
 def test_jupyter_that_cannot_start_is_one_line_with_its_log(jupyter_box, tmp_path):
@@ -186,7 +188,7 @@ def test_jupyter_in_trainbox_env_holds_its_version_against_a_rebuild(sandbox_box
     try:
         code, _ = wait_for("Jupyter to answer", answered(f"http://127.0.0.1:{local}/api/status", token))
         assert code == 200
-        pid = int((Path(sshcmd.jupyter_dir(sandbox_box)) / "pid").read_text())
+        pid = int((Path(BoxLayout(sandbox_box.workdir).jupyter) / "pid").read_text())
         exe = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0]
         assert exe == f"{version}/bin/python", "Jupyter runs from the linked version"
         held = subprocess.run(["flock", "-n", "-x", str(marker), "true"])

@@ -10,10 +10,11 @@ import sys
 
 import pytest
 
-from provision import hostkeys, lifecycle, paths, sandbox, sshcmd, state
-from provision.aws import Cloud
+from common import hostkeys, paths, state
+from provision import lifecycle, sandbox, sshcmd
+from common.aws import Cloud
 from provision.cli import main
-from provision.state import BoxState
+from common.state import BoxState
 from provision.up import pin_host_key
 from pvkit import SSH, run_ssh, sandbox_box  # noqa: F401
 
@@ -127,7 +128,7 @@ def test_without_console_keys_the_key_is_pinned_on_first_use(ssh_host, moto_endp
 
 
 def test_scanning_a_closed_port_is_a_remote_error():
-    from provision.errors import RemoteError
+    from common.errors import RemoteError
     from provision.procs import free_port
 
     with pytest.raises(RemoteError, match="could not read the SSH host key"):

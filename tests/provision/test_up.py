@@ -10,8 +10,9 @@ from collections import Counter
 
 import pytest
 
-from provision import instance, lifecycle, paths, preflight, state, teardown
-from provision.errors import CloudError, UsageError
+from common import paths, state
+from provision import instance, lifecycle, preflight, teardown
+from common.errors import CloudError, UsageError
 from provision.up import UpOptions, up
 from pvkit import CIDR, Faulty, Recorder, WrappedCloud, aws, client_error, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
 
@@ -157,7 +158,7 @@ def test_spot_reaches_the_request_and_shutdown_stops_it(ec2, launch):
 def spot_request(ec2, name, image: str) -> str:
     """What `up --spot` leaves on AWS: a persistent, tagged spot request and its
     tagged instance (moto's run_instances keeps no spot request, so it is made here)."""
-    from provision.aws import tags
+    from provision.tags import tags
 
     reply = ec2.request_spot_instances(
         Type="persistent",
@@ -295,7 +296,7 @@ def test_failure_while_waiting_for_the_instance_then_down(aws, ec2, moto_ami, na
 
 
 def test_orphaned_address_and_volume_are_listed_and_removed(aws, ec2, launch, name):
-    from provision.aws import tag_spec
+    from provision.tags import tag_spec
     from provision.inventory import tagged_resources
 
     launch()

@@ -4,6 +4,7 @@ and its cost guard really stops an over-time or idle box (run here, with
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import subprocess
 
@@ -11,7 +12,9 @@ import jinja2
 import pytest
 
 import templates
+from box.layout import BoxLayout
 from provision.up import UpOptions, user_data
+from remote import setup
 
 
 def guard_script(text: str) -> str:
@@ -21,13 +24,14 @@ def guard_script(text: str) -> str:
 
 
 def test_user_data_is_valid_bash_with_the_limits_and_fits_aws():
-    text = user_data(UpOptions(max_hours=2.5, idle_minutes=15), "ubuntu")
+    bootstrap = setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
+    text = user_data(UpOptions(max_hours=2.5, idle_minutes=15, bootstrap=bootstrap), "ubuntu")
     assert text.startswith("#!/bin/bash\n")
     for script in (text, guard_script(text)):
         p = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
         assert p.returncode == 0, p.stderr
     assert "max_seconds=9000" in text and "idle_seconds=900" in text
-    assert "runs=/home/ubuntu/trainbox/runs" in text
+    assert 'runs="$(getent passwd ubuntu | cut -d: -f6)"/trainbox/runs' in text, "the home as the box has it"
     assert "systemctl enable --now trainbox-guard.timer" in text
     # AWS refuses user-data over 16 KB (before base64).
     assert len(text.encode()) <= 16384
@@ -53,9 +57,12 @@ def guard(tmp_path):
     runs.mkdir()
 
     def run(max_hours, idle_minutes):
+        # The guard finds the runs under the login's home (getent): this user's, with a
+        # workdir relative to it that leads to tmp_path.
+        workdir = os.path.relpath(tmp_path, pwd.getpwuid(os.getuid()).pw_dir)
         text = templates.render(
-            "user-data.sh.j2", name="t", max_hours=max_hours, idle_minutes=idle_minutes, runs_dir=str(runs),
-            login_user="ubuntu", bootstrap_workdir="trainbox",
+            "user-data.sh.j2", name="t", max_hours=max_hours, idle_minutes=idle_minutes,
+            login_user=pwd.getpwuid(os.getuid()).pw_name, layout=BoxLayout(workdir),
         )
         script = tmp_path / "guard.sh"
         script.write_text(guard_script(text))

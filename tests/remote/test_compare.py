@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from provision.errors import UsageError
+from common.errors import UsageError
 from remote import compare
 
 

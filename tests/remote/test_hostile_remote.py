@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from provision import checks, paths
-from provision.errors import RemoteError, UsageError
+from common import checks, paths
+from common.errors import RemoteError, UsageError
 from remote import job, records, results, sync
 
 
@@ -165,7 +165,7 @@ def test_down_is_not_blocked_by_a_run_it_cannot_pull(cli, moto_endpoint, tmp_pat
     env = {"AWS_ENDPOINT_URL": moto_endpoint}
     r = cli("provision", "up", "--sandbox", "--name", "pulled", cwd=tmp_path, env=env)
     assert r.code == 0, r.err
-    from provision import state
+    from common import state
 
     box = state.load("pulled")
     run_dir = Path(box.workdir) / "runs" / "r1"

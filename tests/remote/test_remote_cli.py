@@ -248,7 +248,8 @@ def test_unreachable_port_exits_3_within_the_connect_timeout(cli, tmp_path, pinn
 
 
 def test_host_key_mismatch_exits_3_and_keeps_the_pin(cli, on_box, pinned, trainbox_home, tmp_path):
-    from provision import hostkeys, sshd
+    from common import hostkeys
+    from provision import sshd
 
     _, wrong = sshd.new_private_key()
     hostkeys.pin("127.0.0.1", pinned.port, [" ".join(wrong.split()[:2])])
@@ -256,14 +257,15 @@ def test_host_key_mismatch_exits_3_and_keeps_the_pin(cli, on_box, pinned, trainb
     r = cli("remote", "status", *on_box, "--connect-timeout", "5", cwd=tmp_path)
     assert r.code == 3
     assert "host key mismatch" in one_line_error(r)
-    from provision import paths
+    from common import paths
 
     assert wrong.split()[1] in paths.known_hosts().read_text(), "the pinned key was not replaced"
     assert before is None or before == (trainbox_home / "known_hosts").read_text()
 
 
 def test_auth_refused_exits_3(cli, pinned, box, tmp_path):
-    from provision import paths, sshd
+    from common import paths
+    from provision import sshd
 
     other = tmp_path / "other_key"
     paths.write_private(other, sshd.new_private_key()[0])

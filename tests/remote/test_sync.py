@@ -199,7 +199,7 @@ def test_interrupted_push_leaves_no_marker_and_the_next_push_completes(conn, src
 
 
 def test_a_missing_local_dir_is_a_usage_error(conn, tmp_path, dest):
-    from provision.errors import UsageError
+    from common.errors import UsageError
 
     with pytest.raises(UsageError):
         sync.push(conn, tmp_path / "nope", dest)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from provision.errors import UsageError
+from common.errors import UsageError
 from remote.tarstream import RECORD, TarWriter
 
 # Sizes around the block boundary, an empty file, names ustar cannot hold

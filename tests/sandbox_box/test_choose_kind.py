@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from provision import container, sandbox
-from provision.errors import UsageError
+from common.errors import UsageError
 
 
 def test_auto_takes_the_container_where_it_can_run(monkeypatch):

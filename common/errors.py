@@ -1,9 +1,11 @@
 """The errors trainbox raises, and the exit code each one maps to.
 
 Library code raises these; only the CLIs' top-level handler turns them into
-one line on stderr and an exit code (see DESIGN.md, "Exit codes").
+one line on stderr and an exit code (docs/architecture.md, "The parts and their contracts").
 """
 from __future__ import annotations
+
+import shlex
 
 
 class TrainboxError(Exception):
@@ -42,3 +44,14 @@ class TrainingFailed(TrainboxError):
     """The training job on the box exited non-zero (exit 1)."""
 
     exit_code = 1
+
+
+def name_flag(name: str) -> str:
+    """The ``--name NAME`` a suggested command repeats ("" for the default box)."""
+    return "" if name == "default" else f" --name {shlex.quote(name)}"
+
+
+def no_box(name: str, otherwise: str = "") -> UsageError:
+    """No box called name is up: start one (``otherwise``: another way out, e.g. ``--host``)."""
+    return UsageError(f"no box named '{name}' is up",
+                      f"start one with `python -m provision up{name_flag(name)}`" + (f" ({otherwise})" if otherwise else ""))

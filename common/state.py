@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from box.layout import DEFAULT_WORKDIR
+
 from . import checks, paths
 from .errors import UsageError
 
@@ -27,7 +29,7 @@ class BoxState:
     ssh_port: int = 22
     # Where trainbox keeps code, data and runs on the box; relative paths are
     # relative to the login user's home.
-    workdir: str = "trainbox"
+    workdir: str = DEFAULT_WORKDIR
     # The interpreter on the box that has TensorFlow; None: trainbox's own env.
     python: str | None = None
     # The moto endpoint when this box lives in the sandbox, else None.

@@ -1,7 +1,5 @@
-"""One place that makes boto3 clients, tags resources and names AWS errors.
-
-Every resource trainbox creates carries ``trainbox:managed=true`` and
-``trainbox:name=<box>``; those tags are how every command finds it again.
+"""One place that makes boto3 clients and names AWS errors (both halves use it:
+provision for EC2, remote for S3 data sets). Tagging lives in provision/tags.py.
 """
 from __future__ import annotations
 
@@ -10,9 +8,6 @@ import functools
 from dataclasses import dataclass
 
 from .errors import CloudError, UsageError
-
-TAG_MANAGED = "trainbox:managed"
-TAG_NAME = "trainbox:name"
 
 # The fake credentials the sandbox hands boto3, so that a sandbox command can
 # never touch a real account, whatever the environment holds.
@@ -55,31 +50,6 @@ def _loader():
     import botocore.loaders
 
     return botocore.loaders.create_loader()
-
-
-def tags(name: str, extra: dict[str, str] | None = None) -> list[dict]:
-    t = {TAG_MANAGED: "true", TAG_NAME: name, "Name": f"trainbox-{name}"}
-    t.update(extra or {})
-    return [{"Key": k, "Value": v} for k, v in t.items()]
-
-
-def tag_spec(resource_type: str, name: str) -> list[dict]:
-    return [{"ResourceType": resource_type, "Tags": tags(name)}]
-
-
-def name_filters(name: str | None) -> list[dict]:
-    """Filters that select trainbox's resources (of one box, if name is given)."""
-    f = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]}]
-    if name is not None:
-        f.append({"Name": f"tag:{TAG_NAME}", "Values": [name]})
-    return f
-
-
-def tag_value(resource: dict, key: str) -> str | None:
-    for t in resource.get("Tags", []) or []:
-        if t["Key"] == key:
-            return t["Value"]
-    return None
 
 
 def error_code(exc: Exception) -> str:

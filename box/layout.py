@@ -1,0 +1,133 @@
+"""Every path trainbox uses on the box, in one place (docs/architecture.md, "The box's layout").
+
+``BoxLayout(workdir)``: a relative workdir (the default ``trainbox``) is
+relative to the login user's home, which is how the bootstrap and the shell
+commands (run from ``$HOME``) use it; ``at_home(home)`` resolves it once to the
+absolute layout the laptop hands to Python on the box. The file names inside
+a run folder and inside the environment are here too, so Python modules and
+templates (rendered with ``layout=``) spell each path once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+DEFAULT_WORKDIR = "trainbox"  # relative to the login user's home
+
+# Under the workdir.
+CODE = "code"            # the pushed packages (model/), on the job's PYTHONPATH
+DATA = "data"            # one folder per data set key
+RUNS = "runs"            # one folder per run id
+ENV_LINK = "env"         # a link to trainbox's current environment, envs/<spec>.<time>.<pid>
+#                          (a project's with requirements: env-<key>, see env_name)
+PROJECTS = "projects"    # one pushed project per key (`remote run`), kept between runs
+REQUIREMENTS = "requirements"  # a project's requirements file when it lies outside the project
+ENVS = "envs"            # one environment per build
+TOOLS = "tools"          # uv, fetched by the bootstrap
+BOOTSTRAP = "bootstrap.sh"
+SETUP_LOCK = "setup.lock"
+SETUP_LOG = "setup.log"
+JUPYTER = "jupyter"      # nb's pid, port, token (0600), log, runtime files
+
+# Markers.
+READY_MARKER = "trainbox-ready"          # in an environment: "spec <id>" then versions; written last
+DATA_COMPLETE = ".trainbox-complete"     # in a data set's folder: the fetch or synth finished
+
+# In a run folder (templates/run.sh.j2 writes them; exit_code last).
+RUN_SCRIPT = "run.sh"
+RUN_PID = "pid"
+RUN_LOG = "log"
+RUN_EXIT_CODE = "exit_code"
+RUN_STOPPED = "stopped"                  # `remote stop` was asked
+RUN_OUT = "out"                          # what the model writes (model/runfiles.py names its files)
+
+
+def env_name(key: str | None = None) -> str:
+    """The name of an environment's link under the workdir: trainbox's own, or a project's."""
+    return ENV_LINK if key is None else f"{ENV_LINK}-{key}"
+
+
+@dataclass(frozen=True)
+class BoxLayout:
+    """Where things live on the box, under one workdir (absolute, or relative to
+    the home); ``env`` says which environment the env paths are of."""
+
+    workdir: str = DEFAULT_WORKDIR
+    env: str = ENV_LINK
+
+    def at_home(self, home: str) -> "BoxLayout":
+        """This layout with its workdir made absolute against the login's home."""
+        if self.workdir.startswith("/"):
+            return self
+        return dataclasses.replace(self, workdir=f"{home.rstrip('/')}/{self.workdir}")
+
+    def with_env(self, key: str | None) -> "BoxLayout":
+        """The same layout, its env paths those of a project's environment (key) or trainbox's (None)."""
+        return dataclasses.replace(self, env=env_name(key))
+
+    def _under(self, *parts: str) -> str:
+        return "/".join((self.workdir, *parts))
+
+    @property
+    def code(self) -> str:
+        return self._under(CODE)
+
+    @property
+    def data_root(self) -> str:
+        return self._under(DATA)
+
+    def data(self, key: str) -> str:
+        return self._under(DATA, key)
+
+    @property
+    def runs(self) -> str:
+        return self._under(RUNS)
+
+    def run(self, run_id: str) -> str:
+        return self._under(RUNS, run_id)
+
+    def project(self, key: str) -> str:
+        """A pushed project (`remote run`): its own folder, kept between runs (pushes are incremental)."""
+        return self._under(PROJECTS, key)
+
+    def requirements(self, key: str) -> str:
+        """Where a project's requirements file goes when it is not in the pushed project."""
+        return self._under(REQUIREMENTS, f"{key}.txt")
+
+    @property
+    def env_link(self) -> str:
+        """The environment's link, which a job resolves once (templates/run.sh.j2)."""
+        return self._under(self.env)
+
+    @property
+    def envs(self) -> str:
+        return self._under(ENVS)
+
+    @property
+    def env_python(self) -> str:
+        return f"{self.env_link}/bin/python"
+
+    @property
+    def ready_marker(self) -> str:
+        return f"{self.env_link}/{READY_MARKER}"
+
+    @property
+    def bootstrap(self) -> str:
+        """The stored bootstrap (user-data runs trainbox's own); a project's environment has its own."""
+        return self._under(BOOTSTRAP if self.env == ENV_LINK else f"bootstrap-{self.env}.sh")
+
+    @property
+    def setup_lock(self) -> str:
+        return self._under(SETUP_LOCK)
+
+    @property
+    def setup_log(self) -> str:
+        return self._under(SETUP_LOG)
+
+    @property
+    def tools(self) -> str:
+        return self._under(TOOLS)
+
+    @property
+    def jupyter(self) -> str:
+        return self._under(JUPYTER)

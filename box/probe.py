@@ -1,0 +1,38 @@
+"""``remote doctor``'s look inside an interpreter on the box: standard library only.
+
+Sent as ``python -c <this file> [--gpus]`` (remote/doctor.py), never imported
+on the laptop. Prints one line, ``probe=JSON``: the Python version, the
+installed TensorFlow and Keras versions (None: missing) and, with --gpus and
+TensorFlow installed, the GPUs TensorFlow sees (or why it does not import).
+"""
+import importlib.metadata as m
+import json
+import os
+import sys
+
+
+def version(*names):
+    """The installed version of the first of these distributions, or None."""
+    for n in names:
+        try:
+            return m.version(n)
+        except m.PackageNotFoundError:
+            pass
+    return None
+
+
+def probe(gpus: bool) -> dict:
+    out = {"python": "%d.%d.%d" % sys.version_info[:3], "tensorflow": version("tensorflow", "tensorflow-cpu"),
+           "keras": version("keras"), "gpus": None}
+    if out["tensorflow"] and gpus:
+        try:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            tf = __import__("tensorflow")
+            out["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+        except Exception as e:  # noqa: BLE001 (any import failure is the finding)
+            out["tf_error"] = "%s: %s" % (type(e).__name__, e)
+    return out
+
+
+if __name__ == "__main__":
+    print("probe=" + json.dumps(probe("--gpus" in sys.argv)))
