@@ -40,6 +40,16 @@ RUN_LOG = "log"
 RUN_EXIT_CODE = "exit_code"
 RUN_STOPPED = "stopped"                  # `remote stop` was asked
 RUN_OUT = "out"                          # what the model writes (model/runfiles.py names its files)
+# Next to a job's pid file: the start time of that process when it wrote it
+# (templates/run.sh.j2, the Jupyter start script). A pid alone may be reused
+# by another program by the time it is read back; the pair is not.
+RUN_PID_START = "pid-start"
+# The same in the box's bash: the start time of pid $1 (field 22 of
+# /proc/PID/stat, clock ticks since boot; `ps -o lstart=` where there is no /proc).
+START_TIME_SH = (
+    'trainbox_start_time() { local s; if s=$(cat "/proc/$1/stat" 2>/dev/null); then s=${s##*) }; '
+    "set -- $s; echo \"${20}\"; else ps -o lstart= -p \"$1\" | sed 's/^ *//'; fi; }"
+)
 
 
 def env_name(key: str | None = None) -> str:

@@ -71,6 +71,7 @@ def cmd_up(args) -> int:
         wait=not args.no_wait,
         sandbox_box=args.sandbox_box,
         bootstrap=_first_boot_bootstrap(setup),
+        env_spec=setup.SetupOptions.from_env().spec_id(),
     )
     if args.sandbox_box and not args.sandbox:
         raise UsageError("--sandbox-box needs --sandbox", f"run `{PROG} up --sandbox --sandbox-box {args.sandbox_box}`")
@@ -325,7 +326,20 @@ def cmd_image_create(args) -> int:
         from remote.results import pull_unfetched
 
         pull_unfetched(args.name, say)  # the clean-up removes the box's runs
-    made = images.create(cloud_for(args), args.name, say, image_name=args.image_name)
+    from remote import bake, setup  # composition: the CLI joins the halves
+    from remote.connection import connect
+    from remote.target import resolve
+
+    opts = setup.SetupOptions.from_env()
+
+    def prepare_box(box) -> str:
+        conn = connect(resolve(args.name), timeout=30)
+        try:
+            return bake.prepare(conn, box.workdir, opts, home=not box.sandbox, say=say)
+        finally:
+            conn.close()
+
+    made = images.create(cloud_for(args), args.name, say, opts.spec_id(), prepare_box, image_name=args.image_name)
     print(f"image {made.id} ({made.name}) is available: {_size(made)}, {_month(made)}; "
           f"the next `up` of this environment boots from it")
     say(f"box '{args.name}' is stopped; `{PROG} down{name_flag(args.name)}` removes it (the image is kept)")

@@ -2,7 +2,7 @@
 
 A trainbox image is an AMI made from a box whose environment is ready
 (remote/setup.py's marker), after its disk was cleaned of the user's things
-(``clean_script``). ``up`` boots the newest image of the same environment, so
+(remote/bake.py). ``up`` boots the newest image of the same environment, so
 the boot-time bootstrap finds the environment ready and installs nothing.
 
 What an image is "of" is its spec tag: the bootstrap's own spec
@@ -45,31 +45,15 @@ TAG_IMAGE = "trainbox:image"  # on a snapshot: the image it belongs to
 SNAPSHOT_GB_MONTH = 0.05
 PRICE_KEY = "snapshot-gb-month"
 
-# What the clean-up keeps in the box's trainbox directory: the environment and
-# trainbox's own bootstrap files. Everything else there goes (code, data, runs,
-# Jupyter's state, logs, locks, older environments).
-KEPT = ("env", "envs/<the current one>", "tools", "bootstrap.sh")
-# In the login's home (AWS: the directory is under it): the user's history,
-# caches and keys. The DLAMI ships no keys in ~/.ssh (AWS's rule for shared
-# AMIs); cloud-init writes each new box's own key there at its first boot.
-HOME_REMOVED = (".ssh/*", ".bash_history", ".python_history", ".lesshst", ".viminfo", ".wget-hsts",
-                ".sqlite_history", ".zsh_history", ".cache", ".keras", ".jupyter", ".ipython",
-                ".local/share/jupyter", ".aws", ".netrc", ".gitconfig", ".git-credentials", ".kaggle")
 KEPT_TEXT = ("kept: trainbox's environment (env, the current envs/ build, tools/uv, bootstrap.sh) and the system; "
              "removed: runs, data cache, code, logs, Jupyter state, older environments, SSH keys "
              "(authorized_keys too: cloud-init puts each new box's own there), shell and Python history, "
              "caches (~/.cache, ~/.keras), ~/.aws, and with sudo the system logs, root's keys and cloud-init's state")
 
 
-def spec_tag(opts, build: str) -> str:
-    """What an image is of: the bootstrap's spec (pins, Python, format) and the build."""
-    return f"{opts.spec_id()}-{build}"
-
-
-def build_of(marker_text: str) -> str:
-    """The build a ready box installed, from its marker (the bootstrap writes gpus=N for a GPU build)."""
-    lines = marker_text.splitlines()
-    return "gpu" if len(lines) > 1 and " gpus=" in f" {lines[1]}" else "cpu"
+def spec_tag(spec_id: str, build: str) -> str:
+    """What an image is of: the bootstrap's spec (remote/setup.py SetupOptions.spec_id(): pins, Python, format) and the build."""
+    return f"{spec_id}-{build}"
 
 
 def wanted_build(ec2, instance_type: str, sandbox: bool) -> str:
@@ -220,104 +204,6 @@ def base_of(ec2, ami_id: str) -> amis.Image:
     return amis.describe(ec2, ami_id)
 
 
-# ---------------------------------------------------------------- the box's disk, cleaned over SSH
-
-
-def clean_script(workdir: str, home: bool) -> str:
-    """The clean-up run on the box, as its login user, before imaging: a bash script.
-
-    ``workdir``: trainbox's directory (relative to the home, or absolute). In
-    it, only KEPT stays. ``home``: also clean the login's home (HOME_REMOVED)
-    and, where passwordless sudo works, the system's logs, root's keys and
-    history and cloud-init's per-instance state (so the next boot of this disk,
-    the image's or this box's own, is a first boot: new host keys, the box's
-    own authorized key, user-data run). The sandbox's process box cleans its
-    disk only: its home is this machine's user's.
-    Exit 20: the environment is not ready; 21: a job runs.
-    """
-
-    w = shlex.quote(workdir)
-    lines = [
-        "set -u",
-        'cd "$HOME" || exit 1',
-        f"W={w}",
-        'say() { echo "trainbox-clean: $*"; }',
-        f'[ -f {shlex.quote(BoxLayout(workdir).ready_marker)} ] || {{ say "error: the environment is not ready"; exit 20; }}',
-        f"cur=$(readlink {shlex.quote(BoxLayout(workdir).env_link)})",
-        'for f in "$W"/runs/*/pid; do',
-        '  [ -e "$f" ] && [ ! -e "${f%/pid}/exit_code" ] && kill -0 "$(cat "$f" 2>/dev/null)" 2>/dev/null &&',
-        '    { f=${f%/pid}; say "error: run ${f##*/} is running"; exit 21; }',
-        "done",
-        'shopt -s nullglob dotglob',
-        'for p in "$W"/*; do',
-        '  n=${p##*/}',
-        '  case "$n" in',
-        "    env|tools|bootstrap.sh) continue;;",
-        '    envs) for e in "$p"/*; do [ "envs/${e##*/}" = "$cur" ] || { rm -rf "$e"; say "removed $W/envs/${e##*/}"; }; done; continue;;',
-        "  esac",
-        '  rm -rf "$p" && say "removed $W/$n"',
-        "done",
-    ]
-    if home:
-        removed = " ".join(f'"$HOME"/{p}' if "*" in p else f'"$HOME"/{shlex.quote(p)}' for p in HOME_REMOVED)
-        lines += [
-            f"for p in {removed}; do [ -e \"$p\" ] || [ -L \"$p\" ] || continue; rm -rf \"$p\" && say \"removed ~/${{p#$HOME/}}\"; done",
-            "history -c 2>/dev/null; unset HISTFILE",
-            'find /tmp /var/tmp -mindepth 1 -maxdepth 1 -user "$(id -u)" -exec rm -rf {} + 2>/dev/null',
-            "if sudo -n true 2>/dev/null; then",
-            "  sudo -n rm -rf /root/.ssh/authorized_keys /root/.bash_history /root/.python_history /root/.cache",
-            "  sudo -n find /var/log -type f \\( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \\) -delete",
-            "  sudo -n find /var/log -type f -exec truncate -s 0 {} +",
-            "  sudo -n journalctl --rotate >/dev/null 2>&1; sudo -n journalctl --vacuum-time=1s >/dev/null 2>&1",
-            "  command -v cloud-init >/dev/null && sudo -n cloud-init clean --logs >/dev/null 2>&1",
-            '  say "removed the system logs, root\'s keys and history, cloud-init\'s state"',
-            "else",
-            '  say "no passwordless sudo: the system logs are kept"',
-            "fi",
-        ]
-    lines += ['say "kept $W/env -> $cur, $W/tools, $W/bootstrap.sh"', "sync", "exit 0"]
-    return "\n".join(lines) + "\n"
-
-
-def prepare(conn, workdir: str, opts, home: bool, say: Callable[[str], None]) -> str:
-    """Check the box's environment is ready for ``opts``, clean the disk; the build ("gpu"/"cpu")."""
-    from remote import setup
-
-    marker = BoxLayout(workdir).ready_marker
-    if not setup.is_ready(conn, workdir, opts):
-        raise UsageError("the box's environment is not ready (or was built for other pins)",
-                         "run `remote setup`, then `image create` again")
-    got = conn.run(f"cat {shlex.quote(marker)}", hide=True, warn=True, in_stream=False)
-    build = build_of(got.stdout)
-    out: list[str] = []
-    status = _run_script(conn, clean_script(workdir, home), out.append)
-    for line in out:
-        if line.startswith("trainbox-clean: ") and not line.startswith("trainbox-clean: error: "):
-            say(line[len("trainbox-clean: "):])
-    if status != 0:
-        errors = [l.split("error: ", 1)[1] for l in out if l.startswith("trainbox-clean: error: ")]
-        if status == 21:
-            raise UsageError(f"the box is busy ({errors[-1] if errors else 'a run is running'})",
-                             "wait for it (`remote logs`) or `remote stop` it, then `image create` again")
-        raise RemoteError(f"cleaning the box's disk failed ({errors[-1] if errors else f'exit {status}'})",
-                          "nothing was imaged; rerun `image create`")
-    return build
-
-
-def _run_script(conn, script: str, on_line: Callable[[str], None]) -> int:
-    """Run a bash script on the box, fed on stdin; each output line to on_line; the exit status."""
-    from remote.connection import exec_channel
-    from remote.setup import _stream
-
-    channel = exec_channel(conn, "bash -s")
-    try:
-        channel.sendall(script.encode())
-        channel.shutdown_write()
-        return _stream(channel, on_line)
-    finally:
-        channel.close()
-
-
 # ---------------------------------------------------------------- AWS: bake, wait, remove
 
 
@@ -409,17 +295,17 @@ def default_name(box: str) -> str:
     return f"trainbox-{box}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def create(cloud, box_name: str, say: Callable[[str], None], image_name: str | None = None, opts=None,
-           poll_s: float | None = None, timeout_s: float = 3600.0) -> TrainboxImage:
-    """Bake box ``box_name``'s ready environment into an image (see the module's docstring)."""
-    from remote import setup
-    from remote.connection import connect
-    from remote.target import resolve
+def create(cloud, box_name: str, say: Callable[[str], None], spec_id: str, prepare_box: Callable[[object], str],
+           image_name: str | None = None, poll_s: float | None = None, timeout_s: float = 3600.0) -> TrainboxImage:
+    """Bake box ``box_name``'s ready environment into an image (see the module's docstring).
 
+    ``spec_id``: the environment's spec; ``prepare_box(box_state)``: checks the
+    box's environment is ready for it and cleans the disk over SSH (remote/bake.py,
+    composed by the CLI); it returns the build ("gpu"/"cpu")."""
     from common import state
+
     from . import lifecycle
 
-    opts = opts or setup.SetupOptions.from_env()
     box = state.load(box_name)
     if box is None:
         raise lifecycle.no_box(box_name)
@@ -432,16 +318,12 @@ def create(cloud, box_name: str, say: Callable[[str], None], image_name: str | N
     with aws_errors("find the box's AMI"):
         base = base_of(ec2, inst.image_id or box.ami)
     say(f"cleaning box '{box_name}' for the image ({KEPT_TEXT})")
-    conn = connect(resolve(box_name), timeout=30)
-    try:
-        build = prepare(conn, box.workdir, opts, home=not box.sandbox, say=say)
-    finally:
-        conn.close()
+    build = prepare_box(box)
     say(f"stopping box '{box_name}' so its disk is imaged whole (it stays stopped: `up` brings it back, "
         "booting like a new box)")
     lifecycle.stop(cloud, box_name)
     with aws_errors("create the image"):
-        image_id = bake(ec2, inst.id, box_name, image_name or default_name(box_name), spec_tag(opts, build), base, say,
+        image_id = bake(ec2, inst.id, box_name, image_name or default_name(box_name), spec_tag(spec_id, build), base, say,
                         poll_s=poll_s if poll_s is not None else (0.2 if cloud.sandbox else 15.0), timeout_s=timeout_s)
         if cloud.sandbox:
             freeze_sandbox_disk(box_name, image_id)
@@ -527,12 +409,9 @@ def drop_sandbox_image(image_id: str) -> None:
 # ---------------------------------------------------------------- `up`'s choice
 
 
-def choose(ec2, instance_type: str, sandbox: bool, opts=None) -> tuple[TrainboxImage | None, str]:
-    """The image ``up`` boots for this environment and type, or None; and why, in words."""
-    from remote import setup
-
-    opts = opts or setup.SetupOptions.from_env()
-    spec = spec_tag(opts, wanted_build(ec2, instance_type, sandbox))
+def choose(ec2, instance_type: str, sandbox: bool, spec_id: str) -> tuple[TrainboxImage | None, str]:
+    """The image ``up`` boots for this environment (``spec_id``) and type, or None; and why, in words."""
+    spec = spec_tag(spec_id, wanted_build(ec2, instance_type, sandbox))
     image, seen = pick(ec2, spec, instance_type, sandbox)
     if image is not None:
         age = _age(time.time() - image.created)

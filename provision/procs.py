@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from box import layout as box_layout
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -59,16 +61,8 @@ def _zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
-# Next to a job's pid file: the start time of that process when it wrote it
-# (templates/run.sh.j2, the Jupyter start script). A pid alone may be reused
-# by another program by the time it is read back; the pair is not.
-START_FILE = "pid-start"
-# The same in the box's bash: the start time of pid $1 (field 22 of
-# /proc/PID/stat, clock ticks since boot; `ps -o lstart=` where there is no /proc).
-START_TIME_SH = (
-    'trainbox_start_time() { local s; if s=$(cat "/proc/$1/stat" 2>/dev/null); then s=${s##*) }; '
-    "set -- $s; echo \"${20}\"; else ps -o lstart= -p \"$1\" | sed 's/^ *//'; fi; }"
-)
+# How a job records its pid's start time on the box: box/layout.py.
+START_FILE, START_TIME_SH = box_layout.RUN_PID_START, box_layout.START_TIME_SH
 
 
 def start_time(pid: int) -> str | None:

@@ -39,6 +39,9 @@ class UpOptions:
     # The box's first-boot setup of trainbox's environment (the bootstrap the
     # CLI renders with remote/setup.py), started by user-data; None: none.
     bootstrap: str | None = None
+    # That environment's spec (remote/setup.py SetupOptions.spec_id()): `up`
+    # boots a trainbox image of it when there is one; None: never an image.
+    env_spec: str | None = None
 
 
 def guard_period_s(opts: UpOptions) -> int:
@@ -169,7 +172,12 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         if quota and quota.limit is None:
             say(f"warning: could not read the '{quota.name}' quota; launching anyway")
         # A trainbox image of this environment first (provision/images.py); --ami overrides.
-        baked, why = (images.get(ec2, opts.ami), "--ami") if opts.ami else images.choose(ec2, opts.instance_type, cloud.sandbox)
+        if opts.ami:
+            baked, why = images.get(ec2, opts.ami), "--ami"
+        elif opts.env_spec:
+            baked, why = images.choose(ec2, opts.instance_type, cloud.sandbox, opts.env_spec)
+        else:
+            baked, why = None, "no environment spec given: the DLAMI"
         if baked is not None:
             image = baked.as_ami()
         elif cloud.sandbox and not opts.ami:

@@ -134,7 +134,7 @@ STOP_GRACE_S = 10
 def stop(conn, run_dir: str) -> JobState | None:
     """Stop the job's whole process group (the trainer and its children):
     TERM, then KILL if it is still there after STOP_GRACE_S; returns once it is gone."""
-    from provision.procs import START_FILE, START_TIME_SH
+    from box.layout import RUN_PID_START as START_FILE, START_TIME_SH
 
     d = shlex.quote(run_dir)
     run(conn, (

@@ -198,7 +198,7 @@ def is_ready(conn, workdir: str, opts: SetupOptions) -> bool:
     return conn.run(ready_command(workdir, opts), hide=True, warn=True, in_stream=False).exited == 0
 
 
-def _stream(channel, on_line: Callable[[str], None]) -> int:
+def stream_lines(channel, on_line: Callable[[str], None]) -> int:
     """Feed each line of channel's stdout+stderr to on_line as it comes; the exit status."""
     channel.set_combine_stderr(True)
     buf = b""
@@ -239,7 +239,7 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
             say(line)
 
     try:
-        status = _stream(channel, on_line)
+        status = stream_lines(channel, on_line)
     finally:
         channel.close()
     if status == 0:

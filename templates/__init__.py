@@ -31,9 +31,7 @@ def environment() -> jinja2.Environment:
     env.filters["qjoin"] = lambda vs: " ".join(shlex.quote(str(v)) for v in vs)
     env.filters["gzip_base64"] = gzip_base64
     env.filters["sshq"] = ssh_config_quote
-    from provision.procs import START_FILE, START_TIME_SH
-
-    env.globals.update(start_file=START_FILE, start_time_sh=START_TIME_SH)
+    env.globals.update(start_file=box_layout.RUN_PID_START, start_time_sh=box_layout.START_TIME_SH)
     # The box's file names (box/layout.py), in every template: `{{ names.READY_MARKER }}`.
     env.globals["names"] = box_layout
     return env

@@ -15,7 +15,7 @@ import pytest
 from box_fixtures import box_user, index, users_sshd  # noqa: F401 (fixtures)
 from box_helpers import as_user, box_python_says, env, log_of, marker_of, run_cli, wait_for
 from provision import images
-from remote import setup
+from remote import bake, setup
 
 
 def ready_box(user, index) -> None:
@@ -49,7 +49,7 @@ def test_clean_up_leaves_the_environment_and_nothing_of_the_user(box_user, index
     said: list[str] = []
     conn = connect(box_user.target(), timeout=10)
     try:
-        build = images.prepare(conn, "trainbox", setup.SetupOptions.from_env(env(index)), home=True, say=said.append)
+        build = bake.prepare(conn, "trainbox", setup.SetupOptions.from_env(env(index)), home=True, say=said.append)
     finally:
         conn.close()
     assert build == "cpu"
@@ -76,7 +76,7 @@ def test_clean_up_refuses_while_a_run_runs_and_removes_nothing(box_user, index):
     conn = connect(box_user.target(), timeout=10)
     try:
         with pytest.raises(UsageError, match="run live is running"):
-            images.prepare(conn, "trainbox", setup.SetupOptions.from_env(env(index)), home=True, say=lambda s: None)
+            bake.prepare(conn, "trainbox", setup.SetupOptions.from_env(env(index)), home=True, say=lambda s: None)
     finally:
         conn.close()
     assert (run / "pid").exists() and (box_user.home / "trainbox" / "setup.log").exists()

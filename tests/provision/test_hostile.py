@@ -115,6 +115,7 @@ def test_terminate_refuses_pid_1_and_below(signals):
 
 def test_run_script_records_its_start_time(tmp_path):
     """run.sh writes the start time of its own process next to its pid: what the sandbox checks."""
+    from box.layout import BoxLayout
     from remote import job
 
     run_dir = tmp_path / "runs" / "r"

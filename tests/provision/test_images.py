@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
+from common.aws import Cloud
 from provision import ami as amis
 from provision import images, instance, teardown
-from common.aws import Cloud
 from provision.inventory import tagged_resources
 from provision.up import up
 from pvkit import opts
-from remote import setup
+from remote import bake as box_clean, setup
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def dlami(ec2) -> str:
 
 def launch(aws, dlami, name, **kw):
     said: list[str] = []
-    box = up(aws, opts(name=name, **kw), said.append, latest_ami=lambda: dlami)
+    box = up(aws, opts(name=name, env_spec=setup.SetupOptions.from_env().spec_id(), **kw), said.append, latest_ami=lambda: dlami)
     return box, said
 
 
@@ -49,7 +49,7 @@ def bake(aws, dlami, name="src", spec=None):
     ec2 = aws.client("ec2")
     instance.stop(ec2, box.instance_id)
     said: list[str] = []
-    spec = spec or images.spec_tag(setup.SetupOptions.from_env(), "gpu")
+    spec = spec or images.spec_tag(setup.SetupOptions.from_env().spec_id(), "gpu")
     image_id = images.bake(ec2, box.instance_id, name, f"trainbox-{name}-x", spec, images.base_of(ec2, box.ami), said.append, poll_s=0)
     return image_id, said
 
@@ -63,7 +63,7 @@ def test_bake_tags_the_image_and_its_snapshots_and_ls_shows_size_and_cost(aws, d
     assert any(f"image {image_id} is available" in s for s in said), said
     ec2 = aws.client("ec2")
     [img] = images.list_images(ec2)
-    spec = images.spec_tag(setup.SetupOptions.from_env(), "gpu")
+    spec = images.spec_tag(setup.SetupOptions.from_env().spec_id(), "gpu")
     assert (img.id, img.box, img.spec, img.base_ami, img.state) == (image_id, "src", spec, dlami, "available")
     assert img.base_name.startswith("Deep Learning AMI") and img.login_user == "ubuntu"
     snaps = snapshots_of(ec2, image_id)
@@ -96,7 +96,7 @@ def test_the_next_up_boots_the_image_and_a_pins_change_does_not(aws, dlami, monk
 
 
 def test_a_cpu_build_is_not_used_for_a_gpu_type_nor_a_newer_dlami_pick_for_p2(aws, dlami):
-    cpu_spec = images.spec_tag(setup.SetupOptions.from_env(), "cpu")
+    cpu_spec = images.spec_tag(setup.SetupOptions.from_env().spec_id(), "cpu")
     image_id, _ = bake(aws, dlami, spec=cpu_spec)
     ec2 = aws.client("ec2")
     box, said = launch(aws, dlami, "gpu")
@@ -132,5 +132,5 @@ def test_rm_refuses_an_ami_trainbox_did_not_make(aws, dlami):
 
 
 def test_marker_says_the_build():
-    assert images.build_of("spec abc\npython=3.11.2 tensorflow=2.21.0 keras=3.15.1 gpus=1\n") == "gpu"
-    assert images.build_of("spec abc\npython=3.11.2 tensorflow=2.21.0 keras=3.15.1\n") == "cpu"
+    assert box_clean.build_of("spec abc\npython=3.11.2 tensorflow=2.21.0 keras=3.15.1 gpus=1\n") == "gpu"
+    assert box_clean.build_of("spec abc\npython=3.11.2 tensorflow=2.21.0 keras=3.15.1\n") == "cpu"
