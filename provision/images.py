@@ -19,17 +19,15 @@ keeps them unless ``--images``; a snapshot bills per GB-month while it exists.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from box.layout import BoxLayout
 from common import paths
 from common.aws import aws_errors, error_code
-from common.errors import CloudError, RemoteError, UsageError
+from common.errors import CloudError, UsageError
 
 from . import ami as amis
 from .tags import TAG_MANAGED, TAG_NAME, name_filters, tag_value, tags
