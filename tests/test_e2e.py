@@ -12,14 +12,7 @@ import stat
 
 import pytest
 
-from testkit import processes_mentioning, tagged
-
-
-def one_line_error(result) -> str:
-    lines = [l for l in result.err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
+from testkit import one_line_error, processes_mentioning, tagged
 
 
 @pytest.mark.slow

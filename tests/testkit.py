@@ -117,3 +117,16 @@ def synth_image_set(dest: Path, n: int = 20, size: int = 32) -> Path:
     subprocess.run([sys.executable, "-m", "model", "synth", "--out", str(dest), "--n", str(n), "--image-size", str(size)],
                    check=True, capture_output=True, cwd=REPO)
     return dest
+
+
+def one_line_error(result: Result) -> str:
+    """The run's only stderr line (an error is one line, never a traceback)."""
+    lines = [l for l in result.err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    return lines[0]
+
+
+def files_containing(root: Path, needle: bytes) -> list[str]:
+    """Every file under root (links aside) that holds needle: where a secret must never be."""
+    return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()]

@@ -248,14 +248,6 @@ def s3(moto_endpoint, ssh_host, monkeypatch):
     server.server_close()
 
 
-def files_containing(root: Path, needle: bytes) -> list[str]:
-    hits = []
-    for p in root.rglob("*"):
-        if p.is_file() and not p.is_symlink() and needle in p.read_bytes():
-            hits.append(str(p))
-    return hits
-
-
 # ---------------------------------------------------------------- Kaggle
 
 

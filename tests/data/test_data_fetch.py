@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit import files_containing, one_line_error
+
 from common.errors import CloudError, RemoteError, UsageError
 from remote import datasource, fetch
 
@@ -20,17 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def files_containing(root: Path, needle: bytes) -> list[str]:
-    return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()]
-
-
-def one_line_error(result) -> str:
-    lines = [l for l in result.err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
 
 
 def do_fetch(conn, box, src: str, **kw) -> fetch.Fetched:

@@ -20,20 +20,9 @@ import pytest
 from common.errors import UsageError
 from box import fetch as boxfetch
 from remote import datasource, kaggle
-from testkit import REPO
+from testkit import REPO, files_containing, one_line_error
 
 REDUX = "dogs-vs-cats-redux-kernels-edition"
-
-
-def files_containing(root: Path, needle: bytes) -> list[str]:
-    return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()]
-
-
-def one_line_error(result) -> str:
-    lines = [l for l in result.err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
 
 
 def assert_credential_nowhere_on_the_box(box, api, fetched: bool = True) -> None:
