@@ -164,7 +164,8 @@ def install(url: str, tools: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("tools")
-    ap.add_argument("--index-url", default="https://pypi.org/simple/")
+    # The index comes in the environment, as pip's does (never on a command line: it may carry credentials).
+    ap.add_argument("--index-url", default=os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple/")
     ap.add_argument("--find-links", action="append", default=[])
     ap.add_argument("--no-index", action="store_true")
     a = ap.parse_args(argv)

@@ -42,10 +42,12 @@ def cloud_for(args, load=state.load) -> Cloud:
 # ---------------------------------------------------------------- commands
 
 
-def _first_boot_bootstrap(setup) -> str | None:
+def first_boot_bootstrap() -> str | None:
     """The bootstrap user-data starts at first boot, or None: any process on the
     box can read its user-data (the instance metadata service), so an index with
     credentials is left to the first `remote` command, which installs over SSH."""
+    from remote import setup  # composition: the CLI joins the halves
+
     env = setup.SetupOptions.from_env()
     return None if env.has_credentials else setup.render_bootstrap(DEFAULT_WORKDIR, env)
 
@@ -70,7 +72,7 @@ def cmd_up(args) -> int:
         ami=args.ami,
         wait=not args.no_wait,
         sandbox_box=args.sandbox_box,
-        bootstrap=_first_boot_bootstrap(setup),
+        bootstrap=first_boot_bootstrap(),
         env_spec=setup.SetupOptions.from_env().spec_id(),
     )
     if args.sandbox_box and not args.sandbox:

@@ -295,6 +295,22 @@ def cmd_runs(args, extra) -> int:
     return 0
 
 
+def cmd_compare(args, extra) -> int:
+    """Several pulled runs side by side: one PNG of their curves, a table of their metrics."""
+    from . import compare
+
+    curves = []
+    for run_id in args.runs:
+        rec = records.load_record(run_id)
+        if rec is None:
+            raise UsageError(f"no run {run_id} is known here", f"`{PROG} runs` lists them")
+        curves.append(compare.load(rec.run_id, Path(rec.local_dir)))
+    png = compare.plot(curves, Path(args.out) if args.out else Path(args.runs_dir) / f"compare-{'-'.join(args.runs)}.png")
+    print(compare.table(curves))
+    print(f"curves: {png}")
+    return 0
+
+
 def cmd_stop(args, extra) -> int:
     rec, target, run_dir = _run_of(args)
     with _on_box(args, target) as conn:

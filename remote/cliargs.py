@@ -92,6 +92,11 @@ def build_parser(cli) -> Parser:
     _setup_flags(c)
     c.add_argument("--python", help="report on this interpreter on the box instead of trainbox's environment")
     c = command("runs", cli.cmd_runs, "List the runs started from this laptop and whether their results are home.")
+    c = command("compare", cli.cmd_compare, "Compare pulled runs: their loss and accuracy curves in one PNG (printed, not opened), "
+                "their best and final metrics, and the arguments that differ.")
+    c.add_argument("runs", nargs="+", metavar="RUN", type=run_id_arg, help="two or more run ids (`remote runs` lists them)")
+    c.add_argument("--out", metavar="PNG", help="where the figure goes (default: runs/compare-RUN-RUN.png)")
+    c.add_argument("--runs-dir", default="runs", help=argparse.SUPPRESS)
 
     data = sub.add_parser("data", help="The box's dataset cache: fetch a URL or S3 prefix onto the box ahead of training, list, free.",
                           description="The box's dataset cache (remote data fetch|ls|rm).")

@@ -53,13 +53,14 @@ def test_a_failing_credentialed_index_is_named_without_its_credentials(box_user)
 
 
 def test_user_data_never_carries_index_credentials(monkeypatch):
+    from provision.cli import first_boot_bootstrap
     from provision.up import UpOptions, user_data
 
     monkeypatch.setenv("TRAINBOX_INDEX_URL", "https://bob:hunter2@mirror.example/simple/$(reboot)")
-    text = user_data(UpOptions(name="b1"), "ubuntu")
+    text = user_data(UpOptions(name="b1", bootstrap=first_boot_bootstrap()), "ubuntu")
     assert "hunter2" not in text and "bootstrap.sh" not in text  # the first `remote` command installs over SSH
     monkeypatch.setenv("TRAINBOX_INDEX_URL", "https://mirror.example/simple/$(reboot)")
-    text = user_data(UpOptions(name="b1"), "ubuntu")
+    text = user_data(UpOptions(name="b1", bootstrap=first_boot_bootstrap()), "ubuntu")
     assert "bootstrap.sh" in text
     p = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
     assert p.returncode == 0, p.stderr

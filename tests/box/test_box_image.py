@@ -84,6 +84,7 @@ def test_clean_up_refuses_while_a_run_runs_and_removes_nothing(box_user, index):
 
 def test_user_data_on_a_ready_disk_installs_nothing(box_user, index, tmp_path, monkeypatch):
     """What an instance booted from an image runs: the user-data's bootstrap, as the login user."""
+    from provision.cli import first_boot_bootstrap
     from provision.up import UpOptions, user_data
 
     ready_box(box_user, index)
@@ -91,7 +92,7 @@ def test_user_data_on_a_ready_disk_installs_nothing(box_user, index, tmp_path, m
     served = list(index.served)
     for k, v in env(index).items():
         monkeypatch.setenv(k, v)  # the laptop renders the user-data with the same settings
-    text = user_data(UpOptions(name="img"), box_user.name)
+    text = user_data(UpOptions(name="img", bootstrap=first_boot_bootstrap()), box_user.name)
     part = text[text.index("home=$(getent passwd"):]  # the bootstrap's part (the guard needs systemd)
     # No sudo on this machine: one on PATH that does what `sudo -u U -H` does, with runuser.
     fake = tmp_path / "bin"

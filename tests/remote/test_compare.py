@@ -60,3 +60,21 @@ def test_a_run_without_history_names_the_pull(tmp_path):
     (bad / "history.json").write_text("{not json")
     with pytest.raises(UsageError, match="not valid JSON"):
         compare.load("bad", bad)
+
+
+def test_the_cli_prints_the_table_and_the_png_path(tmp_path, monkeypatch, capsys):
+    from remote import records
+    from remote.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for run_id, hist in (("20261201-000000-aaaa", {"loss": [0.9, 0.5], "val_accuracy": [0.6, 0.8]}),
+                         ("20261201-000001-bbbb", {"loss": [1.0, 0.7], "val_accuracy": [0.5, 0.6]})):
+        local = pulled(tmp_path / "runs", run_id, hist)
+        records.save_record(records.RunRecord(run_id, "default", "127.0.0.1", 22, "u", None, "trainbox", str(local), 1.0))
+    assert main(["compare", "20261201-000000-aaaa", "20261201-000001-bbbb"]) == 0
+    out = capsys.readouterr().out
+    png = tmp_path / "runs" / "compare-20261201-000000-aaaa-20261201-000001-bbbb.png"
+    assert f"curves: {png.relative_to(tmp_path)}" in out and png.stat().st_size > 1000
+    assert "0.8000 (ep 2)" in out
+    assert main(["compare", "20261201-000000-aaaa", "20261201-000009-cccc"]) == 2
+    assert "no run 20261201-000009-cccc is known here" in capsys.readouterr().err
