@@ -130,7 +130,7 @@ def test_a_run_right_after_up_waits_for_the_boot_time_bootstrap_then_trains_in_i
     (run,) = list((box.work / "runs").iterdir())
     assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
     # It ran in the env the bootstrap built (its marker names the versions), as the login user.
-    assert box.ssh(f"ls ~/trainbox/runs/{run.name}/ && grep -c 'export PATH="$envdir/bin:$PATH"' ~/trainbox/runs/{run.name}/run.sh").endswith("1")
+    assert box.ssh(f"ls ~/trainbox/runs/{run.name}/ && grep -c 'export VIRTUAL_ENV=$envdir' ~/trainbox/runs/{run.name}/run.sh").endswith("1")
     assert "tensorflow=2.21.0" in box.ssh("sed -n 2p ~/trainbox/env/trainbox-ready")
 
 
