@@ -133,9 +133,22 @@ def start_job(run: RunFolder) -> None:
                          start_new_session=True, close_fds=True)
 
 
-def resume_interrupted(runs: str, boot: str) -> list[RunFolder]:
-    """Start every interrupted run again; the ones started."""
+PID_WAIT_S = 10.0
+
+
+def resume_interrupted(runs: str, boot: str, pid_wait_s: float = PID_WAIT_S) -> list[RunFolder]:
+    """Start every interrupted run again; the ones started.
+
+    The marker stays until each started run has written its pid (or
+    ``pid_wait_s`` passed), so the cost guard, which counts a run busy by its
+    pid, never sees a gap between "interrupted" and "running again". A marker
+    left by a boot that ended mid-resume is removed first.
+    """
     marker = os.path.join(runs, RESUMING)
+    try:
+        os.unlink(marker)
+    except FileNotFoundError:
+        pass
     todo = [r for r in run_folders(runs) if r.interrupted(boot)]
     if not todo:
         return []
@@ -144,6 +157,9 @@ def resume_interrupted(runs: str, boot: str) -> list[RunFolder]:
         for run in todo:
             run.record("resumed", after_boot=run.boot_id)
             start_job(run)
+        deadline = time.monotonic() + pid_wait_s
+        while time.monotonic() < deadline and not all(r._has("pid") for r in todo):
+            time.sleep(0.05)
     finally:
         os.unlink(marker)
     return todo

@@ -80,6 +80,7 @@ def cmd_train(args) -> int:
         gpus=args.gpus,
         cache=not args.no_cache,
         augment=args.augment,
+        save_every=args.save_every,
     )
     train(cfg, log=_say, stream_lines=not sys.stdout.isatty())
     return 0
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
         "layers inside the model (on the GPU); light: crop and flip only (faster on CPU); none",
     )
     p.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (huge data sets)")
+    p.add_argument("--save-every", type=float, default=60.0, metavar="S",
+                   help="also save the resume state every S seconds inside an epoch, so a power loss costs at most "
+                   "that much (default 60; 0: at epoch ends only). A save is also made when the box's agent asks "
+                   "(spot notice) and on SIGTERM")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -61,6 +61,7 @@ class TrainConfig:
     gpus: str | None = None
     cache: bool = True
     augment: str = "full"  # full: crop/flip + in-model rotation/zoom; light: crop/flip; none
+    save_every: float = 60.0  # seconds between mid-epoch saves of the resume state (0: epoch ends only)
 
     def resolved_weights(self) -> str | None:
         """VGG16 base weights for keras.applications: "imagenet", a path or None."""
@@ -212,9 +213,14 @@ def make_callbacks(cfg: TrainConfig, log: Log, records: dict[int, dict[str, floa
         log(f"warning: {note}")
     ckpt = os.path.join(cfg.out, "checkpoints")
     best_so_far = min((r["val_loss"] for r in records.values() if "val_loss" in r), default=None)
+    from model.save_request import save_on_request
+
+    backup = keras.callbacks.BackupAndRestore(os.path.join(cfg.out, "backup"), delete_checkpoint=False, double_checkpoint=True)
     callbacks = [
         HistoryWriter(),
-        keras.callbacks.BackupAndRestore(os.path.join(cfg.out, "backup"), delete_checkpoint=False, double_checkpoint=True),
+        backup,
+        # Mid-epoch saves: on the agent's request (spot notice), on SIGTERM, every save_every s.
+        save_on_request(backup, every_s=cfg.save_every or None, log=log),
         keras.callbacks.ModelCheckpoint(os.path.join(ckpt, "last.keras")),
         keras.callbacks.ModelCheckpoint(
             os.path.join(ckpt, "best.keras"),
@@ -224,6 +230,7 @@ def make_callbacks(cfg: TrainConfig, log: Log, records: dict[int, dict[str, floa
         ),
         keras.callbacks.TerminateOnNaN(),
     ]
+    callbacks = [c for c in callbacks if c is not None]
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard")))
     else:  # TF's tf.summary needs the tensorboard package; training does not

@@ -34,6 +34,15 @@ def spawn(argv: list[str], log_file: Path, env: dict | None = None) -> int:
     return proc.pid
 
 
+def start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks after boot, from /proc), or None: with the pid,
+    what tells a process we started from a later one that reuses its pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def alive(pid: int) -> bool:
     try:
         # Reap it if it is our own child that has exited (a zombie answers kill 0).

@@ -9,6 +9,7 @@ import getpass
 import socket
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
@@ -44,11 +45,19 @@ def guard_period_s(opts: UpOptions) -> int:
     return int(max(5, min(60, shortest / 4)))
 
 
+def agent_source() -> str:
+    """box/agent.py's text, installed by the user-data (standard library only: importing it costs nothing)."""
+    import box.agent
+
+    return Path(box.agent.__file__).read_text()
+
+
 def user_data(opts: UpOptions, login_user: str) -> str:
     from remote import setup  # the box's environment: the bootstrap `remote setup` runs too
 
     return templates.render(
         "user-data.sh.j2",
+        agent=agent_source(),
         bootstrap=setup.render_bootstrap(WORKDIR, setup.SetupOptions.from_env()),
         bootstrap_workdir=WORKDIR,
         login_user=login_user,
@@ -58,6 +67,24 @@ def user_data(opts: UpOptions, login_user: str) -> str:
         guard_period_s=guard_period_s(opts),
         runs_dir=f"/home/{login_user}/{WORKDIR}/runs",
     )
+
+
+USER_DATA_LIMIT = 16384  # bytes, as EC2 takes them (before its base64)
+
+
+def user_data_payload(text: str) -> bytes:
+    """The user-data as sent to EC2: gzipped (cloud-init unpacks gzip user-data, on EC2 and in
+    the sandbox alike), since the plain script (guard, agent, bootstrap) is over EC2's 16 KB."""
+    import gzip
+
+    return gzip.compress(text.encode(), 9, mtime=0)
+
+
+def user_data_text(payload: bytes) -> str:
+    """The script back from what EC2 holds (plain text from before trainbox gzipped it, too)."""
+    import gzip
+
+    return (gzip.decompress(payload) if payload[:2] == b"\x1f\x8b" else payload).decode()
 
 
 def _root_device(ec2, image_id: str) -> str:
@@ -80,7 +107,7 @@ def launch_in_some_zone(ec2, opts: UpOptions, zones: list[str], image: amis.Imag
             key_name=key_name,
             subnet_id=net.subnet_id,
             security_group_id=net.security_group_id,
-            user_data=user_data(opts, image.login_user),
+            user_data=user_data_payload(user_data(opts, image.login_user)),
             volume_gb=opts.volume_gb,
             spot=opts.spot,
         )

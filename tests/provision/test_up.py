@@ -12,7 +12,7 @@ import pytest
 
 from provision import instance, lifecycle, paths, preflight, state, teardown
 from provision.errors import CloudError, UsageError
-from provision.up import UpOptions, up
+from provision.up import UpOptions, up, user_data_text
 from pvkit import CIDR, Faulty, Recorder, WrappedCloud, aws, client_error, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
 
 
@@ -111,9 +111,10 @@ def test_instance_has_imdsv2_encrypted_gp3_root_and_stops_on_shutdown(ec2, launc
     assert (vol["Encrypted"], vol["VolumeType"], vol["Size"]) == (True, "gp3", 42)
     behaviour = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="instanceInitiatedShutdownBehavior")
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
-    # boto3 base64-encodes UserData once; the box must receive the script itself.
-    raw = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"]
-    script = base64.b64decode(raw).decode()
+    # boto3 base64-encodes UserData once; the box must receive the script itself (gzipped: cloud-init unpacks it).
+    raw = base64.b64decode(ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"])
+    assert raw[:2] == b"\x1f\x8b" and len(raw) <= 16384
+    script = user_data_text(raw)
     assert script.startswith("#!/bin/bash")
     assert "max_seconds=7200" in script and "idle_seconds=900" in script
 

@@ -112,7 +112,7 @@ def test_up_boots_an_instance_with_systemd_cloud_init_and_the_login_user(box):
     pinned = {" ".join(l.split()[1:3]) for l in (box.home / "known_hosts").read_text().splitlines()}
     assert layer_keys and layer_keys == pinned
     out = box.ssh("id -un; sudo -n id -un; echo $HOME; cloud-init status --wait >/dev/null; cloud-init status; "
-                  "systemctl is-active trainbox-guard.timer; cat /proc/1/comm; sudo -n cat /var/lib/cloud/instance/user-data.txt | head -n 2")
+                  "systemctl is-active trainbox-guard.timer; cat /proc/1/comm; sudo -n zcat -f /var/lib/cloud/instance/user-data.txt | head -n 2")
     lines = out.splitlines()
     assert lines[:3] == ["ubuntu", "root", "/home/ubuntu"]
     assert "status: done" in lines and "active" in lines and "systemd" in lines
