@@ -42,6 +42,10 @@ def make_server(port: int, notice_file: str) -> http.server.ThreadingHTTPServer:
         def log_message(self, fmt, *args):
             sys.stderr.write("imds: " + fmt % args + "\n")
 
+        def log_request(self, code="-", size="-"):
+            if str(code) != "404":  # "no notice", every few seconds: not worth a line
+                super().log_request(code, size)
+
         def _send(self, code: int, body: bytes = b"", kind: str = "text/plain") -> None:
             self.send_response(code)
             self.send_header("Content-Type", kind)

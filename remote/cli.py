@@ -20,7 +20,7 @@ from provision.errors import RemoteError, TrainingFailed, UsageError
 
 from . import job, results, sync
 from .connection import connect, run
-from .target import Target, resolve
+from .target import Target, current, resolve
 
 PROG = "remote"
 TF_CHECK = "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in ('tensorflow', 'keras')) else 1)"
@@ -263,7 +263,10 @@ def _follow_and_collect(args, target: Target, rec: results.RunRecord, offset: in
                 pass  # nothing yet; the final pull takes everything
 
     try:
-        _, conn = job.follow(lambda: _connect(args, target), run_dir, offset=offset, say=say, on_tick=pull_checkpoints)
+        # A provisioned box is waited for while it is away (a spot stop, a stopped box): its
+        # agent resumes the run at boot, and its address is read anew (it may change).
+        _, conn = job.follow(lambda: _connect(args, current(target)), run_dir, offset=offset, say=say,
+                             on_tick=pull_checkpoints, reconnect_for=None if target.box else 300.0)
     except KeyboardInterrupt:
         say(f"\ndetached from run {rec.run_id}; it keeps running on the box")
         _print_reattach(args, rec.run_id)
@@ -364,10 +367,15 @@ def cmd_status(args, extra) -> int:
         _connect(args, target).close()
         print(f"{target.label}: reachable; no runs started from here yet")
         return 0
+    from . import interruptions
+
     rec, target, run_dir = _run_of(args)
     with _on_box(args, target) as conn:
         st = job.job_state(conn, run_dir)
+        events = interruptions.parse(run(conn, interruptions.read_command(run_dir), "reading the run's events"))
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
+    for line in interruptions.lines(events):
+        print(f"  {line}")
     return 0
 
 
@@ -376,10 +384,14 @@ def cmd_runs(args, extra) -> int:
     if not recs:
         print("no runs yet")
         return 0
-    print(f"{'run':<22} {'box':<16} {'home':<6} {'exit':<5} local")
+    from . import interruptions
+
+    # Interruptions as of the run's last pull (its events file comes home with it).
+    print(f"{'run':<22} {'box':<16} {'home':<6} {'exit':<5} {'interrupted':<22} local")
     for r in sorted(recs, key=lambda r: r.created):
         code = "-" if r.exit_code is None else str(r.exit_code)
-        print(f"{r.run_id:<22} {(r.box or r.host):<16} {'yes' if r.pulled else 'no':<6} {code:<5} {r.local_dir}")
+        cut = interruptions.summary(interruptions.read_local(Path(r.local_dir)))
+        print(f"{r.run_id:<22} {(r.box or r.host):<16} {'yes' if r.pulled else 'no':<6} {code:<5} {cut:<22} {r.local_dir}")
     return 0
 
 

@@ -96,7 +96,7 @@ def results_rename(name: str) -> str | None:
         return "/".join(parts[1:]) or None
     if parts == ["log"]:
         return "train.log"
-    if parts in (["exit_code"], ["run.sh"]):
+    if parts in (["exit_code"], ["run.sh"], ["events"]):
         return parts[0]
     return None
 
@@ -108,7 +108,7 @@ def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None) ->
     from .connection import exec_channel
 
     d = shlex.quote(remote_run_dir)
-    names = _changed(conn, remote_run_dir, local_dir / only, f"out/{only}") if only else ["out", "log", "exit_code", "run.sh"]
+    names = _changed(conn, remote_run_dir, local_dir / only, f"out/{only}") if only else ["out", "log", "exit_code", "run.sh", "events"]
     if not names:
         return []
     channel = exec_channel(conn, f"cd {d} && tar -c -f - --ignore-failed-read --null -T - 2>/dev/null")

@@ -66,3 +66,32 @@ def resolve(name: str, host: str | None = None, identity: str | None = None, pyt
         box=box.name,
         sandbox=box.sandbox,
     )
+
+
+def current(target: Target) -> Target:
+    """target with its provisioned box's address as it is now (a box that was stopped
+    and started, or brought back by its spot request, may have another IP or port).
+
+    On AWS the address is asked of AWS (lifecycle.status refreshes the state);
+    in the sandbox, `provision start` has written it into the state already.
+    A --host target, or a box with no state any more, is returned as it is.
+    """
+    import dataclasses
+
+    if not target.box:
+        return target
+    box = state.load(target.box)
+    if box is None:
+        return target
+    if not box.sandbox:
+        from provision import lifecycle
+
+        from provision.errors import CloudError
+
+        try:
+            if lifecycle.status(lifecycle.cloud_of(box), box.name).state != "running":
+                return target
+        except CloudError:  # AWS unreachable from here now: try the address we have
+            return target
+        box = state.load(target.box) or box
+    return dataclasses.replace(target, host=box.ssh_host, port=box.ssh_port)
