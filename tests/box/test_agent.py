@@ -141,3 +141,28 @@ def test_stopping_asks_going_runs_to_save(tmp_path):
     agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).stopping()
     assert (going / agent.SAVE_REQUEST).exists()
     assert agent.RunFolder(str(going)).events()[0]["event"] == "stopping"
+
+
+def test_the_resume_marker_lasts_until_each_resumed_run_wrote_its_pid(tmp_path):
+    runs = tmp_path / "runs"
+    slow = run_folder(runs, "slow", boot="boot-before")
+    gate = tmp_path / "go"
+    (slow / "run.sh").write_text(f'#!/usr/bin/env bash\ncd "$(dirname "$0")"\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n'
+                                 + RUN_SH.format(boot="boot-now").split("\n", 2)[2])
+    (runs / agent.RESUMING).touch()  # left by a boot that ended mid-resume
+    done = threading.Event()
+    threading.Thread(target=lambda: (agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now",
+                                                 lambda s: None).at_boot(), done.set()), daemon=True).start()
+    wait_for("the old pid to be cleared", lambda: not (slow / "pid").exists())
+    assert (runs / agent.RESUMING).exists() and not done.is_set()  # the guard still sees a resume under way
+    gate.touch()
+    wait_for("the agent to finish resuming", done.is_set, timeout=30)
+    assert (slow / "pid").exists() and not (runs / agent.RESUMING).exists()
+
+
+def test_a_stale_resume_marker_is_removed_when_there_is_nothing_to_resume(tmp_path):
+    runs = tmp_path / "runs"
+    run_folder(runs, "done", boot="boot-before", finished=True)
+    (runs / agent.RESUMING).touch()
+    agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).at_boot()
+    assert not (runs / agent.RESUMING).exists()

@@ -129,3 +129,28 @@ def test_the_guard_looks_more_often_under_short_limits_and_each_minute_otherwise
     assert guard_period_s(UpOptions(max_hours=8, idle_minutes=2)) == 30
     assert guard_period_s(UpOptions(max_hours=0.006, idle_minutes=30)) == 5
     assert "OnUnitActiveSec=30s" in user_data(UpOptions(idle_minutes=2), "ubuntu")
+
+
+def test_guard_never_stops_a_box_while_its_agent_resumes_runs(guard):
+    (guard.runs / ".resuming").touch()
+    assert guard(max_hours=0.0001, idle_minutes=0.001) == ""  # past the hard limit and idle: still kept
+    assert guard(max_hours=8, idle_minutes=0.001) == ""
+    (guard.runs / ".resuming").unlink()
+    assert "shutdown -h now" in guard(max_hours=0.0001, idle_minutes=30)
+
+
+def test_user_data_installs_the_agent_unit_for_every_boot():
+    import gzip
+    import base64
+
+    import box.agent
+
+    text = user_data(UpOptions(), "ubuntu")
+    m = re.search(r"^base64 -d <<'TRAINBOX_AGENT_EOF' \| gunzip > /opt/trainbox/agent.py\n(.*?)\nTRAINBOX_AGENT_EOF$", text, re.S | re.M)
+    assert m and gzip.decompress(base64.b64decode(m.group(1))).decode() == open(box.agent.__file__).read()
+    unit = re.search(r"trainbox-agent.service <<'UNIT'\n(.*?)\nUNIT\n", text, re.S).group(1)
+    for line in ("User=ubuntu", "Restart=always", "KillMode=process", "WantedBy=multi-user.target",
+                 "EnvironmentFile=-/etc/trainbox/agent.env",
+                 "ExecStart=/usr/bin/python3 -u /opt/trainbox/agent.py --runs /home/ubuntu/trainbox/runs"):
+        assert line in unit.splitlines(), line
+    assert "systemctl enable --now trainbox-agent.service" in text
