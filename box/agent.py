@@ -240,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     log = lambda s: print(f"trainbox-agent: {s}", flush=True)  # noqa: E731 (journald takes stdout)
     agent = Agent(args.runs, Imds(), this_boot(), log)
+    # The runs it resumes are its children and it never waits for them: let the kernel
+    # reap them, or each would linger as a zombie that `kill -0` (the guard, `remote
+    # status`, a follower's `tail --pid`) takes for a job still running.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: (agent.stopping(), sys.exit(0)))
     agent.at_boot()
     while True:

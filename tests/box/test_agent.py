@@ -166,3 +166,23 @@ def test_a_stale_resume_marker_is_removed_when_there_is_nothing_to_resume(tmp_pa
     (runs / agent.RESUMING).touch()
     agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).at_boot()
     assert not (runs / agent.RESUMING).exists()
+
+
+def test_the_agent_process_leaves_no_zombie_of_a_resumed_run(tmp_path):
+    """A finished resumed run must not look alive to `kill -0` (the guard, status, a follower's tail --pid)."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    run = run_folder(runs, "cut", boot="an-earlier-boot", current="$(cat /proc/sys/kernel/random/boot_id)")
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, agent.__file__, "--runs", str(runs), "--interval", "0.2"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the resumed run to finish", lambda: (run / "exit_code").exists(), timeout=30)
+        pid = int((run / "pid").read_text())
+
+        wait_for("the finished run to be reaped (not a zombie)", lambda: not Path(f"/proc/{pid}").exists(), timeout=10)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
