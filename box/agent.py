@@ -108,6 +108,24 @@ class RunFolder:
                 continue  # a line cut by a power loss
         return out
 
+    def still_asked(self) -> bool:
+        """A save request not yet answered (the model removes it once saved) by a run still going."""
+        if not self._has(SAVE_REQUEST) or self.finished:
+            return False
+        try:
+            pid = int(self._read("pid") or 0)
+        except ValueError:
+            return False
+        if pid <= 1:
+            return False
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether this boot's job is there (going runs only)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
     def ask_to_save(self) -> None:
         fd = os.open(os.path.join(self.path, SAVE_REQUEST), os.O_WRONLY | os.O_CREAT, 0o600)
         os.close(fd)
@@ -134,6 +152,7 @@ def start_job(run: RunFolder) -> None:
 
 
 PID_WAIT_S = 10.0
+STOP_WAIT_S = 30.0  # the unit's TimeoutStopSec is above this
 
 
 def resume_interrupted(runs: str, boot: str, pid_wait_s: float = PID_WAIT_S) -> list[RunFolder]:
@@ -228,9 +247,22 @@ class Agent:
         saved = ask_going_runs_to_save(self.runs, self.boot, "spot-notice", notice=notice)
         self.log(f"spot notice {notice}: asked {len(saved)} run(s) to save now")
 
-    def stopping(self) -> None:
-        saved = ask_going_runs_to_save(self.runs, self.boot, "stopping")
-        self.log(f"the box is stopping: asked {len(saved)} run(s) to save now")
+    def stopping(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Ask each going run to save, and wait (up to wait_s) until each has (or has ended).
+
+        systemd waits for this unit's stop before its last step, which kills
+        what is left at once: a job outside any unit that stops it gently
+        (over SSH without a login session, in the sandbox) would get no
+        chance to save otherwise.
+        """
+        asked = ask_going_runs_to_save(self.runs, self.boot, "stopping")
+        self.log(f"the box is stopping: asked {len(asked)} run(s) to save now")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(r.still_asked() for r in asked):
+            time.sleep(0.05)
+        late = [os.path.basename(r.path) for r in asked if r.still_asked()]
+        if late:
+            self.log(f"no save from {', '.join(late)} within {wait_s:.0f}s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,7 +138,7 @@ def test_the_endpoint_follows_botocore_convention(monkeypatch):
 def test_stopping_asks_going_runs_to_save(tmp_path):
     runs = tmp_path / "runs"
     going = run_folder(runs, "going", boot="boot-now")
-    agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).stopping()
+    agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).stopping(wait_s=0)
     assert (going / agent.SAVE_REQUEST).exists()
     assert agent.RunFolder(str(going)).events()[0]["event"] == "stopping"
 
@@ -186,3 +186,42 @@ def test_the_agent_process_leaves_no_zombie_of_a_resumed_run(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_stopping_waits_until_each_going_run_has_saved(tmp_path):
+    """systemd kills what is left once the agent has stopped: it holds the shutdown until the runs saved."""
+    import subprocess
+    import time
+
+    runs = tmp_path / "runs"
+    job = subprocess.Popen(["sleep", "60"])
+    mute = subprocess.Popen(["sleep", "60"])
+    try:
+        answers = run_folder(runs, "answers", boot="boot-now")
+        silent = run_folder(runs, "silent", boot="boot-now")
+        (answers / "pid").write_text(str(job.pid))
+        (silent / "pid").write_text(str(mute.pid))
+
+        def model():  # plays model/save_request.py: saves at its next batch end, removes the request
+            wait_for("the request", lambda: (answers / agent.SAVE_REQUEST).exists())
+            time.sleep(0.3)  # a batch
+            (answers / agent.SAVE_REQUEST).unlink()
+
+        threading.Thread(target=model, daemon=True).start()
+        lines = []
+        a = agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lines.append)
+        t0 = time.monotonic()
+        a.stopping(wait_s=2)
+        took = time.monotonic() - t0
+        assert not (answers / agent.SAVE_REQUEST).exists() and took >= 0.3
+        assert lines[-1] == "no save from silent within 2s"  # waited for it to the end, then let go
+        for p in (job, mute):
+            p.kill()
+            p.wait()
+        t0 = time.monotonic()
+        a.stopping(wait_s=30)  # their jobs are gone: nothing to wait for
+        assert time.monotonic() - t0 < 5
+    finally:
+        for p in (job, mute):
+            p.kill()
+            p.wait()
