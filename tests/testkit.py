@@ -6,6 +6,8 @@ imported last.
 """
 from __future__ import annotations
 
+import contextlib
+
 import ipaddress
 import os
 import subprocess
@@ -130,3 +132,38 @@ def one_line_error(result: Result) -> str:
 def files_containing(root: Path, needle: bytes) -> list[str]:
     """Every file under root (links aside) that holds needle: where a secret must never be."""
     return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()]
+
+
+@contextlib.contextmanager
+def served_tar_gz(root: Path, top: str = "set"):
+    """root as TOP.tar.gz behind a file server on 127.0.0.1; yields its URL."""
+    import http.server
+    import io
+    import tarfile
+    import threading
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(root, arcname=top)
+    body = buf.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path != f"/{top}.tar.gz":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{top}.tar.gz"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,48 +6,22 @@ wheel is a .pth onto this laptop's site-packages: nothing is downloaded).
 """
 from __future__ import annotations
 
-import http.server
-import io
 import json
-import tarfile
-import threading
-from pathlib import Path
 
 import boto3
 import pytest
 
 from box_fixtures import box_user, laptop_index, users_sshd  # noqa: F401 (fixtures)
 from box_helpers import env, one_line_error, run_cli
-from testkit import synth_image_set
+from testkit import served_tar_gz, synth_image_set
 
 
 @pytest.fixture
 def served_set(tmp_path):
     """A two-class set as set.tar.gz behind a file server on 127.0.0.1."""
     root = synth_image_set(tmp_path / "set", n=12)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(root, arcname="set")
-    body = buf.getvalue()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            if self.path != "/set.tar.gz":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/set.tar.gz"
-    server.shutdown()
-    server.server_close()
+    with served_tar_gz(root) as url:
+        yield root, url
 
 
 @pytest.mark.slow

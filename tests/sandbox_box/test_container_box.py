@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from provision import container
-from testkit import processes_mentioning, run_cli, synth_image_set, wait_for
+from testkit import processes_mentioning, run_cli, served_tar_gz, synth_image_set, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -137,32 +137,9 @@ def test_a_run_right_after_up_waits_for_the_boot_time_bootstrap_then_trains_in_i
 def test_data_from_a_url_and_from_s3_train_on_the_default_relative_workdir(box, tmp_path):
     """The data-path bug of 2026-12 lived in the difference this box removes: `trainbox` relative
     to /home/ubuntu. The box itself downloads the set (the container shares this machine's 127.0.0.1)."""
-    import http.server
-    import io
-    import tarfile
-    import threading
-
     import boto3
 
-
     root = synth_image_set(tmp_path / "set", n=12)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(root, arcname="set")
-    body = buf.getvalue()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     moto = json.loads((box.home / "sandbox" / "moto" / "server.json").read_text())["endpoint"]
     s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto, aws_access_key_id="testing", aws_secret_access_key="testing")
     s3.create_bucket(Bucket="cats")
@@ -171,17 +148,21 @@ def test_data_from_a_url_and_from_s3_train_on_the_default_relative_workdir(box, 
             s3.upload_file(str(f), "cats", f"set/{f.relative_to(root)}")
     box.env["AWS_ENDPOINT_URL"] = moto  # the laptop lists the bucket and signs the box's links there
     try:
-        for data in (f"http://127.0.0.1:{server.server_address[1]}/set.tar.gz", "s3://cats/set/"):
-            before = set((box.work / "runs").iterdir())
-            r = box.cli("remote", "train", "--epochs", "1", "--image-size", "32", "--data", data)
-            assert r.code == 0, f"--data {data}: " + r.err + r.out
-            (run,) = set((box.work / "runs").iterdir()) - before
-            assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
-            assert "TRAINBOX_DATA=/home/ubuntu/trainbox/data/" in box.ssh(f"cat ~/trainbox/runs/{run.name}/run.sh")
+        with served_tar_gz(root) as url:
+            train_on(box, url)
+        train_on(box, "s3://cats/set/")
     finally:
         del box.env["AWS_ENDPOINT_URL"]
-        server.shutdown()
-        server.server_close()
+
+
+def train_on(box, data: str) -> None:
+    """`remote train --data DATA` for one epoch; its run.sh names the data under /home/ubuntu/trainbox."""
+    before = set((box.work / "runs").iterdir())
+    r = box.cli("remote", "train", "--epochs", "1", "--image-size", "32", "--data", data)
+    assert r.code == 0, f"--data {data}: " + r.err + r.out
+    (run,) = set((box.work / "runs").iterdir()) - before
+    assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
+    assert "TRAINBOX_DATA=/home/ubuntu/trainbox/data/" in box.ssh(f"cat ~/trainbox/runs/{run.name}/run.sh")
 
 
 def test_stop_powers_the_guest_off_and_start_keeps_data_env_and_runs(box):
