@@ -167,3 +167,14 @@ def served_tar_gz(root: Path, top: str = "set"):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def refused(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port any more (a connection is refused)."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False

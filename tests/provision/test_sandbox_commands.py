@@ -3,29 +3,20 @@ AWS, a real sshd on 127.0.0.1 plays the instance): ssh-config, aliases,
 stop/start, host key pinning, and the Jupyter tunnel's pieces."""
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from common import hostkeys, paths, state
+from common import hostkeys, paths
 from provision import lifecycle, sandbox, sshcmd
 from common.aws import Cloud
 from provision.cli import main
 from common.state import BoxState
 from provision.up import pin_host_key
 from pvkit import SSH, run_ssh, sandbox_box  # noqa: F401
+from testkit import refused
 
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def test_ssh_config_entry_works_with_plain_ssh(sandbox_box, capsys):

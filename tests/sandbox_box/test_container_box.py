@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from provision import container
-from testkit import processes_mentioning, run_cli, served_tar_gz, synth_image_set, wait_for
+from testkit import processes_mentioning, refused, run_cli, served_tar_gz, synth_image_set, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -76,14 +75,6 @@ class Sandbox:
     def down_all(self) -> None:
         for name in sorted(p.name for p in (self.home / "sandbox" / "boxes").glob("*")) if self.box_dir().parent.exists() else []:
             self.cli("provision", "down", "--yes", "--no-pull", "--name", name)
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def mounts_mentioning(text: str) -> list[str]:
