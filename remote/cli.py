@@ -138,7 +138,8 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         if note:
             say(note)
         # Recorded before the job starts: a laptop killed from then on still knows the run.
-        rec = records.new_record(run_id, target, Path(args.runs_dir) / run_id, **spec.record_fields())
+        rec = records.new_record(run_id, target, Path(args.runs_dir) / run_id, price_per_hour=_price(target),
+                                 **spec.record_fields())
         try:
             orchestrate.start(conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args))
         except BaseException:
@@ -149,6 +150,14 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         _print_reattach(args, run_id)
         return 0
     return _collect(args, target, rec)
+
+
+def _price(target: Target) -> float | None:
+    """The box's price per hour (from its state), recorded with a run for its cost; None for --host."""
+    from common import state
+
+    box = state.load(target.box) if target.box else None
+    return box.price_per_hour if box is not None else None
 
 
 def _spec_of(args, rec: records.RunRecord) -> orchestrate.RunSpec | None:
@@ -170,7 +179,9 @@ def _resume(args) -> int:
     with _on_box(args, target) as conn:
         offset, had = orchestrate.resume(conn, target, rec, _spec_of(args, rec), say, flags=_name_flags(args),
                                          quiet=args.quiet, progress=_progress)
-    rec.pulled, rec.exit_code = False, None
+    rec.pulled, rec.exit_code, rec.last_seen = False, None, None
+    if target.box:
+        rec.price_per_hour = _price(target)
     records.move_record(rec, target)
     say(f"run {rec.run_id} resumed on {target.label} ({had}); its log follows "
         "(Ctrl-C detaches, the job keeps running)")
@@ -279,19 +290,29 @@ def cmd_status(args, extra) -> int:
     rec, target, run_dir = _run_of(args)
     with _on_box(args, target) as conn:
         st = job.job_state(conn, run_dir)
+    _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     return 0
 
 
+def _seen(rec: records.RunRecord, st: job.JobState | None) -> None:
+    """Note what the box said of the run, for `remote runs` (which does not ask it)."""
+    if st is not None and (rec.last_seen, rec.exit_code) != (st.label, st.exit_code):
+        rec.last_seen, rec.exit_code = st.label, st.exit_code
+        records.save_record(rec)
+
+
 def cmd_runs(args, extra) -> int:
-    recs = records.records()
-    if not recs:
-        print("no runs yet")
+    """The runs started from here: box, net, epochs, best val_accuracy, duration, cost, state, home."""
+    import json
+
+    from . import runs_table
+
+    found = runs_table.rows(records.records(), args.price)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in found], indent=2))
         return 0
-    print(f"{'run':<22} {'box':<16} {'home':<6} {'exit':<5} local")
-    for r in sorted(recs, key=lambda r: r.created):
-        code = "-" if r.exit_code is None else str(r.exit_code)
-        print(f"{r.run_id:<22} {(r.box or r.host):<16} {'yes' if r.pulled else 'no':<6} {code:<5} {r.local_dir}")
+    print(runs_table.table(found) if found else "no runs yet")
     return 0
 
 
@@ -315,6 +336,7 @@ def cmd_stop(args, extra) -> int:
     rec, target, run_dir = _run_of(args)
     with _on_box(args, target) as conn:
         st = job.stop(conn, run_dir)
+    _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     if st and st.stopped and not st.running:
         say(f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`; "
@@ -331,6 +353,7 @@ def cmd_pull(args, extra) -> int:
         files = results.pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
     rec.pulled = not st.running
     rec.exit_code = st.exit_code
+    rec.last_seen = st.label
     records.save_record(rec)
     print(f"pulled {len(files)} files of run {rec.run_id} ({st.label}) into {rec.local_dir}")
     return 0

@@ -91,7 +91,12 @@ def build_parser(cli) -> Parser:
     c = command("doctor", cli.cmd_doctor, "Report the box's environment: ready or why not, versions against the laptop's pins, GPUs, driver, CUDA, disk.")
     _setup_flags(c)
     c.add_argument("--python", help="report on this interpreter on the box instead of trainbox's environment")
-    c = command("runs", cli.cmd_runs, "List the runs started from this laptop and whether their results are home.")
+    c = command("runs", cli.cmd_runs, "List the runs started from this laptop: box, net/backend, epochs done/asked, best val_accuracy "
+                "and its epoch, duration, cost, state, and whether their results are home (from what the pulls brought; "
+                "it asks no box).")
+    c.add_argument("--json", action="store_true", help="the same fields as JSON, one object per run")
+    c.add_argument("--price", type=positive_float, metavar="USD_PER_HOUR",
+                   help="the box's price per hour for the cost (default: the box's, recorded when the run started)")
     c = command("compare", cli.cmd_compare, "Compare pulled runs: their loss and accuracy curves in one PNG (printed, not opened), "
                 "their best and final metrics, and the arguments that differ.")
     c.add_argument("runs", nargs="+", metavar="RUN", type=run_id_arg, help="two or more run ids (`remote runs` lists them)")

@@ -314,5 +314,6 @@ def follow_and_collect(connect: Callable[[], object], target: Target, rec: recor
         conn.close()
     rec.pulled = True
     rec.exit_code = state.exit_code if state else None
+    rec.last_seen = state.label if state else None
     records.save_record(rec)
     return Outcome(rec.run_id, local_dir, rec.exit_code, bool(state and state.stopped), len(files), tail)

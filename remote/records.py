@@ -46,6 +46,13 @@ class RunRecord:
     out: str = "out"
     # Records written before `remote run` existed: the model's arguments.
     train_args: list[str] | None = None
+    # What the run costs (remote/runs_table.py): the box's price per hour when
+    # it started (from its state; None: unknown, e.g. --host) and its nodes.
+    price_per_hour: float | None = None
+    nodes: int = 1
+    # The job's state as the box last told this laptop (JobState.label), for
+    # a table that does not ask the box: "stopped" after `remote stop`.
+    last_seen: str | None = None
 
     def target(self) -> Target:
         return Target(self.host, self.port, self.user, self.identity, self.workdir, box=self.box)
@@ -81,6 +88,13 @@ def _read_record(f: Path) -> RunRecord:
         for key in ("host", "user", "workdir", "local_dir", "out"):
             checks.plain(getattr(rec, key), key)
         checks.port(rec.port, "port")
+        if rec.price_per_hour is not None and (isinstance(rec.price_per_hour, bool) or not isinstance(rec.price_per_hour, (int, float))
+                                               or not 0 <= rec.price_per_hour < float("inf")):
+            raise ValueError(f"price_per_hour holds {rec.price_per_hour!r}")
+        if isinstance(rec.nodes, bool) or not isinstance(rec.nodes, int) or rec.nodes < 1:
+            raise ValueError(f"nodes holds {rec.nodes!r}")
+        if rec.last_seen is not None:
+            checks.plain(rec.last_seen, "last_seen")
     except (OSError, ValueError, TypeError, UsageError) as e:
         why = e.what if isinstance(e, UsageError) else f"{type(e).__name__}: {e}"
         raise UsageError(f"the run record {f} is corrupt ({why})", "remove it, or restore it from a backup") from None

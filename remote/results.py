@@ -191,6 +191,7 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
                 continue
             rec.pulled = True
             rec.exit_code = st.exit_code if st else None
+            rec.last_seen = st.label if st else rec.last_seen
             save_record(rec)
             say(f"pulled run {rec.run_id} ({len(files)} files) into {rec.local_dir}")
     finally:
