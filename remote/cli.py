@@ -213,6 +213,11 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
     summary = builtin.summary(got.local_dir) if rec.kind == "train" else ""
     if summary:
         print(summary)
+    from . import report
+
+    page = report.refresh(rec)  # the box's page, with the duration and cost the laptop knows
+    if page:
+        say(f"report: {page}")
     if got.exit_code == 0:
         return 0
     if got.tail:
@@ -332,6 +337,14 @@ def cmd_compare(args, extra) -> int:
     return 0
 
 
+def cmd_report(args, extra) -> int:
+    """(Re)write a pulled run's report.html, with its duration and cost."""
+    from . import report
+
+    print(report.write(_record_or_latest(args), args.price))
+    return 0
+
+
 def cmd_stop(args, extra) -> int:
     rec, target, run_dir = _run_of(args)
     with _on_box(args, target) as conn:
@@ -356,6 +369,11 @@ def cmd_pull(args, extra) -> int:
     rec.last_seen = st.label
     records.save_record(rec)
     print(f"pulled {len(files)} files of run {rec.run_id} ({st.label}) into {rec.local_dir}")
+    from . import report
+
+    page = report.refresh(rec) if not st.running else None
+    if page:
+        say(f"report: {page}")
     return 0
 
 

@@ -103,6 +103,12 @@ def build_parser(cli) -> Parser:
     c.add_argument("--out", metavar="PNG", help="where the figure goes (default: runs/compare-RUN-RUN.png)")
     c.add_argument("--runs-dir", default="runs", help=argparse.SUPPRESS)
 
+    c = command("report", cli.cmd_report, "Write a pulled run's report.html again (runs/RUN-ID/report.html: curves, confusion matrix, "
+                "grids, metrics, arguments, duration and cost), here, from what the pull brought; prints its path.")
+    c.add_argument("run", nargs="?", type=run_id_arg, help="the run id (default: the latest)")
+    c.add_argument("--price", type=positive_float, metavar="USD_PER_HOUR",
+                   help="the box's price per hour for the cost (default: the box's, recorded when the run started)")
+
     data = sub.add_parser("data", help="The box's dataset cache: fetch a URL or S3 prefix onto the box ahead of training, list, free.",
                           description="The box's dataset cache (remote data fetch|ls|rm).")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=Parser)

@@ -85,6 +85,8 @@ def unpack(stream, dest: Path, rename: Callable[[str], str | None] = lambda n: n
 
 
 RUN_FILES = ("log", "exit_code", "run.sh", "resumed")  # the run dir's own files that come home beside out/
+LOCAL_LOG = "train.log"  # the run's log, as it lies at home
+RESUMED = "resumed"  # how many times the run was started again (templates/run.sh.j2)
 
 
 def results_rename(name: str, out: str = "out") -> str | None:
@@ -98,7 +100,7 @@ def results_rename(name: str, out: str = "out") -> str | None:
     if list(PurePosixPath(out).parts) == parts[:n]:
         return "/".join(parts[n:]) or None
     if parts == ["log"]:
-        return "train.log"
+        return LOCAL_LOG
     if len(parts) == 1 and parts[0] in RUN_FILES:
         return parts[0]
     return None

@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from box import layout as names
+from model import run_files  # the run folder's names: the one part of model/ the laptop reads
 
 from .compare import RunCurves
 from .records import RunRecord
+from .results import LOCAL_LOG, RESUMED
 
 FIELDS = ("run", "box", "net", "backend", "epochs_done", "epochs_asked", "best_val_accuracy", "best_epoch",
           "duration_s", "price_per_hour", "nodes", "cost", "state", "exit_code", "resumed", "home", "local_dir")
@@ -105,9 +107,9 @@ def _state(rec: RunRecord, exit_code: int | None) -> str:
 def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None = None) -> RunRow:
     """The row of one run; price_per_hour (if given) overrides the recorded one."""
     local = Path(rec.local_dir)
-    run_info = _json(local / "run.json")
+    run_info = _json(local / run_files.RUN_JSON)
     config = run_info.get("config") if isinstance(run_info.get("config"), dict) else {}
-    curves = RunCurves(rec.run_id, _json(local / "history.json"))
+    curves = RunCurves(rec.run_id, _json(local / run_files.HISTORY_JSON))
     exit_code = _int_file(local / names.RUN_EXIT_CODE)
     if exit_code is None:
         exit_code = rec.exit_code
@@ -123,9 +125,9 @@ def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None =
     if state == "running":
         end = time.time() if now is None else now
     elif state in ("finished", "failed"):
-        end = _mtime(local / names.RUN_EXIT_CODE) or _mtime(local / "train.log")
+        end = _mtime(local / names.RUN_EXIT_CODE) or _mtime(local / LOCAL_LOG)
     else:
-        end = _mtime(local / "train.log")
+        end = _mtime(local / LOCAL_LOG)
     duration = max(0.0, end - start) if end is not None else None
     price = price_per_hour if price_per_hour is not None else rec.price_per_hour
     cost = price * duration / 3600.0 * rec.nodes if price is not None and duration is not None else None
@@ -134,7 +136,7 @@ def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None =
         epochs_done=done, epochs_asked=asked, best_val_accuracy=best[0] if best else None, best_epoch=best[1] if best else None,
         duration_s=round(duration, 1) if duration is not None else None, price_per_hour=price, nodes=rec.nodes,
         cost=round(cost, 4) if cost is not None else None, state=state, exit_code=exit_code,
-        resumed=_int_file(local / "resumed") or 0, home=rec.pulled, local_dir=rec.local_dir,
+        resumed=_int_file(local / RESUMED) or 0, home=rec.pulled, local_dir=rec.local_dir,
     )
 
 

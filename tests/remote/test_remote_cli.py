@@ -88,6 +88,9 @@ def test_laptop_killed_mid_run_job_finishes_and_pull_brings_everything(cli, on_b
     job_s = (local / "exit_code").stat().st_mtime - (local / "run.sh").stat().st_mtime
     assert row["duration_s"] == round(job_s, 1) > 0
     assert row["cost"] == pytest.approx(row["duration_s"] / 1000, abs=1e-4)  # 3.6 $/h = $0.001/s
+    page = (local / "report.html").read_text()
+    assert f"report: {local / 'report.html'}" in pull.err and "<th>duration</th>" in page, "the page, again with the duration"
+    assert "<th>cost</th>" not in page, "--host: no price known"
 
     logs = cli("remote", "logs", run_id, *on_box, cwd=tmp_path)
     assert logs.code == 0 and "epoch 2/2" in logs.out and "saved" in logs.out

@@ -94,3 +94,28 @@ def test_a_corrupt_price_in_a_record_is_one_line_naming_it(tmp_path):
     r = run_cli("remote", "status", rec.run_id)
     assert r.code == 2
     assert "corrupt" in one_line_error(r) and "price_per_hour" in r.err
+
+
+def test_report_writes_the_pulled_runs_page_again_with_its_duration_and_cost(tmp_path, capsys):
+    from PIL import Image
+
+    from model import report_page, run_files
+
+    rec = pulled_run(tmp_path, "20260101-000001-aaaa", exit_code=0, seconds=720, history={"loss": [0.5], "val_accuracy": [0.75]},
+                     epochs=1)
+    local = Path(rec.local_dir)
+    Image.new("RGB", (40, 30), "red").save(local / run_files.CURVES)
+    (local / run_files.REPORT_PAGE).write_text("stale")
+    assert cli.main(["report", rec.run_id, "--price", "3.6"]) == 0
+    assert capsys.readouterr().out.strip() == str(local / run_files.REPORT_PAGE)
+    page = (local / run_files.REPORT_PAGE).read_text()
+    assert page == report_page.render(str(local), 720.0, 0.72, title=f"run {rec.run_id}")
+    assert "<th>duration</th><td>0h12m00s</td>" in page and "<th>cost</th><td>$0.72</td>" in page
+    assert "src='data:image/png;base64," in page
+
+
+def test_report_of_a_run_not_home_says_pull(tmp_path):
+    rec = records.new_record("20260101-000009-ffff", TARGET, tmp_path / "runs" / "20260101-000009-ffff")
+    r = run_cli("remote", "report", rec.run_id)
+    assert r.code == 2
+    assert f"remote pull {rec.run_id}" in one_line_error(r)
