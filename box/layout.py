@@ -28,6 +28,8 @@ BOOTSTRAP = "bootstrap.sh"
 SETUP_LOCK = "setup.lock"
 SETUP_LOG = "setup.log"
 JUPYTER = "jupyter"      # nb's pid, port, token (0600), log, runtime files
+TENSORBOARD = "tensorboard"  # `remote tb`'s servers: one folder per set of runs (pid, pid-start, port, log)
+TB_PORT = "port"         # in a server's folder: the port it listens on (127.0.0.1)
 
 # Markers.
 READY_MARKER = "trainbox-ready"          # in an environment: "spec <id>" then versions; written last
@@ -141,3 +143,12 @@ class BoxLayout:
     @property
     def jupyter(self) -> str:
         return self._under(JUPYTER)
+
+    @property
+    def tensorboards(self) -> str:
+        """Where `remote tb` keeps its servers' folders."""
+        return self._under(TENSORBOARD)
+
+    def tensorboard(self, key: str) -> str:
+        """One TensorBoard server's folder: ``all`` (every run of the box) or a set of runs' key."""
+        return self._under(TENSORBOARD, key)

@@ -132,7 +132,7 @@ def start_box(name: str, key_file: Path):
 
 
 def _kill_jobs(name: str) -> None:
-    """A stopped instance runs nothing: end the box's detached jobs and its Jupyter too.
+    """A stopped instance runs nothing: end the box's detached jobs, its Jupyter and its TensorBoards too.
 
     Only a job trainbox started and recorded is signalled: its pid file and
     the start time written with it must name a live process group leader
@@ -140,7 +140,8 @@ def _kill_jobs(name: str) -> None:
     finished run (its exit_code is there) has nothing left to end."""
     layout = BoxLayout(str(box_workdir(name)))
     jupyter = Path(layout.jupyter) / names.RUN_PID
-    for pid_file in [*Path(layout.runs).glob(f"*/{names.RUN_PID}"), jupyter]:
+    servers = [jupyter, *Path(layout.tensorboards).glob(f"*/{names.RUN_PID}")]
+    for pid_file in [*Path(layout.runs).glob(f"*/{names.RUN_PID}"), *servers]:
         if not pid_file.exists() or (pid_file.parent / names.RUN_EXIT_CODE).exists():
             continue
         try:
@@ -150,7 +151,8 @@ def _kill_jobs(name: str) -> None:
             continue
         if procs.recorded_alive(pid, started) and _group_leader(pid):
             procs.terminate(pid, group=True)
-    jupyter.unlink(missing_ok=True)  # a later process with that pid is not ours
+    for pid_file in servers:
+        pid_file.unlink(missing_ok=True)  # a later process with that pid is not ours
 
 
 def _previous_port(name: str) -> int | None:

@@ -337,6 +337,83 @@ def cmd_compare(args, extra) -> int:
     return 0
 
 
+def cmd_tb(args, extra) -> int:
+    """TensorBoard for the box's runs: on the box (kept running), through a tunnel to 127.0.0.1 here; --local: the pulled runs."""
+    from . import tensorboard as tb
+
+    if args.local:
+        return _tb_local(args)
+    recs = {run_id: records.load_record(run_id) for run_id in args.runs}
+    known = [r for r in recs.values() if r is not None]
+    target = _rec_target(args, known[0]) if known else _target(args)
+    if len({(r.host, r.port, r.workdir) for r in known}) > 1 and not (args.host or args.name != "default"):
+        raise UsageError(f"runs {', '.join(args.runs)} are on different boxes", "give the runs of one box (`remote runs` says where each is)")
+    listener = None
+    if args.local_port and not args.stop:
+        listener = tb.listen(args.local_port)  # held from now on: nothing can take it before the tunnel
+        if listener is None:
+            raise UsageError(f"local port {args.local_port} is taken on this machine", "pick another with --local-port")
+    try:
+        with _on_box(args, target) as conn:
+            layout = job.resolve_layout(conn, target.workdir)
+            if args.stop:
+                n = tb.stop(conn, layout)
+                print(f"stopped {n} TensorBoard server(s) on {target.label}")
+                return 0
+            runs = [(i, f"{layout.run(i)}/{recs[i].out if recs[i] else 'out'}") for i in dict.fromkeys(args.runs)]
+            port = tb.start(conn, layout, runs, python=target.python)
+            if listener is None:
+                listener = tb.listen(port)
+                if listener is None:  # a TensorBoard of the laptop's own often holds 6006
+                    listener = tb.listen(0)
+                    say(f"local port {port} is taken on this machine: the tunnel uses {listener.getsockname()[1]} (choose with --local-port)")
+            what = f"runs {', '.join(args.runs)}" if args.runs else "every run"
+            print(f"TensorBoard on {target.label} ({what}): http://127.0.0.1:{listener.getsockname()[1]}/", flush=True)
+            say(f"tunnel open (no port of the box is opened to the internet); Ctrl-C closes it, TensorBoard keeps running on "
+                f"the box (`{PROG} tb --stop{_name_flags(args)}` or `python -m provision down` ends it)")
+            try:
+                tb.forward(conn.client.get_transport(), listener, port)
+            except KeyboardInterrupt:
+                say("tunnel closed; TensorBoard keeps running on the box")
+                return 0
+    finally:
+        if listener is not None:
+            listener.close()
+    return 0
+
+
+def _tb_local(args) -> int:
+    from . import tensorboard as tb
+
+    if args.stop:
+        raise UsageError("--stop ends the box's TensorBoard; a --local one ends with Ctrl-C", f"`{PROG} tb --stop`")
+    recs = records.records() if args.runs else _box_records(args)
+    runs = tb.local_runs(recs, args.runs)
+    if not runs:
+        raise UsageError(f"no run of {args.host or 'box ' + repr(args.name)} is home yet", f"bring one home with `{PROG} pull RUN`")
+    probe = tb.listen(args.local_port or tb.LOCAL_PORT) or (None if args.local_port else tb.listen(0))
+    if probe is None:
+        raise UsageError(f"local port {args.local_port} is taken on this machine", "pick another with --local-port")
+    port = probe.getsockname()[1]
+    probe.close()  # TensorBoard binds it next
+
+    def url(port: int) -> None:
+        print(f"TensorBoard on this machine ({len(runs)} pulled run(s)): http://127.0.0.1:{port}/", flush=True)
+        say("Ctrl-C ends it")
+
+    return tb.serve_local(tb.local_argv(runs, port), url)
+
+
+def _box_records(args) -> list[records.RunRecord]:
+    """The runs started on the box that --name/--host names."""
+    if args.host:
+        from .target import parse_host
+
+        user, host, port = parse_host(args.host)
+        return [r for r in records.records() if (r.host, r.port) == (host, port) and (user is None or r.user == user)]
+    return records.records(args.name)
+
+
 def cmd_report(args, extra) -> int:
     """(Re)write a pulled run's report.html, with its duration and cost."""
     from . import report

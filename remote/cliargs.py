@@ -103,6 +103,15 @@ def build_parser(cli) -> Parser:
     c.add_argument("--out", metavar="PNG", help="where the figure goes (default: runs/compare-RUN-RUN.png)")
     c.add_argument("--runs-dir", default="runs", help=argparse.SUPPRESS)
 
+    c = command("tb", cli.cmd_tb, "TensorBoard for the box's runs, live: started on the box once (127.0.0.1 there) and kept running, "
+                "reached through an SSH tunnel at a local http://127.0.0.1:PORT/ printed here; runs until Ctrl-C.")
+    c.add_argument("runs", nargs="*", metavar="RUN", type=run_id_arg, help="the runs to show (default: every run of the box)")
+    c.add_argument("--local-port", type=positive_int, metavar="PORT",
+                   help="the laptop's port of the tunnel (default: the box's, else a free one)")
+    c.add_argument("--local", action="store_true",
+                   help="serve the pulled runs' logs from this laptop instead (TensorBoard from `pip install 'trainbox[view]'`)")
+    c.add_argument("--stop", action="store_true", help="end the box's TensorBoard servers (`provision down` ends them too)")
+
     c = command("report", cli.cmd_report, "Write a pulled run's report.html again (runs/RUN-ID/report.html: curves, confusion matrix, "
                 "grids, metrics, arguments, duration and cost), here, from what the pull brought; prints its path.")
     c.add_argument("run", nargs="?", type=run_id_arg, help="the run id (default: the latest)")
