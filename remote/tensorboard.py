@@ -114,11 +114,11 @@ def stop_command(layout: BoxLayout) -> str:
     return (
         f"{names.START_TIME_SH}; n=0; "
         f"for d in {root}/*/; do [ -d \"$d\" ] || continue; "
-        f'pid=$(cat "$d{pid}" 2>/dev/null); case "$pid" in \'\'|*[!0-9]*|0|1) rm -f "$d{pid}"; continue;; esac; '
-        f'if [ -s "$d{start}" ] && [ "$(trainbox_start_time "$pid")" = "$(cat "$d{start}")" ]; then '
-        f'kill -TERM -- -"$pid" 2>/dev/null; for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done; '
-        f'kill -KILL -- -"$pid" 2>/dev/null; n=$((n + 1)); fi; '
-        f'rm -f "$d{pid}" "$d{start}" "$d{names.TB_PORT}"; done; echo $n'
+        f'pid=$(cat "${{d}}{pid}" 2>/dev/null); case "$pid" in \'\'|*[!0-9]*|0|1) rm -f "${{d}}{pid}"; continue;; esac; '
+        f'if [ -s "${{d}}{start}" ] && [ "$(trainbox_start_time "$pid")" = "$(cat "${{d}}{start}")" ]; then '
+        f'{{ kill -TERM -- -"$pid" || kill -TERM "$pid"; }} 2>/dev/null; for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done; '
+        f'{{ kill -KILL -- -"$pid" || kill -KILL "$pid"; }} 2>/dev/null; n=$((n + 1)); fi; '
+        f'rm -f "${{d}}{pid}" "${{d}}{start}" "${{d}}{names.TB_PORT}"; done; echo $n'
     )
 
 

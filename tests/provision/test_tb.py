@@ -4,47 +4,20 @@ real TensorBoard from the box's environment, a tunnel of the real CLI, and
 its no-TensorFlow mode: a second). Nothing connects anywhere but 127.0.0.1."""
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from box.layout import BoxLayout
 from provision import procs
-from pvkit import sandbox_box  # noqa: F401
-from testkit import listening, processes_mentioning, run_cli, start_cli, wait_for
+from pvkit import sandbox_box  # noqa: F401 (the fixture)
+from testkit import http_get, listening, processes_mentioning, run_cli, start_cli, tb_runs, wait_for, write_tb_events
 
 pytestmark = pytest.mark.slow  # TensorBoard starts (it imports TensorFlow: seconds)
 
 URL = re.compile(r"TensorBoard on .*: http://127\.0\.0\.1:(\d+)/")
-WRITE_EVENTS = """
-import sys, time
-sys.modules["tensorflow"] = None  # TensorBoard's own no-TensorFlow mode: its writer without TF's import time
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
-w = EventFileWriter(sys.argv[1])
-for step in range(3):
-    value = summary_pb2.Summary.Value(tag="epoch_loss", simple_value=1.0 / (step + 1))
-    w.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[value])))
-w.close()
-"""
-
-
-def write_events(folder: Path) -> None:
-    subprocess.run([sys.executable, "-c", WRITE_EVENTS, str(folder)], check=True, capture_output=True, timeout=60)
-
-
-def get(url: str) -> bytes | None:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.read() if r.status == 200 else None
-    except (urllib.error.URLError, ConnectionError):
-        return None
 
 
 def start_tb(tmp_path: Path, name: str, *argv: str) -> tuple[subprocess.Popen, int]:
@@ -61,25 +34,18 @@ def start_tb(tmp_path: Path, name: str, *argv: str) -> tuple[subprocess.Popen, i
     return proc, int(wait_for("remote tb to print its URL", printed, timeout=180).group(1))
 
 
-def runs_served(port: int):
-    def check():
-        body = get(f"http://127.0.0.1:{port}/data/runs")
-        return json.loads(body) if body and json.loads(body) else None
-    return check
-
-
 def test_tb_serves_the_boxs_runs_through_a_loopback_tunnel_and_down_stops_it(sandbox_box, tmp_path):
     layout = BoxLayout(sandbox_box.workdir)
     first, second = "20260101-000000-aaaa", "20260101-000000-bbbb"
     for run_id in (first, second):
-        write_events(Path(layout.run(run_id)) / "out" / "tensorboard" / "train")
+        write_tb_events(Path(layout.run(run_id)) / "out" / "tensorboard" / "train")
     tunnels = []
     try:
         every, local = start_tb(tmp_path, "all")
         tunnels.append(every)
-        page = wait_for("TensorBoard's page through the tunnel", lambda: get(f"http://127.0.0.1:{local}/"))
+        page = wait_for("TensorBoard's page through the tunnel", lambda: http_get(f"http://127.0.0.1:{local}/"))
         assert b"<title>TensorBoard</title>" in page
-        assert sorted(wait_for("the runs in TensorBoard", runs_served(local))) == \
+        assert sorted(wait_for("the runs in TensorBoard", tb_runs(local))) == \
             [f"{first}/out/tensorboard/train", f"{second}/out/tensorboard/train"]
 
         d = Path(layout.tensorboard("all"))
@@ -93,10 +59,10 @@ def test_tb_serves_the_boxs_runs_through_a_loopback_tunnel_and_down_stops_it(san
         # A second `remote tb` of every run reuses the server; one of a run alone starts its own.
         again, local2 = start_tb(tmp_path, "again")
         tunnels.append(again)
-        assert wait_for("the second tunnel", runs_served(local2)) and int((d / "pid").read_text()) == pid
+        assert wait_for("the second tunnel", tb_runs(local2)) and int((d / "pid").read_text()) == pid
         one, local3 = start_tb(tmp_path, "one", second)
         tunnels.append(one)
-        assert wait_for("the run's own server", runs_served(local3)) == [f"{second}/tensorboard/train"]
+        assert wait_for("the run's own server", tb_runs(local3)) == [f"{second}/tensorboard/train"]
         (own,) = [p for p in Path(layout.tensorboards).iterdir() if p.name != "all"]
         servers = [(pid, started), (int((own / "pid").read_text()), (own / "pid-start").read_text())]
         assert all(procs.recorded_alive(*s) for s in servers)
