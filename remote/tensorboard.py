@@ -146,7 +146,7 @@ def _pipe(transport, client: socket.socket, port: int) -> None:
     """Carry one local connection to 127.0.0.1:port on the box and back."""
     try:
         channel = transport.open_channel("direct-tcpip", ("127.0.0.1", port), client.getpeername(), timeout=15)
-    except Exception:  # noqa: BLE001 (the box refused the forward or the link dropped: this connection fails, the tunnel goes on)
+    except Exception:  # noqa: BLE001 (the client left, the box refused the forward, the link dropped: this connection fails, the tunnel goes on)
         client.close()
         return
     try:
