@@ -189,7 +189,7 @@ def cmd_nb(args) -> int:
     # The latest `remote run`'s pushed project (and its environment), else the home.
     root, project_env = orchestrate.notebook_place(records.latest(args.name), box.workdir)
     script = sshcmd.jupyter_start_script(
-        sshcmd.box_python(box), args.port, BoxLayout(box.workdir).jupyter, secrets.token_hex(24),
+        sshcmd.env_python(box), args.port, BoxLayout(box.workdir).jupyter, secrets.token_hex(24),
         env=None if box.python else project_env or BoxLayout(box.workdir).env_link, root_dir=root,
     )
     # The script carries the token: it goes on ssh's stdin, never on a command line.

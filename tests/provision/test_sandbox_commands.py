@@ -142,9 +142,9 @@ def test_tunnel_argv_forwards_loopback_to_loopback_and_opens_nothing_else():
     assert other[other.index("-L") + 1] == "127.0.0.1:9999:127.0.0.1:8888"
 
 
-def test_box_python_is_the_trainbox_env_unless_the_state_names_one():
-    assert sshcmd.box_python(BOX) == "trainbox/env/bin/python"
-    assert sshcmd.box_python(BoxState(**{**BOX.__dict__, "python": "/opt/py"})) == "/opt/py"
+def test_env_python_is_the_trainbox_env_unless_the_state_names_one():
+    assert sshcmd.env_python(BOX) == "trainbox/env/bin/python"
+    assert sshcmd.env_python(BoxState(**{**BOX.__dict__, "python": "/opt/py"})) == "/opt/py"
 
 
 def test_sandbox_up_prints_no_quota_warning(cli, moto_endpoint, tmp_path):
