@@ -370,8 +370,9 @@ def cmd_tb(args, extra) -> int:
                     say(f"local port {port} is taken on this machine: the tunnel uses {listener.getsockname()[1]} (choose with --local-port)")
             what = f"runs {', '.join(args.runs)}" if args.runs else "every run"
             print(f"TensorBoard on {target.label} ({what}): http://127.0.0.1:{listener.getsockname()[1]}/", flush=True)
+            down = f" or `python -m provision down{name_flag(target.box)}`" if target.box else ""
             say(f"tunnel open (no port of the box is opened to the internet); Ctrl-C closes it, TensorBoard keeps running on "
-                f"the box (`{PROG} tb --stop{_name_flags(args)}` or `python -m provision down` ends it)")
+                f"the box (`{PROG} tb --stop{_name_flags(args)}`{down} ends it)")
             try:
                 tb.forward(conn.client.get_transport(), listener, port)
             except KeyboardInterrupt:

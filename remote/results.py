@@ -86,7 +86,6 @@ def unpack(stream, dest: Path, rename: Callable[[str], str | None] = lambda n: n
 
 RUN_FILES = ("log", "exit_code", "run.sh", "resumed")  # the run dir's own files that come home beside out/
 LOCAL_LOG = "train.log"  # the run's log, as it lies at home
-RESUMED = "resumed"  # how many times the run was started again (templates/run.sh.j2)
 
 
 def results_rename(name: str, out: str = "out") -> str | None:

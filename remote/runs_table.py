@@ -28,7 +28,7 @@ from model import run_files  # the run folder's names: the one part of model/ th
 
 from .compare import RunCurves
 from .records import RunRecord
-from .results import LOCAL_LOG, RESUMED
+from .results import LOCAL_LOG
 
 FIELDS = ("run", "box", "net", "backend", "epochs_done", "epochs_asked", "best_val_accuracy", "best_epoch",
           "duration_s", "price_per_hour", "nodes", "cost", "state", "exit_code", "resumed", "home", "local_dir")
@@ -136,7 +136,7 @@ def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None =
         epochs_done=done, epochs_asked=asked, best_val_accuracy=best[0] if best else None, best_epoch=best[1] if best else None,
         duration_s=round(duration, 1) if duration is not None else None, price_per_hour=price, nodes=rec.nodes,
         cost=round(cost, 4) if cost is not None else None, state=state, exit_code=exit_code,
-        resumed=_int_file(local / RESUMED) or 0, home=rec.pulled, local_dir=rec.local_dir,
+        resumed=_int_file(local / names.RUN_RESUMED) or 0, home=rec.pulled, local_dir=rec.local_dir,
     )
 
 

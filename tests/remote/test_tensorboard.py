@@ -62,6 +62,13 @@ def test_a_taken_local_port_asked_for_is_exit_2_before_anything_starts(cli, on_b
     assert not Path(BoxLayout(box.workdir).tensorboards).exists(), "TensorBoard was started anyway"
 
 
+def test_a_run_that_is_not_on_the_box_is_exit_2_naming_it(cli, on_box, box, tmp_path):
+    r = cli("remote", "tb", "20260101-000000-zzzz", *on_box, cwd=tmp_path)
+    assert r.code == 2
+    assert "run 20260101-000000-zzzz is not on the box" in one_line_error(r)
+    assert list(Path(BoxLayout(box.workdir).tensorboards).glob("*/pid")) == [], "TensorBoard was started anyway"
+
+
 @pytest.mark.slow
 def test_local_serves_the_pulled_runs_on_loopback_until_ctrl_c(tmp_path):
     target = Target("127.0.0.1", 2222, "ubuntu", None, "/srv/trainbox", box="default")
