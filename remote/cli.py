@@ -1,9 +1,10 @@
 """``remote``: run code on the box from the laptop, and bring every result home.
 
 Thin on purpose: the command line is in remote/cliargs.py; each handler here
-calls the library (orchestrate for runs; job, results, records, setup, fetch)
-and prints. About 400 lines because it has thirteen commands, and it is also
-where remote meets provision (a stopped box started with --start).
+calls the library (orchestrate for runs; job, results, records, setup, fetch;
+tensorboard, runs_table, report for watching them) and prints. About 550
+lines because it has sixteen commands, and it is also where remote meets
+provision (a stopped box started with --start).
 """
 from __future__ import annotations
 
@@ -349,11 +350,8 @@ def cmd_tb(args, extra) -> int:
     target = _rec_target(args, known[0]) if known else _target(args)
     if len({(r.host, r.port, r.workdir) for r in known}) > 1 and not (args.host or args.name != "default"):
         raise UsageError(f"runs {', '.join(args.runs)} are on different boxes", "give the runs of one box (`remote runs` says where each is)")
-    listener = None
-    if args.local_port and not args.stop:
-        listener = tb.listen(args.local_port)  # held from now on: nothing can take it before the tunnel
-        if listener is None:
-            raise UsageError(f"local port {args.local_port} is taken on this machine", "pick another with --local-port")
+    # A port asked for is held from now on: taken, nothing starts; free, nothing can take it before the tunnel.
+    listener = tb.local_listener(args.local_port, True, say) if args.local_port and not args.stop else None
     try:
         with _on_box(args, target) as conn:
             layout = job.resolve_layout(conn, target.workdir)
@@ -363,11 +361,7 @@ def cmd_tb(args, extra) -> int:
                 return 0
             runs = [(i, f"{layout.run(i)}/{recs[i].out if recs[i] else 'out'}") for i in dict.fromkeys(args.runs)]
             port = tb.start(conn, layout, runs, python=target.python)
-            if listener is None:
-                listener = tb.listen(port)
-                if listener is None:  # a TensorBoard of the laptop's own often holds 6006
-                    listener = tb.listen(0)
-                    say(f"local port {port} is taken on this machine: the tunnel uses {listener.getsockname()[1]} (choose with --local-port)")
+            listener = listener or tb.local_listener(port, False, say)
             what = f"runs {', '.join(args.runs)}" if args.runs else "every run"
             print(f"TensorBoard on {target.label} ({what}): http://127.0.0.1:{listener.getsockname()[1]}/", flush=True)
             down = f" or `python -m provision down{name_flag(target.box)}`" if target.box else ""
@@ -393,9 +387,7 @@ def _tb_local(args) -> int:
     runs = tb.local_runs(recs, args.runs)
     if not runs:
         raise UsageError(f"no run of {args.host or 'box ' + repr(args.name)} is home yet", f"bring one home with `{PROG} pull RUN`")
-    probe = tb.listen(args.local_port or tb.LOCAL_PORT) or (None if args.local_port else tb.listen(0))
-    if probe is None:
-        raise UsageError(f"local port {args.local_port} is taken on this machine", "pick another with --local-port")
+    probe = tb.local_listener(args.local_port or tb.LOCAL_PORT, bool(args.local_port), say)
     port = probe.getsockname()[1]
     probe.close()  # TensorBoard binds it next
 

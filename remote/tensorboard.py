@@ -142,6 +142,22 @@ def listen(port: int) -> socket.socket | None:
     return s
 
 
+def taken(port: int) -> UsageError:
+    return UsageError(f"local port {port} is taken on this machine", "pick another with --local-port")
+
+
+def local_listener(port: int, asked: bool, say: Callable[[str], None]) -> socket.socket:
+    """The laptop's end, on 127.0.0.1, as ``nb`` picks it: the port asked for
+    (taken: UsageError), else ``port`` (the box's), else a free one, said."""
+    s = listen(port)
+    if s is None and asked:
+        raise taken(port)
+    if s is None:  # a TensorBoard of the laptop's own often holds 6006 (and in the sandbox the box's own holds its port)
+        s = listen(0)
+        say(f"local port {port} is taken on this machine: using {s.getsockname()[1]} (choose with --local-port)")
+    return s
+
+
 def _pipe(transport, client: socket.socket, port: int) -> None:
     """Carry one local connection to 127.0.0.1:port on the box and back."""
     try:
