@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from box.layout import BoxLayout
+from box.layout import RUN_OUT, BoxLayout
 from common.checks import clean
 from common.cliutil import run_cli, say
 from common.errors import RemoteError, TrainingFailed, UsageError, name_flag
@@ -359,7 +359,7 @@ def cmd_tb(args, extra) -> int:
                 n = tb.stop(conn, layout)
                 print(f"stopped {n} TensorBoard server(s) on {target.label}")
                 return 0
-            runs = [(i, f"{layout.run(i)}/{recs[i].out if recs[i] else 'out'}") for i in dict.fromkeys(args.runs)]
+            runs = [(i, f"{layout.run(i)}/{recs[i].out if recs[i] else RUN_OUT}") for i in dict.fromkeys(args.runs)]
             port = tb.start(conn, layout, runs, python=target.python)
             listener = listener or tb.local_listener(port, False, say)
             what = f"runs {', '.join(args.runs)}" if args.runs else "every run"

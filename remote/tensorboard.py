@@ -97,7 +97,7 @@ def start(conn, layout: BoxLayout, runs: list[tuple[str, str]], python: str | No
         channel.close()
     why = clean((err.strip().splitlines() or [f"exit {code}"])[-1])
     if code == NO_SUCH_RUN:
-        raise UsageError(why, "`remote runs` lists the runs; a run started from another laptop is on the box under its own id")
+        raise UsageError(why, "`remote runs` lists the runs started from here, and where each is")
     if code == NOT_INSTALLED:
         raise RemoteError(why)
     if code != 0 or not out.strip().splitlines()[-1:] or not out.strip().splitlines()[-1].isdigit():
@@ -117,7 +117,7 @@ def stop_command(layout: BoxLayout) -> str:
         f'pid=$(cat "${{d}}{pid}" 2>/dev/null); case "$pid" in \'\'|*[!0-9]*|0|1) rm -f "${{d}}{pid}"; continue;; esac; '
         f'if [ -s "${{d}}{start}" ] && [ "$(trainbox_start_time "$pid")" = "$(cat "${{d}}{start}")" ]; then '
         f'{{ kill -TERM -- -"$pid" || kill -TERM "$pid"; }} 2>/dev/null; for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done; '
-        f'{{ kill -KILL -- -"$pid" || kill -KILL "$pid"; }} 2>/dev/null; n=$((n + 1)); fi; '
+        f'kill -0 "$pid" 2>/dev/null && {{ kill -KILL -- -"$pid" || kill -KILL "$pid"; }} 2>/dev/null; n=$((n + 1)); fi; '
         f'rm -f "${{d}}{pid}" "${{d}}{start}" "${{d}}{names.TB_PORT}"; done; echo $n'
     )
 
