@@ -11,7 +11,7 @@ two kinds of box, both admitting only the key pair that ``up`` created:
   disk a directory under TRAINBOX_HOME/sandbox (a laptop without root, macOS).
 
 A box of N nodes is N such boxes of the same kind, each with its own port
-and disk: node 0 in the box's folder, node K in its ``nodes/K`` folder.
+and disk: node 0 in the box's folder, node K in its ``nodeK`` folder.
 """
 from __future__ import annotations
 
@@ -82,13 +82,14 @@ def stop_moto() -> None:
 
 def box_dir(name: str, node: int = 0) -> Path:
     d = paths.sandbox_dir() / "boxes" / checks.box_name(name)
-    return d if node == 0 else d / "nodes" / str(int(node))
+    # node1, node2...: also the container's hostname (its folder's name).
+    return d if node == 0 else d / f"node{int(node)}"
 
 
 def nodes_of(name: str) -> list[int]:
     """The nodes the sandbox box has on this machine (node 0 first)."""
-    more = box_dir(name) / "nodes"
-    found = sorted(int(p.name) for p in more.iterdir() if p.name.isdigit()) if more.is_dir() else []
+    d = box_dir(name)
+    found = sorted(int(p.name[4:]) for p in d.glob("node*") if p.name[4:].isdigit() and p.is_dir()) if d.is_dir() else []
     return [0, *found]
 
 
