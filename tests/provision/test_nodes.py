@@ -147,3 +147,25 @@ def test_the_quota_check_counts_every_node(aws, ec2, moto_ami, name):
         up(aws, opts(ami=moto_ami, name=name, nodes=2), lambda s: None)
     stubber.assert_no_pending_responses()
     assert live(ec2, name) == []
+
+
+def test_a_state_from_before_nodes_is_one_node_and_a_bad_node_entry_is_corrupt():
+    import json
+
+    box = state.BoxState("old", "us-east-1", "i-0", "g4dn.xlarge", "198.51.100.1", "ubuntu", "/k")
+    state.save(box)
+    f = paths.state_dir() / "old.json"
+    data = json.loads(f.read_text())
+    for key in ("nodes", "private_ip"):
+        del data[key]
+    f.write_text(json.dumps(data))
+    (only,) = cluster.node_addresses("old")
+    assert (only.index, only.host, only.port, only.private_address) == (0, "198.51.100.1", 22, "198.51.100.1")
+
+    for bad in ([{"index": 1, "instance_id": "i-1", "ssh_host": "10.0.0.1\nProxyCommand x"}],
+                [{"index": 2, "instance_id": "i-2", "ssh_host": "198.51.100.2"}],
+                [{"index": 1, "instance_id": "i-1", "ssh_host": "198.51.100.2", "ssh_port": 0}],
+                {"index": 1}):
+        f.write_text(json.dumps({**data, "nodes": bad}))
+        with pytest.raises(state.CorruptState):
+            state.load("old")
