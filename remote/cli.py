@@ -97,7 +97,7 @@ def cmd_run(args, extra: list[str]) -> int:
     if out.is_absolute() or ".." in out.parts or not out.parts:
         raise UsageError(f"--out {args.out}: give a folder inside the run's directory on the box (e.g. out, results/final)")
     spec = orchestrate.RunSpec(code=code, command=tuple(args.argv), data=_data(args.data), requirements=requirements,
-                               out=out.as_posix(), exclude=_exclude(args))
+                               out=out.as_posix(), exclude=_exclude(args), backend=args.backend or "tensorflow")
     return _start(args, spec)
 
 
@@ -105,8 +105,8 @@ def cmd_train(args, extra: list[str]) -> int:
     from . import datasource
 
     if args.resume:
-        if extra or args.data:
-            raise UsageError(f"--resume re-runs the run as it was started: drop {' '.join(extra) or '--data'}")
+        if extra or args.data or args.backend:
+            raise UsageError(f"--resume re-runs the run as it was started: drop {' '.join(extra) or ('--data' if args.data else '--backend')}")
         return _resume(args)
     if args.epochs is None:
         raise UsageError("train needs --epochs N (or --resume RUN)", f"see `{PROG} train --help`")
@@ -115,7 +115,7 @@ def cmd_train(args, extra: list[str]) -> int:
         datasource.check_image_folders(Path(data))
     note = None if data else ("no --data given: training on a small synthetic two-class image set generated on the box "
                               "(`python -m model synth`); pass --data DIR for your own images")
-    return _start(args, builtin.spec(builtin.train_args(args, extra), data, _exclude(args)), note)
+    return _start(args, builtin.spec(builtin.train_args(args, extra), data, _exclude(args), args.backend or "tensorflow"), note)
 
 
 def _data(data: str | None) -> str | None:
@@ -400,6 +400,7 @@ def _setup_options(args):
     return setup.SetupOptions.from_env(
         index_url=args.index_url, find_links=args.find_links or None, no_index=args.no_index or None,
         jupyter=False if args.no_jupyter else None, installer=args.installer, python=args.box_python,
+        backend=args.backend,
     )
 
 

@@ -8,6 +8,8 @@ from common.cliutil import Parser, positive_float, positive_int
 
 from .orchestrate import PROJECT_LIMIT_BYTES, human
 
+BACKENDS = ("tensorflow", "jax")  # remote/setup.py's BACKENDS (not imported: --help stays light)
+
 PROG = "remote"
 
 
@@ -18,6 +20,7 @@ def _setup_flags(c) -> None:
     c.add_argument("--no-jupyter", action="store_true", help="leave jupyterlab out (env TRAINBOX_JUPYTER=0)")
     c.add_argument("--installer", choices=["auto", "uv", "pip"], help="auto: uv when it can be had, else pip (env TRAINBOX_INSTALLER)")
     c.add_argument("--box-python", help="the box's Python 3 the env is made from (default: python3; env TRAINBOX_BOX_PYTHON)")
+    c.add_argument("--backend", choices=BACKENDS, help="the environment of this Keras backend (default: tensorflow; jax's is its own, env-jax)")
 
 
 def build_parser(cli) -> Parser:
@@ -47,6 +50,8 @@ def build_parser(cli) -> Parser:
         c.add_argument("--runs-dir", default="runs", help="where results land locally (default: %(default)s/; never pushed)")
         c.add_argument("--pull-every", type=positive_float, default=60.0, help="seconds between checkpoint pulls while it runs (default: %(default)s)")
         c.add_argument("--yes", "-y", action="store_true", help=f"push a project over {human(PROJECT_LIMIT_BYTES)} without asking")
+        c.add_argument("--backend", choices=BACKENDS, help="Keras's backend (KERAS_BACKEND) and the environment it runs in on the box "
+                       "(default: tensorflow; jax: jax, with CUDA where the box has a GPU, plus TensorFlow's CPU build for tf.data)")
 
     data_help = ("an http(s):// URL of a .zip/.tar/.tar.gz/.tgz (optionally #sha256=HEX) or s3://bucket/prefix, "
                  "downloaded by the box itself and cached there")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from box.layout import BoxLayout, env_name
+from box.layout import DEFAULT_BACKEND, BoxLayout, env_name
 from common.errors import RemoteError, UsageError
 
 from . import job, records, results, sync
@@ -32,6 +32,7 @@ Say = Callable[[str], None]
 # A project bigger than this (its pushed set) asks before it is pushed: data belongs in --data.
 PROJECT_LIMIT_BYTES = 200 * 1024 * 1024
 TF_CHECK = "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in ('tensorflow', 'keras')) else 1)"
+JAX_CHECK = TF_CHECK.replace("'keras')", "'keras', 'jax')")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class RunSpec:
     # What a local copy must hold for --resume on a box that never saw the run.
     resume_state: str | None = None
     exclude: tuple[Path, ...] = ()  # local paths never pushed (the laptop's runs dir)
+    backend: str = DEFAULT_BACKEND  # Keras's (KERAS_BACKEND), and which environment runs it
 
     @property
     def key(self) -> str:
@@ -61,7 +63,8 @@ class RunSpec:
     def record_fields(self) -> dict:
         return {"kind": self.kind, "data": self.data, "command": list(self.command),
                 "code": None if self.package else str(self.code),
-                "requirements": str(self.requirements) if self.requirements else None, "out": self.out}
+                "requirements": str(self.requirements) if self.requirements else None, "out": self.out,
+                "backend": self.backend}
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ def spec_from_record(rec: records.RunRecord, exclude: tuple[Path, ...] = ()) -> 
     if rec.command is None or rec.code is None:
         return None
     return RunSpec(code=Path(rec.code), command=tuple(rec.command), data=rec.data,
-                   requirements=Path(rec.requirements) if rec.requirements else None, out=rec.out, exclude=exclude)
+                   requirements=Path(rec.requirements) if rec.requirements else None, out=rec.out, exclude=exclude,
+                   backend=rec.backend)
 
 
 def notebook_place(rec: records.RunRecord | None, workdir: str) -> tuple[str | None, str | None]:
@@ -157,17 +161,18 @@ def box_python(conn, target: Target, layout: BoxLayout, spec: RunSpec, requireme
     if target.python:
         if spec.requirements:
             say(f"--python {target.python}: {spec.requirements} is not installed (that interpreter is used as it is)")
-        if conn.run(f"{shlex.quote(target.python)} -c {shlex.quote(TF_CHECK)}", hide=True, warn=True).exited != 0:
-            raise RemoteError(f"no Python with TensorFlow and Keras on {target.label} (tried {target.python})",
-                              "run `remote setup` to install trainbox's environment, or pass --python")
+        jax = spec.backend == "jax"
+        if conn.run(f"{shlex.quote(target.python)} -c {shlex.quote(JAX_CHECK if jax else TF_CHECK)}", hide=True, warn=True).exited != 0:
+            raise RemoteError(f"no Python with TensorFlow{', JAX' if jax else ''} and Keras on {target.label} (tried {target.python})",
+                              f"run `remote setup{' --backend jax' if jax else ''}` to install trainbox's environment, or pass --python")
         return target.python, None
-    opts = setup.SetupOptions.from_env()
+    opts = setup.SetupOptions.from_env(backend=spec.backend)
     key = None
     if spec.requirements:
         key = spec.key
-        opts = dataclasses.replace(opts, env_name=env_name(key), project_requirements=requirements_on_box,
+        opts = dataclasses.replace(opts, env_name=env_name(key, spec.backend), project_requirements=requirements_on_box,
                                    requirements_digest=setup.requirements_digest(spec.requirements))
-    return setup.ensure(conn, layout.workdir, opts, say), layout.with_env(key).env_link
+    return setup.ensure(conn, layout.workdir, opts, say), layout.with_env(key, spec.backend).env_link
 
 
 def _requirements_on_box(conn, spec: RunSpec, layout: BoxLayout, project_dir: str, scan: dict) -> str | None:
@@ -240,7 +245,8 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
                                "touch log && stat -c %s log",
                          "restoring the run's log").strip().splitlines()[-1])
     script = job.render_script(layout, run_id, project_dir, list(spec.command), python=python, env_link=env_link,
-                               data_dir=data_dir, out=spec.out, resume_hint=f"remote {spec.kind} --resume")
+                               data_dir=data_dir, out=spec.out, resume_hint=f"remote {spec.kind} --resume",
+                               backend=spec.backend)
     job.start(conn, run_dir, script)
     return offset
 

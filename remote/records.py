@@ -44,6 +44,7 @@ class RunRecord:
     code: str | None = None  # the local project dir (None: the built-in model package)
     requirements: str | None = None
     out: str = "out"
+    backend: str = "tensorflow"  # Keras's backend (KERAS_BACKEND) and its environment on the box
     # Records written before `remote run` existed: the model's arguments.
     train_args: list[str] | None = None
 
