@@ -80,6 +80,9 @@ def cmd_train(args) -> int:
         gpus=args.gpus,
         cache=not args.no_cache,
         augment=args.augment,
+        nodes=args.nodes,
+        node_index=args.node_index,
+        coordinator=args.coordinator,
     )
     train(cfg, log=_say, stream_lines=not sys.stdout.isatty())
     return 0
@@ -186,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         "layers inside the model (on the GPU); light: crop and flip only (faster on CPU); none",
     )
     p.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (huge data sets)")
+    p.add_argument("--nodes", type=int, default=None, help="data-parallel over N nodes, one process each, on Keras's JAX "
+                   "backend (default: $TRAINBOX_NODES, else 1); --batch-size is the global batch")
+    p.add_argument("--node-index", type=int, default=None, metavar="I", help="this process's node, 0..N-1 (default: $TRAINBOX_NODE)")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="node 0's address and a free port, the same on every node (default: $TRAINBOX_COORDINATOR)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
