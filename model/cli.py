@@ -61,6 +61,13 @@ def cmd_organize(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from model import distributed, supervise
+
+    c = distributed.cluster(args.nodes, args.node_index, args.coordinator)
+    if c.multi and not os.environ.get(supervise.CHILD):
+        # One node of several: trained in a watched child, so that the runtime
+        # ending it (a peer gone) is still one line naming that peer.
+        return supervise.run_node(args.argv, c, args.out)
     from model.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -240,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         if not args.command:
             parser.print_help(sys.stderr)
             return 2
