@@ -258,7 +258,7 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
 
     train_ds, val_ds = datasets(cfg, layout, c, batch)
     model, lr = build_model(cfg, len(layout.classes), strategy)
-    callbacks = make_callbacks(cfg.out, cfg.epochs, cfg.patience, log, records, stream_lines)
+    callbacks = make_callbacks(cfg.out, cfg.epochs, cfg.patience, log, records, stream_lines, mid_epoch=not c.multi)
     # The dataset's length is unknown to Keras (unreadable files may be
     # dropped), so it warns at the end of the first epoch: expected, not news.
     warnings.filterwarnings("ignore", message="Your input ran out of data")

@@ -32,11 +32,13 @@ def build_parser(cli) -> Parser:
     def command(name, func, help, parent=None):
         c = (parent or sub).add_parser(name, help=help, description=help)
         c.add_argument("--name", default="default", type=name_arg, help="the provisioned box (default: %(default)s)")
-        c.add_argument("--host", help="any SSH host instead: [user@]host[:port]")
+        c.add_argument("--host", action="append", help="any SSH host instead: [user@]host[:port] "
+                       "(train: repeat it for a multi-node run, node 0 first)")
         c.add_argument("--identity", help="private key for --host")
         c.add_argument("--connect-timeout", type=positive_float, default=30.0, help="seconds to keep trying to connect (default: %(default)s)")
         c.add_argument("--start", action="store_true", help="start the provisioned box first if it is stopped (and wait for it)")
-        c.add_argument("--workdir", help="trainbox's directory on the box (default: the box's, or `trainbox` in the login's home)")
+        c.add_argument("--workdir", action="append", help="trainbox's directory on the box (default: the box's, or `trainbox` in the "
+                       "login's home; train with several --host: one for all, or one per host)")
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
         c.set_defaults(func=func)
         return c
@@ -77,6 +79,8 @@ def build_parser(cli) -> Parser:
     c.add_argument("--seed", type=int)
     c.add_argument("--weights", help="vgg16 weights: imagenet (downloaded on the box), none, or a path on the box")
     c.add_argument("--patience", type=positive_int, help="early stopping patience in epochs")
+    c.add_argument("--nodes", type=positive_int, help="data-parallel training over N nodes (one --host each, node 0 first), "
+                   "on Keras's JAX backend; --batch-size is the global batch")
     run_flags(c, "it continues from its last saved epoch")
 
     for name, func, help in (
