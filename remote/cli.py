@@ -278,7 +278,9 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
                              f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`")
     why = f"exit {got.exit_code}" if got.exit_code is not None else "it died without an exit code (killed?)"
     what = "training" if rec.kind == "train" else "the command"
-    failed = TrainingFailed(f"{what} failed on the box ({why})", f"see {got.local_dir / 'train.log'}")
+    said = [line[len("error: "):] for line in got.tail.splitlines() if line.startswith("error: node ")] if rec.nodes else []
+    failed = TrainingFailed(f"{what} failed on the box ({why})" + (f": {said[-1]}" if said else ""),
+                            f"see {got.local_dir / 'train.log'}")
     if rec.kind != "train" and got.exit_code:
         failed.exit_code = got.exit_code  # `remote run` exits as its command did
     raise failed
