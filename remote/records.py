@@ -44,6 +44,9 @@ class RunRecord:
     code: str | None = None  # the local project dir (None: the built-in model package)
     requirements: str | None = None
     out: str = "out"
+    backend: str = "tensorflow"  # Keras's backend (KERAS_BACKEND) and its environment on the box
+    # A multi-node run: every node (node_of), node 0 first; the fields above are node 0's.
+    nodes: list[dict] | None = None
     # Records written before `remote run` existed: the model's arguments.
     train_args: list[str] | None = None
 
@@ -54,6 +57,17 @@ class RunRecord:
     def from_dict(cls, d: dict) -> "RunRecord":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def node_of(t: Target) -> dict:
+    return {"host": t.host, "port": t.port, "user": t.user, "identity": t.identity, "workdir": t.workdir, "box": t.box}
+
+
+def node_target(d: dict) -> Target:
+    for key in ("host", "user", "workdir"):
+        checks.plain(d[key], key)
+    checks.port(d["port"], "port")
+    return Target(d["host"], d["port"], d["user"], d.get("identity"), d["workdir"], box=d.get("box"))
 
 
 def _records_dir() -> Path:
