@@ -22,7 +22,7 @@ from . import builtin, job, orchestrate, records, results
 from .builtin import model_package_dir
 from .connection import connect, run
 from .orchestrate import human as _human
-from .target import Target, resolve
+from .target import Target, box_node_count, box_nodes, resolve
 
 PROG = "remote"
 
@@ -124,12 +124,17 @@ def cmd_train(args, extra: list[str]) -> int:
 
 def _nodes(args) -> tuple[int, str]:
     """How many nodes `train` runs on (--nodes, else one per --host) and its backend."""
-    nodes = args.nodes or max(len(args.hosts), 1)
+    on_box = 1 if args.hosts else box_node_count(args.name)
+    nodes = args.nodes or max(len(args.hosts), on_box)
+    if not args.hosts and nodes != on_box:
+        raise UsageError(f"--nodes {nodes}: box '{args.name}' has {on_box} node(s)",
+                         f"grow it with `python -m provision up --nodes {nodes}{name_flag(args.name)}`, "
+                         "or give one --host per node")
     if nodes == 1:
         if len(args.workdirs) > 1:
             raise UsageError("several --workdir need as many --host (one per node)")
         return 1, args.backend or "tensorflow"
-    if len(args.hosts) != nodes:
+    if args.hosts and len(args.hosts) != nodes:
         raise UsageError(f"--nodes {nodes} needs {nodes} --host, one per node (node 0 first); got {len(args.hosts)}",
                          "give each node's [user@]host[:port] with --host")
     if len(args.workdirs) not in (0, 1, nodes):
@@ -143,6 +148,9 @@ def _nodes(args) -> tuple[int, str]:
 
 
 def _node_targets(args) -> list[Target]:
+    """One target per node: the --host list, else the provisioned box's nodes."""
+    if not args.hosts:
+        return box_nodes(args.name, args.identity, args.python)
     workdirs = args.workdirs * len(args.hosts) if len(args.workdirs) <= 1 else args.workdirs
     return [resolve(args.name, h, args.identity, args.python, (workdirs or [None] * len(args.hosts))[i])
             for i, h in enumerate(args.hosts)]

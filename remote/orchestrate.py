@@ -274,14 +274,15 @@ def start_nodes(connect: Callable[[Target], object], targets: list[Target], spec
                 quiet: bool = True, confirm: Callable[[str], bool] = lambda q: False) -> None:
     """A multi-node run: the code, the environment and the data brought to every
     node in parallel, then one job per node, told its place (TRAINBOX_NODE...)
-    and node 0's address with a port free there as the coordinator's."""
+    and node 0's address inside the box's network (its private one; else
+    its host) with a port free there as the coordinator's."""
     conn0 = connect(targets[0])
     try:
         port = run(conn0, f"{shlex.quote(targets[0].python or 'python3')} -c {shlex.quote(FREE_PORT)}",
                    "finding a free port on node 0").strip().splitlines()[-1]
     finally:
         conn0.close()
-    coordinator = f"{targets[0].host}:{int(port)}"
+    coordinator = f"{targets[0].private_address or targets[0].host}:{int(port)}"
     say(f"{len(targets)} nodes; the coordinator: node 0 at {coordinator}")
 
     def one(i: int, target: Target) -> None:

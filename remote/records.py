@@ -60,14 +60,18 @@ class RunRecord:
 
 
 def node_of(t: Target) -> dict:
-    return {"host": t.host, "port": t.port, "user": t.user, "identity": t.identity, "workdir": t.workdir, "box": t.box}
+    return {"host": t.host, "port": t.port, "user": t.user, "identity": t.identity, "workdir": t.workdir, "box": t.box,
+            "private_address": t.private_address}
 
 
 def node_target(d: dict) -> Target:
     for key in ("host", "user", "workdir"):
         checks.plain(d[key], key)
     checks.port(d["port"], "port")
-    return Target(d["host"], d["port"], d["user"], d.get("identity"), d["workdir"], box=d.get("box"))
+    if d.get("private_address") is not None:
+        checks.plain(d["private_address"], "private_address")
+    return Target(d["host"], d["port"], d["user"], d.get("identity"), d["workdir"], box=d.get("box"),
+                  private_address=d.get("private_address"))
 
 
 def _records_dir() -> Path:
