@@ -59,6 +59,7 @@ def test_two_nodes_train_one_model_and_its_results_come_home(cli, pinned, second
     assert h0 == h1 and len(h0["loss"]) == 1, "one global history"
     w0, w1 = (keras.saving.load_model(p).get_weights() for p in (home / "model.keras", node1 / "out" / "model.keras"))
     assert all(np.array_equal(a, b) for a, b in zip(w0, w1))
+    assert not (node1 / "out" / "metrics.json").exists(), "node 0 alone writes the report"
 
 
 @pytest.mark.slow
