@@ -176,9 +176,12 @@ def stop_box(name: str) -> None:
 
 
 def remove_box(name: str) -> None:
-    """Terminate: stop it and wipe its disk."""
+    """Terminate: stop it and wipe its disk (and a removed image's layer it was the last to stand on)."""
     stop_box(name)
     shutil.rmtree(box_dir(name), ignore_errors=True)
+    from . import images
+
+    images.gc_sandbox_layers()
 
 
 def box_running(name: str):

@@ -225,11 +225,10 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         price_per_hour=price,
     )
     if cloud.sandbox:
-        attach_sandbox_box(box, ec2, opts.sandbox_box, say)
-        if launched and baked is not None:
-            if sandbox.kind_of(box.name) != "process":
-                say(f"image {baked.id}: the container box does not yet start from an image's layer; it boots bare")
-            elif images.thaw_sandbox_disk(baked.id, box.name):
+        # A new container box boots the image's layers; a new process box's disk is copied from it.
+        attach_sandbox_box(box, ec2, opts.sandbox_box, say, image_id=baked.id if launched and baked else None)
+        if launched and baked is not None and sandbox.kind_of(box.name) == "process":
+            if images.thaw_sandbox_disk(baked.id, box.name):
                 box.python = None  # the box trains in the image's environment, as on AWS
                 say(f"the box's disk starts from image {baked.id}: its environment is ready")
             else:
@@ -265,8 +264,10 @@ def _carry_pin(name: str, box: BoxState) -> None:
         hostkeys.move((before.ssh_host, before.ssh_port), (box.ssh_host, 22))
 
 
-def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Callable[[str], None] = lambda s: None) -> None:
-    """Point the state at the sandbox's box (booted now) instead of moto's fake IP."""
+def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Callable[[str], None] = lambda s: None,
+                       image_id: str | None = None) -> None:
+    """Point the state at the sandbox's box (booted now) instead of moto's fake IP.
+    ``image_id``: the trainbox image a new box is launched from (a container box boots its layers)."""
     from pathlib import Path
 
     d = sandbox.box_dir(box.name)
@@ -279,7 +280,7 @@ def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Ca
         kind, why = sandbox.choose_kind(kind)
     say(f"sandbox box: {kind} ({why})")
     if kind == "container":
-        return _attach_container(box, ec2, say)
+        return _attach_container(box, ec2, say, image_id)
     d.mkdir(parents=True, exist_ok=True)
     (d / "kind").write_text("process\n")
     server = sandbox.start_box(box.name, Path(box.key_path))
@@ -291,8 +292,9 @@ def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Ca
     hostkeys.pin(box.ssh_host, box.ssh_port, [server.host_key])
 
 
-def _attach_container(box: BoxState, ec2, say: Callable[[str], None]) -> None:
-    """Boot the container box: its first boot runs the instance's user-data as EC2's does."""
+def _attach_container(box: BoxState, ec2, say: Callable[[str], None], image_id: str | None = None) -> None:
+    """Boot the container box: its first boot runs the instance's user-data as EC2's does;
+    a new box launched from a trainbox image boots that image's layers under its own."""
     from pathlib import Path
 
     from . import container, rootfs, sshd
@@ -300,8 +302,12 @@ def _attach_container(box: BoxState, ec2, say: Callable[[str], None]) -> None:
     d = sandbox.box_dir(box.name)
     rootfs.ensure(say)  # the root file system, built once per machine
     if not container.created(d):
+        layers = None
+        if image_id:
+            layers, why = images.sandbox_layers(image_id)
+            say(why)
         container.create(d, box.instance_id, sshd.public_key_line(Path(box.key_path)),
-                         container.user_data_of(ec2, box.instance_id))
+                         container.user_data_of(ec2, box.instance_id), lower_layers=layers or [])
         (d / "kind").write_text("container\n")
     t0 = time.monotonic()
     server = sandbox.start_box(box.name, Path(box.key_path))
