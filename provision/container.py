@@ -20,11 +20,10 @@ nspawn turns into SIGRTMIN+4, systemd's poweroff); a shutdown from inside
 ends the nspawn process, which ``running`` then reports; start boots the
 same layer again; remove powers off and deletes the layer.
 
-Images (provision/images.py): a box's layer, cleaned by its guest
-(remote/bake.py) and powered off, is frozen (``freeze``) into a read-only
-lower layer; a box made from the image boots the root, the image's layers
-(an image of a box that booted from an image stacks on that one's) and its
-own new writable layer on top, one overlay (``lowers``): nothing is copied.
+Images (provision/images.py, provision/layers.py): a box's layer, cleaned
+and powered off, is frozen into a read-only lower layer; a box made from the
+image boots the root, the image's layers (lowest first: ``lowers``) and its
+own new writable layer on top, one overlay: nothing is copied.
 """
 from __future__ import annotations
 
@@ -106,6 +105,10 @@ def lowers(d: Path) -> list[Path]:
     return [Path(p) for p in json.loads(f.read_text())] if f.exists() else []
 
 
+def set_lowers(d: Path, layers: list[Path]) -> None:
+    _lowers_file(d).write_text(json.dumps([str(p) for p in layers]))
+
+
 def machine_name(d: Path) -> str:
     """Unique per box dir: nspawn keeps per-machine state under /run by this name."""
     safe = re.sub(r"[^a-z0-9-]", "-", d.name.lower())[:24].strip("-") or "box"
@@ -120,7 +123,7 @@ def create(d: Path, instance_id: str, public_key: str, user_data: str, lower_lay
     """The box's disk before its first boot: the NoCloud seed, and the host's CA and pip config,
     over ``lower_layers`` (an image's, lowest first) if given."""
     d.mkdir(parents=True, exist_ok=True)
-    _lowers_file(d).write_text(json.dumps([str(p) for p in lower_layers]))
+    set_lowers(d, list(lower_layers))
     up = upper(d)
     up.mkdir(parents=True, exist_ok=True)
     up.chmod(0o755)  # the layer's root directory is the box's /
@@ -276,112 +279,3 @@ def user_data_of(ec2, instance_id: str) -> str:
     value = attr.get("UserData", {}).get("Value")
     return base64.b64decode(value).decode() if value else ""
 
-
-# ---------------------------------------------------------------- images: a box's layer frozen for the next box
-#
-# The guest cleans itself first (remote/bake.py, as on AWS: runs, data, code,
-# logs, keys, history, cloud-init's state); then it powers off, and its own
-# shutdown writes again what no image keeps. The host removes that from the
-# layer (SCRUBBED), checks that nothing of the user's is left (leftovers), and
-# freezes the layer: renamed, never copied, into the image's folder.
-
-# What the host removes from a layer it freezes, relative to the layer's root:
-# this box's own (host keys, machine id, random seed: cloud-init and systemd
-# make each new box its own) and what the shutdown wrote after the guest's
-# clean-up (logs, the journal, temp files). A file the root has too shows the
-# root's again.
-SCRUBBED = ("etc/ssh/ssh_host_*", "etc/machine-id", "var/lib/systemd/random-seed", "var/lib/systemd/credential.secret",
-            "var/log/**/*", "var/lib/cloud/*", "tmp/*", "var/tmp/*")
-# Moved, not frozen: the box's NoCloud seed (its instance id, key, user-data) and
-# port stay the box's, in its new layer.
-OWN = (SEED, PORT_CFG)
-# What the guest's clean-up promised is gone (remote/bake.py KEPT, HOME_REMOVED):
-# checked on the frozen layer, from the host. Under the login's trainbox
-# directory only KEPT_WORKDIR may stay.
-KEPT_WORKDIR = ("env", "envs", "tools", "bootstrap.sh")
-HOME_GONE = (".ssh/*", ".aws", ".bash_history", ".python_history", ".cache", ".keras", ".jupyter", ".kaggle", ".netrc")
-
-
-def _whiteout(p: Path) -> bool:
-    """overlayfs's mark of a file deleted above a lower layer (a 0/0 character device)."""
-    import stat
-
-    st = p.lstat()
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _entries(root: Path, pattern: str) -> list[Path]:
-    found = sorted(root.glob(pattern), key=lambda p: -len(p.parts))  # deepest first
-    return [p for p in found if not _whiteout(p)]
-
-
-def scrub(layer: Path) -> list[str]:
-    """Remove SCRUBBED from a powered-off box's layer (see above); what was removed, relative."""
-    removed = []
-    for pattern in SCRUBBED:
-        for p in _entries(layer, pattern):
-            if pattern.startswith("var/lib/cloud/") and p.relative_to(layer).as_posix() == "var/lib/cloud/seed":
-                continue  # the box's own seed: moved to its new layer by freeze
-            if p.is_dir() and not p.is_symlink():
-                if pattern.startswith("var/log/"):
-                    continue  # a log folder stays (its files go)
-                shutil.rmtree(p)
-            elif p.exists() or p.is_symlink():
-                p.unlink()
-            else:
-                continue
-            removed.append(p.relative_to(layer).as_posix())
-    return removed
-
-
-def leftovers(layer: Path) -> list[str]:
-    """What of the user's or of this box's own a layer still holds (relative paths); [] when it is clean."""
-    left = []
-    for home in [*layer.glob("home/*"), layer / "root"]:
-        for pattern in HOME_GONE:
-            left += [p.relative_to(layer).as_posix() for p in _entries(home, pattern)]
-        work = home / "trainbox"
-        if work.is_dir():
-            left += [p.relative_to(layer).as_posix() for p in _entries(work, "*") if p.name not in KEPT_WORKDIR]
-    for pattern in ("etc/ssh/ssh_host_*", "var/log/**/*", "var/lib/cloud/instance*", "etc/machine-id"):
-        left += [p.relative_to(layer).as_posix() for p in _entries(layer, pattern) if not p.is_dir()]
-    return sorted(set(left))
-
-
-def check_clean(d: Path) -> list[str]:
-    """Scrub the powered-off box's layer and check nothing of the user's is left in it (an error if so);
-    what the host removed."""
-    if running(d):
-        raise TrainboxError(f"the container box in {d} is running: its layer is frozen only when it is off",
-                            "stop it (`python -m provision stop`), then `image create` again")
-    removed = scrub(upper(d))
-    left = leftovers(upper(d))
-    if left:
-        raise TrainboxError(f"the box's disk still holds {', '.join(left[:5])}{' ...' if len(left) > 5 else ''} after its clean-up",
-                            "nothing was imaged; remove them on the box, then `image create` again")
-    return removed
-
-
-def freeze(d: Path, layer: Path) -> list[Path]:
-    """Freeze the (checked, powered-off) box's layer into the read-only lower layer ``layer``.
-
-    The layer is renamed, not copied. The box's disk stays what it was: its
-    lowers, now with ``layer``, and a new writable layer of its own on top,
-    holding its seed and port (OWN), so it boots again like a box made from the
-    image. The image's layers, lowest first."""
-    if running(d):
-        raise TrainboxError(f"the container box in {d} is running", "stop it, then `image create` again")
-    up, fresh = upper(d), d / "upper.new"
-    shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir()
-    fresh.chmod(0o755)
-    for rel in OWN:
-        if (up / rel).exists():
-            (fresh / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.rename(up / rel, fresh / rel)
-    layer.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(up, layer)
-    os.rename(fresh, up)
-    stack = [*lowers(d), layer]
-    _lowers_file(d).write_text(json.dumps([str(p) for p in stack]))
-    return stack

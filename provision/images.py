@@ -361,7 +361,7 @@ def remove_images(cloud, ids: list[str], say: Callable[[str], None]) -> list[str
 # kept (hard links: a venv of GBs costs no space) into disk/, thawing copies
 # it into the new box's disk and rewrites the absolute paths a venv holds (its
 # scripts' #! lines) from the old disk's path to the new one.
-# The container box (provision/container.py): its powered-off layer, scrubbed
+# The container box (provision/container.py, provision/layers.py): its powered-off layer, scrubbed
 # and checked from the host, is renamed into layer/, a read-only lower layer;
 # layers.json names the root file system it sits on and the image's whole
 # stack of layers (an image of a box made from an image stacks on that one's).
@@ -395,9 +395,9 @@ def check_sandbox_disk(box: str, say: Callable[[str], None]) -> None:
     """Before the AMI: a stopped container box's layer, scrubbed and checked from the host (an error if unclean)."""
     if not _is_container(box):
         return  # the process box's disk is cleaned over SSH alone (its home is this machine's user's)
-    from . import container, sandbox
+    from . import layers, sandbox
 
-    removed = container.check_clean(sandbox.box_dir(box))
+    removed = layers.check_clean(sandbox.box_dir(box))
     say(f"checked the powered-off box's layer from the host: nothing of the user's in it "
         f"({len(removed)} files its shutdown wrote removed: logs, host keys, machine id)")
 
@@ -409,9 +409,9 @@ def freeze_sandbox_disk(box: str, image_id: str, say: Callable[[str], None] = la
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     if _is_container(box):
-        from . import container, rootfs
+        from . import layers, rootfs
 
-        stack = container.freeze(sandbox.box_dir(box), d / LAYER)
+        stack = layers.freeze(sandbox.box_dir(box), d / LAYER)
         (d / LAYERS).write_text(json.dumps({"root": rootfs.key(), "layers": [str(p) for p in stack]}) + "\n")
         say(f"froze the box's layer as image {image_id}'s read-only lower layer (renamed, nothing copied: {d / LAYER}); "
             "the stopped box stands on it too, under a new layer of its own")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import TrainboxError
-from provision import container, images, rootfs, sandbox
+from provision import container, images, layers, rootfs, sandbox
 
 
 def write(root: Path, rel: str, text: str = "x") -> Path:
@@ -45,7 +45,7 @@ def cleaned_by_its_guest(d: Path) -> None:
 def test_check_scrubs_what_the_shutdown_wrote_and_keeps_the_seed_and_environment(trainbox_home):
     d = a_box("one")
     cleaned_by_its_guest(d)
-    removed = container.check_clean(d)
+    removed = layers.check_clean(d)
     up = container.upper(d)
     assert {"etc/ssh/ssh_host_ed25519_key", "etc/machine-id", "var/log/wtmp", "var/log/journal/0123/system.journal"} <= set(removed)
     assert not list(up.glob("etc/ssh/ssh_host_*")) and not (up / "var/lib/cloud/instances").exists()
@@ -65,7 +65,7 @@ def test_check_refuses_a_layer_that_still_holds_the_users_things(trainbox_home, 
     cleaned_by_its_guest(d)
     write(container.upper(d), planted)
     with pytest.raises(TrainboxError, match="still holds .*nothing was imaged") as e:
-        container.check_clean(d)
+        layers.check_clean(d)
     assert f"holds {named} after" in str(e.value)
     assert (container.upper(d) / planted).exists() and container.lowers(d) == [], "nothing frozen"
 
@@ -73,7 +73,7 @@ def test_check_refuses_a_layer_that_still_holds_the_users_things(trainbox_home, 
 def test_freeze_renames_the_layer_and_rebases_the_box_on_it(trainbox_home):
     d = a_box("one")
     cleaned_by_its_guest(d)
-    container.check_clean(d)
+    layers.check_clean(d)
     images.freeze_sandbox_disk("one", "ami-1")
     frozen = images.sandbox_image_dir("ami-1") / images.LAYER
     assert (frozen / "home/ubuntu/trainbox/env/trainbox-ready").is_file()
@@ -81,8 +81,8 @@ def test_freeze_renames_the_layer_and_rebases_the_box_on_it(trainbox_home):
     assert container.lowers(d) == [frozen]
     assert (container.upper(d) / container.SEED / "meta-data").is_file() and (container.upper(d) / container.PORT_CFG).is_file()
     assert json.loads((frozen.parent / images.LAYERS).read_text()) == {"root": rootfs.key(), "layers": [str(frozen)]}
-    layers, why = images.sandbox_layers("ami-1")
-    assert layers == [frozen] and "its environment is ready" in why
+    stack, why = images.sandbox_layers("ami-1")
+    assert stack == [frozen] and "its environment is ready" in why
 
 
 def test_an_image_of_a_box_from_an_image_stacks_on_it_and_removed_layers_go_with_their_last_user(trainbox_home):
@@ -90,8 +90,8 @@ def test_an_image_of_a_box_from_an_image_stacks_on_it_and_removed_layers_go_with
     cleaned_by_its_guest(d1)
     images.freeze_sandbox_disk("one", "ami-1")
     a = images.sandbox_image_dir("ami-1") / images.LAYER
-    layers, _ = images.sandbox_layers("ami-1")
-    d2 = a_box("two", layers)
+    stack, _ = images.sandbox_layers("ami-1")
+    d2 = a_box("two", stack)
     cleaned_by_its_guest(d2)
     images.freeze_sandbox_disk("two", "ami-2")
     b = images.sandbox_image_dir("ami-2") / images.LAYER
@@ -112,5 +112,5 @@ def test_a_layer_made_on_another_root_is_not_used(trainbox_home):
     images.freeze_sandbox_disk("one", "ami-1")
     f = images.sandbox_image_dir("ami-1") / images.LAYERS
     f.write_text(json.dumps({**json.loads(f.read_text()), "root": "debian-bookworm-000000000000"}))
-    layers, why = images.sandbox_layers("ami-1")
-    assert layers is None and "another root file system" in why and "boots bare" in why
+    stack, why = images.sandbox_layers("ami-1")
+    assert stack is None and "another root file system" in why and "boots bare" in why
