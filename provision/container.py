@@ -119,11 +119,11 @@ def created(d: Path) -> bool:
     return (upper(d) / SEED / "meta-data").exists()
 
 
-def create(d: Path, instance_id: str, public_key: str, user_data: str, lower_layers: list[Path] = ()) -> None:
+def create(d: Path, instance_id: str, public_key: str, user_data: str, lower_layers: list[Path] | None = None) -> None:
     """The box's disk before its first boot: the NoCloud seed, and the host's CA and pip config,
     over ``lower_layers`` (an image's, lowest first) if given."""
     d.mkdir(parents=True, exist_ok=True)
-    set_lowers(d, list(lower_layers))
+    set_lowers(d, lower_layers or [])
     up = upper(d)
     up.mkdir(parents=True, exist_ok=True)
     up.chmod(0o755)  # the layer's root directory is the box's /
@@ -278,4 +278,3 @@ def user_data_of(ec2, instance_id: str) -> str:
     attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
     value = attr.get("UserData", {}).get("Value")
     return base64.b64decode(value).decode() if value else ""
-
