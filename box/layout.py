@@ -39,7 +39,11 @@ RUN_PID = "pid"
 RUN_LOG = "log"
 RUN_EXIT_CODE = "exit_code"
 RUN_STOPPED = "stopped"                  # `remote stop` was asked
-RUN_OUT = "out"                          # what the model writes (model/runfiles.py names its files)
+RUN_OUT = "out"                          # what the model writes (model/run_files.py names its files)
+RUN_BOOT_ID = "boot_id"                  # the boot it was started in (the agent resumes older ones)
+RUN_RESUMED = "resumed"                  # how many times it was started again
+RUN_SAVE_REQUEST = "save-now"            # the agent asks the job to save (model/save_request.py)
+RUN_BIN = ".trainbox-bin"                # `python` for a job without an environment
 # Next to a job's pid file: the start time of that process when it wrote it
 # (templates/run.sh.j2, the Jupyter start script). A pid alone may be reused
 # by another program by the time it is read back; the pair is not.
