@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,8 +57,10 @@ def main() -> int:
 
     from moto.server import ThreadedMotoServer
 
-    from provision import container
+    from provision import container, motoplace
     from provision.procs import free_port
+
+    motoplace.install()  # the placement groups `up` and `down` ask for, which moto lacks (as the tests' moto)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--box", choices=("container", "process"), default="process" if container.unavailable() else "container")
@@ -124,6 +127,7 @@ def main() -> int:
         moto.stop()
         if http:
             http.shutdown()
+        shutil.rmtree(home, ignore_errors=True)  # the boxes are down; their layers and images went with them
     return 0
 
 
