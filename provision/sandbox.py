@@ -194,9 +194,12 @@ def stop_box(name: str, node: int | None = None) -> None:
 
 
 def remove_box(name: str) -> None:
-    """Terminate: stop every node and wipe their disks."""
+    """Terminate: stop every node and wipe their disks (and a removed image's layer the box was the last to stand on)."""
     stop_box(name)
     shutil.rmtree(box_dir(name), ignore_errors=True)
+    from . import images
+
+    images.gc_sandbox_layers()
 
 
 def box_running(name: str, node: int = 0):
