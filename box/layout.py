@@ -58,9 +58,14 @@ START_TIME_SH = (
 )
 
 
-def env_name(key: str | None = None) -> str:
-    """The name of an environment's link under the workdir: trainbox's own, or a project's."""
-    return ENV_LINK if key is None else f"{ENV_LINK}-{key}"
+DEFAULT_BACKEND = "tensorflow"  # Keras's backend; another one has environments of its own
+
+
+def env_name(key: str | None = None, backend: str | None = None) -> str:
+    """The name of an environment's link under the workdir: trainbox's own, or a
+    project's (key), for Keras's default backend or another one (``env-jax``)."""
+    name = ENV_LINK if key is None else f"{ENV_LINK}-{key}"
+    return name if backend in (None, DEFAULT_BACKEND) else f"{name}-{backend}"
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,9 @@ class BoxLayout:
             return self
         return dataclasses.replace(self, workdir=f"{home.rstrip('/')}/{self.workdir}")
 
-    def with_env(self, key: str | None) -> "BoxLayout":
-        """The same layout, its env paths those of a project's environment (key) or trainbox's (None)."""
-        return dataclasses.replace(self, env=env_name(key))
+    def with_env(self, key: str | None, backend: str | None = None) -> "BoxLayout":
+        """The same layout, its env paths those of a project's environment (key) or trainbox's (None), for backend."""
+        return dataclasses.replace(self, env=env_name(key, backend))
 
     def _under(self, *parts: str) -> str:
         return "/".join((self.workdir, *parts))

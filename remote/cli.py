@@ -23,7 +23,7 @@ from . import builtin, job, orchestrate, records, results
 from .builtin import model_package_dir
 from .connection import connect, run
 from .orchestrate import human as _human
-from .target import Target, resolve
+from .target import Target, box_node_count, box_nodes, resolve
 
 PROG = "remote"
 
@@ -98,7 +98,7 @@ def cmd_run(args, extra: list[str]) -> int:
     if out.is_absolute() or ".." in out.parts or not out.parts:
         raise UsageError(f"--out {args.out}: give a folder inside the run's directory on the box (e.g. out, results/final)")
     spec = orchestrate.RunSpec(code=code, command=tuple(args.argv), data=_data(args.data), requirements=requirements,
-                               out=out.as_posix(), exclude=_exclude(args))
+                               out=out.as_posix(), exclude=_exclude(args), backend=args.backend or "tensorflow")
     return _start(args, spec)
 
 
@@ -106,8 +106,8 @@ def cmd_train(args, extra: list[str]) -> int:
     from . import datasource
 
     if args.resume:
-        if extra or args.data:
-            raise UsageError(f"--resume re-runs the run as it was started: drop {' '.join(extra) or '--data'}")
+        if extra or args.data or args.backend:
+            raise UsageError(f"--resume re-runs the run as it was started: drop {' '.join(extra) or ('--data' if args.data else '--backend')}")
         return _resume(args)
     if args.epochs is None:
         raise UsageError("train needs --epochs N (or --resume RUN)", f"see `{PROG} train --help`")
@@ -116,7 +116,67 @@ def cmd_train(args, extra: list[str]) -> int:
         datasource.check_image_folders(Path(data))
     note = None if data else ("no --data given: training on a small synthetic two-class image set generated on the box "
                               "(`python -m model synth`); pass --data DIR for your own images")
-    return _start(args, builtin.spec(builtin.train_args(args, extra), data, _exclude(args)), note)
+    nodes, backend = _nodes(args)
+    spec = builtin.spec(builtin.train_args(args, extra), data, _exclude(args), backend)
+    if nodes > 1:
+        return _start_nodes(args, spec, note)
+    return _start(args, spec, note)
+
+
+def _nodes(args) -> tuple[int, str]:
+    """How many nodes `train` runs on (--nodes, else one per --host) and its backend."""
+    on_box = 1 if args.hosts else box_node_count(args.name)
+    nodes = args.nodes or max(len(args.hosts), on_box)
+    if not args.hosts and nodes != on_box:
+        raise UsageError(f"--nodes {nodes}: box '{args.name}' has {on_box} node(s)",
+                         f"grow it with `python -m provision up --nodes {nodes}{name_flag(args.name)}`, "
+                         "or give one --host per node")
+    if nodes == 1:
+        if len(args.workdirs) > 1:
+            raise UsageError("several --workdir need as many --host (one per node)")
+        return 1, args.backend or "tensorflow"
+    if args.hosts and len(args.hosts) != nodes:
+        raise UsageError(f"--nodes {nodes} needs {nodes} --host, one per node (node 0 first); got {len(args.hosts)}",
+                         "give each node's [user@]host[:port] with --host")
+    if len(args.workdirs) not in (0, 1, nodes):
+        raise UsageError(f"{len(args.workdirs)} --workdir for {nodes} nodes: give one for all, or one per --host")
+    if args.backend == "tensorflow":
+        raise UsageError(f"--nodes {nodes} trains on Keras's JAX backend: TensorFlow's multi-worker strategy fails "
+                         "inside Keras 3's fit (keras#20585)", "drop --backend tensorflow")
+    if args.backend is None:
+        say(f"{nodes} nodes: training on Keras's JAX backend (--backend jax; Keras 3's multi-worker TensorFlow fails in fit, keras#20585)")
+    return nodes, "jax"
+
+
+def _node_targets(args) -> list[Target]:
+    """One target per node: the --host list, else the provisioned box's nodes."""
+    if not args.hosts:
+        return box_nodes(args.name, args.identity, args.python)
+    workdirs = args.workdirs * len(args.hosts) if len(args.workdirs) <= 1 else args.workdirs
+    return [resolve(args.name, h, args.identity, args.python, (workdirs or [None] * len(args.hosts))[i])
+            for i, h in enumerate(args.hosts)]
+
+
+def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
+    """A multi-node run: started on every node at once, node 0's log followed, its results brought home."""
+    targets = _node_targets(args)
+    run_id = job.new_run_id()
+    if note:
+        say(note)
+    rec = records.new_record(run_id, targets[0], Path(args.runs_dir) / run_id, nodes=[records.node_of(t) for t in targets],
+                             **spec.record_fields())
+    try:
+        orchestrate.start_nodes(lambda t: _connect(args, t), targets, spec, run_id, say, quiet=True,
+                                confirm=_confirm(args))
+    except BaseException:
+        records.forget(run_id)
+        raise
+    say(f"run {run_id} started on {len(targets)} nodes; node 0's log follows (the others' stay in their run folders; "
+        "Ctrl-C detaches, the job keeps running)")
+    if args.detach:
+        _print_reattach(args, run_id)
+        return 0
+    return _collect(args, targets[0], rec)
 
 
 def _data(data: str | None) -> str | None:
@@ -174,6 +234,8 @@ def _resume(args) -> int:
     rec = records.load_record(args.resume)
     if rec is None:
         raise UsageError(f"no run {args.resume} is known here", f"`{PROG} runs` lists them")
+    if rec.nodes:
+        return _resume_nodes(args, rec)
     target = _rec_target(args, rec)
     if args.python:
         target = dataclasses.replace(target, python=args.python)
@@ -190,6 +252,19 @@ def _resume(args) -> int:
         _print_reattach(args, rec.run_id)
         return 0
     return _collect(args, target, rec, offset=offset)
+
+
+def _resume_nodes(args, rec: records.RunRecord) -> int:
+    """A multi-node run again, on the nodes it ran on: each restarts its run.sh (each resumes from its own backup)."""
+    targets = [records.node_target(n) for n in rec.nodes]
+    offset = orchestrate.restart_nodes(lambda t: _connect(args, t), targets, rec.run_id, say, flags=_name_flags(args))
+    rec.pulled, rec.exit_code = False, None
+    records.save_record(rec)
+    say(f"run {rec.run_id} resumed on its {len(targets)} nodes; node 0's log follows (Ctrl-C detaches, the job keeps running)")
+    if args.detach:
+        _print_reattach(args, rec.run_id)
+        return 0
+    return _collect(args, targets[0], rec, offset=offset)
 
 
 def _name_flags(args) -> str:
@@ -229,7 +304,9 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
                              f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`")
     why = f"exit {got.exit_code}" if got.exit_code is not None else "it died without an exit code (killed?)"
     what = "training" if rec.kind == "train" else "the command"
-    failed = TrainingFailed(f"{what} failed on the box ({why})", f"see {got.local_dir / 'train.log'}")
+    said = [line[len("error: "):] for line in got.tail.splitlines() if line.startswith("error: node ")] if rec.nodes else []
+    failed = TrainingFailed(f"{what} failed on the box ({why})" + (f": {said[-1]}" if said else ""),
+                            f"see {got.local_dir / 'train.log'}")
     if rec.kind != "train" and got.exit_code:
         failed.exit_code = got.exit_code  # `remote run` exits as its command did
     raise failed
@@ -512,6 +589,7 @@ def _setup_options(args):
     return setup.SetupOptions.from_env(
         index_url=args.index_url, find_links=args.find_links or None, no_index=args.no_index or None,
         jupyter=False if args.no_jupyter else None, installer=args.installer, python=args.box_python,
+        backend=args.backend,
     )
 
 
@@ -549,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser(sys.modules[__name__])
     args, extra = parser.parse_known_args(argv)
+    # --host and --workdir are lists for a multi-node `train`; one value everywhere else.
+    args.hosts, args.workdirs = args.host or [], args.workdir or []
+    if args.command != "train" and (len(args.hosts) > 1 or len(args.workdirs) > 1):
+        parser.error("--host and --workdir are given once (several --host: `remote train` over several nodes)")
+    args.host, args.workdir = (args.hosts or [None])[0], (args.workdirs or [None])[0]
     if args.command == "run":
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)} (the command goes after --: `{PROG} run [options] -- COMMAND`)")

@@ -119,7 +119,8 @@ def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None =
     asked = config.get("epochs") if isinstance(config.get("epochs"), int) else _epochs_flag(rec.command or rec.train_args)
     best = curves.best("val_accuracy")
     net = config.get("net") if isinstance(config.get("net"), str) else ("cnn" if rec.kind == "train" else None)
-    backend = run_info.get("backend") or config.get("backend") or DEFAULT_BACKEND
+    backend = run_info.get("backend") or config.get("backend") or rec.backend or DEFAULT_BACKEND
+    nodes = len(rec.nodes) if rec.nodes else 1
 
     start = _mtime(local / names.RUN_SCRIPT) or rec.created
     if state == "running":
@@ -130,11 +131,11 @@ def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None =
         end = _mtime(local / LOCAL_LOG)
     duration = max(0.0, end - start) if end is not None else None
     price = price_per_hour if price_per_hour is not None else rec.price_per_hour
-    cost = price * duration / 3600.0 * rec.nodes if price is not None and duration is not None else None
+    cost = price * duration / 3600.0 * nodes if price is not None and duration is not None else None
     return RunRow(
         run=rec.run_id, box=rec.box or f"{rec.user}@{rec.host}:{rec.port}", net=net, backend=str(backend),
         epochs_done=done, epochs_asked=asked, best_val_accuracy=best[0] if best else None, best_epoch=best[1] if best else None,
-        duration_s=round(duration, 1) if duration is not None else None, price_per_hour=price, nodes=rec.nodes,
+        duration_s=round(duration, 1) if duration is not None else None, price_per_hour=price, nodes=nodes,
         cost=round(cost, 4) if cost is not None else None, state=state, exit_code=exit_code,
         resumed=_int_file(local / names.RUN_RESUMED) or 0, home=rec.pulled, local_dir=rec.local_dir,
     )

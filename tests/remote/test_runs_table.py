@@ -45,7 +45,7 @@ def runs_json(capsys, *flags: str) -> dict[str, dict]:
 def test_runs_json_has_every_field_each_state_and_the_cost(tmp_path, capsys):
     hist = {"loss": [0.9, 0.5, 0.4], "val_accuracy": [0.5, 0.875, 0.75], "val_loss": [0.8, 0.6, 0.7]}
     pulled_run(tmp_path, "20260101-000001-aaaa", exit_code=0, seconds=720, history=hist, epochs=3, resumed=1,
-               price_per_hour=3.0, nodes=2)
+               price_per_hour=3.0, nodes=[records.node_of(TARGET), records.node_of(TARGET)])
     pulled_run(tmp_path, "20260101-000002-bbbb", exit_code=1, seconds=60, history={"loss": [1.0]}, epochs=5)
     stopped = pulled_run(tmp_path, "20260101-000003-cccc", exit_code=None, seconds=90, history=hist, epochs=8, pulled=False)
     stopped.last_seen = "stopped"
