@@ -164,7 +164,7 @@ def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
     if note:
         say(note)
     rec = records.new_record(run_id, targets[0], Path(args.runs_dir) / run_id, nodes=[records.node_of(t) for t in targets],
-                             **spec.record_fields())
+                             price_per_hour=_price(targets[0]), **spec.record_fields())
     try:
         orchestrate.start_nodes(lambda t: _connect(args, t), targets, spec, run_id, say, quiet=True,
                                 confirm=_confirm(args))
