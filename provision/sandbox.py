@@ -199,9 +199,9 @@ def remove_box(name: str) -> None:
     """Terminate: stop every node and wipe their disks (and a removed image's layer the box was the last to stand on)."""
     stop_box(name)
     shutil.rmtree(box_dir(name), ignore_errors=True)
-    from . import images
+    from . import sandbox_images
 
-    images.gc_sandbox_layers()
+    sandbox_images.gc_sandbox_layers()
 
 
 def box_running(name: str, node: int = 0):

@@ -2,6 +2,10 @@
 
 Every resource is tagged at creation, so whatever step fails, ``down``
 finds and removes what was made; running ``up`` again reuses it.
+
+Why ~400 lines: the steps of ``up`` in their order (options, user-data,
+launch per node, SSH, host keys), then the sandbox's attach of each box
+kind, which must follow the same steps for the sandbox to prove the AWS path.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from common.state import BoxState, Node
 import templates
 
 from . import ami as amis
-from . import images, instance, keys, network, placement, preflight, prices, sandbox
+from . import images, instance, keys, network, placement, preflight, prices, sandbox, sandbox_images
 from .callerip import caller_cidr, check_cidr
 
 
@@ -254,7 +258,7 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         if launched and baked is not None and sandbox.kind_of(box.name) == "process":
             if box.node_count > 1:
                 say(f"image {baked.id}: the sandbox's process-box nodes do not yet start from an image's disk; they boot bare")
-            elif images.thaw_sandbox_disk(baked.id, box.name):
+            elif sandbox_images.thaw_sandbox_disk(baked.id, box.name):
                 box.python = None  # the box trains in the image's environment, as on AWS
                 say(f"the box's disk starts from image {baked.id}: its environment is ready")
             else:
@@ -375,7 +379,7 @@ def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None]
     if not container.created(d):
         layers = None
         if image_id:
-            layers, why = images.sandbox_layers(image_id)
+            layers, why = sandbox_images.sandbox_layers(image_id)
             if node.index == 0:
                 say(why)
         container.create(d, node.instance_id, sshd.public_key_line(Path(box.key_path)),

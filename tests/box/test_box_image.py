@@ -14,7 +14,7 @@ import pytest
 
 from box_fixtures import box_user, index, users_sshd  # noqa: F401 (fixtures)
 from box_helpers import as_user, box_python_says, env, log_of, marker_of, run_cli, wait_for
-from provision import images
+from provision import sandbox_images
 from remote import bake, setup
 
 
@@ -126,7 +126,7 @@ def test_sandbox_bake_down_up_is_ready_with_no_install_then_rm(moto_endpoint, in
     assert r.code == 0, r.err
     image_id = re.search(r"image (ami-\w+) \(trainbox-default-[\d-]+\) is available", r.out).group(1)
     assert "stopping box 'default'" in r.err and "removed" in r.err and "kept:" in r.err
-    frozen = images.sandbox_image_dir(image_id) / "disk"
+    frozen = sandbox_images.sandbox_image_dir(image_id) / "disk"
     assert sorted(p.name for p in frozen.iterdir()) <= ["bootstrap.sh", "env", "envs", "tools"]
     assert (frozen / "env" / "trainbox-ready").exists()
 
@@ -152,7 +152,7 @@ def test_sandbox_bake_down_up_is_ready_with_no_install_then_rm(moto_endpoint, in
 
     r = run_cli("provision", "image", "rm", image_id, "--yes", "--sandbox", env=e)
     assert r.code == 0, r.err
-    assert not images.sandbox_image_dir(image_id).exists()
+    assert not sandbox_images.sandbox_image_dir(image_id).exists()
     r = run_cli("provision", "image", "ls", "--sandbox", env=e)
     assert "no trainbox images" in r.out, r.out
     r = run_cli("provision", "down", "--yes", "--no-pull", env=e)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import TrainboxError
-from provision import container, images, layers, rootfs, sandbox
+from provision import container, layers, rootfs, sandbox, sandbox_images
 
 
 def write(root: Path, rel: str, text: str = "x") -> Path:
@@ -74,43 +74,43 @@ def test_freeze_renames_the_layer_and_rebases_the_box_on_it(trainbox_home):
     d = a_box("one")
     cleaned_by_its_guest(d)
     layers.check_clean(d)
-    images.freeze_sandbox_disk("one", "ami-1")
-    frozen = images.sandbox_image_dir("ami-1") / images.LAYER
+    sandbox_images.freeze_sandbox_disk("one", "ami-1")
+    frozen = sandbox_images.sandbox_image_dir("ami-1") / sandbox_images.LAYER
     assert (frozen / "home/ubuntu/trainbox/env/trainbox-ready").is_file()
     assert not (frozen / container.SEED).exists() and not (frozen / container.PORT_CFG).exists()
     assert container.lowers(d) == [frozen]
     assert (container.upper(d) / container.SEED / "meta-data").is_file() and (container.upper(d) / container.PORT_CFG).is_file()
-    assert json.loads((frozen.parent / images.LAYERS).read_text()) == {"root": rootfs.key(), "layers": [str(frozen)]}
-    stack, why = images.sandbox_layers("ami-1")
+    assert json.loads((frozen.parent / sandbox_images.LAYERS).read_text()) == {"root": rootfs.key(), "layers": [str(frozen)]}
+    stack, why = sandbox_images.sandbox_layers("ami-1")
     assert stack == [frozen] and "its environment is ready" in why
 
 
 def test_an_image_of_a_box_from_an_image_stacks_on_it_and_removed_layers_go_with_their_last_user(trainbox_home):
     d1 = a_box("one")
     cleaned_by_its_guest(d1)
-    images.freeze_sandbox_disk("one", "ami-1")
-    a = images.sandbox_image_dir("ami-1") / images.LAYER
-    stack, _ = images.sandbox_layers("ami-1")
+    sandbox_images.freeze_sandbox_disk("one", "ami-1")
+    a = sandbox_images.sandbox_image_dir("ami-1") / sandbox_images.LAYER
+    stack, _ = sandbox_images.sandbox_layers("ami-1")
     d2 = a_box("two", stack)
     cleaned_by_its_guest(d2)
-    images.freeze_sandbox_disk("two", "ami-2")
-    b = images.sandbox_image_dir("ami-2") / images.LAYER
-    assert images.sandbox_layers("ami-2")[0] == [a, b] and container.lowers(d2) == [a, b]
+    sandbox_images.freeze_sandbox_disk("two", "ami-2")
+    b = sandbox_images.sandbox_image_dir("ami-2") / sandbox_images.LAYER
+    assert sandbox_images.sandbox_layers("ami-2")[0] == [a, b] and container.lowers(d2) == [a, b]
 
-    assert images.drop_sandbox_image("ami-1") == ["box 'one'", "box 'two'", "image ami-2"]
+    assert sandbox_images.drop_sandbox_image("ami-1") == ["box 'one'", "box 'two'", "image ami-2"]
     sandbox.remove_box("one")
     sandbox.remove_box("two")
     assert a.is_dir(), "image ami-2 stands on it"
-    assert images.sandbox_layers("ami-2")[0] == [a, b]
-    assert images.drop_sandbox_image("ami-2") == []
-    assert not images.sandbox_image_dir("ami-1").exists() and not images.sandbox_image_dir("ami-2").exists()
+    assert sandbox_images.sandbox_layers("ami-2")[0] == [a, b]
+    assert sandbox_images.drop_sandbox_image("ami-2") == []
+    assert not sandbox_images.sandbox_image_dir("ami-1").exists() and not sandbox_images.sandbox_image_dir("ami-2").exists()
 
 
 def test_a_layer_made_on_another_root_is_not_used(trainbox_home):
     d = a_box("one")
     cleaned_by_its_guest(d)
-    images.freeze_sandbox_disk("one", "ami-1")
-    f = images.sandbox_image_dir("ami-1") / images.LAYERS
+    sandbox_images.freeze_sandbox_disk("one", "ami-1")
+    f = sandbox_images.sandbox_image_dir("ami-1") / sandbox_images.LAYERS
     f.write_text(json.dumps({**json.loads(f.read_text()), "root": "debian-bookworm-000000000000"}))
-    stack, why = images.sandbox_layers("ami-1")
+    stack, why = sandbox_images.sandbox_layers("ami-1")
     assert stack is None and "another root file system" in why and "boots bare" in why
