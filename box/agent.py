@@ -40,7 +40,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from box.layout import (RUN_BOOT_ID, RUN_EVENTS, RUN_EXIT_CODE, RUN_PID, RUN_SAVE_REQUEST, RUN_SCRIPT, RUN_STOPPED,
+from box.layout import (BoxLayout, RUN_BOOT_ID, RUN_EVENTS, RUN_EXIT_CODE, RUN_PID, RUN_SAVE_REQUEST, RUN_SCRIPT, RUN_STOPPED,
                         RUNS_RESUMING)
 
 IMDS_DEFAULT = "http://169.254.169.254"
@@ -291,11 +291,14 @@ class Agent:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trainbox-agent", description=__doc__.split("\n")[0])
-    p.add_argument("--runs", required=True, help="the box's runs folder (absolute)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--runs", help="the box's runs folder (absolute)")
+    where.add_argument("--workdir", help="trainbox's workdir (box/layout.py; a relative one is under $HOME)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between IMDS polls (default: %(default)s)")
     args = p.parse_args(argv)
     log = lambda s: print(f"trainbox-agent: {s}", flush=True)  # noqa: E731 (journald takes stdout)
-    agent = Agent(args.runs, Imds(), this_boot(), log)
+    runs = args.runs or BoxLayout(args.workdir).at_home(os.path.expanduser("~")).runs
+    agent = Agent(runs, Imds(), this_boot(), log)
     # The runs it resumes are its children and it never waits for them: let the kernel
     # reap them, or each would linger as a zombie that `kill -0` (the guard, `remote
     # status`, a follower's `tail --pid`) takes for a job still running.

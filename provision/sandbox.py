@@ -113,12 +113,86 @@ def box_workdir(name: str) -> Path:
     return d
 
 
+# ---------------------------------------------------------------- the IMDS stand-in (provision/imds.py)
+
+
+def _imds_record(name: str) -> Path:
+    return box_dir(name) / "imds" / "server.json"
+
+
+def notice_file(name: str) -> Path:
+    return box_dir(name) / "imds" / "notice.json"
+
+
+def imds_endpoint(name: str) -> str | None:
+    """The box's IMDS stand-in's URL if the server this module started still runs (same pid, same start time)."""
+    f = _imds_record(name)
+    if not f.exists():
+        return None
+    rec = json.loads(f.read_text())
+    if not procs.recorded_alive(rec["pid"], rec["start_time"] or ""):
+        return None
+    return rec["endpoint"]
+
+
+def ensure_imds(name: str) -> str:
+    """The box's IMDS stand-in on 127.0.0.1, started if it is not running (on its previous port when free)."""
+    running = imds_endpoint(name)
+    if running:
+        return running
+    from . import imds
+
+    rec_file = _imds_record(name)
+    rec_file.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(rec_file.read_text())["port"] if rec_file.exists() else None
+    port = previous if previous and procs.port_free(previous) else procs.free_port()
+    argv = [sys.executable, imds.__file__, "--port", str(port), "--notice-file", str(notice_file(name))]
+    pid = procs.spawn(argv, rec_file.parent / "imds.log")
+    if not procs.wait_for_port(port, pid, timeout=15):
+        procs.terminate(pid)
+        raise TrainboxError("the sandbox's IMDS stand-in did not start", f"see {rec_file.parent / 'imds.log'}")
+    endpoint = f"http://127.0.0.1:{port}"
+    rec_file.write_text(json.dumps({"pid": pid, "start_time": procs.start_time(pid), "port": port, "endpoint": endpoint}))
+    return endpoint
+
+
+def stop_imds(name: str) -> None:
+    if imds_endpoint(name):  # ours: the recorded pid with its recorded start time
+        procs.terminate(json.loads(_imds_record(name).read_text())["pid"])
+    _imds_record(name).unlink(missing_ok=True)
+
+
+def set_notice(name: str, action: str = "stop", in_s: float = 120.0) -> str:
+    """Make the box's IMDS answer a spot interruption notice (as AWS does two minutes ahead); the document."""
+    import time
+
+    from . import imds
+
+    if kind_of(name) != "container" or not imds_endpoint(name):
+        raise UsageError(f"box '{name}' has no IMDS stand-in running (only a running container box has one)",
+                         f"`python -m provision up --sandbox --sandbox-box container{'' if name == 'default' else ' --name ' + name}`")
+    doc = imds.notice_document(action, time.time() + in_s)
+    tmp = notice_file(name).with_suffix(".tmp")
+    tmp.write_text(doc)
+    tmp.replace(notice_file(name))
+    return doc
+
+
+def clear_notice(name: str) -> None:
+    notice_file(name).unlink(missing_ok=True)
+
+
 def start_box(name: str, key_file: Path):
     """Boot the sandbox box: its sshd (or its container), admitting exactly the box's key pair."""
     if kind_of(name) == "container":
         from . import container, rootfs
 
-        box = container.running(box_dir(name)) or container.boot(box_dir(name), rootfs.path(), port=_previous_port(name))
+        box = container.running(box_dir(name))
+        if box is None:
+            # A new boot: no notice pending, the agent pointed at this box's stand-in.
+            clear_notice(name)
+            container.set_agent_env(box_dir(name), {"AWS_EC2_METADATA_SERVICE_ENDPOINT": ensure_imds(name)})
+            box = container.boot(box_dir(name), rootfs.path(), port=_previous_port(name))
         (box_dir(name) / "port").write_text(str(box.port))
         return box
     d = box_dir(name) / "sshd"
@@ -176,8 +250,9 @@ def stop_box(name: str) -> None:
 
 
 def remove_box(name: str) -> None:
-    """Terminate: stop it and wipe its disk."""
+    """Terminate: stop it (and its IMDS stand-in) and wipe its disk."""
     stop_box(name)
+    stop_imds(name)
     shutil.rmtree(box_dir(name), ignore_errors=True)
 
 
