@@ -39,11 +39,13 @@ RUN_PID = "pid"
 RUN_LOG = "log"
 RUN_EXIT_CODE = "exit_code"
 RUN_STOPPED = "stopped"                  # `remote stop` was asked
-RUN_OUT = "out"                          # what the model writes (model/runfiles.py names its files)
-# Spot interruptions (box/agent.py, issue 13).
-RUN_BOOT_ID = "boot_id"                  # the boot run.sh last started in: a later boot resumes it
-RUN_SAVE_REQUEST = "save-now"            # the agent asks the job to save now (TRAINBOX_SAVE_REQUEST)
+RUN_OUT = "out"                          # what the model writes (model/run_files.py names its files)
+RUN_BOOT_ID = "boot_id"                  # the boot it was started in (the agent resumes older ones)
+RUN_RESUMED = "resumed"                  # how many times it was started again
+RUN_SAVE_REQUEST = "save-now"            # the agent asks the job to save (model/save_request.py)
 RUN_SAVED = "saved"                      # the model's answer beside it (model/save_request.py)
+RUN_BIN = ".trainbox-bin"                # `python` for a job without an environment
+# Spot interruptions (box/agent.py, issue 13).
 RUN_EVENTS = "events"                    # the agent's JSON lines: spot-notice, stopping, resumed, left-stopped
 RUNS_RESUMING = ".resuming"              # in the runs folder while the agent resumes runs: the guard keeps the box
 # The agent itself, installed by the user-data outside the workdir (root's, run as the login user).

@@ -14,7 +14,7 @@ from pathlib import Path
 from box.layout import DEFAULT_WORKDIR
 
 from . import checks, paths
-from .errors import UsageError
+from .errors import UsageError, name_flag
 
 
 @dataclass
@@ -61,7 +61,7 @@ def load(name: str) -> BoxState | None:
     f = _file(name)
     if not f.exists():
         return None
-    flag = "" if name == "default" else f" --name {name}"
+    flag = name_flag(name)
     try:
         data = json.loads(f.read_text())
         known = {f.name for f in dataclasses.fields(BoxState)}

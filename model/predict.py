@@ -9,13 +9,13 @@ where one confident mistake costs more than many cautious right answers.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from model import run_files
 from model.errors import UsageError
 from model.layout import readable_images
 
@@ -34,10 +34,9 @@ def run_classes(model_path: str) -> list[str] | None:
     """Class names from the run.json beside the model (OUT/ or OUT/checkpoints/)."""
     here = os.path.dirname(os.path.abspath(model_path))
     for folder in (here, os.path.dirname(here)):
-        path = os.path.join(folder, "run.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                return json.load(f).get("classes")
+        run = run_files.read_json(os.path.join(folder, run_files.RUN_JSON))
+        if run is not None:
+            return run.get("classes")
     return None
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from model import report_page
+from model import report_page, run_files as rf
 from model.errors import UsageError
 from model.layout import Layout, scan_layout
 
@@ -126,7 +126,7 @@ def _load_model(run_dir: str):
 
     import model.nets  # noqa: F401  registers VGG16Preprocess for loading
 
-    for name in ("model.keras", os.path.join("checkpoints", "last.keras")):
+    for name in (rf.MODEL, rf.LAST):
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             return keras.saving.load_model(path)
@@ -158,18 +158,18 @@ def write_report(
     folder recorded in ``run.json`` (pass it when the run moved machines).
     """
     try:
-        with open(os.path.join(run_dir, "run.json")) as f:
+        with open(os.path.join(run_dir, rf.RUN_JSON)) as f:
             run = json.load(f)
     except FileNotFoundError:
         raise UsageError(f"{run_dir} is not a run folder (no run.json); give the --out of a train command") from None
     cfg = run["config"]
     classes = run["classes"]
-    history_path = os.path.join(run_dir, "history.json")
+    history_path = os.path.join(run_dir, rf.HISTORY_JSON)
     history = {}
     if os.path.exists(history_path):
         with open(history_path) as f:
             history = json.load(f)
-    plot_curves(history, os.path.join(run_dir, "curves.png"))
+    plot_curves(history, os.path.join(run_dir, rf.CURVES))
 
     if layout is None:
         layout = scan_layout(data or run["data"])
@@ -182,7 +182,7 @@ def write_report(
     labels = np.array([f.label for f in files])
     preds = probs.argmax(axis=1)
     cm = confusion_matrix(labels, preds, len(classes))
-    plot_confusion(cm, classes, os.path.join(run_dir, "confusion_matrix.png"))
+    plot_confusion(cm, classes, os.path.join(run_dir, rf.CONFUSION))
 
     binary = len(classes) == 2
 
@@ -203,11 +203,11 @@ def write_report(
         "uncertain": "most uncertain (nearest 0.5)" if binary else "most uncertain",
     }
     for name in GRIDS:
-        plot_grid(grids[name], titles[name], os.path.join(run_dir, f"grid_{name}.png"))
-    with open(os.path.join(run_dir, "grids.json"), "w") as f:
+        plot_grid(grids[name], titles[name], os.path.join(run_dir, rf.grid_png(name)))
+    with open(os.path.join(run_dir, rf.GRIDS), "w") as f:
         json.dump({"classes": classes, **grids}, f, indent=2)
 
-    with open(os.path.join(run_dir, "predictions.csv"), "w", newline="") as f:
+    with open(os.path.join(run_dir, rf.PREDICTIONS), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "label", "predicted", *(f"p_{c}" for c in classes)])
         for i, fi in enumerate(files):
@@ -227,7 +227,7 @@ def write_report(
         best = int(np.nanargmin(history["val_loss"]))
         metrics.update(best_epoch=best + 1, best_val_loss=history["val_loss"][best])
         metrics["last_epoch"] = {k: v[-1] for k, v in history.items()}
-    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+    with open(os.path.join(run_dir, rf.METRICS), "w") as f:
         json.dump(metrics, f, indent=2)
     report_page.write(run_dir)
     log(

@@ -15,13 +15,15 @@ import html
 import json
 import os
 
-PAGE = "report.html"
+from model import run_files as rf
+
+PAGE = rf.REPORT_PAGE
 FIGURES = (
-    ("curves.png", "Loss and accuracy per epoch"),
-    ("confusion_matrix.png", "Confusion matrix (validation)"),
-    ("grid_correct.png", "Most confident correct"),
-    ("grid_incorrect.png", "Most confident incorrect"),
-    ("grid_uncertain.png", "Most uncertain"),
+    (rf.CURVES, "Loss and accuracy per epoch"),
+    (rf.CONFUSION, "Confusion matrix (validation)"),
+    (rf.grid_png("correct"), "Most confident correct"),
+    (rf.grid_png("incorrect"), "Most confident incorrect"),
+    (rf.grid_png("uncertain"), "Most uncertain"),
 )
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222}"
@@ -56,9 +58,9 @@ def _fmt(v) -> str:
 
 def render(run_dir: str, duration_s: float | None = None, cost: float | None = None, title: str | None = None) -> str:
     """The page's HTML for ``run_dir``; figures that are missing are left out, not broken."""
-    run = _read_json(os.path.join(run_dir, "run.json"))
-    metrics = _read_json(os.path.join(run_dir, "metrics.json"))
-    history = _read_json(os.path.join(run_dir, "history.json"))
+    run = _read_json(os.path.join(run_dir, rf.RUN_JSON))
+    metrics = _read_json(os.path.join(run_dir, rf.METRICS))
+    history = _read_json(os.path.join(run_dir, rf.HISTORY_JSON))
     title = title or os.path.basename(os.path.abspath(run_dir))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]

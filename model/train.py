@@ -1,41 +1,26 @@
-"""Train one run: everything it writes lives in the run folder ``OUT``.
-
-::
-
-    OUT/run.json                 settings, classes, status (running|complete)
-    OUT/model.keras              the final model
-    OUT/checkpoints/last.keras   saved after every epoch
-    OUT/checkpoints/best.keras   saved when val_loss improves
-    OUT/history.csv, .json       one row / one list entry per epoch, whole run
-    OUT/tensorboard/             TensorBoard logs
-    OUT/backup/                  BackupAndRestore's state while running
-    OUT/metrics.json, *.png      the report (see ``model.report``)
+"""Train one run into its run folder ``OUT`` (file names: ``model.run_files``).
 
 Resume: run the same command again after a kill. BackupAndRestore restores
 the weights, the optimizer and the epoch, and the history files are merged
 by epoch number (rows of epochs that get re-run are replaced), so a finished
 run always holds exactly one row per epoch. A run that already completed is
-not trained again.
+not trained again. The callbacks that keep that true are in
+``model.callbacks``.
 """
 
 from __future__ import annotations
 
-import csv
-import importlib.util
-import json
 import math
 import os
 import shutil
-import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from model import MODES, NETS, VGG16_MIN_SIZE, run_files
+from model.callbacks import Log, make_callbacks
 from model.errors import TrainingError, UsageError
 from model.layout import Layout, scan_layout
-from model import MODES, NETS, VGG16_MIN_SIZE
 
-Log = Callable[[str], None]
 # Settings that must match to resume a run folder.
 RESUME_KEYS = ("net", "mode", "image_size", "batch_size", "augment")
 AUGMENT = ("full", "light", "none")
@@ -107,144 +92,6 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"--gpus {cfg.gpus}: only 'all' is supported (MirroredStrategy over every GPU)")
 
 
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
-def repair_backup(backup_dir: str) -> str | None:
-    """Make BackupAndRestore's state loadable after a kill cut it mid-write.
-
-    Keras writes training_metadata.json in place, so a kill during the write
-    leaves it empty, and Keras only falls back to its .bkp copies on an
-    OSError. An unreadable state is replaced by the previous epoch's copy
-    (double_checkpoint keeps one), or dropped if there is none.
-    """
-    meta = os.path.join(backup_dir, "training_metadata.json")
-    weights = os.path.join(backup_dir, "latest.weights.h5")
-    if not os.path.exists(meta):
-        return None
-    try:
-        _read_json(meta)
-        return None
-    except ValueError:
-        pass
-    prev_meta, prev_weights = f"{meta}.bkp", f"{weights}.bkp"
-    try:
-        if os.path.exists(prev_weights) and _read_json(prev_meta) is not None:
-            shutil.copyfile(prev_weights, weights)
-            shutil.copyfile(prev_meta, meta)
-            return "the resume state was cut mid-write; resuming from the epoch before"
-    except ValueError:
-        pass
-    for path in (meta, weights, prev_meta, prev_weights):
-        if os.path.exists(path):
-            os.remove(path)
-    return "the resume state was cut mid-write and has no good copy; starting over"
-
-
-def write_json(path: str, data) -> None:
-    """Write atomically: a kill never leaves half a file behind."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
-def read_history_csv(path: str) -> dict[int, dict[str, float]]:
-    """{epoch (1-based): {metric: value}} from history.csv, {} if absent."""
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as f:
-        return {int(row.pop("epoch")): {k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)}
-
-
-def history_dict(records: dict[int, dict[str, float]]) -> dict[str, list[float]]:
-    """Per-epoch records -> {metric: [value per epoch]} (Keras' History shape)."""
-    keys = sorted({k for r in records.values() for k in r})
-    return {k: [records[e].get(k, math.nan) for e in sorted(records)] for k in keys}
-
-
-# How much training an interruption that gives no notice can cost at most.
-SAVE_EVERY_S = 60.0
-
-
-def make_callbacks(cfg: TrainConfig, log: Log, records: dict[int, dict[str, float]], stream_lines: bool):
-    """The run's callbacks, in an order that keeps the files consistent on a kill.
-
-    The history is written before BackupAndRestore saves the epoch, and the
-    checkpoints after it: so once ``checkpoints/last.keras`` shows epoch k,
-    both the backup and the history hold epoch k.
-    """
-    import keras
-
-    from model.save_request import save_on_request
-
-    class HistoryWriter(keras.callbacks.Callback):
-        """history.csv + history.json across restarts, merged by epoch."""
-
-        def __init__(self):
-            super().__init__()
-            self.first_epoch: int | None = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            if self.first_epoch is None:
-                self.first_epoch = epoch
-                # Epochs at or after the restored one will run again.
-                for e in [e for e in records if e > epoch]:
-                    del records[e]
-                if epoch > 0:
-                    log(f"resuming from {os.path.join(cfg.out, 'backup')} at epoch {epoch + 1}/{cfg.epochs}")
-
-        def on_epoch_end(self, epoch, logs=None):
-            records[epoch + 1] = {k: float(v) for k, v in (logs or {}).items()}
-            write_history(cfg.out, records)
-
-    class EpochLine(keras.callbacks.Callback):
-        """One plain, flushed line per epoch, for logs that are not a terminal."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.monotonic()
-
-        def on_epoch_end(self, epoch, logs=None):
-            metrics = "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items())
-            log(f"epoch {epoch + 1}/{cfg.epochs}  {metrics}  ({time.monotonic() - self.t0:.1f}s)")
-
-    note = repair_backup(os.path.join(cfg.out, "backup"))
-    if note:
-        log(f"warning: {note}")
-    ckpt = os.path.join(cfg.out, "checkpoints")
-    best_so_far = min((r["val_loss"] for r in records.values() if "val_loss" in r), default=None)
-    backup = keras.callbacks.BackupAndRestore(os.path.join(cfg.out, "backup"), delete_checkpoint=False, double_checkpoint=True)
-    callbacks = [
-        HistoryWriter(),
-        backup,
-        # Mid-epoch saves: when the box's agent asks (a spot notice, the box
-        # stopping) and every SAVE_EVERY_S seconds (a power cut asks nothing).
-        save_on_request(backup, every_s=SAVE_EVERY_S),
-        keras.callbacks.ModelCheckpoint(os.path.join(ckpt, "last.keras")),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(ckpt, "best.keras"),
-            monitor="val_loss",
-            save_best_only=True,
-            initial_value_threshold=best_so_far,  # a resumed run keeps its best
-        ),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if importlib.util.find_spec("tensorboard") is not None:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(cfg.out, "tensorboard")))
-    else:  # TF's tf.summary needs the tensorboard package; training does not
-        log("warning: tensorboard is not installed, so no TensorBoard logs (pip install tensorboard)")
-    if stream_lines:
-        callbacks.append(EpochLine())
-    if cfg.patience is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience))
-    return callbacks
-
-
 # Cross-entropy above this means probabilities of e^-10000 for the true class:
 # no training that works gets there. (Keras clips probabilities only in some
 # code paths, so a diverged net can report huge finite losses, not NaN.)
@@ -258,18 +105,6 @@ def diverged_at(history: dict[str, list[float]]) -> int | None:
             if not math.isfinite(v) or v > EXPLODED:
                 return epoch
     return None
-
-
-def write_history(out: str, records: dict[int, dict[str, float]]) -> None:
-    keys = sorted({k for r in records.values() for k in r})
-    tmp = os.path.join(out, "history.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["epoch", *keys])
-        for e in sorted(records):
-            w.writerow([e, *(records[e].get(k, "") for k in keys)])
-    os.replace(tmp, os.path.join(out, "history.csv"))
-    write_json(os.path.join(out, "history.json"), history_dict(records))
 
 
 def make_strategy(gpus: str | None):
@@ -293,6 +128,47 @@ def describe(layout: Layout) -> str:
     return f"{len(layout.train)} train / {len(layout.validation)} validation images ({per})"
 
 
+def previous_run(cfg: TrainConfig) -> dict | None:
+    """The run.json already in ``cfg.out`` (None: a fresh folder); refuses one
+    whose settings differ where a resume needs them equal."""
+    previous = run_files.read_json(os.path.join(cfg.out, run_files.RUN_JSON))
+    settings = asdict(cfg)
+    for k in RESUME_KEYS:
+        if previous is not None and previous["config"].get(k) != settings[k]:
+            raise UsageError(
+                f"{cfg.out} holds a run with {k}={previous['config'][k]}, not {settings[k]}; "
+                "rerun with the same settings to resume it, or choose a new --out"
+            )
+    return previous
+
+
+def build_model(cfg: TrainConfig, classes: int, strategy):
+    """The compiled net, its weights from ``--init`` if given; and its learning rate."""
+    import keras
+
+    from model import nets
+
+    lr = cfg.lr if cfg.lr is not None else nets.default_lr(cfg.net, cfg.mode)
+    with strategy.scope():
+        model = nets.build(cfg.net, cfg.image_size, classes, mode=cfg.mode, weights=cfg.resolved_weights(),
+                           augment=cfg.augment == "full", seed=cfg.seed)
+        if cfg.init:
+            model.load_weights(cfg.init)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    return model, lr
+
+
+def datasets(cfg: TrainConfig, layout: Layout):
+    """The (train, validation) tf.data pipelines of the layout."""
+    from model.pipeline import make_dataset
+
+    train_ds = make_dataset(layout.train, cfg.image_size, cfg.batch_size, training=True, seed=cfg.seed,
+                            cache=cfg.cache, augment=cfg.augment != "none")
+    val_ds = make_dataset(layout.validation, cfg.image_size, cfg.batch_size, training=False, cache=cfg.cache)
+    return train_ds, val_ds
+
+
 def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> TrainResult:
     """Train ``cfg.net`` on ``cfg.data`` into ``cfg.out``, resuming if it can.
 
@@ -303,42 +179,31 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     """
     check_config(cfg)
     layout = scan_layout(cfg.data, strict=cfg.strict)
-    os.makedirs(os.path.join(cfg.out, "checkpoints"), exist_ok=True)
-    run_path = os.path.join(cfg.out, "run.json")
-    settings = asdict(cfg)
-    previous = _read_json(run_path)
-    if previous is not None:
-        changed = [k for k in RESUME_KEYS if previous["config"].get(k) != settings[k]]
-        if changed:
-            k = changed[0]
-            raise UsageError(
-                f"{cfg.out} holds a run with {k}={previous['config'][k]}, not {settings[k]}; "
-                "rerun with the same settings to resume it, or choose a new --out"
-            )
-    records = read_history_csv(os.path.join(cfg.out, "history.csv"))
+    os.makedirs(os.path.join(cfg.out, run_files.CHECKPOINTS), exist_ok=True)
+    run_path = os.path.join(cfg.out, run_files.RUN_JSON)
+    previous = previous_run(cfg)
+    records = run_files.read_history_csv(os.path.join(cfg.out, run_files.HISTORY_CSV))
     if previous is not None and previous.get("status") == "complete":
         log(f"{cfg.out} already holds a complete run ({len(records)} epochs); choose a new --out to train again")
-        if not os.path.exists(os.path.join(cfg.out, "metrics.json")):
+        if not os.path.exists(os.path.join(cfg.out, run_files.METRICS)):
             from model.report import write_report
 
             write_report(cfg.out, log=log)
-        return TrainResult(cfg.out, len(records), history_dict(records), len(records), already_complete=True)
+        return TrainResult(cfg.out, len(records), run_files.history_dict(records), len(records),
+                           already_complete=True)
 
     run_info = {
-        "config": settings,
+        "config": asdict(cfg),
         "data": layout.root,
         "classes": layout.classes,
         "counts": layout.counts(),
         "skipped": [{"path": p, "why": why} for p, why in layout.skipped],
         "status": "running",
     }
-    write_json(run_path, run_info)
+    run_files.write_json(run_path, run_info)
 
     import keras
     import tensorflow as tf
-
-    from model import nets
-    from model.pipeline import make_dataset
 
     keras.utils.set_random_seed(cfg.seed)
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -353,48 +218,15 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     if layout.skipped:
         log(f"skipped {len(layout.skipped)} unreadable or non-image file(s) (listed in {run_path})")
 
-    train_ds = make_dataset(
-        layout.train,
-        cfg.image_size,
-        cfg.batch_size,
-        training=True,
-        seed=cfg.seed,
-        cache=cfg.cache,
-        augment=cfg.augment != "none",
-    )
-    val_ds = make_dataset(layout.validation, cfg.image_size, cfg.batch_size, training=False, cache=cfg.cache)
-    lr = cfg.lr if cfg.lr is not None else nets.default_lr(cfg.net, cfg.mode)
-    with strategy.scope():
-        model = nets.build(
-            cfg.net,
-            cfg.image_size,
-            len(layout.classes),
-            mode=cfg.mode,
-            weights=cfg.resolved_weights(),
-            augment=cfg.augment == "full",
-            seed=cfg.seed,
-        )
-        if cfg.init:
-            model.load_weights(cfg.init)
-        model.compile(
-            optimizer=keras.optimizers.Adam(lr),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-
-    callbacks = make_callbacks(cfg, log, records, stream_lines)
+    train_ds, val_ds = datasets(cfg, layout)
+    model, lr = build_model(cfg, len(layout.classes), strategy)
+    callbacks = make_callbacks(cfg.out, cfg.epochs, cfg.patience, log, records, stream_lines)
     # The dataset's length is unknown to Keras (unreadable files may be
     # dropped), so it warns at the end of the first epoch: expected, not news.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.epochs,
-        callbacks=callbacks,
-        verbose=0 if stream_lines else 1,
-        shuffle=False,  # the dataset shuffles itself
-    )
-    history = history_dict(records)
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
+              verbose=0 if stream_lines else 1, shuffle=False)  # the dataset shuffles itself
+    history = run_files.history_dict(records)
     first = callbacks[0].first_epoch or 0
     bad = diverged_at(history)
     if bad is not None:
@@ -403,11 +235,11 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
             f"lower --lr (now {lr}) and retrain into a new --out"
         )
 
-    model.save(os.path.join(cfg.out, "model.keras"))
+    model.save(os.path.join(cfg.out, run_files.MODEL))
     run_info.update(status="complete", epochs_run=len(records), lr=lr)
-    write_json(run_path, run_info)
-    shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
-    log(f"saved {os.path.join(cfg.out, 'model.keras')} after {len(records)} epoch(s)")
+    run_files.write_json(run_path, run_info)
+    shutil.rmtree(os.path.join(cfg.out, run_files.BACKUP), ignore_errors=True)
+    log(f"saved {os.path.join(cfg.out, run_files.MODEL)} after {len(records)} epoch(s)")
 
     from model.report import write_report
 

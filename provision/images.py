@@ -27,7 +27,7 @@ from typing import Callable
 
 from common import paths
 from common.aws import aws_errors, error_code
-from common.errors import CloudError, UsageError
+from common.errors import CloudError, UsageError, name_flag
 
 from . import ami as amis
 from .tags import TAG_MANAGED, TAG_NAME, name_filters, tag_value, tags
@@ -309,7 +309,7 @@ def create(cloud, box_name: str, say: Callable[[str], None], spec_id: str, prepa
         raise lifecycle.no_box(box_name)
     inst = lifecycle.find_instance(cloud, box_name)
     if inst.state != "running":
-        flag = "" if box_name == "default" else f" --name {box_name}"
+        flag = name_flag(box_name)
         raise UsageError(f"box '{box_name}' is {inst.state}: its disk is cleaned over SSH before imaging",
                          f"start it with `python -m provision start{flag}`, then `image create` again")
     ec2 = cloud.client("ec2")

@@ -13,6 +13,7 @@ import importlib.util
 from pathlib import Path
 
 from common.errors import UsageError
+from model import run_files  # the run folder's names: the one part of model/ the laptop reads
 
 from .orchestrate import RunSpec
 
@@ -49,7 +50,7 @@ def command(model_args: list[str]) -> tuple[str, ...]:
 
 def spec(model_args: list[str], data: str | None, exclude: tuple[Path, ...] = ()) -> RunSpec:
     return RunSpec(code=model_package_dir(), command=command(model_args), data=data, kind="train", package=True,
-                   synth=("-m", "model", "synth", "--out"), resume_state="backup", exclude=exclude)
+                   synth=("-m", "model", "synth", "--out"), resume_state=run_files.BACKUP, exclude=exclude)
 
 
 def spec_of(rec, exclude: tuple[Path, ...] = ()) -> RunSpec | None:
@@ -72,7 +73,7 @@ def summary(local_dir: Path) -> str:
     """One line on the training, from the model's history.json ("" without one)."""
     import json
 
-    hist = local_dir / "history.json"
+    hist = local_dir / run_files.HISTORY_JSON
     if not hist.exists():
         return ""
     h = json.loads(hist.read_text())
@@ -80,5 +81,5 @@ def summary(local_dir: Path) -> str:
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         if h.get(key):
             parts.append(f"{key} {h[key][-1]:.4f}")
-    model = local_dir / "model.keras"
+    model = local_dir / run_files.MODEL
     return "trained " + ", ".join(parts) + (f"; model: {model}" if model.exists() else "")

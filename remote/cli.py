@@ -16,7 +16,7 @@ from pathlib import Path
 from box.layout import BoxLayout
 from common.checks import clean
 from common.cliutil import run_cli, say
-from common.errors import RemoteError, TrainingFailed, UsageError
+from common.errors import RemoteError, TrainingFailed, UsageError, name_flag
 
 from . import builtin, job, orchestrate, records, results
 from .builtin import model_package_dir
@@ -207,9 +207,10 @@ def _resume(args) -> int:
 
 
 def _name_flags(args) -> str:
+    """The flags a suggested command repeats to reach this run's box."""
     if args.host:
-        return f" --host {args.host}" + (f" --identity {args.identity}" if args.identity else "")
-    return "" if args.name == "default" else f" --name {args.name}"
+        return f" --host {shlex.quote(args.host)}" + (f" --identity {shlex.quote(args.identity)}" if args.identity else "")
+    return name_flag(args.name)
 
 
 def _print_reattach(args, run_id: str) -> None:

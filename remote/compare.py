@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import UsageError
+from model import run_files
 
 METRICS = ("loss", "accuracy")
 VIEW_EXTRA = "pip install 'trainbox[view]'"
@@ -48,11 +49,11 @@ def _json(path: Path) -> dict:
 
 
 def load(run_id: str, local_dir: Path) -> RunCurves:
-    history = _json(local_dir / "history.json")
+    history = _json(local_dir / run_files.HISTORY_JSON)
     if not history:
         raise UsageError(f"run {run_id} has no history at {local_dir} (not pulled, or it wrote none)",
                          f"bring it home with `remote pull {run_id}`")
-    return RunCurves(run_id, history, _json(local_dir / "run.json").get("config") or {})
+    return RunCurves(run_id, history, _json(local_dir / run_files.RUN_JSON).get("config") or {})
 
 
 def differing_args(runs: list[RunCurves]) -> dict[str, list]:

@@ -15,7 +15,7 @@ import socket
 import time
 
 from common import hostkeys, paths
-from common.errors import RemoteError, UsageError
+from common.errors import RemoteError, UsageError, name_flag
 
 from .target import Target
 
@@ -80,7 +80,7 @@ def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
         except (NoValidConnectionsError, socket.timeout, TimeoutError, ConnectionError, EOFError, paramiko.SSHException, OSError) as e:
             if time.monotonic() + delay > deadline:
                 if target.box:
-                    flag = "" if target.box == "default" else f" --name {target.box}"
+                    flag = name_flag(target.box)
                     hint = (f"box '{target.box}' may be stopped: start it with `python -m provision start{flag}`, "
                             f"or add --start (`python -m provision state{flag}` shows its state)")
                 else:

@@ -5,7 +5,7 @@ redirecting to a signed storage URL (docs/kaggle.md has the sources). The
 laptop makes that one request itself, does not follow the redirect, and
 hands only the signed URL to the box, inside the JSON plan on the stdin of
 one SSH exec (as S3's presigned URLs are); the box downloads it with the URL
-path of remote/boxfetch.py (resume, cache, extract, Kaggle's layout
+path of box/fetch.py (resume, cache, extract, Kaggle's layout
 organized). The box's cache key comes from the Kaggle reference, never from
 the signed URL, which changes every time.
 
@@ -16,6 +16,10 @@ extracts it as if it had downloaded it.
 No credential, token or key ever reaches the box: not in a file, not in an
 environment variable, not on a command line. A redirect whose URL contains
 the credential is refused.
+
+Why ~350 lines: Kaggle's side of one protocol (the credential, the RPC, the
+redirect refused, the laptop's own download and cache when there is no
+redirect, the push) reads as one story; the box's half is box/fetch.py.
 """
 from __future__ import annotations
 

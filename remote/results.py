@@ -18,7 +18,7 @@ from typing import Callable
 
 from box import layout as names
 from box.layout import BoxLayout
-from common.errors import RemoteError, TrainboxError
+from common.errors import RemoteError, TrainboxError, name_flag
 
 from .records import records, save_record
 from .target import resolve
@@ -170,7 +170,7 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
     pending = [r for r in records(box) if not r.pulled]
     if not pending:
         return []
-    flag = "" if box == "default" else f" --name {box}"
+    flag = name_flag(box)
     try:
         # The box as it is now (a restart changes its address), else where the runs were started.
         target = resolve(box) if state.load(box) is not None else pending[0].target()

@@ -8,7 +8,10 @@
 - provision and remote library modules do not import each other (their CLIs
   compose them);
 - the laptop (box, common, provision, remote) never imports TensorFlow, Keras
-  or JAX (the CLI must start fast, and the laptop install has none);
+  or JAX (the CLI must start fast, and the laptop install has none), nor
+  model/, except its contract modules (CONTRACT: the run folder's file names
+  and its report page), which with model/__init__ import only the standard
+  library and each other;
 - common imports neither half.
 """
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ML = {"tensorflow", "keras", "jax", "tf_keras"}
+# model/'s modules the laptop may import: pure readers of what a run writes.
+CONTRACT = {"model.run_files", "model.report_page"}
 LAPTOP_LIBS = {"boto3", "botocore", "fabric", "paramiko", "invoke", "common", "provision", "remote", "box", "templates"}
 
 
@@ -26,11 +31,19 @@ def imports(path: Path) -> list[tuple[int, str]]:
     """(line, top-level module) of every import in path; relative ones as the package itself."""
     package = path.parent.name
     out = []
+    return [(line, name.split(".")[0]) for line, name in full_imports(path, package)]
+
+
+def full_imports(path: Path, package: str | None = None) -> list[tuple[int, str]]:
+    """(line, dotted module) of every import in path; ``from model import x`` gives model.x."""
+    package = package or path.parent.name
+    out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name.split(".")[0]) for a in node.names]
+            out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            out.append((node.lineno, package if node.level else node.module.split(".")[0]))
+            base = package if node.level else node.module
+            out += [(node.lineno, f"{base}.{a.name}") for a in node.names]
     return out
 
 
@@ -66,7 +79,34 @@ def test_common_imports_neither_half():
 
 def test_the_laptop_never_imports_tensorflow_keras_or_jax():
     for package in ("box", "common", "provision", "remote", "templates"):
-        assert violations(package, lambda f, m: m not in ML and m != "model") == [], package
+        assert violations(package, lambda f, m: m not in ML) == [], package
+
+
+def laptop_model_imports(path: Path, root: Path = REPO) -> list[str]:
+    """The imports of model/ in path that are not of its contract modules."""
+    return [f"{path.relative_to(root)}:{line} imports {name}" for line, name in full_imports(path)
+            if name.split(".")[0] == "model" and ".".join(name.split(".")[:2]) not in CONTRACT]
+
+
+def test_the_laptop_imports_of_model_only_its_contract_modules():
+    bad = [v for package in ("box", "common", "provision", "remote", "templates")
+           for f in sorted((REPO / package).glob("*.py")) for v in laptop_model_imports(f)]
+    assert bad == []
+
+
+def test_the_contract_modules_import_only_the_standard_library():
+    for f in [REPO / "model" / "__init__.py", *(REPO / f"{m.replace('.', '/')}.py" for m in CONTRACT)]:
+        for line, name in full_imports(f):
+            top = name.split(".")[0]
+            assert top in sys.stdlib_module_names or ".".join(name.split(".")[:2]) in CONTRACT, \
+                f"{f.relative_to(REPO)}:{line} imports {name}"
+
+
+def test_the_contract_check_catches_a_model_import_beyond_it(tmp_path):
+    f = tmp_path / "remote" / "x.py"
+    f.parent.mkdir()
+    f.write_text("from model import run_files\nfrom model.train import train\nimport model.report_page\n")
+    assert laptop_model_imports(f, tmp_path) == ["remote/x.py:2 imports model.train.train"]
 
 
 def test_the_checker_sees_imports_inside_functions(tmp_path):

@@ -151,7 +151,7 @@ def test_divergence_is_nan_inf_or_an_exploded_loss_in_either_split():
 
 def test_a_resume_state_cut_mid_write_is_repaired(tmp_path):
     """A kill during Keras' in-place metadata write leaves an empty file."""
-    from model.train import repair_backup
+    from model.callbacks import repair_backup
 
     backup = tmp_path / "backup"
     backup.mkdir()

@@ -1,0 +1,124 @@
+"""The callbacks of a run, and the repair of a resume state cut mid-write.
+
+Their order keeps the run folder consistent on a kill (see make_callbacks).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+from model import run_files
+
+Log = Callable[[str], None]
+# How much training an interruption that gives no notice can cost at most.
+SAVE_EVERY_S = 60.0
+
+
+def repair_backup(backup_dir: str) -> str | None:
+    """Make BackupAndRestore's state loadable after a kill cut it mid-write.
+
+    Keras writes training_metadata.json in place, so a kill during the write
+    leaves it empty, and Keras only falls back to its .bkp copies on an
+    OSError. An unreadable state is replaced by the previous epoch's copy
+    (double_checkpoint keeps one), or dropped if there is none.
+    """
+    meta = os.path.join(backup_dir, "training_metadata.json")
+    weights = os.path.join(backup_dir, "latest.weights.h5")
+    if not os.path.exists(meta):
+        return None
+    try:
+        run_files.read_json(meta)
+        return None
+    except ValueError:
+        pass
+    prev_meta, prev_weights = f"{meta}.bkp", f"{weights}.bkp"
+    try:
+        if os.path.exists(prev_weights) and run_files.read_json(prev_meta) is not None:
+            shutil.copyfile(prev_weights, weights)
+            shutil.copyfile(prev_meta, meta)
+            return "the resume state was cut mid-write; resuming from the epoch before"
+    except ValueError:
+        pass
+    for path in (meta, weights, prev_meta, prev_weights):
+        if os.path.exists(path):
+            os.remove(path)
+    return "the resume state was cut mid-write and has no good copy; starting over"
+
+
+def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
+                   records: dict[int, dict[str, float]], stream_lines: bool) -> list:
+    """The run's callbacks, in an order that keeps the files consistent on a kill.
+
+    The history is written before BackupAndRestore saves the epoch, and the
+    checkpoints after it: so once ``checkpoints/last.keras`` shows epoch k,
+    both the backup and the history hold epoch k. The first one is the
+    HistoryWriter, whose ``first_epoch`` says where the run (re)started.
+    """
+    import keras
+
+    from model.save_request import save_on_request
+
+    backup_dir = os.path.join(out, run_files.BACKUP)
+
+    class HistoryWriter(keras.callbacks.Callback):
+        """history.csv + history.json across restarts, merged by epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.first_epoch: int | None = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.first_epoch is None:
+                self.first_epoch = epoch
+                # Epochs at or after the restored one will run again.
+                for e in [e for e in records if e > epoch]:
+                    del records[e]
+                if epoch > 0:
+                    log(f"resuming from {backup_dir} at epoch {epoch + 1}/{epochs}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            records[epoch + 1] = {k: float(v) for k, v in (logs or {}).items()}
+            run_files.write_history(out, records)
+
+    class EpochLine(keras.callbacks.Callback):
+        """One plain, flushed line per epoch, for logs that are not a terminal."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items())
+            log(f"epoch {epoch + 1}/{epochs}  {metrics}  ({time.monotonic() - self.t0:.1f}s)")
+
+    note = repair_backup(backup_dir)
+    if note:
+        log(f"warning: {note}")
+    best_so_far = min((r["val_loss"] for r in records.values() if "val_loss" in r), default=None)
+    backup = keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False, double_checkpoint=True)
+    callbacks = [
+        HistoryWriter(),
+        backup,
+        # Mid-epoch saves: when the box's agent asks (a spot notice, the box
+        # stopping) and every SAVE_EVERY_S seconds (a power cut asks nothing).
+        save_on_request(backup, every_s=SAVE_EVERY_S),
+        keras.callbacks.ModelCheckpoint(os.path.join(out, run_files.LAST)),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out, run_files.BEST),
+            monitor="val_loss",
+            save_best_only=True,
+            initial_value_threshold=best_so_far,  # a resumed run keeps its best
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, run_files.TENSORBOARD)))
+    else:  # TF's tf.summary needs the tensorboard package; training does not
+        log("warning: tensorboard is not installed, so no TensorBoard logs (pip install tensorboard)")
+    if stream_lines:
+        callbacks.append(EpochLine())
+    if patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
+    return callbacks
