@@ -102,8 +102,9 @@ def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
         HistoryWriter(),
         backup,
         # Mid-epoch saves: when the box's agent asks (a spot notice, the box
-        # stopping) and every SAVE_EVERY_S seconds (a power cut asks nothing).
-        save_on_request(backup, every_s=SAVE_EVERY_S),
+        # stopping), on SIGTERM (then it exits 143), and every SAVE_EVERY_S
+        # seconds (a power cut asks nothing).
+        save_on_request(backup, every_s=SAVE_EVERY_S, log=log),
         keras.callbacks.ModelCheckpoint(os.path.join(out, run_files.LAST)),
         keras.callbacks.ModelCheckpoint(
             os.path.join(out, run_files.BEST),
