@@ -98,11 +98,16 @@ def restart(conn, run_dir: str) -> int:
 
 
 def state_command(run_dir: str) -> str:
+    from box.layout import RUN_PID_START, START_TIME_SH
+
     d = shlex.quote(run_dir)
     return (
-        f"cd {d} 2>/dev/null || {{ echo missing; exit 0; }}; "
+        f"cd {d} 2>/dev/null || {{ echo missing; exit 0; }}; {START_TIME_SH}; "
         "pid=$(cat pid 2>/dev/null); code=$(cat exit_code 2>/dev/null); alive=0; stopped=0; "
-        '[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1; '
+        # Alive only if that pid is still the job that wrote it: after a reboot (a spot
+        # stop, `provision stop`) another process may have its number.
+        f'[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && {{ [ ! -e {RUN_PID_START} ] || '
+        f'[ "$(trainbox_start_time "$pid")" = "$(cat {RUN_PID_START})" ]; }} && alive=1; '
         "[ -e stopped ] && stopped=1; "
         'echo "${pid:-none} $alive ${code:-none} $stopped"'
     )
@@ -246,7 +251,12 @@ def follow(connect: Callable[[], object], run_dir: str, out: BinaryIO = sys.stdo
             channel.close()
             if not conn.client.get_transport() or not conn.client.get_transport().is_active():
                 raise EOFError("the SSH connection dropped")
-            why = run(conn, after_tail_command(run_dir), "reading why the log ended").strip()
+            try:
+                why = run(conn, after_tail_command(run_dir), "reading why the log ended").strip()
+            except RemoteError:
+                if conn.client.get_transport() and conn.client.get_transport().is_active():
+                    raise
+                raise EOFError("the SSH connection dropped") from None  # the box went down as we asked
             if why == "going-down":
                 raise BoxGoingDown("the box is shutting down")
             if why == "resume-pending" and pending_rounds < 2:
