@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", message="Your input ran out of data")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from model.layout import scan_layout  # noqa: E402
+from model.class_folders import scan_folders  # noqa: E402
 from model.synth import generate  # noqa: E402
 
 
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         train_dir = make_data(args.data or os.path.join(tmp, "data"), args.images)
-        files = scan_layout(os.path.dirname(train_dir)).train
+        files = scan_folders(os.path.dirname(train_dir)).train
         size, batch = args.image_size, args.batch_size
 
         import keras

@@ -58,6 +58,8 @@ RANGES = {
     "max_hours": (float, 0.0, 24 * 365, "hours"),  # > 0
     "idle_minutes": (float, 0.05, 60 * 24 * 30, "minutes"),
     "volume_gb": (int, 1, 16384, "GB"),  # gp3's largest
+    # `up --nodes`: a typo of 100 must not launch 100 GPUs (a cluster group of more is rare).
+    "nodes": (int, 1, 64, "nodes"),
 }
 
 

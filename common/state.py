@@ -18,6 +18,21 @@ from .errors import UsageError, name_flag
 
 
 @dataclass
+class Node:
+    """One instance of a box of several nodes (the box's other nodes: index 1 and up)."""
+
+    index: int
+    instance_id: str
+    ssh_host: str
+    ssh_port: int = 22
+    private_ip: str | None = None
+    public_ip: str | None = None
+    # Its own workdir where it differs from the box's (the sandbox's process
+    # boxes share one machine, so each has its own disk); None: the box's.
+    workdir: str | None = None
+
+
+@dataclass
 class BoxState:
     name: str
     region: str
@@ -37,12 +52,51 @@ class BoxState:
     ami: str = ""
     public_ip: str | None = None
     launched_at: float = 0.0
-    price_per_hour: float | None = None
+    price_per_hour: float | None = None  # of one node
     extra: dict = field(default_factory=dict)
+    # Node 0 (the box itself, the coordinator of a multi-node run) is the
+    # fields above; its address inside the box's network:
+    private_ip: str | None = None
+    # The box's other nodes, 1..N-1, in order; empty for a box of one node.
+    nodes: list[Node] = field(default_factory=list)
 
     @property
     def sandbox(self) -> bool:
         return self.endpoint_url is not None
+
+    @property
+    def node_count(self) -> int:
+        return 1 + len(self.nodes)
+
+    def node_list(self) -> list[Node]:
+        """Every node, node 0 first (node 0 from the box's own fields)."""
+        first = Node(0, self.instance_id, self.ssh_host, self.ssh_port, self.private_ip, self.public_ip, None)
+        return [first, *self.nodes]
+
+    def node(self, index: int) -> "BoxState":
+        """The box as seen on node ``index``: a copy whose instance and address are that node's,
+        for everything that reaches one box (ssh, host keys, a remote target)."""
+        if not 0 <= index < self.node_count:
+            raise UsageError(f"box '{self.name}' has {self.node_count} node(s): no node {index}",
+                             f"pass --node 0..{self.node_count - 1}")
+        if index == 0:
+            return dataclasses.replace(self, nodes=[])
+        n = self.nodes[index - 1]
+        return dataclasses.replace(self, instance_id=n.instance_id, ssh_host=n.ssh_host, ssh_port=n.ssh_port,
+                                   private_ip=n.private_ip, public_ip=n.public_ip,
+                                   workdir=n.workdir or self.workdir, nodes=[])
+
+    def set_node(self, node: Node) -> None:
+        """Record one node's instance and addresses (node 0: the box's own fields)."""
+        if node.index == 0:
+            self.instance_id, self.ssh_host, self.ssh_port = node.instance_id, node.ssh_host, node.ssh_port
+            self.private_ip, self.public_ip = node.private_ip, node.public_ip
+            if node.workdir:
+                self.workdir = node.workdir
+            return
+        others = {n.index: n for n in self.nodes}
+        others[node.index] = node
+        self.nodes = [others[i] for i in sorted(others)]
 
 
 class CorruptState(UsageError):
@@ -66,6 +120,8 @@ def load(name: str) -> BoxState | None:
         data = json.loads(f.read_text())
         known = {f.name for f in dataclasses.fields(BoxState)}
         box = BoxState(**{k: v for k, v in data.items() if k in known})
+        node_fields = {f.name for f in dataclasses.fields(Node)}
+        box.nodes = [Node(**{k: v for k, v in n.items() if k in node_fields}) for n in box.nodes]
         _check(box, name, str(f))
     except (OSError, ValueError, TypeError, AttributeError, UsageError) as e:
         why = e.what if isinstance(e, UsageError) else f"{type(e).__name__}: {e}"
@@ -80,10 +136,19 @@ def _check(box: BoxState, name: str, source: str) -> None:
         raise UsageError(f"it names the box {box.name!r}")
     for key in ("region", "instance_id", "instance_type", "ssh_host", "ssh_user", "key_path", "workdir"):
         checks.plain(getattr(box, key), key)
-    for key in ("python", "endpoint_url", "public_ip"):
+    for key in ("python", "endpoint_url", "public_ip", "private_ip"):
         if getattr(box, key) is not None:
             checks.plain(getattr(box, key), key)
     checks.port(box.ssh_port, "ssh_port")
+    for i, node in enumerate(box.nodes, start=1):
+        if node.index != i:
+            raise UsageError(f"its nodes are not numbered 1..{len(box.nodes)} in order")
+        for key in ("instance_id", "ssh_host"):
+            checks.plain(getattr(node, key), f"node {i}'s {key}")
+        for key in ("private_ip", "public_ip", "workdir"):
+            if getattr(node, key) is not None:
+                checks.plain(getattr(node, key), f"node {i}'s {key}")
+        checks.port(node.ssh_port, f"node {i}'s ssh_port")
 
 
 def forget(name: str) -> None:

@@ -6,7 +6,7 @@ The order of the steps is the speed:
    than the target are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself
    (DCT scaling, ``decode_jpeg(ratio=...)``): far less work than decoding
    full size and shrinking. The ratio comes from each file's header size,
-   read by ``layout.scan_layout``.
+   read by ``class_folders.scan_folders``.
 2. Resize once, to the training size plus a 1/8 margin, and keep uint8 (a
    quarter of float32 in memory and on the way to the GPU).
 3. ``cache()``: every later epoch skips the files and the decoder entirely.
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from model.layout import ImageFile
+from model.class_folders import ImageFile
 
 AUTOTUNE = tf.data.AUTOTUNE
 DCT_RATIOS = (1, 2, 4, 8)  # what libjpeg can scale by while decoding
@@ -95,7 +95,7 @@ def decoded_images(files: Sequence[ImageFile], size: int, skip_errors: bool = Tr
     )
     if not skip_errors:
         return ds
-    # layout.scan_layout already skipped unreadable files; this only guards
+    # class_folders.scan_folders already skipped unreadable files; this only guards
     # training against a file that broke after the scan (TF logs it).
     return ds.ignore_errors(log_warning=True)
 

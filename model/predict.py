@@ -17,7 +17,7 @@ import numpy as np
 
 from model import run_files
 from model.errors import UsageError
-from model.layout import readable_images
+from model.class_folders import readable_images
 
 log = logging.getLogger(__name__)
 

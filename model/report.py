@@ -31,7 +31,7 @@ from PIL import Image
 
 from model import report_page, run_files as rf
 from model.errors import UsageError
-from model.layout import Layout, scan_layout
+from model.class_folders import ClassFolders, scan_folders
 
 GRIDS = ("correct", "incorrect", "uncertain")
 
@@ -147,7 +147,7 @@ def predict_files(model, files, image_size: int, batch_size: int) -> np.ndarray:
 def write_report(
     run_dir: str,
     model=None,
-    layout: Layout | None = None,
+    folders: ClassFolders | None = None,
     data: str | None = None,
     log: Callable[[str], None] = print,
     top: int = 9,
@@ -171,13 +171,13 @@ def write_report(
             history = json.load(f)
     plot_curves(history, os.path.join(run_dir, rf.CURVES))
 
-    if layout is None:
-        layout = scan_layout(data or run["data"])
-    if layout.classes != classes:
-        raise UsageError(f"{layout.root} has classes {layout.classes}, the run was trained on {classes}; pass the right --data")
+    if folders is None:
+        folders = scan_folders(data or run["data"])
+    if folders.classes != classes:
+        raise UsageError(f"{folders.root} has classes {folders.classes}, the run was trained on {classes}; pass the right --data")
     if model is None:
         model = _load_model(run_dir)
-    files = layout.validation
+    files = folders.validation
     probs = predict_files(model, files, cfg["image_size"], cfg["batch_size"])
     labels = np.array([f.label for f in files])
     preds = probs.argmax(axis=1)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from model import MODES, NETS, VGG16_MIN_SIZE, run_files
 from model.callbacks import Log, make_callbacks
 from model.errors import TrainingError, UsageError
-from model.layout import Layout, scan_layout
+from model.class_folders import ClassFolders, scan_folders
 
 # Settings that must match to resume a run folder.
 RESUME_KEYS = ("net", "mode", "image_size", "batch_size", "augment")
@@ -122,10 +122,10 @@ def make_strategy(gpus: str | None):
     return tf.distribute.MirroredStrategy(devices)
 
 
-def describe(layout: Layout) -> str:
-    counts = layout.counts()
-    per = ", ".join(f"{c} {counts['train'][c]}/{counts['validation'][c]}" for c in layout.classes)
-    return f"{len(layout.train)} train / {len(layout.validation)} validation images ({per})"
+def describe(folders: ClassFolders) -> str:
+    counts = folders.counts()
+    per = ", ".join(f"{c} {counts['train'][c]}/{counts['validation'][c]}" for c in folders.classes)
+    return f"{len(folders.train)} train / {len(folders.validation)} validation images ({per})"
 
 
 def previous_run(cfg: TrainConfig) -> dict | None:
@@ -159,13 +159,13 @@ def build_model(cfg: TrainConfig, classes: int, strategy):
     return model, lr
 
 
-def datasets(cfg: TrainConfig, layout: Layout):
+def datasets(cfg: TrainConfig, folders: ClassFolders):
     """The (train, validation) tf.data pipelines of the layout."""
     from model.pipeline import make_dataset
 
-    train_ds = make_dataset(layout.train, cfg.image_size, cfg.batch_size, training=True, seed=cfg.seed,
+    train_ds = make_dataset(folders.train, cfg.image_size, cfg.batch_size, training=True, seed=cfg.seed,
                             cache=cfg.cache, augment=cfg.augment != "none")
-    val_ds = make_dataset(layout.validation, cfg.image_size, cfg.batch_size, training=False, cache=cfg.cache)
+    val_ds = make_dataset(folders.validation, cfg.image_size, cfg.batch_size, training=False, cache=cfg.cache)
     return train_ds, val_ds
 
 
@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     ``stream_lines`` prints one line per epoch (for non-terminal output).
     """
     check_config(cfg)
-    layout = scan_layout(cfg.data, strict=cfg.strict)
+    folders = scan_folders(cfg.data, strict=cfg.strict)
     os.makedirs(os.path.join(cfg.out, run_files.CHECKPOINTS), exist_ok=True)
     run_path = os.path.join(cfg.out, run_files.RUN_JSON)
     previous = previous_run(cfg)
@@ -194,10 +194,10 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
 
     run_info = {
         "config": asdict(cfg),
-        "data": layout.root,
-        "classes": layout.classes,
-        "counts": layout.counts(),
-        "skipped": [{"path": p, "why": why} for p, why in layout.skipped],
+        "data": folders.root,
+        "classes": folders.classes,
+        "counts": folders.counts(),
+        "skipped": [{"path": p, "why": why} for p, why in folders.skipped],
         "status": "running",
     }
     run_files.write_json(run_path, run_info)
@@ -211,15 +211,15 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = make_strategy(cfg.gpus)
     log(
-        f"training {cfg.net}{'/' + cfg.mode if cfg.net == 'vgg16' else ''} on {describe(layout)}, "
+        f"training {cfg.net}{'/' + cfg.mode if cfg.net == 'vgg16' else ''} on {describe(folders)}, "
         f"{cfg.image_size} px, batch {cfg.batch_size}, {strategy.num_replicas_in_sync} replica(s), "
         f"{'GPU mixed precision' if has_gpu else 'CPU'}"
     )
-    if layout.skipped:
-        log(f"skipped {len(layout.skipped)} unreadable or non-image file(s) (listed in {run_path})")
+    if folders.skipped:
+        log(f"skipped {len(folders.skipped)} unreadable or non-image file(s) (listed in {run_path})")
 
-    train_ds, val_ds = datasets(cfg, layout)
-    model, lr = build_model(cfg, len(layout.classes), strategy)
+    train_ds, val_ds = datasets(cfg, folders)
+    model, lr = build_model(cfg, len(folders.classes), strategy)
     callbacks = make_callbacks(cfg.out, cfg.epochs, cfg.patience, log, records, stream_lines)
     # The dataset's length is unknown to Keras (unreadable files may be
     # dropped), so it warns at the end of the first epoch: expected, not news.
@@ -243,5 +243,5 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
 
     from model.report import write_report
 
-    write_report(cfg.out, model=model, layout=layout, log=log)
+    write_report(cfg.out, model=model, folders=folders, log=log)
     return TrainResult(cfg.out, len(records), history, first)

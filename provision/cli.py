@@ -74,6 +74,7 @@ def cmd_up(args) -> int:
         sandbox_box=args.sandbox_box,
         bootstrap=first_boot_bootstrap(),
         env_spec=setup.SetupOptions.from_env().spec_id(),
+        nodes=args.nodes,
     )
     if args.sandbox_box and not args.sandbox:
         raise UsageError("--sandbox-box needs --sandbox", f"run `{PROG} up --sandbox --sandbox-box {args.sandbox_box}`")
@@ -89,9 +90,20 @@ def cmd_up(args) -> int:
     except BaseException:
         say(f"`up` did not finish: everything it made is tagged; `{PROG} down{name_flag(args.name)}` removes it")
         raise
-    price = f"${box.price_per_hour:.3f}/h" if box.price_per_hour is not None else "price unknown"
-    where = f"{box.ssh_host}:{box.ssh_port}" if box.sandbox else box.ssh_host
-    print(f"box '{box.name}' is up: {box.instance_id} {box.instance_type} at {where} ({price})")
+    n = box.node_count
+    if box.price_per_hour is None:
+        price = "price unknown"
+    else:
+        price = f"${box.price_per_hour * n:.3f}/h" + (f": {n} × ${box.price_per_hour:.3f}" if n > 1 else "")
+    if n == 1:
+        where = f"{box.ssh_host}:{box.ssh_port}" if box.sandbox else box.ssh_host
+        print(f"box '{box.name}' is up: {box.instance_id} {box.instance_type} at {where} ({price})")
+    else:
+        print(f"box '{box.name}' is up: {n} nodes of {box.instance_type} ({price})")
+        for node in box.node_list():
+            on = box.node(node.index)
+            where = f"{on.ssh_host}:{on.ssh_port}" if box.sandbox else on.ssh_host
+            print(f"  node {node.index}: {node.instance_id} at {where}, private {node.private_ip or '-'}")
     say(f"next: `remote train --epochs 3{name_flag(args.name)}`; when done: `{PROG} down{name_flag(args.name)}`")
     return 0
 
@@ -120,6 +132,10 @@ def cmd_state(args) -> int:
         ("price", price),
         ("cost so far", cost),
     ] + ([("spot", s.spot)] if s.spot else [])
+    if len(s.nodes) > 1:
+        rows.insert(2, ("nodes", str(len(s.nodes))))
+        rows += [(f"node {n.index}", f"{n.instance_id} {n.state} {n.address or '-'} (private {n.private_ip or '-'})")
+                 for n in s.nodes]
     for k, v in rows:
         print(f"{k:<12} {v}")
     return 0
@@ -134,18 +150,22 @@ def cmd_start(args) -> int:
 
 def cmd_stop(args) -> int:
     inst = lifecycle.stop(cloud_for(args), args.name)
-    print(f"box '{args.name}' is {inst.state} (the disk is kept and still bills a little; `{PROG} down` removes it)")
+    n = lifecycle.status(cloud_for(args), args.name).nodes
+    disks = "the disk is kept and still bills" if len(n) == 1 else f"all {len(n)} nodes; their disks are kept and still bill"
+    print(f"box '{args.name}' is {inst.state} ({disks} a little; `{PROG} down` removes it)")
     return 0
 
 
 def _ready_box(args) -> state.BoxState:
+    """The box, running; with ``--node K``, as seen on node K (its instance and address)."""
     s = lifecycle.status(cloud_for(args), args.name)
     if s.state != "running":
-        raise UsageError(f"box '{args.name}' is {s.state}", f"start it with `{PROG} start{name_flag(args.name)}`")
+        why = s.state if s.state != "mixed" else ", ".join(f"node {n.index} {n.state}" for n in s.nodes)
+        raise UsageError(f"box '{args.name}' is {why}", f"start it with `{PROG} start{name_flag(args.name)}`")
     box = state.load(args.name)
     if box is None:
         raise no_box(args.name)
-    return box
+    return box.node(getattr(args, "node", 0))
 
 
 def cmd_ip(args) -> int:
@@ -166,8 +186,13 @@ def ssh_argv(box: state.BoxState, extra: list[str]) -> list[str]:
     return build(_ssh_binary(), box, str(paths.known_hosts()), extra)
 
 
+def ssh_command(args) -> list[str]:
+    """The ssh command line `ssh` execs: to the box, or with ``--node K`` to its node K."""
+    return ssh_argv(_ready_box(args), [a for a in args.ssh_args if a != "--"])
+
+
 def cmd_ssh(args) -> int:
-    argv = ssh_argv(_ready_box(args), [a for a in args.ssh_args if a != "--"])
+    argv = ssh_command(args)
     sys.stdout.flush()
     os.execv(argv[0], argv)
     return 0  # not reached
@@ -189,7 +214,7 @@ def cmd_nb(args) -> int:
     # The latest `remote run`'s pushed project (and its environment), else the home.
     root, project_env = orchestrate.notebook_place(records.latest(args.name), box.workdir)
     script = sshcmd.jupyter_start_script(
-        sshcmd.box_python(box), args.port, BoxLayout(box.workdir).jupyter, secrets.token_hex(24),
+        sshcmd.env_python(box), args.port, BoxLayout(box.workdir).jupyter, secrets.token_hex(24),
         env=None if box.python else project_env or BoxLayout(box.workdir).env_link, root_dir=root,
     )
     # The script carries the token: it goes on ssh's stdin, never on a command line.
@@ -416,6 +441,12 @@ def cmd_sandbox_notice(args) -> int:
 # ---------------------------------------------------------------- parser
 
 
+def node_arg(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"--node {text!r} is not a node index (0, 1, ...)")
+    return int(text)
+
+
 def build_parser() -> Parser:
     p = Parser(prog=PROG, description="Launch, look after and tear down a GPU training box on AWS (or in the sandbox).")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -447,13 +478,18 @@ def build_parser() -> Parser:
     c.add_argument("--volume-gb", type=range_arg("volume_gb"), help="root volume size, encrypted gp3 (default: 100)")
     c.add_argument("--ami", help="boot this AMI instead of the newest Deep Learning AMI")
     c.add_argument("--no-wait", action="store_true", help="return once the instance runs, without waiting for SSH")
+    c.add_argument("--nodes", type=range_arg("nodes"), default=1, help=(
+        "instances under the box's name, for multi-node training (default: 1). More than one: a cluster "
+        "placement group, all TCP between the nodes (ssh still only from --ssh-cidr), N × the price"))
 
     c = command("state", cmd_state, "Show the box: instance, state, address, uptime, price/h and cost so far.")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     command("start", cmd_start, "Start a stopped box and wait until it runs (its IP changes).")
     command("stop", cmd_stop, "Stop the box: compute stops billing, the disk is kept.")
-    command("ip", cmd_ip, "Print the box's address.")
+    c = command("ip", cmd_ip, "Print the box's address.")
+    c.add_argument("--node", type=node_arg, default=0, help="of this node of a multi-node box (default: 0)")
     c = command("ssh", cmd_ssh, "Open an SSH session to the box (extra arguments go to ssh).")
+    c.add_argument("--node", type=node_arg, default=0, help="to this node of a multi-node box (default: 0)")
     c.add_argument("ssh_args", nargs="*", help="passed to ssh, e.g. `-- nvidia-smi`")
     c = command("nb", cmd_nb, "Open Jupyter Lab on the box through an SSH tunnel (started there if needed; its port is never opened to the internet).")
     c.add_argument("--port", type=positive_int, default=8888, help="Jupyter's port on the box (default: %(default)s)")

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from common.aws import error_code
 
-from .tags import TAG_NAME, name_filters, tag_value, tags
+from .tags import TAG_NAME, TAG_NODE, name_filters, node_of, tag_value, tags
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
@@ -23,6 +23,8 @@ class Instance:
     launch_time: datetime | None
     spot: bool = False  # launched from a spot request
     spot_request_id: str | None = None
+    node: int = 0  # its index in a multi-node box (tags.TAG_NODE)
+    private_ip: str | None = None
 
     @classmethod
     def from_boto(cls, d: dict) -> "Instance":
@@ -37,6 +39,8 @@ class Instance:
             launch_time=d.get("LaunchTime"),
             spot=d.get("InstanceLifecycle") == "spot",
             spot_request_id=d.get("SpotInstanceRequestId"),
+            node=node_of(d),
+            private_ip=d.get("PrivateIpAddress"),
         )
 
 
@@ -50,8 +54,14 @@ def find_all(ec2, name: str | None, states: list[str] = LIVE_STATES) -> list[Ins
 
 
 def find(ec2, name: str) -> Instance | None:
-    live = find_all(ec2, name)
-    return live[0] if live else None
+    """The box's node 0 (the box itself, for a box of one node), or None."""
+    nodes = find_nodes(ec2, name)
+    return nodes[0] if nodes else None
+
+
+def find_nodes(ec2, name: str) -> list[Instance]:
+    """The box's live instances, by node index (node 0 first)."""
+    return sorted(find_all(ec2, name), key=lambda i: (i.node, i.id))
 
 
 def get(ec2, instance_id: str) -> Instance:
@@ -71,6 +81,8 @@ class LaunchSpec:
     user_data: str | bytes  # a script, or its gzip (up.user_data_payload)
     volume_gb: int = 100
     spot: bool = False
+    node: int = 0  # this instance's index in the box (tagged, tags.TAG_NODE)
+    placement_group: str | None = None  # a multi-node box's cluster group (provision/placement.py)
 
 
 def run_instances_args(spec: LaunchSpec) -> dict:
@@ -105,8 +117,10 @@ def run_instances_args(spec: LaunchSpec) -> dict:
         # The cost guards shut the box down from inside: that must stop it,
         # keeping its disk, never terminate it (spot boxes too, see below).
         InstanceInitiatedShutdownBehavior="stop",
-        TagSpecifications=[{"ResourceType": r, "Tags": tags(spec.name)} for r in tagged],
+        TagSpecifications=[{"ResourceType": r, "Tags": tags(spec.name, {TAG_NODE: str(spec.node)})} for r in tagged],
     )
+    if spec.placement_group:
+        args["Placement"] = {"GroupName": spec.placement_group}
     if spec.spot:
         # AWS stops a spot instance (on interruption, `stop`, or the guards'
         # `shutdown`) only if its request is persistent; a one-time request

@@ -1,18 +1,21 @@
 """Everything trainbox has in a region, found by tags alone (orphans too)."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
+from . import placement
 from .instance import LIVE_STATES
-from .tags import TAG_NAME, name_filters, tag_value
+from .tags import TAG_NAME, TAG_NODE, name_filters, tag_value
 
 SPOT_LIVE_STATES = ["open", "active", "disabled"]  # the others can no longer launch anything
 
 # Dependency order: what must go first when tearing down. A persistent spot
 # request relaunches its instance when that is terminated: it goes first.
+# A placement group can go only once its instances have.
 # Images (provision/images.py) come last: they outlive the box, and `down`
 # removes them only when asked (--images).
-KINDS = ["spot-request", "instance", "address", "volume", "security-group", "subnet", "route-table", "internet-gateway", "vpc", "key-pair", "image", "snapshot"]
+KINDS = ["spot-request", "instance", "placement-group", "address", "volume", "security-group", "subnet", "route-table", "internet-gateway", "vpc", "key-pair", "image", "snapshot"]
 IMAGE_KINDS = ("image", "snapshot")
 
 
@@ -43,7 +46,16 @@ def tagged_resources(ec2, region: str, name: str | None = None) -> list[Resource
     ):
         for reservation in page["Reservations"]:
             instances.extend(reservation["Instances"])
-    add("instance", instances, "InstanceId", lambda r: r["State"]["Name"], lambda r: r["InstanceType"])
+    # A box of several nodes names each instance's node (tags/TAG_NODE).
+    per_box = Counter(tag_value(r, TAG_NAME) for r in instances)
+
+    def instance_detail(r):
+        several = per_box[tag_value(r, TAG_NAME)] > 1 or (tag_value(r, TAG_NODE) or "0") != "0"
+        return r["InstanceType"] + (f" node {tag_value(r, TAG_NODE) or 0}" if several else "")
+
+    add("instance", instances, "InstanceId", lambda r: r["State"]["Name"], instance_detail)
+    groups = [g for g in ec2.describe_placement_groups(Filters=f)["PlacementGroups"] if g.get("State") in placement.LIVE_STATES]
+    add("placement-group", groups, "GroupName", lambda r: r.get("State", ""), lambda r: r.get("Strategy", ""))
     add("address", ec2.describe_addresses(Filters=f)["Addresses"], "AllocationId", detail=lambda r: r.get("PublicIp", ""))
     volumes = []
     for page in ec2.get_paginator("describe_volumes").paginate(Filters=f):

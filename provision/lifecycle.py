@@ -6,6 +6,7 @@ refreshed from its answer.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,27 +15,37 @@ from typing import Callable
 from common import hostkeys, paths, state
 from common.aws import Cloud, aws_errors
 from common.errors import UsageError, no_box
-from common.state import BoxState
+from common.state import BoxState, Node
 
 from . import instance, prices, sandbox, spot, teardown
 from .config import price_overrides
 
 
 @dataclass(frozen=True)
+class NodeStatus:
+    index: int
+    instance_id: str
+    state: str
+    address: str | None  # where SSH reaches it, while it runs
+    private_ip: str | None
+
+
+@dataclass(frozen=True)
 class BoxStatus:
     name: str
-    instance_id: str
+    instance_id: str  # node 0's
     instance_type: str
-    state: str
-    address: str | None
-    uptime_s: float | None
-    price_per_hour: float | None
-    cost_so_far: float | None
+    state: str  # the nodes' state, or "mixed" when they differ (see nodes)
+    address: str | None  # node 0's
+    uptime_s: float | None  # node 0's
+    price_per_hour: float | None  # of the whole box: every node
+    cost_so_far: float | None  # every node's since it started
     sandbox: bool
     spot: str | None = None  # the spot request's state, in words; None for an on-demand box
+    nodes: tuple[NodeStatus, ...] = ()
 
     def as_dict(self) -> dict:
-        return self.__dict__.copy()
+        return dataclasses.asdict(self)
 
 
 def cloud_of(box: BoxState) -> Cloud:
@@ -42,45 +53,72 @@ def cloud_of(box: BoxState) -> Cloud:
     return Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
 
 
-def find_instance(cloud: Cloud, name: str) -> instance.Instance:
+def find_nodes(cloud: Cloud, name: str) -> list[instance.Instance]:
+    """The box's live instances, node 0 first; UsageError when there are none."""
     with aws_errors("find the box"):
-        inst = instance.find(cloud.client("ec2"), name)
-    if inst is None:
+        insts = instance.find_nodes(cloud.client("ec2"), name)
+    if not insts:
         raise no_box(name)
-    if cloud.sandbox and inst.state == "running" and sandbox.kind_of(name) == "container" and sandbox.box_running(name) is None:
-        # The guest shut itself down (the guard, or `sudo poweroff`): on EC2 that stops the
-        # instance; here the sandbox's AWS hears of it now.
-        with aws_errors("record that the box stopped itself"):
-            inst = instance.stop(cloud.client("ec2"), inst.id)
-    return inst
+    if cloud.sandbox and sandbox.kind_of(name) == "container":
+        for k, inst in enumerate(insts):
+            if inst.state == "running" and sandbox.box_running(name, inst.node) is None:
+                # The guest shut itself down (the guard, or `sudo poweroff`): on EC2 that stops the
+                # instance; here the sandbox's AWS hears of it now.
+                with aws_errors("record that the box stopped itself"):
+                    insts[k] = instance.stop(cloud.client("ec2"), inst.id)
+    return insts
+
+
+def find_instance(cloud: Cloud, name: str) -> instance.Instance:
+    """The box's node 0 (the box itself, for a box of one node)."""
+    return find_nodes(cloud, name)[0]
 
 
 def status(cloud: Cloud, name: str) -> BoxStatus:
-    inst = find_instance(cloud, name)
+    insts = find_nodes(cloud, name)
+    inst = insts[0]
     box = state.load(name)
     price = prices.price_per_hour(inst.type, price_overrides())
-    uptime = None
-    if inst.state == "running" and inst.launch_time:
-        uptime = max(0.0, time.time() - inst.launch_time.timestamp())
-    address = None
-    if box is not None:
-        if inst.state == "running" and not box.sandbox and inst.public_ip and inst.public_ip != box.ssh_host:
-            _moved(box, inst.public_ip)
+    now = time.time()
+
+    def up_s(i: instance.Instance) -> float | None:
+        if i.state == "running" and i.launch_time:
+            return max(0.0, now - i.launch_time.timestamp())
+        return None
+
+    if box is not None and not box.sandbox:
+        known = {n.index: n for n in box.node_list()}
+        moved = [i for i in insts if i.state == "running" and i.public_ip and i.node in known
+                 and i.public_ip != known[i.node].ssh_host]
+        for i in moved:
+            _moved(box, known[i.node], i.public_ip)
+        if moved:
             state.save(box)
-        address = f"{box.ssh_host}:{box.ssh_port}" if box.sandbox else box.ssh_host
-    elif inst.public_ip:
-        address = inst.public_ip
+    nodes = []
+    for i in insts:
+        address = None
+        on = box.node(i.node) if box is not None and i.node < box.node_count else None
+        if on is not None:
+            address = f"{on.ssh_host}:{on.ssh_port}" if on.sandbox else on.ssh_host
+        elif i.public_ip:
+            address = i.public_ip
+        private = (on.private_ip if on is not None else None) or i.private_ip
+        nodes.append(NodeStatus(i.node, i.id, i.state, address if i.state == "running" else None, private))
+    uptimes = [up_s(i) for i in insts]
+    running = [u for u in uptimes if u is not None]
+    states = {i.state for i in insts}
     return BoxStatus(
         name=name,
         instance_id=inst.id,
         instance_type=inst.type,
-        state=inst.state,
-        address=address if inst.state == "running" else None,
-        uptime_s=uptime,
-        price_per_hour=price,
-        cost_so_far=prices.cost(price, uptime) if uptime is not None else None,
+        state=states.pop() if len(states) == 1 else "mixed",
+        address=nodes[0].address,
+        uptime_s=uptimes[0],
+        price_per_hour=None if price is None else price * len(insts),
+        cost_so_far=prices.cost(price, sum(running)) if running else None,
         sandbox=cloud.sandbox,
         spot=_spot_says(cloud, inst),
+        nodes=tuple(nodes),
     )
 
 
@@ -93,39 +131,54 @@ def _spot_says(cloud: Cloud, inst: instance.Instance) -> str | None:
 
 
 def start(cloud: Cloud, name: str) -> BoxState:
-    inst = find_instance(cloud, name)
+    """Start every node of the box that is not running, and wait until all run."""
+    insts = find_nodes(cloud, name)
     with aws_errors("start the box"):
         ec2 = cloud.client("ec2")
-        if inst.state == "stopping":
-            instance.wait(ec2, inst.id, "stopped")
-        inst = instance.start(ec2, inst.id) if inst.state != "running" else inst
+        for inst in insts:
+            if inst.state == "stopping":
+                instance.wait(ec2, inst.id, "stopped")
+        idle = [i.id for i in insts if i.state != "running"]
+        if idle:
+            ec2.start_instances(InstanceIds=idle)
+        insts = [instance.wait(ec2, i.id, "running") if i.id in idle else i for i in insts]
     box = state.load(name)
     if box is None:
         raise UsageError(f"the box '{name}' runs, but this laptop has no state for it", "run `python -m provision up` to adopt it")
-    if box.sandbox:
-        server = sandbox.start_box(name, Path(box.key_path))
-        box.ssh_host, box.ssh_port = server.address
-        hostkeys.pin(box.ssh_host, box.ssh_port, list(server.host_keys))
-    elif inst.public_ip:
-        # A stopped and started instance gets a new public IP.
-        _moved(box, inst.public_ip)
+    known = {n.index: n for n in box.node_list()}
+    for inst in insts:
+        node = known.get(inst.node)
+        if node is None:
+            continue  # a node this laptop's state does not know: `up --nodes N` adopts it
+        if box.sandbox:
+            server = sandbox.start_box(name, Path(box.key_path), node.index)
+            hostkeys.pin(*server.address, list(server.host_keys))
+            node.ssh_host, node.ssh_port = server.address
+            box.set_node(node)
+        elif inst.public_ip:
+            # A stopped and started instance gets a new public IP.
+            _moved(box, node, inst.public_ip)
     state.save(box)
     return box
 
 
-def _moved(box: BoxState, ip: str) -> None:
-    """The box is at ip now: its host key pin goes with it (never left for first use)."""
-    hostkeys.move((box.ssh_host, box.ssh_port), (ip, box.ssh_port))
-    box.ssh_host = box.public_ip = ip
+def _moved(box: BoxState, node: Node, ip: str) -> None:
+    """The node is at ip now: its host key pin goes with it (never left for first use)."""
+    hostkeys.move((node.ssh_host, node.ssh_port), (ip, node.ssh_port))
+    node.ssh_host = node.public_ip = ip
+    box.set_node(node)
 
 
 def stop(cloud: Cloud, name: str) -> instance.Instance:
-    inst = find_instance(cloud, name)
+    """Stop every node of the box (disks kept); node 0's instance, stopped."""
+    insts = find_nodes(cloud, name)
     with aws_errors("stop the box"):
-        stopped = instance.stop(cloud.client("ec2"), inst.id)
+        ec2 = cloud.client("ec2")
+        ec2.stop_instances(InstanceIds=[i.id for i in insts])
+        stopped = [instance.wait(ec2, i.id, "stopped") for i in insts]
     if cloud.sandbox:
         sandbox.stop_box(name)
-    return stopped
+    return stopped[0]
 
 
 def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
@@ -138,8 +191,9 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
         box = None
     if cloud.sandbox:
         sandbox.remove_box(name)
-    if box is not None and box.ssh_host:
-        hostkeys.forget(box.ssh_host, box.ssh_port)
+    for node in box.node_list() if box is not None else []:
+        if node.ssh_host:
+            hostkeys.forget(node.ssh_host, node.ssh_port)
     paths.key_path(name).unlink(missing_ok=True)
     state.forget(name)
     if cloud.sandbox and not sandbox.sandbox_boxes() and cloud.endpoint_url == sandbox.moto_endpoint():

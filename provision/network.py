@@ -1,5 +1,6 @@
 """The box's own network: a tagged VPC, subnet, internet gateway, route
-table and a security group that admits tcp/22 from one CIDR only.
+table and a security group that admits tcp/22 from one CIDR only (and, for
+a box of several nodes, all TCP between its nodes).
 
 Each ``ensure_*`` finds the tagged resource first and creates it only when
 missing, so running ``up`` twice never duplicates the network (the course's
@@ -81,10 +82,21 @@ def ssh_rule(cidr: str) -> dict:
     }
 
 
-def ensure_security_group(ec2, name: str, vpc_id: str, ssh_cidr: str) -> str:
-    """A group whose only ingress rule is tcp/22 from ssh_cidr.
+def intra_group_rule(sg_id: str) -> dict:
+    """All TCP from the group itself: a multi-node box's nodes reach each other, nothing else does."""
+    return {
+        "IpProtocol": "tcp",
+        "FromPort": 0,
+        "ToPort": 65535,
+        "UserIdGroupPairs": [{"GroupId": sg_id, "Description": "trainbox nodes of this box"}],
+    }
 
-    An existing group is brought back to exactly that rule (the laptop's
+
+def ensure_security_group(ec2, name: str, vpc_id: str, ssh_cidr: str, intra: bool = False) -> str:
+    """A group whose ingress is tcp/22 from ssh_cidr and, with ``intra`` (a box
+    of several nodes), all TCP from members of the group itself; nothing else.
+
+    An existing group is brought back to exactly those rules (the laptop's
     address may have changed since the last ``up``).
     """
     sg = _first(ec2.describe_security_groups(Filters=name_filters(name))["SecurityGroups"])
@@ -99,33 +111,32 @@ def ensure_security_group(ec2, name: str, vpc_id: str, ssh_cidr: str) -> str:
     else:
         sg_id = sg["GroupId"]
         current = sg.get("IpPermissions", [])
-    wanted = ssh_rule(ssh_cidr)
-    if not _is_only_rule(current, wanted):
+    wanted = [ssh_rule(ssh_cidr)] + ([intra_group_rule(sg_id)] if intra else [])
+    if _rule_set(current) != _rule_set(wanted):
         if current:
             ec2.revoke_security_group_ingress(GroupId=sg_id, IpPermissions=current)
-        ec2.authorize_security_group_ingress(GroupId=sg_id, IpPermissions=[wanted])
+        ec2.authorize_security_group_ingress(GroupId=sg_id, IpPermissions=wanted)
     return sg_id
 
 
-def _is_only_rule(current: list[dict], wanted: dict) -> bool:
-    if len(current) != 1:
-        return False
-    rule = current[0]
-    cidrs = [r["CidrIp"] for r in rule.get("IpRanges", [])]
-    return (
-        rule.get("IpProtocol") == "tcp"
-        and rule.get("FromPort") == 22
-        and rule.get("ToPort") == 22
-        and cidrs == [wanted["IpRanges"][0]["CidrIp"]]
-        and not rule.get("Ipv6Ranges")
-        and not rule.get("UserIdGroupPairs")
-    )
+def _rule_set(rules: list[dict]) -> set[tuple]:
+    """The rules as comparable values: protocol, ports and each source, one entry per source."""
+    out = set()
+    for r in rules:
+        head = (r.get("IpProtocol"), r.get("FromPort"), r.get("ToPort"))
+        out |= {(*head, "cidr", x["CidrIp"]) for x in r.get("IpRanges", [])}
+        out |= {(*head, "cidr6", x["CidrIpv6"]) for x in r.get("Ipv6Ranges", [])}
+        out |= {(*head, "group", x["GroupId"]) for x in r.get("UserIdGroupPairs", [])}
+        out |= {(*head, "prefix", x["PrefixListId"]) for x in r.get("PrefixListIds", [])}
+        if not any(r.get(k) for k in ("IpRanges", "Ipv6Ranges", "UserIdGroupPairs", "PrefixListIds")):
+            out.add((*head, "none", ""))
+    return out
 
 
-def ensure_network(ec2, name: str, zone: str, ssh_cidr: str) -> Network:
+def ensure_network(ec2, name: str, zone: str, ssh_cidr: str, intra: bool = False) -> Network:
     vpc_id = ensure_vpc(ec2, name)
     igw_id = ensure_internet_gateway(ec2, name, vpc_id)
     rtb_id = ensure_route_table(ec2, name, vpc_id, igw_id)
     subnet_id = ensure_subnet(ec2, name, vpc_id, zone, rtb_id)
-    sg_id = ensure_security_group(ec2, name, vpc_id, ssh_cidr)
+    sg_id = ensure_security_group(ec2, name, vpc_id, ssh_cidr, intra)
     return Network(vpc_id=vpc_id, subnet_id=subnet_id, security_group_id=sg_id, zone=zone)

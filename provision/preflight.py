@@ -123,12 +123,14 @@ def quota_for(cloud: Cloud, instance_type: str, spot: bool, vcpus: int) -> Quota
     return QuotaCheck(title, float(value), vcpus)
 
 
-def check_quota(cloud: Cloud, instance_type: str, spot: bool) -> QuotaCheck | None:
+def check_quota(cloud: Cloud, instance_type: str, spot: bool, count: int = 1) -> QuotaCheck | None:
+    """The family's vCPU quota against ``count`` instances of the type (a box's nodes)."""
     with aws_errors("read the vCPU quota"):
-        check = quota_for(cloud, instance_type, spot, vcpus_of(cloud.client("ec2"), instance_type))
+        check = quota_for(cloud, instance_type, spot, count * vcpus_of(cloud.client("ec2"), instance_type))
     if check and not check.ok:
+        what = instance_type + " needs" if count == 1 else f"{count} nodes of {instance_type} need"
         raise CloudError(
-            f"the '{check.name}' quota is {check.limit:g} vCPUs; {instance_type} needs {check.needed}",
+            f"the '{check.name}' quota is {check.limit:g} vCPUs; {what} {check.needed}",
             "request an increase in the Service Quotas console (it takes hours to days: ask early)",
         )
     return check

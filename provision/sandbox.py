@@ -9,6 +9,9 @@ two kinds of box, both admitting only the key pair that ``up`` created:
   root and systemd-nspawn exist (CI, Linux as root);
 - process: a real OpenSSH sshd on 127.0.0.1 running as this user, the box's
   disk a directory under TRAINBOX_HOME/sandbox (a laptop without root, macOS).
+
+A box of N nodes is N such boxes of the same kind, each with its own port
+and disk: node 0 in the box's folder, node K in its ``nodeK`` folder.
 """
 from __future__ import annotations
 
@@ -56,7 +59,10 @@ def ensure_moto() -> str:
     d = _moto_dir()
     port = procs.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    pid = procs.spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], d / "moto.log", env)
+    # moto's server, with the placement groups a multi-node box makes (provision/motoplace.py).
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
+    pid = procs.spawn([sys.executable, "-m", "provision.motoplace", "-H", "127.0.0.1", "-p", str(port)], d / "moto.log", env)
     if not procs.wait_for_port(port, pid, timeout=30):
         procs.terminate(pid)
         raise TrainboxError(
@@ -74,8 +80,17 @@ def stop_moto() -> None:
         f.unlink()
 
 
-def box_dir(name: str) -> Path:
-    return paths.sandbox_dir() / "boxes" / checks.box_name(name)
+def box_dir(name: str, node: int = 0) -> Path:
+    d = paths.sandbox_dir() / "boxes" / checks.box_name(name)
+    # node1, node2...: also the container's hostname (its folder's name).
+    return d if node == 0 else d / f"node{int(node)}"
+
+
+def nodes_of(name: str) -> list[int]:
+    """The nodes the sandbox box has on this machine (node 0 first)."""
+    d = box_dir(name)
+    found = sorted(int(p.name[4:]) for p in d.glob("node*") if p.name[4:].isdigit() and p.is_dir()) if d.is_dir() else []
+    return [0, *found]
 
 
 KINDS = ("container", "process")
@@ -106,27 +121,28 @@ def kind_of(name: str) -> str:
     return f.read_text().strip() if f.exists() else "process"
 
 
-def box_workdir(name: str) -> Path:
-    """Where trainbox keeps code, data and runs on the sandbox's box."""
-    d = box_dir(name) / "disk"
+def box_workdir(name: str, node: int = 0) -> Path:
+    """Where trainbox keeps code, data and runs on the sandbox's box (node)."""
+    d = box_dir(name, node) / "disk"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
 # ---------------------------------------------------------------- the IMDS stand-in (provision/imds.py)
+# One per node (each node is an instance), in the node's folder.
 
 
-def _imds_record(name: str) -> Path:
-    return box_dir(name) / "imds" / "server.json"
+def _imds_record(name: str, node: int = 0) -> Path:
+    return box_dir(name, node) / "imds" / "server.json"
 
 
-def notice_file(name: str) -> Path:
-    return box_dir(name) / "imds" / "notice.json"
+def notice_file(name: str, node: int = 0) -> Path:
+    return box_dir(name, node) / "imds" / "notice.json"
 
 
-def imds_endpoint(name: str) -> str | None:
-    """The box's IMDS stand-in's URL if the server this module started still runs (same pid, same start time)."""
-    f = _imds_record(name)
+def imds_endpoint(name: str, node: int = 0) -> str | None:
+    """The node's IMDS stand-in's URL if the server this module started still runs (same pid, same start time)."""
+    f = _imds_record(name, node)
     if not f.exists():
         return None
     rec = json.loads(f.read_text())
@@ -135,18 +151,18 @@ def imds_endpoint(name: str) -> str | None:
     return rec["endpoint"]
 
 
-def ensure_imds(name: str) -> str:
-    """The box's IMDS stand-in on 127.0.0.1, started if it is not running (on its previous port when free)."""
-    running = imds_endpoint(name)
+def ensure_imds(name: str, node: int = 0) -> str:
+    """The node's IMDS stand-in on 127.0.0.1, started if it is not running (on its previous port when free)."""
+    running = imds_endpoint(name, node)
     if running:
         return running
     from . import imds
 
-    rec_file = _imds_record(name)
+    rec_file = _imds_record(name, node)
     rec_file.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(rec_file.read_text())["port"] if rec_file.exists() else None
     port = previous if previous and procs.port_free(previous) else procs.free_port()
-    argv = [sys.executable, imds.__file__, "--port", str(port), "--notice-file", str(notice_file(name))]
+    argv = [sys.executable, imds.__file__, "--port", str(port), "--notice-file", str(notice_file(name, node))]
     pid = procs.spawn(argv, rec_file.parent / "imds.log")
     if not procs.wait_for_port(port, pid, timeout=15):
         procs.terminate(pid)
@@ -157,62 +173,69 @@ def ensure_imds(name: str) -> str:
 
 
 def stop_imds(name: str) -> None:
-    if imds_endpoint(name):  # ours: the recorded pid with its recorded start time
-        procs.terminate(json.loads(_imds_record(name).read_text())["pid"])
-    _imds_record(name).unlink(missing_ok=True)
+    """Stop every node's stand-in (only the processes recorded: the pid with its start time)."""
+    for k in nodes_of(name):
+        if imds_endpoint(name, k):
+            procs.terminate(json.loads(_imds_record(name, k).read_text())["pid"])
+        _imds_record(name, k).unlink(missing_ok=True)
 
 
 def set_notice(name: str, action: str = "stop", in_s: float = 120.0) -> str:
-    """Make the box's IMDS answer a spot interruption notice (as AWS does two minutes ahead); the document."""
+    """Make the IMDS of each of the box's nodes answer a spot interruption notice (as AWS does two
+    minutes ahead); the document."""
     import time
 
     from . import imds
 
-    if kind_of(name) != "container" or not imds_endpoint(name):
+    nodes = [k for k in nodes_of(name) if imds_endpoint(name, k)] if kind_of(name) == "container" else []
+    if not nodes:
         raise UsageError(f"box '{name}' has no IMDS stand-in running (only a running container box has one)",
                          f"`python -m provision up --sandbox --sandbox-box container{'' if name == 'default' else ' --name ' + name}`")
     doc = imds.notice_document(action, time.time() + in_s)
-    tmp = notice_file(name).with_suffix(".tmp")
-    tmp.write_text(doc)
-    tmp.replace(notice_file(name))
+    for k in nodes:
+        tmp = notice_file(name, k).with_suffix(".tmp")
+        tmp.write_text(doc)
+        tmp.replace(notice_file(name, k))
     return doc
 
 
-def clear_notice(name: str) -> None:
-    notice_file(name).unlink(missing_ok=True)
+def clear_notice(name: str, node: int | None = None) -> None:
+    for k in nodes_of(name) if node is None else [node]:
+        notice_file(name, k).unlink(missing_ok=True)
 
 
-def start_box(name: str, key_file: Path):
-    """Boot the sandbox box: its sshd (or its container), admitting exactly the box's key pair."""
+def start_box(name: str, key_file: Path, node: int = 0):
+    """Boot the sandbox box (one node of it): its sshd (or its container), admitting exactly the box's key pair."""
     if kind_of(name) == "container":
         from . import container, rootfs
 
-        box = container.running(box_dir(name))
+        d = box_dir(name, node)
+        box = container.running(d)
         if box is None:
-            # A new boot: no notice pending, the agent pointed at this box's stand-in.
-            clear_notice(name)
-            container.set_agent_env(box_dir(name), {"AWS_EC2_METADATA_SERVICE_ENDPOINT": ensure_imds(name)})
-            box = container.boot(box_dir(name), rootfs.path(), port=_previous_port(name))
-        (box_dir(name) / "port").write_text(str(box.port))
+            # A new boot: no notice pending, the agent pointed at this node's stand-in.
+            clear_notice(name, node)
+            container.set_agent_env(d, {"AWS_EC2_METADATA_SERVICE_ENDPOINT": ensure_imds(name, node)})
+            box = container.boot(d, rootfs.path(), port=_previous_port(name, node))
+        (d / "port").write_text(str(box.port))
         return box
-    d = box_dir(name) / "sshd"
+    d = box_dir(name, node) / "sshd"
     # A restarted box keeps its port when it is free, so addresses the user
     # wrote down (ssh-config, editors' Remote-SSH) keep working.
-    port_file = box_dir(name) / "port"
+    port_file = box_dir(name, node) / "port"
     previous = int(port_file.read_text()) if port_file.exists() else None
     server = sshd.start(d, [sshd.public_key_line(key_file)], port=previous)
     port_file.write_text(str(server.port))
     return server
 
 
-def _kill_jobs(name: str) -> None:
+def _kill_jobs(name: str, node: int = 0) -> None:
     """A stopped instance runs nothing: end the box's detached jobs and its Jupyter too.
 
     Only a job trainbox started and recorded is signalled: its pid file and
     the start time written with it must name a live process group leader
     that started then (a pid file alone may name a reused pid, or 1), and a
     finished run (its exit_code is there) has nothing left to end."""
-    layout = BoxLayout(str(box_workdir(name)))
+    layout = BoxLayout(str(box_workdir(name, node)))
     jupyter = Path(layout.jupyter) / names.RUN_PID
     for pid_file in [*Path(layout.runs).glob(f"*/{names.RUN_PID}"), jupyter]:
         if not pid_file.exists() or (pid_file.parent / names.RUN_EXIT_CODE).exists():
@@ -227,8 +250,8 @@ def _kill_jobs(name: str) -> None:
     jupyter.unlink(missing_ok=True)  # a later process with that pid is not ours
 
 
-def _previous_port(name: str) -> int | None:
-    f = box_dir(name) / "port"
+def _previous_port(name: str, node: int = 0) -> int | None:
+    f = box_dir(name, node) / "port"
     return int(f.read_text()) if f.exists() else None
 
 
@@ -239,29 +262,31 @@ def _group_leader(pid: int) -> bool:
         return False
 
 
-def stop_box(name: str) -> None:
-    if kind_of(name) == "container":
-        from . import container
+def stop_box(name: str, node: int | None = None) -> None:
+    """Stop one node of the box, or (``node`` None) every node it has."""
+    for k in nodes_of(name) if node is None else [node]:
+        if kind_of(name) == "container":
+            from . import container
 
-        container.poweroff(box_dir(name))  # the guest's own shutdown ends every job
-        return
-    _kill_jobs(name)
-    sshd.stop(box_dir(name) / "sshd")
+            container.poweroff(box_dir(name, k))  # the guest's own shutdown ends every job
+            continue
+        _kill_jobs(name, k)
+        sshd.stop(box_dir(name, k) / "sshd")
 
 
 def remove_box(name: str) -> None:
-    """Terminate: stop it (and its IMDS stand-in) and wipe its disk."""
+    """Terminate: stop every node (and its IMDS stand-in) and wipe their disks."""
     stop_box(name)
     stop_imds(name)
     shutil.rmtree(box_dir(name), ignore_errors=True)
 
 
-def box_running(name: str):
+def box_running(name: str, node: int = 0):
     if kind_of(name) == "container":
         from . import container
 
-        return container.running(box_dir(name))
-    return sshd.running(box_dir(name) / "sshd")
+        return container.running(box_dir(name, node))
+    return sshd.running(box_dir(name, node) / "sshd")
 
 
 def sandbox_boxes() -> list[str]:

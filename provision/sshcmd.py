@@ -18,7 +18,7 @@ def ssh_argv(ssh: str, box: BoxState, known_hosts: str, extra: list[str], option
                         options=options, command=extra)
 
 
-def box_python(box: BoxState) -> str:
+def env_python(box: BoxState) -> str:
     """The interpreter of trainbox's environment on the box (relative: to the home)."""
     return box.python or BoxLayout(box.workdir).env_python
 

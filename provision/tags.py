@@ -2,11 +2,14 @@
 
 Every resource trainbox creates carries ``trainbox:managed=true`` and
 ``trainbox:name=<box>``; those tags are how every command finds it again.
+A box's instances also carry ``trainbox:node=<index>`` (0 for the first, the
+coordinator of a multi-node run; an instance without it is node 0).
 """
 from __future__ import annotations
 
 TAG_MANAGED = "trainbox:managed"
 TAG_NAME = "trainbox:name"
+TAG_NODE = "trainbox:node"
 
 
 def tags(name: str, extra: dict[str, str] | None = None) -> list[dict]:
@@ -15,8 +18,8 @@ def tags(name: str, extra: dict[str, str] | None = None) -> list[dict]:
     return [{"Key": k, "Value": v} for k, v in t.items()]
 
 
-def tag_spec(resource_type: str, name: str) -> list[dict]:
-    return [{"ResourceType": resource_type, "Tags": tags(name)}]
+def tag_spec(resource_type: str, name: str, extra: dict[str, str] | None = None) -> list[dict]:
+    return [{"ResourceType": resource_type, "Tags": tags(name, extra)}]
 
 
 def name_filters(name: str | None) -> list[dict]:
@@ -32,3 +35,9 @@ def tag_value(resource: dict, key: str) -> str | None:
         if t["Key"] == key:
             return t["Value"]
     return None
+
+
+def node_of(resource: dict) -> int:
+    """The node index an instance is tagged with (0 when it has none: a box from before nodes)."""
+    value = tag_value(resource, TAG_NODE)
+    return int(value) if value is not None and value.isdigit() else 0

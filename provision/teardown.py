@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def _gone(exc: Exception) -> bool:
     code = error_code(exc)
-    return code.endswith(".NotFound") or code.endswith("NotFound") or code == "InvalidKeyPair.NotFound"
+    return code.endswith(".NotFound") or code.endswith("NotFound") or code in ("InvalidKeyPair.NotFound", "InvalidPlacementGroup.Unknown")
 
 
 def _delete_instances(ec2, resources: list[Resource], poll_s: float) -> None:
@@ -55,6 +55,7 @@ def _delete_internet_gateway(ec2, r: Resource) -> None:
 _DELETERS: dict[str, Callable] = {
     # Cancelling does not terminate the instance: the instance step does.
     "spot-request": lambda ec2, r: ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[r.id]),
+    "placement-group": lambda ec2, r: ec2.delete_placement_group(GroupName=r.id),
     "address": _delete_address,
     "volume": lambda ec2, r: ec2.delete_volume(VolumeId=r.id),
     "security-group": lambda ec2, r: ec2.delete_security_group(GroupId=r.id),

@@ -5,6 +5,7 @@ finds and removes what was made; running ``up`` again reuses it.
 """
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import socket
 import sys
@@ -15,12 +16,12 @@ from typing import Callable
 from box.layout import DEFAULT_WORKDIR, BoxLayout
 from common import hostkeys, paths, state
 from common.aws import Cloud, aws_errors
-from common.errors import CloudError, RemoteError
-from common.state import BoxState
+from common.errors import CloudError, RemoteError, UsageError, name_flag
+from common.state import BoxState, Node
 import templates
 
 from . import ami as amis
-from . import images, instance, keys, network, preflight, prices, sandbox
+from . import images, instance, keys, network, placement, preflight, prices, sandbox
 from .callerip import caller_cidr, check_cidr
 
 
@@ -42,6 +43,9 @@ class UpOptions:
     # That environment's spec (remote/setup.py SetupOptions.spec_id()): `up`
     # boots a trainbox image of it when there is one; None: never an image.
     env_spec: str | None = None
+    # Instances under the box's name (a multi-node run's nodes): with more
+    # than one, a cluster placement group and TCP between them.
+    nodes: int = 1
 
 
 def guard_period_s(opts: UpOptions) -> int:
@@ -131,13 +135,14 @@ def _root_device(ec2, image_id: str) -> str:
     return images[0].get("RootDeviceName", "/dev/sda1") if images else "/dev/sda1"
 
 
-def launch_in_some_zone(ec2, opts: UpOptions, zones: list[str], image: amis.Image, key_name: str, ssh_cidr: str, say) -> instance.Instance:
-    """Launch in the first zone with capacity, trying each offered zone in turn."""
+def launch_in_some_zone(ec2, opts: UpOptions, zones: list[str], image: amis.Image, key_name: str, ssh_cidr: str, say,
+                        node: int = 0, placement_group: str | None = None) -> instance.Instance:
+    """Launch node ``node`` in the first zone with capacity, trying each offered zone in turn."""
     from botocore.exceptions import ClientError
 
     last = None
     for zone in zones:
-        net = network.ensure_network(ec2, opts.name, zone, ssh_cidr)
+        net = network.ensure_network(ec2, opts.name, zone, ssh_cidr, intra=opts.nodes > 1)
         spec = instance.LaunchSpec(
             name=opts.name,
             image_id=image.id,
@@ -149,13 +154,16 @@ def launch_in_some_zone(ec2, opts: UpOptions, zones: list[str], image: amis.Imag
             user_data=user_data_payload(user_data(opts, image.login_user)),
             volume_gb=opts.volume_gb,
             spot=opts.spot,
+            node=node,
+            placement_group=placement_group,
         )
         try:
             return instance.launch(ec2, spec)
         except ClientError as e:
             if not instance.is_capacity_error(e):
                 raise
-            say(f"no {opts.instance_type} capacity in {zone}; trying the next zone")
+            say(f"no {opts.instance_type} capacity in {zone}" + (f" for node {node}" if opts.nodes > 1 else "")
+                + ("; trying the next zone" if zone != zones[-1] else ""))
             last = e
     raise last  # every zone refused: aws_errors names it
 
@@ -228,7 +236,7 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         preflight.check_region(cloud)
         zones = preflight.check_offered(cloud, opts.instance_type)
         # moto has no EC2 vCPU quotas: in the sandbox the check could only warn, every time.
-        quota = None if cloud.sandbox else preflight.check_quota(cloud, opts.instance_type, opts.spot)
+        quota = None if cloud.sandbox else preflight.check_quota(cloud, opts.instance_type, opts.spot, opts.nodes)
         if quota and quota.limit is None:
             say(f"warning: could not read the '{quota.name}' quota; launching anyway")
         # A trainbox image of this environment first (provision/images.py); --ami overrides.
@@ -246,48 +254,66 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
             image = amis.resolve(ec2, opts.instance_type, opts.ami, latest_ami)
         say(f"AMI {image.id} ({image.name}): {why}")
 
-        inst = instance.find(ec2, opts.name)
-        if inst is not None and inst.state == "shutting-down":
-            # A dying instance cannot be reused: let it go, then launch anew.
-            instance.wait(ec2, inst.id, "terminated")
-            inst = None
+        insts = _live_nodes(ec2, opts)
         # A live instance trusts only its own key: never replace that one.
-        key_name, key_file = keys.ensure_key_pair(ec2, opts.name, inst.id if inst else None)
+        key_name, key_file = keys.ensure_key_pair(ec2, opts.name, insts[0].id if insts else None)
+        group = None
+        if opts.nodes > 1:
+            existed = placement.find(ec2, opts.name)
+            group = existed or placement.ensure(ec2, opts.name)
+            if insts and existed is None:
+                say(f"{', '.join(i.id for i in insts)} ran before placement group {group}: it stays outside it "
+                    "(the nodes launched now are in it)")
 
-        launched = inst is None
-        if inst is None:
-            say(f"launching {opts.instance_type} (ssh from {cidr} only)")
-            inst = launch_in_some_zone(ec2, opts, zones, image, key_name, cidr, say)
-        else:
+        launched = not insts
+        for inst in insts:
+            say(f"reusing {inst.id}" + (f" (node {inst.node})" if opts.nodes > 1 else "") + f" ({inst.state})")
+        if insts:
             # Reuse the box; bring its security group back to this laptop's address.
-            network.ensure_network(ec2, opts.name, inst.zone, cidr)
-            say(f"reusing {inst.id} ({inst.state})")
-            if inst.state == "stopping":
-                inst = instance.wait(ec2, inst.id, "stopped")
-            if inst.state == "stopped":
-                ec2.start_instances(InstanceIds=[inst.id])
-        inst = instance.wait(ec2, inst.id, "running")
+            network.ensure_network(ec2, opts.name, insts[0].zone, cidr, intra=opts.nodes > 1)
+            for inst in insts:
+                if inst.state == "stopping":
+                    instance.wait(ec2, inst.id, "stopped")
+            stopped = [i.id for i in insts if instance.get(ec2, i.id).state == "stopped"]
+            if stopped:
+                ec2.start_instances(InstanceIds=stopped)
+        have = {i.node for i in insts}
+        missing = [k for k in range(opts.nodes) if k not in have]
+        if missing:
+            many = f"{len(missing)} × " if len(missing) > 1 else ""
+            where = f"; placement group {group}" if group else ""
+            say(f"launching {many}{opts.instance_type} (ssh from {cidr} only{where})")
+        for k in missing:
+            # A cluster placement group is in one zone: the first node placed pins it.
+            in_zones = [insts[0].zone] if insts else zones
+            insts.append(launch_in_some_zone(ec2, opts, in_zones, image, key_name, cidr, say, node=k, placement_group=group))
+        insts = sorted((instance.wait(ec2, i.id, "running") for i in insts), key=lambda i: i.node)
 
     price = prices.price_per_hour(opts.instance_type, _price_overrides())
+    first = insts[0]
     box = BoxState(
         name=opts.name,
         region=cloud.region,
-        instance_id=inst.id,
-        instance_type=inst.type,
-        ssh_host=inst.public_ip or "",
+        instance_id=first.id,
+        instance_type=first.type,
+        ssh_host=first.public_ip or "",
         ssh_user=image.login_user,
         key_path=str(key_file),
         workdir=DEFAULT_WORKDIR,
         endpoint_url=cloud.endpoint_url if cloud.sandbox else None,
         ami=image.id,
-        public_ip=inst.public_ip,
-        launched_at=inst.launch_time.timestamp() if inst.launch_time else time.time(),
+        public_ip=first.public_ip,
+        launched_at=first.launch_time.timestamp() if first.launch_time else time.time(),
         price_per_hour=price,
+        private_ip=first.private_ip,
+        nodes=[Node(i.node, i.id, i.public_ip or "", 22, i.private_ip, i.public_ip) for i in insts[1:]],
     )
     if cloud.sandbox:
         attach_sandbox_box(box, ec2, opts.sandbox_box, say)
         if launched and baked is not None:
-            if sandbox.kind_of(box.name) != "process":
+            if box.node_count > 1:
+                say(f"image {baked.id}: the sandbox's nodes do not yet start from an image's disk; they boot bare")
+            elif sandbox.kind_of(box.name) != "process":
                 say(f"image {baked.id}: the container box does not yet start from an image's layer; it boots bare")
             elif images.thaw_sandbox_disk(baked.id, box.name):
                 box.python = None  # the box trains in the image's environment, as on AWS
@@ -298,37 +324,68 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         _carry_pin(opts.name, box)
     state.save(box)
     if not cloud.sandbox and opts.wait:
-        if not box.ssh_host:
-            raise CloudError(f"{inst.id} has no public IP", "run `python -m provision down`, then `up` again")
-        say(f"waiting for SSH on {box.ssh_host}")
-        wait_for_ssh(box.ssh_host, 22)
-        how, lines = pin_host_key(ec2, inst.id, box.ssh_host)
-        fingerprints = ", ".join(hostkeys.fingerprint(l) for l in lines)
-        if how == "console":
-            say(f"host key pinned from the console output: {fingerprints}")
-        elif how == "console-replaced":
-            say(f"warning: the box's host key differs from the one pinned before; pinned the console output's: {fingerprints}")
-        elif how == "pinned":
-            say(f"host key as pinned before: {fingerprints}")
-        else:
-            say(f"host key pinned on first use: {fingerprints} (compare with the console output if in doubt)")
+        for node in box.node_list():
+            _ssh_and_pin(ec2, node, say, f"node {node.index} " if box.node_count > 1 else "")
     return box
 
 
+def _live_nodes(ec2, opts: UpOptions) -> list[instance.Instance]:
+    """The box's live instances, node 0 first; a dying one is let go (launched anew)."""
+    insts = []
+    for inst in instance.find_nodes(ec2, opts.name):
+        if inst.state == "shutting-down":
+            instance.wait(ec2, inst.id, "terminated")
+        else:
+            insts.append(inst)
+    seen: dict[int, str] = {}
+    for inst in insts:
+        if inst.node in seen:
+            raise CloudError(f"box '{opts.name}' has two instances tagged node {inst.node}: {seen[inst.node]}, {inst.id}",
+                             f"run `python -m provision down{name_flag(opts.name)}`, then `up` again")
+        seen[inst.node] = inst.id
+    beyond = sorted(k for k in seen if k >= opts.nodes)
+    if beyond:
+        raise UsageError(f"box '{opts.name}' has {len(seen)} node(s) (up to node {beyond[-1]}); `up --nodes {opts.nodes}` removes none",
+                         f"pass --nodes {beyond[-1] + 1}, or `python -m provision down{name_flag(opts.name)}` first")
+    return insts
+
+
+def _ssh_and_pin(ec2, node: Node, say: Callable[[str], None], label: str) -> None:
+    """Wait until the node's SSH answers, then pin its host key (and say how)."""
+    if not node.ssh_host:
+        raise CloudError(f"{label}{node.instance_id} has no public IP", "run `python -m provision down`, then `up` again")
+    say(f"waiting for SSH on {label}{node.ssh_host}")
+    wait_for_ssh(node.ssh_host, 22)
+    how, lines = pin_host_key(ec2, node.instance_id, node.ssh_host)
+    fingerprints = ", ".join(hostkeys.fingerprint(l) for l in lines)
+    if how == "console":
+        say(f"host key pinned from the console output: {fingerprints}")
+    elif how == "console-replaced":
+        say(f"warning: the box's host key differs from the one pinned before; pinned the console output's: {fingerprints}")
+    elif how == "pinned":
+        say(f"host key as pinned before: {fingerprints}")
+    else:
+        say(f"host key pinned on first use: {fingerprints} (compare with the console output if in doubt)")
+
+
 def _carry_pin(name: str, box: BoxState) -> None:
-    """A reused box may have a new address since the last state: its pin moves with it."""
+    """A reused box may have a new address since the last state: each node's pin moves with it."""
     try:
         before = state.load(name)
     except state.CorruptState:
         before = None
-    if before is not None and before.ssh_host and box.ssh_host:
-        hostkeys.move((before.ssh_host, before.ssh_port), (box.ssh_host, 22))
+    if before is None:
+        return
+    was = {n.index: n for n in before.node_list()}
+    for node in box.node_list():
+        old = was.get(node.index)
+        if old is not None and old.ssh_host and node.ssh_host:
+            hostkeys.move((old.ssh_host, old.ssh_port), (node.ssh_host, 22))
 
 
 def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Callable[[str], None] = lambda s: None) -> None:
-    """Point the state at the sandbox's box (booted now) instead of moto's fake IP."""
-    from pathlib import Path
-
+    """Point the state at the sandbox's box (booted now) instead of moto's fake IP;
+    for a box of several nodes, one sandbox box per node, all of one kind."""
     d = sandbox.box_dir(box.name)
     if (d / "kind").exists():
         existing = sandbox.kind_of(box.name)
@@ -337,43 +394,58 @@ def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Ca
         kind, why = existing, "the box has it"
     else:
         kind, why = sandbox.choose_kind(kind)
-    say(f"sandbox box: {kind} ({why})")
-    if kind == "container":
-        return _attach_container(box, ec2, say)
+    say(f"sandbox box: {kind} ({why})" + (f", {box.node_count} nodes on 127.0.0.1" if box.node_count > 1 else ""))
+    attach = _attach_container if kind == "container" else _attach_process
+    for node in box.node_list():
+        booted = attach(box, node, ec2, say)
+        # The nodes share this machine's loopback: that is their network.
+        booted.private_ip = "127.0.0.1"
+        box.set_node(booted)
+
+
+def _attach_process(box: BoxState, node: Node, ec2, say: Callable[[str], None]) -> Node:
+    """Start the node's sshd as this user; its disk a folder of its own."""
+    from pathlib import Path
+
+    d = sandbox.box_dir(box.name, node.index)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "kind").write_text("process\n")
-    server = sandbox.start_box(box.name, Path(box.key_path))
-    box.ssh_host, box.ssh_port = server.address
+    if node.index == 0:
+        (d / "kind").write_text("process\n")
+    server = sandbox.start_box(box.name, Path(box.key_path), node.index)
     box.ssh_user = getpass.getuser()
-    box.workdir = str(sandbox.box_workdir(box.name))
     # The sandbox box is this machine: its trainbox environment is this Python.
     box.python = sys.executable
-    hostkeys.pin(box.ssh_host, box.ssh_port, [server.host_key])
+    host, port = server.address
+    hostkeys.pin(host, port, [server.host_key])
+    return dataclasses.replace(node, ssh_host=host, ssh_port=port, workdir=str(sandbox.box_workdir(box.name, node.index)))
 
 
-def _attach_container(box: BoxState, ec2, say: Callable[[str], None]) -> None:
-    """Boot the container box: its first boot runs the instance's user-data as EC2's does."""
+def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None]) -> Node:
+    """Boot the node's container box: its first boot runs the instance's user-data as EC2's does."""
     from pathlib import Path
 
     from . import container, rootfs, sshd
 
-    d = sandbox.box_dir(box.name)
+    d = sandbox.box_dir(box.name, node.index)
     rootfs.ensure(say)  # the root file system, built once per machine
     if not container.created(d):
-        container.create(d, box.instance_id, sshd.public_key_line(Path(box.key_path)),
-                         container.user_data_of(ec2, box.instance_id))
-        (d / "kind").write_text("container\n")
+        container.create(d, node.instance_id, sshd.public_key_line(Path(box.key_path)),
+                         container.user_data_of(ec2, node.instance_id))
+        if node.index == 0:
+            (d / "kind").write_text("container\n")
     t0 = time.monotonic()
-    server = sandbox.start_box(box.name, Path(box.key_path))
-    say(f"container box booted: SSH on 127.0.0.1:{server.port} after {time.monotonic() - t0:.1f}s "
+    server = sandbox.start_box(box.name, Path(box.key_path), node.index)
+    label = f"node {node.index}'s " if box.node_count > 1 else ""
+    say(f"{label}container box booted: SSH on 127.0.0.1:{server.port} after {time.monotonic() - t0:.1f}s "
         f"(login {container.LOGIN_USER}, user-data run by cloud-init; console: {container.console_log(d)})")
-    box.ssh_host, box.ssh_port = server.address
     box.ssh_user = container.LOGIN_USER
     box.workdir = DEFAULT_WORKDIR  # relative to the login user's home, as on AWS
     box.python = None  # trainbox's own env, built by the boot-time bootstrap, as on AWS
+    host, port = server.address
     # Read from the box's own disk, where cloud-init wrote them: pinned, not trusted on first use.
-    hostkeys.pin(box.ssh_host, box.ssh_port, list(server.host_keys))
+    hostkeys.pin(host, port, list(server.host_keys))
     say("host keys pinned from the box's disk: " + ", ".join(hostkeys.fingerprint(k) for k in server.host_keys))
+    return dataclasses.replace(node, ssh_host=host, ssh_port=port, workdir=None)
 
 
 def _price_overrides() -> dict:

@@ -144,7 +144,7 @@ def scan_project(spec: RunSpec, confirm: Callable[[str], bool]) -> dict:
 # ---------------------------------------------------------------- the environment
 
 
-def box_python(conn, target: Target, layout: BoxLayout, spec: RunSpec, requirements_on_box: str | None,
+def run_interpreter(conn, target: Target, layout: BoxLayout, spec: RunSpec, requirements_on_box: str | None,
                say: Say) -> tuple[str, str | None]:
     """The interpreter the run uses and, for an environment trainbox built, its link.
 
@@ -210,7 +210,7 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
     else:
         project_dir = layout.project(spec.key)
         push_dir(conn, spec.code, project_dir, "code", say, progress, scan)
-    python, env_link = box_python(conn, target, layout, spec, _requirements_on_box(conn, spec, layout, project_dir, scan), say)
+    python, env_link = run_interpreter(conn, target, layout, spec, _requirements_on_box(conn, spec, layout, project_dir, scan), say)
 
     source = datasource.parse(spec.data) if spec.data else None
     if isinstance(source, datasource.LocalSource):

@@ -16,6 +16,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# moto lacks EC2 placement groups (a multi-node box's): the tests' moto, in
+# process and as a server, answers them as the sandbox's does.
+from provision import motoplace  # noqa: E402
+
+motoplace.install()
+
 
 @pytest.fixture(autouse=True)
 def trainbox_home(tmp_path, monkeypatch) -> Path:

@@ -7,7 +7,7 @@ from PIL import Image
 
 from model.cli import main
 from model.errors import UsageError
-from model.layout import scan_layout
+from model.class_folders import scan_folders
 from model.organize import organize, plan
 
 
@@ -36,8 +36,8 @@ def test_organize_is_complete(kaggle, tmp_path, capsys):
     for f in files:
         split, folder, name = f.split(os.sep)
         assert folder == name.split(".")[0] + "s"
-    layout = scan_layout(dst)
-    assert layout.counts() == {"train": {"cats": 9, "dogs": 7}, "validation": {"cats": 3, "dogs": 3}}
+    folders = scan_folders(dst)
+    assert folders.counts() == {"train": {"cats": 9, "dogs": 7}, "validation": {"cats": 3, "dogs": 3}}
 
 
 def test_organize_is_deterministic_for_a_seed(kaggle, tmp_path):

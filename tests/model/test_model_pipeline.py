@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.layout import scan_layout
+from model.class_folders import scan_folders
 
 
 @pytest.mark.parametrize(
@@ -36,8 +36,8 @@ def mixed_images(tmp_path):
 def test_eval_dataset_keeps_order_and_decodes_every_format(mixed_images):
     from model.pipeline import make_dataset
 
-    layout = scan_layout(mixed_images)
-    files = layout.validation
+    folders = scan_folders(mixed_images)
+    files = folders.validation
     batches = list(make_dataset(files, 32, 4, training=False))
     images = np.concatenate([x.numpy() for x, _ in batches])
     labels = np.concatenate([y.numpy() for _, y in batches])
@@ -56,8 +56,8 @@ def test_training_dataset_augments_and_covers_every_image(mixed_images):
     from model.pipeline import make_dataset
 
     keras.utils.set_random_seed(0)
-    layout = scan_layout(mixed_images)
-    ds = make_dataset(layout.train, 32, 4, training=True, seed=0)
+    folders = scan_folders(mixed_images)
+    ds = make_dataset(folders.train, 32, 4, training=True, seed=0)
     epochs = [np.concatenate([y.numpy() for _, y in ds]) for _ in range(2)]
     for labels in epochs:
         assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]

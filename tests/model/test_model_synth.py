@@ -4,7 +4,7 @@ import hashlib
 import os
 
 from model.cli import main
-from model.layout import scan_layout
+from model.class_folders import scan_folders
 
 
 def digest(root):
@@ -20,11 +20,11 @@ def digest(root):
 def test_synth_writes_course_layout(tmp_path, capsys):
     out = str(tmp_path / "d")
     assert main(["synth", "--out", out, "--n", "10", "--image-size", "24", "--seed", "3"]) == 0
-    layout = scan_layout(out)
-    assert layout.classes == ["cats", "dogs"]
-    assert layout.counts() == {"train": {"cats": 8, "dogs": 8}, "validation": {"cats": 2, "dogs": 2}}
-    assert not layout.skipped
-    assert {(f.width, f.height) for f in layout.train} == {(24, 24)}
+    folders = scan_folders(out)
+    assert folders.classes == ["cats", "dogs"]
+    assert folders.counts() == {"train": {"cats": 8, "dogs": 8}, "validation": {"cats": 2, "dogs": 2}}
+    assert not folders.skipped
+    assert {(f.width, f.height) for f in folders.train} == {(24, 24)}
     assert "wrote 20 images" in capsys.readouterr().out
 
 

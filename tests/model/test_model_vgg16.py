@@ -14,7 +14,7 @@ def test_bottleneck_then_finetune(small_data, tmp_path):
 
     import model.nets  # noqa: F401
 
-    common = dict(data=small_data, epochs=1, net="vgg16", image_size=64, batch_size=16, weights="none", seed=0)
+    common = dict(data=small_data, epochs=1, net="vgg16", image_size=32, batch_size=16, weights="none", seed=0)
     lines = []
     bottleneck = str(tmp_path / "bottleneck")
     result = train(TrainConfig(out=bottleneck, mode="bottleneck", **common), log=lines.append)

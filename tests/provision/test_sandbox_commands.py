@@ -70,6 +70,35 @@ def test_stop_makes_the_box_unreachable_and_start_brings_back_its_host_key(sandb
     assert lifecycle.status(cloud, "default").state == "running"
 
 
+def test_two_sandbox_nodes_are_two_reachable_boxes_that_stop_start_and_go(moto_endpoint, tmp_path, monkeypatch):
+    """`up --sandbox --nodes 2`: two sshds on 127.0.0.1, each its own port and disk,
+    private address 127.0.0.1; stop and start reach both; `down` leaves nothing."""
+    from common import cluster
+    from provision.up import UpOptions, up
+    from testkit import tagged
+
+    monkeypatch.chdir(tmp_path)
+    cloud = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
+    box = up(cloud, UpOptions(name="duo", nodes=2), lambda s: None)
+    nodes = cluster.node_addresses("duo")
+    assert [(n.index, n.host, n.private_address) for n in nodes] == [(0, "127.0.0.1", "127.0.0.1"), (1, "127.0.0.1", "127.0.0.1")]
+    assert nodes[0].port != nodes[1].port and nodes[0].workdir != nodes[1].workdir
+    for n in nodes:
+        p = run_ssh(box.node(n.index), "cd", n.workdir, "&&", "pwd")  # the pinned host key of that node
+        assert p.returncode == 0 and p.stdout.strip() == n.workdir, p.stderr
+    assert {r.kind for r in tagged(moto_endpoint)} >= {"placement-group", "instance"}
+
+    lifecycle.stop(cloud, "duo")
+    assert all(refused(n.port) for n in nodes)
+    lifecycle.start(cloud, "duo")
+    for n in nodes:
+        assert run_ssh(box.node(n.index), "true").returncode == 0
+
+    lifecycle.destroy(cloud, "duo", lambda s: None)
+    assert tagged(moto_endpoint) == []
+    assert all(refused(n.port) for n in nodes) and not sandbox.box_dir("duo").exists()
+
+
 # ---------------------------------------------------------------- host keys
 
 CONSOLE = """cloud-init boot...
@@ -142,9 +171,9 @@ def test_tunnel_argv_forwards_loopback_to_loopback_and_opens_nothing_else():
     assert other[other.index("-L") + 1] == "127.0.0.1:9999:127.0.0.1:8888"
 
 
-def test_box_python_is_the_trainbox_env_unless_the_state_names_one():
-    assert sshcmd.box_python(BOX) == "trainbox/env/bin/python"
-    assert sshcmd.box_python(BoxState(**{**BOX.__dict__, "python": "/opt/py"})) == "/opt/py"
+def test_env_python_is_the_trainbox_env_unless_the_state_names_one():
+    assert sshcmd.env_python(BOX) == "trainbox/env/bin/python"
+    assert sshcmd.env_python(BoxState(**{**BOX.__dict__, "python": "/opt/py"})) == "/opt/py"
 
 
 def test_sandbox_up_prints_no_quota_warning(cli, moto_endpoint, tmp_path):

@@ -430,19 +430,19 @@ def test_type_not_offered_lists_offered_gpu_types(aws):
 
 def test_up_does_not_reuse_a_box_that_is_shutting_down(ec2, launch, monkeypatch):
     box, _ = launch()
-    real_find = instance.find
+    real_find = instance.find_nodes
     seen = []
 
     def find_dying(client, box_name):
         """The first look sees the instance mid-termination, as AWS can report it."""
         found = real_find(client, box_name)
-        if not seen and found is not None:
-            seen.append(found.id)
-            client.terminate_instances(InstanceIds=[found.id])
-            return dataclasses.replace(found, state="shutting-down")
+        if not seen and found:
+            seen.append(found[0].id)
+            client.terminate_instances(InstanceIds=[found[0].id])
+            return [dataclasses.replace(found[0], state="shutting-down")]
         return found
 
-    monkeypatch.setattr(instance, "find", find_dying)
+    monkeypatch.setattr(instance, "find_nodes", find_dying)
     again, said = launch()
     assert seen == [box.instance_id]
     assert again.instance_id != box.instance_id

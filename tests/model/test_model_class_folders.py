@@ -9,7 +9,7 @@ import pytest
 
 from model.cli import main
 from model.errors import DataError
-from model.layout import probe_image, scan_layout
+from model.class_folders import probe_image, scan_folders
 
 
 def run_main(capsys, *args):
@@ -64,22 +64,22 @@ def test_class_only_holding_corrupt_files_is_empty(layout_copy):
         with open(os.path.join(folder, name), "wb") as f:
             f.write(b"junk")
     with pytest.raises(DataError, match="no readable image"):
-        scan_layout(layout_copy)
+        scan_folders(layout_copy)
 
 
 def test_splits_with_different_classes(layout_copy):
     os.makedirs(os.path.join(layout_copy, "validation", "birds"))
     with pytest.raises(DataError, match="differ between splits"):
-        scan_layout(layout_copy)
+        scan_folders(layout_copy)
 
 
 def test_corrupt_files_are_skipped_and_counted(synth_data, caplog):
-    layout = scan_layout(synth_data["root"])
-    skipped = dict(layout.skipped)
+    folders = scan_folders(synth_data["root"])
+    skipped = dict(folders.skipped)
     assert sorted(skipped) == sorted(synth_data["bad"])
     assert "truncated" in skipped[synth_data["bad"][1]]
-    assert layout.counts() == {"train": {"cats": 160, "dogs": 160}, "validation": {"cats": 40, "dogs": 40}}
-    assert all(f.path not in skipped for f in layout.train)
+    assert folders.counts() == {"train": {"cats": 160, "dogs": 160}, "validation": {"cats": 40, "dogs": 40}}
+    assert all(f.path not in skipped for f in folders.train)
     assert "skipped 2 unreadable" in caplog.text
 
 
@@ -89,8 +89,8 @@ def test_non_image_file_is_skipped_and_hidden_files_ignored(layout_copy):
         f.write("hello")
     with open(os.path.join(folder, ".DS_Store"), "wb") as f:
         f.write(b"\0")
-    layout = scan_layout(layout_copy)
-    assert [os.path.basename(p) for p, _ in layout.skipped] == ["notes.txt"]
+    folders = scan_folders(layout_copy)
+    assert [os.path.basename(p) for p, _ in folders.skipped] == ["notes.txt"]
 
 
 def test_strict_refuses_corrupt_file(synth_data, tmp_path, capsys):

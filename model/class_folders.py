@@ -1,8 +1,8 @@
-"""The data folder's layout, validated before any TensorFlow is imported.
+"""The data folder: one folder per class in each split, validated before any TensorFlow is imported.
 
 The course's layout is ``DATA/{train,validation}/<class>/<image>``: each
 split holds the same class folders (``cats``, ``dogs``), and the class index
-of a folder is its position in sorted order (cats=0, dogs=1). ``scan_layout``
+of a folder is its position in sorted order (cats=0, dogs=1). ``scan_folders``
 checks that shape and reads each image's header (format and size, not the
 pixels), so a broken data set fails in a second with one clear line instead
 of minutes later inside ``fit``. Unreadable files are counted and skipped,
@@ -43,7 +43,7 @@ class ImageFile:
 
 
 @dataclass
-class Layout:
+class ClassFolders:
     """A validated data folder: class names and the readable files per split."""
 
     root: str
@@ -145,7 +145,7 @@ def _subfolders(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def scan_layout(root: str, strict: bool = False) -> Layout:
+def scan_folders(root: str, strict: bool = False) -> ClassFolders:
     """Validate ``root``'s layout and return its readable images.
 
     Raises DataError (exit 2) for: a missing folder or split, fewer than two
@@ -209,4 +209,4 @@ def scan_layout(root: str, strict: bool = False) -> Layout:
             skipped[0][0],
             skipped[0][1],
         )
-    return Layout(root, classes, splits["train"], splits["validation"], skipped)
+    return ClassFolders(root, classes, splits["train"], splits["validation"], skipped)
