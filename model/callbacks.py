@@ -105,6 +105,9 @@ def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
         # stopping), on SIGTERM (then it exits 143), and every SAVE_EVERY_S
         # seconds (a power cut asks nothing).
         save_on_request(backup, every_s=SAVE_EVERY_S, log=log),
+        # The epoch's line right after its resume state is saved: a log that
+        # says "epoch k" means a cut from then on resumes after epoch k.
+        *([EpochLine()] if stream_lines else []),
         keras.callbacks.ModelCheckpoint(os.path.join(out, run_files.LAST)),
         keras.callbacks.ModelCheckpoint(
             os.path.join(out, run_files.BEST),
@@ -118,8 +121,6 @@ def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, run_files.TENSORBOARD)))
     else:  # TF's tf.summary needs the tensorboard package; training does not
         log("warning: tensorboard is not installed, so no TensorBoard logs (pip install tensorboard)")
-    if stream_lines:
-        callbacks.append(EpochLine())
     if patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
     return callbacks
