@@ -28,6 +28,8 @@ BOOTSTRAP = "bootstrap.sh"
 SETUP_LOCK = "setup.lock"
 SETUP_LOG = "setup.log"
 JUPYTER = "jupyter"      # nb's pid, port, token (0600), log, runtime files
+TENSORBOARD = "tensorboard"  # `remote tb`'s servers: one folder per set of runs (pid, pid-start, port, log)
+TB_PORT = "port"         # in a server's folder: the port it listens on (127.0.0.1)
 
 # Markers.
 READY_MARKER = "trainbox-ready"          # in an environment: "spec <id>" then versions; written last
@@ -64,9 +66,14 @@ START_TIME_SH = (
 )
 
 
-def env_name(key: str | None = None) -> str:
-    """The name of an environment's link under the workdir: trainbox's own, or a project's."""
-    return ENV_LINK if key is None else f"{ENV_LINK}-{key}"
+DEFAULT_BACKEND = "tensorflow"  # Keras's backend; another one has environments of its own
+
+
+def env_name(key: str | None = None, backend: str | None = None) -> str:
+    """The name of an environment's link under the workdir: trainbox's own, or a
+    project's (key), for Keras's default backend or another one (``env-jax``)."""
+    name = ENV_LINK if key is None else f"{ENV_LINK}-{key}"
+    return name if backend in (None, DEFAULT_BACKEND) else f"{name}-{backend}"
 
 
 @dataclass(frozen=True)
@@ -83,9 +90,9 @@ class BoxLayout:
             return self
         return dataclasses.replace(self, workdir=f"{home.rstrip('/')}/{self.workdir}")
 
-    def with_env(self, key: str | None) -> "BoxLayout":
-        """The same layout, its env paths those of a project's environment (key) or trainbox's (None)."""
-        return dataclasses.replace(self, env=env_name(key))
+    def with_env(self, key: str | None, backend: str | None = None) -> "BoxLayout":
+        """The same layout, its env paths those of a project's environment (key) or trainbox's (None), for backend."""
+        return dataclasses.replace(self, env=env_name(key, backend))
 
     def _under(self, *parts: str) -> str:
         return "/".join((self.workdir, *parts))
@@ -157,3 +164,12 @@ class BoxLayout:
     @property
     def jupyter(self) -> str:
         return self._under(JUPYTER)
+
+    @property
+    def tensorboards(self) -> str:
+        """Where `remote tb` keeps its servers' folders."""
+        return self._under(TENSORBOARD)
+
+    def tensorboard(self, key: str) -> str:
+        """One TensorBoard server's folder: ``all`` (every run of the box) or a set of runs' key."""
+        return self._under(TENSORBOARD, key)

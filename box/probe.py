@@ -2,8 +2,8 @@
 
 Sent as ``python -c <this file> [--gpus]`` (remote/doctor.py), never imported
 on the laptop. Prints one line, ``probe=JSON``: the Python version, the
-installed TensorFlow and Keras versions (None: missing) and, with --gpus and
-TensorFlow installed, the GPUs TensorFlow sees (or why it does not import).
+installed TensorFlow, Keras and JAX versions (None: missing) and, with --gpus,
+the GPUs the backend sees (TensorFlow; JAX with --jax), or why it does not import.
 """
 import importlib.metadata as m
 import json
@@ -21,9 +21,17 @@ def version(*names):
     return None
 
 
-def probe(gpus: bool) -> dict:
+def probe(gpus: bool, jax: bool = False) -> dict:
     out = {"python": "%d.%d.%d" % sys.version_info[:3], "tensorflow": version("tensorflow", "tensorflow-cpu"),
-           "keras": version("keras"), "gpus": None}
+           "keras": version("keras"), "jax": version("jax"), "gpus": None}
+    if jax:
+        if out["jax"] and gpus:
+            try:
+                mod = __import__("jax")
+                out["gpus"] = [str(d) for d in mod.devices() if d.platform == "gpu"]
+            except Exception as e:  # noqa: BLE001 (any failure is the finding)
+                out["jax_error"] = "%s: %s" % (type(e).__name__, e)
+        return out
     if out["tensorflow"] and gpus:
         try:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -35,4 +43,4 @@ def probe(gpus: bool) -> dict:
 
 
 if __name__ == "__main__":
-    print("probe=" + json.dumps(probe("--gpus" in sys.argv)))
+    print("probe=" + json.dumps(probe("--gpus" in sys.argv, "--jax" in sys.argv)))

@@ -49,13 +49,15 @@ def repair_backup(backup_dir: str) -> str | None:
 
 
 def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
-                   records: dict[int, dict[str, float]], stream_lines: bool) -> list:
+                   records: dict[int, dict[str, float]], stream_lines: bool, mid_epoch: bool = True) -> list:
     """The run's callbacks, in an order that keeps the files consistent on a kill.
 
     The history is written before BackupAndRestore saves the epoch, and the
     checkpoints after it: so once ``checkpoints/last.keras`` shows epoch k,
     both the backup and the history hold epoch k. The first one is the
     HistoryWriter, whose ``first_epoch`` says where the run (re)started.
+    ``mid_epoch=False``: saves at epoch ends only (a multi-node run: every
+    node must resume at the same step, and only epoch ends are in lockstep).
     """
     import keras
 
@@ -104,7 +106,7 @@ def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
         # Mid-epoch saves: when the box's agent asks (a spot notice, the box
         # stopping), on SIGTERM (then it exits 143), and every SAVE_EVERY_S
         # seconds (a power cut asks nothing).
-        save_on_request(backup, every_s=SAVE_EVERY_S, log=log),
+        *([save_on_request(backup, every_s=SAVE_EVERY_S, log=log)] if mid_epoch else []),
         # The epoch's line right after its resume state is saved: a log that
         # says "epoch k" means a cut from then on resumes after epoch k.
         *([EpochLine()] if stream_lines else []),

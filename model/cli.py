@@ -61,6 +61,13 @@ def cmd_organize(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from model import distributed, supervise
+
+    c = distributed.cluster(args.nodes, args.node_index, args.coordinator)
+    if c.multi and not os.environ.get(supervise.CHILD):
+        # One node of several: trained in a watched child, so that the runtime
+        # ending it (a peer gone) is still one line naming that peer.
+        return supervise.run_node(args.argv, c, args.out)
     from model.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -80,6 +87,9 @@ def cmd_train(args) -> int:
         gpus=args.gpus,
         cache=not args.no_cache,
         augment=args.augment,
+        nodes=args.nodes,
+        node_index=args.node_index,
+        coordinator=args.coordinator,
     )
     train(cfg, log=_say, stream_lines=not sys.stdout.isatty())
     return 0
@@ -186,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         "layers inside the model (on the GPU); light: crop and flip only (faster on CPU); none",
     )
     p.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (huge data sets)")
+    p.add_argument("--nodes", type=int, default=None, help="data-parallel over N nodes, one process each, on Keras's JAX "
+                   "backend (default: $TRAINBOX_NODES, else 1); --batch-size is the global batch")
+    p.add_argument("--node-index", type=int, default=None, metavar="I", help="this process's node, 0..N-1 (default: $TRAINBOX_NODE)")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="node 0's address and a free port, the same on every node (default: $TRAINBOX_COORDINATOR)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -232,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         if not args.command:
             parser.print_help(sys.stderr)
             return 2

@@ -40,6 +40,7 @@ CONFUSION = "confusion_matrix.png"
 GRIDS = "grids.json"
 PREDICTIONS = "predictions.csv"
 REPORT_PAGE = "report.html"
+RUNTIME_LOG = "runtime.log"  # a multi-node run that failed: the distributed runtime's messages (model/supervise.py)
 
 
 def grid_png(name: str) -> str:

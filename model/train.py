@@ -16,7 +16,7 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass
 
-from model import MODES, NETS, VGG16_MIN_SIZE, run_files
+from model import MODES, NETS, VGG16_MIN_SIZE, distributed, run_files
 from model.callbacks import Log, make_callbacks
 from model.errors import TrainingError, UsageError
 from model.class_folders import ClassFolders, scan_folders
@@ -46,6 +46,10 @@ class TrainConfig:
     gpus: str | None = None
     cache: bool = True
     augment: str = "full"  # full: crop/flip + in-model rotation/zoom; light: crop/flip; none
+    # A multi-node run (model.distributed): None takes TRAINBOX_NODES, TRAINBOX_NODE, TRAINBOX_COORDINATOR.
+    nodes: int | None = None
+    node_index: int | None = None
+    coordinator: str | None = None
 
     def resolved_weights(self) -> str | None:
         """VGG16 base weights for keras.applications: "imagenet", a path or None."""
@@ -159,25 +163,45 @@ def build_model(cfg: TrainConfig, classes: int, strategy):
     return model, lr
 
 
-def datasets(cfg: TrainConfig, folders: ClassFolders):
-    """The (train, validation) tf.data pipelines of the layout."""
+def datasets(cfg: TrainConfig, folders: ClassFolders, c: distributed.Cluster = distributed.Cluster(), batch: int | None = None):
+    """The (train, validation) tf.data pipelines of the class folders: this node's
+    shard of it, in batches of ``batch`` (default: the whole batch size)."""
     from model.pipeline import make_dataset
 
-    train_ds = make_dataset(folders.train, cfg.image_size, cfg.batch_size, training=True, seed=cfg.seed,
-                            cache=cfg.cache, augment=cfg.augment != "none")
-    val_ds = make_dataset(folders.validation, cfg.image_size, cfg.batch_size, training=False, cache=cfg.cache)
+    batch = batch or cfg.batch_size
+    # Several nodes: a file that breaks after the scan fails the run (its node
+    # would take one step fewer than the others, who would wait for it).
+    skip = not c.multi
+    train_ds = make_dataset(distributed.shard(folders.train, c), cfg.image_size, batch, training=True, seed=cfg.seed,
+                            cache=cfg.cache, augment=cfg.augment != "none", skip_errors=skip)
+    val_ds = make_dataset(distributed.shard(folders.validation, c), cfg.image_size, batch, training=False,
+                          cache=cfg.cache, skip_errors=skip)
     return train_ds, val_ds
+
+
+class _OneDevice:
+    """Keras on JAX has no tf.distribute strategy: the distribution is set globally (model.distributed)."""
+
+    def __init__(self, replicas: int):
+        self.num_replicas_in_sync = replicas
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
 
 
 def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> TrainResult:
     """Train ``cfg.net`` on ``cfg.data`` into ``cfg.out``, resuming if it can.
 
-    Layout and settings are checked before TensorFlow is imported. Raises
+    The data folder and the settings are checked before TensorFlow is imported. Raises
     UsageError/DataError (exit 2) for bad input and TrainingError (exit 1)
     when training diverges; other errors from Keras propagate (exit 1).
     ``stream_lines`` prints one line per epoch (for non-terminal output).
     """
     check_config(cfg)
+    c = distributed.cluster(cfg.nodes, cfg.node_index, cfg.coordinator)
+    cfg.nodes = c.nodes  # run.json records the run's node count
     folders = scan_folders(cfg.data, strict=cfg.strict)
     os.makedirs(os.path.join(cfg.out, run_files.CHECKPOINTS), exist_ok=True)
     run_path = os.path.join(cfg.out, run_files.RUN_JSON)
@@ -203,24 +227,38 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     run_files.write_json(run_path, run_info)
 
     import keras
-    import tensorflow as tf
 
+    backend = keras.backend.backend()
+    distributed.check_backend(c)
+    devices = distributed.join(c)  # every node's seed is the same: so are the initial weights
     keras.utils.set_random_seed(cfg.seed)
-    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        has_gpu = any(d.platform == "gpu" for d in jax.devices())
+        strategy = _OneDevice(devices)
+    else:
+        import tensorflow as tf
+
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+        strategy = make_strategy(cfg.gpus)
     if has_gpu:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = make_strategy(cfg.gpus)
+    batch = distributed.local_batch(cfg.batch_size, devices, c) if c.multi else cfg.batch_size
+    where = (f"{c.nodes} nodes (this is node {c.node}, coordinator {c.coordinator}), global batch {cfg.batch_size} "
+             f"({batch} per node), {devices} device(s)" if c.multi
+             else f"batch {cfg.batch_size}, {strategy.num_replicas_in_sync} replica(s)")
     log(
         f"training {cfg.net}{'/' + cfg.mode if cfg.net == 'vgg16' else ''} on {describe(folders)}, "
-        f"{cfg.image_size} px, batch {cfg.batch_size}, {strategy.num_replicas_in_sync} replica(s), "
+        f"{cfg.image_size} px, {where}, keras on {backend}, "
         f"{'GPU mixed precision' if has_gpu else 'CPU'}"
     )
     if folders.skipped:
         log(f"skipped {len(folders.skipped)} unreadable or non-image file(s) (listed in {run_path})")
 
-    train_ds, val_ds = datasets(cfg, folders)
+    train_ds, val_ds = datasets(cfg, folders, c, batch)
     model, lr = build_model(cfg, len(folders.classes), strategy)
-    callbacks = make_callbacks(cfg.out, cfg.epochs, cfg.patience, log, records, stream_lines)
+    callbacks = make_callbacks(cfg.out, cfg.epochs, cfg.patience, log, records, stream_lines, mid_epoch=not c.multi)
     # The dataset's length is unknown to Keras (unreadable files may be
     # dropped), so it warns at the end of the first epoch: expected, not news.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -243,5 +281,14 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
 
     from model.report import write_report
 
-    write_report(cfg.out, model=model, folders=folders, log=log)
+    if c.multi:
+        # The report predicts on node 0 alone, from the saved model: the
+        # trained one's weights live on every node's devices.
+        distributed.leave()
+        if c.primary:
+            write_report(cfg.out, folders=folders, log=log)
+        else:
+            log(f"node {c.node}: done; node 0 writes the report")
+    else:
+        write_report(cfg.out, model=model, folders=folders, log=log)
     return TrainResult(cfg.out, len(records), history, first)

@@ -357,12 +357,17 @@ def cmd_image_create(args) -> int:
     from remote.connection import connect
     from remote.target import resolve
 
+    from . import sandbox
+
     opts = setup.SetupOptions.from_env()
 
     def prepare_box(box) -> str:
+        # The process box's home is this machine's user's: only its trainbox folder is the box's.
+        # The container box is a whole system, cleaned as an instance is.
+        home = not box.sandbox or sandbox.kind_of(box.name) == "container"
         conn = connect(resolve(args.name), timeout=30)
         try:
-            return bake.prepare(conn, box.workdir, opts, home=not box.sandbox, say=say)
+            return bake.prepare(conn, box.workdir, opts, home=home, say=say)
         finally:
             conn.close()
 

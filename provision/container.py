@@ -19,6 +19,11 @@ nspawn process this module started and recorded, pid plus start time, which
 nspawn turns into SIGRTMIN+4, systemd's poweroff); a shutdown from inside
 ends the nspawn process, which ``running`` then reports; start boots the
 same layer again; remove powers off and deletes the layer.
+
+Images (provision/images.py, provision/layers.py): a box's layer, cleaned
+and powered off, is frozen into a read-only lower layer; a box made from the
+image boots the root, the image's layers (lowest first: ``lowers``) and its
+own new writable layer on top, one overlay: nothing is copied.
 """
 from __future__ import annotations
 
@@ -94,6 +99,20 @@ def _record(d: Path) -> Path:
     return d / "nspawn.json"
 
 
+def _lowers_file(d: Path) -> Path:
+    return d / "lowers.json"
+
+
+def lowers(d: Path) -> list[Path]:
+    """The frozen image layers under this box's own, lowest first (none: it boots the bare root)."""
+    f = _lowers_file(d)
+    return [Path(p) for p in json.loads(f.read_text())] if f.exists() else []
+
+
+def set_lowers(d: Path, layers: list[Path]) -> None:
+    _lowers_file(d).write_text(json.dumps([str(p) for p in layers]))
+
+
 def machine_name(d: Path) -> str:
     """Unique per box dir: nspawn keeps per-machine state under /run by this name."""
     safe = re.sub(r"[^a-z0-9-]", "-", d.name.lower())[:24].strip("-") or "box"
@@ -104,8 +123,11 @@ def created(d: Path) -> bool:
     return (upper(d) / SEED / "meta-data").exists()
 
 
-def create(d: Path, instance_id: str, public_key: str, user_data: str | bytes) -> None:
-    """The box's disk before its first boot: the NoCloud seed, and the host's CA and pip config."""
+def create(d: Path, instance_id: str, public_key: str, user_data: str | bytes, lower_layers: list[Path] | None = None) -> None:
+    """The box's disk before its first boot: the NoCloud seed, and the host's CA and pip config,
+    over ``lower_layers`` (an image's, lowest first) if given."""
+    d.mkdir(parents=True, exist_ok=True)
+    set_lowers(d, lower_layers or [])
     up = upper(d)
     up.mkdir(parents=True, exist_ok=True)
     up.chmod(0o755)  # the layer's root directory is the box's /
@@ -214,6 +236,11 @@ def _host_keys(d: Path) -> list[str]:
     return keys
 
 
+def _escaped(p: Path) -> str:
+    """A path in --overlay='s colon-separated list (nspawn reads backslash escapes)."""
+    return str(p).replace("\\", "\\\\").replace(":", "\\:")
+
+
 def _ssh_answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
@@ -240,7 +267,8 @@ def boot(d: Path, base: Path, port: int | None = None, timeout: float = 180.0) -
     argv = [
         shutil.which("systemd-nspawn") or "systemd-nspawn",
         "-D", str(base),
-        f"--overlay=+/:{upper(d)}:/",  # the root read-only below, this box's layer on top
+        # The root read-only below, an image's frozen layers over it (lowest first), this box's layer on top.
+        "--overlay=" + ":".join(["+/", *(_escaped(p) for p in lowers(d)), _escaped(upper(d)), "/"]),
         "--boot",
         "-M", machine_name(d),
         # No system bus on a machine whose PID 1 is not systemd: nothing to register with.

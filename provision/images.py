@@ -18,6 +18,7 @@ keeps them unless ``--images``; a snapshot bills per GB-month while it exists.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -320,11 +321,13 @@ def create(cloud, box_name: str, say: Callable[[str], None], spec_id: str, prepa
     say(f"stopping box '{box_name}' so its disk is imaged whole (it stays stopped: `up` brings it back, "
         "booting like a new box)")
     lifecycle.stop(cloud, box_name)
+    if cloud.sandbox:
+        check_sandbox_disk(box_name, say)
     with aws_errors("create the image"):
         image_id = bake(ec2, inst.id, box_name, image_name or default_name(box_name), spec_tag(spec_id, build), base, say,
                         poll_s=poll_s if poll_s is not None else (0.2 if cloud.sandbox else 15.0), timeout_s=timeout_s)
         if cloud.sandbox:
-            freeze_sandbox_disk(box_name, image_id)
+            freeze_sandbox_disk(box_name, image_id, say)
         made = get(ec2, image_id)
     assert made is not None
     return made
@@ -336,24 +339,39 @@ def remove_images(cloud, ids: list[str], say: Callable[[str], None]) -> list[str
         for image_id in ids:
             removed += remove(cloud.client("ec2"), image_id, say)
             if cloud.sandbox:
-                drop_sandbox_image(image_id)
+                users = drop_sandbox_image(image_id)
+                if users:
+                    say(f"image {image_id}'s layer stays on this machine while {', '.join(users)} stand(s) on it "
+                        "(as a volume outlives its AMI): it goes with the last of them")
     return removed
 
 
 # ---------------------------------------------------------------- the sandbox's seam
 #
 # What an image is on this machine. moto keeps the AMI (its tags are the
-# truth, as on AWS); the disk's contents live here. Three functions are the
-# seam a sandbox box kind implements:
-#   freeze_sandbox_disk(box, image_id)  the box's cleaned disk becomes the image's
-#   thaw_sandbox_disk(image_id, box)    a new box's disk starts from it; True if it did
+# truth, as on AWS); the disk's contents live here, under
+# TRAINBOX_HOME/sandbox/images/<ami>. The functions below are the seam each
+# sandbox box kind implements:
+#   check_sandbox_disk(box, say)        the stopped box's disk holds nothing of the user's (before the AMI)
+#   freeze_sandbox_disk(box, image_id, say)  the box's cleaned disk becomes the image's
+#   thaw_sandbox_disk(image_id, box)    a new process box's disk starts from it; True if it did
+#   sandbox_layers(image_id)            a new container box's lower layers
 #   drop_sandbox_image(image_id)        `image rm`
-# The process box (this one): the disk is a directory; freezing copies what
-# the clean-up kept (hard links: a venv of GBs costs no space) under
-# TRAINBOX_HOME/sandbox/images/<ami>, thawing copies it into the new box's
-# disk and rewrites the absolute paths a venv holds (its scripts' #! lines)
-# from the old disk's path to the new one. The booted container box instead
-# freezes its overlay's upper layer as a read-only lower layer of the next box.
+# The process box: the disk is a directory; freezing copies what the clean-up
+# kept (hard links: a venv of GBs costs no space) into disk/, thawing copies
+# it into the new box's disk and rewrites the absolute paths a venv holds (its
+# scripts' #! lines) from the old disk's path to the new one.
+# The container box (provision/container.py, provision/layers.py): its powered-off layer, scrubbed
+# and checked from the host, is renamed into layer/, a read-only lower layer;
+# layers.json names the root file system it sits on and the image's whole
+# stack of layers (an image of a box made from an image stacks on that one's).
+# A box booted from it keeps it as a lower layer: `image rm` deregisters the
+# AMI at once but removes the layer only once no box or image stands on it
+# (the way an EBS volume outlives the AMI it came from).
+
+LAYER = "layer"
+LAYERS = "layers.json"
+REMOVED = "removed"
 
 
 def sandbox_image_dir(image_id: str) -> Path:
@@ -367,12 +385,37 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def freeze_sandbox_disk(box: str, image_id: str) -> None:
+def _is_container(box: str) -> bool:
+    from . import sandbox
+
+    return sandbox.kind_of(box) == "container"
+
+
+def check_sandbox_disk(box: str, say: Callable[[str], None]) -> None:
+    """Before the AMI: a stopped container box's layer, scrubbed and checked from the host (an error if unclean)."""
+    if not _is_container(box):
+        return  # the process box's disk is cleaned over SSH alone (its home is this machine's user's)
+    from . import layers, sandbox
+
+    removed = layers.check_clean(sandbox.box_dir(box))
+    say(f"checked the powered-off box's layer from the host: nothing of the user's in it "
+        f"({len(removed)} files its shutdown wrote removed: logs, host keys, machine id)")
+
+
+def freeze_sandbox_disk(box: str, image_id: str, say: Callable[[str], None] = lambda s: None) -> None:
     from . import sandbox
 
     d = sandbox_image_dir(image_id)
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
+    if _is_container(box):
+        from . import layers, rootfs
+
+        stack = layers.freeze(sandbox.box_dir(box), d / LAYER)
+        (d / LAYERS).write_text(json.dumps({"root": rootfs.key(), "layers": [str(p) for p in stack]}) + "\n")
+        say(f"froze the box's layer as image {image_id}'s read-only lower layer (renamed, nothing copied: {d / LAYER}); "
+            "the stopped box stands on it too, under a new layer of its own")
+        return
     disk = sandbox.box_workdir(box)
     shutil.copytree(disk, d / "disk", symlinks=True, copy_function=_link_or_copy)
     (d / "origin").write_text(str(disk))
@@ -400,8 +443,62 @@ def thaw_sandbox_disk(image_id: str, box: str) -> bool:
     return True
 
 
-def drop_sandbox_image(image_id: str) -> None:
-    shutil.rmtree(sandbox_image_dir(image_id), ignore_errors=True)
+def sandbox_layers(image_id: str) -> tuple[list[Path] | None, str]:
+    """A new container box's lower layers from the image (lowest first), or None; and what it means, in words."""
+    from . import rootfs
+
+    d = sandbox_image_dir(image_id)
+    if not (d / LAYERS).exists():
+        what = "was made from a process box (its disk is a folder, not a layer)" if (d / "disk").is_dir() else \
+            "has no layer on this machine"
+        return None, f"image {image_id} {what}: the container box boots bare and the bootstrap installs the environment"
+    rec = json.loads((d / LAYERS).read_text())
+    if rec["root"] != rootfs.key():
+        return None, (f"image {image_id}'s layer sits on another root file system ({rec['root']}; this machine's is "
+                      f"{rootfs.key()}): the container box boots bare and the bootstrap installs the environment")
+    stack = [Path(p) for p in rec["layers"]]
+    missing = [str(p) for p in stack if not p.is_dir()]
+    if missing:
+        return None, f"image {image_id}'s layer {missing[0]} is gone: the container box boots bare"
+    n = f"{len(stack)} layers" if len(stack) > 1 else "layer"
+    return stack, (f"the box boots the root, image {image_id}'s {n} (read-only) and its own new layer on top: "
+                   "its environment is ready")
+
+
+def drop_sandbox_image(image_id: str) -> list[str]:
+    """`image rm`'s part here; the boxes and images whose disks still stand on the image's layer (it stays for them)."""
+    d = sandbox_image_dir(image_id)
+    if not (d / LAYER).is_dir():
+        shutil.rmtree(d, ignore_errors=True)
+        return []
+    (d / REMOVED).write_text("")
+    return gc_sandbox_layers().get(image_id, [])
+
+
+def gc_sandbox_layers() -> dict[str, list[str]]:
+    """Remove each removed image's layer that no box or live image stands on; the kept ones, with who uses them."""
+    from . import container, sandbox
+
+    root = paths.sandbox_dir() / "images"
+    if not root.is_dir():
+        return {}
+    users: dict[str, list[str]] = {}
+    for box in sandbox.sandbox_boxes():
+        for p in {p for k in sandbox.nodes_of(box) for p in container.lowers(sandbox.box_dir(box, k))}:
+            users.setdefault(str(p), []).append(f"box '{box}'")
+    frozen = [d for d in root.iterdir() if (d / LAYERS).exists()]
+    for d in frozen:
+        if not (d / REMOVED).exists():
+            for p in json.loads((d / LAYERS).read_text())["layers"][:-1]:
+                users.setdefault(p, []).append(f"image {d.name}")
+    kept = {}
+    for d in frozen:
+        if (d / REMOVED).exists():
+            if users.get(str(d / LAYER)):
+                kept[d.name] = users[str(d / LAYER)]
+            else:
+                shutil.rmtree(d, ignore_errors=True)
+    return kept
 
 
 # ---------------------------------------------------------------- `up`'s choice

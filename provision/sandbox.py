@@ -229,7 +229,7 @@ def start_box(name: str, key_file: Path, node: int = 0):
 
 
 def _kill_jobs(name: str, node: int = 0) -> None:
-    """A stopped instance runs nothing: end the box's detached jobs and its Jupyter too.
+    """A stopped instance runs nothing: end the box's detached jobs, its Jupyter and its TensorBoards too.
 
     Only a job trainbox started and recorded is signalled: its pid file and
     the start time written with it must name a live process group leader
@@ -237,7 +237,8 @@ def _kill_jobs(name: str, node: int = 0) -> None:
     finished run (its exit_code is there) has nothing left to end."""
     layout = BoxLayout(str(box_workdir(name, node)))
     jupyter = Path(layout.jupyter) / names.RUN_PID
-    for pid_file in [*Path(layout.runs).glob(f"*/{names.RUN_PID}"), jupyter]:
+    servers = [jupyter, *Path(layout.tensorboards).glob(f"*/{names.RUN_PID}")]
+    for pid_file in [*Path(layout.runs).glob(f"*/{names.RUN_PID}"), *servers]:
         if not pid_file.exists() or (pid_file.parent / names.RUN_EXIT_CODE).exists():
             continue
         try:
@@ -247,7 +248,8 @@ def _kill_jobs(name: str, node: int = 0) -> None:
             continue
         if procs.recorded_alive(pid, started) and _group_leader(pid):
             procs.terminate(pid, group=True)
-    jupyter.unlink(missing_ok=True)  # a later process with that pid is not ours
+    for pid_file in servers:
+        pid_file.unlink(missing_ok=True)  # a later process with that pid is not ours
 
 
 def _previous_port(name: str, node: int = 0) -> int | None:
@@ -275,10 +277,14 @@ def stop_box(name: str, node: int | None = None) -> None:
 
 
 def remove_box(name: str) -> None:
-    """Terminate: stop every node (and its IMDS stand-in) and wipe their disks."""
+    """Terminate: stop every node (and its IMDS stand-in) and wipe their disks (and a removed
+    image's layer the box was the last to stand on)."""
     stop_box(name)
     stop_imds(name)
     shutil.rmtree(box_dir(name), ignore_errors=True)
+    from . import images
+
+    images.gc_sandbox_layers()
 
 
 def box_running(name: str, node: int = 0):

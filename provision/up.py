@@ -309,12 +309,11 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         nodes=[Node(i.node, i.id, i.public_ip or "", 22, i.private_ip, i.public_ip) for i in insts[1:]],
     )
     if cloud.sandbox:
-        attach_sandbox_box(box, ec2, opts.sandbox_box, say)
-        if launched and baked is not None:
+        # A new container box (each node of it) boots the image's layers; a new process box's disk is copied from it.
+        attach_sandbox_box(box, ec2, opts.sandbox_box, say, image_id=baked.id if launched and baked else None)
+        if launched and baked is not None and sandbox.kind_of(box.name) == "process":
             if box.node_count > 1:
-                say(f"image {baked.id}: the sandbox's nodes do not yet start from an image's disk; they boot bare")
-            elif sandbox.kind_of(box.name) != "process":
-                say(f"image {baked.id}: the container box does not yet start from an image's layer; it boots bare")
+                say(f"image {baked.id}: the sandbox's process-box nodes do not yet start from an image's disk; they boot bare")
             elif images.thaw_sandbox_disk(baked.id, box.name):
                 box.python = None  # the box trains in the image's environment, as on AWS
                 say(f"the box's disk starts from image {baked.id}: its environment is ready")
@@ -383,9 +382,11 @@ def _carry_pin(name: str, box: BoxState) -> None:
             hostkeys.move((old.ssh_host, old.ssh_port), (node.ssh_host, 22))
 
 
-def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Callable[[str], None] = lambda s: None) -> None:
+def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Callable[[str], None] = lambda s: None,
+                       image_id: str | None = None) -> None:
     """Point the state at the sandbox's box (booted now) instead of moto's fake IP;
-    for a box of several nodes, one sandbox box per node, all of one kind."""
+    for a box of several nodes, one sandbox box per node, all of one kind.
+    ``image_id``: the trainbox image a new box is launched from (a container box boots its layers)."""
     d = sandbox.box_dir(box.name)
     if (d / "kind").exists():
         existing = sandbox.kind_of(box.name)
@@ -395,9 +396,11 @@ def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Ca
     else:
         kind, why = sandbox.choose_kind(kind)
     say(f"sandbox box: {kind} ({why})" + (f", {box.node_count} nodes on 127.0.0.1" if box.node_count > 1 else ""))
-    attach = _attach_container if kind == "container" else _attach_process
     for node in box.node_list():
-        booted = attach(box, node, ec2, say)
+        if kind == "container":
+            booted = _attach_container(box, node, ec2, say, image_id)
+        else:
+            booted = _attach_process(box, node, ec2, say)
         # The nodes share this machine's loopback: that is their network.
         booted.private_ip = "127.0.0.1"
         box.set_node(booted)
@@ -420,8 +423,9 @@ def _attach_process(box: BoxState, node: Node, ec2, say: Callable[[str], None]) 
     return dataclasses.replace(node, ssh_host=host, ssh_port=port, workdir=str(sandbox.box_workdir(box.name, node.index)))
 
 
-def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None]) -> Node:
-    """Boot the node's container box: its first boot runs the instance's user-data as EC2's does."""
+def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None], image_id: str | None = None) -> Node:
+    """Boot the node's container box: its first boot runs the instance's user-data as EC2's does;
+    a new box launched from a trainbox image boots that image's layers under its own."""
     from pathlib import Path
 
     from . import container, rootfs, sshd
@@ -429,8 +433,13 @@ def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None]
     d = sandbox.box_dir(box.name, node.index)
     rootfs.ensure(say)  # the root file system, built once per machine
     if not container.created(d):
+        layers = None
+        if image_id:
+            layers, why = images.sandbox_layers(image_id)
+            if node.index == 0:
+                say(why)
         container.create(d, node.instance_id, sshd.public_key_line(Path(box.key_path)),
-                         container.user_data_of(ec2, node.instance_id))
+                         container.user_data_of(ec2, node.instance_id), lower_layers=layers)
         if node.index == 0:
             (d / "kind").write_text("container\n")
     t0 = time.monotonic()

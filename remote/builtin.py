@@ -48,9 +48,9 @@ def command(model_args: list[str]) -> tuple[str, ...]:
     return ("bash", "-c", TRAIN, "model-train", *model_args)
 
 
-def spec(model_args: list[str], data: str | None, exclude: tuple[Path, ...] = ()) -> RunSpec:
+def spec(model_args: list[str], data: str | None, exclude: tuple[Path, ...] = (), backend: str = "tensorflow") -> RunSpec:
     return RunSpec(code=model_package_dir(), command=command(model_args), data=data, kind="train", package=True,
-                   synth=("-m", "model", "synth", "--out"), resume_state=run_files.BACKUP, exclude=exclude)
+                   synth=("-m", "model", "synth", "--out"), resume_state=run_files.BACKUP, exclude=exclude, backend=backend)
 
 
 def spec_of(rec, exclude: tuple[Path, ...] = ()) -> RunSpec | None:
@@ -65,7 +65,7 @@ def spec_of(rec, exclude: tuple[Path, ...] = ()) -> RunSpec | None:
         return spec_from_record(rec, exclude)
     if rec.command is None and rec.train_args is None:
         return None
-    s = spec(rec.train_args or [], rec.data, exclude)
+    s = spec(rec.train_args or [], rec.data, exclude, rec.backend)
     return s if rec.command is None else replace(s, command=tuple(rec.command))
 
 

@@ -1,9 +1,10 @@
 """``remote``: run code on the box from the laptop, and bring every result home.
 
 Thin on purpose: the command line is in remote/cliargs.py; each handler here
-calls the library (orchestrate for runs; job, results, records, setup, fetch)
-and prints. About 400 lines because it has thirteen commands, and it is also
-where remote meets provision (a stopped box started with --start).
+calls the library (orchestrate for runs; job, results, records, setup, fetch;
+tensorboard, runs_table, report for watching them) and prints. About 550
+lines because it has sixteen commands, and it is also where remote meets
+provision (a stopped box started with --start).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from box.layout import BoxLayout
+from box.layout import RUN_OUT, BoxLayout
 from common.checks import clean
 from common.cliutil import run_cli, say
 from common.errors import RemoteError, TrainingFailed, UsageError, name_flag
@@ -22,7 +23,7 @@ from . import builtin, job, orchestrate, records, results
 from .builtin import model_package_dir
 from .connection import connect, run
 from .orchestrate import human as _human
-from .target import Target, resolve
+from .target import Target, box_node_count, box_nodes, resolve
 
 PROG = "remote"
 
@@ -123,7 +124,7 @@ def cmd_run(args, extra: list[str]) -> int:
     if out.is_absolute() or ".." in out.parts or not out.parts:
         raise UsageError(f"--out {args.out}: give a folder inside the run's directory on the box (e.g. out, results/final)")
     spec = orchestrate.RunSpec(code=code, command=tuple(args.argv), data=_data(args.data), requirements=requirements,
-                               out=out.as_posix(), exclude=_exclude(args))
+                               out=out.as_posix(), exclude=_exclude(args), backend=args.backend or "tensorflow")
     return _start(args, spec)
 
 
@@ -131,8 +132,8 @@ def cmd_train(args, extra: list[str]) -> int:
     from . import datasource
 
     if args.resume:
-        if extra or args.data:
-            raise UsageError(f"--resume re-runs the run as it was started: drop {' '.join(extra) or '--data'}")
+        if extra or args.data or args.backend:
+            raise UsageError(f"--resume re-runs the run as it was started: drop {' '.join(extra) or ('--data' if args.data else '--backend')}")
         return _resume(args)
     if args.epochs is None:
         raise UsageError("train needs --epochs N (or --resume RUN)", f"see `{PROG} train --help`")
@@ -141,7 +142,67 @@ def cmd_train(args, extra: list[str]) -> int:
         datasource.check_image_folders(Path(data))
     note = None if data else ("no --data given: training on a small synthetic two-class image set generated on the box "
                               "(`python -m model synth`); pass --data DIR for your own images")
-    return _start(args, builtin.spec(builtin.train_args(args, extra), data, _exclude(args)), note)
+    nodes, backend = _nodes(args)
+    spec = builtin.spec(builtin.train_args(args, extra), data, _exclude(args), backend)
+    if nodes > 1:
+        return _start_nodes(args, spec, note)
+    return _start(args, spec, note)
+
+
+def _nodes(args) -> tuple[int, str]:
+    """How many nodes `train` runs on (--nodes, else one per --host) and its backend."""
+    on_box = 1 if args.hosts else box_node_count(args.name)
+    nodes = args.nodes or max(len(args.hosts), on_box)
+    if not args.hosts and nodes != on_box:
+        raise UsageError(f"--nodes {nodes}: box '{args.name}' has {on_box} node(s)",
+                         f"grow it with `python -m provision up --nodes {nodes}{name_flag(args.name)}`, "
+                         "or give one --host per node")
+    if nodes == 1:
+        if len(args.workdirs) > 1:
+            raise UsageError("several --workdir need as many --host (one per node)")
+        return 1, args.backend or "tensorflow"
+    if args.hosts and len(args.hosts) != nodes:
+        raise UsageError(f"--nodes {nodes} needs {nodes} --host, one per node (node 0 first); got {len(args.hosts)}",
+                         "give each node's [user@]host[:port] with --host")
+    if len(args.workdirs) not in (0, 1, nodes):
+        raise UsageError(f"{len(args.workdirs)} --workdir for {nodes} nodes: give one for all, or one per --host")
+    if args.backend == "tensorflow":
+        raise UsageError(f"--nodes {nodes} trains on Keras's JAX backend: TensorFlow's multi-worker strategy fails "
+                         "inside Keras 3's fit (keras#20585)", "drop --backend tensorflow")
+    if args.backend is None:
+        say(f"{nodes} nodes: training on Keras's JAX backend (--backend jax; Keras 3's multi-worker TensorFlow fails in fit, keras#20585)")
+    return nodes, "jax"
+
+
+def _node_targets(args) -> list[Target]:
+    """One target per node: the --host list, else the provisioned box's nodes."""
+    if not args.hosts:
+        return box_nodes(args.name, args.identity, args.python)
+    workdirs = args.workdirs * len(args.hosts) if len(args.workdirs) <= 1 else args.workdirs
+    return [resolve(args.name, h, args.identity, args.python, (workdirs or [None] * len(args.hosts))[i])
+            for i, h in enumerate(args.hosts)]
+
+
+def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
+    """A multi-node run: started on every node at once, node 0's log followed, its results brought home."""
+    targets = _node_targets(args)
+    run_id = job.new_run_id()
+    if note:
+        say(note)
+    rec = records.new_record(run_id, targets[0], Path(args.runs_dir) / run_id, nodes=[records.node_of(t) for t in targets],
+                             price_per_hour=_price(targets[0]), **spec.record_fields())
+    try:
+        orchestrate.start_nodes(lambda t: _connect(args, t), targets, spec, run_id, say, quiet=True,
+                                confirm=_confirm(args))
+    except BaseException:
+        records.forget(run_id)
+        raise
+    say(f"run {run_id} started on {len(targets)} nodes; node 0's log follows (the others' stay in their run folders; "
+        "Ctrl-C detaches, the job keeps running)")
+    if args.detach:
+        _print_reattach(args, run_id)
+        return 0
+    return _collect(args, targets[0], rec)
 
 
 def _data(data: str | None) -> str | None:
@@ -164,7 +225,8 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         if note:
             say(note)
         # Recorded before the job starts: a laptop killed from then on still knows the run.
-        rec = records.new_record(run_id, target, Path(args.runs_dir) / run_id, **spec.record_fields())
+        rec = records.new_record(run_id, target, Path(args.runs_dir) / run_id, price_per_hour=_price(target),
+                                 **spec.record_fields())
         try:
             orchestrate.start(conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args))
         except BaseException:
@@ -175,6 +237,14 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         _print_reattach(args, run_id)
         return 0
     return _collect(args, target, rec)
+
+
+def _price(target: Target) -> float | None:
+    """The box's price per hour (from its state), recorded with a run for its cost; None for --host."""
+    from common import state
+
+    box = state.load(target.box) if target.box else None
+    return box.price_per_hour if box is not None else None
 
 
 def _spec_of(args, rec: records.RunRecord) -> orchestrate.RunSpec | None:
@@ -190,13 +260,17 @@ def _resume(args) -> int:
     rec = records.load_record(args.resume)
     if rec is None:
         raise UsageError(f"no run {args.resume} is known here", f"`{PROG} runs` lists them")
+    if rec.nodes:
+        return _resume_nodes(args, rec)
     target = _rec_target(args, rec)
     if args.python:
         target = dataclasses.replace(target, python=args.python)
     with _on_box(args, target) as conn:
         offset, had = orchestrate.resume(conn, target, rec, _spec_of(args, rec), say, flags=_name_flags(args),
                                          quiet=args.quiet, progress=_progress)
-    rec.pulled, rec.exit_code = False, None
+    rec.pulled, rec.exit_code, rec.last_seen = False, None, None
+    if target.box:
+        rec.price_per_hour = _price(target)
     records.move_record(rec, target)
     say(f"run {rec.run_id} resumed on {target.label} ({had}); its log follows "
         "(Ctrl-C detaches, the job keeps running)")
@@ -204,6 +278,19 @@ def _resume(args) -> int:
         _print_reattach(args, rec.run_id)
         return 0
     return _collect(args, target, rec, offset=offset)
+
+
+def _resume_nodes(args, rec: records.RunRecord) -> int:
+    """A multi-node run again, on the nodes it ran on: each restarts its run.sh (each resumes from its own backup)."""
+    targets = [records.node_target(n) for n in rec.nodes]
+    offset = orchestrate.restart_nodes(lambda t: _connect(args, t), targets, rec.run_id, say, flags=_name_flags(args))
+    rec.pulled, rec.exit_code = False, None
+    records.save_record(rec)
+    say(f"run {rec.run_id} resumed on its {len(targets)} nodes; node 0's log follows (Ctrl-C detaches, the job keeps running)")
+    if args.detach:
+        _print_reattach(args, rec.run_id)
+        return 0
+    return _collect(args, targets[0], rec, offset=offset)
 
 
 def _name_flags(args) -> str:
@@ -231,6 +318,11 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
     summary = builtin.summary(got.local_dir) if rec.kind == "train" else ""
     if summary:
         print(summary)
+    from . import report
+
+    page = report.refresh(rec)  # the box's page, with the duration and cost the laptop knows
+    if page:
+        say(f"report: {page}")
     if got.exit_code == 0:
         return 0
     if got.tail:
@@ -240,7 +332,9 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
                              f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`")
     why = f"exit {got.exit_code}" if got.exit_code is not None else "it died without an exit code (killed?)"
     what = "training" if rec.kind == "train" else "the command"
-    failed = TrainingFailed(f"{what} failed on the box ({why})", f"see {got.local_dir / 'train.log'}")
+    said = [line[len("error: "):] for line in got.tail.splitlines() if line.startswith("error: node ")] if rec.nodes else []
+    failed = TrainingFailed(f"{what} failed on the box ({why})" + (f": {said[-1]}" if said else ""),
+                            f"see {got.local_dir / 'train.log'}")
     if rec.kind != "train" and got.exit_code:
         failed.exit_code = got.exit_code  # `remote run` exits as its command did
     raise failed
@@ -311,25 +405,31 @@ def cmd_status(args, extra) -> int:
     with _on_box(args, target) as conn:
         st = job.job_state(conn, run_dir)
         events = interruptions.parse(run(conn, interruptions.read_command(run_dir), "reading the run's events"))
+    _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     for line in interruptions.lines(events):
         print(f"  {line}")
     return 0
 
 
-def cmd_runs(args, extra) -> int:
-    recs = records.records()
-    if not recs:
-        print("no runs yet")
-        return 0
-    from . import interruptions
+def _seen(rec: records.RunRecord, st: job.JobState | None) -> None:
+    """Note what the box said of the run, for `remote runs` (which does not ask it)."""
+    if st is not None and (rec.last_seen, rec.exit_code) != (st.label, st.exit_code):
+        rec.last_seen, rec.exit_code = st.label, st.exit_code
+        records.save_record(rec)
 
-    # Interruptions as of the run's last pull (its events file comes home with it).
-    print(f"{'run':<22} {'box':<16} {'home':<6} {'exit':<5} {'interrupted':<22} local")
-    for r in sorted(recs, key=lambda r: r.created):
-        code = "-" if r.exit_code is None else str(r.exit_code)
-        cut = interruptions.summary(interruptions.read_local(Path(r.local_dir)))
-        print(f"{r.run_id:<22} {(r.box or r.host):<16} {'yes' if r.pulled else 'no':<6} {code:<5} {cut:<22} {r.local_dir}")
+
+def cmd_runs(args, extra) -> int:
+    """The runs started from here: box, net, epochs, best val_accuracy, duration, cost, state, home."""
+    import json
+
+    from . import runs_table
+
+    found = runs_table.rows(records.records(), args.price)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in found], indent=2))
+        return 0
+    print(runs_table.table(found) if found else "no runs yet")
     return 0
 
 
@@ -349,10 +449,88 @@ def cmd_compare(args, extra) -> int:
     return 0
 
 
+def cmd_tb(args, extra) -> int:
+    """TensorBoard for the box's runs: on the box (kept running), through a tunnel to 127.0.0.1 here; --local: the pulled runs."""
+    from . import tensorboard as tb
+
+    if args.local:
+        return _tb_local(args)
+    recs = {run_id: records.load_record(run_id) for run_id in args.runs}
+    known = [r for r in recs.values() if r is not None]
+    target = _rec_target(args, known[0]) if known else _target(args)
+    if len({(r.host, r.port, r.workdir) for r in known}) > 1 and not (args.host or args.name != "default"):
+        raise UsageError(f"runs {', '.join(args.runs)} are on different boxes", "give the runs of one box (`remote runs` says where each is)")
+    # A port asked for is held from now on: taken, nothing starts; free, nothing can take it before the tunnel.
+    listener = tb.local_listener(args.local_port, True, say) if args.local_port and not args.stop else None
+    try:
+        with _on_box(args, target) as conn:
+            layout = job.resolve_layout(conn, target.workdir)
+            if args.stop:
+                n = tb.stop(conn, layout)
+                print(f"stopped {n} TensorBoard server(s) on {target.label}")
+                return 0
+            runs = [(i, f"{layout.run(i)}/{recs[i].out if recs[i] else RUN_OUT}") for i in dict.fromkeys(args.runs)]
+            port = tb.start(conn, layout, runs, python=target.python)
+            listener = listener or tb.local_listener(port, False, say)
+            what = f"runs {', '.join(args.runs)}" if args.runs else "every run"
+            print(f"TensorBoard on {target.label} ({what}): http://127.0.0.1:{listener.getsockname()[1]}/", flush=True)
+            down = f" or `python -m provision down{name_flag(target.box)}`" if target.box else ""
+            say(f"tunnel open (no port of the box is opened to the internet); Ctrl-C closes it, TensorBoard keeps running on "
+                f"the box (`{PROG} tb --stop{_name_flags(args)}`{down} ends it)")
+            try:
+                tb.forward(conn.client.get_transport(), listener, port)
+            except KeyboardInterrupt:
+                say("tunnel closed; TensorBoard keeps running on the box")
+                return 0
+    finally:
+        if listener is not None:
+            listener.close()
+    return 0
+
+
+def _tb_local(args) -> int:
+    from . import tensorboard as tb
+
+    if args.stop:
+        raise UsageError("--stop ends the box's TensorBoard; a --local one ends with Ctrl-C", f"`{PROG} tb --stop`")
+    recs = records.records() if args.runs else _box_records(args)
+    runs = tb.local_runs(recs, args.runs)
+    if not runs:
+        raise UsageError(f"no run of {args.host or 'box ' + repr(args.name)} is home yet", f"bring one home with `{PROG} pull RUN`")
+    probe = tb.local_listener(args.local_port or tb.LOCAL_PORT, bool(args.local_port), say)
+    port = probe.getsockname()[1]
+    probe.close()  # TensorBoard binds it next
+
+    def url(port: int) -> None:
+        print(f"TensorBoard on this machine ({len(runs)} pulled run(s)): http://127.0.0.1:{port}/", flush=True)
+        say("Ctrl-C ends it")
+
+    return tb.serve_local(tb.local_argv(runs, port), url)
+
+
+def _box_records(args) -> list[records.RunRecord]:
+    """The runs started on the box that --name/--host names."""
+    if args.host:
+        from .target import parse_host
+
+        user, host, port = parse_host(args.host)
+        return [r for r in records.records() if (r.host, r.port) == (host, port) and (user is None or r.user == user)]
+    return records.records(args.name)
+
+
+def cmd_report(args, extra) -> int:
+    """(Re)write a pulled run's report.html, with its duration and cost."""
+    from . import report
+
+    print(report.write(_record_or_latest(args), args.price))
+    return 0
+
+
 def cmd_stop(args, extra) -> int:
     rec, target, run_dir = _run_of(args)
     with _on_box(args, target) as conn:
         st = job.stop(conn, run_dir)
+    _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     if st and st.stopped and not st.running:
         say(f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`; "
@@ -369,8 +547,14 @@ def cmd_pull(args, extra) -> int:
         files = results.pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
     rec.pulled = not st.running
     rec.exit_code = st.exit_code
+    rec.last_seen = st.label
     records.save_record(rec)
     print(f"pulled {len(files)} files of run {rec.run_id} ({st.label}) into {rec.local_dir}")
+    from . import report
+
+    page = report.refresh(rec) if not st.running else None
+    if page:
+        say(f"report: {page}")
     return 0
 
 
@@ -438,6 +622,7 @@ def _setup_options(args):
     return setup.SetupOptions.from_env(
         index_url=args.index_url, find_links=args.find_links or None, no_index=args.no_index or None,
         jupyter=False if args.no_jupyter else None, installer=args.installer, python=args.box_python,
+        backend=args.backend,
     )
 
 
@@ -475,6 +660,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser(sys.modules[__name__])
     args, extra = parser.parse_known_args(argv)
+    # --host and --workdir are lists for a multi-node `train`; one value everywhere else.
+    args.hosts, args.workdirs = args.host or [], args.workdir or []
+    if args.command != "train" and (len(args.hosts) > 1 or len(args.workdirs) > 1):
+        parser.error("--host and --workdir are given once (several --host: `remote train` over several nodes)")
+    args.host, args.workdir = (args.hosts or [None])[0], (args.workdirs or [None])[0]
     if args.command == "run":
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)} (the command goes after --: `{PROG} run [options] -- COMMAND`)")

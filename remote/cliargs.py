@@ -8,6 +8,8 @@ from common.cliutil import Parser, positive_float, positive_int
 
 from .orchestrate import PROJECT_LIMIT_BYTES, human
 
+BACKENDS = ("tensorflow", "jax")  # remote/setup.py's BACKENDS (not imported: --help stays light)
+
 PROG = "remote"
 
 
@@ -18,6 +20,7 @@ def _setup_flags(c) -> None:
     c.add_argument("--no-jupyter", action="store_true", help="leave jupyterlab out (env TRAINBOX_JUPYTER=0)")
     c.add_argument("--installer", choices=["auto", "uv", "pip"], help="auto: uv when it can be had, else pip (env TRAINBOX_INSTALLER)")
     c.add_argument("--box-python", help="the box's Python 3 the env is made from (default: python3; env TRAINBOX_BOX_PYTHON)")
+    c.add_argument("--backend", choices=BACKENDS, help="the environment of this Keras backend (default: tensorflow; jax's is its own, env-jax)")
 
 
 def build_parser(cli) -> Parser:
@@ -29,11 +32,13 @@ def build_parser(cli) -> Parser:
     def command(name, func, help, parent=None):
         c = (parent or sub).add_parser(name, help=help, description=help)
         c.add_argument("--name", default="default", type=name_arg, help="the provisioned box (default: %(default)s)")
-        c.add_argument("--host", help="any SSH host instead: [user@]host[:port]")
+        c.add_argument("--host", action="append", help="any SSH host instead: [user@]host[:port] "
+                       "(train: repeat it for a multi-node run, node 0 first)")
         c.add_argument("--identity", help="private key for --host")
         c.add_argument("--connect-timeout", type=positive_float, default=30.0, help="seconds to keep trying to connect (default: %(default)s)")
         c.add_argument("--start", action="store_true", help="start the provisioned box first if it is stopped (and wait for it)")
-        c.add_argument("--workdir", help="trainbox's directory on the box (default: the box's, or `trainbox` in the login's home)")
+        c.add_argument("--workdir", action="append", help="trainbox's directory on the box (default: the box's, or `trainbox` in the "
+                       "login's home; train with several --host: one for all, or one per host)")
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
         c.set_defaults(func=func)
         return c
@@ -47,6 +52,8 @@ def build_parser(cli) -> Parser:
         c.add_argument("--runs-dir", default="runs", help="where results land locally (default: %(default)s/; never pushed)")
         c.add_argument("--pull-every", type=positive_float, default=60.0, help="seconds between checkpoint pulls while it runs (default: %(default)s)")
         c.add_argument("--yes", "-y", action="store_true", help=f"push a project over {human(PROJECT_LIMIT_BYTES)} without asking")
+        c.add_argument("--backend", choices=BACKENDS, help="Keras's backend (KERAS_BACKEND) and the environment it runs in on the box "
+                       "(default: tensorflow; jax: jax, with CUDA where the box has a GPU, plus TensorFlow's CPU build for tf.data)")
 
     data_help = ("an http(s):// URL of a .zip/.tar/.tar.gz/.tgz (optionally #sha256=HEX) or s3://bucket/prefix, "
                  "downloaded by the box itself and cached there")
@@ -72,6 +79,8 @@ def build_parser(cli) -> Parser:
     c.add_argument("--seed", type=int)
     c.add_argument("--weights", help="vgg16 weights: imagenet (downloaded on the box), none, or a path on the box")
     c.add_argument("--patience", type=positive_int, help="early stopping patience in epochs")
+    c.add_argument("--nodes", type=positive_int, help="data-parallel training over N nodes (one --host each, node 0 first), "
+                   "on Keras's JAX backend; --batch-size is the global batch")
     run_flags(c, "it continues from its last saved epoch")
 
     for name, func, help in (
@@ -91,12 +100,32 @@ def build_parser(cli) -> Parser:
     c = command("doctor", cli.cmd_doctor, "Report the box's environment: ready or why not, versions against the laptop's pins, GPUs, driver, CUDA, disk.")
     _setup_flags(c)
     c.add_argument("--python", help="report on this interpreter on the box instead of trainbox's environment")
-    c = command("runs", cli.cmd_runs, "List the runs started from this laptop and whether their results are home.")
+    c = command("runs", cli.cmd_runs, "List the runs started from this laptop: box, net/backend, epochs done/asked, best val_accuracy "
+                "and its epoch, duration, cost, state, and whether their results are home (from what the pulls brought; "
+                "it asks no box).")
+    c.add_argument("--json", action="store_true", help="the same fields as JSON, one object per run")
+    c.add_argument("--price", type=positive_float, metavar="USD_PER_HOUR",
+                   help="the box's price per hour for the cost (default: the box's, recorded when the run started)")
     c = command("compare", cli.cmd_compare, "Compare pulled runs: their loss and accuracy curves in one PNG (printed, not opened), "
                 "their best and final metrics, and the arguments that differ.")
     c.add_argument("runs", nargs="+", metavar="RUN", type=run_id_arg, help="two or more run ids (`remote runs` lists them)")
     c.add_argument("--out", metavar="PNG", help="where the figure goes (default: runs/compare-RUN-RUN.png)")
     c.add_argument("--runs-dir", default="runs", help=argparse.SUPPRESS)
+
+    c = command("tb", cli.cmd_tb, "TensorBoard for the box's runs, live: started on the box once (127.0.0.1 there) and kept running, "
+                "reached through an SSH tunnel at a local http://127.0.0.1:PORT/ printed here; runs until Ctrl-C.")
+    c.add_argument("runs", nargs="*", metavar="RUN", type=run_id_arg, help="the runs to show (default: every run of the box)")
+    c.add_argument("--local-port", type=positive_int, metavar="PORT",
+                   help="the laptop's port of the tunnel (default: the box's, else a free one)")
+    c.add_argument("--local", action="store_true",
+                   help="serve the pulled runs' logs from this laptop instead (TensorBoard from `pip install 'trainbox[view]'`)")
+    c.add_argument("--stop", action="store_true", help="end the box's TensorBoard servers (`provision down` ends them too)")
+
+    c = command("report", cli.cmd_report, "Write a pulled run's report.html again (runs/RUN-ID/report.html: curves, confusion matrix, "
+                "grids, metrics, arguments, duration and cost), here, from what the pull brought; prints its path.")
+    c.add_argument("run", nargs="?", type=run_id_arg, help="the run id (default: the latest)")
+    c.add_argument("--price", type=positive_float, metavar="USD_PER_HOUR",
+                   help="the box's price per hour for the cost (default: the box's, recorded when the run started)")
 
     data = sub.add_parser("data", help="The box's dataset cache: fetch a URL or S3 prefix onto the box ahead of training, list, free.",
                           description="The box's dataset cache (remote data fetch|ls|rm).")

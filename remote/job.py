@@ -57,19 +57,23 @@ class JobState:
 
 def render_script(layout: BoxLayout, run_id: str, project_dir: str, command: list[str], *, python: str | None = None,
                   env_link: str | None = None, data_dir: str | None = None, out: str = "out",
-                  resume_hint: str = "remote run --resume") -> str:
+                  resume_hint: str = "remote run --resume", backend: str = "tensorflow",
+                  nodes: int = 1, node: int = 0, coordinator: str = "") -> str:
     """run.sh for a run: ``command`` (an argv, run exactly as given) in
     ``project_dir``, with TRAINBOX_DATA (data_dir), TRAINBOX_OUT (``out`` in the
     run dir), TRAINBOX_RUN_ID and TRAINBOX_RESUMED set. env_link: an environment
     (a link to its current build), which the job resolves once and holds while
     it runs; else python. Either way ``python`` on the command's PATH is that
-    interpreter."""
+    interpreter. backend: KERAS_BACKEND. nodes > 1: this is node ``node`` of
+    a multi-node run whose coordinator is ``coordinator`` (HOST:PORT), told to
+    the command as TRAINBOX_NODES, TRAINBOX_NODE, TRAINBOX_COORDINATOR."""
     import templates
 
     run_dir = layout.run(run_id)
     return templates.render("run.sh.j2", run_id=run_id, run_dir=run_dir, project_dir=project_dir, command=list(command),
                             python=python or "", env_link=env_link, data_dir=data_dir or "", out_dir=f"{run_dir}/{out}",
-                            resume_hint=f"{resume_hint} {run_id}")
+                            resume_hint=f"{resume_hint} {run_id}", backend=backend, nodes=int(nodes), node=int(node),
+                            coordinator=coordinator)
 
 
 def start_command(run_dir: str) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from box.layout import BoxLayout, env_name
+from box.layout import DEFAULT_BACKEND, BoxLayout, env_name
 from common.errors import RemoteError, UsageError
 
 from . import job, records, results, sync
@@ -32,6 +32,7 @@ Say = Callable[[str], None]
 # A project bigger than this (its pushed set) asks before it is pushed: data belongs in --data.
 PROJECT_LIMIT_BYTES = 200 * 1024 * 1024
 TF_CHECK = "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in ('tensorflow', 'keras')) else 1)"
+JAX_CHECK = TF_CHECK.replace("'keras')", "'keras', 'jax')")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class RunSpec:
     # What a local copy must hold for --resume on a box that never saw the run.
     resume_state: str | None = None
     exclude: tuple[Path, ...] = ()  # local paths never pushed (the laptop's runs dir)
+    backend: str = DEFAULT_BACKEND  # Keras's (KERAS_BACKEND), and which environment runs it
 
     @property
     def key(self) -> str:
@@ -61,7 +63,8 @@ class RunSpec:
     def record_fields(self) -> dict:
         return {"kind": self.kind, "data": self.data, "command": list(self.command),
                 "code": None if self.package else str(self.code),
-                "requirements": str(self.requirements) if self.requirements else None, "out": self.out}
+                "requirements": str(self.requirements) if self.requirements else None, "out": self.out,
+                "backend": self.backend}
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ def spec_from_record(rec: records.RunRecord, exclude: tuple[Path, ...] = ()) -> 
     if rec.command is None or rec.code is None:
         return None
     return RunSpec(code=Path(rec.code), command=tuple(rec.command), data=rec.data,
-                   requirements=Path(rec.requirements) if rec.requirements else None, out=rec.out, exclude=exclude)
+                   requirements=Path(rec.requirements) if rec.requirements else None, out=rec.out, exclude=exclude,
+                   backend=rec.backend)
 
 
 def notebook_place(rec: records.RunRecord | None, workdir: str) -> tuple[str | None, str | None]:
@@ -157,17 +161,18 @@ def run_interpreter(conn, target: Target, layout: BoxLayout, spec: RunSpec, requ
     if target.python:
         if spec.requirements:
             say(f"--python {target.python}: {spec.requirements} is not installed (that interpreter is used as it is)")
-        if conn.run(f"{shlex.quote(target.python)} -c {shlex.quote(TF_CHECK)}", hide=True, warn=True).exited != 0:
-            raise RemoteError(f"no Python with TensorFlow and Keras on {target.label} (tried {target.python})",
-                              "run `remote setup` to install trainbox's environment, or pass --python")
+        jax = spec.backend == "jax"
+        if conn.run(f"{shlex.quote(target.python)} -c {shlex.quote(JAX_CHECK if jax else TF_CHECK)}", hide=True, warn=True).exited != 0:
+            raise RemoteError(f"no Python with TensorFlow{', JAX' if jax else ''} and Keras on {target.label} (tried {target.python})",
+                              f"run `remote setup{' --backend jax' if jax else ''}` to install trainbox's environment, or pass --python")
         return target.python, None
-    opts = setup.SetupOptions.from_env()
+    opts = setup.SetupOptions.from_env(backend=spec.backend)
     key = None
     if spec.requirements:
         key = spec.key
-        opts = dataclasses.replace(opts, env_name=env_name(key), project_requirements=requirements_on_box,
+        opts = dataclasses.replace(opts, env_name=env_name(key, spec.backend), project_requirements=requirements_on_box,
                                    requirements_digest=setup.requirements_digest(spec.requirements))
-    return setup.ensure(conn, layout.workdir, opts, say), layout.with_env(key).env_link
+    return setup.ensure(conn, layout.workdir, opts, say), layout.with_env(key, spec.backend).env_link
 
 
 def _requirements_on_box(conn, spec: RunSpec, layout: BoxLayout, project_dir: str, scan: dict) -> str | None:
@@ -191,12 +196,13 @@ def _requirements_on_box(conn, spec: RunSpec, layout: BoxLayout, project_dir: st
 
 
 def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: bool = False, progress=None,
-          confirm: Callable[[str], bool] = lambda q: False, seed: Path | None = None) -> int:
+          confirm: Callable[[str], bool] = lambda q: False, seed: Path | None = None,
+          node: tuple[int, int, str] | None = None) -> int:
     """Push the code, make the environment ready, bring the data, start the run detached.
 
     ``seed``: a local copy of the run's results to continue from (resuming on a
-    box that never saw it). Returns the log's size before the job started, to
-    follow from.
+    box that never saw it). ``node``: (index, nodes, coordinator) of a
+    multi-node run. Returns the log's size before the job started, to follow from.
     """
     from . import datasource, fetch
 
@@ -240,9 +246,73 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
                                "touch log && stat -c %s log",
                          "restoring the run's log").strip().splitlines()[-1])
     script = job.render_script(layout, run_id, project_dir, list(spec.command), python=python, env_link=env_link,
-                               data_dir=data_dir, out=spec.out, resume_hint=f"remote {spec.kind} --resume")
+                               data_dir=data_dir, out=spec.out, resume_hint=f"remote {spec.kind} --resume",
+                               backend=spec.backend, **(dict(zip(("node", "nodes", "coordinator"), node)) if node else {}))
     job.start(conn, run_dir, script)
     return offset
+
+
+FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
+
+
+def _each(targets: list[Target], work: Callable[[int, Target], object]) -> list:
+    """work(i, target) on every node at once; the first error (in node order) is raised once all have ended."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        futures = [pool.submit(work, i, t) for i, t in enumerate(targets)]
+    for i, f in enumerate(futures):
+        if f.exception() is not None:
+            e = f.exception()
+            if isinstance(e, RemoteError | UsageError) and len(targets) > 1:
+                e.what = f"node {i} ({targets[i].label}): {e.what}"
+            raise e
+    return [f.result() for f in futures]
+
+
+def start_nodes(connect: Callable[[Target], object], targets: list[Target], spec: RunSpec, run_id: str, say: Say, *,
+                quiet: bool = True, confirm: Callable[[str], bool] = lambda q: False) -> None:
+    """A multi-node run: the code, the environment and the data brought to every
+    node in parallel, then one job per node, told its place (TRAINBOX_NODE...)
+    and node 0's address inside the box's network (its private one; else
+    its host) with a port free there as the coordinator's."""
+    conn0 = connect(targets[0])
+    try:
+        port = run(conn0, f"{shlex.quote(targets[0].python or 'python3')} -c {shlex.quote(FREE_PORT)}",
+                   "finding a free port on node 0").strip().splitlines()[-1]
+    finally:
+        conn0.close()
+    coordinator = f"{targets[0].private_address or targets[0].host}:{int(port)}"
+    say(f"{len(targets)} nodes; the coordinator: node 0 at {coordinator}")
+
+    def one(i: int, target: Target) -> None:
+        conn = connect(target)
+        try:
+            start(conn, target, spec, run_id, lambda line: say(f"node {i}: {line}"), quiet=quiet, confirm=confirm,
+                  node=(i, len(targets), coordinator))
+        finally:
+            conn.close()
+
+    _each(targets, one)
+
+
+def restart_nodes(connect: Callable[[Target], object], targets: list[Target], run_id: str, say: Say, flags: str = "") -> int:
+    """Every node of a stopped or failed multi-node run starts its run.sh again; node 0's log offset."""
+    def one(i: int, target: Target) -> int:
+        conn = connect(target)
+        try:
+            run_dir = BoxLayout(target.workdir).run(run_id)
+            st = job.job_state(conn, run_dir)
+            if st is None:
+                raise RemoteError(f"run {run_id} is not on node {i} ({target.label}) any more",
+                                  "a multi-node run resumes on the nodes it ran on; start a new one with `remote train`")
+            if st.running:
+                raise UsageError(f"run {run_id} is still running on node {i}", f"follow it with `remote logs {run_id} --follow{flags}`")
+            return job.restart(conn, run_dir)
+        finally:
+            conn.close()
+
+    return _each(targets, one)[0]
 
 
 def _synthesize(conn, python: str, project_dir: str, synth: tuple[str, ...], data_dir: str, say: Say) -> None:
@@ -316,5 +386,6 @@ def follow_and_collect(connect: Callable[[], object], target: Target, rec: recor
         conn.close()
     rec.pulled = True
     rec.exit_code = state.exit_code if state else None
+    rec.last_seen = state.label if state else None
     records.save_record(rec)
     return Outcome(rec.run_id, local_dir, rec.exit_code, bool(state and state.stopped), len(files), tail)

@@ -44,8 +44,17 @@ class RunRecord:
     code: str | None = None  # the local project dir (None: the built-in model package)
     requirements: str | None = None
     out: str = "out"
+    backend: str = "tensorflow"  # Keras's backend (KERAS_BACKEND) and its environment on the box
+    # A multi-node run: every node (node_of), node 0 first; the fields above are node 0's.
+    nodes: list[dict] | None = None
     # Records written before `remote run` existed: the model's arguments.
     train_args: list[str] | None = None
+    # What the run costs (remote/runs_table.py, × its nodes): the box's price
+    # per hour when it started (from its state; None: unknown, e.g. --host).
+    price_per_hour: float | None = None
+    # The job's state as the box last told this laptop (JobState.label), for
+    # a table that does not ask the box: "stopped" after `remote stop`.
+    last_seen: str | None = None
 
     def target(self) -> Target:
         return Target(self.host, self.port, self.user, self.identity, self.workdir, box=self.box)
@@ -54,6 +63,21 @@ class RunRecord:
     def from_dict(cls, d: dict) -> "RunRecord":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def node_of(t: Target) -> dict:
+    return {"host": t.host, "port": t.port, "user": t.user, "identity": t.identity, "workdir": t.workdir, "box": t.box,
+            "private_address": t.private_address}
+
+
+def node_target(d: dict) -> Target:
+    for key in ("host", "user", "workdir"):
+        checks.plain(d[key], key)
+    checks.port(d["port"], "port")
+    if d.get("private_address") is not None:
+        checks.plain(d["private_address"], "private_address")
+    return Target(d["host"], d["port"], d["user"], d.get("identity"), d["workdir"], box=d.get("box"),
+                  private_address=d.get("private_address"))
 
 
 def _records_dir() -> Path:
@@ -81,6 +105,11 @@ def _read_record(f: Path) -> RunRecord:
         for key in ("host", "user", "workdir", "local_dir", "out"):
             checks.plain(getattr(rec, key), key)
         checks.port(rec.port, "port")
+        if rec.price_per_hour is not None and (isinstance(rec.price_per_hour, bool) or not isinstance(rec.price_per_hour, (int, float))
+                                               or not 0 <= rec.price_per_hour < float("inf")):
+            raise ValueError(f"price_per_hour holds {rec.price_per_hour!r}")
+        if rec.last_seen is not None:
+            checks.plain(rec.last_seen, "last_seen")
     except (OSError, ValueError, TypeError, UsageError) as e:
         why = e.what if isinstance(e, UsageError) else f"{type(e).__name__}: {e}"
         raise UsageError(f"the run record {f} is corrupt ({why})", "remove it, or restore it from a backup") from None

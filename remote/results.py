@@ -87,6 +87,7 @@ def unpack(stream, dest: Path, rename: Callable[[str], str | None] = lambda n: n
 
 # The run dir's own files that come home beside out/ (the agent's events: its interruptions).
 RUN_FILES = ("log", "exit_code", "run.sh", "resumed", names.RUN_EVENTS)
+LOCAL_LOG = "train.log"  # the run's log, as it lies at home
 
 
 def results_rename(name: str, out: str = "out") -> str | None:
@@ -100,7 +101,7 @@ def results_rename(name: str, out: str = "out") -> str | None:
     if list(PurePosixPath(out).parts) == parts[:n]:
         return "/".join(parts[n:]) or None
     if parts == ["log"]:
-        return "train.log"
+        return LOCAL_LOG
     if len(parts) == 1 and parts[0] in RUN_FILES:
         return parts[0]
     return None
@@ -193,6 +194,7 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
                 continue
             rec.pulled = True
             rec.exit_code = st.exit_code if st else None
+            rec.last_seen = st.label if st else rec.last_seen
             save_record(rec)
             say(f"pulled run {rec.run_id} ({len(files)} files) into {rec.local_dir}")
     finally:

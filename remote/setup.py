@@ -28,13 +28,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 import box
-from box.layout import BoxLayout
+from box.layout import DEFAULT_BACKEND, BoxLayout, env_name
 from common.checks import clean, redact_all, redact_url
 from common.errors import RemoteError, UsageError
 
 # The pins: the same as pyproject.toml's [train] extra (a test keeps them equal).
 TF_VERSION = "2.21.0"
 KERAS_VERSION = "3.15.1"
+# Keras's backends a run can pick (`--backend`). JAX's environment keeps
+# TensorFlow's CPU build too: model/'s input pipeline is tf.data.
+BACKENDS = (DEFAULT_BACKEND, "jax")
+JAX_VERSION = "0.10.2"
 MODEL_REQUIREMENTS = ("tensorboard==2.21.0", "pillow>=10", "matplotlib>=3.8", "scipy>=1.11")
 JUPYTER = "jupyterlab>=4"
 FORMAT = 1  # bump when the environment's layout changes: every box rebuilds once
@@ -50,7 +54,7 @@ EXIT_CODES = {
     11: "no venv module on the box",
     12: "no network from the box to the package index",
     13: "disk full on the box",
-    14: "the box has a GPU but TensorFlow sees none",
+    14: "the box has a GPU but the backend (TensorFlow or JAX) sees none",
     15: "the install failed",
     16: "a job runs in an older trainbox's environment",
 }
@@ -95,6 +99,9 @@ class SetupOptions:
     env_name: str = "env"
     project_requirements: str | None = None
     requirements_digest: str | None = None
+    # Keras's backend the environment is for (BACKENDS): JAX's is an
+    # environment of its own (``env-jax``), beside TensorFlow's ``env``.
+    backend: str = DEFAULT_BACKEND
 
     @classmethod
     def from_env(cls, environ=None, **flags) -> "SetupOptions":
@@ -120,6 +127,9 @@ class SetupOptions:
             values["find_links"] = tuple(values["find_links"])
         if values.get("installer", "auto") not in ("auto", "uv", "pip"):
             raise UsageError(f"installer {values['installer']!r} is not one of auto, uv, pip")
+        if values.get("backend", DEFAULT_BACKEND) not in BACKENDS:
+            raise UsageError(f"backend {values['backend']!r} is not one of {', '.join(BACKENDS)}")
+        values.setdefault("env_name", env_name(None, values.get("backend")))
         return cls(**values)
 
     @property
@@ -137,6 +147,8 @@ class SetupOptions:
         what = [FORMAT, TF_VERSION, self.requirements, self.python, self.system_site_packages]
         if self.requirements_digest:
             what.append(self.requirements_digest)
+        if self.backend != DEFAULT_BACKEND:  # TensorFlow's spec stays what it was: no box rebuilds for this
+            what.append([self.backend, JAX_VERSION])
         return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
@@ -176,6 +188,9 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
         tf_cpu=f"tensorflow-cpu=={TF_VERSION}",
         tf_gpu=f"tensorflow[and-cuda]=={TF_VERSION}",
         tf_other=f"tensorflow=={TF_VERSION}",
+        backend=opts.backend,
+        jax_cpu=f"jax=={JAX_VERSION}",
+        jax_gpu=f"jax[cuda12]=={JAX_VERSION}",
         requirements=opts.requirements,
         find_links=list(opts.find_links),
         no_index=opts.no_index,

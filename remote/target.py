@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from box.layout import DEFAULT_WORKDIR
-from common import state
+from common import cluster, state
 from common.errors import UsageError, no_box
 
 _HOST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
@@ -23,6 +23,8 @@ class Target:
     python: str | None = None
     box: str | None = None  # the provisioned box's name; None for --host
     sandbox: bool = False
+    # Where the box's other nodes reach this one (its VPC address); None: host.
+    private_address: str | None = None
 
     @property
     def label(self) -> str:
@@ -63,3 +65,19 @@ def resolve(name: str, host: str | None = None, identity: str | None = None, pyt
         box=box.name,
         sandbox=box.sandbox,
     )
+
+
+def box_nodes(name: str, identity: str | None = None, python: str | None = None) -> list[Target]:
+    """Every node of provisioned box ``name`` as a target, node 0 first (one for a box of one node)."""
+    box = state.load(name)
+    if box is None:
+        raise no_box(name, "or pass one --host per node")
+    return [Target(host=n.host, port=n.port, user=n.user, identity=identity or n.key_path, workdir=n.workdir,
+                   python=python or n.python, box=box.name, sandbox=box.sandbox, private_address=n.private_address)
+            for n in cluster.addresses(box)]
+
+
+def box_node_count(name: str) -> int:
+    """How many nodes provisioned box ``name`` has (1 when there is no such box: resolve says so)."""
+    box = state.load(name)
+    return box.node_count if box is not None else 1

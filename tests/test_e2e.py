@@ -43,6 +43,14 @@ def test_up_train_pull_down(cli, moto_endpoint, tmp_path, trainbox_home):
     assert state.code == 0, state.err
     assert json.loads(state.out)["state"] == "running"
 
+    # The run's cost: its box time at the box's price, recorded when it started.
+    (row,) = json.loads(cli("remote", "runs", "--json", cwd=work).out)
+    price = json.loads(state.out)["price_per_hour"]
+    assert price and row["price_per_hour"] == price and (row["box"], row["state"], row["home"]) == ("default", "finished", True)
+    assert row["duration_s"] > 0 and row["cost"] == pytest.approx(row["duration_s"] * price / 3600, abs=1e-4)
+    page = (run / "report.html").read_text()  # the box's page, written again at home with the cost
+    assert f"<th>cost</th><td>${row['cost']:.2f}</td>" in page and "<th>duration</th>" in page
+
     down = cli("provision", "down", "--yes", cwd=work)
     assert down.code == 0, down.err
     assert tagged(moto_endpoint) == []

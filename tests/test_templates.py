@@ -20,6 +20,7 @@ RUN_ARGS = dict(
     run_id="r1", run_dir="/home/u/trainbox/runs/r1", project_dir="/home/u/trainbox/projects/my project",
     python="/home/u/env/bin/python", data_dir="/home/u/trainbox/data/my data", out_dir="/home/u/trainbox/runs/r1/out",
     command=["python", "train.py", "--net", "cnn; rm -rf /"], env_link=None, resume_hint="remote run --resume r1",
+    backend="tensorflow", nodes=1, node=0, coordinator="",
 )
 
 
@@ -70,3 +71,24 @@ def test_run_script_records_pid_log_exit_code_and_the_restarts(tmp_path):
 
 def test_every_template_is_covered():
     assert {"run.sh.j2", "user-data.sh.j2", "aliases.sh.j2", "ssh_config.j2"} <= set(templates.names())
+
+
+def test_run_script_sets_the_backend_and_a_nodes_place(tmp_path):
+    """KERAS_BACKEND always (the box's keras.json never decides); the node
+    variables only for a multi-node run."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "job.sh").write_text(
+        'echo "backend=$KERAS_BACKEND nodes=${TRAINBOX_NODES-unset} node=${TRAINBOX_NODE-unset} coord=${TRAINBOX_COORDINATOR-unset}"\n')
+    seen = []
+    for extra in ({}, {"backend": "jax", "nodes": 2, "node": 1, "coordinator": "10.0.0.5:41234"}):
+        run_dir = tmp_path / f"run{len(seen)}"
+        run_dir.mkdir()
+        text = templates.render("run.sh.j2", **{**RUN_ARGS, "run_dir": str(run_dir), "project_dir": str(tmp_path / "project"),
+                                                 "python": sys.executable, "data_dir": "", "out_dir": str(run_dir / "out"),
+                                                 "command": ["bash", "job.sh"], **extra})
+        (run_dir / "run.sh").write_text(text)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINBOX_") and k != "KERAS_BACKEND"}
+        assert subprocess.run(["bash", str(run_dir / "run.sh")], env={**env, "KERAS_BACKEND": "torch"}).returncode == 0
+        seen.append((run_dir / "log").read_text().strip())
+    assert seen == ["backend=tensorflow nodes=unset node=unset coord=unset",
+                    "backend=jax nodes=2 node=1 coord=10.0.0.5:41234"]

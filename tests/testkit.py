@@ -178,3 +178,43 @@ def refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+_WRITE_EVENTS = """
+import sys, time
+sys.modules["tensorflow"] = None  # TensorBoard's own no-TensorFlow mode: its writer without TF's import time
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+w = EventFileWriter(sys.argv[1])
+for step in range(3):
+    value = summary_pb2.Summary.Value(tag="epoch_loss", simple_value=1.0 / (step + 1))
+    w.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[value])))
+w.close()
+"""
+
+
+def write_tb_events(folder: Path) -> None:
+    """Three epochs of a loss in folder, written by TensorBoard's own event writer (a second)."""
+    subprocess.run([sys.executable, "-c", _WRITE_EVENTS, str(folder)], check=True, capture_output=True, timeout=60)
+
+
+def http_get(url: str) -> bytes | None:
+    """The body of a 200 answer, or None (nothing answers yet, or another status)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read() if r.status == 200 else None
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def tb_runs(port: int):
+    """A check for wait_for: the run names TensorBoard on 127.0.0.1:port serves, once it serves some."""
+    import json
+
+    def check():
+        body = http_get(f"http://127.0.0.1:{port}/data/runs")
+        return json.loads(body) if body and json.loads(body) else None
+    return check

@@ -74,6 +74,8 @@ def fake_wheels(d: Path, laptop_site: bool = False) -> None:
     else:
         make_wheel(d, "tensorflow-cpu", v, {"tensorflow/__init__.py": FAKE_TF.format(v=v)})
         make_wheel(d, "tensorflow", v, {"tensorflow/__init__.py": FAKE_TF.format(v=v)}, extras=("and-cuda",))
+    jax_files = {} if laptop_site else {"jax/__init__.py": f'__version__ = "{setup.JAX_VERSION}"\ndef devices():\n    return []\n'}
+    make_wheel(d, "jax", setup.JAX_VERSION, jax_files, extras=("cuda12",))
     keras_files = {} if laptop_site else {"keras/__init__.py": f'__version__ = "{setup.KERAS_VERSION}"\n'}
     make_wheel(d, "keras", setup.KERAS_VERSION, keras_files)
     for req in setup.MODEL_REQUIREMENTS + (setup.JUPYTER,):

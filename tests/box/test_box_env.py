@@ -31,7 +31,8 @@ def test_pins_are_the_laptops_train_extra():
     assert pins["tensorflow-cpu"] == f"tensorflow-cpu=={setup.TF_VERSION}"
     assert pins["tensorflow"] == f"tensorflow=={setup.TF_VERSION}"
     assert pins["keras"] == f"keras=={setup.KERAS_VERSION}"
-    others = {v for k, v in pins.items() if k not in ("tensorflow", "tensorflow-cpu", "keras")}
+    assert pins["jax"] == f"jax=={setup.JAX_VERSION}"
+    others = {v for k, v in pins.items() if k not in ("tensorflow", "tensorflow-cpu", "keras", "jax")}
     assert others == set(setup.MODEL_REQUIREMENTS)
 
 
@@ -316,3 +317,30 @@ def test_install_retries_are_the_installers_own_unless_set():
     for bad in ("0", "many"):
         with pytest.raises(UsageError, match="1 or more"):
             setup.SetupOptions.from_env({"TRAINBOX_INSTALL_RETRIES": bad})
+
+
+# ---------------------------------------------------------------- the jax backend
+
+
+def test_jax_backend_has_an_environment_of_its_own_and_doctor_reports_it(box_user, index):
+    """`--backend jax` builds env-jax (jax, keras, TensorFlow's CPU build for
+    tf.data) beside TensorFlow's env, which it leaves alone; doctor reports the backend."""
+    built = run_cli(*box_user.remote("setup", "--backend", "jax"), env=env(index))
+    assert built.code == 0, built.err
+    assert "ready: trainbox/env-jax/bin/python" in built.out
+    marker = (box_user.home / "trainbox" / "env-jax" / "trainbox-ready").read_text().splitlines()
+    opts = setup.SetupOptions(jupyter=False, backend="jax", env_name="env-jax")
+    assert marker[0] == f"spec {opts.spec_id()}" != f"spec {setup.SetupOptions(jupyter=False).spec_id()}"
+    assert f"jax={setup.JAX_VERSION} backend=jax" in marker[1]
+    assert {"jax-0.10.2-py3-none-any.whl", "tensorflow_cpu-2.21.0-py3-none-any.whl"} <= set(index.served)
+    assert not (box_user.home / "trainbox" / "env").exists(), "TensorFlow's environment is another one"
+
+    doc = run_cli(*box_user.remote("doctor", "--backend", "jax"), env=env(index))
+    assert doc.code == 0, doc.err
+    rows = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in doc.out.splitlines())}
+    assert rows["environment"] == "ready"
+    assert rows["backend"].startswith("jax ")
+    assert rows["jax"] == f"{setup.JAX_VERSION} (laptop pins {setup.JAX_VERSION}: match)"
+    assert rows["GPUs (JAX)"] == "none"
+    tf_doc = run_cli(*box_user.remote("doctor"), env=env(index))
+    assert tf_doc.code == 3 and "no environment at ~/trainbox/env;" in tf_doc.out

@@ -64,7 +64,8 @@ def test_laptop_killed_mid_run_job_finishes_and_pull_brings_everything(cli, on_b
     assert f"{run_id} succeeded" in status.out
 
     runs = cli("remote", "runs", cwd=tmp_path)
-    assert run_id in runs.out and " no " in runs.out  # not home yet
+    row = next(l for l in runs.out.splitlines() if run_id in l).split()
+    assert row[-2:] == ["finished", "no"], "as `status` last saw it; not home yet"
 
     pull = cli("remote", "pull", run_id, *on_box, cwd=tmp_path)
     assert pull.code == 0, pull.err
@@ -78,9 +79,18 @@ def test_laptop_killed_mid_run_job_finishes_and_pull_brings_everything(cli, on_b
     assert "epoch 2/2" in (local / "train.log").read_text()
     assert not list(local.rglob("*.part")), "no half-written files"
 
-    runs = cli("remote", "runs", cwd=tmp_path)
-    line = next(l for l in runs.out.splitlines() if run_id in l)
-    assert line.split()[2:4] == ["yes", "0"]
+    runs = cli("remote", "runs", "--json", "--price", "3.6", cwd=tmp_path)
+    (row,) = [r for r in json.loads(runs.out) if r["run"] == run_id]
+    best = max(history["val_accuracy"])
+    assert (row["net"], row["backend"], row["epochs_done"], row["epochs_asked"]) == ("cnn", "tensorflow", 2, 2)
+    assert (row["best_val_accuracy"], row["best_epoch"]) == (best, history["val_accuracy"].index(best) + 1)
+    assert (row["state"], row["exit_code"], row["home"], row["resumed"]) == ("finished", 0, True, 0)
+    job_s = (local / "exit_code").stat().st_mtime - (local / "run.sh").stat().st_mtime
+    assert row["duration_s"] == round(job_s, 1) > 0
+    assert row["cost"] == pytest.approx(row["duration_s"] / 1000, abs=1e-4)  # 3.6 $/h = $0.001/s
+    page = (local / "report.html").read_text()
+    assert f"report: {local / 'report.html'}" in pull.err and "<th>duration</th>" in page, "the page, again with the duration"
+    assert "<th>cost</th>" not in page, "--host: no price known"
 
     logs = cli("remote", "logs", run_id, *on_box, cwd=tmp_path)
     assert logs.code == 0 and "epoch 2/2" in logs.out and "saved" in logs.out
@@ -167,6 +177,8 @@ def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box
     assert 2 <= done < 8, f"stopped after {done} epochs"
     status = cli("remote", "status", run_id, *on_box, cwd=tmp_path)
     assert f"{run_id} stopped" in status.out, "stopped by `remote stop`, not died"
+    (row,) = json.loads(cli("remote", "runs", "--json", cwd=tmp_path).out)
+    assert (row["state"], row["home"], row["resumed"]) == ("stopped", False, 0)
 
     busy = cli("remote", "train", "--resume", "no-such-run", *on_box, cwd=tmp_path)
     assert busy.code == 2 and "no run no-such-run" in one_line_error(busy)
@@ -179,6 +191,8 @@ def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box
     history = json.loads((local / "history.json").read_text())
     assert len(history["loss"]) == 8
     assert "8 epochs" in resume.out
+    (row,) = json.loads(cli("remote", "runs", "--json", cwd=tmp_path).out)
+    assert (row["state"], row["home"], row["resumed"], row["epochs_done"], row["epochs_asked"]) == ("finished", True, 1, 8, 8)
     assert (local / "exit_code").read_text().strip() == "0"
 
 

@@ -79,7 +79,8 @@ def test_run_pushes_the_project_runs_the_argv_exactly_and_brings_the_outputs_hom
     assert (local / "checkpoints" / "last.txt").read_text() == "epoch 1"
     assert "seen " in (local / "train.log").read_text() and (local / "exit_code").read_text().strip() == "0"
     runs = cli("remote", "runs", cwd=tmp_path)
-    assert local.name in runs.out and " yes " in runs.out
+    row = next(l for l in runs.out.splitlines() if local.name in l).split()
+    assert row[2] == "-/tensorflow" and row[-2:] == ["finished", "yes"], "your own code: no net, home"
 
 
 def test_a_failing_script_gives_its_exit_code_and_the_logs_last_lines(cli, on_box, tmp_path):

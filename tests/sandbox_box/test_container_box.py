@@ -272,7 +272,7 @@ def test_a_spot_notice_then_a_power_cut_resumes_both_going_runs_at_boot_and_the_
     assert "spot interruption notice: asked the run to save (AWS: stop at" in status.out
     assert "resumed by the box at boot" in status.out
     runs = box.cli("remote", "runs")
-    assert re.search(rf"^{followed.name} .* 1, resumed \d\d:\d\d:\d\d ", runs.out, re.M), runs.out
+    assert re.search(rf"^{followed.name} .*; box interrupted 1, resumed \d\d:\d\d:\d\d ", runs.out, re.M), runs.out
     # The run the user stopped was left as it was, and the box says why.
     assert not (user_stopped / "exit_code").exists() and text(user_stopped / "log") == stopped_log
     assert events(user_stopped) == ["left-stopped"]
@@ -311,6 +311,85 @@ def test_stop_powers_the_guest_off_and_start_keeps_data_env_and_runs(box):
     assert epoch_lines(text(run / "log"), 12) == list(range(1, 13))
 
 
+# ---------------------------------------------------------------- images: the box's layer, frozen for the next box
+#
+# One more boot: a box launched from the main box's image, whose environment
+# (the real install above) must be ready at its first boot, with nothing installed.
+
+SECRET = "trainbox-test-secret-5f3a9c"  # planted in the user's files; no image may hold it
+
+
+def test_image_create_freezes_the_cleaned_layer_and_nothing_of_the_user(box):
+    import re
+    import subprocess
+
+    box.ssh(f"echo {SECRET} > ~/.ssh/id_ed25519; echo 'ls {SECRET}' > ~/.bash_history; mkdir -p ~/.aws ~/.keras; "
+            f"echo {SECRET} > ~/.aws/credentials; echo {SECRET} > ~/.keras/key; sudo -n sh -c 'echo {SECRET} > /root/.bash_history'; "
+            f"logger {SECRET}")
+    assert (box.layer() / "home/ubuntu/trainbox/runs").is_dir() and (box.layer() / "home/ubuntu/trainbox/data").is_dir()
+    r = box.cli("provision", "image", "create")
+    assert r.code == 0, r.err
+    box.image_id = re.search(r"image (ami-\w+) \(trainbox-default-[\d-]+\) is available", r.out).group(1)
+    assert "removed trainbox/runs" in r.err and "removed trainbox/data" in r.err and "removed ~/.ssh/id_ed25519" in r.err
+    assert "checked the powered-off box's layer from the host" in r.err, r.err
+    layer = box.home / "sandbox" / "images" / box.image_id / "layer"
+    work = layer / "home/ubuntu/trainbox"
+    assert {p.name for p in work.iterdir()} <= {"bootstrap.sh", "env", "envs", "tools"}
+    assert (work / "env" / "trainbox-ready").is_file()
+    # Nothing of the user's anywhere in it (the environment included), no key, no log, not this box's seed.
+    grep = subprocess.run(["grep", "-rl", SECRET, str(layer)], capture_output=True, text=True)
+    assert grep.returncode == 1 and grep.stdout == "", grep.stdout
+    assert not list(layer.glob("etc/ssh/ssh_host_*")) and not list(layer.glob("home/ubuntu/.ssh/*"))
+    assert [f for f in (layer / "var/log").rglob("*") if f.is_file() and f.stat().st_size] == []
+    assert not (layer / container.SEED).exists() and not (layer / "etc/machine-id").exists()
+    # The stopped box stands on the frozen layer too, under a new one holding its own seed.
+    assert container.lowers(box.box_dir()) == [layer] and (box.layer() / container.SEED / "meta-data").is_file()
+    ls = box.cli("provision", "image", "ls", "--sandbox")
+    assert ls.code == 0 and box.image_id in ls.out, ls.out + ls.err
+
+
+def test_up_from_the_image_boots_its_layer_and_trains_with_nothing_installed(box):
+    image_id = box.image_id
+    up = box.cli("provision", "up", "--sandbox", "--sandbox-box", "container", "--name", "baked")
+    assert up.code == 0, up.err
+    assert f"AMI {image_id}" in up.err and f"image {image_id}'s layer (read-only)" in up.err, up.err
+    layer = box.home / "sandbox" / "images" / image_id / "layer"
+    argv = Path(f"/proc/{box.nspawn_pid('baked')}/cmdline").read_bytes().decode().split("\0")
+    assert f"--overlay=+/:{layer}:{box.layer('baked')}:/" in argv, argv
+    # The boot-time bootstrap (the user-data, run by cloud-init at this first boot) found the environment ready.
+    log = box.layer("baked") / "home/ubuntu/trainbox/setup.log"
+    said = wait_for("the boot-time bootstrap", lambda: log.exists() and "trainbox-setup:" in log.read_text() and log.read_text(),
+                    timeout=120, every=0.2)
+    assert "ready, nothing to install" in said and "building the environment" not in said, said
+    # Its own host keys and login key, none of the first box's things.
+    first = {" ".join(l.split()[1:3]) for l in (box.home / "known_hosts").read_text().splitlines() if "127.0.0.1" in l}
+    own = {" ".join(f.read_text().split()[:2]) for f in box.layer("baked").glob("etc/ssh/ssh_host_*_key.pub")}
+    assert own and own <= first and len(first) == 2 * len(own)  # known_hosts: the first box's and this one's
+    keys, work, home = (part.split() for part in box.ssh("ls -A ~/.ssh; echo --; ls -A ~/trainbox; echo --; ls -A ~",
+                                                           name="baked").split("--"))
+    assert keys == ["authorized_keys"] and set(work) - {"tools"} == {"bootstrap.sh", "env", "envs", "setup.log"}, (keys, work)
+    assert not {".aws", ".keras", ".bash_history"} & set(home), home
+    before = set((box.work / "runs").iterdir())
+    train = box.cli("remote", "train", "--name", "baked", "--epochs", "1", "--image-size", "32")
+    assert train.code == 0, train.err + train.out
+    assert "not ready" not in train.out + train.err
+    (run,) = set((box.work / "runs").iterdir()) - before
+    assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
+    assert "building the environment" not in log.read_text()
+
+
+def test_image_rm_keeps_the_layer_while_boxes_stand_on_it(box):
+    layer = box.home / "sandbox" / "images" / box.image_id / "layer"
+    rm = box.cli("provision", "image", "rm", box.image_id, "--yes", "--sandbox")
+    assert rm.code == 0, rm.err
+    assert "stays on this machine while box 'baked', box 'default'" in rm.err, rm.err
+    assert layer.is_dir()
+    assert "no trainbox images" in box.cli("provision", "image", "ls", "--sandbox").out
+    down = box.cli("provision", "down", "--yes", "--name", "baked")
+    assert down.code == 0, down.err
+    assert layer.is_dir(), "box 'default' still stands on it"
+
+
 def test_down_leaves_no_container_layer_mount_or_process(box):
     name = container.machine_name(box.box_dir())
     down = box.cli("provision", "down", "--yes")
@@ -318,6 +397,8 @@ def test_down_leaves_no_container_layer_mount_or_process(box):
     assert not box.box_dir().exists()
     assert processes_mentioning(str(box.home)) == [] and processes_mentioning(name) == []
     assert mounts_mentioning(str(box.home)) == [] and mounts_mentioning(name) == []
+    # The removed image's layer went with the last box on it.
+    assert list((box.home / "sandbox" / "images").iterdir()) == []
 
 
 # ---------------------------------------------------------------- the guard, under systemd
