@@ -103,13 +103,13 @@ def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
     callbacks = [
         HistoryWriter(),
         backup,
-        # Mid-epoch saves: when the box's agent asks (a spot notice, the box
-        # stopping), on SIGTERM (then it exits 143), and every SAVE_EVERY_S
-        # seconds (a power cut asks nothing).
         # The epoch's line right after its resume state is saved (before a SIGTERM's
         # exit at that epoch end): a log that says "epoch k" means a cut from then
         # on resumes after epoch k.
         *([EpochLine()] if stream_lines else []),
+        # Mid-epoch saves: when the box's agent asks (a spot notice, the box
+        # stopping), on SIGTERM (then it exits 143), and every SAVE_EVERY_S
+        # seconds (a power cut asks nothing).
         *([save_on_request(backup, every_s=SAVE_EVERY_S, log=log)] if mid_epoch else []),
         keras.callbacks.ModelCheckpoint(os.path.join(out, run_files.LAST)),
         keras.callbacks.ModelCheckpoint(
