@@ -20,7 +20,12 @@ folders under ``RUNS`` (the files the job machinery writes: ``run.sh``,
 
 The IMDS address follows botocore's convention, AWS_EC2_METADATA_SERVICE_ENDPOINT
 (the sandbox serves a stand-in on 127.0.0.1). Events are JSON lines:
-{"event": "spot-notice"|"stopping"|"resumed", "at": UNIX_TIME, ...}.
+{"event": "spot-notice"|"stopping"|"resumed"|"left-stopped", "at": UNIX_TIME, ...}.
+
+A run the user stopped (``remote stop``) and never finished is left alone, and
+says so once in its events (``left-stopped``) and in the agent's journal.
+The user-data installs this file and box/layout.py as the package ``box`` in
+``AGENT_DIR`` and runs ``python3 -m box.agent`` there.
 """
 from __future__ import annotations
 
@@ -35,15 +40,20 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from box.layout import (BoxLayout, RUN_BOOT_ID, RUN_EVENTS, RUN_EXIT_CODE, RUN_PID, RUN_SAVE_REQUEST, RUN_SCRIPT, RUN_STOPPED,
+                        RUNS_RESUMING)
+
 IMDS_DEFAULT = "http://169.254.169.254"
 NOTICE_PATH = "/latest/meta-data/spot/instance-action"
 TOKEN_TTL_S = 21600
 HTTP_TIMEOUT_S = 2.0
 
-# The run folder's files this agent reads or writes (the job machinery writes the others).
-EVENTS = "events"
-SAVE_REQUEST = "save-now"
-RESUMING = ".resuming"  # in RUNS while a resume is under way: the cost guard counts the box busy
+# The run folder's files this agent writes (box/layout.py names them all).
+EVENTS = RUN_EVENTS
+SAVE_REQUEST = RUN_SAVE_REQUEST
+RESUMING = RUNS_RESUMING  # in RUNS while a resume is under way: the cost guard counts the box busy
+PID_WAIT_S = 10.0  # how long the resume marker waits for the resumed runs' pids
+STOP_WAIT_S = 30.0  # how long a shutdown is held for the saves (the unit's TimeoutStopSec is above it)
 
 
 def this_boot() -> str:
@@ -68,23 +78,27 @@ class RunFolder:
 
     @property
     def started(self) -> bool:
-        return self._has("pid") and self._has("run.sh")
+        return self._has(RUN_PID) and self._has(RUN_SCRIPT)
 
     @property
     def finished(self) -> bool:
-        return self._has("exit_code")
+        return self._has(RUN_EXIT_CODE)
 
     @property
     def stopped_by_user(self) -> bool:
-        return self._has("stopped")
+        return self._has(RUN_STOPPED)
 
     @property
     def boot_id(self) -> str | None:
-        return self._read("boot_id")
+        return self._read(RUN_BOOT_ID)
 
     def interrupted(self, boot: str) -> bool:
         """Cut off by the end of an earlier boot, and not by the user."""
         return self.started and not self.finished and not self.stopped_by_user and self.boot_id != boot
+
+    def left_by_user(self, boot: str) -> bool:
+        """Stopped by the user (`remote stop`) in an earlier boot, never finished: not resumed."""
+        return self.started and not self.finished and self.stopped_by_user and self.boot_id != boot
 
     def going(self, boot: str) -> bool:
         """Started in this boot and not over (whether or not it still runs: a save request costs nothing)."""
@@ -108,6 +122,24 @@ class RunFolder:
                 continue  # a line cut by a power loss
         return out
 
+    def still_asked(self) -> bool:
+        """A save request not yet answered (the model removes it once saved) by a run still going."""
+        if not self._has(SAVE_REQUEST) or self.finished:
+            return False
+        try:
+            pid = int(self._read(RUN_PID) or 0)
+        except ValueError:
+            return False
+        if pid <= 1:
+            return False
+        try:
+            os.kill(pid, 0)  # signal 0 sends nothing: is this boot's job still there?
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
     def ask_to_save(self) -> None:
         fd = os.open(os.path.join(self.path, SAVE_REQUEST), os.O_WRONLY | os.O_CREAT, 0o600)
         os.close(fd)
@@ -123,19 +155,29 @@ def run_folders(runs: str) -> list[RunFolder]:
 
 def start_job(run: RunFolder) -> None:
     """Run the run's own run.sh again, detached (a new session, no terminal, as the job machinery does)."""
-    for name in ("pid", "exit_code"):
+    for name in (RUN_PID, RUN_EXIT_CODE):
         try:
             os.unlink(os.path.join(run.path, name))
         except FileNotFoundError:
             pass
     with open(os.devnull, "rb") as nul_in, open(os.devnull, "wb") as nul_out:
-        subprocess.Popen(["bash", "run.sh"], cwd=run.path, stdin=nul_in, stdout=nul_out, stderr=nul_out,
+        subprocess.Popen(["bash", RUN_SCRIPT], cwd=run.path, stdin=nul_in, stdout=nul_out, stderr=nul_out,
                          start_new_session=True, close_fds=True)
 
 
-def resume_interrupted(runs: str, boot: str) -> list[RunFolder]:
-    """Start every interrupted run again; the ones started."""
+def resume_interrupted(runs: str, boot: str, pid_wait_s: float = PID_WAIT_S) -> list[RunFolder]:
+    """Start every interrupted run again; the ones started.
+
+    The marker stays until each started run has written its pid (or
+    ``pid_wait_s`` passed), so the cost guard, which counts a run busy by its
+    pid, never sees a gap between "interrupted" and "running again". A marker
+    left by a boot that ended mid-resume is removed first.
+    """
     marker = os.path.join(runs, RESUMING)
+    try:
+        os.unlink(marker)
+    except FileNotFoundError:
+        pass
     todo = [r for r in run_folders(runs) if r.interrupted(boot)]
     if not todo:
         return []
@@ -144,9 +186,24 @@ def resume_interrupted(runs: str, boot: str) -> list[RunFolder]:
         for run in todo:
             run.record("resumed", after_boot=run.boot_id)
             start_job(run)
+        deadline = time.monotonic() + pid_wait_s
+        while time.monotonic() < deadline and not all(r._has(RUN_PID) for r in todo):
+            time.sleep(0.05)
     finally:
         os.unlink(marker)
     return todo
+
+
+def note_left_stopped(runs: str, boot: str) -> list[RunFolder]:
+    """The runs the user stopped, each told once (in its events) that no boot resumes it."""
+    told = []
+    for run in run_folders(runs):
+        # Once per stop: a run resumed by the user and stopped again starts a new boot_id.
+        if run.left_by_user(boot) and not any(e.get("event") == "left-stopped" and e.get("boot") == run.boot_id
+                                              for e in run.events()):
+            run.record("left-stopped", boot=run.boot_id)
+            told.append(run)
+    return told
 
 
 class Imds:
@@ -194,6 +251,8 @@ class Agent:
         self.noticed: str | None = None  # the notice already acted on (AWS repeats it until the stop)
 
     def at_boot(self) -> None:
+        for run in note_left_stopped(self.runs, self.boot):
+            self.log(f"not resuming {os.path.basename(run.path)}: stopped by the user (`remote stop`)")
         for run in resume_interrupted(self.runs, self.boot):
             self.log(f"resumed {os.path.basename(run.path)} (interrupted in boot {run.boot_id})")
 
@@ -212,18 +271,38 @@ class Agent:
         saved = ask_going_runs_to_save(self.runs, self.boot, "spot-notice", notice=notice)
         self.log(f"spot notice {notice}: asked {len(saved)} run(s) to save now")
 
-    def stopping(self) -> None:
-        saved = ask_going_runs_to_save(self.runs, self.boot, "stopping")
-        self.log(f"the box is stopping: asked {len(saved)} run(s) to save now")
+    def stopping(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Ask each going run to save, and wait (up to wait_s) until each has (or has ended).
+
+        systemd waits for this unit's stop before its last step, which kills
+        what is left at once: a job outside any unit that stops it gently
+        (started over SSH with no login session, or in a container) would
+        get no chance to save otherwise.
+        """
+        asked = ask_going_runs_to_save(self.runs, self.boot, "stopping")
+        self.log(f"the box is stopping: asked {len(asked)} run(s) to save now")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(r.still_asked() for r in asked):
+            time.sleep(0.05)
+        late = [os.path.basename(r.path) for r in asked if r.still_asked()]
+        if late:
+            self.log(f"no save from {', '.join(late)} within {wait_s:.0f}s")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trainbox-agent", description=__doc__.split("\n")[0])
-    p.add_argument("--runs", required=True, help="the box's runs folder (absolute)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--runs", help="the box's runs folder (absolute)")
+    where.add_argument("--workdir", help="trainbox's workdir (box/layout.py; a relative one is under $HOME)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between IMDS polls (default: %(default)s)")
     args = p.parse_args(argv)
     log = lambda s: print(f"trainbox-agent: {s}", flush=True)  # noqa: E731 (journald takes stdout)
-    agent = Agent(args.runs, Imds(), this_boot(), log)
+    runs = args.runs or BoxLayout(args.workdir).at_home(os.path.expanduser("~")).runs
+    agent = Agent(runs, Imds(), this_boot(), log)
+    # The runs it resumes are its children and it never waits for them: let the kernel
+    # reap them, or each would linger as a zombie that `kill -0` (the guard, `remote
+    # status`, a follower's `tail --pid`) takes for a job still running.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: (agent.stopping(), sys.exit(0)))
     agent.at_boot()
     while True:

@@ -45,7 +45,15 @@ RUN_OUT = "out"                          # what the model writes (model/run_file
 RUN_BOOT_ID = "boot_id"                  # the boot it was started in (the agent resumes older ones)
 RUN_RESUMED = "resumed"                  # how many times it was started again
 RUN_SAVE_REQUEST = "save-now"            # the agent asks the job to save (model/save_request.py)
+RUN_SAVED = "saved"                      # the model's answer beside it (model/save_request.py)
 RUN_BIN = ".trainbox-bin"                # `python` for a job without an environment
+# Spot interruptions (box/agent.py, issue 13).
+RUN_EVENTS = "events"                    # the agent's JSON lines: spot-notice, stopping, resumed, left-stopped
+RUNS_RESUMING = ".resuming"              # in the runs folder while the agent resumes runs: the guard keeps the box
+# The agent itself, installed by the user-data outside the workdir (root's, run as the login user).
+AGENT_DIR = "/opt/trainbox"              # box/agent.py and box/layout.py, as the package box/
+AGENT_ENV_FILE = "/etc/trainbox/agent.env"  # optional: AWS_EC2_METADATA_SERVICE_ENDPOINT (the sandbox's stand-in)
+AGENT_UNIT = "trainbox-agent.service"
 # Next to a job's pid file: the start time of that process when it wrote it
 # (templates/run.sh.j2, the Jupyter start script). A pid alone may be reused
 # by another program by the time it is read back; the pair is not.
@@ -106,6 +114,10 @@ class BoxLayout:
 
     def run(self, run_id: str) -> str:
         return self._under(RUNS, run_id)
+
+    @property
+    def resuming_marker(self) -> str:
+        return self._under(RUNS, RUNS_RESUMING)
 
     def project(self, key: str) -> str:
         """A pushed project (`remote run`): its own folder, kept between runs (pushes are incremental)."""

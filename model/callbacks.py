@@ -103,9 +103,14 @@ def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
     callbacks = [
         HistoryWriter(),
         backup,
+        # The epoch's line right after its resume state is saved (before a SIGTERM's
+        # exit at that epoch end): a log that says "epoch k" means a cut from then
+        # on resumes after epoch k.
+        *([EpochLine()] if stream_lines else []),
         # Mid-epoch saves: when the box's agent asks (a spot notice, the box
-        # stopping) and every SAVE_EVERY_S seconds (a power cut asks nothing).
-        *([save_on_request(backup, every_s=SAVE_EVERY_S)] if mid_epoch else []),
+        # stopping), on SIGTERM (then it exits 143), and every SAVE_EVERY_S
+        # seconds (a power cut asks nothing).
+        *([save_on_request(backup, every_s=SAVE_EVERY_S, log=log)] if mid_epoch else []),
         keras.callbacks.ModelCheckpoint(os.path.join(out, run_files.LAST)),
         keras.callbacks.ModelCheckpoint(
             os.path.join(out, run_files.BEST),
@@ -119,8 +124,6 @@ def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, run_files.TENSORBOARD)))
     else:  # TF's tf.summary needs the tensorboard package; training does not
         log("warning: tensorboard is not installed, so no TensorBoard logs (pip install tensorboard)")
-    if stream_lines:
-        callbacks.append(EpochLine())
     if patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
     return callbacks

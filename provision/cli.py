@@ -18,7 +18,7 @@ from box.layout import DEFAULT_WORKDIR, BoxLayout
 from common import paths, state
 from common.aws import Cloud
 from common.checks import name_arg, range_arg
-from common.cliutil import Parser, positive_int, run_cli, say
+from common.cliutil import Parser, positive_float, positive_int, run_cli, say
 from common.errors import RemoteError, UsageError, name_flag, no_box
 
 from . import config, lifecycle, procs, sandbox
@@ -431,6 +431,18 @@ def _ask(question: str) -> bool:
     return input(question).strip().lower() in ("y", "yes")
 
 
+def cmd_sandbox_notice(args) -> int:
+    if args.name not in sandbox.sandbox_boxes():
+        raise UsageError(f"box '{args.name}' is not a sandbox box", "the spot notice stand-in exists in the sandbox only")
+    if args.clear:
+        sandbox.clear_notice(args.name)
+        print(f"box '{args.name}': no spot notice")
+        return 0
+    doc = sandbox.set_notice(args.name, args.action, args.in_s)
+    print(f"box '{args.name}': its IMDS now answers spot/instance-action {doc}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -500,6 +512,12 @@ def build_parser() -> Parser:
     c.add_argument("--no-pull", action="store_true", help="do not pull unfetched results first")
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     c.add_argument("--images", action="store_true", help="also remove the box's images and their snapshots (kept by default)")
+    c = command("sandbox-notice", cmd_sandbox_notice, "Sandbox only: make a container box's IMDS stand-in (127.0.0.1) "
+                "answer a spot interruption notice, as AWS does two minutes before it stops a spot box.")
+    c.add_argument("--action", choices=["stop", "terminate", "hibernate"], default="stop", help="the notice's action (default: %(default)s)")
+    c.add_argument("--in", dest="in_s", type=positive_float, default=120.0, metavar="SECONDS",
+                   help="the notice's time, this many seconds from now (default: %(default)s, as AWS)")
+    c.add_argument("--clear", action="store_true", help="take the notice back")
 
     from .images import KEPT_TEXT
 

@@ -40,12 +40,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from box import layout as names
+
 from . import procs
 from common.errors import RemoteError, TrainboxError
 
 LOGIN_USER = "ubuntu"
 SEED = "var/lib/cloud/seed/nocloud"
 PORT_CFG = "etc/ssh/sshd_config.d/20-trainbox-port.conf"
+# The agent's environment (its unit reads it if present): the sandbox's IMDS stand-in.
+AGENT_ENV = names.AGENT_ENV_FILE.lstrip("/")
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 # The host's TLS trust and pip configuration: the box reaches the package index the
 # way this machine does (a TLS-intercepting proxy with its own CA looks the same).
@@ -119,7 +123,7 @@ def created(d: Path) -> bool:
     return (upper(d) / SEED / "meta-data").exists()
 
 
-def create(d: Path, instance_id: str, public_key: str, user_data: str, lower_layers: list[Path] | None = None) -> None:
+def create(d: Path, instance_id: str, public_key: str, user_data: str | bytes, lower_layers: list[Path] | None = None) -> None:
     """The box's disk before its first boot: the NoCloud seed, and the host's CA and pip config,
     over ``lower_layers`` (an image's, lowest first) if given."""
     d.mkdir(parents=True, exist_ok=True)
@@ -134,8 +138,8 @@ def create(d: Path, instance_id: str, public_key: str, user_data: str, lower_lay
     meta = {"instance-id": instance_id, "local-hostname": d.name, "public-keys": [public_key.strip()]}
     (seed / "meta-data").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in meta.items()))
     fd = os.open(seed / "user-data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(user_data)
+    with os.fdopen(fd, "wb") as f:
+        f.write(user_data.encode() if isinstance(user_data, str) else user_data)
     for path in _trust_files():
         target = up / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +179,52 @@ def running(d: Path) -> ContainerBox | None:
     if pid <= 1 or not procs.alive(pid) or _start_time(pid) != rec["start_time"]:
         return None
     return ContainerBox(d, rec["port"], pid, tuple(rec["host_keys"]))
+
+
+def set_agent_env(d: Path, env: dict[str, str]) -> None:
+    """The trainbox agent's environment at the box's next boot (on AWS there is no such file)."""
+    f = upper(d) / AGENT_ENV
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("# trainbox sandbox: written before each boot\n" + "".join(f"{k}={v}\n" for k, v in env.items()))
+    f.chmod(0o644)
+
+
+def _guest_init(nspawn_pid: int) -> int | None:
+    """The guest's PID 1 as this machine sees it: nspawn's descendant that is PID 1 of its own pid namespace."""
+    for pid in procs.descendants(nspawn_pid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((l.split()[1:] for l in status.splitlines() if l.startswith("NSpid:")), [])
+        if len(nspid) > 1 and nspid[-1] == "1":
+            return pid
+    return None
+
+
+def power_cut(d: Path, timeout: float = 30.0) -> bool:
+    """Cut the box's power: every process of the guest ends at once, no shutdown runs.
+
+    SIGKILL to nspawn alone would leave the guest running (its PID 1 is not
+    nspawn's to take along): the guest's PID 1 is killed first, which ends its
+    whole pid namespace, then nspawn. Only the nspawn process this module
+    recorded (pid and start time, checked by ``running``) and its own
+    descendant are signalled. False if the box was not running.
+    """
+    box = running(d)
+    if box is None:
+        return False
+    init = _guest_init(box.pid)
+    for pid in ([init] if init and init > 1 else []) + [box.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (procs.alive(box.pid) or (init and procs.alive(init))):
+        time.sleep(0.05)
+    _record(d).unlink(missing_ok=True)
+    return True
 
 
 def _host_keys(d: Path) -> list[str]:
@@ -261,9 +311,7 @@ def poweroff(d: Path, timeout: float = 60.0) -> None:
     while procs.alive(box.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if procs.alive(box.pid) and _start_time(box.pid) == json.loads(_record(d).read_text())["start_time"]:
-        os.kill(box.pid, signal.SIGKILL)
-        while procs.alive(box.pid) and time.monotonic() < deadline + 10:
-            time.sleep(0.1)
+        power_cut(d, timeout=10)  # SIGKILL to nspawn alone would leave the guest running
     _record(d).unlink(missing_ok=True)
 
 
@@ -273,8 +321,8 @@ def remove(d: Path) -> None:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def user_data_of(ec2, instance_id: str) -> str:
-    """The instance's user-data, as EC2 hands it to the instance."""
+def user_data_of(ec2, instance_id: str) -> bytes:
+    """The instance's user-data, as EC2 hands it to the instance (bytes: trainbox's is gzipped)."""
     attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
     value = attr.get("UserData", {}).get("Value")
-    return base64.b64decode(value).decode() if value else ""
+    return base64.b64decode(value) if value else b""

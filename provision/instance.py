@@ -78,7 +78,7 @@ class LaunchSpec:
     key_name: str
     subnet_id: str
     security_group_id: str
-    user_data: str
+    user_data: str | bytes  # a script, or its gzip (up.user_data_payload)
     volume_gb: int = 100
     spot: bool = False
     node: int = 0  # this instance's index in the box (tagged, tags.TAG_NODE)
@@ -94,8 +94,8 @@ def run_instances_args(spec: LaunchSpec) -> dict:
         MinCount=1,
         MaxCount=1,
         KeyName=spec.key_name,
-        # Plain text: boto3 base64-encodes RunInstances' UserData itself
-        # (encoding it here too would hand cloud-init base64, not a script).
+        # Not base64: boto3 base64-encodes RunInstances' UserData itself (encoding
+        # it here too would hand cloud-init base64, not a script or its gzip).
         UserData=spec.user_data,
         NetworkInterfaces=[
             {

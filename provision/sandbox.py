@@ -128,13 +128,94 @@ def box_workdir(name: str, node: int = 0) -> Path:
     return d
 
 
+# ---------------------------------------------------------------- the IMDS stand-in (provision/imds.py)
+# One per node (each node is an instance), in the node's folder.
+
+
+def _imds_record(name: str, node: int = 0) -> Path:
+    return box_dir(name, node) / "imds" / "server.json"
+
+
+def notice_file(name: str, node: int = 0) -> Path:
+    return box_dir(name, node) / "imds" / "notice.json"
+
+
+def imds_endpoint(name: str, node: int = 0) -> str | None:
+    """The node's IMDS stand-in's URL if the server this module started still runs (same pid, same start time)."""
+    f = _imds_record(name, node)
+    if not f.exists():
+        return None
+    rec = json.loads(f.read_text())
+    if not procs.recorded_alive(rec["pid"], rec["start_time"] or ""):
+        return None
+    return rec["endpoint"]
+
+
+def ensure_imds(name: str, node: int = 0) -> str:
+    """The node's IMDS stand-in on 127.0.0.1, started if it is not running (on its previous port when free)."""
+    running = imds_endpoint(name, node)
+    if running:
+        return running
+    from . import imds
+
+    rec_file = _imds_record(name, node)
+    rec_file.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(rec_file.read_text())["port"] if rec_file.exists() else None
+    port = previous if previous and procs.port_free(previous) else procs.free_port()
+    argv = [sys.executable, imds.__file__, "--port", str(port), "--notice-file", str(notice_file(name, node))]
+    pid = procs.spawn(argv, rec_file.parent / "imds.log")
+    if not procs.wait_for_port(port, pid, timeout=15):
+        procs.terminate(pid)
+        raise TrainboxError("the sandbox's IMDS stand-in did not start", f"see {rec_file.parent / 'imds.log'}")
+    endpoint = f"http://127.0.0.1:{port}"
+    rec_file.write_text(json.dumps({"pid": pid, "start_time": procs.start_time(pid), "port": port, "endpoint": endpoint}))
+    return endpoint
+
+
+def stop_imds(name: str) -> None:
+    """Stop every node's stand-in (only the processes recorded: the pid with its start time)."""
+    for k in nodes_of(name):
+        if imds_endpoint(name, k):
+            procs.terminate(json.loads(_imds_record(name, k).read_text())["pid"])
+        _imds_record(name, k).unlink(missing_ok=True)
+
+
+def set_notice(name: str, action: str = "stop", in_s: float = 120.0) -> str:
+    """Make the IMDS of each of the box's nodes answer a spot interruption notice (as AWS does two
+    minutes ahead); the document."""
+    import time
+
+    from . import imds
+
+    nodes = [k for k in nodes_of(name) if imds_endpoint(name, k)] if kind_of(name) == "container" else []
+    if not nodes:
+        raise UsageError(f"box '{name}' has no IMDS stand-in running (only a running container box has one)",
+                         f"`python -m provision up --sandbox --sandbox-box container{'' if name == 'default' else ' --name ' + name}`")
+    doc = imds.notice_document(action, time.time() + in_s)
+    for k in nodes:
+        tmp = notice_file(name, k).with_suffix(".tmp")
+        tmp.write_text(doc)
+        tmp.replace(notice_file(name, k))
+    return doc
+
+
+def clear_notice(name: str, node: int | None = None) -> None:
+    for k in nodes_of(name) if node is None else [node]:
+        notice_file(name, k).unlink(missing_ok=True)
+
+
 def start_box(name: str, key_file: Path, node: int = 0):
     """Boot the sandbox box (one node of it): its sshd (or its container), admitting exactly the box's key pair."""
     if kind_of(name) == "container":
         from . import container, rootfs
 
         d = box_dir(name, node)
-        box = container.running(d) or container.boot(d, rootfs.path(), port=_previous_port(name, node))
+        box = container.running(d)
+        if box is None:
+            # A new boot: no notice pending, the agent pointed at this node's stand-in.
+            clear_notice(name, node)
+            container.set_agent_env(d, {"AWS_EC2_METADATA_SERVICE_ENDPOINT": ensure_imds(name, node)})
+            box = container.boot(d, rootfs.path(), port=_previous_port(name, node))
         (d / "port").write_text(str(box.port))
         return box
     d = box_dir(name, node) / "sshd"
@@ -196,8 +277,10 @@ def stop_box(name: str, node: int | None = None) -> None:
 
 
 def remove_box(name: str) -> None:
-    """Terminate: stop every node and wipe their disks (and a removed image's layer the box was the last to stand on)."""
+    """Terminate: stop every node (and its IMDS stand-in) and wipe their disks (and a removed
+    image's layer the box was the last to stand on)."""
     stop_box(name)
+    stop_imds(name)
     shutil.rmtree(box_dir(name), ignore_errors=True)
     from . import sandbox_images
 

@@ -58,6 +58,47 @@ def guard_period_s(opts: UpOptions) -> int:
     return int(max(5, min(60, shortest / 4)))
 
 
+def agent_files() -> dict[str, str]:
+    """box/agent.py and what it imports (standard library otherwise), installed by the
+    user-data as the package box/ (importing box costs nothing: no TensorFlow, no boto3);
+    their comments and docstrings stay home (AWS caps user-data at 16 KB)."""
+    import box
+
+    return {f"{m}.py": stripped_python(box.source(m)) for m in ("__init__", "layout", "agent")}
+
+
+def stripped_python(source: str) -> str:
+    """The same Python with no comments, each docstring cut to its first line, no blank lines
+    (a line inside a multi-line string is kept as it is)."""
+    import ast
+    import io
+    import tokenize
+
+    lines = source.splitlines()
+    keep_as_is: set[int] = set()  # 0-based lines inside a multi-line string
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            row, col = tok.start
+            lines[row - 1] = lines[row - 1][:col].rstrip()
+        elif tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+            keep_as_is.update(range(tok.start[0], tok.end[0]))  # its second line on
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if not (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            continue
+        doc = body[0]
+        first = (doc.value.value.strip().splitlines() or [""])[0]
+        lines[doc.lineno - 1] = lines[doc.lineno - 1][:doc.col_offset] + repr(first)
+        for i in range(doc.lineno, doc.end_lineno):
+            lines[i] = ""
+            keep_as_is.discard(i)
+    out = [l for i, l in enumerate(lines) if i in keep_as_is or l.strip()]
+    text = "\n".join(out) + "\n"
+    compile(text, "<stripped>", "exec")  # still Python
+    return text
+
+
 def user_data(opts: UpOptions, login_user: str) -> str:
     """The first-boot script; its box paths are the default layout's, under the
     login user's home as the box's passwd has it (user-data looks it up)."""
@@ -65,6 +106,7 @@ def user_data(opts: UpOptions, login_user: str) -> str:
     return templates.render(
         "user-data.sh.j2",
         **extra,
+        agent_files=agent_files(),
         layout=BoxLayout(DEFAULT_WORKDIR),
         login_user=login_user,
         name=opts.name,
@@ -72,6 +114,24 @@ def user_data(opts: UpOptions, login_user: str) -> str:
         idle_minutes=opts.idle_minutes,
         guard_period_s=guard_period_s(opts),
     )
+
+
+USER_DATA_LIMIT = 16384  # bytes, as EC2 takes them (before its base64)
+
+
+def user_data_payload(text: str) -> bytes:
+    """The user-data as sent to EC2: gzipped (cloud-init unpacks gzip user-data, on EC2 and in
+    the sandbox alike), since the plain script (guard, agent, bootstrap) is over EC2's 16 KB."""
+    import gzip
+
+    return gzip.compress(text.encode(), 9, mtime=0)
+
+
+def user_data_text(payload: bytes) -> str:
+    """The script back from what EC2 holds (plain text from before trainbox gzipped it, too)."""
+    import gzip
+
+    return (gzip.decompress(payload) if payload[:2] == b"\x1f\x8b" else payload).decode()
 
 
 def _root_device(ec2, image_id: str) -> str:
@@ -95,7 +155,7 @@ def launch_in_some_zone(ec2, opts: UpOptions, zones: list[str], image: amis.Imag
             key_name=key_name,
             subnet_id=net.subnet_id,
             security_group_id=net.security_group_id,
-            user_data=user_data(opts, image.login_user),
+            user_data=user_data_payload(user_data(opts, image.login_user)),
             volume_gb=opts.volume_gb,
             spot=opts.spot,
             node=node,

@@ -54,6 +54,32 @@ def _connect(args, target: Target):
     return connect(target, timeout=args.connect_timeout, say=say)
 
 
+def _current(target: Target) -> Target:
+    """target with its provisioned box's address as it is now: a box that was stopped and
+    started, or brought back by its spot request, may have another IP (or sandbox port).
+    On AWS the address is asked of AWS (lifecycle.status refreshes the state), and a box
+    that is not running is a RemoteError (a follower waits on, nothing to connect to); in
+    the sandbox, `provision start` has written it into the state. A --host target, or a
+    box with no state any more, is returned as it is."""
+    from common import state
+
+    box = state.load(target.box) if target.box else None
+    if box is None:
+        return target
+    if not box.sandbox:
+        from common.errors import CloudError
+        from provision import lifecycle
+
+        try:
+            now = lifecycle.status(lifecycle.cloud_of(box), box.name).state
+        except CloudError:  # AWS unreachable from here now: try the address we have
+            return target
+        if now != "running":
+            raise RemoteError(f"box '{box.name}' is {now}", "it resumes its runs when it is back")
+        box = state.load(target.box) or box
+    return dataclasses.replace(target, host=box.ssh_host, port=box.ssh_port)
+
+
 def _progress(desc: str):
     def factory(total: int):
         from tqdm import tqdm
@@ -280,8 +306,10 @@ def _print_reattach(args, run_id: str) -> None:
 
 def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> int:
     """Follow the run to its end, bring its results home, exit as it did."""
-    got = orchestrate.follow_and_collect(lambda: _connect(args, target), target, rec, say, offset=offset,
-                                         pull_every=args.pull_every)
+    # A provisioned box is waited for while it is away (a spot stop, a stopped box): its
+    # agent resumes the run at boot, and its address is read anew (it may change).
+    got = orchestrate.follow_and_collect(lambda: _connect(args, _current(target)), target, rec, say, offset=offset,
+                                         pull_every=args.pull_every, reconnect_for=None if target.box else 300.0)
     if got.detached:
         say(f"\ndetached from run {rec.run_id}; it keeps running on the box")
         _print_reattach(args, rec.run_id)
@@ -371,11 +399,16 @@ def cmd_status(args, extra) -> int:
         _connect(args, target).close()
         print(f"{target.label}: reachable; no runs started from here yet")
         return 0
+    from . import interruptions
+
     rec, target, run_dir = _run_of(args)
     with _on_box(args, target) as conn:
         st = job.job_state(conn, run_dir)
+        events = interruptions.parse(run(conn, interruptions.read_command(run_dir), "reading the run's events"))
     _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
+    for line in interruptions.lines(events):
+        print(f"  {line}")
     return 0
 
 

@@ -102,11 +102,16 @@ def restart(conn, run_dir: str) -> int:
 
 
 def state_command(run_dir: str) -> str:
+    from box.layout import RUN_PID_START, START_TIME_SH
+
     d = shlex.quote(run_dir)
     return (
-        f"cd {d} 2>/dev/null || {{ echo missing; exit 0; }}; "
+        f"cd {d} 2>/dev/null || {{ echo missing; exit 0; }}; {START_TIME_SH}; "
         "pid=$(cat pid 2>/dev/null); code=$(cat exit_code 2>/dev/null); alive=0; stopped=0; "
-        '[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1; '
+        # Alive only if that pid is still the job that wrote it: after a reboot (a spot
+        # stop, `provision stop`) another process may have its number.
+        f'[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && {{ [ ! -e {RUN_PID_START} ] || '
+        f'[ "$(trainbox_start_time "$pid")" = "$(cat {RUN_PID_START})" ]; }} && alive=1; '
         "[ -e stopped ] && stopped=1; "
         'echo "${pid:-none} $alive ${code:-none} $stopped"'
     )
@@ -155,24 +160,73 @@ def stop(conn, run_dir: str) -> JobState | None:
     return job_state(conn, run_dir)
 
 
+RESUME_WAIT_S = 60  # how long a follow waits on a box that is back for its agent to resume the run
+
+
 def follow_command(run_dir: str, offset: int) -> str:
+    from box.layout import RUN_BOOT_ID, RUN_EXIT_CODE, RUN_LOG, RUN_PID, RUN_STOPPED
+
     d = shlex.quote(run_dir)
-    # tail --pid ends once the job has exited and the log is drained.
-    return f'cd {d} && touch log && exec tail -c +{offset + 1} -F -s {POLL_S} --pid="$(cat pid)" log'
+    # A run cut off by an earlier boot (its boot_id is not this boot's) is about to
+    # be resumed by the box's agent: wait until it has (run.sh writes the new pid,
+    # then this boot's id), or is over. Then tail --pid ends once the job has
+    # exited and the log is drained.
+    return (
+        f"cd {d} && touch {RUN_LOG} && b=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null); "
+        f"for i in $(seq {RESUME_WAIT_S * 10}); do "
+        f'[ -e {RUN_EXIT_CODE} ] || [ -e {RUN_STOPPED} ] || [ ! -s {RUN_BOOT_ID} ] || [ "$(cat {RUN_BOOT_ID})" = "$b" ] '
+        "&& break; sleep 0.1; done; "
+        f'exec tail -c +{offset + 1} -F -s {POLL_S} --pid="$(cat {RUN_PID})" {RUN_LOG}'
+    )
+
+
+def after_tail_command(run_dir: str) -> str:
+    """Why the log's tail ended: over (an exit code, or stopped by the user), the box going
+    down (systemd says "stopping": a spot stop, `provision stop`, the guard), a resume
+    still to come (the run is of an earlier boot), or the job died."""
+    from box.layout import RUN_BOOT_ID, RUN_EXIT_CODE, RUN_STOPPED
+
+    d = shlex.quote(run_dir)
+    return (
+        f"cd {d} || exit 0; "
+        f"if [ -e {RUN_EXIT_CODE} ] || [ -e {RUN_STOPPED} ]; then echo over; "
+        'elif [ "$(systemctl is-system-running 2>/dev/null)" = stopping ]; then echo going-down; '
+        f'elif [ -s {RUN_BOOT_ID} ] && [ "$(cat {RUN_BOOT_ID})" != "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ]; '
+        "then echo resume-pending; "
+        "else echo died; fi"
+    )
+
+
+class BoxGoingDown(EOFError):
+    """The box is shutting down under a followed run (it resumes when the box is back)."""
+
+
+WAITING = "box interrupted; waiting for it to come back; Ctrl-C detaches"
 
 
 def follow(connect: Callable[[], object], run_dir: str, out: BinaryIO = sys.stdout.buffer, offset: int = 0,
-           say: Callable[[str], None] = lambda s: None, reconnect_for: float = 300.0, on_tick: Callable[[object], None] | None = None) -> tuple[int, object]:
-    """Stream the log from offset until the job ends, reconnecting if the link drops.
+           say: Callable[[str], None] = lambda s: None, reconnect_for: float | None = 300.0,
+           on_tick: Callable[[object], None] | None = None) -> tuple[int, object]:
+    """Stream the log from offset until the job ends, riding through a dropped link and an
+    interrupted box.
 
-    Returns the bytes streamed in all and the live connection. What reaches
-    ``out`` is cleaned of terminal control sequences (checks.CleanStream).
+    When the link drops, or the box goes down under the run (a spot stop, a
+    stopped box, a power loss), it reconnects with ``connect`` (which may
+    resolve the box's address anew each time: a box that is back may have
+    another); a box that does not answer is waited for, up to
+    ``reconnect_for`` seconds (None: until Ctrl-C). The box's agent resumes
+    the run at boot; the follow goes on in the same log. Returns the bytes
+    streamed in all and the live connection. What reaches ``out`` is cleaned
+    of terminal control sequences (checks.CleanStream).
     """
+    import paramiko
+
     from common.checks import CleanStream
 
     out = CleanStream(out)
+    lost = (EOFError, OSError, paramiko.SSHException)
     conn = connect()
-    lost_since = None
+    pending_rounds = 0
     while True:
         try:
             channel = conn.client.get_transport().open_session()
@@ -201,18 +255,51 @@ def follow(connect: Callable[[], object], run_dir: str, out: BinaryIO = sys.stdo
             channel.close()
             if not conn.client.get_transport() or not conn.client.get_transport().is_active():
                 raise EOFError("the SSH connection dropped")
-            return offset, conn
-        except (EOFError, OSError) as e:
-            lost_since = lost_since or time.monotonic()
-            if time.monotonic() - lost_since > reconnect_for:
-                raise RemoteError(f"lost the connection to the box ({e})", "the job keeps running: `remote logs RUN --follow` reattaches") from e
-            say(f"connection lost ({e}); reconnecting (the job keeps running)")
             try:
-                conn.close()
-            except Exception:  # noqa: BLE001 (closing a dead link)
-                pass
+                why = run(conn, after_tail_command(run_dir), "reading why the log ended").strip()
+            except RemoteError:
+                if conn.client.get_transport() and conn.client.get_transport().is_active():
+                    raise
+                raise EOFError("the SSH connection dropped") from None  # the box went down as we asked
+            if why == "going-down":
+                raise BoxGoingDown("the box is shutting down")
+            if why == "resume-pending" and pending_rounds < 2:
+                pending_rounds += 1
+                continue  # the agent has not resumed it yet: the follow command waits again
+            return offset, conn
+        except lost as e:
+            if isinstance(e, BoxGoingDown):
+                say("the box is shutting down under the run (a spot stop, `provision stop` or the guard): "
+                    "the box resumes the run when it is back")
+            conn = _reattach(connect, conn, e, say, reconnect_for)
+            pending_rounds = 0
+
+
+def _reattach(connect: Callable[[], object], old, why: Exception, say: Callable[[str], None], wait_for: float | None):
+    """A new connection to the box, waiting for it to come back if it has gone away."""
+    try:
+        old.close()
+    except Exception:  # noqa: BLE001 (closing a dead link)
+        pass
+    if not isinstance(why, BoxGoingDown):
+        say(f"connection lost ({why}); reconnecting (the job keeps running)")
+    since = time.monotonic()
+    waiting = False
+    while True:
+        try:
             conn = connect()
-            lost_since = None
+        except RemoteError as e:
+            if wait_for is not None and time.monotonic() - since > wait_for:
+                raise RemoteError(f"lost the connection to the box ({e.what})",
+                                  "the job keeps running on it: `remote logs RUN --follow` reattaches") from e
+            if not waiting:
+                say(WAITING)
+                waiting = True
+            time.sleep(2)  # the box is away (minutes, for a spot box): one try every 2 s
+            continue
+        if waiting:
+            say("the box is back: following the run (its agent resumes it)")
+        return conn
 
 
 def log_tail(conn, run_dir: str, lines: int = 20) -> str:

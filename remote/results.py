@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from box import layout as names
 from box.layout import BoxLayout
 from common.errors import RemoteError, TrainboxError, name_flag
 
@@ -84,7 +85,8 @@ def unpack(stream, dest: Path, rename: Callable[[str], str | None] = lambda n: n
     return written, refused
 
 
-RUN_FILES = ("log", "exit_code", "run.sh", "resumed")  # the run dir's own files that come home beside out/
+# The run dir's own files that come home beside out/ (the agent's events: its interruptions).
+RUN_FILES = ("log", "exit_code", "run.sh", "resumed", names.RUN_EVENTS)
 LOCAL_LOG = "train.log"  # the run's log, as it lies at home
 
 

@@ -26,12 +26,13 @@ from pathlib import Path
 from box import layout as names
 from model import run_files  # the run folder's names: the one part of model/ the laptop reads
 
+from . import interruptions
 from .compare import RunCurves
 from .records import RunRecord
 from .results import LOCAL_LOG
 
 FIELDS = ("run", "box", "net", "backend", "epochs_done", "epochs_asked", "best_val_accuracy", "best_epoch",
-          "duration_s", "price_per_hour", "nodes", "cost", "state", "exit_code", "resumed", "home", "local_dir")
+          "duration_s", "price_per_hour", "nodes", "cost", "state", "exit_code", "resumed", "interrupted", "home", "local_dir")
 DEFAULT_BACKEND = "tensorflow"
 
 
@@ -52,6 +53,7 @@ class RunRow:
     state: str  # running, finished, failed, stopped, interrupted
     exit_code: int | None
     resumed: int  # times it was started again (after a stop, a kill or an interruption)
+    interrupted: str  # the box's own interruptions as of the last pull (remote/interruptions.py): "-" or "1, resumed 12:04:10"
     home: bool
     local_dir: str
 
@@ -137,7 +139,8 @@ def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None =
         epochs_done=done, epochs_asked=asked, best_val_accuracy=best[0] if best else None, best_epoch=best[1] if best else None,
         duration_s=round(duration, 1) if duration is not None else None, price_per_hour=price, nodes=nodes,
         cost=round(cost, 4) if cost is not None else None, state=state, exit_code=exit_code,
-        resumed=_int_file(local / names.RUN_RESUMED) or 0, home=rec.pulled, local_dir=rec.local_dir,
+        resumed=_int_file(local / names.RUN_RESUMED) or 0,
+        interrupted=interruptions.summary(interruptions.read_local(local)), home=rec.pulled, local_dir=rec.local_dir,
     )
 
 
@@ -178,6 +181,8 @@ def table(found: list[RunRow]) -> str:
         best = f"{r.best_val_accuracy:.4f}@{r.best_epoch}" if r.best_val_accuracy is not None else "-"
         cost = f"${r.cost:.2f}" if r.cost is not None else "-"
         state = r.state + (f" (exit {r.exit_code})" if r.state == "failed" else "") + (f", resumed {r.resumed}x" if r.resumed else "")
+        if r.interrupted != "-":  # by the box itself: a spot stop, a stopped box, a power loss
+            state += f"; box interrupted {r.interrupted}"
         lines.append((r.run, r.box, net, epochs, best, duration_text(r.duration_s), cost, state, "yes" if r.home else "no"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)

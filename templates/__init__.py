@@ -30,6 +30,7 @@ def environment() -> jinja2.Environment:
     env.filters["q"] = lambda v: shlex.quote(str(v))
     env.filters["qjoin"] = lambda vs: " ".join(shlex.quote(str(v)) for v in vs)
     env.filters["gzip_base64"] = gzip_base64
+    env.filters["heredoc"] = heredoc
     env.filters["sshq"] = ssh_config_quote
     env.globals.update(start_file=box_layout.RUN_PID_START, start_time_sh=box_layout.START_TIME_SH)
     # The box's file names (box/layout.py), in every template: `{{ names.READY_MARKER }}`.
@@ -50,6 +51,15 @@ def gzip_base64(text: str) -> str:
     """text gzipped and base64'd in 76-column lines (`base64 -d | gunzip` restores it): big
     scripts inside EC2 user-data, which AWS caps at 16 KB."""
     return "\n".join(textwrap.wrap(base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode(), 76))
+
+
+def heredoc(text: str, delimiter: str) -> str:
+    """text as the body of a quoted here-document (``<<'DELIMITER'``, nothing expanded), the
+    line with the delimiter following it: written back byte for byte. The text must end
+    with a newline and hold no line that is the delimiter."""
+    if not text.endswith("\n") or delimiter in text.splitlines():
+        raise ValueError(f"this text cannot go into a here-document ending {delimiter}")
+    return text[:-1]
 
 
 def render(template: str, **context) -> str:

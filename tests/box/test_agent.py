@@ -98,8 +98,14 @@ def test_boot_resumes_every_interrupted_run_and_only_those(tmp_path):
         assert event["event"] == "resumed" and event["at"] > 0
         assert (d / "boot_id").read_text().strip() == "boot-now"
     for d in (done, user_stopped, this_boot):
-        assert not (d / "ran").exists() and not (d / agent.EVENTS).exists()
-    assert len(lines) == 3 and not (runs / agent.RESUMING).exists()
+        assert not (d / "ran").exists()
+    assert not (done / agent.EVENTS).exists() and not (this_boot / agent.EVENTS).exists()
+    # The run the user stopped says so on the box, once per stop (not again at the next boot).
+    assert [e["event"] for e in agent.RunFolder(str(user_stopped)).events()] == ["left-stopped"]
+    assert lines[0] == "not resuming stopped: stopped by the user (`remote stop`)"
+    assert len(lines) == 4 and not (runs / agent.RESUMING).exists()
+    agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-later", lines.append).at_boot()
+    assert [e["event"] for e in agent.RunFolder(str(user_stopped)).events()] == ["left-stopped"]
 
 
 def test_a_spot_notice_asks_each_going_run_to_save_once(tmp_path, imds):
@@ -138,6 +144,90 @@ def test_the_endpoint_follows_botocore_convention(monkeypatch):
 def test_stopping_asks_going_runs_to_save(tmp_path):
     runs = tmp_path / "runs"
     going = run_folder(runs, "going", boot="boot-now")
-    agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).stopping()
+    agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).stopping(wait_s=0)
     assert (going / agent.SAVE_REQUEST).exists()
     assert agent.RunFolder(str(going)).events()[0]["event"] == "stopping"
+
+
+def test_the_resume_marker_lasts_until_each_resumed_run_wrote_its_pid(tmp_path):
+    runs = tmp_path / "runs"
+    slow = run_folder(runs, "slow", boot="boot-before")
+    gate = tmp_path / "go"
+    (slow / "run.sh").write_text(f'#!/usr/bin/env bash\ncd "$(dirname "$0")"\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n'
+                                 + RUN_SH.format(boot="boot-now").split("\n", 2)[2])
+    (runs / agent.RESUMING).touch()  # left by a boot that ended mid-resume
+    done = threading.Event()
+    threading.Thread(target=lambda: (agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now",
+                                                 lambda s: None).at_boot(), done.set()), daemon=True).start()
+    wait_for("the old pid to be cleared", lambda: not (slow / "pid").exists())
+    assert (runs / agent.RESUMING).exists() and not done.is_set()  # the guard still sees a resume under way
+    gate.touch()
+    wait_for("the agent to finish resuming", done.is_set, timeout=30)
+    assert (slow / "pid").exists() and not (runs / agent.RESUMING).exists()
+
+
+def test_a_stale_resume_marker_is_removed_when_there_is_nothing_to_resume(tmp_path):
+    runs = tmp_path / "runs"
+    run_folder(runs, "done", boot="boot-before", finished=True)
+    (runs / agent.RESUMING).touch()
+    agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).at_boot()
+    assert not (runs / agent.RESUMING).exists()
+
+
+def test_the_agent_process_leaves_no_zombie_of_a_resumed_run(tmp_path):
+    """A finished resumed run must not look alive to `kill -0` (the guard, status, a follower's tail --pid).
+    Run as the unit runs it: `python3 -m box.agent` from the folder holding the package box/."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    run = run_folder(runs, "cut", boot="an-earlier-boot", current="$(cat /proc/sys/kernel/random/boot_id)")
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
+    repo = Path(agent.__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "box.agent", "--runs", str(runs), "--interval", "0.2"], env=env,
+                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the resumed run to finish", lambda: (run / "exit_code").exists(), timeout=30)
+        pid = int((run / "pid").read_text())
+        wait_for("the finished run to be reaped (not a zombie)", lambda: not Path(f"/proc/{pid}").exists(), timeout=10)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_stopping_waits_until_each_going_run_has_saved(tmp_path):
+    """systemd kills what is left once the agent has stopped: it holds the shutdown until the runs saved."""
+    import subprocess
+    import time
+
+    runs = tmp_path / "runs"
+    job = subprocess.Popen(["sleep", "60"])
+    mute = subprocess.Popen(["sleep", "60"])
+    try:
+        answers = run_folder(runs, "answers", boot="boot-now")
+        silent = run_folder(runs, "silent", boot="boot-now")
+        (answers / "pid").write_text(str(job.pid))
+        (silent / "pid").write_text(str(mute.pid))
+        answered = threading.Event()
+
+        def model():  # plays model/save_request.py: saves at its next batch end, removes the request
+            wait_for("the request", lambda: (answers / agent.SAVE_REQUEST).exists())
+            (answers / agent.SAVE_REQUEST).unlink()
+            answered.set()
+
+        threading.Thread(target=model, daemon=True).start()
+        lines = []
+        a = agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lines.append)
+        a.stopping(wait_s=2)
+        assert answered.is_set() and not (answers / agent.SAVE_REQUEST).exists()
+        assert lines[-1] == "no save from silent within 2s"  # waited for it to the end, then let go
+        for p in (job, mute):
+            p.kill()
+            p.wait()
+        lines.clear()
+        a.stopping(wait_s=30)  # their jobs are gone: nothing to wait for, nothing late
+        assert lines == ["the box is stopping: asked 2 run(s) to save now"]
+    finally:
+        for p in (job, mute):
+            p.kill()
+            p.wait()

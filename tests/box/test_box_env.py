@@ -262,7 +262,9 @@ def test_user_data_starts_the_same_bootstrap_as_the_login_user(tmp_path):
     assert running.read_text() == setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
     assert 'sudo -u ubuntu -H setsid nohup bash "$home"/trainbox/bootstrap.sh' in text
     assert text.rstrip().endswith("</dev/null &"), "started in the background, last"
-    assert len(text.encode()) < 16384, "EC2 user-data limit"
+    from provision.up import USER_DATA_LIMIT, user_data_payload
+
+    assert len(user_data_payload(text)) <= USER_DATA_LIMIT, "EC2 user-data limit (gzipped, as sent)"
 
 
 @pytest.mark.parametrize("opts", [

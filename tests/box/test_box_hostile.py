@@ -58,9 +58,10 @@ def test_user_data_never_carries_index_credentials(monkeypatch):
 
     monkeypatch.setenv("TRAINBOX_INDEX_URL", "https://bob:hunter2@mirror.example/simple/$(reboot)")
     text = user_data(UpOptions(name="b1", bootstrap=first_boot_bootstrap()), "ubuntu")
-    assert "hunter2" not in text and "bootstrap.sh" not in text  # the first `remote` command installs over SSH
+    # No bootstrap in it (box/layout.py, shipped for the agent, names the file): the first `remote` command installs over SSH.
+    assert "hunter2" not in text and "TRAINBOX_BOOTSTRAP_EOF" not in text
     monkeypatch.setenv("TRAINBOX_INDEX_URL", "https://mirror.example/simple/$(reboot)")
     text = user_data(UpOptions(name="b1", bootstrap=first_boot_bootstrap()), "ubuntu")
-    assert "bootstrap.sh" in text
+    assert "TRAINBOX_BOOTSTRAP_EOF" in text
     p = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
     assert p.returncode == 0, p.stderr

@@ -87,3 +87,41 @@ def test_model_train_answers_a_request_from_the_run_folder(small_data, model_cli
     assert proc.returncode == 0, proc.stderr
     assert not request.exists()
     assert json.loads((tmp_path / "saved").read_text())["epoch"] == 0
+
+
+TERM = r"""
+import os, signal, sys
+import numpy as np
+import keras
+from model.save_request import save_on_request
+
+run = sys.argv[1]
+backup = keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), delete_checkpoint=False)
+seen = []
+
+class Shutdown(keras.callbacks.Callback):  # the box shutting down: SIGTERM to the job mid-epoch
+    def on_train_batch_end(self, batch, logs=None):
+        seen.append(batch)
+        open(os.path.join(run, "batches"), "w").write(str(len(seen)))
+        if batch == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+x = np.ones((64, 4), "float32")
+model.fit(x, x[:, :1], batch_size=4, epochs=3, verbose=0,
+          callbacks=[backup, Shutdown(), save_on_request(backup, None, every_s=3600, log=print)])
+print("not reached")
+"""
+
+
+def test_sigterm_saves_at_the_next_batch_end_then_exits_143(model_cli, tmp_path):
+    env = {k: v for k, v in model_cli.env().items() if k != "TRAINBOX_SAVE_REQUEST"}
+    proc = subprocess.run([sys.executable, "-c", TERM, str(tmp_path)], cwd=model_cli.repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert "not reached" not in proc.stdout
+    assert "saved the training state at epoch 1, batch 3 (SIGTERM: stopping)" in proc.stdout
+    assert (tmp_path / "batches").read_text() == "3"  # stopped at that batch's end, not run on
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 0
+    assert (tmp_path / "backup" / "latest.weights.h5").stat().st_size > 0

@@ -180,7 +180,9 @@ def test_up_prints_address_and_price_and_flags_reach_aws(aws, ec2, moto_ami, cap
     assert d.get("InstanceLifecycle") == "spot"
     vol = ec2.describe_volumes(VolumeIds=[d["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]])["Volumes"][0]
     assert vol["Size"] == 64
-    script = base64.b64decode(ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"]).decode()
+    from provision.up import user_data_text
+
+    script = user_data_text(base64.b64decode(ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"]))
     assert "max_seconds=10800" in script and "idle_seconds=1200" in script
     assert "TRAINBOX_BOOTSTRAP_EOF" in script, "the CLI hands `up` the bootstrap for the first boot"
 

@@ -112,9 +112,12 @@ def test_instance_has_imdsv2_encrypted_gp3_root_and_stops_on_shutdown(ec2, launc
     assert (vol["Encrypted"], vol["VolumeType"], vol["Size"]) == (True, "gp3", 42)
     behaviour = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="instanceInitiatedShutdownBehavior")
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
-    # boto3 base64-encodes UserData once; the box must receive the script itself.
-    raw = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"]
-    script = base64.b64decode(raw).decode()
+    # boto3 base64-encodes UserData once; the box must receive the script itself (gzipped: cloud-init unpacks it).
+    raw = base64.b64decode(ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"])
+    assert raw[:2] == b"\x1f\x8b" and len(raw) <= 16384
+    from provision.up import user_data_text
+
+    script = user_data_text(raw)
     assert script.startswith("#!/bin/bash")
     assert "max_seconds=7200" in script and "idle_seconds=900" in script
 

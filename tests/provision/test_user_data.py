@@ -7,13 +7,14 @@ import os
 import pwd
 import re
 import subprocess
+import sys
 
 import jinja2
 import pytest
 
 import templates
 from box.layout import BoxLayout
-from provision.up import UpOptions, user_data
+from provision.up import USER_DATA_LIMIT, UpOptions, user_data, user_data_payload, user_data_text
 from remote import setup
 
 
@@ -33,8 +34,9 @@ def test_user_data_is_valid_bash_with_the_limits_and_fits_aws():
     assert "max_seconds=9000" in text and "idle_seconds=900" in text
     assert 'runs="$(getent passwd ubuntu | cut -d: -f6)"/trainbox/runs' in text, "the home as the box has it"
     assert "systemctl enable --now trainbox-guard.timer" in text
-    # AWS refuses user-data over 16 KB (before base64).
-    assert len(text.encode()) <= 16384
+    # AWS refuses user-data over 16 KB (before base64): trainbox sends it gzipped, which cloud-init unpacks.
+    payload = user_data_payload(text)
+    assert len(payload) <= USER_DATA_LIMIT == 16384 and user_data_text(payload) == text
 
 
 def test_a_missing_value_is_an_error():
@@ -135,3 +137,79 @@ def test_the_guard_looks_more_often_under_short_limits_and_each_minute_otherwise
     assert guard_period_s(UpOptions(max_hours=8, idle_minutes=2)) == 30
     assert guard_period_s(UpOptions(max_hours=0.006, idle_minutes=30)) == 5
     assert "OnUnitActiveSec=30s" in user_data(UpOptions(idle_minutes=2), "ubuntu")
+
+
+def test_guard_never_stops_a_box_while_its_agent_resumes_runs(guard):
+    (guard.runs / ".resuming").touch()
+    assert guard(max_hours=0.0001, idle_minutes=0.001) == ""  # past the hard limit and idle: still kept
+    assert guard(max_hours=8, idle_minutes=0.001) == ""
+    (guard.runs / ".resuming").unlink()
+    assert "shutdown -h now" in guard(max_hours=0.0001, idle_minutes=30)
+
+
+def test_guard_counts_a_run_about_to_resume_busy_but_not_one_the_user_stopped(guard):
+    """A run cut off by an earlier boot (its boot_id is not this one) is the agent's to resume:
+    busy. Its pid is an earlier boot's, never asked about: the live one here proves it."""
+    other = subprocess.Popen(["sleep", "60"])  # a process of this boot that reuses the old pid
+    try:
+        cut = guard.runs / "cut"
+        cut.mkdir()
+        (cut / "pid").write_text(str(other.pid))
+        (cut / "boot_id").write_text("an-earlier-boot\n")
+        assert guard(max_hours=8, idle_minutes=0.001) == ""
+        assert guard(max_hours=8, idle_minutes=0.001) == ""  # still busy: about to resume
+        (cut / "stopped").touch()  # `remote stop`: the agent leaves it, the box may idle
+        assert "shutdown -h now" in guard(max_hours=8, idle_minutes=0.001)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_user_data_installs_the_agent_unit_for_every_boot(tmp_path):
+    import box
+    from provision.up import stripped_python
+
+    text = user_data(UpOptions(), "ubuntu")
+    writes = re.findall(r"^cat > /opt/trainbox/box/(\S+) <<'TRAINBOX_AGENT_EOF'$", text, re.M)
+    assert writes == ["__init__.py", "layout.py", "agent.py"]
+    # Its lines that write the package, run here with the box's /opt/trainbox under tmp_path.
+    block = re.search(r"^cat > /opt/trainbox/box/.*^TRAINBOX_AGENT_EOF$", text, re.S | re.M).group(0)
+    (tmp_path / "box").mkdir()
+    subprocess.run(["bash", "-c", block.replace("/opt/trainbox/", f"{tmp_path}/")], check=True)
+    for name in writes:
+        assert (tmp_path / "box" / name).read_text() == stripped_python(box.source(name[:-3]))
+    # The installed copy runs as the unit runs it (its imports are all there).
+    got = subprocess.run([sys.executable, "-m", "box.agent", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": os.environ["PATH"]})
+    assert got.returncode == 0 and "--workdir" in got.stdout, got.stderr
+    unit = re.search(r"trainbox-agent.service <<'UNIT'\n(.*?)\nUNIT\n", text, re.S).group(1)
+    for line in ("User=ubuntu", "Restart=always", "KillMode=process", "WantedBy=multi-user.target",
+                 "EnvironmentFile=-/etc/trainbox/agent.env", "WorkingDirectory=/opt/trainbox",
+                 "ExecStart=/usr/bin/python3 -u -m box.agent --workdir trainbox"):
+        assert line in unit.splitlines(), line
+    assert "systemctl enable --now trainbox-agent.service" in text
+
+
+def test_shipped_python_loses_comments_and_long_docstrings_but_not_a_string(tmp_path):
+    from provision.up import stripped_python
+
+    src = '''"""Module.
+
+Long text.
+"""
+X = "a # not a comment"  # a comment
+# a comment line
+
+def f():
+    """Doc.
+
+    More."""
+    return """keep
+
+  this""" + X
+'''
+    out = stripped_python(src)
+    assert "# a comment" not in out and "Long text" not in out and "More" not in out
+    ns = {}
+    exec(out, ns)
+    assert ns["f"]() == "keep\n\n  thisa # not a comment" and ns["f"].__doc__ == "Doc." and ns["__doc__"] == "Module."

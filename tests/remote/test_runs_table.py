@@ -57,7 +57,7 @@ def test_runs_json_has_every_field_each_state_and_the_cost(tmp_path, capsys):
     got = runs_json(capsys)
     done = got["20260101-000001-aaaa"]
     assert set(done) == {"run", "box", "net", "backend", "epochs_done", "epochs_asked", "best_val_accuracy", "best_epoch",
-                         "duration_s", "price_per_hour", "nodes", "cost", "state", "exit_code", "resumed", "home", "local_dir"}
+                         "duration_s", "price_per_hour", "nodes", "cost", "state", "exit_code", "resumed", "interrupted", "home", "local_dir"}
     assert (done["box"], done["net"], done["backend"]) == ("gpu", "vgg16", "tensorflow")
     assert (done["epochs_done"], done["epochs_asked"]) == (3, 3)
     assert (done["best_val_accuracy"], done["best_epoch"]) == (0.875, 2)

@@ -7,6 +7,13 @@ real package index, through this machine's pip configuration and CA bundle
 (the TLS proxy), exactly as an instance would; the guard boxes install from
 fake wheels on 127.0.0.1 (their environment is not what they test).
 
+The main box also lives through the spot interruptions of issue 13, on the
+same boot sequence as its other tests (one install, no box of its own): a
+spot notice from its IMDS stand-in (127.0.0.1) and then a power cut, with
+two runs going (one of them followed) and one the user stopped; and later a
+clean `provision stop` mid-run. Each time its agent resumes the runs at boot
+with no laptop command.
+
 NETWORK RULE: every connection is to 127.0.0.1; the only other traffic is the
 box's install from the package index through the machine's own pip config.
 """
@@ -14,13 +21,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 import pytest
 
 from provision import container
-from testkit import processes_mentioning, refused, run_cli, served_tar_gz, synth_image_set, wait_for
+from testkit import processes_mentioning, refused, run_cli, served_tar_gz, start_cli, synth_image_set, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -103,10 +111,14 @@ def test_up_boots_an_instance_with_systemd_cloud_init_and_the_login_user(box):
     pinned = {" ".join(l.split()[1:3]) for l in (box.home / "known_hosts").read_text().splitlines()}
     assert layer_keys and layer_keys == pinned
     out = box.ssh("id -un; sudo -n id -un; echo $HOME; cloud-init status --wait >/dev/null; cloud-init status; "
-                  "systemctl is-active trainbox-guard.timer; cat /proc/1/comm; sudo -n cat /var/lib/cloud/instance/user-data.txt | head -n 2")
+                  "systemctl is-active trainbox-guard.timer; cat /proc/1/comm; sudo -n zcat -f /var/lib/cloud/instance/user-data.txt | head -n 2; "
+                  "systemctl is-active trainbox-agent.service; systemctl show -p User --value trainbox-agent.service")
     lines = out.splitlines()
     assert lines[:3] == ["ubuntu", "root", "/home/ubuntu"]
-    assert "status: done" in lines and "active" in lines and "systemd" in lines
+    assert "status: done" in lines and lines.count("active") == 2 and "systemd" in lines
+    # The agent runs as the login user, pointed at this box's IMDS stand-in on 127.0.0.1.
+    assert lines[-1] == "ubuntu", out
+    assert re.search(r"^http://127\.0\.0\.1:\d+$", (box.layer() / "etc/trainbox/agent.env").read_text().split("=", 1)[1].strip())
     assert "# trainbox user-data for box default: runs once, as root, at first boot." in out
 
 
@@ -156,13 +168,135 @@ def train_on(box, data: str) -> None:
     assert "TRAINBOX_DATA=/home/ubuntu/trainbox/data/" in box.ssh(f"cat ~/trainbox/runs/{run.name}/run.sh")
 
 
+# ---------------------------------------------------------------- spot interruptions (issue 13), on the main box
+
+SPOT_TRAIN = ("--image-size", "32", "--batch-size", "4", "--connect-timeout", "5", "--pull-every", "3600")
+
+
+def runs_on_box(sb) -> Path:
+    return sb.layer() / "home/ubuntu/trainbox/runs"
+
+
+def new_run(sb, known: set[str]) -> Path:
+    """The run folder on the box's disk that is not in known (added to it)."""
+    def new():
+        found = [d for d in runs_on_box(sb).glob("*") if d.is_dir() and d.name not in known] if runs_on_box(sb).exists() else []
+        return found[0] if found else None
+
+    run = wait_for("the run to appear on the box", new, timeout=180, every=0.2)
+    known.add(run.name)
+    return run
+
+
+def text(f: Path) -> str:
+    return f.read_text(errors="replace") if f.exists() else ""
+
+
+def events(run: Path) -> list[str]:
+    return [json.loads(l)["event"] for l in text(run / "events").splitlines()]
+
+
+def history_epochs(csv: Path) -> list[int]:
+    return [int(line.split(",")[0]) for line in csv.read_text().splitlines()[1:]]
+
+
+def epoch_lines(log: str, total: int) -> list[int]:
+    return [int(m) for m in re.findall(rf"^epoch (\d+)/{total}\b", log, re.M)]
+
+
+def detached_run(sb, known: set[str], epochs: int) -> Path:
+    r = sb.cli("remote", "train", "--detach", "--epochs", str(epochs), "--data", str(sb.spot_data), *SPOT_TRAIN)
+    assert r.code == 0, r.err
+    return new_run(sb, known)
+
+
+def test_a_spot_notice_then_a_power_cut_resumes_both_going_runs_at_boot_and_the_follower_rides_through(box):
+    """Two runs going (one followed by `remote train`), one stopped by the user: the IMDS
+    stand-in is flipped to a notice mid-epoch, the agent asks both to save, the box's power
+    is cut (no shutdown runs) and `provision start` boots it. Both resume with no laptop
+    command and finish with every epoch once; the stopped one stays stopped and says so."""
+    box.spot_data = synth_image_set(box.work / "spot-data", n=60, size=32)
+    known = {d.name for d in runs_on_box(box).glob("*")}
+    user_stopped = detached_run(box, known, 30)
+    other = detached_run(box, known, 30)
+    follower_out = box.work / "follow.out"
+    follower = start_cli("remote", "train", "--epochs", "30", "--data", str(box.spot_data), *SPOT_TRAIN,
+                         out=follower_out, cwd=box.work, env=box.env)
+    try:
+        followed = new_run(box, known)
+        wait_for("the first run to train", lambda: "epoch 1/30" in text(user_stopped / "log"), timeout=300, every=0.2)
+        stop = box.cli("remote", "stop", user_stopped.name)
+        assert stop.code == 0 and "stopped" in stop.out, stop.err
+        stopped_log = text(user_stopped / "log")
+        for run in (other, followed):
+            wait_for(f"{run.name} to be under way", lambda run=run: "epoch 2/30" in text(run / "log"), timeout=300, every=0.2)
+        flip = box.cli("provision", "sandbox-notice")
+        assert flip.code == 0 and '"action": "stop"' in flip.out, flip.err
+        # The agent sees it at its next poll (every 5 s) and asks; each run saves at its next batch end.
+        saved = {run: json.loads(wait_for(f"{run.name} to save on request", lambda run=run: text(run / "saved"),
+                                          timeout=30, every=0.05)) for run in (other, followed)}
+        assert container.power_cut(box.box_dir())  # no shutdown: nothing more is saved
+        done_before_cut = {run: len(epoch_lines(text(run / "log"), 30)) for run in (other, followed)}
+        for run in (other, followed):
+            assert not (run / "exit_code").exists() and events(run) == ["spot-notice"]
+        assert events(user_stopped) == []  # not going: not asked
+        wait_for("the follower to say it waits", lambda: "box interrupted; waiting for it to come back; Ctrl-C detaches"
+                 in text(Path(f"{follower_out}.err")), timeout=90, every=0.2)
+        start = box.cli("provision", "start")
+        assert start.code == 0, start.err
+        code = follower.wait(timeout=600)
+    finally:
+        if follower.poll() is None:
+            follower.terminate()
+            follower.wait()
+    err, out = text(Path(f"{follower_out}.err")), text(follower_out)
+    assert code == 0, err[-3000:]
+    assert "the box is back: following the run" in err
+    wait_for("the other run to finish after its resume", lambda: text(other / "exit_code").strip(), timeout=600, every=0.5)
+    for run in (other, followed):
+        # Resumed by the box's agent at boot (the laptop only followed), from the state saved on request.
+        assert events(run) == ["spot-notice", "resumed"] and text(run / "exit_code").strip() == "0"
+        # It resumed at the first epoch not finished before the cut (a run saved early went on
+        # training while the other one saved): no finished epoch again, none skipped.
+        resumed_at = int(re.search(r"resuming from \S+ at epoch (\d+)/30", text(run / "log")).group(1))
+        assert resumed_at == done_before_cut[run] + 1 > saved[run]["epoch"], (saved[run], done_before_cut[run], resumed_at)
+        assert history_epochs(run / "out" / "history.csv") == list(range(1, 31))
+        assert epoch_lines(text(run / "log"), 30) == list(range(1, 31))
+    # What the follower brought home, and streamed: every epoch once.
+    local = box.work / "runs" / followed.name
+    assert history_epochs(local / "history.csv") == list(range(1, 31))
+    assert len(json.loads((local / "history.json").read_text())["loss"]) == 30
+    assert epoch_lines(out, 30) == list(range(1, 31))
+    status = box.cli("remote", "status", followed.name)
+    assert status.code == 0, status.err
+    assert "spot interruption notice: asked the run to save (AWS: stop at" in status.out
+    assert "resumed by the box at boot" in status.out
+    runs = box.cli("remote", "runs")
+    assert re.search(rf"^{followed.name} .*; box interrupted 1, resumed \d\d:\d\d:\d\d ", runs.out, re.M), runs.out
+    # The run the user stopped was left as it was, and the box says why.
+    assert not (user_stopped / "exit_code").exists() and text(user_stopped / "log") == stopped_log
+    assert events(user_stopped) == ["left-stopped"]
+    status = box.cli("remote", "status", user_stopped.name)
+    assert f"{user_stopped.name} stopped" in status.out and "not resumed at boot: you stopped it" in status.out, status.out
+    assert "not resuming " + user_stopped.name in box.ssh("journalctl -u trainbox-agent.service -b --no-pager")
+
+
 def test_stop_powers_the_guest_off_and_start_keeps_data_env_and_runs(box):
+    """A clean `provision stop` in the middle of a run counts as an interruption: the run saves
+    on SIGTERM, and `provision start` resumes it."""
+    known = {d.name for d in runs_on_box(box).glob("*")}
+    run = detached_run(box, known, 12)
+    wait_for("the run to train", lambda: "epoch 1/12" in text(run / "log"), timeout=300, every=0.2)
     before = box.ssh("cat ~/trainbox/env/trainbox-ready; ls ~/trainbox/runs; ls ~/trainbox/data")
     port = json.loads((box.home / "state" / "default.json").read_text())["ssh_port"]
     pid = box.nspawn_pid()
     assert pid
     stop = box.cli("provision", "stop")
     assert stop.code == 0, stop.err
+    # The user stopped the box, not the run: asked to save by the agent (which held the
+    # shutdown until then), or on SIGTERM where the job's scope got one, at its next batch end.
+    assert events(run) == ["stopping"] and not (run / "exit_code").exists()
+    assert re.search(r"^saved the training state at epoch \d+, batch \d+ \((asked|SIGTERM: stopping)\)$", text(run / "log"), re.M)
     assert not os.path.exists(f"/proc/{pid}") or processes_mentioning(container.machine_name(box.box_dir())) == []
     assert refused(port)
     assert box.state() == "stopped"
@@ -171,6 +305,10 @@ def test_stop_powers_the_guest_off_and_start_keeps_data_env_and_runs(box):
     assert box.nspawn_pid() not in (None, pid)
     assert box.ssh("cat ~/trainbox/env/trainbox-ready; ls ~/trainbox/runs; ls ~/trainbox/data") == before
     assert box.state() == "running"
+    wait_for("the run to finish after its resume", lambda: text(run / "exit_code").strip(), timeout=600, every=0.5)
+    assert text(run / "exit_code").strip() == "0" and events(run) == ["stopping", "resumed"]
+    assert history_epochs(run / "out" / "history.csv") == list(range(1, 13))
+    assert epoch_lines(text(run / "log"), 12) == list(range(1, 13))
 
 
 # ---------------------------------------------------------------- images: the box's layer, frozen for the next box
