@@ -2,9 +2,10 @@
 
 Thin on purpose: the command line is in remote/cliargs.py; each handler here
 calls the library (orchestrate for runs; job, results, records, setup, fetch;
-tensorboard, runs_table, report for watching them) and prints. About 550
-lines because it has sixteen commands, and it is also where remote meets
-provision (a stopped box started with --start).
+tensorboard, runs_table, report for watching them) and prints. About 680
+lines because it has sixteen commands, runs on one node or several, and it
+is also where remote meets provision (a stopped box started with --start, a
+box's address read again when it comes back from an interruption).
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from box.layout import BoxLayout
+from box.layout import (RUN_BOOT_ID, RUN_EXIT_CODE, RUN_LOG, RUN_PID, RUN_PID_START, RUN_STOPPED, START_TIME_SH,
+                        BoxLayout)
 from common.errors import RemoteError
 
 from .connection import run, write_file
@@ -79,11 +80,11 @@ def render_script(layout: BoxLayout, run_id: str, project_dir: str, command: lis
 def start_command(run_dir: str) -> str:
     d = shlex.quote(run_dir)
     return (
-        f"cd {d} && rm -f pid exit_code stopped && "
+        f"cd {d} && rm -f {RUN_PID} {RUN_EXIT_CODE} {RUN_STOPPED} && "
         # setsid: a new session, so no hangup reaches it; all fds closed so the
         # SSH channel can close while the job runs on.
         f"(setsid nohup bash run.sh >/dev/null 2>&1 </dev/null &) && "
-        f"for i in $(seq 200); do [ -s pid ] && exit 0; sleep 0.05; done; "
+        f"for i in $(seq 200); do [ -s {RUN_PID} ] && exit 0; sleep 0.05; done; "
         f"echo 'the job did not write its pid' >&2; exit 1"
     )
 
@@ -96,23 +97,21 @@ def start(conn, run_dir: str, script: str) -> None:
 def restart(conn, run_dir: str) -> int:
     """Run the run's own run.sh again (it resumes); the log's size before, to follow from."""
     d = shlex.quote(run_dir)
-    size = run(conn, f"cd {d} && stat -c %s log 2>/dev/null || echo 0", "reading the log's size")
+    size = run(conn, f"cd {d} && stat -c %s {RUN_LOG} 2>/dev/null || echo 0", "reading the log's size")
     run(conn, start_command(run_dir), "restarting the job")
     return int(size.strip().splitlines()[-1])
 
 
 def state_command(run_dir: str) -> str:
-    from box.layout import RUN_PID_START, START_TIME_SH
-
     d = shlex.quote(run_dir)
     return (
         f"cd {d} 2>/dev/null || {{ echo missing; exit 0; }}; {START_TIME_SH}; "
-        "pid=$(cat pid 2>/dev/null); code=$(cat exit_code 2>/dev/null); alive=0; stopped=0; "
+        f"pid=$(cat {RUN_PID} 2>/dev/null); code=$(cat {RUN_EXIT_CODE} 2>/dev/null); alive=0; stopped=0; "
         # Alive only if that pid is still the job that wrote it: after a reboot (a spot
         # stop, `provision stop`) another process may have its number.
         f'[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && {{ [ ! -e {RUN_PID_START} ] || '
         f'[ "$(trainbox_start_time "$pid")" = "$(cat {RUN_PID_START})" ]; }} && alive=1; '
-        "[ -e stopped ] && stopped=1; "
+        f"[ -e {RUN_STOPPED} ] && stopped=1; "
         'echo "${pid:-none} $alive ${code:-none} $stopped"'
     )
 
@@ -143,17 +142,15 @@ STOP_GRACE_S = 10
 def stop(conn, run_dir: str) -> JobState | None:
     """Stop the job's whole process group (the trainer and its children):
     TERM, then KILL if it is still there after STOP_GRACE_S; returns once it is gone."""
-    from box.layout import RUN_PID_START as START_FILE, START_TIME_SH
-
     d = shlex.quote(run_dir)
     run(conn, (
         # Only the job's own group: a pid file that names no job (empty, 0, 1:
         # kill -- -1 is every process), a finished run, or a pid that is now
         # another program's (its start time differs from the one recorded).
-        f"cd {d} && pid=$(cat pid) && case $pid in ''|*[!0-9]*|0|1) echo \"the pid file holds no job's pid: $pid\" >&2; exit 1;; esac; "
-        f"[ -e exit_code ] && exit 0; {START_TIME_SH}; "
-        f'[ ! -e {START_FILE} ] || [ "$(trainbox_start_time "$pid")" = "$(cat {START_FILE})" ] || exit 0; '
-        f'touch stopped && kill -TERM -- -"$pid" 2>/dev/null; '
+        f"cd {d} && pid=$(cat {RUN_PID}) && case $pid in ''|*[!0-9]*|0|1) echo \"the pid file holds no job's pid: $pid\" >&2; exit 1;; esac; "
+        f"[ -e {RUN_EXIT_CODE} ] && exit 0; {START_TIME_SH}; "
+        f'[ ! -e {RUN_PID_START} ] || [ "$(trainbox_start_time "$pid")" = "$(cat {RUN_PID_START})" ] || exit 0; '
+        f'touch {RUN_STOPPED} && kill -TERM -- -"$pid" 2>/dev/null; '
         f'for i in $(seq {STOP_GRACE_S * 10}); do kill -0 -- -"$pid" 2>/dev/null || exit 0; sleep 0.1; done; '
         'kill -KILL -- -"$pid" 2>/dev/null; true'
     ), "stopping the job")
@@ -164,7 +161,6 @@ RESUME_WAIT_S = 60  # how long a follow waits on a box that is back for its agen
 
 
 def follow_command(run_dir: str, offset: int) -> str:
-    from box.layout import RUN_BOOT_ID, RUN_EXIT_CODE, RUN_LOG, RUN_PID, RUN_STOPPED
 
     d = shlex.quote(run_dir)
     # A run cut off by an earlier boot (its boot_id is not this boot's) is about to
@@ -184,7 +180,6 @@ def after_tail_command(run_dir: str) -> str:
     """Why the log's tail ended: over (an exit code, or stopped by the user), the box going
     down (systemd says "stopping": a spot stop, `provision stop`, the guard), a resume
     still to come (the run is of an earlier boot), or the job died."""
-    from box.layout import RUN_BOOT_ID, RUN_EXIT_CODE, RUN_STOPPED
 
     d = shlex.quote(run_dir)
     return (
@@ -303,4 +298,4 @@ def _reattach(connect: Callable[[], object], old, why: Exception, say: Callable[
 
 
 def log_tail(conn, run_dir: str, lines: int = 20) -> str:
-    return run(conn, f"tail -n {lines} {shlex.quote(run_dir)}/log 2>/dev/null; true", "reading the log")
+    return run(conn, f"tail -n {lines} {shlex.quote(run_dir)}/{RUN_LOG} 2>/dev/null; true", "reading the log")
