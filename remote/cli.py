@@ -529,8 +529,15 @@ def cmd_report(args, extra) -> int:
 
 def cmd_stop(args, extra) -> int:
     rec, target, run_dir = _run_of(args)
-    with _on_box(args, target) as conn:
-        st = job.stop(conn, run_dir)
+    if rec.nodes and len(rec.nodes) > 1:  # every node's job, at once: the others would wait on node 0's
+        states = orchestrate.stop_nodes(lambda t: _connect(args, t), [target, *map(records.node_target, rec.nodes[1:])],
+                                        rec.run_id)
+        for i, node_state in enumerate(states[1:], 1):
+            say(f"node {i}: {node_state.label if node_state else 'unknown on the box'}")
+        st = states[0]
+    else:
+        with _on_box(args, target) as conn:
+            st = job.stop(conn, run_dir)
     _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     if st and st.stopped and not st.running:

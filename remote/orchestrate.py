@@ -315,6 +315,18 @@ def restart_nodes(connect: Callable[[Target], object], targets: list[Target], ru
     return _each(targets, one)[0]
 
 
+def stop_nodes(connect: Callable[[Target], object], targets: list[Target], run_id: str) -> list[job.JobState | None]:
+    """Stop a multi-node run's job on every node at once; each node's state after (None: not there)."""
+    def one(i: int, target: Target) -> job.JobState | None:
+        conn = connect(target)
+        try:
+            return job.stop(conn, BoxLayout(target.workdir).run(run_id))
+        finally:
+            conn.close()
+
+    return _each(targets, one)
+
+
 def _synthesize(conn, python: str, project_dir: str, synth: tuple[str, ...], data_dir: str, say: Say) -> None:
     """The spec's generated data set, made once per box (a marker says it is whole)."""
     d, mark = shlex.quote(data_dir), shlex.quote(f"{data_dir}/{sync.MARKER}")

@@ -91,3 +91,45 @@ def test_a_node_killed_mid_run_fails_the_run_on_both_in_one_line(cli, pinned, se
     assert "Traceback" not in read(Path(f"{out}.err"))
     assert "error: node 1 of 2 failed or stopped answering" in read(Path(f"{out}.err")), "node 0's one line names node 1"
     assert read(workdirs[0] / "runs" / run_dir.name / "exit_code").strip() == "1"
+
+
+def end_jobs_left(workdirs: list[Path]) -> None:
+    """A failed test leaves no training behind: the process group of each node's job this test
+    started (its pid with the start time it recorded, leading its own session) is killed."""
+    from box.layout import RUN_PID_START
+
+    for run_dir in (d for w in workdirs if (w / "runs").exists() for d in (w / "runs").iterdir()):
+        pid = read(run_dir / "pid").strip()
+        if not pid.isdigit() or int(pid) <= 1:
+            continue
+        stat = read(Path(f"/proc/{pid}/stat"))
+        if stat and stat.rsplit(")", 1)[1].split()[19] == read(run_dir / RUN_PID_START).strip() and os.getpgid(int(pid)) == int(pid):
+            os.killpg(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_remote_stop_stops_the_run_on_every_node(cli, pinned, second_sshd, dataset, tmp_path):
+    flags, workdirs = two_nodes(pinned, second_sshd, tmp_path)
+    runs_dir = tmp_path / "runs"
+    try:
+        r = cli("remote", "train", *flags, "--data", str(dataset), "--epochs", "100", "--batch-size", "8",
+                "--image-size", "32", "--runs-dir", str(runs_dir), "--detach", "--", "--augment", "light")
+        assert r.code == 0, r.err
+        runs = workdirs[1] / "runs"
+        log1 = wait_for("node 1's job to join the cluster", lambda: next(
+            (d / "log" for d in (runs.iterdir() if runs.exists() else ()) if "connected to 1 peer" in read(d / "log")), None),
+            timeout=300, every=0.2)
+        run_id = log1.parent.name
+        # Named by node 0 alone, as a user names a run: the record knows the other node.
+        r = cli("remote", "stop", run_id, "--host", pinned.spec, "--identity", str(pinned.key),
+                "--workdir", str(workdirs[0]))
+        assert r.code == 0, r.err
+        assert f"{run_id} stopped" in r.out and "node 1: stopped" in r.err, (r.out, r.err)
+        for workdir in workdirs:
+            run_dir = workdir / "runs" / run_id
+            assert (run_dir / "stopped").exists(), f"{workdir.name}'s job was asked to stop"
+            pid = int(read(run_dir / "pid"))
+            assert not Path(f"/proc/{pid}").exists() or read(Path(f"/proc/{pid}/stat")).rsplit(")", 1)[1].split()[0] == "Z", \
+                f"{workdir.name}'s job is gone"
+    finally:
+        end_jobs_left(workdirs)
