@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,6 +108,11 @@ def join(c: Cluster) -> int:
     jax.distributed.initialize(coordinator_address=c.coordinator, num_processes=c.nodes, process_id=c.node,
                                initialization_timeout=JOIN_S, heartbeat_timeout_seconds=HEARTBEAT_S,
                                shutdown_timeout_seconds=max(HEARTBEAT_S, 30))
+    # JAX's runtime takes SIGTERM for its own preemption notice and swallows it:
+    # a node told to stop (`remote stop`, the box shutting down) trained on
+    # (seen: still running 90 s after the TERM). Give the signal back its
+    # default: the node ends, and its peers end through the heartbeat.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     devices = keras.distribution.list_devices()
     dist = keras.distribution.DataParallel(devices=devices)
     dist.auto_shard_dataset = False  # each node feeds its own shard (shard below)

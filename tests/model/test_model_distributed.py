@@ -43,3 +43,39 @@ def test_the_end_of_a_node_in_one_line_naming_the_node_gone():
     assert code == 2 and line.startswith("error: --data x: no such folder")
     code, line = verdict(-6, "PollForError: failed to connect", None, Cluster(2, 1, "h:1"))
     assert code == 1 and line.startswith("error: node 0 (the coordinator, h:1) failed")
+
+
+JOIN_AND_WAIT = """
+import sys, time
+from model.distributed import Cluster, join
+join(Cluster(2, int(sys.argv[1]), sys.argv[2]))
+print("joined", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_node_told_to_stop_ends_though_jaxs_runtime_takes_sigterm(tmp_path):
+    """jax.distributed swallows SIGTERM (its preemption notice): join() gives it back."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from testkit import wait_for
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    logs = [tmp_path / f"node{i}.log" for i in (0, 1)]
+    procs = [subprocess.Popen([sys.executable, "-c", JOIN_AND_WAIT, str(i), f"127.0.0.1:{port}"], env=env,
+                              stdout=open(logs[i], "w"), stderr=subprocess.STDOUT) for i in (0, 1)]
+    try:
+        wait_for("both nodes to join", lambda: all("joined" in log.read_text() for log in logs), timeout=120)
+        procs[1].send_signal(signal.SIGTERM)  # our own child, by its Popen
+        assert procs[1].wait(timeout=15) == -signal.SIGTERM
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
