@@ -106,6 +106,7 @@ def join(c: Cluster) -> int:
     # Before initialize: asking for the devices first would start XLA without the cluster.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=c.coordinator, num_processes=c.nodes, process_id=c.node,
+                               coordinator_bind_address=bind_address(c.coordinator),
                                initialization_timeout=JOIN_S, heartbeat_timeout_seconds=HEARTBEAT_S,
                                shutdown_timeout_seconds=max(HEARTBEAT_S, 30))
     # JAX's runtime takes SIGTERM for its own preemption notice and swallows it:
@@ -121,10 +122,32 @@ def join(c: Cluster) -> int:
 
 
 def leave() -> None:
-    """Back to one process's own devices (the report predicts on node 0 alone)."""
+    """Leave the cluster, every node together once the model is saved, and go back
+    to one process's own devices (the report predicts on node 0 alone).
+
+    The runtime's shutdown is a barrier of every node: left to the end of the
+    process, a node that finished waited there for node 0's report, and a
+    report longer than the shutdown timeout aborted both nodes."""
+    import jax
     import keras
 
     keras.distribution.set_distribution(None)
+    jax.distributed.shutdown()
+
+
+def bind_address(coordinator: str) -> str | None:
+    """Where node 0's coordinator listens: its own address when that is a loopback
+    or private one (bindable there: the sandbox's 127.0.0.1, a VPC address), so
+    the port is not open on every interface; None (JAX's default, all of them)
+    for a public or named address, which a NATed instance cannot bind."""
+    import ipaddress
+
+    host, port = coordinator.rsplit(":", 1)
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return coordinator if ip.is_loopback or ip.is_private else None
 
 
 def shard(files: Sequence, c: Cluster) -> list:

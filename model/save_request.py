@@ -76,6 +76,11 @@ def save_on_request(backup, request: str | None = None, every_s: float | None = 
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
+            # A resumed run: Keras restores the model's epoch but leaves
+            # BackupAndRestore's own count at 0 until an epoch ends, so a save
+            # in the first epoch after a resume would send the next one back to
+            # epoch 1 (and its history with it). The count is this epoch.
+            backup._current_epoch = epoch
 
         def on_epoch_end(self, epoch, logs=None):
             self.last_save = clock()  # BackupAndRestore saves every epoch end itself

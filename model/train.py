@@ -282,8 +282,9 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     from model.report import write_report
 
     if c.multi:
-        # The report predicts on node 0 alone, from the saved model: the
-        # trained one's weights live on every node's devices.
+        # Every node leaves the cluster together, now that the model is saved;
+        # then the report predicts on node 0 alone, from the saved model (the
+        # trained one's weights lived on every node's devices).
         distributed.leave()
         if c.primary:
             write_report(cfg.out, folders=folders, log=log)

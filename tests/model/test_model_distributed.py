@@ -79,3 +79,40 @@ def test_a_node_told_to_stop_ends_though_jaxs_runtime_takes_sigterm(tmp_path):
             if p.poll() is None:
                 p.kill()
             p.wait()
+
+
+JOIN_WORK_LEAVE = """
+import sys, time
+import jax
+from model.distributed import Cluster, join, leave
+join(Cluster(2, int(sys.argv[1]), sys.argv[2]))
+leave()
+print("left", jax.distributed.is_initialized(), flush=True)
+if sys.argv[1] == "0":
+    time.sleep(3)  # node 0's report, after the cluster is gone: node 1 is not held for it
+"""
+
+
+def test_every_node_leaves_the_cluster_before_node_0s_report(tmp_path):
+    """The runtime's shutdown is a barrier of all nodes: leave() passes it together,
+    so node 1 exits at once while node 0 goes on alone (a report longer than the
+    barrier's timeout used to abort both)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    procs = [subprocess.Popen([sys.executable, "-c", JOIN_WORK_LEAVE, str(i), f"127.0.0.1:{port}"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all("left False" in out for out in outs), outs

@@ -125,3 +125,43 @@ def test_sigterm_saves_at_the_next_batch_end_then_exits_143(model_cli, tmp_path)
     assert (tmp_path / "batches").read_text() == "3"  # stopped at that batch's end, not run on
     assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 0
     assert (tmp_path / "backup" / "latest.weights.h5").stat().st_size > 0
+
+
+RESUMED = r"""
+import json, os, sys
+import numpy as np
+import keras
+from model.save_request import save_on_request
+
+run, cut_at_epoch = sys.argv[1], int(sys.argv[2])
+request = os.path.join(run, "save-now")
+backup = keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), delete_checkpoint=False)
+
+class Cut(keras.callbacks.Callback):  # the agent asks mid-epoch, then the power goes
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == cut_at_epoch and batch == 2:
+            open(request, "w").close()
+        if self.epoch == cut_at_epoch and batch == 3:
+            os._exit(17)
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+x = np.ones((64, 4), "float32")
+model.fit(x, x[:, :1], batch_size=4, epochs=6, verbose=0, callbacks=[backup, Cut(), save_on_request(backup, request)])
+"""
+
+
+def test_a_save_in_the_first_epoch_after_a_resume_keeps_the_resumed_epoch(model_cli, tmp_path):
+    """Cut in epoch 3, resumed there, cut again in that same first epoch after the
+    resume: the state saved says epoch 3 (2, 0-based), not 0 (Keras restores the
+    model's epoch but not BackupAndRestore's own count until an epoch ends)."""
+    def cut(at: int) -> dict:
+        proc = subprocess.run([sys.executable, "-c", RESUMED, str(tmp_path), str(at)], cwd=model_cli.repo,
+                              env=model_cli.env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 17, proc.stderr
+        return json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+
+    assert cut(2)["epoch"] == 2, "the first cut: saved in epoch 3 (2, 0-based)"
+    assert cut(2)["epoch"] == 2, "the second cut, in the resumed run's first epoch, keeps it"
