@@ -283,9 +283,9 @@ def _resume(args) -> int:
 
 def _resume_nodes(args, rec: records.RunRecord) -> int:
     """A multi-node run again, on the nodes it ran on: each restarts its run.sh (each resumes from its own backup)."""
-    targets = [records.node_target(n) for n in rec.nodes]
+    targets = _run_nodes(args, rec)
     offset = orchestrate.restart_nodes(lambda t: _connect(args, t), targets, rec.run_id, say, flags=_name_flags(args))
-    rec.pulled, rec.exit_code = False, None
+    rec.pulled, rec.exit_code, rec.last_seen = False, None, None
     records.save_record(rec)
     say(f"run {rec.run_id} resumed on its {len(targets)} nodes; node 0's log follows (Ctrl-C detaches, the job keeps running)")
     if args.detach:
@@ -366,6 +366,18 @@ def _rec_target(args, rec: records.RunRecord) -> Target:
     if rec.box is None:
         return rec.target()
     return _wake(args, resolve(rec.box))
+
+
+def _run_nodes(args, rec: records.RunRecord) -> list[Target]:
+    """Every node of a multi-node run, node 0 first: a provisioned box's as its
+    state has them now (a node started again has a new address, and only that
+    one is pinned), else as the run recorded them (--host nodes)."""
+    if rec.box is not None:
+        _wake(args, resolve(rec.box))
+        nodes = box_nodes(rec.box, args.identity)
+        if len(nodes) == len(rec.nodes):
+            return nodes
+    return [records.node_target(n) for n in rec.nodes]
 
 
 def _run_of(args) -> tuple[records.RunRecord, Target, str]:
@@ -530,8 +542,7 @@ def cmd_report(args, extra) -> int:
 def cmd_stop(args, extra) -> int:
     rec, target, run_dir = _run_of(args)
     if rec.nodes and len(rec.nodes) > 1:  # every node's job, at once: the others would wait on node 0's
-        states = orchestrate.stop_nodes(lambda t: _connect(args, t), [target, *map(records.node_target, rec.nodes[1:])],
-                                        rec.run_id)
+        states = orchestrate.stop_nodes(lambda t: _connect(args, t), _run_nodes(args, rec), rec.run_id)
         for i, node_state in enumerate(states[1:], 1):
             say(f"node {i}: {node_state.label if node_state else 'unknown on the box'}")
         st = states[0]

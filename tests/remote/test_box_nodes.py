@@ -43,3 +43,21 @@ def test_nodes_that_disagree_with_the_box_are_refused(cli):
     r = cli("remote", "train", "--name", "pair", "--epochs", "1", "--nodes", "3")
     assert r.code == 2
     assert "--nodes 3: box 'pair' has 2 node(s)" in r.err and "provision up --nodes 3 --name pair" in r.err
+
+
+def test_a_multi_node_run_is_reached_where_its_boxs_nodes_are_now():
+    """A node started again has a new address (and only that one is pinned): stop and
+    --resume reach the nodes as the box's state has them, not as the run recorded them."""
+    import argparse
+
+    from remote import cli, records
+
+    two_node_box()
+    rec = records.RunRecord(run_id="r1", host="198.51.100.1", port=22, user="ubuntu", identity="/k/pair.pem",
+                            workdir="trainbox", local_dir="runs/r1", created=0.0, box="pair",
+                            nodes=[records.node_of(t) for t in target.box_nodes("pair")])
+    box = state.load("pair")
+    box.nodes[0].ssh_host = "198.51.100.9"  # node 1 came back elsewhere
+    state.save(box)
+    args = argparse.Namespace(identity=None, start=False, name="default")
+    assert [t.host for t in cli._run_nodes(args, rec)] == ["198.51.100.1", "198.51.100.9"]

@@ -62,6 +62,24 @@ def test_two_nodes_train_one_model_and_its_results_come_home(cli, pinned, second
     assert not (node1 / "out" / "metrics.json").exists(), "node 0 alone writes the report"
 
 
+def end_jobs_left(workdirs: list[Path]) -> None:
+    """A failed test leaves no training behind: the process group of each node's job this test
+    started (its pid with the start time it recorded, leading its own session) is killed."""
+    from box.layout import RUN_PID_START
+
+    for run_dir in (d for w in workdirs if (w / "runs").exists() for d in (w / "runs").iterdir()):
+        pid = read(run_dir / "pid").strip()
+        if not pid.isdigit() or int(pid) <= 1:
+            continue
+        stat = read(Path(f"/proc/{pid}/stat"))
+        try:
+            if stat and stat.rsplit(")", 1)[1].split()[19] == read(run_dir / RUN_PID_START).strip() \
+                    and os.getpgid(int(pid)) == int(pid):
+                os.killpg(int(pid), signal.SIGKILL)
+        except ProcessLookupError:  # it ended meanwhile
+            pass
+
+
 @pytest.mark.slow
 def test_a_node_killed_mid_run_fails_the_run_on_both_in_one_line(cli, pinned, second_sshd, dataset, tmp_path):
     from box.layout import RUN_PID_START
@@ -86,25 +104,12 @@ def test_a_node_killed_mid_run_fails_the_run_on_both_in_one_line(cli, pinned, se
         if train.poll() is None:
             train.kill()
             train.wait()
+        end_jobs_left(workdirs)
     err = [line for line in read(Path(f"{out}.err")).splitlines() if line.startswith("error:")]
     assert err[-1].startswith("error: training failed on the box (exit 1): node 1 of 2 failed or stopped answering"), err
     assert "Traceback" not in read(Path(f"{out}.err"))
     assert "error: node 1 of 2 failed or stopped answering" in read(Path(f"{out}.err")), "node 0's one line names node 1"
     assert read(workdirs[0] / "runs" / run_dir.name / "exit_code").strip() == "1"
-
-
-def end_jobs_left(workdirs: list[Path]) -> None:
-    """A failed test leaves no training behind: the process group of each node's job this test
-    started (its pid with the start time it recorded, leading its own session) is killed."""
-    from box.layout import RUN_PID_START
-
-    for run_dir in (d for w in workdirs if (w / "runs").exists() for d in (w / "runs").iterdir()):
-        pid = read(run_dir / "pid").strip()
-        if not pid.isdigit() or int(pid) <= 1:
-            continue
-        stat = read(Path(f"/proc/{pid}/stat"))
-        if stat and stat.rsplit(")", 1)[1].split()[19] == read(run_dir / RUN_PID_START).strip() and os.getpgid(int(pid)) == int(pid):
-            os.killpg(int(pid), signal.SIGKILL)
 
 
 @pytest.mark.slow
