@@ -37,9 +37,10 @@ def pin(host: str, port: int, key_lines: list[str], file: Path | None = None) ->
     """Make key_lines the only keys known for host:port."""
     file = file or paths.known_hosts()
     entry = host_entry(host, port)
-    kept = [l for l in file.read_text().splitlines() if l.split(" ", 1)[0] != entry] if file.exists() else []
-    kept += [f"{entry} {k}" for k in key_lines]
-    paths.write_atomic(file, "".join(l + "\n" for l in kept))
+    with paths.locked(file):  # the nodes of a multi-node run are pinned from parallel threads
+        kept = [l for l in file.read_text().splitlines() if l.split(" ", 1)[0] != entry] if file.exists() else []
+        kept += [f"{entry} {k}" for k in key_lines]
+        paths.write_atomic(file, "".join(l + "\n" for l in kept))
 
 
 def forget(host: str, port: int, file: Path | None = None) -> None:

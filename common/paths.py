@@ -6,7 +6,10 @@ ssh config and the sandbox's servers. Tests always point it at a temp dir.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import threading
 from pathlib import Path
 
 
@@ -71,6 +74,16 @@ def write_private(path: Path, data: str) -> None:
 
 
 def write_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """path holds data whole or not at all (a temp file of this process and thread, renamed in)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     tmp.write_text(data)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock for a read-modify-write of path, between threads and
+    processes alike (each holder opens the lock file itself: flock is per open)."""
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
