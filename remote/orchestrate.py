@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shlex
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,12 +198,14 @@ def _requirements_on_box(conn, spec: RunSpec, layout: BoxLayout, project_dir: st
 
 def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: bool = False, progress=None,
           confirm: Callable[[str], bool] = lambda q: False, seed: Path | None = None,
-          node: tuple[int, int, str] | None = None) -> int:
+          node: tuple[int, int, str] | None = None, ready: Callable[[], object] | None = None) -> int:
     """Push the code, make the environment ready, bring the data, start the run detached.
 
     ``seed``: a local copy of the run's results to continue from (resuming on a
     box that never saw it). ``node``: (index, nodes, coordinator) of a
-    multi-node run. Returns the log's size before the job started, to follow from.
+    multi-node run; ``ready``: called once all is in place, just before the job
+    starts (the nodes of one run wait there for each other). Returns the log's
+    size before the job started, to follow from.
     """
     from . import datasource, fetch
 
@@ -248,6 +251,8 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
     script = job.render_script(layout, run_id, project_dir, list(spec.command), python=python, env_link=env_link,
                                data_dir=data_dir, out=spec.out, resume_hint=f"remote {spec.kind} --resume",
                                backend=spec.backend, **(dict(zip(("node", "nodes", "coordinator"), node)) if node else {}))
+    if ready is not None:
+        ready()
     job.start(conn, run_dir, script)
     return offset
 
@@ -261,12 +266,15 @@ def _each(targets: list[Target], work: Callable[[int, Target], object]) -> list:
 
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
         futures = [pool.submit(work, i, t) for i, t in enumerate(targets)]
-    for i, f in enumerate(futures):
-        if f.exception() is not None:
-            e = f.exception()
-            if isinstance(e, RemoteError | UsageError) and len(targets) > 1:
-                e.what = f"node {i} ({targets[i].label}): {e.what}"
-            raise e
+    # A node that only stood down because another failed first (a broken
+    # barrier) is not the news: the node that failed is.
+    failed = [i for i, f in enumerate(futures) if f.exception() is not None]
+    failed.sort(key=lambda i: isinstance(futures[i].exception(), threading.BrokenBarrierError))
+    for i in failed[:1]:
+        e = futures[i].exception()
+        if isinstance(e, RemoteError | UsageError) and len(targets) > 1:
+            e.what = f"node {i} ({targets[i].label}): {e.what}"
+        raise e
     return [f.result() for f in futures]
 
 
@@ -285,11 +293,18 @@ def start_nodes(connect: Callable[[Target], object], targets: list[Target], spec
     coordinator = f"{targets[0].private_address or targets[0].host}:{int(port)}"
     say(f"{len(targets)} nodes; the coordinator: node 0 at {coordinator}")
 
+    # No node's job starts until every node is ready: a node that fails its
+    # push, environment or data leaves no job waiting on it for its peer.
+    gate = threading.Barrier(len(targets))
+
     def one(i: int, target: Target) -> None:
         conn = connect(target)
         try:
             start(conn, target, spec, run_id, lambda line: say(f"node {i}: {line}"), quiet=quiet, confirm=confirm,
-                  node=(i, len(targets), coordinator))
+                  node=(i, len(targets), coordinator), ready=gate.wait)
+        except BaseException:
+            gate.abort()
+            raise
         finally:
             conn.close()
 
@@ -298,6 +313,8 @@ def start_nodes(connect: Callable[[Target], object], targets: list[Target], spec
 
 def restart_nodes(connect: Callable[[Target], object], targets: list[Target], run_id: str, say: Say, flags: str = "") -> int:
     """Every node of a stopped or failed multi-node run starts its run.sh again; node 0's log offset."""
+    gate = threading.Barrier(len(targets))  # every node checked before any restarts
+
     def one(i: int, target: Target) -> int:
         conn = connect(target)
         try:
@@ -308,7 +325,11 @@ def restart_nodes(connect: Callable[[Target], object], targets: list[Target], ru
                                   "a multi-node run resumes on the nodes it ran on; start a new one with `remote train`")
             if st.running:
                 raise UsageError(f"run {run_id} is still running on node {i}", f"follow it with `remote logs {run_id} --follow{flags}`")
+            gate.wait()
             return job.restart(conn, run_dir)
+        except BaseException:
+            gate.abort()
+            raise
         finally:
             conn.close()
 

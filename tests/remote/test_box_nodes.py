@@ -61,3 +61,30 @@ def test_a_multi_node_run_is_reached_where_its_boxs_nodes_are_now():
     state.save(box)
     args = argparse.Namespace(identity=None, start=False, name="default")
     assert [t.host for t in cli._run_nodes(args, rec)] == ["198.51.100.1", "198.51.100.9"]
+
+
+def test_no_node_starts_its_job_when_another_fails_before_it_is_ready(monkeypatch):
+    """Node 1's data fails: node 0, ready first, never starts a job that would wait for its peer."""
+    import pytest
+
+    from common.errors import RemoteError
+
+    two_node_box()
+    started = []
+
+    def start(conn, t, spec, run_id, say, *, node, ready, **kw):
+        if node[0] == 1:
+            raise RemoteError("the data could not be fetched")
+        ready()
+        started.append(node[0])
+
+    class Conn:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(orchestrate, "run", lambda conn, cmd, what: "40123\n")
+    monkeypatch.setattr(orchestrate, "start", start)
+    with pytest.raises(RemoteError) as e:
+        orchestrate.start_nodes(lambda t: Conn(), target.box_nodes("pair"), None, "r1", lambda line: None)
+    assert started == []
+    assert e.value.what.startswith("node 1 (pair): the data could not be fetched")
