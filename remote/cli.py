@@ -283,6 +283,8 @@ def _resume(args) -> int:
 
 def _resume_nodes(args, rec: records.RunRecord) -> int:
     """A multi-node run again, on the nodes it ran on: each restarts its run.sh (each resumes from its own backup)."""
+    if rec.box is not None:
+        _wake(args, resolve(rec.box))  # --start: the box's nodes running (stop got it through _run_of)
     targets = _run_nodes(args, rec)
     offset = orchestrate.restart_nodes(lambda t: _connect(args, t), targets, rec.run_id, say, flags=_name_flags(args))
     rec.pulled, rec.exit_code, rec.last_seen = False, None, None
@@ -373,7 +375,6 @@ def _run_nodes(args, rec: records.RunRecord) -> list[Target]:
     state has them now (a node started again has a new address, and only that
     one is pinned), else as the run recorded them (--host nodes)."""
     if rec.box is not None:
-        _wake(args, resolve(rec.box))
         nodes = box_nodes(rec.box, args.identity)
         if len(nodes) == len(rec.nodes):
             return nodes

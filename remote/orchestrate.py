@@ -269,8 +269,8 @@ def _each(targets: list[Target], work: Callable[[int, Target], object]) -> list:
     # A node that only stood down because another failed first (a broken
     # barrier) is not the news: the node that failed is.
     failed = [i for i, f in enumerate(futures) if f.exception() is not None]
-    failed.sort(key=lambda i: isinstance(futures[i].exception(), threading.BrokenBarrierError))
-    for i in failed[:1]:
+    if failed:
+        i = min(failed, key=lambda i: (isinstance(futures[i].exception(), threading.BrokenBarrierError), i))
         e = futures[i].exception()
         if isinstance(e, RemoteError | UsageError) and len(targets) > 1:
             e.what = f"node {i} ({targets[i].label}): {e.what}"
