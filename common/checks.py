@@ -1,7 +1,7 @@
 """The checks of input trainbox did not write itself: box names, run ids,
 cost-guard values, what a state file holds; and what is done to text before
 it is shown (credentials out of URLs, terminal control sequences out of what
-the box prints). Each bad value is one UsageError (exit 2) naming where it
+the box prints). Each bad value is one UsageError (exit 64) naming where it
 came from; the callers apply them once, where a value enters."""
 from __future__ import annotations
 

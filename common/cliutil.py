@@ -7,14 +7,18 @@ import sys
 from typing import Callable
 
 from .checks import clean
-from .errors import TrainboxError
+from .errors import EX_INTERRUPTED, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, MEANING, TrainboxError
+
+# The exit codes, for a top-level --help (common/errors.py has the table).
+EXIT_CODES_EPILOG = ("exit codes: 0 success; " + "; ".join(f"{c} {m}" for c, m in MEANING.items())
+                     + f" ({EX_UNAVAILABLE}: after retries; {EX_SOFTWARE}: rerun with --debug and report it)")
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what, and where to look)."""
+    """argparse, but a usage error is one line (what, and where to look), exit 64 (EX_USAGE)."""
 
     def error(self, message: str):  # noqa: D401 (argparse's API)
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EX_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def positive_int(text: str) -> int:
@@ -51,12 +55,14 @@ def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
         if args.debug:
             raise
         print(f"error: {clean(str(e))}", file=sys.stderr)
+        if e.after:
+            print(clean(e.after), file=sys.stderr)  # whose code this is (a run's), the last line
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EX_INTERRUPTED
     except Exception as e:  # a bug of ours: one line, the traceback with --debug
         if args.debug:
             raise
         print(clean(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)"), file=sys.stderr)
-        return 3
+        return EX_SOFTWARE

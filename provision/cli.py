@@ -18,7 +18,7 @@ from box.layout import DEFAULT_WORKDIR, BoxLayout
 from common import paths, state
 from common.aws import Cloud
 from common.checks import name_arg, range_arg
-from common.cliutil import Parser, positive_float, positive_int, run_cli, say
+from common.cliutil import EXIT_CODES_EPILOG, Parser, positive_float, positive_int, run_cli, say
 from common.errors import RemoteError, UsageError, name_flag, no_box
 
 from . import config, lifecycle, procs, sandbox
@@ -312,7 +312,7 @@ def cmd_down(args) -> int:
     interactive = not args.yes and sys.stdin.isatty()
     if interactive and not _ask(f"delete box '{args.name}' and everything tagged for it? [y/N] "):
         say("nothing deleted")
-        return 2
+        return UsageError.exit_code  # declined: nothing done
     if not args.no_pull and _state_or_warn(args.name) is not None:
         from remote.results import pull_unfetched
 
@@ -324,7 +324,7 @@ def cmd_down(args) -> int:
                                   f"bring them home as said above, or `{PROG} down{name_flag(args.name)} --yes` deletes anyway")
             if not _ask(f"{what}: delete box '{args.name}' anyway? [y/N] "):
                 say("nothing deleted")
-                return 2
+                return UsageError.exit_code
     from . import images
     from common.aws import aws_errors
 
@@ -421,7 +421,7 @@ def cmd_image_rm(args) -> int:
         answer = input(f"remove {', '.join(args.images)} and their snapshots? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             say("nothing removed")
-            return 2
+            return UsageError.exit_code
     removed = images.remove_images(cloud, args.images, say)
     print(f"removed {', '.join(args.images)} ({len(removed)} resources deleted, each verified gone)")
     return 0
@@ -453,7 +453,7 @@ def node_arg(text: str) -> int:
 
 
 def build_parser() -> Parser:
-    p = Parser(prog=PROG, description="Launch, look after and tear down a GPU training box on AWS (or in the sandbox).")
+    p = Parser(prog=PROG, description="Launch, look after and tear down a GPU training box on AWS (or in the sandbox).", epilog=EXIT_CODES_EPILOG)
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 

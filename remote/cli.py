@@ -18,7 +18,7 @@ from pathlib import Path
 from box.layout import RUN_OUT, BoxLayout
 from common.checks import clean
 from common.cliutil import run_cli, say
-from common.errors import RemoteError, TrainingFailed, UsageError, name_flag
+from common.errors import MEANING, SIGKILLED, SIGTERMED, RemoteError, TrainboxError, TrainingFailed, UsageError, name_flag
 
 from . import builtin, job, orchestrate, records, results
 from .builtin import model_package_dir
@@ -193,8 +193,9 @@ def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
     rec = records.new_record(run_id, targets[0], Path(args.runs_dir) / run_id, nodes=[records.node_of(t) for t in targets],
                              price_per_hour=_price(targets[0]), **spec.record_fields())
     try:
-        orchestrate.start_nodes(lambda t: _connect(args, t), targets, spec, run_id, say, quiet=True,
-                                confirm=_confirm(args))
+        with _whose(None, run_id):
+            orchestrate.start_nodes(lambda t: _connect(args, t), targets, spec, run_id, say, quiet=True,
+                                    confirm=_confirm(args))
     except BaseException:
         records.forget(run_id)
         raise
@@ -229,7 +230,8 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         rec = records.new_record(run_id, target, Path(args.runs_dir) / run_id, price_per_hour=_price(target),
                                  **spec.record_fields())
         try:
-            orchestrate.start(conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args))
+            with _whose(None, run_id):
+                orchestrate.start(conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args))
         except BaseException:
             records.forget(run_id)
             raise
@@ -307,12 +309,32 @@ def _print_reattach(args, run_id: str) -> None:
     say(f"reattach: `{PROG} logs {run_id} --follow{_name_flags(args)}`; results: `{PROG} pull {run_id}{_name_flags(args)}`")
 
 
+@contextlib.contextmanager
+def _whose(rec: records.RunRecord | None, run_id: str):
+    """A trainbox error while a run starts or is followed ends with one more
+    line: the code is trainbox's, and what is known of the command's."""
+    try:
+        yield
+    except TrainboxError as e:
+        if isinstance(e, TrainingFailed) or e.after:
+            raise
+        if rec is None:
+            theirs = "your command did not start"
+        elif rec.exit_code is not None:
+            theirs = f"your command's code is {rec.exit_code}"
+        else:
+            theirs = f"your command's code is not known here (`{PROG} status {run_id}` asks the box)"
+        e.after = f"{PROG}: trainbox: exit {e.exit_code} ({MEANING.get(e.exit_code, 'its own error')}); {theirs}"
+        raise
+
+
 def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> int:
     """Follow the run to its end, bring its results home, exit as it did."""
     # A provisioned box is waited for while it is away (a spot stop, a stopped box): its
     # agent resumes the run at boot, and its address is read anew (it may change).
-    got = orchestrate.follow_and_collect(lambda: _connect(args, _current(target)), target, rec, say, offset=offset,
-                                         pull_every=args.pull_every, reconnect_for=None if target.box else 300.0)
+    with _whose(rec, rec.run_id):
+        got = orchestrate.follow_and_collect(lambda: _connect(args, _current(target)), target, rec, say, offset=offset,
+                                             pull_every=args.pull_every, reconnect_for=None if target.box else 300.0)
     if got.detached:
         say(f"\ndetached from run {rec.run_id}; it keeps running on the box")
         _print_reattach(args, rec.run_id)
@@ -332,15 +354,16 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
         say("last lines of the log:\n" + got.tail.rstrip())
     if got.exit_code is None and got.stopped:
         raise TrainingFailed(f"run {rec.run_id} was stopped before it finished",
-                             f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`")
+                             f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`", code=SIGTERMED,
+                             after=f"{PROG}: your command was stopped (`{PROG} stop`'s TERM: exit {SIGTERMED}, 128+15)")
     why = f"exit {got.exit_code}" if got.exit_code is not None else "it died without an exit code (killed?)"
     what = "training" if rec.kind == "train" else "the command"
     said = [line[len("error: "):] for line in got.tail.splitlines() if line.startswith("error: node ")] if rec.nodes else []
-    failed = TrainingFailed(f"{what} failed on the box ({why})" + (f": {said[-1]}" if said else ""),
-                            f"see {got.local_dir / 'train.log'}")
-    if rec.kind != "train" and got.exit_code:
-        failed.exit_code = got.exit_code  # `remote run` exits as its command did
-    raise failed
+    # The job's own code, passed through (`remote train`'s too: the model's); no code: as if killed (128+9).
+    after = None if got.exit_code is not None else \
+        f"{PROG}: your command died leaving no exit code (killed?): exit {SIGKILLED}, as for a kill (128+9)"
+    raise TrainingFailed(f"{what} failed on the box ({why})" + (f": {said[-1]}" if said else ""),
+                         f"see {got.local_dir / 'train.log'}", code=got.exit_code or SIGKILLED, after=after)
 
 
 # ---------------------------------------------------------------- the others

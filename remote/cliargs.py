@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from common.checks import name_arg, run_id_arg
-from common.cliutil import Parser, positive_float, positive_int
+from common.cliutil import EXIT_CODES_EPILOG, Parser, positive_float, positive_int
 
 from .orchestrate import PROJECT_LIMIT_BYTES, human
 
@@ -25,7 +25,9 @@ def _setup_flags(c) -> None:
 
 def build_parser(cli) -> Parser:
     """The parser; each command calls its handler in ``cli`` (remote/cli.py)."""
-    p = Parser(prog=PROG, description="Train on the box from this laptop; bring every result home.")
+    p = Parser(prog=PROG, description="Train on the box from this laptop; bring every result home.",
+               epilog=EXIT_CODES_EPILOG.replace("exit codes: 0 success;", "exit codes: 0 success; run/train: your command's own code "
+                                                "when it fails (passed through; killed by signal N: 128+N);"))
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
@@ -58,7 +60,7 @@ def build_parser(cli) -> Parser:
     data_help = ("an http(s):// URL of a .zip/.tar/.tar.gz/.tgz (optionally #sha256=HEX) or s3://bucket/prefix, "
                  "downloaded by the box itself and cached there")
     c = command("run", cli.cmd_run, "Push your project, make its environment ready (trainbox's TensorFlow/Keras + its requirements), "
-                "run COMMAND detached in it on the box, stream the log, pull $TRAINBOX_OUT into runs/RUN-ID/, exit as COMMAND did.")
+                "run COMMAND detached in it on the box, stream the log, pull $TRAINBOX_OUT into runs/RUN-ID/, exit as COMMAND did (its own code, passed through).")
     c.usage = f"{PROG} run [--code DIR] [--data SRC] [--requirements FILE] [--out PATH] [--detach] [options] -- COMMAND [ARGS...]"
     c.add_argument("--code", default=".", help="the project to push (default: the current directory; .gitignore and .trainboxignore rules apply)")
     c.add_argument("--data", metavar="SRC", help=f"the data, as $TRAINBOX_DATA on the box: a local directory (pushed), {data_help}")

@@ -40,7 +40,7 @@ def _pin_on_first_use(say):
 
 
 def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
-    """An open fabric Connection to target, or RemoteError (exit 3)."""
+    """An open fabric Connection to target, or RemoteError (exit 69)."""
     import paramiko
     from fabric import Config, Connection
     from paramiko.ssh_exception import NoValidConnectionsError

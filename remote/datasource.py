@@ -2,7 +2,7 @@
 or a Kaggle competition or dataset.
 
 ``parse(text)`` is pure (no I/O beyond "is it a local folder?") and raises
-UsageError (exit 2) for what trainbox cannot fetch: an unknown scheme, an
+UsageError (exit 64) for what trainbox cannot fetch: an unknown scheme, an
 archive type it cannot extract, a malformed ``#sha256=`` or Kaggle name.
 Each remote source has a cache key: the same URL and hash, the same bucket
 and prefix, or the same Kaggle reference give the same key, so a re-run
@@ -111,7 +111,7 @@ def _slug(text: str) -> str:
 
 
 def parse(text: str) -> Source:
-    """The source SRC names, or UsageError (exit 2) saying what is accepted."""
+    """The source SRC names, or UsageError (exit 64) saying what is accepted."""
     text = text.strip()
     if text.lower().startswith("kaggle:"):
         return _kaggle(text)
@@ -136,7 +136,7 @@ _KAGGLE_FLAT = re.compile(r"^(cat|dog)\.\d+\.(jpe?g|png)$", re.IGNORECASE)
 
 
 def check_image_folders(path: Path) -> None:
-    """UsageError (exit 2) unless ``path`` has the course's shape: ``train/`` and
+    """UsageError (exit 64) unless ``path`` has the course's shape: ``train/`` and
     ``validation/`` holding the same two or more class folders, each with a file.
 
     Only the shape, from directory listings (the box reads the images): a

@@ -178,9 +178,9 @@ def _kaggle_message(body: bytes) -> str:
 def request_download(source: KaggleSource, cred: Credential, api: str | None = None) -> Answer:
     """Ask Kaggle for source's download with cred, following no redirect.
 
-    UsageError (exit 2): the credential refused (401), rules not accepted or no
+    UsageError (exit 64): the credential refused (401), rules not accepted or no
     access (403), no such competition, dataset or file (404), a redirect that
-    would carry the credential. CloudError (exit 3): Kaggle not reachable, or a
+    would carry the credential. CloudError (exit 69): Kaggle not reachable, or a
     server error.
     """
     api = api or api_base()

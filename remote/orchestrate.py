@@ -413,6 +413,10 @@ def follow_and_collect(connect: Callable[[], object], target: Target, rec: recor
         return Outcome(rec.run_id, local_dir, None, False, 0, "", detached=True)
     try:
         state = job.job_state(conn, run_dir)
+        if state is not None and (rec.exit_code, rec.last_seen) != (state.exit_code, state.label):
+            # Known before the pull: a pull that fails still leaves the code recorded.
+            rec.exit_code, rec.last_seen = state.exit_code, state.label
+            records.save_record(rec)
         files = results.pull(conn, run_dir, local_dir, out=rec.out)
         tail = job.log_tail(conn, run_dir) if not state or state.exit_code != 0 else ""
     finally:

@@ -13,6 +13,7 @@ import stat
 import pytest
 
 from testkit import one_line_error, processes_mentioning, tagged
+from common.errors import UsageError
 
 
 @pytest.mark.slow
@@ -75,18 +76,18 @@ def test_sandbox_starts_and_stops_its_own_aws(cli, tmp_path, trainbox_home):
 
 def test_train_without_a_box_names_up(cli, tmp_path):
     r = cli("remote", "train", "--epochs", "3", cwd=tmp_path)
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     assert "python -m provision up" in one_line_error(r)
 
 
 @pytest.mark.parametrize("epochs", ["0", "abc", "-1"])
 def test_bad_epochs_is_one_line_exit_2(cli, tmp_path, epochs):
     r = cli("remote", "train", "--epochs", epochs, cwd=tmp_path)
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     assert "--epochs" in one_line_error(r)
 
 
 def test_commands_on_a_missing_box_exit_2(cli, moto_endpoint, tmp_path):
     r = cli("provision", "state", cwd=tmp_path)
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     assert "python -m provision up" in one_line_error(r)

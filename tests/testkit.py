@@ -122,8 +122,12 @@ def synth_image_set(dest: Path, n: int = 20, size: int = 32) -> Path:
 
 
 def one_line_error(result: Result) -> str:
-    """The run's only stderr line (an error is one line, never a traceback)."""
+    """The run's only stderr line (an error is one line, never a traceback);
+    a run's error may be followed by one line saying whose exit code it is
+    (``remote: ...``, common/errors.py)."""
     lines = [l for l in result.err.strip().splitlines() if l.strip()]
+    if len(lines) == 2 and lines[1].startswith("remote: "):
+        lines = lines[:1]
     assert len(lines) == 1, result.err
     assert "Traceback" not in result.err
     return lines[0]

@@ -14,6 +14,7 @@ import pytest
 from box_fixtures import box_user, laptop_index, users_sshd  # noqa: F401 (fixtures)
 from box_helpers import env, one_line_error, run_cli
 from testkit import served_tar_gz, synth_image_set
+from common.errors import UsageError
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_a_local_folder_that_is_no_data_set_is_refused_before_anything_is_sent(b
     notes.mkdir()
     (notes / "todo.txt").write_text("not images")
     r = run_cli(*box_user.remote("train", "--epochs", "1", "--data", str(notes)), cwd=tmp_path)
-    assert r.code == 2, r.err + r.out
+    assert r.code == UsageError.exit_code, r.err + r.out
     line = one_line_error(r)
     assert str(notes) in line and "train/" in line and "validation/" in line
     assert not (box_user.home / "trainbox").exists()  # nothing was sent, not even the code
@@ -63,6 +64,6 @@ def test_a_local_kaggle_flat_folder_is_refused_with_the_organize_command(box_use
         (flat / f"cat.{i}.jpg").write_bytes(b"x")
         (flat / f"dog.{i}.jpg").write_bytes(b"x")
     r = run_cli(*box_user.remote("train", "--epochs", "1", "--data", str(flat)), cwd=tmp_path)
-    assert r.code == 2, r.err + r.out
+    assert r.code == UsageError.exit_code, r.err + r.out
     assert f"python -m model organize --src {flat}" in one_line_error(r)
     assert not (box_user.home / "trainbox").exists()

@@ -16,6 +16,7 @@ from box_fixtures import box_user, index, laptop_index, users_sshd, uv_index  # 
 # a second module named `conftest` would shadow tests/conftest.py for `from conftest import ...`)
 from box_helpers import box_python_says, env, log_of, marker_of, one_line_error, popen_cli, run_cli, wait_for
 from remote import setup
+from common.errors import RemoteError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def test_pins_are_the_laptops_train_extra():
 
 def test_fresh_box_doctor_setup_rerun_doctor(box_user, index):
     before = run_cli(*box_user.remote("doctor"), env=env(index))
-    assert before.code == 3
+    assert before.code == RemoteError.exit_code
     assert "environment:  NOT READY: no environment at ~/trainbox/env" in before.out
     assert "remote setup" in one_line_error(before)
 
@@ -81,7 +82,7 @@ def test_fresh_box_doctor_setup_rerun_doctor(box_user, index):
 
     # Other pins (here: with jupyterlab) are another spec: not ready, and doctor says why.
     other = run_cli(*box_user.remote("doctor"), env=env(index, TRAINBOX_JUPYTER="1"))
-    assert other.code == 3
+    assert other.code == RemoteError.exit_code
     assert "built for other pins or options" in other.out
 
 
@@ -109,7 +110,7 @@ def test_killed_half_way_never_looks_ready_and_the_next_run_repairs(box_user, in
         gate.set()
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 3, err
+    assert p.returncode == RemoteError.exit_code, err
     assert not marker_of(box_user).exists()
     (half,) = (box_user.home / "trainbox" / "envs").iterdir()
     assert (half / "bin" / "python").exists(), "it was killed half-way"
@@ -171,7 +172,7 @@ def test_train_on_a_not_ready_box_sets_it_up_first(box_user, laptop_index, tmp_p
 
 def test_no_python3_on_the_box(box_user, index):
     r = run_cli(*box_user.remote("setup", "--box-python", "/nonexistent/python3"), env=env(index))
-    assert r.code == 3
+    assert r.code == RemoteError.exit_code
     assert "no /nonexistent/python3 on this box: install Python 3" in one_line_error(r)
     assert not marker_of(box_user).exists()
 
@@ -181,7 +182,7 @@ def test_no_venv_module(box_user, index):
     fake.write_text('#!/bin/bash\n[[ "$*" == *"import venv"* ]] && exit 1\nexec /usr/bin/python3 "$@"\n')
     fake.chmod(0o755)
     r = run_cli(*box_user.remote("setup", "--box-python", str(fake)), env=env(index))
-    assert r.code == 3
+    assert r.code == RemoteError.exit_code
     assert "no venv module: sudo apt-get install -y python3-venv" in one_line_error(r)
 
 
@@ -194,7 +195,7 @@ def test_no_network_to_the_index(box_user, uv_index, installer):
     uv_from = ["--find-links", uv_index.url + "uv/"] if installer == "uv" else []
     r = run_cli(*box_user.remote("setup", "--installer", installer, *uv_from,
                                  "--index-url", f"http://127.0.0.1:{free_port()}/simple/"), env=env(uv_index))
-    assert r.code == 3
+    assert r.code == RemoteError.exit_code
     assert "no network from the box to the package index" in one_line_error(r)
     assert f"installer: {installer}" in r.err
     assert not marker_of(box_user).exists()
@@ -343,4 +344,4 @@ def test_jax_backend_has_an_environment_of_its_own_and_doctor_reports_it(box_use
     assert rows["jax"] == f"{setup.JAX_VERSION} (laptop pins {setup.JAX_VERSION}: match)"
     assert rows["GPUs (JAX)"] == "none"
     tf_doc = run_cli(*box_user.remote("doctor"), env=env(index))
-    assert tf_doc.code == 3 and "no environment at ~/trainbox/env;" in tf_doc.out
+    assert tf_doc.code == RemoteError.exit_code and "no environment at ~/trainbox/env;" in tf_doc.out

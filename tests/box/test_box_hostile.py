@@ -9,6 +9,7 @@ import subprocess
 from box_fixtures import box_user, index, users_sshd  # noqa: F401 (fixtures)
 from box_helpers import env, log_of, marker_of, one_line_error, run_cli
 from remote import setup
+from common.errors import RemoteError
 
 
 def test_an_index_url_cannot_run_commands_on_the_box(box_user):
@@ -18,7 +19,7 @@ def test_an_index_url_cannot_run_commands_on_the_box(box_user):
     evil = f"http://127.0.0.1:{free_port()}/simple/$(touch${{IFS}}{proof})`touch${{IFS}}{proof}`"
     r = run_cli(*box_user.remote("setup", "--installer", "pip", "--index-url", evil),
                 env={"TRAINBOX_JUPYTER": "0", "TRAINBOX_INSTALL_RETRIES": "1"})
-    assert r.code == 3
+    assert r.code == RemoteError.exit_code
     assert "no network from the box to the package index" in one_line_error(r)
     assert not proof.exists()
 
@@ -45,7 +46,7 @@ def test_a_failing_credentialed_index_is_named_without_its_credentials(box_user)
     url = f"http://alice:s3cr3t-pw@127.0.0.1:{free_port()}/simple/"
     r = run_cli(*box_user.remote("setup", "--installer", "pip", "--index-url", url),
                 env={"TRAINBOX_JUPYTER": "0", "TRAINBOX_INSTALL_RETRIES": "1"})
-    assert r.code == 3
+    assert r.code == RemoteError.exit_code
     line = one_line_error(r)
     assert "s3cr3t-pw" not in r.err + r.out and "alice" not in line
     assert "***@127.0.0.1" in line

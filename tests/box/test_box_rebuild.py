@@ -11,6 +11,7 @@ import subprocess
 from box_fixtures import box_user, users_sshd, uv_index  # noqa: F401 (fixtures)
 from box_helpers import as_user, env, marker_of, one_line_error, run_cli, wait_for
 from box.layout import BoxLayout
+from common.errors import RemoteError
 from remote import job, setup
 
 # The job's `python -m model train ...`: announces itself, blocks until the test
@@ -122,7 +123,7 @@ def test_old_layout_env_in_use_by_a_job_is_not_removed(box_user, uv_index):
     try:
         wait_for(lambda: (run_dir / "pid").exists() and (run_dir / "pid").read_text(), "the old job to write its pid")
         r = run_cli(*box_user.remote("setup"), env=env(uv_index))
-        assert r.code == 3
+        assert r.code == RemoteError.exit_code
         line = one_line_error(r)
         assert "run r-old is using the environment" in line and "remote stop r-old" in line
         assert (venv / "bin" / "python").exists()

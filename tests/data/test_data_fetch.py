@@ -70,7 +70,7 @@ def test_parse_sha_and_keys():
 def test_parse_refuses(src, words):
     with pytest.raises(UsageError) as e:
         datasource.parse(src)
-    assert words in str(e.value) and e.value.exit_code == 2
+    assert words in str(e.value) and e.value.exit_code == UsageError.exit_code
 
 
 def test_local_folder_is_a_local_source(tmp_path):
@@ -80,9 +80,9 @@ def test_local_folder_is_a_local_source(tmp_path):
 @pytest.mark.parametrize("src", ["http://127.0.0.1:9/set.7z", "kaggle:dogs-vs-cats/train.csv", "ftp://127.0.0.1/set.zip"])
 def test_cli_bad_source_exits_2_before_connecting(cli, tmp_path, src):
     r = cli("remote", "train", "--epochs", "1", "--data", src, cwd=tmp_path)
-    assert r.code == 2 and one_line_error(r).startswith("error:")
+    assert r.code == UsageError.exit_code and one_line_error(r).startswith("error:")
     r = cli("remote", "data", "fetch", src, cwd=tmp_path)
-    assert r.code == 2 and one_line_error(r).startswith("error:")
+    assert r.code == UsageError.exit_code and one_line_error(r).startswith("error:")
 
 
 # ---------------------------------------------------------------- URL
@@ -113,17 +113,17 @@ def test_quiet_prints_no_progress(conn, box, file_server):
 def test_sha256_mismatch_leaves_nothing(conn, box, file_server):
     with pytest.raises(RemoteError) as e:
         do_fetch(conn, box, file_server.url("/set.tar.gz") + "#sha256=" + "0" * 64)
-    assert "sha256 mismatch" in str(e.value) and e.value.exit_code == 3
+    assert "sha256 mismatch" in str(e.value) and e.value.exit_code == RemoteError.exit_code
     assert cache_entries(box) == []
 
 
 def test_404_and_unreachable_exit_3_with_one_line(cli, box, box_flags, file_server, tmp_path):
     r = cli("remote", "data", "fetch", file_server.url("/missing.tar.gz"), *box_flags, cwd=tmp_path)
-    assert r.code == 3, r.err
+    assert r.code == RemoteError.exit_code, r.err
     assert "404" in one_line_error(r)
     # nothing listens on port 9 of 127.0.0.1 (discard): unreachable after retries
     r = cli("remote", "data", "fetch", "http://127.0.0.1:9/set.zip", *box_flags, cwd=tmp_path)
-    assert r.code == 3, r.err
+    assert r.code == RemoteError.exit_code, r.err
     assert "cannot reach http://127.0.0.1:9/set.zip" in one_line_error(r)
     assert [e for e in cache_entries(box) if not e.startswith(".partial")] == []
 
@@ -151,7 +151,7 @@ def test_kaggle_flat_layout_is_organized_on_the_box(conn, box, file_server):
 def test_neither_layout_names_what_was_found(conn, box, file_server):
     with pytest.raises(UsageError) as e:
         do_fetch(conn, box, file_server.url("/odd.tar.gz"))
-    assert "images.csv, readme.txt" in str(e.value) and e.value.exit_code == 2
+    assert "images.csv, readme.txt" in str(e.value) and e.value.exit_code == UsageError.exit_code
     assert cache_entries(box) == []
 
 
@@ -190,7 +190,7 @@ def test_cli_fetch_ls_rm(cli, box, box_flags, file_server, tmp_path):
     assert r.code == 0 and f"removed {key}" in r.out, r.err
     assert cache_entries(box) == []
     r = cli("remote", "data", "rm", key, *box_flags, cwd=tmp_path)
-    assert r.code == 2 and "no cached dataset" in one_line_error(r)
+    assert r.code == UsageError.exit_code and "no cached dataset" in one_line_error(r)
 
 
 # ---------------------------------------------------------------- S3
@@ -247,9 +247,9 @@ def test_s3_empty_prefix_and_access_denied_exit_3(conn, box, box_flags, s3, cli,
     proxy, direct = s3
     with pytest.raises(CloudError) as e:
         do_fetch(conn, box, "s3://cats/nothing/here")
-    assert "holds no objects" in str(e.value) and e.value.exit_code == 3
+    assert "holds no objects" in str(e.value) and e.value.exit_code == RemoteError.exit_code
     r = cli("remote", "data", "fetch", "s3://no-such-bucket/x", *box_flags, cwd=tmp_path)
-    assert r.code == 3 and "NoSuchBucket" in one_line_error(r)
+    assert r.code == RemoteError.exit_code and "NoSuchBucket" in one_line_error(r)
     assert cache_entries(box) == []
     assert files_containing(Path(box.workdir), proxy.secret) == []
 

@@ -79,7 +79,7 @@ def test_parse_kaggle_sources(src, name, owner, file):
 def test_parse_kaggle_refuses(src, words):
     with pytest.raises(UsageError) as e:
         datasource.parse(src)
-    assert words in str(e.value) and e.value.exit_code == 2
+    assert words in str(e.value) and e.value.exit_code == UsageError.exit_code
 
 
 def test_credentials_found_where_the_kaggle_package_looks(tmp_path):
@@ -91,7 +91,7 @@ def test_credentials_found_where_the_kaggle_package_looks(tmp_path):
     for place in ("KAGGLE_API_TOKEN", f"{home}/.kaggle/access_token", "KAGGLE_USERNAME/KAGGLE_KEY",
                   f"{home}/.kaggle/kaggle.json", f"{home}/.config/kaggle/kaggle.json"):
         assert place in message
-    assert e.value.exit_code == 2 and "https://www.kaggle.com/settings" in message
+    assert e.value.exit_code == UsageError.exit_code and "https://www.kaggle.com/settings" in message
 
     (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "ann", "key": "k1"}))
     c = kaggle.find_credential({"HOME": str(home)})

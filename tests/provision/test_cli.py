@@ -13,7 +13,7 @@ from provision import ami
 from common.aws import _FIXES, aws_errors
 from provision.cli import main
 from common.cliutil import Parser, run_cli
-from common.errors import CloudError, UsageError
+from common.errors import EX_INTERRUPTED, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, CloudError, UsageError
 from pvkit import CIDR, aws, client_error, ec2, live, moto_ami, moto_module, name  # noqa: F401
 
 
@@ -39,7 +39,7 @@ def test_every_known_aws_error_is_one_line_with_a_fix(code):
     text = str(caught.value)
     assert "\n" not in text and code in text and "Some message from AWS." in text
     assert caught.value.fix, f"{code} names no next step"
-    assert caught.value.exit_code == 3
+    assert caught.value.exit_code == CloudError.exit_code
 
 
 def test_an_unknown_aws_error_still_names_the_action():
@@ -54,11 +54,11 @@ def test_no_credentials_and_no_region():
     with pytest.raises(CloudError, match="no AWS credentials") as c:
         with aws_errors("x"):
             raise NoCredentialsError()
-    assert c.value.exit_code == 3
+    assert c.value.exit_code == CloudError.exit_code
     with pytest.raises(UsageError, match="--region") as u:
         with aws_errors("x"):
             raise NoRegionError()
-    assert u.value.exit_code == 2
+    assert u.value.exit_code == UsageError.exit_code
 
 
 def _handler(exc):
@@ -68,12 +68,21 @@ def _handler(exc):
     return handler
 
 
-@pytest.mark.parametrize(("exc", "code"), [(UsageError("bad", "do this"), 2), (CloudError("aws said no"), 3), (ValueError("a bug"), 3)])
+@pytest.mark.parametrize(("exc", "code"), [(UsageError("bad", "do this"), EX_USAGE), (CloudError("aws said no"), EX_UNAVAILABLE),
+                                                 (ValueError("a bug"), EX_SOFTWARE)])
 def test_top_level_handler_prints_one_line_and_maps_exit_codes(capsys, exc, code):
+    assert (EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_INTERRUPTED) == (64, 69, 70, 130), "the table in common/errors.py"
     args = Parser().parse_args([])
     args.debug = False
     assert run_cli(_handler(exc), args) == code
     assert one_line(capsys.readouterr().err)
+
+
+def test_ctrl_c_exits_130(capsys):
+    args = Parser().parse_args([])
+    args.debug = False
+    assert run_cli(_handler(KeyboardInterrupt()), args) == EX_INTERRUPTED == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
 
 
 def test_debug_shows_the_traceback():
@@ -87,18 +96,18 @@ def test_debug_shows_the_traceback():
 def test_bad_usage_is_exit_2_one_line(capsys, argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
-    assert e.value.code == 2
+    assert e.value.code == UsageError.exit_code
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--help" in err
 
 
 def test_bad_cidr_is_exit_2(aws, capsys, name):
-    assert main(["up", "--name", name, "--ssh-cidr", "10.0.0.0/33", "--no-wait"]) == 2
+    assert main(["up", "--name", name, "--ssh-cidr", "10.0.0.0/33", "--no-wait"]) == UsageError.exit_code
     assert "not a CIDR" in one_line(capsys.readouterr().err)
 
 
 def test_type_not_offered_is_exit_2_naming_offered_types(aws, capsys, name):
-    assert main(up_args(name, "--instance-type", "p2.xlarge")) == 2
+    assert main(up_args(name, "--instance-type", "p2.xlarge")) == UsageError.exit_code
     err = capsys.readouterr().err
     line = one_line(err)
     assert "p2.xlarge is not offered in us-east-1" in line and "g4dn.xlarge" in line
@@ -106,7 +115,7 @@ def test_type_not_offered_is_exit_2_naming_offered_types(aws, capsys, name):
 
 
 def test_a_missing_ami_is_exit_3_one_line(aws, ec2, capsys, name):
-    assert main(up_args(name, "--ami", "ami-0000000000000dead")) == 3
+    assert main(up_args(name, "--ami", "ami-0000000000000dead")) == CloudError.exit_code
     err = capsys.readouterr().err
     line = one_line(err)
     assert "AMI" in line and "drop --ami" in line
@@ -120,7 +129,7 @@ def test_up_with_the_key_of_a_live_box_lost_is_exit_2_one_line(aws, moto_ami, ca
     assert main(up_args(name, "--ami", moto_ami)) == 0
     paths.key_path(name).unlink()
     capsys.readouterr()
-    assert main(up_args(name, "--ami", moto_ami)) == 2
+    assert main(up_args(name, "--ami", moto_ami)) == UsageError.exit_code
     err = capsys.readouterr().err
     line = one_line(err)
     assert "private key" in line and f"provision down --name {name}" in line
@@ -129,7 +138,7 @@ def test_up_with_the_key_of_a_live_box_lost_is_exit_2_one_line(aws, moto_ami, ca
 
 def test_up_without_a_findable_ami_is_exit_3(aws, capsys, name):
     # moto has no DLAMI SSM parameters: the real lookup finds nothing.
-    assert main(up_args(name)) == 3
+    assert main(up_args(name)) == CloudError.exit_code
     assert "--ami" in one_line(capsys.readouterr().err)
 
 
@@ -216,7 +225,7 @@ def test_stop_then_state_then_start_refreshes_the_address(aws, moto_ami, capsys,
     assert main(["state", "--name", name, "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert (s["state"], s["address"], s["cost_so_far"]) == ("stopped", None, None)
-    assert main(["ip", "--name", name]) == 2
+    assert main(["ip", "--name", name]) == UsageError.exit_code
     assert "provision start" in one_line(capsys.readouterr().err)
     assert main(["start", "--name", name]) == 0
     assert f"at {state.load(name).ssh_host}" in capsys.readouterr().out

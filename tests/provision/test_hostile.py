@@ -19,6 +19,7 @@ from provision import lifecycle, procs, sandbox
 from provision.cli import main
 from common.state import BoxState
 from pvkit import CIDR, aws, ec2, launch, moto_ami, moto_module, name  # noqa: F401
+from common.errors import UsageError
 
 
 def one_line(err: str) -> str:
@@ -158,7 +159,7 @@ def test_a_bad_name_is_refused_by_remote_too(capsys):
 
     with pytest.raises(SystemExit) as e:
         remote_main(["status", "--name", "x;id"])
-    assert e.value.code == 2
+    assert e.value.code == UsageError.exit_code
     assert "name" in capsys.readouterr().err
 
 
@@ -233,7 +234,7 @@ def test_ssh_config_quotes_paths_with_spaces(tmp_path, monkeypatch):
 ])
 def test_cost_guard_values_from_the_environment_are_range_checked(aws, capsys, monkeypatch, var, value, name):
     monkeypatch.setenv(var, value)
-    assert main(["up", "--name", name, "--ssh-cidr", CIDR, "--no-wait"]) == 2
+    assert main(["up", "--name", name, "--ssh-cidr", CIDR, "--no-wait"]) == UsageError.exit_code
     assert var in one_line(capsys.readouterr().err)
 
 
@@ -245,7 +246,7 @@ def test_cost_guard_values_from_the_environment_are_range_checked(aws, capsys, m
 ])
 def test_cost_guard_values_from_trainbox_toml_are_range_checked(aws, capsys, tmp_path, toml, key, name):
     (tmp_path / "trainbox.toml").write_text(toml)
-    assert main(["up", "--name", name, "--ssh-cidr", CIDR, "--no-wait"]) == 2
+    assert main(["up", "--name", name, "--ssh-cidr", CIDR, "--no-wait"]) == UsageError.exit_code
     line = one_line(capsys.readouterr().err)
     assert "trainbox.toml" in line and key in line
 

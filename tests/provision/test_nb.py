@@ -21,6 +21,7 @@ from provision import procs, sshcmd
 from provision.procs import free_port
 from pvkit import run_ssh, sandbox_box  # noqa: F401
 from testkit import listening, processes_mentioning, run_cli, start_cli, wait_for
+from common.errors import CloudError, UsageError
 
 pytestmark = pytest.mark.slow  # a real Jupyter Lab starts (seconds)
 
@@ -134,7 +135,7 @@ def test_a_taken_local_port_asked_for_is_exit_2_before_anything_starts(jupyter_b
         taken.listen()
         local = taken.getsockname()[1]
         r = run_cli("provision", "nb", "--port", str(free_port()), "--local-port", str(local))
-    assert r.code == 2, r.err
+    assert r.code == UsageError.exit_code, r.err
     (line,) = [l for l in r.err.splitlines() if l.startswith("error:")]
     assert f"local port {local} is taken" in line and "--local-port" in line
     assert not Path(BoxLayout(jupyter_box.workdir).jupyter, "pid").exists(), "Jupyter was started anyway"
@@ -149,7 +150,7 @@ def test_jupyter_that_cannot_start_is_one_line_with_its_log(jupyter_box, tmp_pat
         taken.listen()
         port = taken.getsockname()[1]
         r = run_cli("provision", "nb", "--port", str(port), "--local-port", str(free_port()), timeout=180)
-    assert r.code == 3, r.err
+    assert r.code == CloudError.exit_code, r.err
     (line,) = [l for l in r.err.splitlines() if l.startswith("error:")]
     assert "Jupyter did not start" in line and "port" in line.lower()
     assert "http://" not in r.out  # no URL for a server that is not there
@@ -161,7 +162,7 @@ def test_missing_jupyter_is_exit_3_with_the_fix(jupyter_box, tmp_path):
     jupyter_box.python = str(bare / "bin" / "python")
     state.save(jupyter_box)
     r = run_cli("provision", "nb", "--port", str(free_port()))
-    assert r.code == 3
+    assert r.code == CloudError.exit_code
     assert "pip install jupyterlab" in r.err and "Traceback" not in r.err
 
 

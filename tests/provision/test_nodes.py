@@ -109,7 +109,7 @@ def test_state_price_stop_start_and_cost_cover_every_node(ec2, aws, launch, name
     # One node started by hand: the box is "mixed", and `ssh` says which node is not running.
     ec2.start_instances(InstanceIds=[box.instance_id])
     assert lifecycle.status(aws, name).state == "mixed"
-    assert cli.main(["ssh", "--name", name]) == 2
+    assert cli.main(["ssh", "--name", name]) == UsageError.exit_code
     assert "node 1 stopped" in capsys.readouterr().err
     lifecycle.start(aws, name)
     assert [n.state for n in lifecycle.status(aws, name).nodes] == ["running", "running"]
@@ -131,7 +131,7 @@ def test_ssh_node_1_reaches_node_1_and_a_missing_node_is_refused(aws, launch, na
     default = cli.ssh_command(cli.build_parser().parse_args(["ssh", "--name", name]))
     assert default[-1] == f"{box.ssh_user}@{box.ssh_host}"
 
-    assert cli.main(["ssh", "--name", name, "--node", "2"]) == 2
+    assert cli.main(["ssh", "--name", name, "--node", "2"]) == UsageError.exit_code
     err = capsys.readouterr().err
     assert "has 2 node(s): no node 2" in err and "--node 0..1" in err and len(err.strip().splitlines()) == 1
     lifecycle.destroy(aws, name, lambda s: None)

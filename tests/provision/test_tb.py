@@ -14,6 +14,7 @@ from box.layout import BoxLayout
 from provision import procs
 from pvkit import sandbox_box  # noqa: F401 (the fixture)
 from testkit import http_get, listening, processes_mentioning, run_cli, start_cli, tb_runs, wait_for, write_tb_events
+from common.errors import CloudError
 
 pytestmark = pytest.mark.slow  # TensorBoard starts (it imports TensorFlow: seconds)
 
@@ -74,7 +75,7 @@ def test_tb_serves_the_boxs_runs_through_a_loopback_tunnel_and_down_stops_it(san
         assert processes_mentioning(layout.tensorboards) == []
         for t in tunnels:
             wait_for("the tunnel to end with the box", lambda: t.poll() is not None, timeout=60)
-            assert t.returncode == 3
+            assert t.returncode == CloudError.exit_code
     finally:
         for t in tunnels:
             if t.poll() is None:

@@ -217,7 +217,7 @@ def test_a_lost_key_of_a_live_box_is_refused_not_replaced(ec2, launch, name):
     with pytest.raises(UsageError) as caught:
         launch()
     message = str(caught.value)
-    assert caught.value.exit_code == 2 and "\n" not in message
+    assert caught.value.exit_code == UsageError.exit_code and "\n" not in message
     assert str(key) in message and box.instance_id in message
     assert f"python -m provision down --name {name}" in message and "restore" in message
     assert not key.exists(), "a key the box refuses was written"
@@ -363,7 +363,7 @@ def test_no_capacity_anywhere_is_one_line(aws, ec2, moto_ami, name):
     )
     with pytest.raises(CloudError, match="no capacity") as caught:
         up(cloud, opts(ami=moto_ami, name=name), lambda s: None)
-    assert caught.value.exit_code == 3 and "\n" not in str(caught.value)
+    assert caught.value.exit_code == CloudError.exit_code and "\n" not in str(caught.value)
 
 
 def stub_quota(aws, value=None, code="L-DB2E81BA", error=None):
@@ -422,7 +422,7 @@ def test_type_not_offered_lists_offered_gpu_types(aws):
     with pytest.raises(UsageError) as caught:
         preflight.check_offered(aws, "p2.xlarge")
     message = str(caught.value)
-    assert caught.value.exit_code == 2
+    assert caught.value.exit_code == UsageError.exit_code
     assert "p2.xlarge is not offered in us-east-1" in message
     assert "g4dn.xlarge" in message and "g5.xlarge" in message
     assert "g4dn.2xlarge" not in message  # the smallest of each family only

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from common import state
 from remote import orchestrate, target
+from common.errors import UsageError
 
 
 def two_node_box() -> state.BoxState:
@@ -41,7 +42,7 @@ def test_the_coordinator_is_node_0s_private_address(monkeypatch):
 def test_nodes_that_disagree_with_the_box_are_refused(cli):
     two_node_box()
     r = cli("remote", "train", "--name", "pair", "--epochs", "1", "--nodes", "3")
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     assert "--nodes 3: box 'pair' has 2 node(s)" in r.err and "provision up --nodes 3 --name pair" in r.err
 
 

@@ -76,5 +76,5 @@ def test_the_cli_prints_the_table_and_the_png_path(tmp_path, monkeypatch, capsys
     png = tmp_path / "runs" / "compare-20261201-000000-aaaa-20261201-000001-bbbb.png"
     assert f"curves: {png.relative_to(tmp_path)}" in out and png.stat().st_size > 1000
     assert "0.8000 (ep 2)" in out
-    assert main(["compare", "20261201-000000-aaaa", "20261201-000009-cccc"]) == 2
+    assert main(["compare", "20261201-000000-aaaa", "20261201-000009-cccc"]) == UsageError.exit_code
     assert "no run 20261201-000009-cccc is known here" in capsys.readouterr().err

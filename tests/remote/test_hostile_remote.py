@@ -154,7 +154,7 @@ def test_a_run_id_that_is_not_one_is_refused(capsys, run):
 
     with pytest.raises(SystemExit) as e:
         main(["pull", run])
-    assert e.value.code == 2
+    assert e.value.code == UsageError.exit_code
     err = capsys.readouterr().err
     assert "run id" in err and len(err.strip().splitlines()) == 1
 
@@ -175,7 +175,7 @@ def test_down_is_not_blocked_by_a_run_it_cannot_pull(cli, moto_endpoint, tmp_pat
     records.save_record(_record("r1", box="pulled", host=box.ssh_host, port=box.ssh_port, user=box.ssh_user,
                                 identity=box.key_path, workdir=box.workdir, local_dir=str(tmp_path / "runs" / "r1")))
     r = cli("provision", "down", "--name", "pulled", cwd=tmp_path, env=env)
-    assert r.code == 3 and "--yes" in one_line(r.err) and "nothing deleted" in r.err
+    assert r.code == RemoteError.exit_code and "--yes" in one_line(r.err) and "nothing deleted" in r.err
     assert state.load("pulled") is not None
     r = cli("provision", "down", "--name", "pulled", "--yes", cwd=tmp_path, env=env)
     assert r.code == 0, r.err
@@ -226,14 +226,14 @@ def test_an_empty_or_truncated_key_is_one_usage_line_at_once(cli, pinned, tmp_pa
     key = tmp_path / "key"
     paths.write_private(key, content)
     r = cli("remote", "status", "--host", pinned.spec, "--identity", str(key), "--connect-timeout", "30")
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     line = one_line(r.err)
     assert str(key) in line and "key" in line
 
 
 def test_data_rm_of_an_empty_key_is_a_usage_error(cli, on_box):
     r = cli("remote", "data", "rm", "", *on_box)
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     one_line(r.err)
 
 
@@ -291,5 +291,5 @@ def test_sweep_bad_input_is_one_line_exit_2(capsys, monkeypatch, tmp_path, argv,
     except SystemExit as e:
         code = e.code
     err = capsys.readouterr().err
-    assert code == 2, err
+    assert code == UsageError.exit_code, err
     assert "Traceback" not in err and "unexpected" not in err and len(err.strip().splitlines()) == 1, err

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from remote import sync
-from remote_helpers import one_line_error, wait_for
+from remote_helpers import one_line_error, wait_for, whose_line
+from common.errors import RemoteError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,7 +132,7 @@ def test_a_dropped_connection_mid_run_reconnects_and_still_brings_everything(cli
     assert (local / "model.keras").is_file()
 
 
-def test_failing_job_exits_1_with_its_log_tail(cli, on_box, box, tmp_path):
+def test_failing_job_exits_with_the_models_own_code_and_its_log_tail(cli, on_box, box, tmp_path):
     bad = tmp_path / "no-images"  # the right shape (the laptop checks only that), no readable image
     for split in ("train", "validation"):
         for cls in ("cats", "dogs"):
@@ -139,7 +140,8 @@ def test_failing_job_exits_1_with_its_log_tail(cli, on_box, box, tmp_path):
             (bad / split / cls / "a.jpg").write_bytes(b"not really a jpeg")
     r = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(bad), "--epochs", "1",
             "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
-    assert r.code == 1, r.err
+    assert r.code == 2, r.err  # the model's own exit code (its bad input), passed through
+    assert whose_line(r) == "remote: your command exited 2 (its own code, passed through)"
     assert "last lines of the log" in r.err
     assert "holds no readable image" in r.err, "the model's own error, from the box's log"
     assert "training failed on the box (exit 2)" in one_line_error(r)
@@ -148,10 +150,11 @@ def test_failing_job_exits_1_with_its_log_tail(cli, on_box, box, tmp_path):
     assert (run / "exit_code").read_text().strip() == "2"
 
 
-def test_bad_model_args_fail_on_the_box_with_exit_1(cli, on_box, dataset, tmp_path):
+def test_bad_model_args_fail_on_the_box_with_the_models_argparse_code(cli, on_box, dataset, tmp_path):
     r = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "1",
             "--no-such-model-flag", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
-    assert r.code == 1, r.err
+    assert r.code == 2, r.err  # `python -m model`'s argparse exit, passed through (trainbox's own is UsageError's)
+    assert r.code != UsageError.exit_code and whose_line(r).startswith("remote: your command exited 2")
     assert "--no-such-model-flag" in r.err  # the model's argparse complaint, in the tail
 
 
@@ -181,7 +184,7 @@ def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box
     assert (row["state"], row["home"], row["resumed"]) == ("stopped", False, 0)
 
     busy = cli("remote", "train", "--resume", "no-such-run", *on_box, cwd=tmp_path)
-    assert busy.code == 2 and "no run no-such-run" in one_line_error(busy)
+    assert busy.code == UsageError.exit_code and "no run no-such-run" in one_line_error(busy)
 
     resume = cli("remote", "train", "--resume", run_id, *on_box, cwd=tmp_path)
     assert resume.code == 0, resume.err + resume.out
@@ -243,7 +246,7 @@ def test_resume_without_a_resume_state_anywhere_says_what_to_do(cli, on_box, box
     rec.data, rec.train_args = None, ["--epochs", "3"]
     records.save_record(rec)
     r = cli("remote", "train", "--resume", rec.run_id, *on_box, "--python", sys.executable, cwd=tmp_path)
-    assert r.code == 3, r.err
+    assert r.code == RemoteError.exit_code, r.err
     err = one_line_error(r)
     assert "no resume state" in err and f"remote pull {rec.run_id}" in err
 
@@ -255,7 +258,7 @@ def test_unreachable_port_exits_3_within_the_connect_timeout(cli, tmp_path, pinn
     r = cli("remote", "status", "--host", f"{pinned.user}@127.0.0.1:{free_port()}", "--identity", str(pinned.key),
             "--connect-timeout", "2", cwd=tmp_path)
     took = time.monotonic() - started
-    assert r.code == 3
+    assert r.code == RemoteError.exit_code
     line = one_line_error(r)
     assert "cannot reach" in line and "check the host, the port" in line
     assert took < 2 + 8, f"took {took:.1f}s with --connect-timeout 2"  # 8 s: interpreter start on a slow CI box
@@ -269,7 +272,7 @@ def test_host_key_mismatch_exits_3_and_keeps_the_pin(cli, on_box, pinned, trainb
     hostkeys.pin("127.0.0.1", pinned.port, [" ".join(wrong.split()[:2])])
     before = (trainbox_home / "known_hosts").read_text() if (trainbox_home / "known_hosts").exists() else None
     r = cli("remote", "status", *on_box, "--connect-timeout", "5", cwd=tmp_path)
-    assert r.code == 3
+    assert r.code == RemoteError.exit_code
     assert "host key mismatch" in one_line_error(r)
     from common import paths
 
@@ -284,7 +287,7 @@ def test_auth_refused_exits_3(cli, pinned, box, tmp_path):
     other = tmp_path / "other_key"
     paths.write_private(other, sshd.new_private_key()[0])
     r = cli("remote", "status", "--host", pinned.spec, "--identity", str(other), "--connect-timeout", "5", cwd=tmp_path)
-    assert r.code == 3
+    assert r.code == RemoteError.exit_code
     assert "refused the key" in one_line_error(r)
 
 
@@ -364,7 +367,7 @@ def test_pull_refuses_a_symlink_out_of_the_run_dir(cli, on_box, box, tmp_path):
     records.new_record(run_id, Target("127.0.0.1", box.port, box.user, box.identity, box.workdir), local)
 
     r = cli("remote", "pull", run_id, *on_box, cwd=tmp_path)
-    assert r.code == 3
+    assert r.code == RemoteError.exit_code
     assert "refused 1 unsafe entries" in one_line_error(r) and "out/etc" in r.err
     assert not (local / "etc").exists() and not (local / "etc").is_symlink()
     assert [p.name for p in tmp_path.iterdir() if p.name not in ("runs", "box", "trainbox-home")] == []
@@ -380,7 +383,7 @@ def test_a_stopped_sandbox_box_names_provision_start(cli, moto_endpoint, tmp_pat
         stop = cli("provision", "stop", cwd=tmp_path)
         assert stop.code == 0, stop.err
         r = cli("remote", "status", "--connect-timeout", "2", cwd=tmp_path)
-        assert r.code == 3
+        assert r.code == RemoteError.exit_code
         line = one_line_error(r)
         assert "may be stopped" in line and "python -m provision start" in line
         assert "--start" in line

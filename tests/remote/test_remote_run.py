@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from remote_helpers import one_line_error, wait_for
+from common.errors import EX_SOFTWARE, RemoteError, UsageError
+from remote_helpers import one_line_error, wait_for, whose_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,7 +135,7 @@ def test_a_project_over_the_size_limit_is_refused_without_yes(cli, on_box, box, 
     with open(code / "weights.bin", "wb") as f:  # sparse: its size, none of its disk
         f.truncate(201 * 1024 * 1024)
     r = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "python", "echo.py", cwd=tmp_path)
-    assert r.code == 2, r.err
+    assert r.code == UsageError.exit_code, r.err
     line = one_line_error(r)
     assert "201.0 MB" in line and "--data" in line and "--yes" in line and ".trainboxignore" in line
     assert not (Path(box.workdir) / "projects").exists(), "nothing was pushed"
@@ -142,4 +143,42 @@ def test_a_project_over_the_size_limit_is_refused_without_yes(cli, on_box, box, 
 
 def test_run_without_a_command_is_a_usage_error(cli, tmp_path):
     r = cli("remote", "run", "--host", "127.0.0.1", cwd=tmp_path)
-    assert r.code == 2 and "command after --" in one_line_error(r)
+    assert r.code == UsageError.exit_code and "command after --" in one_line_error(r)
+
+
+# ---------------------------------------------------------------- exit codes: whose is it
+
+
+def test_a_command_exiting_2_passes_2_through_and_the_last_line_says_it_is_the_commands(cli, on_box, tmp_path):
+    code = project(tmp_path)
+    r = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "env", "EXIT_WITH=2", "python", "echo.py",
+            cwd=tmp_path)
+    assert r.code == 2, r.err
+    assert 2 not in (UsageError.exit_code, RemoteError.exit_code, EX_SOFTWARE), "trainbox's own codes are not 2"
+    assert whose_line(r) == "remote: your command exited 2 (its own code, passed through)"
+    assert "the command failed on the box (exit 2)" in one_line_error(r)
+
+
+def test_a_command_killed_by_a_signal_exits_128_plus_it(cli, on_box, tmp_path):
+    code = project(tmp_path)
+    (code / "die.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGUSR1)\n")
+    r = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "python", "die.py", cwd=tmp_path)
+    assert r.code == 128 + signal.SIGUSR1, r.err
+    assert whose_line(r) == f"remote: your command exited {128 + signal.SIGUSR1} (its own code, passed through)"
+
+
+def test_trainbox_failing_before_the_command_starts_says_the_code_is_its_own(cli, on_box, tmp_path):
+    code = project(tmp_path)
+    r = cli("remote", "run", "--code", str(code), *on_box, "--python", str(tmp_path / "no-such-python"),
+            "--runs-dir", str(tmp_path / "runs"), "--", "python", "echo.py", cwd=tmp_path)
+    assert r.code == RemoteError.exit_code, r.err
+    assert "no Python with TensorFlow" in one_line_error(r)
+    assert whose_line(r) == f"remote: trainbox: exit {RemoteError.exit_code} (a cloud or SSH error); your command did not start"
+
+
+def test_usage_errors_argparses_too_exit_64(cli, tmp_path):
+    assert UsageError.exit_code == 64 and RemoteError.exit_code == 69 and EX_SOFTWARE == 70
+    r = cli("remote", "run", "--no-such-flag", "--", "true", cwd=tmp_path)
+    assert r.code == UsageError.exit_code, r.err
+    r = cli("remote", "runs", "--price", "nan", cwd=tmp_path)
+    assert r.code == UsageError.exit_code, r.err

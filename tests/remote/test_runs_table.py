@@ -11,6 +11,7 @@ from pathlib import Path
 from remote import cli, records
 from remote.target import Target
 from testkit import one_line_error, run_cli
+from common.errors import UsageError
 
 TARGET = Target("127.0.0.1", 2222, "ubuntu", None, "/srv/trainbox", box="gpu")
 
@@ -92,7 +93,7 @@ def test_a_corrupt_price_in_a_record_is_one_line_naming_it(tmp_path):
     f = Path(os.environ["TRAINBOX_HOME"]) / "runs" / f"{rec.run_id}.json"
     f.write_text(f.read_text().replace('"price_per_hour": null', '"price_per_hour": "cheap"'))
     r = run_cli("remote", "status", rec.run_id)
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     assert "corrupt" in one_line_error(r) and "price_per_hour" in r.err
 
 
@@ -117,5 +118,5 @@ def test_report_writes_the_pulled_runs_page_again_with_its_duration_and_cost(tmp
 def test_report_of_a_run_not_home_says_pull(tmp_path):
     rec = records.new_record("20260101-000009-ffff", TARGET, tmp_path / "runs" / "20260101-000009-ffff")
     r = run_cli("remote", "report", rec.run_id)
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     assert f"remote pull {rec.run_id}" in one_line_error(r)

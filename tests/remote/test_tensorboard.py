@@ -16,6 +16,7 @@ from provision import procs
 from remote import cli, records
 from remote.target import Target
 from testkit import listening, one_line_error, processes_mentioning, start_cli, tb_runs, wait_for, write_tb_events
+from common.errors import UsageError
 
 URL = re.compile(r"TensorBoard on .*: http://127\.0\.0\.1:(\d+)/")
 
@@ -56,7 +57,7 @@ def test_a_taken_local_port_asked_for_is_exit_2_before_anything_starts(cli, on_b
         taken.listen()
         port = taken.getsockname()[1]
         r = cli("remote", "tb", "--local-port", str(port), *on_box, cwd=tmp_path)
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     line = one_line_error(r)
     assert f"local port {port} is taken" in line and "--local-port" in line
     assert not Path(BoxLayout(box.workdir).tensorboards).exists(), "TensorBoard was started anyway"
@@ -64,7 +65,7 @@ def test_a_taken_local_port_asked_for_is_exit_2_before_anything_starts(cli, on_b
 
 def test_a_run_that_is_not_on_the_box_is_exit_2_naming_it(cli, on_box, box, tmp_path):
     r = cli("remote", "tb", "20260101-000000-zzzz", *on_box, cwd=tmp_path)
-    assert r.code == 2
+    assert r.code == UsageError.exit_code
     assert "run 20260101-000000-zzzz is not on the box" in one_line_error(r)
     assert list(Path(BoxLayout(box.workdir).tensorboards).glob("*/pid")) == [], "TensorBoard was started anyway"
 
@@ -99,6 +100,6 @@ def test_local_without_tensorboard_names_the_extra(tmp_path, monkeypatch, capsys
     records.new_record("20260101-000000-aaaa", Target("127.0.0.1", 2222, "u", None, "w", box="default"), tmp_path)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
-    assert cli.main(["tb", "--local"]) == 2
+    assert cli.main(["tb", "--local"]) == UsageError.exit_code
     err = capsys.readouterr().err
     assert "lacks" in err and "pip install 'trainbox[view]'" in err and len(err.strip().splitlines()) == 1
