@@ -120,6 +120,7 @@ def test_the_readmes_first_command_runs_verbatim_in_a_fresh_copy(tmp_path):
     doubled = [line for line, n in Counter(lines).items() if n > 1 and line.strip()]
     assert doubled == [], f"lines printed twice: {doubled}"
     # Nothing is left billing in the sandbox, and `ls` says so in plain words.
-    left = run_cli("provision", "ls", cwd=clone)
+    # (--sandbox: with no box left, a bare `ls` would ask AWS itself, and tests reach 127.0.0.1 only)
+    left = run_cli("provision", "ls", "--sandbox", cwd=clone)
     assert left.code == 0, left.err
     assert "nothing" in left.out and "left" in left.out
