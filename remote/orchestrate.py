@@ -242,7 +242,9 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
     offset = 0
     if seed is not None:
         out = shlex.quote(spec.out)
-        push_dir(conn, seed, f"{run_dir}/{spec.out}", "the run's local copy", say, progress)
+        home_only = lambda rel, is_dir: rel == results.PULLED  # noqa: E731 (the pulls' own record stays home)
+        push_dir(conn, seed, f"{run_dir}/{spec.out}", "the run's local copy", say, progress,
+                 sync.scan_local(seed, home_only), home_only)
         # The local layout back into the box's: train.log is the run's log, and
         # the count of starts goes on.
         offset = int(run(conn, f"cd {shlex.quote(run_dir)} && rm -f {out}/{sync.MARKER} {out}/exit_code {out}/run.sh && "
