@@ -77,16 +77,9 @@ def key() -> str:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("TRAINBOX_CACHE")
-    if env:
-        root = Path(env).expanduser()
-    else:
-        import platformdirs
+    from common import paths
 
-        root = Path(platformdirs.user_cache_dir("trainbox"))
-    d = root / "rootfs"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    return paths.cache_dir("rootfs").resolve()  # a box records its lower layer by this path: no link in it
 
 
 def path() -> Path:
