@@ -120,15 +120,18 @@ def configure(root: Path) -> None:
 
 # debootstrap's own progress: "I: <Step> <package> <version>", one line per package per step.
 STEPS = ("Retrieving", "Validating", "Extracting", "Unpacking", "Configuring")
+STAGE = {"Retrieving": "downloading", "Validating": "downloading", "Extracting": "unpacking",
+         "Unpacking": "unpacking", "Configuring": "configuring"}
 NOT_PACKAGES = {"InRelease", "Release", "Release.gpg", "Packages", "base", "required"}  # "I: Retrieving Packages" and the like
 
 
 def package_step(line: str) -> tuple[str, str] | None:
     """(step, package) of one of debootstrap's per-package lines, else None."""
-    words = line.split()
-    if len(words) >= 3 and words[0] == "I:" and words[1] in STEPS and words[2] not in NOT_PACKAGES \
-            and not words[2].endswith(("...", ":")):
-        return words[1], words[2]
+    words = line.split()  # "I: Retrieving adduser 3.134", "I: Unpacking adduser..."
+    if len(words) >= 3 and words[0] == "I:" and words[1] in STEPS:
+        package = words[2].removesuffix("...")
+        if package and package not in NOT_PACKAGES:
+            return words[1], package
     return None
 
 
@@ -164,7 +167,7 @@ def follow_build(argv: list[str], log: Path, what: str, say: Callable[[str], Non
                 step = package_step(line)
                 if step is None:
                     continue
-                bar.set_phase(step[0].lower())
+                bar.set_phase(STAGE[step[0]])
                 packages.add(step[1])
                 bar.advance(1, step[1])
             code = proc.wait()

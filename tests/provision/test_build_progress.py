@@ -25,7 +25,8 @@ print("I: Resolving dependencies of required packages...")
 print("I: Checking component main on http://deb.debian.org/debian...")
 for step in ("Retrieving", "Validating", "Unpacking", "Configuring"):
     for i in range({N}):
-        print(f"I: {{step}} pkg{{i}} 1.{{i}}-1", flush=True)
+        # debootstrap's own forms: "I: Retrieving adduser 3.134", "I: Unpacking adduser..."
+        print(f"I: {{step}} pkg{{i}} 1.{{i}}-1" if step in ("Retrieving", "Validating") else f"I: {{step}} pkg{{i}}...", flush=True)
         if {fail!r} and step == "Unpacking" and i == 3:
             print("dpkg: error processing archive pkg3 (--unpack): disk full", flush=True)
             print("E: Couldn't install pkg3", flush=True)
@@ -41,7 +42,7 @@ def test_a_build_with_a_known_total_says_a_line_per_tenth_not_per_package(tmp_pa
                                                      said.append, total=4 * N)
     assert code == 0 and len(packages) == N
     assert said == [f"  root file system: {p}%" + f" ({ph})" for p, ph in zip(range(10, 101, 10), (
-        ["retrieving"] * 2 + ["validating"] * 3 + ["unpacking"] * 2 + ["configuring"] * 3))], said
+        ["downloading"] * 5 + ["unpacking"] * 2 + ["configuring"] * 3))], said
     log = (tmp_path / "x.log").read_text()
     assert log.count("I: Retrieving pkg") == N, "the full output is in the log"
 
@@ -49,7 +50,7 @@ def test_a_build_with_a_known_total_says_a_line_per_tenth_not_per_package(tmp_pa
 def test_a_first_build_with_no_total_says_one_line_per_phase(tmp_path):
     said: list[str] = []
     rootfs.follow_build(fake_debootstrap(tmp_path), tmp_path / "x.log", "root file system", said.append)
-    assert [l.split(":")[1].split()[0] for l in said] == ["retrieving", "validating", "unpacking", "configuring"]
+    assert [l.split(":")[1].split()[0] for l in said] == ["downloading", "unpacking", "configuring"]
     # ... and the next build's total is this one's count of per-package lines.
     assert rootfs.expected_steps(tmp_path) == 4 * N
 
@@ -65,6 +66,22 @@ def test_debootstrap_success_counts_packages_and_a_failure_shows_its_tail_once(t
     (failure,) = [l for l in said if "failed" in l]
     assert "disk full" in failure and failure.count("I: Unpacking pkg3") == 1
     assert len(said) <= 6
+
+
+def test_the_real_log_of_this_machines_last_build_counts_every_step():
+    """debootstrap's real lines (the cached root's log, if this machine built one)."""
+    logs = sorted(rootfs.cache_dir().glob("*.log"))
+    if not logs:
+        pytest.skip("this machine has built no root file system yet")
+    text = logs[-1].read_text()
+    steps = [rootfs.package_step(l) for l in text.splitlines()]
+    counted = sum(1 for s in steps if s)
+    lines = [l.split() for l in text.splitlines()]
+    step_lines = [w for w in lines if len(w) >= 3 and w[0] == "I:" and w[1] in rootfs.STEPS]
+    # All but the index's own (InRelease, Packages) and the stage headers ("Unpacking required packages...").
+    assert counted == len([w for w in step_lines if w[2] not in ("InRelease", "Packages", "required", "base")])
+    assert counted >= 4 * len({s[1] for s in steps if s}) - 200  # about four steps a package, the bar's unit
+    assert {s[0] for s in steps if s} == set(rootfs.STEPS)
 
 
 def test_on_a_terminal_it_is_one_tqdm_bar(tmp_path):
