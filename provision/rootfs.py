@@ -168,7 +168,8 @@ def follow_build(argv: list[str], log: Path, what: str, say: Callable[[str], Non
                 if step is None:
                     continue
                 bar.set_phase(STAGE[step[0]])
-                packages.add(step[1])
+                if step[0] == "Retrieving":  # one per .deb (the later steps name some by other names)
+                    packages.add(step[1])
                 bar.advance(1, step[1])
             code = proc.wait()
     finally:
