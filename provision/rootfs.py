@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from common.errors import TrainboxError
+from common.progress import Tail
 
 SUITE = "bookworm"  # Debian 12: the same Python (3.11) and systemd generation as the DLAMI's Ubuntu 22.04/24.04
 MIRROR = "http://deb.debian.org/debian"
@@ -149,13 +150,13 @@ def expected_steps(logs_dir: Path) -> int | None:
 
 
 def follow_build(argv: list[str], log: Path, what: str, say: Callable[[str], None], total: int | None = None,
-                 stream=None) -> tuple[int, set[str], "progress.Tail", float]:
+                 stream=None) -> tuple[int, set[str], Tail, float]:
     """Run argv, its output to log and to ONE bar (progress.Bar) driven by its
     per-package lines; (exit code, packages seen, the output's tail, seconds)."""
     from common import progress
 
     bar = progress.Bar(what, total, unit="step", stream=stream, say=say if stream is None else None)
-    tail = progress.Tail()
+    tail = Tail()
     packages: set[str] = set()
     try:
         with open(log, "w") as out:

@@ -38,7 +38,7 @@ print("I: Base system installed successfully.")
 
 def test_a_build_with_a_known_total_says_a_line_per_tenth_not_per_package(tmp_path):
     said: list[str] = []
-    code, packages, tail, took = rootfs.follow_build(fake_debootstrap(tmp_path), tmp_path / "x.log", "root file system",
+    code, packages, _tail, _took = rootfs.follow_build(fake_debootstrap(tmp_path), tmp_path / "x.log", "root file system",
                                                      said.append, total=4 * N)
     assert code == 0 and len(packages) == N
     assert said == [f"  root file system: {p}%" + f" ({ph})" for p, ph in zip(range(10, 101, 10), (

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from remote import setup
 
@@ -16,7 +17,7 @@ N = 132
 
 def progress_filter() -> str:
     """The bootstrap's own `progress` shell function, as the template has it."""
-    (line,) = [l for l in open(TEMPLATE) if l.startswith("progress() {")]
+    (line,) = [l for l in Path(TEMPLATE).read_text().splitlines(keepends=True) if l.startswith("progress() {")]
     return line
 
 

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from testkit import http_get, start_cli, wait_for
 
 from provision import container, rootfs
 from remote import setup
-from testkit import http_get, start_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -74,8 +74,8 @@ def test_the_box_resolves_localhost_and_its_own_name(tb_box):
     out = tb_box.ssh("cloud-init status --wait >/dev/null; getent hosts localhost; getent hosts \"$(hostname)\"; "
                      "python3 -c 'import socket; socket.socket().connect_ex((\"localhost\", 9)); print(\"localhost ok\")'",
                      name="tb")
-    assert re.search(r"^(127\.0\.0\.1|::1)\s+localhost", out, re.M), out
-    assert re.search(r"^127\.0\.1\.1\s+tb\b", out, re.M), out
+    assert re.search(r"^(127\.0\.0\.1|::1)\s+localhost", out, re.MULTILINE), out
+    assert re.search(r"^127\.0\.1\.1\s+tb\b", out, re.MULTILINE), out
     assert out.splitlines()[-1] == "localhost ok"
 
 
