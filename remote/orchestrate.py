@@ -394,11 +394,13 @@ def resume(conn, target: Target, rec: records.RunRecord, spec: RunSpec | None, s
 
 
 def follow_and_collect(connect: Callable[[], object], target: Target, rec: records.RunRecord, say: Say, *,
-                       offset: int = 0, pull_every: float | None = None, reconnect_for: float | None = 300.0) -> Outcome:
+                       offset: int = 0, pull_every: float | None = None, reconnect_for: float | None = 300.0,
+                       tty: bool = False) -> Outcome:
     """Stream the run's log until it ends (pulling ``checkpoints/`` every
     pull_every seconds on the way), then pull everything and record it.
     A box that goes away is waited for up to reconnect_for seconds (None: until
-    Ctrl-C, for a provisioned box whose agent resumes the run when it is back)."""
+    Ctrl-C, for a provisioned box whose agent resumes the run when it is back).
+    tty: the laptop's stdout is a terminal (job.follow)."""
     run_dir = BoxLayout(target.workdir).run(rec.run_id)
     local_dir = Path(rec.local_dir)
     last_pull = [time.monotonic()]
@@ -412,7 +414,8 @@ def follow_and_collect(connect: Callable[[], object], target: Target, rec: recor
                 pass  # nothing yet; the final pull takes everything
 
     try:
-        _, conn = job.follow(connect, run_dir, offset=offset, say=say, on_tick=pull_checkpoints, reconnect_for=reconnect_for)
+        _, conn = job.follow(connect, run_dir, offset=offset, say=say, on_tick=pull_checkpoints, reconnect_for=reconnect_for,
+                             tty=tty)
     except KeyboardInterrupt:
         return Outcome(rec.run_id, local_dir, None, False, 0, "", detached=True)
     try:
