@@ -145,3 +145,36 @@ def test_a_failures_traceback_and_the_startup_lines_are_shown_once(cli, on_box, 
     assert shown.count("startup: oneDNN custom operations are on") == 1, shown
     (local,) = (tmp_path / "runs").iterdir()
     assert str(local / "train.log") in r.err, "the whole log is named"
+
+
+def test_a_real_keras_fit_reaches_a_terminal_as_the_bar_keras_drew(on_box, tmp_path):
+    """stdout a pseudo-terminal: the CLI sees a terminal and passes colour and redraws on."""
+    import pty
+    import subprocess
+
+    from testkit import _cli
+
+    code = tmp_path / "proj"
+    code.mkdir()
+    (code / "fit.py").write_text(KERAS_FIT)
+    cmd, env = _cli(("remote", "run", "--code", str(code), *_runs(on_box, tmp_path), "--", "python", "fit.py"), None)
+    master, slave = pty.openpty()
+    with open(tmp_path / "err", "w") as err:
+        p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=slave, stderr=err, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    got = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's last writer is gone
+            break
+        if not chunk:
+            break
+        got += chunk
+    os.close(master)
+    assert p.wait(timeout=600) == 0, (tmp_path / "err").read_text()
+    shown = got.decode()
+    assert "fit done" in shown
+    assert "\x1b[32m" in shown and "\x1b[0m" in shown, "Keras's colours"
+    assert "\r\x1b[1m11/11" in shown and " 1/11" in shown, "the bar redrawn in place"
+    assert "\x1b]" not in shown and "\b" not in shown
