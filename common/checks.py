@@ -138,37 +138,158 @@ def redact_all(text: str, *urls: str | None) -> str:
     return text
 
 
-# Terminal control: ESC and the other C0 controls but newline and tab (CSI,
-# OSC titles, OSC 52 clipboard writes, cursor moves, bells), DEL, and the C1
-# controls (U+0080-U+009F: a one-character CSI or OSC on some terminals).
-_TERMINAL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Terminal control (issue 14, issue 27). What the box prints may hold escape
+# sequences: CSI (ESC [ or the one-character C1 CSI U+009B, then parameters and
+# one final character), OSC (ESC ] or U+009D ... BEL or ST: titles, OSC 52
+# clipboard writes), DCS/SOS/PM/APC strings (... ST) and two-character ESC
+# sequences. Each is dropped WHOLE (not just its ESC), but for colour (SGR:
+# CSI digits and ';' m) on a terminal. The other C0 controls but newline and
+# tab go too (backspace, bell, ...), and DEL and the C1 controls. A carriage
+# return redraws the line in place on a terminal; in a file or pipe only the
+# line's final state is written, once, when its newline comes (Keras's
+# progress bar: one line per epoch, not every redraw).
+_CSI_PARAM = frozenset("0123456789:;<=>?")
+_SGR_PARAM = frozenset("0123456789;")
+_STRING_STARTS = {"]": "osc", "P": "str", "X": "str", "^": "str", "_": "str"}
+_C1_STARTS = {"\x9b": "csi", "\x9d": "osc", "\x90": "str", "\x98": "str", "\x9e": "str", "\x9f": "str"}
+_MAX_CSI = 64  # longer parameters are no colour of any terminal: dropped
 
 
-def clean(text: str) -> str:
-    """What the box printed, safe for the laptop's terminal: control characters
-    out but newlines and tabs (a carriage return becomes a newline)."""
-    return _TERMINAL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+class _Cleaner:
+    """The state machine: text in, in any pieces (a sequence may be split
+    across them), cleaned text out. tty: the laptop's stdout is a terminal."""
+
+    def __init__(self, tty: bool = False):
+        self.tty = tty
+        self._state = "text"
+        self._params = ""
+        self._line = []  # not a terminal: the line so far, since its last carriage return
+        self._cr = False  # not a terminal: a carriage return not yet known to be a CRLF's
+
+    def feed(self, text: str) -> str:
+        out: list[str] = []
+        for ch in text:
+            self._char(ch, out)
+        return "".join(out)
+
+    def finish(self) -> str:
+        """The end of the stream: a last line without its newline, in its final state."""
+        if self.tty:
+            return ""
+        self._cr = False
+        rest, self._line = "".join(self._line), []
+        return rest
+
+    def _emit(self, ch: str, out: list[str]) -> None:
+        if self.tty:
+            out.append(ch)
+            return
+        if self._cr:  # a carriage return, then not a newline: the line is drawn again
+            self._cr = False
+            self._line = []
+        self._line.append(ch)
+
+    def _char(self, ch: str, out: list[str]) -> None:
+        st = self._state
+        if st == "esc":
+            if ch == "[":
+                self._state, self._params = "csi", ""
+            elif ch in _STRING_STARTS:
+                self._state = _STRING_STARTS[ch]
+            elif " " <= ch <= "/":
+                self._state = "esc-inter"  # ESC, intermediates, then one final character
+            elif "0" <= ch <= "~":
+                self._state = "text"  # a two-character ESC sequence (ESC c resets the terminal)
+            else:
+                self._state = "text"
+                self._char(ch, out)
+            return
+        if st == "esc-inter":
+            if " " <= ch <= "/":
+                return
+            self._state = "text"
+            if not "0" <= ch <= "~":
+                self._char(ch, out)
+            return
+        if st == "csi":
+            if ch in _CSI_PARAM or " " <= ch <= "/":
+                if len(self._params) <= _MAX_CSI:
+                    self._params += ch
+                return
+            self._state = "text"
+            if "@" <= ch <= "~":
+                if ch == "m" and self.tty and len(self._params) <= _MAX_CSI and set(self._params) <= _SGR_PARAM:
+                    out.append("\x1b[" + self._params + "m")
+                return
+            self._char(ch, out)  # not a CSI after all: the character is text again
+            return
+        if st in ("osc", "str"):
+            if ch == "\x07" and st == "osc" or ch == "\x9c":
+                self._state = "text"
+            elif ch == "\x1b":
+                self._state = st + "-esc"
+            elif ch == "\n":  # an unended string does not swallow the rest of the log
+                self._state = "text"
+                self._char(ch, out)
+            return
+        if st in ("osc-esc", "str-esc"):
+            self._state = "text" if ch == "\\" else "esc"  # ST; else the ESC ended the string and begins a sequence
+            if ch != "\\":
+                self._char(ch, out)
+            return
+        # text
+        if ch == "\x1b":
+            self._state = "esc"
+        elif ch in _C1_STARTS:
+            self._state, self._params = _C1_STARTS[ch], ""
+        elif ch == "\n":
+            if self.tty:
+                out.append(ch)
+            else:
+                self._cr = False
+                out.append("".join(self._line) + "\n")
+                self._line = []
+        elif ch == "\r":
+            if self.tty:
+                out.append(ch)
+            else:
+                self._cr = True
+        elif ch == "\t" or not ("\x00" <= ch <= "\x1f" or "\x7f" <= ch <= "\x9f"):
+            self._emit(ch, out)
+
+
+def clean(text: str, tty: bool = False) -> str:
+    """What the box printed, safe for the laptop's terminal (tty) or for a file
+    or pipe (see _Cleaner): escape sequences out whole, colour kept on a
+    terminal; carriage-return redraws in place on a terminal, only a line's
+    final state otherwise."""
+    c = _Cleaner(tty)
+    return c.feed(text) + c.finish()
 
 
 class CleanStream:
     """Bytes from the box to a binary stream, decoded as UTF-8 across chunk
-    boundaries and cleaned (see clean)."""
+    boundaries and cleaned across them (see clean); close() writes what a
+    file's last line still holds."""
 
-    def __init__(self, out):
+    def __init__(self, out, tty: bool = False):
         import codecs
 
         self._out = out
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._cr = False
+        self._cleaner = _Cleaner(tty)
 
     def write(self, chunk: bytes) -> None:
-        text = self._decoder.decode(chunk)
-        if self._cr:
-            text = "\r" + text
-        self._cr = text.endswith("\r")
-        if self._cr:
-            text = text[:-1]
-        self._out.write(clean(text).encode())
+        text = self._cleaner.feed(self._decoder.decode(chunk))
+        if text:
+            self._out.write(text.encode())
 
     def flush(self) -> None:
+        self._out.flush()
+
+    def close(self) -> None:
+        """The stream's end: the decoder's and the last line's remainder (the underlying stream stays open)."""
+        text = self._cleaner.feed(self._decoder.decode(b"", final=True)) + self._cleaner.finish()
+        if text:
+            self._out.write(text.encode())
         self._out.flush()

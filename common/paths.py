@@ -31,6 +31,23 @@ def home() -> Path:
     return root
 
 
+def cache_dir(*parts: str) -> Path:
+    """The machine-wide cache (the container box's root file system, Kaggle's
+    downloads): ``TRAINBOX_CACHE``, else the platform's user cache dir. Never
+    under TRAINBOX_HOME: the cache outlives a home (tests make one per test),
+    and what it holds is rebuilt or fetched again if lost."""
+    env = os.environ.get("TRAINBOX_CACHE")
+    if env:
+        root = Path(env).expanduser()
+    else:
+        import platformdirs
+
+        root = Path(platformdirs.user_cache_dir("trainbox"))
+    d = root.joinpath(*parts)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def private_dir(*parts: str) -> Path:
     """A directory under home() that only the user can enter (0700)."""
     d = home().joinpath(*parts)

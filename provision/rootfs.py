@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from common.errors import TrainboxError
+from common.progress import Tail
 
 SUITE = "bookworm"  # Debian 12: the same Python (3.11) and systemd generation as the DLAMI's Ubuntu 22.04/24.04
 MIRROR = "http://deb.debian.org/debian"
@@ -64,12 +65,23 @@ system_info:
 # (the per-box port is in the box's layer).
 SSHD_CFG = "# trainbox: the container shares the host's network\nListenAddress 127.0.0.1\n"
 
-FORMAT = 1  # bump when configure() changes
+# What an AMI's /etc/hosts holds and debootstrap makes none of: without it
+# "localhost" does not resolve on the box (TensorBoard checks its port on
+# "localhost": socket.gaierror). cloud-init's manage_etc_hosts: localhost then
+# adds the box's own name (127.0.1.1), as on EC2.
+ETC_HOSTS = """\
+127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+"""
+
+FORMAT = 2  # bump when configure() changes
 
 
 def recipe() -> dict:
     return {"format": FORMAT, "suite": SUITE, "variant": "minbase", "packages": list(PACKAGES),
-            "cloud_cfg": CLOUD_CFG, "sshd_cfg": SSHD_CFG}
+            "cloud_cfg": CLOUD_CFG, "sshd_cfg": SSHD_CFG, "etc_hosts": ETC_HOSTS}
 
 
 def key() -> str:
@@ -77,16 +89,9 @@ def key() -> str:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("TRAINBOX_CACHE")
-    if env:
-        root = Path(env).expanduser()
-    else:
-        import platformdirs
+    from common import paths
 
-        root = Path(platformdirs.user_cache_dir("trainbox"))
-    d = root / "rootfs"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    return paths.cache_dir("rootfs").resolve()  # a box records its lower layer by this path: no link in it
 
 
 def path() -> Path:
@@ -102,6 +107,7 @@ def configure(root: Path) -> None:
     """Turn a debootstrap'ed root into the box's image (the part an AMI bakes in)."""
     (root / "etc/cloud/cloud.cfg.d/90-trainbox.cfg").write_text(CLOUD_CFG)
     (root / "etc/ssh/sshd_config.d/10-trainbox.conf").write_text(SSHD_CFG)
+    (root / "etc/hosts").write_text(ETC_HOSTS)
     # No host keys in the image: cloud-init makes each box its own at first boot,
     # as on EC2 (two boxes never share a key).
     for f in (root / "etc/ssh").glob("ssh_host_*"):
@@ -113,40 +119,75 @@ def configure(root: Path) -> None:
     (root / "etc/trainbox-rootfs").write_text(json.dumps({"key": key(), "built_at": time.time()}) + "\n")
 
 
-PHASES = ("Retrieving Release", "Retrieving Packages", "Resolving dependencies", "Retrieving", "Validating",
-          "Extracting", "Installing core packages", "Unpacking", "Configuring", "Base system installed")
+# debootstrap's own progress: "I: <Step> <package> <version>", one line per package per step.
+STEPS = ("Retrieving", "Validating", "Extracting", "Unpacking", "Configuring")
+STAGE = {"Retrieving": "downloading", "Validating": "downloading", "Extracting": "unpacking",
+         "Unpacking": "unpacking", "Configuring": "configuring"}
+NOT_PACKAGES = {"InRelease", "Release", "Release.gpg", "Packages", "base", "required"}  # "I: Retrieving Packages" and the like
 
 
-def _phase(line: str) -> str | None:
-    text = line[3:] if line.startswith("I: ") else ""
-    for p in PHASES:
-        if text.startswith(p):
-            return p
+def package_step(line: str) -> tuple[str, str] | None:
+    """(step, package) of one of debootstrap's per-package lines, else None."""
+    words = line.split()  # "I: Retrieving adduser 3.134", "I: Unpacking adduser..."
+    if len(words) >= 3 and words[0] == "I:" and words[1] in STEPS:
+        package = words[2].removesuffix("...")
+        if package and package not in NOT_PACKAGES:
+            return words[1], package
     return None
 
 
-def debootstrap(target: Path, say: Callable[[str], None], log: Path) -> None:
-    argv = ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, str(target), MIRROR]
-    counts: dict[str, int] = {}
-    last_phase, last_say = None, 0.0
-    with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
-        for line in proc.stdout:
-            out.write(line)
-            phase = _phase(line)
-            if phase is None:
-                continue
-            counts[phase] = counts.get(phase, 0) + 1
-            now = time.monotonic()
-            if phase != last_phase or now - last_say > 10:
-                n = f" ({counts[phase]})" if counts[phase] > 1 else ""
-                say(f"  debootstrap: {phase.lower()}{n}")
-                last_phase, last_say = phase, now
-        code = proc.wait()
+def expected_steps(logs_dir: Path) -> int | None:
+    """The per-package lines of this machine's last build (any recipe's): the bar's total, else unknown."""
+    logs = sorted(logs_dir.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for log in logs:
+        try:
+            n = sum(1 for line in log.read_text(errors="replace").splitlines() if package_step(line))
+        except OSError:
+            continue
+        if n:
+            return n
+    return None
+
+
+def follow_build(argv: list[str], log: Path, what: str, say: Callable[[str], None], total: int | None = None,
+                 stream=None) -> tuple[int, set[str], Tail, float]:
+    """Run argv, its output to log and to ONE bar (progress.Bar) driven by its
+    per-package lines; (exit code, packages seen, the output's tail, seconds)."""
+    from common import progress
+
+    bar = progress.Bar(what, total, unit="step", stream=stream, say=say if stream is None else None)
+    tail = Tail()
+    packages: set[str] = set()
+    try:
+        with open(log, "w") as out:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    stdin=subprocess.DEVNULL, errors="replace")
+            for line in proc.stdout:
+                out.write(line)
+                tail.add(line)
+                step = package_step(line)
+                if step is None:
+                    continue
+                bar.set_phase(STAGE[step[0]])
+                if step[0] == "Retrieving":  # one per .deb (the later steps name some by other names)
+                    packages.add(step[1])
+                bar.advance(1, step[1])
+            code = proc.wait()
+    finally:
+        bar.close()
+    return code, packages, tail, bar.elapsed()
+
+
+def debootstrap(target: Path, say: Callable[[str], None], log: Path, argv: list[str] | None = None) -> int:
+    """Build the root into target with ONE progress bar; the number of packages, or TrainboxError with the output's tail."""
+    argv = argv or ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, str(target), MIRROR]
+    code, packages, tail, took = follow_build(argv, log, "root file system", say, expected_steps(log.parent))
     if code != 0:
-        tail = [l for l in log.read_text().splitlines() if l.startswith(("E:", "W:"))][-1:] or [f"exit {code}"]
-        raise TrainboxError(f"building the container box's root file system failed ({tail[0]})",
-                            f"see {log}; `--sandbox-box process` uses the process box instead")
+        said = [l for l in tail.lines if l.startswith(("E:", "W:"))][-1:] or [f"exit {code}"]
+        say(f"debootstrap failed after {took:.0f} s; the last of its output:\n{tail.text()}")
+        raise TrainboxError(f"building the container box's root file system failed ({said[0]})",
+                            f"see {log} (debootstrap's full output); `--sandbox-box process` uses the process box instead")
+    return len(packages)
 
 
 def ensure(say: Callable[[str], None]) -> Path:
@@ -170,14 +211,15 @@ def ensure(say: Callable[[str], None]) -> Path:
         say(f"building the container box's root file system (Debian {SUITE}, once per machine, about 1-2 min): {target}")
         t0 = time.monotonic()
         try:
-            debootstrap(tmp, say, log)
+            n = debootstrap(tmp, say, log)
             configure(tmp)
             os.rename(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         size = subprocess.run(["du", "-sm", str(target)], capture_output=True, text=True).stdout.split()[:1]
-        say(f"root file system ready in {time.monotonic() - t0:.0f}s ({size[0] if size else '?'} MB), reused from now on")
+        say(f"root file system: {n} packages in {time.monotonic() - t0:.0f} s ({size[0] if size else '?'} MB; log: {log}), "
+            "reused from now on")
         return target
     finally:
         lock.close()

@@ -11,7 +11,7 @@ from typing import Callable
 from common.aws import error_code
 from common.errors import CloudError, name_flag
 
-from .inventory import IMAGE_KINDS, KINDS, Resource, tagged_resources
+from .inventory import IMAGE_KINDS, KINDS, Resource, survey
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +67,37 @@ _DELETERS: dict[str, Callable] = {
 }
 
 
+def _why(e: Exception) -> str:
+    code = error_code(e)
+    return code or type(e).__name__
+
+
 def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda s: None, poll_s: float = 5) -> list[Resource]:
     """Delete everything tagged for box ``name``; return what was deleted.
 
     Its images and their snapshots are not the box's to delete: they stay
-    (provision/images.py removes them). Raises CloudError naming what is
-    left if anything survives.
+    (provision/images.py removes them). A kind whose Describe call keeps
+    failing (after botocore's retries) does not stop the others: every kind
+    that can be found is deleted, and then a CloudError names what could not
+    be checked or deleted and what is left.
     """
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-    found = [r for r in tagged_resources(ec2, region, name) if r.kind not in IMAGE_KINDS]
-    by_kind = {k: [r for r in found if r.kind == k] for k in KINDS}
+    found = survey(ec2, region, name)
+    resources = [r for r in found.resources if r.kind not in IMAGE_KINDS]
+    by_kind = {k: [r for r in resources if r.kind == k] for k in KINDS}
+    failed: list[str] = []
+    deleted: list[Resource] = []
     for kind in [k for k in KINDS if k not in IMAGE_KINDS]:
         if kind == "instance":
             if by_kind["instance"]:
                 report(f"terminating {', '.join(r.id for r in by_kind['instance'])} (waits until terminated)")
-                _delete_instances(ec2, by_kind["instance"], poll_s)
+                try:
+                    _delete_instances(ec2, by_kind["instance"], poll_s)
+                    deleted += by_kind["instance"]
+                except (ClientError, BotoCoreError, WaiterError) as e:
+                    if not _gone(e):
+                        failed.append(f"terminate {', '.join(r.id for r in by_kind['instance'])} ({_why(e)})")
             continue
         for r in by_kind[kind]:
             if kind == "volume" and r.state == "deleted":
@@ -90,14 +105,24 @@ def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda 
             try:
                 _DELETERS[kind](ec2, r)
                 report(f"{'cancelled' if kind == 'spot-request' else 'deleted'} {kind} {r.id}")
-            except ClientError as e:
+                deleted.append(r)
+            except (ClientError, BotoCoreError) as e:
                 if not _gone(e):
-                    raise
-    left = [r for r in tagged_resources(ec2, region, name)
+                    failed.append(f"delete {kind} {r.id} ({_why(e)})")
+    after = survey(ec2, region, name)
+    left = [r for r in after.resources
             if not (r.kind == "instance" and r.state == "terminated") and r.kind not in IMAGE_KINDS]
+    unchecked = {k: e for k, e in {**found.unchecked, **after.unchecked}.items() if k not in IMAGE_KINDS}
+    problems = []
+    if unchecked:
+        problems.append("could not check " + ", ".join(f"{k}s ({_why(e)})" for k, e in unchecked.items()))
+    if failed:
+        problems.append("could not " + "; ".join(failed))
     if left:
+        problems.append("left behind: " + ", ".join(f"{r.kind} {r.id}" for r in left))
+    if problems:
         raise CloudError(
-            "teardown left resources behind: " + ", ".join(f"{r.kind} {r.id}" for r in left),
+            f"teardown of box '{name}' is not complete ({len(deleted)} deleted): " + "; ".join(problems),
             f"run `python -m provision down{name_flag(name)}` again, or delete them in the console",
         )
-    return found
+    return resources

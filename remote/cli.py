@@ -199,11 +199,12 @@ def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
     except BaseException:
         records.forget(run_id)
         raise
-    say(f"run {run_id} started on {len(targets)} nodes; node 0's log follows (the others' stay in their run folders; "
-        "Ctrl-C detaches, the job keeps running)")
     if args.detach:
+        say(f"run {run_id} started on {len(targets)} nodes, detached")
         _print_reattach(args, run_id)
         return 0
+    say(f"run {run_id} started on {len(targets)} nodes; node 0's log follows (the others' stay in their run folders; "
+        "Ctrl-C detaches, the job keeps running)")
     return _collect(args, targets[0], rec)
 
 
@@ -235,10 +236,11 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         except BaseException:
             records.forget(run_id)
             raise
-    say(f"run {run_id} started on {target.label}; its log follows (Ctrl-C detaches, the job keeps running)")
     if args.detach:
+        say(f"run {run_id} started on {target.label}, detached")
         _print_reattach(args, run_id)
         return 0
+    say(f"run {run_id} started on {target.label}; its log follows (Ctrl-C detaches, the job keeps running)")
     return _collect(args, target, rec)
 
 
@@ -275,11 +277,11 @@ def _resume(args) -> int:
     if target.box:
         rec.price_per_hour = _price(target)
     records.move_record(rec, target)
-    say(f"run {rec.run_id} resumed on {target.label} ({had}); its log follows "
-        "(Ctrl-C detaches, the job keeps running)")
     if args.detach:
+        say(f"run {rec.run_id} resumed on {target.label} ({had}), detached")
         _print_reattach(args, rec.run_id)
         return 0
+    say(f"run {rec.run_id} resumed on {target.label} ({had}); its log follows (Ctrl-C detaches, the job keeps running)")
     return _collect(args, target, rec, offset=offset)
 
 
@@ -291,10 +293,11 @@ def _resume_nodes(args, rec: records.RunRecord) -> int:
     offset = orchestrate.restart_nodes(lambda t: _connect(args, t), targets, rec.run_id, say, flags=_name_flags(args))
     rec.pulled, rec.exit_code, rec.last_seen = False, None, None
     records.save_record(rec)
-    say(f"run {rec.run_id} resumed on its {len(targets)} nodes; node 0's log follows (Ctrl-C detaches, the job keeps running)")
     if args.detach:
+        say(f"run {rec.run_id} resumed on its {len(targets)} nodes, detached")
         _print_reattach(args, rec.run_id)
         return 0
+    say(f"run {rec.run_id} resumed on its {len(targets)} nodes; node 0's log follows (Ctrl-C detaches, the job keeps running)")
     return _collect(args, targets[0], rec, offset=offset)
 
 
@@ -306,7 +309,7 @@ def _name_flags(args) -> str:
 
 
 def _print_reattach(args, run_id: str) -> None:
-    say(f"reattach: `{PROG} logs {run_id} --follow{_name_flags(args)}`; results: `{PROG} pull {run_id}{_name_flags(args)}`")
+    say(f"follow its log: `{PROG} logs {run_id} --follow{_name_flags(args)}`; results: `{PROG} pull {run_id}{_name_flags(args)}`")
 
 
 @contextlib.contextmanager
@@ -334,7 +337,8 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
     # agent resumes the run at boot, and its address is read anew (it may change).
     with _whose(rec, rec.run_id):
         got = orchestrate.follow_and_collect(lambda: _connect(args, _current(target)), target, rec, say, offset=offset,
-                                             pull_every=args.pull_every, reconnect_for=None if target.box else 300.0)
+                                             pull_every=args.pull_every, reconnect_for=None if target.box else 300.0,
+                                             tty=sys.stdout.isatty())
     if got.detached:
         say(f"\ndetached from run {rec.run_id}; it keeps running on the box")
         _print_reattach(args, rec.run_id)
@@ -350,8 +354,7 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
         say(f"report: {page}")
     if got.exit_code == 0:
         return 0
-    if got.tail:
-        say("last lines of the log:\n" + got.tail.rstrip())
+    # No tail of the log here: it was just followed, and its last lines (a traceback) are on the screen.
     if got.exit_code is None and got.stopped:
         raise TrainingFailed(f"run {rec.run_id} was stopped before it finished",
                              f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`", code=SIGTERMED,
@@ -426,7 +429,8 @@ def cmd_logs(args, extra) -> int:
     if args.follow:
         return _collect(args, target, rec)
     with _on_box(args, target) as conn:
-        sys.stdout.write(clean(run(conn, f"cat {shlex.quote(run_dir)}/log 2>/dev/null; true", "reading the log")))
+        sys.stdout.flush()
+        job.cat_log(conn, run_dir, sys.stdout.buffer, tty=sys.stdout.isatty())
     return 0
 
 

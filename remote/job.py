@@ -201,7 +201,7 @@ WAITING = "box interrupted; waiting for it to come back; Ctrl-C detaches"
 
 def follow(connect: Callable[[], object], run_dir: str, out: BinaryIO = sys.stdout.buffer, offset: int = 0,
            say: Callable[[str], None] = lambda s: None, reconnect_for: float | None = 300.0,
-           on_tick: Callable[[object], None] | None = None) -> tuple[int, object]:
+           on_tick: Callable[[object], None] | None = None, tty: bool = False) -> tuple[int, object]:
     """Stream the log from offset until the job ends, riding through a dropped link and an
     interrupted box.
 
@@ -212,13 +212,21 @@ def follow(connect: Callable[[], object], run_dir: str, out: BinaryIO = sys.stdo
     ``reconnect_for`` seconds (None: until Ctrl-C). The box's agent resumes
     the run at boot; the follow goes on in the same log. Returns the bytes
     streamed in all and the live connection. What reaches ``out`` is cleaned
-    of terminal control sequences (checks.CleanStream).
+    of terminal control sequences (checks.CleanStream; tty: ``out`` is a
+    terminal, which keeps colour and redraws progress lines in place).
     """
-    import paramiko
-
     from common.checks import CleanStream
 
-    out = CleanStream(out)
+    out = CleanStream(out, tty=tty)
+    try:
+        return _follow(connect, run_dir, out, offset, say, reconnect_for, on_tick)
+    finally:
+        out.close()  # a last line without its newline, in a file or pipe
+
+
+def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick) -> tuple[int, object]:
+    import paramiko
+
     lost = (EOFError, OSError, paramiko.SSHException)
     conn = connect()
     pending_rounds = 0
@@ -299,3 +307,23 @@ def _reattach(connect: Callable[[], object], old, why: Exception, say: Callable[
 
 def log_tail(conn, run_dir: str, lines: int = 20) -> str:
     return run(conn, f"tail -n {lines} {shlex.quote(run_dir)}/{RUN_LOG} 2>/dev/null; true", "reading the log")
+
+
+def cat_log(conn, run_dir: str, out: BinaryIO, tty: bool = False) -> None:
+    """The whole log to out, cleaned (checks.CleanStream: a character split
+    between two chunks arrives whole)."""
+    from common.checks import CleanStream
+
+    from .connection import exec_channel
+
+    stream = CleanStream(out, tty=tty)
+    channel = exec_channel(conn, f"cat {shlex.quote(run_dir)}/{RUN_LOG} 2>/dev/null; true")
+    try:
+        while chunk := channel.recv(65536):
+            stream.write(chunk)
+        status = channel.recv_exit_status()
+    finally:
+        channel.close()
+        stream.close()
+    if status != 0:
+        raise RemoteError(f"reading the log failed on the box (exit {status})")

@@ -236,14 +236,10 @@ def _refused(source: KaggleSource, cred: Credential, code: int, said: str) -> Ex
 
 
 def cache_dir() -> Path:
-    """``TRAINBOX_CACHE``, else ``$TRAINBOX_HOME/cache``, else the platform's user cache dir."""
-    if os.environ.get("TRAINBOX_CACHE"):
-        return Path(os.environ["TRAINBOX_CACHE"]).expanduser()
-    if os.environ.get("TRAINBOX_HOME"):
-        return Path(os.environ["TRAINBOX_HOME"]).expanduser() / "cache"
-    import platformdirs
+    """The machine's cache (common.paths.cache_dir: ``TRAINBOX_CACHE``, else the user cache dir)."""
+    from common import paths
 
-    return Path(platformdirs.user_cache_dir("trainbox"))
+    return paths.cache_dir()
 
 
 def local_copy(source: KaggleSource) -> Path:

@@ -117,9 +117,9 @@ def human(n: float) -> str:
 
 
 def push_dir(conn, local: Path, remote_dir: str, what: str, say: Say, progress=None,
-             scan: dict | None = None) -> sync.Plan:
+             scan: dict | None = None, skip=None) -> sync.Plan:
     started = time.monotonic()
-    plan = sync.push(conn, local, remote_dir, progress(f"push {what}") if progress else None, local=scan)
+    plan = sync.push(conn, local, remote_dir, progress(f"push {what}") if progress else None, local=scan, skip=skip)
     if plan.noop:
         say(f"{what}: up to date on the box ({plan.files} files, nothing sent)")
     else:
@@ -129,11 +129,13 @@ def push_dir(conn, local: Path, remote_dir: str, what: str, say: Say, progress=N
     return plan
 
 
-def scan_project(spec: RunSpec, confirm: Callable[[str], bool]) -> dict:
-    """The project's pushed set; a big one only if confirm(question) says yes."""
+def scan_project(spec: RunSpec, confirm: Callable[[str], bool]) -> tuple[dict, Callable[[str, bool], bool]]:
+    """The project's pushed set, a big one only if confirm(question) says yes,
+    and the filter that made it (what the push leaves alone on the box)."""
     from .ignore import ProjectFilter
 
-    scan = sync.scan_local(spec.code, ProjectFilter(spec.code, exclude=spec.exclude).skip)
+    skip = ProjectFilter(spec.code, exclude=spec.exclude).skip
+    scan = sync.scan_local(spec.code, skip)
     size = sum(e.size for e in scan.values())
     if size > PROJECT_LIMIT_BYTES:
         biggest = sorted(scan, key=lambda p: scan[p].size, reverse=True)[:3]
@@ -143,7 +145,7 @@ def scan_project(spec: RunSpec, confirm: Callable[[str], bool]) -> dict:
             raise UsageError(f"the project {spec.code} is {human(size)} of code (over {human(PROJECT_LIMIT_BYTES)}): "
                              "data belongs in --data",
                              "pass --data DIR for the data, list what is not code in .trainboxignore, or push it anyway with --yes")
-    return scan
+    return scan, skip
 
 
 # ---------------------------------------------------------------- the environment
@@ -212,13 +214,13 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
     # run.sh cds into its run dir: every path on the box from here on (the
     # data a fetch returns included) comes from this one absolute layout.
     layout = job.resolve_layout(conn, target.workdir)
-    scan = scan_project(spec, confirm)
+    scan, skip = scan_project(spec, confirm)
     if spec.package:
         project_dir = layout.code
-        push_dir(conn, spec.code, f"{layout.code}/{spec.code.name}", "code", say, progress, scan)
+        push_dir(conn, spec.code, f"{layout.code}/{spec.code.name}", "code", say, progress, scan, skip)
     else:
         project_dir = layout.project(spec.key)
-        push_dir(conn, spec.code, project_dir, "code", say, progress, scan)
+        push_dir(conn, spec.code, project_dir, "code", say, progress, scan, skip)
     python, env_link = run_interpreter(conn, target, layout, spec, _requirements_on_box(conn, spec, layout, project_dir, scan), say)
 
     source = datasource.parse(spec.data) if spec.data else None
@@ -240,7 +242,9 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
     offset = 0
     if seed is not None:
         out = shlex.quote(spec.out)
-        push_dir(conn, seed, f"{run_dir}/{spec.out}", "the run's local copy", say, progress)
+        home_only = lambda rel, is_dir: rel == results.PULLED  # noqa: E731 (the pulls' own record stays home)
+        push_dir(conn, seed, f"{run_dir}/{spec.out}", "the run's local copy", say, progress,
+                 sync.scan_local(seed, home_only), home_only)
         # The local layout back into the box's: train.log is the run's log, and
         # the count of starts goes on.
         offset = int(run(conn, f"cd {shlex.quote(run_dir)} && rm -f {out}/{sync.MARKER} {out}/exit_code {out}/run.sh && "
@@ -390,11 +394,13 @@ def resume(conn, target: Target, rec: records.RunRecord, spec: RunSpec | None, s
 
 
 def follow_and_collect(connect: Callable[[], object], target: Target, rec: records.RunRecord, say: Say, *,
-                       offset: int = 0, pull_every: float | None = None, reconnect_for: float | None = 300.0) -> Outcome:
+                       offset: int = 0, pull_every: float | None = None, reconnect_for: float | None = 300.0,
+                       tty: bool = False) -> Outcome:
     """Stream the run's log until it ends (pulling ``checkpoints/`` every
     pull_every seconds on the way), then pull everything and record it.
     A box that goes away is waited for up to reconnect_for seconds (None: until
-    Ctrl-C, for a provisioned box whose agent resumes the run when it is back)."""
+    Ctrl-C, for a provisioned box whose agent resumes the run when it is back).
+    tty: the laptop's stdout is a terminal (job.follow)."""
     run_dir = BoxLayout(target.workdir).run(rec.run_id)
     local_dir = Path(rec.local_dir)
     last_pull = [time.monotonic()]
@@ -408,7 +414,8 @@ def follow_and_collect(connect: Callable[[], object], target: Target, rec: recor
                 pass  # nothing yet; the final pull takes everything
 
     try:
-        _, conn = job.follow(connect, run_dir, offset=offset, say=say, on_tick=pull_checkpoints, reconnect_for=reconnect_for)
+        _, conn = job.follow(connect, run_dir, offset=offset, say=say, on_tick=pull_checkpoints, reconnect_for=reconnect_for,
+                             tty=tty)
     except KeyboardInterrupt:
         return Outcome(rec.run_id, local_dir, None, False, 0, "", detached=True)
     try:

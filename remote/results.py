@@ -5,6 +5,11 @@
   devices are refused, so nothing can land outside ``runs/<run-id>/``.
 - Each file is written to a temp name and renamed, so a pull cut short
   never leaves a half-written checkpoint that looks whole.
+- A full pull mirrors the box's deletions among the files trainbox itself
+  pulled before (its record of them: ``.trainbox-pulled`` in the run's local
+  folder): Keras's BackupAndRestore removes ``backup/`` when a run ends, so
+  a mid-run pull's copy of it must not linger at home. A file the user made
+  or changed here is never deleted.
 - ``pull_unfetched``: before a box is deleted, every run of it whose
   record (remote/records.py) says its results are not home is pulled.
 """
@@ -88,6 +93,8 @@ def unpack(stream, dest: Path, rename: Callable[[str], str | None] = lambda n: n
 # The run dir's own files that come home beside out/ (the agent's events: its interruptions).
 RUN_FILES = ("log", "exit_code", "run.sh", "resumed", names.RUN_EVENTS)
 LOCAL_LOG = "train.log"  # the run's log, as it lies at home
+# The run's local folder's record of what pulls wrote there: {path: [size, mtime]}.
+PULLED = ".trainbox-pulled"
 
 
 def results_rename(name: str, out: str = "out") -> str | None:
@@ -99,7 +106,8 @@ def results_rename(name: str, out: str = "out") -> str | None:
         return None
     n = len(PurePosixPath(out).parts)
     if list(PurePosixPath(out).parts) == parts[:n]:
-        return "/".join(parts[n:]) or None
+        mapped = "/".join(parts[n:])
+        return mapped if mapped and mapped != PULLED else None
     if parts == ["log"]:
         return LOCAL_LOG
     if len(parts) == 1 and parts[0] in RUN_FILES:
@@ -133,7 +141,80 @@ def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None, ou
         )
     if status not in (0, 2) and not written:  # tar exits 2 when a listed name is missing
         raise RemoteError(f"could not read the results on the box (tar exit {status})")
+    pulled = _read_pulled(local_dir)
+    for rel in written:
+        try:
+            pulled[rel] = list(_entry(local_dir / rel))
+        except OSError:
+            pass
+    if not only:
+        on_box = _on_box(conn, remote_run_dir, out)
+        if on_box is not None:
+            _mirror_deletions(local_dir, pulled, on_box | set(written))
+    _write_pulled(local_dir, pulled)
     return written
+
+
+def _entry(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, int(st.st_mtime)
+
+
+def _read_pulled(local_dir: Path) -> dict[str, list[int]]:
+    import json
+
+    try:
+        data = json.loads((local_dir / PULLED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, list)} if isinstance(data, dict) else {}
+
+
+def _write_pulled(local_dir: Path, pulled: dict[str, list[int]]) -> None:
+    import json
+
+    from common.paths import write_atomic
+
+    write_atomic(local_dir / PULLED, json.dumps(pulled, sort_keys=True) + "\n")
+
+
+def _on_box(conn, remote_run_dir: str, out: str) -> set[str] | None:
+    """The run's files on the box now, as named at home; None when the box has no ``out`` (nothing to mirror)."""
+    from .connection import run
+
+    d, o = shlex.quote(remote_run_dir), shlex.quote(out)
+    listing = run(conn, f"cd {d} 2>/dev/null && [ -d {o} ] && {{ find {o} -type f -print0; "
+                        f"for f in {' '.join(RUN_FILES)}; do [ -f \"$f\" ] && printf '%s\\0' \"$f\"; done; }}; "
+                        "echo; echo end", "listing the run's files")
+    body, _, tail = listing.rstrip("\n").rpartition("\n")
+    if tail != "end" or not body:
+        return None
+    return {m for m in (results_rename(n, out) for n in body.split("\0") if n) if m}
+
+
+def _mirror_deletions(local_dir: Path, pulled: dict[str, list[int]], on_box: set[str]) -> None:
+    """Delete here what an earlier pull wrote and the box no longer has, if it
+    is still as pulled (size and mtime); then the folders that left empty."""
+    for rel in sorted(set(pulled) - on_box):
+        path = local_dir / rel
+        try:
+            safe = safe_path(local_dir, rel)
+        except UnsafeEntry:
+            pulled.pop(rel)
+            continue
+        try:
+            if list(_entry(safe)) == pulled[rel]:
+                safe.unlink()
+        except OSError:
+            pass
+        pulled.pop(rel)
+        parent = path.parent
+        while parent != local_dir and parent.is_relative_to(local_dir):
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+            parent = parent.parent
 
 
 def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[str]:

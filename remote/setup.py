@@ -230,6 +230,60 @@ def stream_lines(channel, on_line: Callable[[str], None]) -> int:
     return channel.recv_exit_status()
 
 
+INSTALLER_LINE = "trainbox-setup:   "  # the bootstrap's `progress`: uv's or pip's own lines
+
+
+class InstallProgress:
+    """The installer's lines (uv's or pip's, one per package) as ONE bar, a
+    one-line summary when it is done, and their tail once if it fails; the
+    bootstrap's own lines pass through to say."""
+
+    def __init__(self, say: Callable[[str], None]):
+        from common import progress
+
+        self.say = say
+        self.bar: progress.Bar | None = None
+        self.tail = progress.Tail()
+        self.installed = 0
+
+    def line(self, line: str) -> None:
+        if not line.startswith(INSTALLER_LINE):
+            self.say(line)
+            return
+        text = line[len(INSTALLER_LINE):].strip()
+        self.tail.add(text)
+        if self.bar is None:
+            from common import progress
+
+            self.bar = progress.Bar("environment", None, unit="pkg", say=self.say)
+        words = text.split()
+        if not words:
+            return
+        if words[0] == "Resolved" and len(words) > 1 and words[1].isdigit():  # uv
+            self.bar.set_total(int(words[1]))
+            self.bar.set_phase("downloading")
+        elif words[0] == "+" and len(words) > 1:  # uv: one per package installed
+            self.installed += 1
+            self.bar.set_phase("installing")
+            self.bar.advance(1, words[1])
+        elif words[0] == "Collecting" and len(words) > 1:  # pip: one per package resolved
+            self.bar.set_phase("collecting")
+            self.bar.advance(1, words[1])
+        elif text.startswith("Installing collected packages"):
+            self.bar.set_phase("installing")
+        elif words[0] == "Successfully" and words[1:2] == ["installed"]:
+            self.installed = max(self.installed, len(words) - 2)
+
+    def done(self, ok: bool, log: str) -> None:
+        if self.bar is None:
+            return
+        self.bar.close()
+        if ok:
+            self.say(f"environment: {self.installed} packages in {self.bar.elapsed():.0f} s")
+        elif self.tail.lines:
+            self.say(f"the install failed; the last of its output (all of it: {log} on the box):\n{self.tail.text()}")
+
+
 def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None], force: bool = False) -> str:
     """Run the bootstrap on the box, streaming its progress to say; the env's python, or RemoteError.
 
@@ -245,18 +299,21 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     channel.sendall(render_bootstrap(workdir, opts).encode())
     channel.shutdown_write()
     errors: list[str] = []
+    shown = InstallProgress(say)
 
     def on_line(line: str) -> None:
         line = clean(redact_all(line, opts.index_url, *opts.find_links))
         if line.startswith("trainbox-setup: error: "):
             errors.append(line[len("trainbox-setup: error: "):])
         else:
-            say(line)
+            shown.line(line)
 
+    status = None
     try:
         status = stream_lines(channel, on_line)
     finally:
         channel.close()
+        shown.done(status == 0, f"~/{layout.setup_log}")
     if status == 0:
         return layout.env_python
     if errors:

@@ -149,6 +149,28 @@ def scan_local(root: Path, skip: Callable[[str, bool], bool] | None = None) -> d
     return found
 
 
+def box_only(remote: dict[str, Entry], skip: Callable[[str, bool], bool] | None = None) -> dict[str, Entry]:
+    """The box's listing less what the laptop never sends: ``__pycache__``
+    and the other SKIP_DIRS, ``*.pyc`` (python on the box writes them into
+    the pushed code) and what ``skip`` leaves home (a project's ignored
+    paths). Ignored paths are neither sent nor deleted: they are the box's."""
+    dirs: dict[str, bool] = {}
+
+    def dir_skipped(d: str) -> bool:
+        if d not in dirs:
+            parent, _, name = d.rpartition("/")
+            dirs[d] = (bool(parent) and dir_skipped(parent)) or name in SKIP_DIRS or bool(skip and skip(d, True))
+        return dirs[d]
+
+    kept = {}
+    for path, entry in remote.items():
+        parent, _, name = path.rpartition("/")
+        if name.endswith(".pyc") or (parent and dir_skipped(parent)) or (skip and skip(path, False)):
+            continue
+        kept[path] = entry
+    return kept
+
+
 def scan_remote_command(remote_dir: str) -> str:
     d = shlex.quote(remote_dir)
     return (
@@ -312,12 +334,14 @@ def _widen_pipe(fd: int) -> None:
 
 
 def push(conn, local_root: Path, remote_dir: str, progress_factory=None,
-         local: dict[str, Entry] | None = None) -> Plan:
+         local: dict[str, Entry] | None = None, skip: Callable[[str, bool], bool] | None = None) -> Plan:
     """Make remote_dir an exact copy of local_root, sending only what changed.
 
     ``progress_factory(total_file_bytes)`` makes a bar with ``update(n)`` and
     ``close()``; the returned plan's ``sent_bytes`` is the stream's length.
-    ``local``: local_root's scan_local, when the caller has it (a filtered one).
+    ``local``: local_root's scan_local, when the caller has it (a filtered
+    one); ``skip``: the filter it was made with, so that the box's files it
+    matches are left alone rather than deleted (see box_only).
     """
     from .connection import exec_channel, finish
 
@@ -330,6 +354,7 @@ def push(conn, local_root: Path, remote_dir: str, progress_factory=None,
     finally:
         listing.close()
     remote, complete = parse_remote_scan(text)
+    remote = box_only(remote, skip)
 
     def same_content(paths: list[str]) -> set[str]:
         channel = exec_channel(conn, hash_remote_command(remote_dir))

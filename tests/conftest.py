@@ -7,6 +7,7 @@ instances: they are fake, and nothing here ever connects to them.
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -23,12 +24,33 @@ from provision import motoplace  # noqa: E402
 motoplace.install()
 
 
+def _machine_cache() -> Path:
+    """This machine's cache as trainbox finds it outside the tests (common.paths.cache_dir's rule)."""
+    if os.environ.get("TRAINBOX_CACHE"):
+        return Path(os.environ["TRAINBOX_CACHE"]).expanduser().resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("trainbox")).resolve()
+
+
+MACHINE_CACHE = _machine_cache()
+
+
 @pytest.fixture(autouse=True)
 def trainbox_home(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own TRAINBOX_HOME and fake AWS credentials."""
+    """Every test gets its own TRAINBOX_HOME and TRAINBOX_CACHE, and fake AWS
+    credentials. The cache's rootfs/ is the machine's (the container box's
+    root file system: minutes to build, keyed by its recipe, never rebuilt for
+    a test); nothing else a test caches (Kaggle's downloads) reaches it."""
     home = tmp_path / "trainbox-home"
     home.mkdir()
     monkeypatch.setenv("TRAINBOX_HOME", str(home))
+    cache = tmp_path / "trainbox-cache"
+    cache.mkdir()
+    (MACHINE_CACHE / "rootfs").mkdir(parents=True, exist_ok=True)
+    (cache / "rootfs").symlink_to(MACHINE_CACHE / "rootfs", target_is_directory=True)
+    monkeypatch.setenv("TRAINBOX_CACHE", str(cache))
+    monkeypatch.setenv("TRAINBOX_MACHINE_CACHE", str(MACHINE_CACHE))
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

@@ -12,6 +12,7 @@ anything the file server received.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def test_no_redirect_path_the_laptop_downloads_and_pushes(cli, box, box_flags, k
     r = cli("remote", "data", "fetch", src, *box_flags, cwd=tmp_path, env=env)
     assert r.code == 0, r.err
     source = datasource.parse(src)
-    here = trainbox_home / "cache" / "kaggle" / source.key / "flat-cats.zip"
+    here = Path(os.environ["TRAINBOX_CACHE"]) / "kaggle" / source.key / "flat-cats.zip"  # the test's own cache (conftest)
     assert here.read_bytes() == api.datasets["student/flat-cats"]["all"]
     size = here.stat().st_size
     assert "Kaggle sent the file itself" in r.err and "download flat-cats.zip to this laptop" in r.err

@@ -225,3 +225,56 @@ def test_the_openssh_client_is_used_unless_told_not_to(conn, monkeypatch):
     assert sync.openssh_argv(conn, "true")[0].endswith("ssh")
     monkeypatch.setenv("TRAINBOX_SSH_CLIENT", "paramiko")
     assert sync.openssh_argv(conn, "true") is None
+
+
+def test_the_boxs_own_pycache_is_neither_counted_nor_deleted(conn, box, tmp_path):
+    """Issue 27: python run on the box writes __pycache__ into the pushed code;
+    the laptop never sends those files, so the next push must not delete them."""
+    import sys
+
+    code = tmp_path / "code"
+    (code / "pkg").mkdir(parents=True)
+    (code / "pkg" / "__init__.py").write_text("X = 1\n")
+    (code / "pkg" / "mod.py").write_text("Y = 2\n")
+    (code / "main.py").write_text("import pkg.mod\n")
+    dest = f"{box.workdir}/code/proj"
+    first = sync.push(conn, code, dest)
+    assert sorted(first.send) == ["main.py", "pkg/__init__.py", "pkg/mod.py"]
+    from remote.connection import run
+
+    run(conn, f"cd {dest} && {sys.executable} -c 'import main'", "running the code on the box")
+    written = sorted(p.relative_to(dest).as_posix() for p in Path(dest).rglob("*.pyc"))
+    assert len(written) == 3, written  # the box's own __pycache__ is there
+    again = sync.push(conn, code, dest)
+    assert again.delete == [] and again.noop, again
+    assert sorted(p.relative_to(dest).as_posix() for p in Path(dest).rglob("*.pyc")) == written
+    # A real change still goes, and still leaves the box's caches alone.
+    (code / "pkg" / "mod.py").write_text("Y = 3  # changed\n")
+    (code / "main.py").unlink()
+    third = sync.push(conn, code, dest)
+    assert third.send == ["pkg/mod.py"] and third.delete == ["main.py"]
+    assert sorted(p.relative_to(dest).as_posix() for p in Path(dest).rglob("*.pyc")) == written
+
+
+def test_paths_the_laptop_ignores_are_neither_sent_nor_deleted(conn, box, tmp_path):
+    """A project's ignored folder (say, what the job writes next to its code on
+    the box) is the box's own: a push with the project's filter leaves it."""
+    from remote.ignore import ProjectFilter
+
+    code = tmp_path / "proj"
+    code.mkdir()
+    (code / ".gitignore").write_text("outputs/\n*.log\n")
+    (code / "train.py").write_text("print('hi')\n")
+    (code / "outputs").mkdir()
+    (code / "outputs" / "laptop-only.txt").write_text("never sent\n")
+    skip = ProjectFilter(code).skip
+    dest = f"{box.workdir}/code/proj"
+    first = sync.push(conn, code, dest, local=sync.scan_local(code, skip), skip=skip)
+    assert sorted(first.send) == [".gitignore", "train.py"]
+    (Path(dest) / "outputs").mkdir()
+    (Path(dest) / "outputs" / "model.keras").write_text("the box's\n")
+    (Path(dest) / "run.log").write_text("the box's\n")
+    (Path(dest) / "stray.txt").write_text("not ignored: the laptop has no such file\n")
+    again = sync.push(conn, code, dest, local=sync.scan_local(code, skip), skip=skip)
+    assert again.delete == ["stray.txt"] and again.send == []
+    assert (Path(dest) / "outputs" / "model.keras").exists() and (Path(dest) / "run.log").exists()
