@@ -257,7 +257,7 @@ def _spec_of(args, rec: records.RunRecord) -> orchestrate.RunSpec | None:
 
 
 def _resume(args) -> int:
-    """Continue a killed or interrupted run: on its box, run its script again
+    """Continue a killed, failed or stopped run (one that succeeded is refused): on its box, run its script again
     in its run dir (a Keras script's BackupAndRestore state in $TRAINBOX_OUT
     resumes it at the epoch after the last one saved, and the log goes on
     where it stopped); on a box that does not have it, rebuild it there from
@@ -265,6 +265,7 @@ def _resume(args) -> int:
     rec = records.load_record(args.resume)
     if rec is None:
         raise UsageError(f"no run {args.resume} is known here", f"`{PROG} runs` lists them")
+    orchestrate.refuse_if_succeeded(rec, orchestrate.local_exit_code(rec))  # known here: nothing is reached or pushed
     if rec.nodes:
         return _resume_nodes(args, rec)
     target = _rec_target(args, rec)

@@ -329,6 +329,9 @@ def restart_nodes(connect: Callable[[Target], object], targets: list[Target], ru
                                   "a multi-node run resumes on the nodes it ran on; start a new one with `remote train`")
             if st.running:
                 raise UsageError(f"run {run_id} is still running on node {i}", f"follow it with `remote logs {run_id} --follow{flags}`")
+            if i == 0 and st.exit_code == 0:  # the run's outcome is node 0's
+                raise UsageError(f"run {run_id} succeeded: there is nothing to resume",
+                                 "start a new run with `remote train` (`remote runs` shows how this one was started)")
             gate.wait()
             return job.restart(conn, run_dir)
         except BaseException:
@@ -366,6 +369,33 @@ def _synthesize(conn, python: str, project_dir: str, synth: tuple[str, ...], dat
 # ---------------------------------------------------------------- resuming
 
 
+def new_run_command(rec: records.RunRecord) -> str:
+    """The command that starts a new run as rec was started."""
+    if rec.kind == "train":
+        model_args = list(rec.command[4:]) if rec.command and rec.command[:1] == ["bash"] else list(rec.train_args or [])
+        data = f" --data {shlex.quote(rec.data)}" if rec.data else ""
+        return f"remote train {shlex.join(model_args)}{data}".rstrip()
+    return f"remote run -- {shlex.join(rec.command or ['COMMAND'])}"
+
+
+def local_exit_code(rec: records.RunRecord) -> int | None:
+    """The run's exit code as this laptop knows it: its record, else the exit_code its pull brought home."""
+    if rec.exit_code is not None:
+        return rec.exit_code
+    try:
+        return int((Path(rec.local_dir) / job.RUN_EXIT_CODE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def refuse_if_succeeded(rec: records.RunRecord, exit_code: int | None) -> None:
+    """--resume continues a run that failed or was stopped: one that succeeded
+    is over (resuming it would train again over its results)."""
+    if exit_code == 0:
+        raise UsageError(f"run {rec.run_id} succeeded: there is nothing to resume (its results: {rec.local_dir})",
+                         f"start a new run with `{new_run_command(rec)}`")
+
+
 def resume(conn, target: Target, rec: records.RunRecord, spec: RunSpec | None, say: Say, *, flags: str = "",
            quiet: bool = False, progress=None) -> tuple[int, str]:
     """Start a stopped or killed run again, in its run dir on target: there if
@@ -376,6 +406,7 @@ def resume(conn, target: Target, rec: records.RunRecord, spec: RunSpec | None, s
     st = job.job_state(conn, run_dir)
     if st is not None and st.running:
         raise UsageError(f"run {rec.run_id} is still running", f"follow it with `remote logs {rec.run_id} --follow{flags}`")
+    refuse_if_succeeded(rec, st.exit_code if st is not None else local_exit_code(rec))
     if st is not None:
         return job.restart(conn, run_dir), f"it had {st.label}"
     local = Path(rec.local_dir)

@@ -154,7 +154,7 @@ def test_bad_model_args_fail_on_the_box_with_the_models_argparse_code(cli, on_bo
             "--no-such-model-flag", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert r.code == 2, r.err  # `python -m model`'s argparse exit, passed through (trainbox's own is UsageError's)
     assert r.code != UsageError.exit_code and whose_line(r).startswith("remote: your command exited 2")
-    assert "--no-such-model-flag" in r.err  # the model's argparse complaint, in the tail
+    assert "--no-such-model-flag" in r.out + r.err  # the model's argparse complaint, from the followed log
 
 
 @pytest.mark.slow
@@ -162,9 +162,9 @@ def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box
     start = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "8",
                 "--image-size", "32", "--detach", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert start.code == 0, start.err
-    assert "reattach" in start.err
     (run_dir,) = box_runs(box)
     run_id = run_dir.name
+    assert f"follow its log: `remote logs {run_id} --follow" in start.err
     # Epoch 2's line means epoch 1's BackupAndRestore state is on disk (it is
     # saved right after its line), so the resume has something to resume from.
     wait_for("epoch 2 in the log", lambda: log_has(run_dir, "epoch 2/8") or (run_dir / "exit_code").exists())

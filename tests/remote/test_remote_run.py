@@ -115,13 +115,14 @@ def test_laptop_killed_mid_run_then_pull_then_resume(cli, on_box, box, tmp_path)
             laptop.kill()
         laptop.stdout.close(), laptop.stderr.close()
     run_dir = log.parent
-    release.write_text("go")
-    wait_for("the run to finish on the box", lambda: (run_dir / "exit_code").exists())
+    stop = cli("remote", "stop", run_dir.name, *on_box, cwd=tmp_path)  # a run that succeeded is not resumed: this one stops
+    assert stop.code == 0 and "stopped" in stop.out, stop.err
     pull = cli("remote", "pull", run_dir.name, *on_box, cwd=tmp_path)
     assert pull.code == 0, pull.err
     local = tmp_path / "runs" / run_dir.name
-    assert seen(local)["argv"] == ["wait", str(release)] and (local / "exit_code").read_text().strip() == "0"
+    assert seen(local)["argv"] == ["wait", str(release)] and not (local / "exit_code").exists()
 
+    release.write_text("go")
     again = cli("remote", "run", "--resume", run_dir.name, *on_box, "--pull-every", "600", cwd=tmp_path)
     assert again.code == 0, again.err
     assert "resumed" in again.err
@@ -182,3 +183,63 @@ def test_usage_errors_argparses_too_exit_64(cli, tmp_path):
     assert r.code == UsageError.exit_code, r.err
     r = cli("remote", "runs", "--price", "nan", cwd=tmp_path)
     assert r.code == UsageError.exit_code, r.err
+
+
+# ---------------------------------------------------------------- --resume of a run that succeeded
+
+
+def _box_run(box, run_id: str) -> Path:
+    return Path(box.workdir) / "runs" / run_id
+
+
+def test_resume_of_a_run_that_succeeded_is_refused_before_anything_starts(cli, on_box, box, tmp_path):
+    code = project(tmp_path)
+    first = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "python", "echo.py", "a b",
+                cwd=tmp_path)
+    assert first.code == 0, first.err
+    (local,) = (tmp_path / "runs").iterdir()
+    run_dir = _box_run(box, local.name)
+    log_before = (run_dir / "log").read_bytes()
+    (code / "echo.py").write_text(ECHO + "# changed: a push would send it\n")
+
+    r = cli("remote", "run", "--resume", local.name, *on_box, "--pull-every", "600", cwd=tmp_path)
+    assert r.code == UsageError.exit_code, r.err
+    line = one_line_error(r)
+    assert f"run {local.name} succeeded: there is nothing to resume" in line
+    assert "start a new run with `remote run -- python echo.py 'a b'`" in line
+    assert len([l for l in r.err.splitlines() if l.strip()]) == 1, "one line, nothing reached or pushed first: " + r.err
+    assert not (run_dir / "out" / "seen-1.json").exists() and (run_dir / "log").read_bytes() == log_before
+    assert (run_dir / "resumed").read_text().strip() == "0" and (run_dir / "exit_code").read_text().strip() == "0"
+    pushed = next((Path(box.workdir) / "projects").iterdir()) / "echo.py"
+    assert "changed" not in pushed.read_text(), "nothing was pushed"
+
+
+def test_resume_of_a_run_that_succeeded_is_refused_when_only_the_box_knows(cli, on_box, box, tmp_path, trainbox_home):
+    """The laptop never saw the end (no exit code recorded or pulled): the box's exit_code decides, before the restart."""
+    from remote import records
+
+    code = project(tmp_path)
+    r = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--detach", "--", "python", "echo.py",
+            cwd=tmp_path)
+    assert r.code == 0, r.err
+    (rec,) = records.records()
+    run_dir = _box_run(box, rec.run_id)
+    wait_for("the run to succeed on the box", lambda: (run_dir / "exit_code").exists())
+    assert (run_dir / "exit_code").read_text().strip() == "0" and records.load_record(rec.run_id).exit_code is None
+    assert not (Path(rec.local_dir) / "exit_code").exists()
+
+    again = cli("remote", "run", "--resume", rec.run_id, *on_box, cwd=tmp_path)
+    assert again.code == UsageError.exit_code, again.err
+    assert "succeeded: there is nothing to resume" in one_line_error(again)
+    assert (run_dir / "resumed").read_text().strip() == "0" and not (run_dir / "out" / "seen-1.json").exists()
+
+
+def test_resume_of_a_run_that_failed_runs_it_again(cli, on_box, box, tmp_path):
+    code = project(tmp_path)
+    first = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "env", "EXIT_WITH=5", "python",
+                "echo.py", cwd=tmp_path)
+    assert first.code == 5, first.err
+    (local,) = (tmp_path / "runs").iterdir()
+    again = cli("remote", "run", "--resume", local.name, *on_box, "--pull-every", "600", cwd=tmp_path)
+    assert again.code == 5 and "resumed" in again.err, again.err
+    assert seen(local, 1)["TRAINBOX_RESUMED"] == "1", "the failed run was started again"
