@@ -257,7 +257,8 @@ def cmd_ls(args) -> int:
         print(json.dumps([r.__dict__ for r in found], indent=2))
         return 0
     if not found:
-        print("nothing tagged trainbox:managed=true" + ("" if args.all_regions else f" in {base.region} (try --all-regions)"))
+        where = "" if args.all_regions else f" in {base.region} (other regions: --all-regions)"
+        print(f"nothing is up: no boxes, nothing left billing{where} (nothing tagged trainbox:managed=true)")
         return 0
     print(f"{'box':<12} {'kind':<17} {'id':<24} {'region':<12} {'state':<10} detail")
     for r in found:

@@ -261,4 +261,4 @@ def test_down_with_no_state_removes_everything_tagged_orphans_too(cli, moto_endp
     assert "each verified" in down.out
 
     again = cli("provision", "ls", "--region", "us-east-1", cwd=tmp_path)
-    assert again.code == 0 and "nothing tagged" in again.out
+    assert again.code == 0 and "nothing is up: no boxes, nothing left billing" in again.out
