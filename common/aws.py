@@ -26,7 +26,7 @@ class Cloud:
         return _client(service, self.region, self.endpoint_url, self.sandbox)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _client(service: str, region: str, endpoint_url: str | None, sandbox: bool):
     import boto3
     from botocore.config import Config
@@ -56,8 +56,8 @@ def error_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
-# Where the README lists the IAM actions trainbox needs (a heading there).
-IAM_HINT = '"IAM permissions" in the README'
+# Where the docs list the IAM actions trainbox needs (a heading there).
+IAM_HINT = '"IAM permissions" in docs/aws.md'
 
 # What the user can cause, and what they can do about it.
 _FIXES = {

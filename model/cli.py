@@ -68,8 +68,10 @@ def cmd_train(args) -> int:
         # One node of several: trained in a watched child, so that the runtime
         # ending it (a peer gone) is still one line naming that peer.
         return supervise.run_node(args.argv, c, args.out)
+    from model.native_log import import_keras_quietly
     from model.train import TrainConfig, train
 
+    import_keras_quietly()
     cfg = TrainConfig(
         data=args.data,
         out=args.out,
@@ -96,15 +98,19 @@ def cmd_train(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from model.native_log import import_keras_quietly
     from model.report import write_report
 
+    import_keras_quietly()
     write_report(args.run, data=args.data, log=_say, top=args.top)
     return 0
 
 
 def cmd_predict(args) -> int:
+    from model.native_log import import_keras_quietly
     from model.predict import predict
 
+    import_keras_quietly()
     sub = predict(args.model, args.test, args.out, clip=tuple(args.clip), batch_size=args.batch_size, strict=args.strict)
     _say(f"wrote {sub.rows} rows (label = P({sub.positive_class})) to {sub.path}")
     return 0
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (the last resort: one line, not a traceback)
         if debug:
             traceback.print_exc()
         first = (str(e).strip().splitlines() or [""])[0][:300]

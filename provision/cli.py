@@ -241,8 +241,16 @@ def cmd_nb(args) -> int:
 
 def cmd_ls(args) -> int:
     from common.aws import aws_errors
+
     from .inventory import tagged_resources
 
+    if args.sandbox and state.load(args.name) is None and sandbox.endpoint() is None:
+        # The sandbox's moto server holds its cloud in memory: stopped, nothing of it is left.
+        if args.json:
+            print("[]")
+        else:
+            print("nothing is up: no boxes, nothing left billing (the sandbox is not running; `up --sandbox` starts it)")
+        return 0
     base = cloud_for(args)
     regions = [base.region]
     if args.all_regions and not base.sandbox:
@@ -326,8 +334,9 @@ def cmd_down(args) -> int:
             if not _ask(f"{what}: delete box '{args.name}' anyway? [y/N] "):
                 say("nothing deleted")
                 return UsageError.exit_code
-    from . import images
     from common.aws import aws_errors
+
+    from . import images
 
     # Before the box goes: in the sandbox, `destroy` stops moto once nothing of ours is left there.
     with aws_errors("list the box's images"):
@@ -392,8 +401,9 @@ def _month(image) -> str:
 def cmd_image_ls(args) -> int:
     import time
 
-    from . import images
     from common.aws import aws_errors
+
+    from . import images
 
     cloud = cloud_for(args)
     with aws_errors("list the images"):

@@ -1,4 +1,4 @@
-"""The README's "IAM permissions" list names every AWS action the code calls
+"""The "IAM permissions" list of docs/aws.md names every AWS action the code calls
 (found in the code itself, so the list cannot go stale), and the access-denied
 hints point at that heading."""
 from __future__ import annotations
@@ -47,10 +47,10 @@ def aws_actions() -> set[str]:
     return {IAM_ACTION.get(a, a) for a in found}
 
 
-def readme_section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
-    m = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^#)", text, re.S | re.M)
-    assert m, f"the README has no '### {title}' section"
+def docs_section(title: str) -> str:
+    text = (REPO / "docs" / "aws.md").read_text()
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^#|\Z)", text, re.S | re.M)
+    assert m, f"docs/aws.md has no '## {title}' section"
     return m.group(1)
 
 
@@ -60,14 +60,14 @@ def test_the_extractor_finds_calls_paginators_waiters_and_presigned_urls():
             "s3:ListBucket", "servicequotas:GetServiceQuota", "ssm:GetParameter", "sts:GetCallerIdentity"} <= found
 
 
-def test_every_aws_action_the_code_calls_is_in_the_readme():
-    listed = set(re.findall(r"`([a-z0-9-]+:[A-Za-z0-9]+)`", readme_section("IAM permissions")))
+def test_every_aws_action_the_code_calls_is_in_the_docs():
+    listed = set(re.findall(r"`([a-z0-9-]+:[A-Za-z0-9]+)`", docs_section("IAM permissions")))
     missing = sorted(aws_actions() - listed - SANDBOX_ONLY)
-    assert missing == [], f"add these to the README's IAM permissions: {missing}"
+    assert missing == [], f"add these to docs/aws.md's IAM permissions: {missing}"
 
 
-def test_access_denied_hints_name_the_readme_heading():
-    assert IAM_HINT == '"IAM permissions" in the README'
-    readme_section("IAM permissions")
+def test_access_denied_hints_name_the_docs_heading():
+    assert IAM_HINT == '"IAM permissions" in docs/aws.md'
+    docs_section("IAM permissions")
     for code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
         assert IAM_HINT in _FIXES[code][1]

@@ -108,7 +108,7 @@ def test_a_node_killed_mid_run_fails_the_run_on_both_in_one_line(cli, pinned, se
     err = [line for line in read(Path(f"{out}.err")).splitlines() if line.startswith("error:")]
     assert err[-1].startswith("error: training failed on the box (exit 1): node 1 of 2 failed or stopped answering"), err
     assert "Traceback" not in read(Path(f"{out}.err"))
-    assert "error: node 1 of 2 failed or stopped answering" in read(Path(f"{out}.err")), "node 0's one line names node 1"
+    assert "error: node 1 of 2 failed or stopped answering" in read(out), "node 0's one line names node 1, in its followed log"
     assert read(workdirs[0] / "runs" / run_dir.name / "exit_code").strip() == "1"
 
 

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from remote import sync
 from remote_helpers import one_line_error, wait_for, whose_line
+
 from common.errors import RemoteError, UsageError
+from remote import sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -369,7 +369,7 @@ def test_pull_refuses_a_symlink_out_of_the_run_dir(cli, on_box, box, tmp_path):
     assert r.code == RemoteError.exit_code
     assert "refused 1 unsafe entries" in one_line_error(r) and "out/etc" in r.err
     assert not (local / "etc").exists() and not (local / "etc").is_symlink()
-    assert [p.name for p in tmp_path.iterdir() if p.name not in ("runs", "box", "trainbox-home")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name not in ("runs", "box", "trainbox-home", "trainbox-cache")] == []
 
 
 @pytest.mark.slow
