@@ -100,7 +100,8 @@ def main() -> int:
 
     def ours() -> None:
         nonlocal phases
-        u = new_user(); users.append(u)
+        u = new_user()
+        users.append(u)
         times.setdefault(OURS, []).append(timed_cli(u, server.port, key, {"TRAINBOX_JUPYTER": "0"})[0])
         phases = phase_lines(u)
         splits.append(split(phases, times[OURS][-1]))
@@ -134,7 +135,8 @@ OURS, RERUN = "ours: remote setup (fresh)", "ours: remote setup (re-run, ready)"
 
 
 def fresh_target(port: int, key: Path, users: list) -> Target:
-    u = new_user(); users.append(u)
+    u = new_user()
+    users.append(u)
     return Target("127.0.0.1", port, u, str(key), "trainbox")
 
 

@@ -123,7 +123,7 @@ def main() -> int:
         for i in range(args.repeat):
             for f in contenders[i % len(contenders):] + contenders[:i % len(contenders)]:
                 os.sync()  # no contender pays for the previous one's dirty pages
-                runs[f].append(timed(lambda: f(i))[0])
+                runs[f].append(timed(lambda f=f, i=i: f(i))[0])
                 if i < args.repeat - 1:
                     shutil.rmtree(box / f"{DIRS[f.__name__]}{i}", ignore_errors=True)
         for f in contenders:
@@ -158,7 +158,7 @@ def main() -> int:
         noop = {ours: [], rsync: []}
         for i in range(args.repeat):
             for f in (ours, rsync) if i % 2 == 0 else (rsync, ours):
-                t, plan = timed(lambda: f(last))
+                t, plan = timed(lambda f=f: f(last))
                 assert f is rsync or plan.noop
                 noop[f].append(t)
         print(f"no-op runs (s): ours {' '.join(f'{t:.2f}' for t in noop[ours])}; "

@@ -40,8 +40,17 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from box.layout import (BoxLayout, RUN_BOOT_ID, RUN_EVENTS, RUN_EXIT_CODE, RUN_PID, RUN_SAVE_REQUEST, RUN_SCRIPT, RUN_STOPPED,
-                        RUNS_RESUMING)
+from box.layout import (
+    RUN_BOOT_ID,
+    RUN_EVENTS,
+    RUN_EXIT_CODE,
+    RUN_PID,
+    RUN_SAVE_REQUEST,
+    RUN_SCRIPT,
+    RUN_STOPPED,
+    RUNS_RESUMING,
+    BoxLayout,
+)
 
 IMDS_DEFAULT = "http://169.254.169.254"
 NOTICE_PATH = "/latest/meta-data/spot/instance-action"

@@ -171,7 +171,7 @@ def download(url: str, dest: str, progress: Progress | None, resume: bool = True
                 if e.errno == errno.ENOSPC:
                     raise
                 got = -1  # the link dropped mid-body; resume below
-            except Exception:  # http.client.IncompleteRead and friends: the link dropped
+            except Exception:  # noqa: BLE001 (http.client.IncompleteRead and friends: the link dropped)
                 got = -1
             if got >= 0 and (expected is None or got == expected):
                 return got

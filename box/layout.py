@@ -84,13 +84,13 @@ class BoxLayout:
     workdir: str = DEFAULT_WORKDIR
     env: str = ENV_LINK
 
-    def at_home(self, home: str) -> "BoxLayout":
+    def at_home(self, home: str) -> BoxLayout:
         """This layout with its workdir made absolute against the login's home."""
         if self.workdir.startswith("/"):
             return self
         return dataclasses.replace(self, workdir=f"{home.rstrip('/')}/{self.workdir}")
 
-    def with_env(self, key: str | None, backend: str | None = None) -> "BoxLayout":
+    def with_env(self, key: str | None, backend: str | None = None) -> BoxLayout:
         """The same layout, its env paths those of a project's environment (key) or trainbox's (None), for backend."""
         return dataclasses.replace(self, env=env_name(key, backend))
 

@@ -22,7 +22,7 @@ def version(*names):
 
 
 def probe(gpus: bool, jax: bool = False) -> dict:
-    out = {"python": "%d.%d.%d" % sys.version_info[:3], "tensorflow": version("tensorflow", "tensorflow-cpu"),
+    out = {"python": ".".join(str(n) for n in sys.version_info[:3]), "tensorflow": version("tensorflow", "tensorflow-cpu"),
            "keras": version("keras"), "jax": version("jax"), "gpus": None}
     if jax:
         if out["jax"] and gpus:
@@ -30,7 +30,7 @@ def probe(gpus: bool, jax: bool = False) -> dict:
                 mod = __import__("jax")
                 out["gpus"] = [str(d) for d in mod.devices() if d.platform == "gpu"]
             except Exception as e:  # noqa: BLE001 (any failure is the finding)
-                out["jax_error"] = "%s: %s" % (type(e).__name__, e)
+                out["jax_error"] = f"{type(e).__name__}: {e}"
         return out
     if out["tensorflow"] and gpus:
         try:
@@ -38,7 +38,7 @@ def probe(gpus: bool, jax: bool = False) -> dict:
             tf = __import__("tensorflow")
             out["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
         except Exception as e:  # noqa: BLE001 (any import failure is the finding)
-            out["tf_error"] = "%s: %s" % (type(e).__name__, e)
+            out["tf_error"] = f"{type(e).__name__}: {e}"
     return out
 
 

@@ -94,7 +94,7 @@ def candidates(tools: str, find_links: list[str], index_url: str, no_index: bool
         try:
             files += [(n, "file://" + os.path.abspath(os.path.join(loc, n))) for n in os.listdir(loc)] if os.path.isdir(loc) else page(loc)
         except OSError as e:  # like pip: an unreachable location is skipped
-            errors.append("%s: %s" % (shown(loc), e))
+            errors.append(f"{shown(loc)}: {e}")
     return files, errors
 
 

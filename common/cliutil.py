@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from .checks import clean
 from .errors import EX_INTERRUPTED, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, MEANING, TrainboxError

@@ -73,7 +73,7 @@ class BoxState:
         first = Node(0, self.instance_id, self.ssh_host, self.ssh_port, self.private_ip, self.public_ip, None)
         return [first, *self.nodes]
 
-    def node(self, index: int) -> "BoxState":
+    def node(self, index: int) -> BoxState:
         """The box as seen on node ``index``: a copy whose instance and address are that node's,
         for everything that reaches one box (ssh, host keys, a remote target)."""
         if not 0 <= index < self.node_count:

@@ -80,7 +80,7 @@ def probe_image(path: str) -> tuple[str, int, int]:
             fmt, (width, height) = im.format, im.size
     except ValueError:
         raise
-    except Exception as e:  # PIL raises many types for garbage input
+    except Exception as e:  # noqa: BLE001 (PIL raises many types for garbage input)
         raise ValueError(f"not a readable image ({type(e).__name__})") from None
     if fmt not in DECODABLE_FORMATS:
         raise ValueError(f"unsupported format {fmt}")

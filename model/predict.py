@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from model import run_files
-from model.errors import UsageError
 from model.class_folders import readable_images
+from model.errors import UsageError
 
 log = logging.getLogger(__name__)
 

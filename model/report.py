@@ -29,9 +29,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from model import report_page, run_files as rf
-from model.errors import UsageError
+from model import report_page
+from model import run_files as rf
 from model.class_folders import ClassFolders, scan_folders
+from model.errors import UsageError
 
 GRIDS = ("correct", "incorrect", "uncertain")
 

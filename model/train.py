@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 
 from model import MODES, NETS, VGG16_MIN_SIZE, distributed, run_files
 from model.callbacks import Log, make_callbacks
-from model.errors import TrainingError, UsageError
 from model.class_folders import ClassFolders, scan_folders
+from model.errors import TrainingError, UsageError
 
 # Settings that must match to resume a run folder.
 RESUME_KEYS = ("net", "mode", "image_size", "batch_size", "augment")

@@ -9,8 +9,8 @@ newest older DLAMI by name that still shipped a K80-capable driver.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from common.errors import CloudError
 

@@ -30,7 +30,7 @@ ENV = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _toml(cwd: str) -> dict:
     path = Path(cwd) / "trainbox.toml"
     if not path.exists():

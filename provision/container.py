@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from box import layout as names
+from common.errors import RemoteError, TrainboxError
 
 from . import procs
-from common.errors import RemoteError, TrainboxError
 
 LOGIN_USER = "ubuntu"
 SEED = "var/lib/cloud/seed/nocloud"

@@ -24,13 +24,14 @@ together because each relies on the tags the others write.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from common.aws import aws_errors, error_code
 from common.errors import CloudError, UsageError, name_flag
 
-from . import ami as amis, sandbox_images
+from . import ami as amis
+from . import sandbox_images
 from .tags import TAG_MANAGED, TAG_NAME, name_filters, tag_value, tags
 
 TAG_SPEC = "trainbox:spec"

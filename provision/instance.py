@@ -27,7 +27,7 @@ class Instance:
     private_ip: str | None = None
 
     @classmethod
-    def from_boto(cls, d: dict) -> "Instance":
+    def from_boto(cls, d: dict) -> Instance:
         return cls(
             id=d["InstanceId"],
             name=tag_value(d, TAG_NAME) or "",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from common import hostkeys, paths, state
 from common.aws import Cloud, aws_errors

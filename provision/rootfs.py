@@ -19,8 +19,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from common.errors import TrainboxError
 from common.progress import Tail

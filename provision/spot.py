@@ -40,7 +40,7 @@ class SpotRequest:
         return f"{self.state}: {SAYS.get(self.code, self.code)}"
 
     @classmethod
-    def from_boto(cls, d: dict) -> "SpotRequest":
+    def from_boto(cls, d: dict) -> SpotRequest:
         status = d.get("Status") or {}
         return cls(d["SpotInstanceRequestId"], d.get("State", ""), status.get("Code", ""), status.get("Message", ""))
 

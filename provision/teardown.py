@@ -6,7 +6,7 @@ resource that is already gone (NotFound) counts as deleted.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from common.aws import error_code
 from common.errors import CloudError, name_flag

@@ -14,15 +14,15 @@ import getpass
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+import templates
 from box.layout import DEFAULT_WORKDIR, BoxLayout
 from common import hostkeys, paths, state
 from common.aws import Cloud, aws_errors
 from common.errors import CloudError, RemoteError, UsageError, name_flag
 from common.state import BoxState, Node
-import templates
 
 from . import ami as amis
 from . import images, instance, keys, network, placement, preflight, prices, sandbox, sandbox_images

@@ -7,7 +7,7 @@ What is kept and removed is said in provision/images.py KEPT_TEXT.
 from __future__ import annotations
 
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 from box.layout import BoxLayout
 from common.errors import RemoteError, UsageError

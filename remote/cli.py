@@ -18,7 +18,16 @@ from pathlib import Path
 from box.layout import RUN_OUT, BoxLayout
 from common.checks import clean
 from common.cliutil import run_cli, say
-from common.errors import MEANING, SIGKILLED, SIGTERMED, RemoteError, TrainboxError, TrainingFailed, UsageError, name_flag
+from common.errors import (
+    MEANING,
+    SIGKILLED,
+    SIGTERMED,
+    RemoteError,
+    TrainboxError,
+    TrainingFailed,
+    UsageError,
+    name_flag,
+)
 
 from . import builtin, job, orchestrate, records, results
 from .builtin import model_package_dir

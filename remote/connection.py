@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 
 from common import hostkeys, paths
@@ -77,7 +76,7 @@ def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
             ) from e
         except paramiko.AuthenticationException as e:
             raise RemoteError(f"{where} refused the key {target.identity or '(agent)'}", "check --identity and the login user") from e
-        except (NoValidConnectionsError, socket.timeout, TimeoutError, ConnectionError, EOFError, paramiko.SSHException, OSError) as e:
+        except (NoValidConnectionsError, TimeoutError, ConnectionError, EOFError, paramiko.SSHException, OSError) as e:
             if time.monotonic() + delay > deadline:
                 if target.box:
                     flag = name_flag(target.box)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import box
 from box import fetch as boxfetch

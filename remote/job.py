@@ -13,11 +13,20 @@ import secrets
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
-from box.layout import (RUN_BOOT_ID, RUN_EXIT_CODE, RUN_LOG, RUN_PID, RUN_PID_START, RUN_STOPPED, START_TIME_SH,
-                        BoxLayout)
+from box.layout import (
+    RUN_BOOT_ID,
+    RUN_EXIT_CODE,
+    RUN_LOG,
+    RUN_PID,
+    RUN_PID_START,
+    RUN_STOPPED,
+    START_TIME_SH,
+    BoxLayout,
+)
 from common.errors import RemoteError
 
 from .connection import run, write_file

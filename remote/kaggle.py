@@ -31,13 +31,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
-
-from common.errors import CloudError, UsageError
 
 from box import fetch as boxfetch
+from common.errors import CloudError, UsageError
 
 from . import sync
 from .datasource import KaggleSource, archive_kind

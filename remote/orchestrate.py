@@ -17,9 +17,9 @@ import hashlib
 import shlex
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from box.layout import DEFAULT_BACKEND, BoxLayout, env_name
 from common.errors import RemoteError, UsageError

@@ -60,7 +60,7 @@ class RunRecord:
         return Target(self.host, self.port, self.user, self.identity, self.workdir, box=self.box)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunRecord":
+    def from_dict(cls, d: dict) -> RunRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

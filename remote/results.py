@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import shlex
 import tarfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from box import layout as names
 from box.layout import BoxLayout

@@ -24,8 +24,8 @@ import hashlib
 import json
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import box
 from box.layout import DEFAULT_BACKEND, BoxLayout, env_name
@@ -104,7 +104,7 @@ class SetupOptions:
     backend: str = DEFAULT_BACKEND
 
     @classmethod
-    def from_env(cls, environ=None, **flags) -> "SetupOptions":
+    def from_env(cls, environ=None, **flags) -> SetupOptions:
         env = os.environ if environ is None else environ
         values: dict = {}
         for name, var in ENV_VARS.items():

@@ -27,9 +27,9 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from box.layout import DATA_COMPLETE
 from common.errors import UsageError
@@ -58,7 +58,7 @@ class Entry:
     mtime: int  # whole seconds
 
     @classmethod
-    def of(cls, st: os.stat_result) -> "Entry":
+    def of(cls, st: os.stat_result) -> Entry:
         return cls(st.st_size, int(st.st_mtime))
 
 
@@ -328,7 +328,7 @@ def _widen_pipe(fd: int) -> None:
     try:
         import fcntl
 
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ"), FLUSH)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, FLUSH)
     except (ImportError, AttributeError, OSError):
         pass
 

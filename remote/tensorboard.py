@@ -27,11 +27,11 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from box.layout import BoxLayout
 from box import layout as names
+from box.layout import BoxLayout
 from common.checks import clean
 from common.errors import RemoteError, UsageError
 
@@ -58,7 +58,7 @@ def argv(logdir: str | None, runs: list[tuple[str, str]], port: str | int = BOX_
     out = ["-m", "tensorboard.main", "--host", "127.0.0.1", "--port", str(port)]
     if not runs:
         return [*out, "--logdir", logdir]
-    for run_id, path in runs:
+    for _run_id, path in runs:
         if "," in path:
             raise UsageError(f"the run folder {path!r} holds a comma, which TensorBoard's --logdir_spec cannot take",
                              "use a --workdir without commas")
@@ -193,7 +193,7 @@ def forward(transport, listener: socket.socket, port: int) -> None:
         while transport.is_active():
             try:
                 client, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             client.settimeout(None)
             threading.Thread(target=_pipe, args=(transport, client, port), daemon=True).start()

@@ -12,8 +12,8 @@ import stat
 
 import pytest
 
-from testkit import one_line_error, processes_mentioning, tagged
 from common.errors import UsageError
+from testkit import one_line_error, processes_mentioning, tagged
 
 
 @pytest.mark.slow

@@ -30,7 +30,6 @@ LAPTOP_LIBS = {"boto3", "botocore", "fabric", "paramiko", "invoke", "common", "p
 def imports(path: Path) -> list[tuple[int, str]]:
     """(line, top-level module) of every import in path; relative ones as the package itself."""
     package = path.parent.name
-    out = []
     return [(line, name.split(".")[0]) for line, name in full_imports(path, package)]
 
 

@@ -7,7 +7,6 @@ imported last.
 from __future__ import annotations
 
 import contextlib
-
 import ipaddress
 import os
 import subprocess

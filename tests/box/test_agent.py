@@ -198,7 +198,6 @@ def test_the_agent_process_leaves_no_zombie_of_a_resumed_run(tmp_path):
 def test_stopping_waits_until_each_going_run_has_saved(tmp_path):
     """systemd kills what is left once the agent has stopped: it holds the shutdown until the runs saved."""
     import subprocess
-    import time
 
     runs = tmp_path / "runs"
     job = subprocess.Popen(["sleep", "60"])

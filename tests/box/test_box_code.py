@@ -84,7 +84,7 @@ def test_the_bootstrap_carries_uvfetch_verbatim():
 
 def test_probe_reports_this_interpreter():
     got = probe.probe(gpus=False)
-    assert got["python"] == "%d.%d.%d" % sys.version_info[:3]
+    assert got["python"] == "{}.{}.{}".format(*sys.version_info[:3])
     assert probe.version("no-such-distribution-here") is None
     out = subprocess.run([sys.executable, "-c", box.source("probe")], capture_output=True, text=True, timeout=60).stdout
     assert json.loads(out.removeprefix("probe="))["python"] == got["python"]

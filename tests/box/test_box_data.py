@@ -10,11 +10,11 @@ import json
 
 import boto3
 import pytest
-
 from box_fixtures import box_user, laptop_index, users_sshd  # noqa: F401 (fixtures)
 from box_helpers import env, one_line_error, run_cli
-from testkit import served_tar_gz, synth_image_set
+
 from common.errors import UsageError
+from testkit import served_tar_gz, synth_image_set
 
 
 @pytest.fixture

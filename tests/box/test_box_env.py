@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from box_fixtures import box_user, index, laptop_index, users_sshd, uv_index  # noqa: F401 (fixtures; no conftest.py here:
+
 # a second module named `conftest` would shadow tests/conftest.py for `from conftest import ...`)
 from box_helpers import box_python_says, env, log_of, marker_of, one_line_error, popen_cli, run_cli, wait_for
-from remote import setup
+
 from common.errors import RemoteError
+from remote import setup
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,9 @@ import subprocess
 
 from box_fixtures import box_user, index, users_sshd  # noqa: F401 (fixtures)
 from box_helpers import env, log_of, marker_of, one_line_error, run_cli
-from remote import setup
+
 from common.errors import RemoteError
+from remote import setup
 
 
 def test_an_index_url_cannot_run_commands_on_the_box(box_user):

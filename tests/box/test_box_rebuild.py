@@ -10,6 +10,7 @@ import subprocess
 
 from box_fixtures import box_user, users_sshd, uv_index  # noqa: F401 (fixtures)
 from box_helpers import as_user, env, marker_of, one_line_error, run_cli, wait_for
+
 from box.layout import BoxLayout
 from common.errors import RemoteError
 from remote import job, setup

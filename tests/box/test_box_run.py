@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from box_fixtures import box_user, laptop_index, make_wheel, users_sshd  # noqa: F401 (fixtures)
 from box_helpers import env, run_cli
+
 from remote import orchestrate
 from testkit import synth_image_set
 

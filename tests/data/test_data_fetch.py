@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from testkit import files_containing, one_line_error
-
 from common.errors import CloudError, RemoteError, UsageError
 from remote import datasource, fetch
+from testkit import files_containing, one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import UsageError
 from box import fetch as boxfetch
+from common.errors import UsageError
 from remote import datasource, kaggle
 from testkit import REPO, files_containing, one_line_error
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from model.class_folders import probe_image, scan_folders
 from model.cli import main
 from model.errors import DataError
-from model.class_folders import probe_image, scan_folders
 
 
 def run_main(capsys, *args):

@@ -5,9 +5,9 @@ import os
 import pytest
 from PIL import Image
 
+from model.class_folders import scan_folders
 from model.cli import main
 from model.errors import UsageError
-from model.class_folders import scan_folders
 from model.organize import organize, plan
 
 

@@ -24,7 +24,7 @@ def mixed_images(tmp_path):
     """Big JPEGs (DCT-scaled path), small JPEGs and PNGs, in one layout."""
     rng = np.random.default_rng(0)
     for split in ("train", "validation"):
-        for label, (name, colour) in enumerate((("cats", (220, 40, 30)), ("dogs", (30, 60, 220)))):
+        for name, colour in (("cats", (220, 40, 30)), ("dogs", (30, 60, 220))):
             folder = tmp_path / "data" / split / name
             folder.mkdir(parents=True)
             for i, (w, h, ext) in enumerate(((640, 480, "jpg"), (40, 30, "jpg"), (64, 64, "png"))):

@@ -1,13 +1,10 @@
 """report.html: one self-contained page per run, rendered by a real headless Chromium (issue 16)."""
 import html
 import json
-import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-
-import pytest
 
 from model import report_page
 

@@ -3,8 +3,8 @@
 import hashlib
 import os
 
-from model.cli import main
 from model.class_folders import scan_folders
+from model.cli import main
 
 
 def digest(root):

@@ -8,12 +8,11 @@ with wait=False (no SSH wait) or in the sandbox (127.0.0.1).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import itertools
 import shutil
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pytest
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from pvkit import CIDR, aws, client_error, ec2, live, moto_ami, moto_module, name  # noqa: F401
 
 from common import state
-from provision import ami
 from common.aws import _FIXES, aws_errors
-from provision.cli import main
 from common.cliutil import Parser, run_cli
 from common.errors import EX_INTERRUPTED, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, CloudError, UsageError
-from pvkit import CIDR, aws, client_error, ec2, live, moto_ami, moto_module, name  # noqa: F401
+from provision import ami
+from provision.cli import main
 
 
 def one_line(err: str) -> str:
@@ -236,10 +236,9 @@ def test_stop_then_state_then_start_refreshes_the_address(aws, moto_ami, capsys,
 
 def test_down_with_no_state_removes_everything_tagged_orphans_too(cli, moto_endpoint, tmp_path):
     """up, lose the state file, add orphans; ls sees them, down removes them all."""
-    from testkit import tagged
-
     from common.aws import Cloud
     from provision.tags import tag_spec
+    from testkit import tagged
 
     ec2 = Cloud("us-east-1", moto_endpoint).client("ec2")
     image = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])["Images"][0]

@@ -9,10 +9,10 @@ import contextlib
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from pvkit import aws, ec2, launch, live, moto_ami, moto_module, name  # noqa: F401
 
 from common.errors import CloudError
 from provision import lifecycle
-from pvkit import aws, ec2, launch, live, moto_ami, moto_module, name  # noqa: F401
 
 
 @contextlib.contextmanager

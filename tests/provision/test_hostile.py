@@ -9,17 +9,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
+from pvkit import CIDR, aws, ec2, launch, moto_ami, moto_module, name  # noqa: F401
 
 from common import hostkeys, paths, state
+from common.errors import UsageError
+from common.state import BoxState
 from provision import lifecycle, procs, sandbox
 from provision.cli import main
-from common.state import BoxState
-from pvkit import CIDR, aws, ec2, launch, moto_ami, moto_module, name  # noqa: F401
-from common.errors import UsageError
 
 
 def one_line(err: str) -> str:

@@ -7,14 +7,15 @@ the whole flow in the sandbox there too."""
 from __future__ import annotations
 
 import pytest
+from pvkit import opts
 
 from common.aws import Cloud
 from provision import ami as amis
 from provision import images, instance, teardown
 from provision.inventory import tagged_resources
 from provision.up import up
-from pvkit import opts
-from remote import bake as box_clean, setup
+from remote import bake as box_clean
+from remote import setup
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 
 from box import agent
-from provision import procs, sandbox
 from common.errors import UsageError
+from provision import procs, sandbox
 
 
 @pytest.fixture

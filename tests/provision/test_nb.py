@@ -14,14 +14,14 @@ import venv
 from pathlib import Path
 
 import pytest
+from pvkit import run_ssh, sandbox_box  # noqa: F401
 
 from box.layout import BoxLayout
 from common import state
-from provision import procs, sshcmd
-from provision.procs import free_port
-from pvkit import run_ssh, sandbox_box  # noqa: F401
-from testkit import listening, processes_mentioning, run_cli, start_cli, wait_for
 from common.errors import CloudError, UsageError
+from provision import procs
+from provision.procs import free_port
+from testkit import listening, processes_mentioning, run_cli, start_cli, wait_for
 
 pytestmark = pytest.mark.slow  # a real Jupyter Lab starts (seconds)
 
@@ -119,7 +119,7 @@ def test_nb_serves_jupyter_through_the_tunnel_reuses_it_and_down_stops_it(jupyte
         # A terminated instance ends its SSH sessions: each tunnel sees its
         # connection closed and exits by itself.
         for t in tunnels:
-            wait_for("the tunnel to close with the box", lambda: t.poll() is not None, timeout=60)
+            wait_for("the tunnel to close with the box", lambda t=t: t.poll() is not None, timeout=60)
     finally:
         for t in tunnels:
             if t.poll() is None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 from botocore.stub import Stubber
+from pvkit import CIDR, aws, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
 
 from common import cluster, paths, state
 from common.errors import CloudError, UsageError
 from provision import cli, lifecycle, prices
 from provision.inventory import tagged_resources
 from provision.tags import TAG_MANAGED, TAG_NAME, TAG_NODE, tag_value
-from pvkit import CIDR, aws, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
 
 
 def described(ec2, ids: list[str]) -> list[dict]:

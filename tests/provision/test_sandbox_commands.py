@@ -7,16 +7,15 @@ import subprocess
 import sys
 
 import pytest
+from pvkit import SSH, run_ssh, sandbox_box  # noqa: F401
 
 from common import hostkeys, paths
-from provision import lifecycle, sandbox, sshcmd
 from common.aws import Cloud
-from provision.cli import main
 from common.state import BoxState
+from provision import lifecycle, sandbox, sshcmd
+from provision.cli import main
 from provision.up import pin_host_key
-from pvkit import SSH, run_ssh, sandbox_box  # noqa: F401
 from testkit import refused
-
 
 
 def test_ssh_config_entry_works_with_plain_ssh(sandbox_box, capsys):

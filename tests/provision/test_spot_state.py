@@ -5,10 +5,10 @@ import json
 
 import pytest
 from botocore.stub import Stubber
+from pvkit import CIDR, aws, ec2, moto_ami, moto_module, name  # noqa: F401
 
 from provision import spot
 from provision.cli import main
-from pvkit import CIDR, aws, ec2, moto_ami, moto_module, name  # noqa: F401
 
 
 def _request(state, code):

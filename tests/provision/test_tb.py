@@ -9,12 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pvkit import sandbox_box  # noqa: F401 (the fixture)
 
 from box.layout import BoxLayout
-from provision import procs
-from pvkit import sandbox_box  # noqa: F401 (the fixture)
-from testkit import http_get, listening, processes_mentioning, run_cli, start_cli, tb_runs, wait_for, write_tb_events
 from common.errors import CloudError
+from provision import procs
+from testkit import http_get, listening, processes_mentioning, run_cli, start_cli, tb_runs, wait_for, write_tb_events
 
 pytestmark = pytest.mark.slow  # TensorBoard starts (it imports TensorFlow: seconds)
 
@@ -74,7 +74,7 @@ def test_tb_serves_the_boxs_runs_through_a_loopback_tunnel_and_down_stops_it(san
         assert not any(procs.recorded_alive(*s) for s in servers)
         assert processes_mentioning(layout.tensorboards) == []
         for t in tunnels:
-            wait_for("the tunnel to end with the box", lambda: t.poll() is not None, timeout=60)
+            wait_for("the tunnel to end with the box", lambda t=t: t.poll() is not None, timeout=60)
             assert t.returncode == CloudError.exit_code
     finally:
         for t in tunnels:

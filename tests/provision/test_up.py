@@ -2,19 +2,32 @@
 launch request, the key file, failures at every step, capacity and quota."""
 from __future__ import annotations
 
-import dataclasses
-
 import base64
+import dataclasses
 import stat
 from collections import Counter
 
 import pytest
+from pvkit import (  # noqa: F401
+    CIDR,
+    Faulty,
+    Recorder,
+    WrappedCloud,
+    aws,
+    client_error,
+    ec2,
+    launch,
+    live,
+    moto_ami,
+    moto_module,
+    name,
+    opts,
+)
 
 from common import paths, state
-from provision import instance, lifecycle, preflight, teardown
 from common.errors import CloudError, UsageError
+from provision import instance, lifecycle, preflight, teardown
 from provision.up import UpOptions, up
-from pvkit import CIDR, Faulty, Recorder, WrappedCloud, aws, client_error, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
 
 
 def kinds(ec2, name) -> Counter:
@@ -299,8 +312,8 @@ def test_failure_while_waiting_for_the_instance_then_down(aws, ec2, moto_ami, na
 
 
 def test_orphaned_address_and_volume_are_listed_and_removed(aws, ec2, launch, name):
-    from provision.tags import tag_spec
     from provision.inventory import tagged_resources
+    from provision.tags import tag_spec
 
     launch()
     alloc = ec2.allocate_address(Domain="vpc", TagSpecifications=tag_spec("elastic-ip", name))["AllocationId"]

@@ -4,8 +4,8 @@ private address, and a --nodes that disagrees with the box is refused."""
 from __future__ import annotations
 
 from common import state
-from remote import orchestrate, target
 from common.errors import UsageError
+from remote import orchestrate, target
 
 
 def two_node_box() -> state.BoxState:

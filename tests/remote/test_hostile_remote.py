@@ -3,10 +3,8 @@ sshd on 127.0.0.1: symlinks and odd names in a pushed data set, pid files on
 the box, corrupt run records, what the box prints, bad keys and arguments."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

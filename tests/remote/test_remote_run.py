@@ -13,8 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common.errors import EX_SOFTWARE, RemoteError, UsageError
 from remote_helpers import one_line_error, wait_for, whose_line
+
+from common.errors import EX_SOFTWARE, RemoteError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,10 +8,10 @@ import os
 import time
 from pathlib import Path
 
+from common.errors import UsageError
 from remote import cli, records
 from remote.target import Target
 from testkit import one_line_error, run_cli
-from common.errors import UsageError
 
 TARGET = Target("127.0.0.1", 2222, "ubuntu", None, "/srv/trainbox", box="gpu")
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from remote_helpers import processes_mentioning
+
 from remote import sync
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from box.layout import BoxLayout
+from common.errors import UsageError
 from provision import procs
 from remote import cli, records
 from remote.target import Target
 from testkit import listening, one_line_error, processes_mentioning, start_cli, tb_runs, wait_for, write_tb_events
-from common.errors import UsageError
 
 URL = re.compile(r"TensorBoard on .*: http://127\.0\.0\.1:(\d+)/")
 

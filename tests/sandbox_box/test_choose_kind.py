@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from provision import container, sandbox
 from common.errors import UsageError
+from provision import container, sandbox
 
 
 def test_auto_takes_the_container_where_it_can_run(monkeypatch):

@@ -58,7 +58,7 @@ class Sandbox:
         try:
             return run_cli(*argv, cwd=self.work, env=env, timeout=timeout)
         finally:
-            os.environ = os_env
+            os.environ = os_env  # noqa: B003 (the object itself is put back)
 
     def box_dir(self, name: str = "default") -> Path:
         return self.home / "sandbox" / "boxes" / name

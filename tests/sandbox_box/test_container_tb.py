@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from testkit import http_get, start_cli, wait_for
 
 from provision import container, rootfs
 from remote import setup
+from testkit import http_get, start_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
