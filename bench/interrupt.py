@@ -29,6 +29,7 @@ container box needs (Linux, root, systemd-nspawn, debootstrap) and installs
 the box's environment from the package index through this machine's pip
 configuration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,9 +71,15 @@ def main() -> int:
     work = root / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "AWS_PROFILE")}
-    env.update(TRAINBOX_HOME=str(root / "home"), AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", TRAINBOX_JUPYTER="0",
-               PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(
+        TRAINBOX_HOME=str(root / "home"),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        TRAINBOX_JUPYTER="0",
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
 
     def cli(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", *argv] if argv[0] != "remote" else [sys.executable, "-m", "remote", *argv[1:]]
@@ -84,15 +91,47 @@ def main() -> int:
     box_dir = root / "home" / "sandbox" / "boxes" / "default"
     runs = container.upper(box_dir) / BoxLayout().at_home(f"/home/{container.LOGIN_USER}").runs.lstrip("/")
     try:
-        subprocess.run([sys.executable, "-m", "model", "synth", "--out", str(work / "data"), "--n", str(args.images),
-                        "--image-size", str(args.image_size)], check=True, capture_output=True, cwd=REPO, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "model",
+                "synth",
+                "--out",
+                str(work / "data"),
+                "--n",
+                str(args.images),
+                "--image-size",
+                str(args.image_size),
+            ],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+            env=env,
+        )
         train_images = sum(1 for _ in (work / "data" / "train").rglob("*.jpg"))
         batches = math.ceil(train_images / args.batch_size)
-        print(f"load average {os.getloadavg()[0]:.1f}; course CNN, {train_images} training images at "
-              f"{args.image_size} px, batch {args.batch_size} ({batches} batches an epoch), {args.epochs} epochs", flush=True)
+        print(
+            f"load average {os.getloadavg()[0]:.1f}; course CNN, {train_images} training images at "
+            f"{args.image_size} px, batch {args.batch_size} ({batches} batches an epoch), {args.epochs} epochs",
+            flush=True,
+        )
         cli("provision", "up", "--sandbox", "--sandbox-box", "container")
-        cli("remote", "train", "--detach", "--epochs", str(args.epochs), "--data", str(work / "data"), "--net", "cnn",
-            "--image-size", str(args.image_size), "--batch-size", str(args.batch_size))
+        cli(
+            "remote",
+            "train",
+            "--detach",
+            "--epochs",
+            str(args.epochs),
+            "--data",
+            str(work / "data"),
+            "--net",
+            "cnn",
+            "--image-size",
+            str(args.image_size),
+            "--batch-size",
+            str(args.batch_size),
+        )
         (run,) = [d for d in runs.iterdir() if d.is_dir()]
         log = run / names.RUN_LOG
 
@@ -124,7 +163,7 @@ def main() -> int:
         cli("provision", "start")  # returns once the box's SSH answers
         t_ssh = time.time()
         resumed_line = rf"resuming from \S+ at epoch (\d+)/{args.epochs}"
-        m = wait("the resumed run's first epoch", lambda: re.search(resumed_line, read(log)[len(before_cut):]))
+        m = wait("the resumed run's first epoch", lambda: re.search(resumed_line, read(log)[len(before_cut) :]))
         t_training = time.time()
         resumed_epoch = int(m.group(1))  # 1-based: the epoch fit starts at
         events = [json.loads(l) for l in read(run / names.RUN_EVENTS).splitlines()]
@@ -141,13 +180,19 @@ def main() -> int:
         print(f"{'  (saved at epoch, batch)':<44} {saved['epoch'] + 1:>13}, {saved['batch'] + 1:>6}")
         print(f"{'finished epochs redone':<44} {finished_before - (resumed_epoch - 1):>22}   0")
         print(f"{'batches computed again (cut epoch restarts)':<44} {repeated:>22.1f}   (Keras restarts the epoch)")
-        print(f"{'learning lost: batches after the save':<44} {lost_batches:>22.1f}   <= one save interval ({SAVE_EVERY_S:.0f} s = {SAVE_EVERY_S / batch_s:.0f} batches)")
+        print(
+            f"{'learning lost: batches after the save':<44} {lost_batches:>22.1f}   <= one save interval ({SAVE_EVERY_S:.0f} s = {SAVE_EVERY_S / batch_s:.0f} batches)"
+        )
         print(f"{'  = seconds of training lost':<44} {after_save:>22.2f}")
         print(f"{'boot -> SSH answers':<44} {t_ssh - t0:>20.1f} s")
         print(f"{'boot -> agent resumed the run':<44} {t_agent - t0:>20.1f} s")
         print(f"{'SSH answers -> training resumed (fit began)':<44} {t_training - t_ssh:>20.1f} s   <= 30 s")
-        print(f"{'run exit code; epochs in history (once each)':<44} {code:>13}; {'yes' if history == list(range(1, args.epochs + 1)) else 'NO: ' + str(history):>6}")
-        print(f"(batch time {batch_s * 1000:.0f} ms, median epoch {batch_s * batches:.1f} s; the batches after the save are estimated from it)")
+        print(
+            f"{'run exit code; epochs in history (once each)':<44} {code:>13}; {'yes' if history == list(range(1, args.epochs + 1)) else 'NO: ' + str(history):>6}"
+        )
+        print(
+            f"(batch time {batch_s * 1000:.0f} ms, median epoch {batch_s * batches:.1f} s; the batches after the save are estimated from it)"
+        )
         return 0
     finally:
         cli("provision", "down", "--yes", "--no-pull", check=False)

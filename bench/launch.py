@@ -24,6 +24,7 @@ has no boot-time bootstrap, so its bare path is `remote setup`'s install.
 Prints each step, the ratio bare/baked, and the load.
     .venv/bin/python bench/launch.py [--box container|process]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,9 @@ def main() -> int:
     motoplace.install()  # the placement groups `up` and `down` ask for, which moto lacks (as the tests' moto)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--box", choices=("container", "process"), default="process" if container.unavailable() else "container")
+    ap.add_argument(
+        "--box", choices=("container", "process"), default="process" if container.unavailable() else "container"
+    )
     args = ap.parse_args()
     if args.box == "container" and container.unavailable():
         raise SystemExit(f"the container box cannot run here: {container.unavailable()} (--box process)")
@@ -75,9 +78,17 @@ def main() -> int:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE",)}
-    env.update(PYTHONPATH=str(REPO), TRAINBOX_HOME=str(home / "tb"), AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-               AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1",
-               TRAINBOX_JUPYTER="0", TRAINBOX_SANDBOX_BOX=args.box)
+    env.update(
+        PYTHONPATH=str(REPO),
+        TRAINBOX_HOME=str(home / "tb"),
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        AWS_ACCESS_KEY_ID="x",
+        AWS_SECRET_ACCESS_KEY="x",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        TRAINBOX_JUPYTER="0",
+        TRAINBOX_SANDBOX_BOX=args.box,
+    )
     index = http = None
     if offline:
         wheels = home / "wheels"
@@ -89,8 +100,13 @@ def main() -> int:
         import boto3
 
         # moto builds a region's backend on its first call (a second or two): not the bare path's cost.
-        boto3.client("ec2", region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="x",
-                     aws_secret_access_key="x").describe_images(Owners=["amazon"])
+        boto3.client(
+            "ec2",
+            region_name="us-east-1",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        ).describe_images(Owners=["amazon"])
         if args.box == "container":
             from provision import rootfs
 
@@ -119,11 +135,18 @@ def main() -> int:
         assert index is None or len(index.served) == served, "the baked box downloaded wheels"
         baked = up2 + setup2
         print(f"baked  up {up2:6.2f} s + environment {setup2:7.2f} s = {baked:7.2f} s", flush=True)
-        print(f"ratio  bare/baked {bare / baked:.2f}x; baked - boot = {setup2:.2f} s (goal <= 2 s: "
-              f"{'met' if setup2 <= 2 else 'NOT met'}); load {os.getloadavg()[0]:.2f}")
+        print(
+            f"ratio  bare/baked {bare / baked:.2f}x; baked - boot = {setup2:.2f} s (goal <= 2 s: "
+            f"{'met' if setup2 <= 2 else 'NOT met'}); load {os.getloadavg()[0]:.2f}"
+        )
     finally:
-        subprocess.run([sys.executable, "-m", "provision", "down", "--yes", "--no-pull", "--images", "--sandbox"],
-                       env=env, capture_output=True, text=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "provision", "down", "--yes", "--no-pull", "--images", "--sandbox"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         moto.stop()
         if http:
             http.shutdown()

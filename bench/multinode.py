@@ -17,6 +17,7 @@ the compilation and the decode cache's fill). Speed is never asserted in
 tests; this prints a table. Scaling needs a machine per node (or GPUs): not
 measurable here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,14 @@ EPOCH = re.compile(r"^epoch (\d+)/\d+ .*\(([\d.]+)s\)$", re.M)
 
 
 def env(backend: str, **extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
-            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""), **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "KERAS_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        **extra,
+    }
 
 
 def free_port() -> int:
@@ -54,14 +61,40 @@ def steady_epoch_s(log: str) -> float:
 
 def train(args, data: Path, out: Path, backend: str, nodes: int = 1) -> float:
     """One run on ``nodes`` processes; node 0's steady epoch time in seconds."""
-    argv = [sys.executable, "-m", "model", "train", "--data", str(data), "--epochs", str(args.epochs),
-            "--image-size", str(args.image_size), "--batch-size", str(args.batch_size), "--augment", "light"]
+    argv = [
+        sys.executable,
+        "-m",
+        "model",
+        "train",
+        "--data",
+        str(data),
+        "--epochs",
+        str(args.epochs),
+        "--image-size",
+        str(args.image_size),
+        "--batch-size",
+        str(args.batch_size),
+        "--augment",
+        "light",
+    ]
     coordinator = f"127.0.0.1:{free_port()}"
     procs = []
     for i in range(nodes):
-        place = {} if nodes == 1 else {"TRAINBOX_NODES": str(nodes), "TRAINBOX_NODE": str(i), "TRAINBOX_COORDINATOR": coordinator}
-        procs.append(subprocess.Popen([*argv, "--out", str(out / f"node{i}")], env=env(backend, **place),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO))
+        place = (
+            {}
+            if nodes == 1
+            else {"TRAINBOX_NODES": str(nodes), "TRAINBOX_NODE": str(i), "TRAINBOX_COORDINATOR": coordinator}
+        )
+        procs.append(
+            subprocess.Popen(
+                [*argv, "--out", str(out / f"node{i}")],
+                env=env(backend, **place),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+            )
+        )
     logs = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=3600)
@@ -80,18 +113,38 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        subprocess.run([sys.executable, "-m", "model", "synth", "--out", str(data), "--n", str(args.n),
-                        "--image-size", str(args.image_size)], check=True, capture_output=True, env=env("tensorflow"), cwd=REPO)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "model",
+                "synth",
+                "--out",
+                str(data),
+                "--n",
+                str(args.n),
+                "--image-size",
+                str(args.image_size),
+            ],
+            check=True,
+            capture_output=True,
+            env=env("tensorflow"),
+            cwd=REPO,
+        )
         images = sum(1 for _ in (data / "train").rglob("*.jpg"))
         started = time.monotonic()
         jax1 = train(args, data, Path(tmp) / "jax1", "jax")
         jax2 = train(args, data, Path(tmp) / "jax2", "jax", nodes=2)
         tf1 = train(args, data, Path(tmp) / "tf1", "tensorflow")
-    print(f"cpu cores: {os.cpu_count()}; {images} training images, {args.image_size} px, global batch {args.batch_size}, "
-          f"CNN, steady epochs of {args.epochs - 1} (took {time.monotonic() - started:.0f}s)")
+    print(
+        f"cpu cores: {os.cpu_count()}; {images} training images, {args.image_size} px, global batch {args.batch_size}, "
+        f"CNN, steady epochs of {args.epochs - 1} (took {time.monotonic() - started:.0f}s)"
+    )
     print(f"{'run':<38} {'epoch s':>8} {'images/s':>9} {'ratio':>7}")
     print(f"{'jax, 1 process (baseline)':<38} {jax1:8.2f} {images / jax1:9.0f} {1.0:7.2f}")
-    print(f"{'jax, 2 processes, same total work':<38} {jax2:8.2f} {images / jax2:9.0f} {jax2 / jax1:7.2f}  (time ratio)")
+    print(
+        f"{'jax, 2 processes, same total work':<38} {jax2:8.2f} {images / jax2:9.0f} {jax2 / jax1:7.2f}  (time ratio)"
+    )
     print(f"{'tensorflow, 1 process':<38} {tf1:8.2f} {images / tf1:9.0f} {jax1 / tf1:7.2f}  (tf images/s over jax's)")
     print("2 processes on one machine share its cores: the time ratio is the cluster's overhead, not scaling.")
     return 0

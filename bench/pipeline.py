@@ -103,7 +103,9 @@ def bench_stock(train_dir: str, size: int, batch: int, repeats: int = 2) -> floa
     aug = keras.Sequential(
         [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.04), keras.layers.RandomZoom(0.2)]
     )
-    ds = keras.utils.image_dataset_from_directory(train_dir, image_size=(size, size), batch_size=batch, seed=0, verbose=False)
+    ds = keras.utils.image_dataset_from_directory(
+        train_dir, image_size=(size, size), batch_size=batch, seed=0, verbose=False
+    )
     ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return max(rate(*time_iter(ds)) for _ in range(repeats))
 

@@ -15,6 +15,7 @@ class folders). One run prints, all measured here and now:
 No timed assertions anywhere: this prints ratios against baselines measured
 in the same run (docs/architecture.md, "Tests").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,17 +64,35 @@ def timed(fn):
 
 
 def ssh_base(key: Path, port: int, known_hosts: Path) -> list[str]:
-    return ["ssh", "-i", str(key), "-p", str(port), "-o", f"UserKnownHostsFile={known_hosts}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
+    return [
+        "ssh",
+        "-i",
+        str(key),
+        "-p",
+        str(port),
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+    ]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=25_000)
     ap.add_argument("--sftp-sample", type=int, default=1_000)
-    ap.add_argument("--repeat", type=int, default=3, help="first-push rounds; each round runs every contender, in a rotated order")
-    ap.add_argument("--box-dir", help="where the box writes (default: a temp dir on this disk; /dev/shm takes the disk's "
-                                       "writeback noise out, leaving CPU and the SSH stream)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="first-push rounds; each round runs every contender, in a rotated order"
+    )
+    ap.add_argument(
+        "--box-dir",
+        help="where the box writes (default: a temp dir on this disk; /dev/shm takes the disk's "
+        "writeback noise out, leaving CPU and the SSH stream)",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="trainbox-bench-"))
@@ -104,14 +123,18 @@ def main() -> int:
             # The box's tar -x flags as trainbox's (as root, plain tar -x would also chown every file).
             subprocess.run(
                 f"tar -C {src} -cf - . | {' '.join(ssh)} {user}@127.0.0.1 'mkdir -p {box}/tar{i} && tar -C {box}/tar{i} -x --no-same-owner --no-same-permissions -f -'",
-                shell=True, check=True)
+                shell=True,
+                check=True,
+            )
 
         def tar_ssh_same_cipher(i):
             # Like for like: the cipher trainbox's stream asks for first.
             subprocess.run(
                 f"tar -C {src} -cf - . | {' '.join(ssh)} -o Ciphers={sync.BULK_CIPHERS} {user}@127.0.0.1 "
                 f"'mkdir -p {box}/tarc{i} && tar -C {box}/tarc{i} -x --no-same-owner --no-same-permissions -f -'",
-                shell=True, check=True)
+                shell=True,
+                check=True,
+            )
 
         rsh = " ".join(ssh)
 
@@ -121,7 +144,7 @@ def main() -> int:
         contenders = [ours, tar_ssh, tar_ssh_same_cipher, rsync]
         runs = {f: [] for f in contenders}
         for i in range(args.repeat):
-            for f in contenders[i % len(contenders):] + contenders[:i % len(contenders)]:
+            for f in contenders[i % len(contenders) :] + contenders[: i % len(contenders)]:
                 os.sync()  # no contender pays for the previous one's dirty pages
                 runs[f].append(timed(lambda f=f, i=i: f(i))[0])
                 if i < args.repeat - 1:
@@ -147,11 +170,22 @@ def main() -> int:
         t_sftp = t_sftp_sample * args.files / len(sample)
         rows += [
             (f"first push: trainbox (median of {args.repeat})", t_ours, ""),
-            ("first push: tar c | ssh tar x (OpenSSH's default cipher)", t_tar, f"trainbox {t_ours / t_tar:.2f}x  (goal <= 1.1x)"),
-            ("first push: tar c | ssh tar x (trainbox's cipher order)", t_tarc, f"trainbox {t_ours / t_tarc:.2f}x  (like for like)"),
+            (
+                "first push: tar c | ssh tar x (OpenSSH's default cipher)",
+                t_tar,
+                f"trainbox {t_ours / t_tar:.2f}x  (goal <= 1.1x)",
+            ),
+            (
+                "first push: tar c | ssh tar x (trainbox's cipher order)",
+                t_tarc,
+                f"trainbox {t_ours / t_tarc:.2f}x  (like for like)",
+            ),
             ("first push: rsync -a", t_rsync, f"trainbox {t_ours / t_rsync:.2f}x"),
-            (f"first push: fabric put per file (extrapolated from {len(sample)} files)", t_sftp,
-             f"trainbox {t_sftp / t_ours:.1f}x faster  (goal >= 10x)"),
+            (
+                f"first push: fabric put per file (extrapolated from {len(sample)} files)",
+                t_sftp,
+                f"trainbox {t_sftp / t_ours:.1f}x faster  (goal >= 10x)",
+            ),
         ]
 
         # -- no-op
@@ -161,8 +195,11 @@ def main() -> int:
                 t, plan = timed(lambda f=f: f(last))
                 assert f is rsync or plan.noop
                 noop[f].append(t)
-        print(f"no-op runs (s): ours {' '.join(f'{t:.2f}' for t in noop[ours])}; "
-              f"rsync {' '.join(f'{t:.2f}' for t in noop[rsync])}", file=sys.stderr)
+        print(
+            f"no-op runs (s): ours {' '.join(f'{t:.2f}' for t in noop[ours])}; "
+            f"rsync {' '.join(f'{t:.2f}' for t in noop[rsync])}",
+            file=sys.stderr,
+        )
         t_noop, t_rsync_noop = statistics.median(noop[ours]), statistics.median(noop[rsync])
         rows += [
             (f"no-op re-push: trainbox (median of {args.repeat})", t_noop, ""),
@@ -179,9 +216,14 @@ def main() -> int:
             changed_bytes += len(data)
         t_change, plan = timed(lambda: ours(last))
         budget = 1.05 * changed_bytes + 1e6
-        rows.append((f"1 % changed ({len(changed)} files, {changed_bytes / 1e6:.2f} MB): trainbox", t_change,
-                     f"sent {plan.sent_bytes / 1e6:.2f} MB = {plan.sent_bytes / changed_bytes:.3f}x the changed bytes "
-                     f"(goal <= {budget / 1e6:.2f} MB)"))
+        rows.append(
+            (
+                f"1 % changed ({len(changed)} files, {changed_bytes / 1e6:.2f} MB): trainbox",
+                t_change,
+                f"sent {plan.sent_bytes / 1e6:.2f} MB = {plan.sent_bytes / changed_bytes:.3f}x the changed bytes "
+                f"(goal <= {budget / 1e6:.2f} MB)",
+            )
+        )
         conn.close()
     finally:
         sshd.stop(work / "sshd")

@@ -4,6 +4,7 @@ Standard library only (tests/test_layering.py keeps it so): the box's own
 Python runs these files before trainbox's environment exists. The laptop
 ships them as source (see docs/architecture.md, "What runs on the box").
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -27,6 +27,7 @@ says so once in its events (``left-stopped``) and in the agent's journal.
 The user-data installs this file and box/layout.py as the package ``box`` in
 ``AGENT_DIR`` and runs ``python3 -m box.agent`` there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -159,7 +160,11 @@ def run_folders(runs: str) -> list[RunFolder]:
         names = sorted(os.listdir(runs))
     except FileNotFoundError:
         return []
-    return [RunFolder(os.path.join(runs, n)) for n in names if os.path.isdir(os.path.join(runs, n)) and not n.startswith(".")]
+    return [
+        RunFolder(os.path.join(runs, n))
+        for n in names
+        if os.path.isdir(os.path.join(runs, n)) and not n.startswith(".")
+    ]
 
 
 def start_job(run: RunFolder) -> None:
@@ -170,8 +175,15 @@ def start_job(run: RunFolder) -> None:
         except FileNotFoundError:
             pass
     with open(os.devnull, "rb") as nul_in, open(os.devnull, "wb") as nul_out:
-        subprocess.Popen(["bash", RUN_SCRIPT], cwd=run.path, stdin=nul_in, stdout=nul_out, stderr=nul_out,
-                         start_new_session=True, close_fds=True)
+        subprocess.Popen(
+            ["bash", RUN_SCRIPT],
+            cwd=run.path,
+            stdin=nul_in,
+            stdout=nul_out,
+            stderr=nul_out,
+            start_new_session=True,
+            close_fds=True,
+        )
 
 
 def resume_interrupted(runs: str, boot: str, pid_wait_s: float = PID_WAIT_S) -> list[RunFolder]:
@@ -208,8 +220,9 @@ def note_left_stopped(runs: str, boot: str) -> list[RunFolder]:
     told = []
     for run in run_folders(runs):
         # Once per stop: a run resumed by the user and stopped again starts a new boot_id.
-        if run.left_by_user(boot) and not any(e.get("event") == "left-stopped" and e.get("boot") == run.boot_id
-                                              for e in run.events()):
+        if run.left_by_user(boot) and not any(
+            e.get("event") == "left-stopped" and e.get("boot") == run.boot_id for e in run.events()
+        ):
             run.record("left-stopped", boot=run.boot_id)
             told.append(run)
     return told
@@ -225,8 +238,11 @@ class Imds:
 
     def _token_now(self) -> str:
         if self._token is None or time.monotonic() >= self._token_until:
-            req = urllib.request.Request(f"{self.endpoint}/latest/api/token", method="PUT",
-                                         headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)})
+            req = urllib.request.Request(
+                f"{self.endpoint}/latest/api/token",
+                method="PUT",
+                headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)},
+            )
             with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
                 self._token = r.read().decode().strip()
             self._token_until = time.monotonic() + TOKEN_TTL_S - 60
@@ -234,7 +250,9 @@ class Imds:
 
     def spot_notice(self) -> dict | None:
         """The instance-action document ({"action": "stop", "time": ...}) once AWS has sent one, else None."""
-        req = urllib.request.Request(self.endpoint + NOTICE_PATH, headers={"X-aws-ec2-metadata-token": self._token_now()})
+        req = urllib.request.Request(
+            self.endpoint + NOTICE_PATH, headers={"X-aws-ec2-metadata-token": self._token_now()}
+        )
         try:
             with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
                 return json.loads(r.read().decode() or "{}")

@@ -22,6 +22,7 @@ download with resume, the parallel S3 fetch, the archive extraction with its
 safety checks, and the cache live together; splitting it would mean shipping
 several files for one SSH exec.
 """
+
 from __future__ import annotations
 
 import errno
@@ -45,7 +46,14 @@ MANIFEST = ".trainbox-manifest.json"
 ORGANIZED = ".organized"
 INCOMING = ".incoming"  # <data>/.incoming/<key>/: an archive the laptop pushed (Kaggle without a link)
 TEST_DIRS = ("test", "test1")
-ARCHIVES = {".zip": "zip", ".tar": "tar", ".tar.gz": "tar", ".tgz": "tar", ".tar.bz2": "tar", ".tar.xz": "tar"}  # Kaggle's unlabelled images, kept for `model predict`
+ARCHIVES = {
+    ".zip": "zip",
+    ".tar": "tar",
+    ".tar.gz": "tar",
+    ".tgz": "tar",
+    ".tar.bz2": "tar",
+    ".tar.xz": "tar",
+}  # Kaggle's unlabelled images, kept for `model predict`
 CHUNK = 1 << 20
 ATTEMPTS = 6
 TIMEOUT_S = 30
@@ -137,12 +145,12 @@ def download(url: str, dest: str, progress: Progress | None, resume: bool = True
             if e.code == 416 and have:  # we already hold every byte
                 return have
             if e.code >= 500 and attempt + 1 < ATTEMPTS:
-                time.sleep(min(0.2 * 2 ** attempt, 3))
+                time.sleep(min(0.2 * 2**attempt, 3))
                 continue
             raise Failure(f"{_where(url)} answered {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError) as e:
             if attempt + 1 < ATTEMPTS:
-                time.sleep(min(0.2 * 2 ** attempt, 3))
+                time.sleep(min(0.2 * 2**attempt, 3))
                 continue
             why = getattr(e, "reason", e)
             raise Failure(f"cannot reach {_where(url)} ({why})") from None
@@ -257,15 +265,21 @@ def find_root(top: str) -> tuple[str, str]:
         rel = os.path.relpath(root, top)
         raise Failure(
             f"the data has neither train/ and validation/ folders nor Kaggle's flat cat.N.jpg/dog.N.jpg files "
-            f"(found in {'its top folder' if rel == '.' else rel}: {found})", 2)
+            f"(found in {'its top folder' if rel == '.' else rel}: {found})",
+            2,
+        )
 
 
 def organize(plan: dict, src: str, dst: str) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = plan["code_dir"] + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     say(plan, "Kaggle's flat layout: organizing it into train/ and validation/ (python -m model organize)")
-    p = subprocess.run([plan["python"], "-m", "model", "organize", "--src", src, "--dst", dst, "--seed", str(plan.get("seed", 0))],
-                       env=env, capture_output=True, text=True)
+    p = subprocess.run(
+        [plan["python"], "-m", "model", "organize", "--src", src, "--dst", dst, "--seed", str(plan.get("seed", 0))],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
         raise Failure(f"organizing the Kaggle layout failed: {tail[0]}", 2 if p.returncode == 2 else 3)
@@ -287,8 +301,14 @@ def finish_layout(plan: dict, stage: str) -> tuple[str, str | None]:
             src = os.path.join(parent, name)
             if parent != root and os.path.isdir(src) and not os.path.exists(os.path.join(organized, name)):
                 shutil.copytree(src, os.path.join(organized, name), copy_function=os.link)
-    test_dir = next((os.path.normpath(os.path.join(data_dir, n)) for n in TEST_DIRS
-                     if os.path.isdir(os.path.join(stage, data_dir, n))), None)
+    test_dir = next(
+        (
+            os.path.normpath(os.path.join(data_dir, n))
+            for n in TEST_DIRS
+            if os.path.isdir(os.path.join(stage, data_dir, n))
+        ),
+        None,
+    )
     return data_dir, test_dir
 
 
@@ -307,8 +327,14 @@ def tree_size(d: str) -> tuple[int, int]:
 def write_entry(plan: dict, stage: str, layout: tuple[str, str | None]) -> dict:
     size, files = tree_size(stage)
     data_dir, test_dir = layout
-    entry = {"key": plan["key"], "source": plan["source"], "data_dir": data_dir, "bytes": size, "files": files,
-             "fetched": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    entry = {
+        "key": plan["key"],
+        "source": plan["source"],
+        "data_dir": data_dir,
+        "bytes": size,
+        "files": files,
+        "fetched": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if test_dir:
         entry["test_dir"] = test_dir
     with open(os.path.join(stage, ENTRY), "w") as f:
@@ -378,8 +404,10 @@ def _install_archive(plan: dict, final: str, tmp: str, partial: str, got: int) -
         actual = sha256_of(partial)
         if actual != plan["sha256"]:
             _remove(partial)
-            raise Failure(f"sha256 mismatch for {plan['source']}: expected {plan['sha256']}, got {actual}; "
-                          "the file changed or the hash is wrong")
+            raise Failure(
+                f"sha256 mismatch for {plan['source']}: expected {plan['sha256']}, got {actual}; "
+                "the file changed or the hash is wrong"
+            )
     # The download is whole from here on: whatever happens next, it is not kept
     # (only a download cut short stays in .partial/, to resume).
     try:
@@ -423,7 +451,9 @@ def fetch_s3(plan: dict, final: str, tmp: str) -> dict:
     need = sorted(set(listing) - keep)
     missing = [rel for rel in need if rel not in urls]
     if missing:
-        raise Failure(f"the box's copy changed while the laptop planned ({len(missing)} objects without a URL); run it again")
+        raise Failure(
+            f"the box's copy changed while the laptop planned ({len(missing)} objects without a URL); run it again"
+        )
     deleted = sorted(set(old) - set(listing))
     if not need and not deleted and read_entry(final) is not None:
         entry = read_entry(final)
@@ -469,8 +499,13 @@ def list_entries(data_root: str, complete_marker: str) -> list[dict]:
         if entry is None:
             size, files = tree_size(e.path)
             complete = os.path.exists(os.path.join(e.path, complete_marker))
-            entry = {"key": e.name, "source": "pushed from the laptop" if complete else "incomplete push",
-                     "bytes": size, "files": files, "data_dir": "."}
+            entry = {
+                "key": e.name,
+                "source": "pushed from the laptop" if complete else "incomplete push",
+                "bytes": size,
+                "files": files,
+                "data_dir": ".",
+            }
         out.append(entry)
     return out
 

@@ -7,6 +7,7 @@ absolute layout the laptop hands to Python on the box. The file names inside
 a run folder and inside the environment are here too, so Python modules and
 templates (rendered with ``layout=``) spell each path once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,43 +16,43 @@ from dataclasses import dataclass
 DEFAULT_WORKDIR = "trainbox"  # relative to the login user's home
 
 # Under the workdir.
-CODE = "code"            # the pushed packages (model/), on the job's PYTHONPATH
-DATA = "data"            # one folder per data set key
-RUNS = "runs"            # one folder per run id
-ENV_LINK = "env"         # a link to trainbox's current environment, envs/<spec>.<time>.<pid>
+CODE = "code"  # the pushed packages (model/), on the job's PYTHONPATH
+DATA = "data"  # one folder per data set key
+RUNS = "runs"  # one folder per run id
+ENV_LINK = "env"  # a link to trainbox's current environment, envs/<spec>.<time>.<pid>
 #                          (a project's with requirements: env-<key>, see env_name)
-PROJECTS = "projects"    # one pushed project per key (`remote run`), kept between runs
+PROJECTS = "projects"  # one pushed project per key (`remote run`), kept between runs
 REQUIREMENTS = "requirements"  # a project's requirements file when it lies outside the project
-ENVS = "envs"            # one environment per build
-TOOLS = "tools"          # uv, fetched by the bootstrap
+ENVS = "envs"  # one environment per build
+TOOLS = "tools"  # uv, fetched by the bootstrap
 BOOTSTRAP = "bootstrap.sh"
 SETUP_LOCK = "setup.lock"
 SETUP_LOG = "setup.log"
-JUPYTER = "jupyter"      # nb's pid, port, token (0600), log, runtime files
+JUPYTER = "jupyter"  # nb's pid, port, token (0600), log, runtime files
 TENSORBOARD = "tensorboard"  # `remote tb`'s servers: one folder per set of runs (pid, pid-start, port, log)
-TB_PORT = "port"         # in a server's folder: the port it listens on (127.0.0.1)
+TB_PORT = "port"  # in a server's folder: the port it listens on (127.0.0.1)
 
 # Markers.
-READY_MARKER = "trainbox-ready"          # in an environment: "spec <id>" then versions; written last
-DATA_COMPLETE = ".trainbox-complete"     # in a data set's folder: the fetch or synth finished
+READY_MARKER = "trainbox-ready"  # in an environment: "spec <id>" then versions; written last
+DATA_COMPLETE = ".trainbox-complete"  # in a data set's folder: the fetch or synth finished
 
 # In a run folder (templates/run.sh.j2 writes them; exit_code last).
 RUN_SCRIPT = "run.sh"
 RUN_PID = "pid"
 RUN_LOG = "log"
 RUN_EXIT_CODE = "exit_code"
-RUN_STOPPED = "stopped"                  # `remote stop` was asked
-RUN_OUT = "out"                          # what the model writes (model/run_files.py names its files)
-RUN_BOOT_ID = "boot_id"                  # the boot it was started in (the agent resumes older ones)
-RUN_RESUMED = "resumed"                  # how many times it was started again
-RUN_SAVE_REQUEST = "save-now"            # the agent asks the job to save (model/save_request.py)
-RUN_SAVED = "saved"                      # the model's answer beside it (model/save_request.py)
-RUN_BIN = ".trainbox-bin"                # `python` for a job without an environment
+RUN_STOPPED = "stopped"  # `remote stop` was asked
+RUN_OUT = "out"  # what the model writes (model/run_files.py names its files)
+RUN_BOOT_ID = "boot_id"  # the boot it was started in (the agent resumes older ones)
+RUN_RESUMED = "resumed"  # how many times it was started again
+RUN_SAVE_REQUEST = "save-now"  # the agent asks the job to save (model/save_request.py)
+RUN_SAVED = "saved"  # the model's answer beside it (model/save_request.py)
+RUN_BIN = ".trainbox-bin"  # `python` for a job without an environment
 # Spot interruptions (box/agent.py, issue 13).
-RUN_EVENTS = "events"                    # the agent's JSON lines: spot-notice, stopping, resumed, left-stopped
-RUNS_RESUMING = ".resuming"              # in the runs folder while the agent resumes runs: the guard keeps the box
+RUN_EVENTS = "events"  # the agent's JSON lines: spot-notice, stopping, resumed, left-stopped
+RUNS_RESUMING = ".resuming"  # in the runs folder while the agent resumes runs: the guard keeps the box
 # The agent itself, installed by the user-data outside the workdir (root's, run as the login user).
-AGENT_DIR = "/opt/trainbox"              # box/agent.py and box/layout.py, as the package box/
+AGENT_DIR = "/opt/trainbox"  # box/agent.py and box/layout.py, as the package box/
 AGENT_ENV_FILE = "/etc/trainbox/agent.env"  # optional: AWS_EC2_METADATA_SERVICE_ENDPOINT (the sandbox's stand-in)
 AGENT_UNIT = "trainbox-agent.service"
 # Next to a job's pid file: the start time of that process when it wrote it
@@ -62,7 +63,7 @@ RUN_PID_START = "pid-start"
 # /proc/PID/stat, clock ticks since boot; `ps -o lstart=` where there is no /proc).
 START_TIME_SH = (
     'trainbox_start_time() { local s; if s=$(cat "/proc/$1/stat" 2>/dev/null); then s=${s##*) }; '
-    "set -- $s; echo \"${20}\"; else ps -o lstart= -p \"$1\" | sed 's/^ *//'; fi; }"
+    'set -- $s; echo "${20}"; else ps -o lstart= -p "$1" | sed \'s/^ *//\'; fi; }'
 )
 
 

@@ -5,6 +5,7 @@ on the laptop. Prints one line, ``probe=JSON``: the Python version, the
 installed TensorFlow, Keras and JAX versions (None: missing) and, with --gpus,
 the GPUs the backend sees (TensorFlow; JAX with --jax), or why it does not import.
 """
+
 import importlib.metadata as m
 import json
 import os
@@ -22,8 +23,13 @@ def version(*names):
 
 
 def probe(gpus: bool, jax: bool = False) -> dict:
-    out = {"python": ".".join(str(n) for n in sys.version_info[:3]), "tensorflow": version("tensorflow", "tensorflow-cpu"),
-           "keras": version("keras"), "jax": version("jax"), "gpus": None}
+    out = {
+        "python": ".".join(str(n) for n in sys.version_info[:3]),
+        "tensorflow": version("tensorflow", "tensorflow-cpu"),
+        "keras": version("keras"),
+        "jax": version("jax"),
+        "gpus": None,
+    }
     if jax:
         if out["jax"] and gpus:
             try:

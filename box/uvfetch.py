@@ -10,6 +10,7 @@ in place at ``TOOLS/bin/uv``. A wheel ``pip download`` left in ``TOOLS/dl``
 is used instead of the network. Exit 0 and one line ``uv: NAME from URL``,
 or a non-zero exit with the reason.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,12 +69,17 @@ def shown(url: str) -> str:
 def page(url: str) -> list[tuple[str, str]]:
     """PEP 691 JSON or PEP 503 HTML: [(filename, url#sha256=...)]."""
     headers = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1", "Accept-Encoding": "gzip"}
-    with ur.urlopen(request(url, headers), timeout=30) as r:  # gzip if the index will: uv's page on PyPI is 2.6 MB of JSON
+    with ur.urlopen(
+        request(url, headers), timeout=30
+    ) as r:  # gzip if the index will: uv's page on PyPI is 2.6 MB of JSON
         body, base, kind = r.read(), r.geturl(), r.headers.get("Content-Type", "")
         body = gzip.decompress(body) if r.headers.get("Content-Encoding") == "gzip" else body
     if "json" in kind:
-        return [(f["filename"], up.urljoin(base, f["url"]) + "#sha256=" + f.get("hashes", {}).get("sha256", ""))
-                for f in json.loads(body)["files"] if not f.get("yanked")]
+        return [
+            (f["filename"], up.urljoin(base, f["url"]) + "#sha256=" + f.get("hashes", {}).get("sha256", ""))
+            for f in json.loads(body)["files"]
+            if not f.get("yanked")
+        ]
     p = Links(base)
     p.feed(body.decode("utf-8", "replace"))
     return p.files
@@ -88,11 +94,19 @@ def version(name: str, arch: str = ARCH) -> tuple[int, ...] | None:
 
 def candidates(tools: str, find_links: list[str], index_url: str, no_index: bool) -> tuple[list, list[str]]:
     """Every uv wheel on offer ([(name, url)]) and the locations that could not be read."""
-    files = [(os.path.basename(f), "file://" + os.path.abspath(f)) for f in glob.glob(os.path.join(tools, "dl", "uv-*.whl"))]
+    files = [
+        (os.path.basename(f), "file://" + os.path.abspath(f)) for f in glob.glob(os.path.join(tools, "dl", "uv-*.whl"))
+    ]
     errors = []
-    for loc in [] if files else find_links + ([] if no_index else [index_url.rstrip("/") + "/uv/"]):  # none if pip download put one there
+    for loc in (
+        [] if files else find_links + ([] if no_index else [index_url.rstrip("/") + "/uv/"])
+    ):  # none if pip download put one there
         try:
-            files += [(n, "file://" + os.path.abspath(os.path.join(loc, n))) for n in os.listdir(loc)] if os.path.isdir(loc) else page(loc)
+            files += (
+                [(n, "file://" + os.path.abspath(os.path.join(loc, n))) for n in os.listdir(loc)]
+                if os.path.isdir(loc)
+                else page(loc)
+            )
         except OSError as e:  # like pip: an unreachable location is skipped
             errors.append(f"{shown(loc)}: {e}")
     return files, errors
@@ -111,7 +125,7 @@ class Reader:
                 raise EOFError("the wheel ended early")
             self.data.extend(chunk)
         self.pos += n
-        return bytes(self.data[self.pos - n:self.pos])
+        return bytes(self.data[self.pos - n : self.pos])
 
     def rest(self) -> bytes:
         self.data.extend(self.stream.read())

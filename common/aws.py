@@ -1,6 +1,7 @@
 """One place that makes boto3 clients and names AWS errors (both halves use it:
 provision for EC2, remote for S3 data sets). Tagging lives in provision/tags.py.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,15 +67,33 @@ _FIXES = {
     "SignatureDoesNotMatch": ("AWS rejected the credentials", "check the secret key of AWS_PROFILE"),
     "ExpiredToken": ("the AWS session token has expired", "log in again (e.g. `aws sso login`)"),
     "UnauthorizedOperation": ("these AWS credentials may not do this", f"grant the actions listed under {IAM_HINT}"),
-    "OptInRequired": ("this account is not opted in to the region or service", "opt in from the AWS console, or use another --region"),
-    "VcpuLimitExceeded": ("the vCPU quota for this instance family is too low", "request a quota increase in the Service Quotas console"),
+    "OptInRequired": (
+        "this account is not opted in to the region or service",
+        "opt in from the AWS console, or use another --region",
+    ),
+    "VcpuLimitExceeded": (
+        "the vCPU quota for this instance family is too low",
+        "request a quota increase in the Service Quotas console",
+    ),
     "MaxSpotInstanceCountExceeded": ("the spot instance quota is reached", "drop --spot or request a quota increase"),
-    "InsufficientInstanceCapacity": ("AWS has no capacity for this instance type right now", "try another --region or --instance-type, or retry later"),
-    "InvalidAMIID.NotFound": ("the AMI does not exist in this region", "drop --ami to use the newest Deep Learning AMI"),
+    "InsufficientInstanceCapacity": (
+        "AWS has no capacity for this instance type right now",
+        "try another --region or --instance-type, or retry later",
+    ),
+    "InvalidAMIID.NotFound": (
+        "the AMI does not exist in this region",
+        "drop --ami to use the newest Deep Learning AMI",
+    ),
     "InvalidAMIID.Malformed": ("the AMI id is malformed", "pass an id like ami-0123456789abcdef0"),
     "Unsupported": ("AWS does not support this request here", "try another availability zone or instance type"),
-    "InstanceLimitExceeded": ("the account's instance limit for this type is reached", "request a quota increase in the Service Quotas console"),
-    "PendingVerification": ("AWS is still verifying this new account", "wait for AWS's e-mail (usually minutes to hours), then retry"),
+    "InstanceLimitExceeded": (
+        "the account's instance limit for this type is reached",
+        "request a quota increase in the Service Quotas console",
+    ),
+    "PendingVerification": (
+        "AWS is still verifying this new account",
+        "wait for AWS's e-mail (usually minutes to hours), then retry",
+    ),
     "Blocked": ("AWS has blocked this account", "contact AWS Support"),
     "AccessDenied": ("these AWS credentials may not do this", f"grant the actions listed under {IAM_HINT}"),
     "AccessDeniedException": ("these AWS credentials may not do this", f"grant the actions listed under {IAM_HINT}"),
@@ -110,6 +129,8 @@ def aws_errors(action: str):
     except NoRegionError as e:
         raise UsageError("no AWS region set", "pass --region or set AWS_REGION") from e
     except EndpointConnectionError as e:
-        raise CloudError(f"cannot reach AWS to {action} ({e})", "check the network, the region and AWS_ENDPOINT_URL") from e
+        raise CloudError(
+            f"cannot reach AWS to {action} ({e})", "check the network, the region and AWS_ENDPOINT_URL"
+        ) from e
     except BotoCoreError as e:
         raise CloudError(f"AWS call failed while trying to {action}: {e}") from e

@@ -3,6 +3,7 @@ cost-guard values, what a state file holds; and what is done to text before
 it is shown (credentials out of URLs, terminal control sequences out of what
 the box prints). Each bad value is one UsageError (exit 64) naming where it
 came from; the callers apply them once, where a value enters."""
+
 from __future__ import annotations
 
 import math
@@ -67,9 +68,12 @@ def in_range(key: str, value, source: str):
     """value (from a flag, the environment or trainbox.toml) as the setting's
     kind and within its range, or one UsageError naming source."""
     kind, low, high, unit = RANGES[key]
-    bad = UsageError(f"{source} = {value!r} is not a valid {key.replace('_', ' ')}",
-                     f"give a number of {unit} above {low:g} and at most {high:g}" if low == 0
-                     else f"give a number of {unit} from {low:g} to {high:g}")
+    bad = UsageError(
+        f"{source} = {value!r} is not a valid {key.replace('_', ' ')}",
+        f"give a number of {unit} above {low:g} and at most {high:g}"
+        if low == 0
+        else f"give a number of {unit} from {low:g} to {high:g}",
+    )
     if isinstance(value, bool):
         raise bad
     try:
@@ -87,6 +91,7 @@ def in_range(key: str, value, source: str):
 
 def range_arg(key: str):
     """argparse type= for a cost-guard flag."""
+
     def check(text: str):
         return in_range(key, text, "--" + key.replace("_", "-"))
 

@@ -1,4 +1,5 @@
 """What both CLIs share: one-line argparse errors and the top-level handler."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,11 @@ from .checks import clean
 from .errors import EX_INTERRUPTED, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, MEANING, TrainboxError
 
 # The exit codes, for a top-level --help (common/errors.py has the table).
-EXIT_CODES_EPILOG = ("exit codes: 0 success; " + "; ".join(f"{c} {m}" for c, m in MEANING.items())
-                     + f" ({EX_UNAVAILABLE}: after retries; {EX_SOFTWARE}: rerun with --debug and report it)")
+EXIT_CODES_EPILOG = (
+    "exit codes: 0 success; "
+    + "; ".join(f"{c} {m}" for c, m in MEANING.items())
+    + f" ({EX_UNAVAILABLE}: after retries; {EX_SOFTWARE}: rerun with --debug and report it)"
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,7 +52,9 @@ def say(message: str) -> None:
 
 
 def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return handler(args) or 0
     except TrainboxError as e:
@@ -64,5 +70,7 @@ def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except Exception as e:  # a bug of ours: one line, the traceback with --debug
         if args.debug:
             raise
-        print(clean(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)"), file=sys.stderr)
+        print(
+            clean(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)"), file=sys.stderr
+        )
         return EX_SOFTWARE

@@ -6,6 +6,7 @@ A multi-node run needs, per node, where SSH reaches it (``host``, ``port``,
 ``user``, ``key_path``, ``workdir``) and where the other nodes reach it inside
 the box's network (``private_address``: the coordinator listens on node 0's).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,10 +40,18 @@ def addresses(box: state.BoxState) -> list[NodeAddress]:
     out = []
     for node in box.node_list():
         on = box.node(node.index)
-        out.append(NodeAddress(
-            index=node.index, host=on.ssh_host, port=on.ssh_port, user=on.ssh_user, key_path=on.key_path,
-            workdir=on.workdir, private_address=node.private_ip or on.ssh_host, python=on.python,
-        ))
+        out.append(
+            NodeAddress(
+                index=node.index,
+                host=on.ssh_host,
+                port=on.ssh_port,
+                user=on.ssh_user,
+                key_path=on.key_path,
+                workdir=on.workdir,
+                private_address=node.private_ip or on.ssh_host,
+                python=on.python,
+            )
+        )
     return out
 
 

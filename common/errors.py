@@ -23,6 +23,7 @@ trainbox's own, ``remote: your command exited N (its own code, passed
 through)`` for a run whose command failed, and ``remote: trainbox: exit 69
 (...); your command ...`` when trainbox failed during a run.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -100,5 +101,7 @@ def name_flag(name: str) -> str:
 
 def no_box(name: str, otherwise: str = "") -> UsageError:
     """No box called name is up: start one (``otherwise``: another way out, e.g. ``--host``)."""
-    return UsageError(f"no box named '{name}' is up",
-                      f"start one with `python -m provision up{name_flag(name)}`" + (f" ({otherwise})" if otherwise else ""))
+    return UsageError(
+        f"no box named '{name}' is up",
+        f"start one with `python -m provision up{name_flag(name)}`" + (f" ({otherwise})" if otherwise else ""),
+    )

@@ -4,6 +4,7 @@ A provisioned box's key is read from its console output when AWS has it
 (cloud-init prints the host keys there at first boot), else pinned on first
 use with its fingerprint printed. A later mismatch is always an error.
 """
+
 from __future__ import annotations
 
 import base64

@@ -3,11 +3,22 @@ tunnel and the sandbox checks; remote's bulk push in sync.py).
 
 A pure function: nothing here runs anything. Every option carries its reason.
 """
+
 from __future__ import annotations
 
 
-def argv(ssh: str, user: str, host: str, port: int, key: str, known_hosts: str, *,
-         batch: bool = False, options: list[str] | tuple[str, ...] = (), command: list[str] | tuple[str, ...] = ()) -> list[str]:
+def argv(
+    ssh: str,
+    user: str,
+    host: str,
+    port: int,
+    key: str,
+    known_hosts: str,
+    *,
+    batch: bool = False,
+    options: list[str] | tuple[str, ...] = (),
+    command: list[str] | tuple[str, ...] = (),
+) -> list[str]:
     """``ssh [trainbox's options] [options] user@host [command...]``.
 
     batch: for a program, not a person (remote's bulk stream): never prompt,
@@ -17,28 +28,39 @@ def argv(ssh: str, user: str, host: str, port: int, key: str, known_hosts: str, 
     """
     out = [
         ssh,
-        "-i", key,
-        "-p", str(port),
+        "-i",
+        key,
+        "-p",
+        str(port),
         # Only the box's own key: an agent full of keys can exhaust
         # MaxAuthTries before the right one is offered.
-        "-o", "IdentitiesOnly=yes",
+        "-o",
+        "IdentitiesOnly=yes",
         # The host key is pinned by trainbox: never accept another one.
-        "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
         # Notice a dead connection (laptop asleep, box stopped) within a minute.
-        "-o", "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveInterval=15",
     ]
     if batch:
         out += [
             # The pinned key only: not one the system's known_hosts may hold.
-            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
             # Never prompt (a password, a passphrase, an unknown host): fail instead.
-            "-o", "BatchMode=yes",
+            "-o",
+            "BatchMode=yes",
             # No agent at all: the key file is the one identity.
-            "-o", "IdentityAgent=none",
+            "-o",
+            "IdentityAgent=none",
             # A box that does not answer fails within seconds, not TCP's minutes.
-            "-o", "ConnectTimeout=15",
+            "-o",
+            "ConnectTimeout=15",
             # No user ssh config in the way (a ProxyCommand, another User...).
-            "-F", "/dev/null",
+            "-F",
+            "/dev/null",
         ]
     return [*out, *options, f"{user}@{host}", *command]

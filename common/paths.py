@@ -4,6 +4,7 @@ Everything lives under ``TRAINBOX_HOME`` (default: the platform's user state
 directory): the state cache, private keys, pinned host keys, the generated
 ssh config and the sandbox's servers. Tests always point it at a temp dir.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,10 @@ def home() -> Path:
     except OSError as e:
         from .errors import UsageError
 
-        raise UsageError(f"TRAINBOX_HOME {root} cannot be trainbox's folder ({e.strerror})",
-                         "point TRAINBOX_HOME at a folder of yours, or unset it") from None
+        raise UsageError(
+            f"TRAINBOX_HOME {root} cannot be trainbox's folder ({e.strerror})",
+            "point TRAINBOX_HOME at a folder of yours, or unset it",
+        ) from None
     return root
 
 

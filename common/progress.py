@@ -7,6 +7,7 @@ when the total is unknown: then one per phase) and nothing else, so a build
 of 140 packages is a handful of lines. The step's caller says the one-line
 summary at the end, or the output's tail on a failure (``tail``).
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,8 +18,14 @@ from typing import TextIO
 
 
 class Bar:
-    def __init__(self, what: str, total: int | None = None, unit: str = "pkg", stream: TextIO | None = None,
-                 say: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        what: str,
+        total: int | None = None,
+        unit: str = "pkg",
+        stream: TextIO | None = None,
+        say: Callable[[str], None] | None = None,
+    ):
         self.what, self.total, self.unit = what, total, unit
         self.stream = stream or sys.stderr
         self.say = say or (lambda s: print(s, file=self.stream, flush=True))

@@ -4,6 +4,7 @@ AWS tags are the truth; this file only saves lookups and remembers how to
 reach the box (SSH address, key, login user, working directory on the box).
 Losing it never orphans a resource: `down` and `ls` work from tags alone.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,14 +78,23 @@ class BoxState:
         """The box as seen on node ``index``: a copy whose instance and address are that node's,
         for everything that reaches one box (ssh, host keys, a remote target)."""
         if not 0 <= index < self.node_count:
-            raise UsageError(f"box '{self.name}' has {self.node_count} node(s): no node {index}",
-                             f"pass --node 0..{self.node_count - 1}")
+            raise UsageError(
+                f"box '{self.name}' has {self.node_count} node(s): no node {index}",
+                f"pass --node 0..{self.node_count - 1}",
+            )
         if index == 0:
             return dataclasses.replace(self, nodes=[])
         n = self.nodes[index - 1]
-        return dataclasses.replace(self, instance_id=n.instance_id, ssh_host=n.ssh_host, ssh_port=n.ssh_port,
-                                   private_ip=n.private_ip, public_ip=n.public_ip,
-                                   workdir=n.workdir or self.workdir, nodes=[])
+        return dataclasses.replace(
+            self,
+            instance_id=n.instance_id,
+            ssh_host=n.ssh_host,
+            ssh_port=n.ssh_port,
+            private_ip=n.private_ip,
+            public_ip=n.public_ip,
+            workdir=n.workdir or self.workdir,
+            nodes=[],
+        )
 
     def set_node(self, node: Node) -> None:
         """Record one node's instance and addresses (node 0: the box's own fields)."""
@@ -125,8 +135,10 @@ def load(name: str) -> BoxState | None:
         _check(box, name, str(f))
     except (OSError, ValueError, TypeError, AttributeError, UsageError) as e:
         why = e.what if isinstance(e, UsageError) else f"{type(e).__name__}: {e}"
-        raise CorruptState(f"the state file {f} is corrupt ({why})",
-                           f"remove it (AWS tags are the truth: `python -m provision down{flag}` works without it)") from None
+        raise CorruptState(
+            f"the state file {f} is corrupt ({why})",
+            f"remove it (AWS tags are the truth: `python -m provision down{flag}` works without it)",
+        ) from None
     return box
 
 

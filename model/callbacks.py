@@ -2,6 +2,7 @@
 
 Their order keeps the run folder consistent on a kill (see make_callbacks).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -48,8 +49,15 @@ def repair_backup(backup_dir: str) -> str | None:
     return "the resume state was cut mid-write and has no good copy; starting over"
 
 
-def make_callbacks(out: str, epochs: int, patience: int | None, log: Log,
-                   records: dict[int, dict[str, float]], stream_lines: bool, mid_epoch: bool = True) -> list:
+def make_callbacks(
+    out: str,
+    epochs: int,
+    patience: int | None,
+    log: Log,
+    records: dict[int, dict[str, float]],
+    stream_lines: bool,
+    mid_epoch: bool = True,
+) -> list:
     """The run's callbacks, in an order that keeps the files consistent on a kill.
 
     The history is written before BackupAndRestore saves the epoch, and the

@@ -111,7 +111,9 @@ def cmd_predict(args) -> int:
     from model.predict import predict
 
     import_keras_quietly()
-    sub = predict(args.model, args.test, args.out, clip=tuple(args.clip), batch_size=args.batch_size, strict=args.strict)
+    sub = predict(
+        args.model, args.test, args.out, clip=tuple(args.clip), batch_size=args.batch_size, strict=args.strict
+    )
     _say(f"wrote {sub.rows} rows (label = P({sub.positive_class})) to {sub.path}")
     return 0
 
@@ -120,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = Parser(prog="python -m model", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt, parents=[common])
+    parser = Parser(
+        prog="python -m model", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt, parents=[common]
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser(
@@ -171,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data folder in the course's layout")
     p.add_argument("--out", required=True, help="run folder (created; reuse it to resume)")
     p.add_argument("--epochs", type=int, default=10, help="total epochs of the run (default 10)")
-    p.add_argument("--net", choices=NETS, default="cnn", help="cnn: the article's scratch CNN; vgg16: transfer learning")
+    p.add_argument(
+        "--net", choices=NETS, default="cnn", help="cnn: the article's scratch CNN; vgg16: transfer learning"
+    )
     p.add_argument(
         "--mode",
         choices=MODES,
@@ -190,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="VGG16 base weights: imagenet (downloaded by Keras, the default for vgg16), a notop "
         "weights file, or none (random)",
     )
-    p.add_argument("--init", default=None, metavar="MODEL", help="start from the weights of an earlier run's model.keras")
+    p.add_argument(
+        "--init", default=None, metavar="MODEL", help="start from the weights of an earlier run's model.keras"
+    )
     p.add_argument("--patience", type=int, default=None, help="stop early after P epochs without val_loss improving")
     p.add_argument("--strict", action="store_true", help="fail (exit 2) on unreadable images instead of skipping them")
     p.add_argument("--gpus", choices=["all"], default=None, help="all: MirroredStrategy over every GPU")
@@ -202,11 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
         "layers inside the model (on the GPU); light: crop and flip only (faster on CPU); none",
     )
     p.add_argument("--no-cache", action="store_true", help="do not keep decoded images in memory (huge data sets)")
-    p.add_argument("--nodes", type=int, default=None, help="data-parallel over N nodes, one process each, on Keras's JAX "
-                   "backend (default: $TRAINBOX_NODES, else 1); --batch-size is the global batch")
-    p.add_argument("--node-index", type=int, default=None, metavar="I", help="this process's node, 0..N-1 (default: $TRAINBOX_NODE)")
-    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                   help="node 0's address and a free port, the same on every node (default: $TRAINBOX_COORDINATOR)")
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help="data-parallel over N nodes, one process each, on Keras's JAX "
+        "backend (default: $TRAINBOX_NODES, else 1); --batch-size is the global batch",
+    )
+    p.add_argument(
+        "--node-index",
+        type=int,
+        default=None,
+        metavar="I",
+        help="this process's node, 0..N-1 (default: $TRAINBOX_NODE)",
+    )
+    p.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="node 0's address and a free port, the same on every node (default: $TRAINBOX_COORDINATOR)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -237,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a model.keras or checkpoint from train")
     p.add_argument("--test", required=True, help="folder of test images")
     p.add_argument("--out", default="submission.csv", help="CSV to write (default submission.csv)")
-    p.add_argument("--clip", type=float, nargs=2, default=(0.02, 0.98), metavar=("LOW", "HIGH"), help="default 0.02 0.98")
+    p.add_argument(
+        "--clip", type=float, nargs=2, default=(0.02, 0.98), metavar=("LOW", "HIGH"), help="default 0.02 0.98"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
     p.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     p.set_defaults(func=cmd_predict)
@@ -273,5 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         first = (str(e).strip().splitlines() or [""])[0][:300]
         command = getattr(args, "command", None) or "command"
-        print(f"error: {command} failed: {type(e).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: {command} failed: {type(e).__name__}: {first} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1

@@ -18,6 +18,7 @@ runtime's heartbeats (HEARTBEAT_S) catch a node that just stops answering.
 --node-index and --coordinator, or from TRAINBOX_NODES, TRAINBOX_NODE and
 TRAINBOX_COORDINATOR (set by trainbox's run.sh).
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,7 @@ def _int(text: str, what: str) -> int:
         raise UsageError(f"{what} {text!r} is not a whole number") from None
 
 
-def cluster(nodes: int | None = None, node: int | None = None, coordinator: str | None = None,
-            environ=None) -> Cluster:
+def cluster(nodes: int | None = None, node: int | None = None, coordinator: str | None = None, environ=None) -> Cluster:
     """The cluster from the flags, else the environment (TRAINBOX_*), else one node; checked."""
     env = os.environ if environ is None else environ
     if nodes is None:
@@ -77,7 +77,9 @@ def cluster(nodes: int | None = None, node: int | None = None, coordinator: str 
         raise UsageError(f"--node-index {node} is not one of 0..{nodes - 1} (--nodes {nodes})")
     if nodes > 1:
         if not coordinator:
-            raise UsageError(f"--nodes {nodes} needs --coordinator HOST:PORT (node 0's address, the same on every node)")
+            raise UsageError(
+                f"--nodes {nodes} needs --coordinator HOST:PORT (node 0's address, the same on every node)"
+            )
         m = _ADDRESS.match(coordinator)
         if not m or not 0 < int(m.group(2)) < 65536:
             raise UsageError(f"--coordinator {coordinator!r} is not HOST:PORT")
@@ -90,8 +92,10 @@ def check_backend(c: Cluster) -> None:
         import keras
 
         if keras.backend.backend() != "jax":
-            raise UsageError(f"--nodes {c.nodes} trains on Keras's JAX backend, not {keras.backend.backend()}: "
-                             "set KERAS_BACKEND=jax (`remote train` does)")
+            raise UsageError(
+                f"--nodes {c.nodes} trains on Keras's JAX backend, not {keras.backend.backend()}: "
+                "set KERAS_BACKEND=jax (`remote train` does)"
+            )
 
 
 def join(c: Cluster) -> int:
@@ -105,10 +109,15 @@ def join(c: Cluster) -> int:
     # CPU devices' collectives between processes (GPUs use NCCL whatever this says).
     # Before initialize: asking for the devices first would start XLA without the cluster.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=c.coordinator, num_processes=c.nodes, process_id=c.node,
-                               coordinator_bind_address=bind_address(c.coordinator),
-                               initialization_timeout=JOIN_S, heartbeat_timeout_seconds=HEARTBEAT_S,
-                               shutdown_timeout_seconds=max(HEARTBEAT_S, 30))
+    jax.distributed.initialize(
+        coordinator_address=c.coordinator,
+        num_processes=c.nodes,
+        process_id=c.node,
+        coordinator_bind_address=bind_address(c.coordinator),
+        initialization_timeout=JOIN_S,
+        heartbeat_timeout_seconds=HEARTBEAT_S,
+        shutdown_timeout_seconds=max(HEARTBEAT_S, 30),
+    )
     # JAX's runtime takes SIGTERM for its own preemption notice and swallows it:
     # a node told to stop (`remote stop`, the box shutting down) trained on
     # (seen: still running 90 s after the TERM). Give the signal back its
@@ -158,12 +167,14 @@ def shard(files: Sequence, c: Cluster) -> list:
     if not c.multi:
         return files
     keep = len(files) - len(files) % c.nodes
-    return files[c.node:keep:c.nodes]
+    return files[c.node : keep : c.nodes]
 
 
 def local_batch(global_batch: int, devices: int, c: Cluster) -> int:
     """Each node's share of the global batch (which must split evenly over every device)."""
     if global_batch % devices:
-        raise UsageError(f"--batch-size {global_batch} (the global batch) does not split over the {devices} devices of "
-                         f"{c.nodes} nodes: give a multiple of {devices}")
+        raise UsageError(
+            f"--batch-size {global_batch} (the global batch) does not split over the {devices} devices of "
+            f"{c.nodes} nodes: give a multiple of {devices}"
+        )
     return global_batch // c.nodes

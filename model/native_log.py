@@ -39,8 +39,11 @@ def startup_notes_dropped():
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            kept = [line for line in held.read().splitlines(keepends=True)
-                    if not is_startup_note(line.decode("utf-8", "replace"))]
+            kept = [
+                line
+                for line in held.read().splitlines(keepends=True)
+                if not is_startup_note(line.decode("utf-8", "replace"))
+            ]
             if kept:
                 os.write(2, b"".join(kept))
 

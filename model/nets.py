@@ -89,9 +89,7 @@ def make_vgg16(
     """
     if image_size < VGG16_MIN_SIZE:
         raise ValueError(f"VGG16 needs images of at least {VGG16_MIN_SIZE} px, got {image_size}")
-    base = keras.applications.VGG16(
-        include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
-    )
+    base = keras.applications.VGG16(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
     inputs, x = _inputs(image_size, augment, seed)
     x = VGG16Preprocess(name="vgg16_preprocess")(x)
     # training=False keeps the base in inference mode even while fine-tuning

@@ -69,8 +69,7 @@ def organize(
     for animal, folder in CLASS_FOLDERS.items():
         if not layout["train"][folder] and not layout["validation"][folder]:
             raise UsageError(
-                f"{src} has no {animal}.<number>.jpg files; expected Kaggle's flat layout "
-                "(cat.0.jpg, dog.0.jpg, ...)"
+                f"{src} has no {animal}.<number>.jpg files; expected Kaggle's flat layout (cat.0.jpg, dog.0.jpg, ...)"
             )
     for split in SPLITS:
         target = os.path.join(dst, split)

@@ -62,8 +62,7 @@ def decode_resize(path: tf.Tensor, branch: tf.Tensor, size: int) -> tf.Tensor:
     """Read, decode (DCT-scaled for big JPEGs) and resize one image to uint8."""
     data = tf.io.read_file(path)
     branches = [
-        (lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_FAST"))
-        for r in DCT_RATIOS
+        (lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_FAST")) for r in DCT_RATIOS
     ]
     branches.append(lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
     image = tf.switch_case(branch, branches)

@@ -72,7 +72,9 @@ def predict(
     if skipped:
         log.warning("skipped %d unreadable file(s) in %s, e.g. %s: %s", len(skipped), test_dir, *skipped[0])
     if not files:
-        raise UsageError(f"{test_dir} holds no readable image; point --test at Kaggle's test folder (1.jpg, 2.jpg, ...)")
+        raise UsageError(
+            f"{test_dir} holds no readable image; point --test at Kaggle's test folder (1.jpg, 2.jpg, ...)"
+        )
     files.sort(key=lambda f: _sort_key(f.path))
 
     import keras

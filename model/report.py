@@ -175,7 +175,9 @@ def write_report(
     if folders is None:
         folders = scan_folders(data or run["data"])
     if folders.classes != classes:
-        raise UsageError(f"{folders.root} has classes {folders.classes}, the run was trained on {classes}; pass the right --data")
+        raise UsageError(
+            f"{folders.root} has classes {folders.classes}, the run was trained on {classes}; pass the right --data"
+        )
     if model is None:
         model = _load_model(run_dir)
     files = folders.validation

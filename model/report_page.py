@@ -8,6 +8,7 @@ files (run.json, metrics.json, history.json, the PNGs), so the laptop can
 write it again after a pull with the cost it knows (``remote report RUN``)
 without TensorFlow, numpy or matplotlib.
 """
+
 from __future__ import annotations
 
 import base64
@@ -62,8 +63,10 @@ def render(run_dir: str, duration_s: float | None = None, cost: float | None = N
     metrics = _read_json(os.path.join(run_dir, rf.METRICS))
     history = _read_json(os.path.join(run_dir, rf.HISTORY_JSON))
     title = title or os.path.basename(os.path.abspath(run_dir))
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
 
     summary: list[tuple[str, object]] = []
     for key in ("val_accuracy", "val_loss", "best_epoch", "best_val_loss", "epochs_run", "n_validation"):
@@ -85,8 +88,12 @@ def render(run_dir: str, duration_s: float | None = None, cost: float | None = N
         keys = sorted(history)
         head = "".join(f"<th>{html.escape(k)}</th>" for k in ["epoch", *keys])
         rows = "".join(
-            "<tr>" + f"<td>{e + 1}</td>" + "".join(f"<td>{_fmt(history[k][e]) if e < len(history[k]) else ''}</td>" for k in keys) + "</tr>"
-            for e in range(epochs))
+            "<tr>"
+            + f"<td>{e + 1}</td>"
+            + "".join(f"<td>{_fmt(history[k][e]) if e < len(history[k]) else ''}</td>" for k in keys)
+            + "</tr>"
+            for e in range(epochs)
+        )
         parts.append(f"<h2>History</h2><table><tr>{head}</tr>{rows}</table>")
 
     for name, caption in FIGURES:
@@ -95,8 +102,10 @@ def render(run_dir: str, duration_s: float | None = None, cost: float | None = N
             continue
         with open(path, "rb") as f:
             data = base64.b64encode(f.read()).decode()
-        parts.append(f"<figure><figcaption>{html.escape(caption)}</figcaption>"
-                     f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'></figure>")
+        parts.append(
+            f"<figure><figcaption>{html.escape(caption)}</figcaption>"
+            f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'></figure>"
+        )
     parts.append("</body></html>\n")
     return "".join(parts)
 

@@ -18,6 +18,7 @@ import it and ``model.report_page``, nothing else of model/).
     OUT/metrics.json, *.png      the report (see ``model.report``)
     OUT/report.html              the report as one page (``model.report_page``)
 """
+
 from __future__ import annotations
 
 import csv

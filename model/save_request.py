@@ -22,6 +22,7 @@ Keras's BackupAndRestore resumes at the start of the saved epoch with the
 saved weights: a run cut mid-epoch repeats that epoch's batches with weights
 that already learned from some of them; no finished epoch is ever redone.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ def saved_path(request: str) -> str:
 TERM_EXIT = 128 + signal.SIGTERM
 
 
-def save_on_request(backup, request: str | None = None, every_s: float | None = None, clock=time.monotonic,
-                    log=lambda s: None):
+def save_on_request(
+    backup, request: str | None = None, every_s: float | None = None, clock=time.monotonic, log=lambda s: None
+):
     """A Keras callback that makes ``backup`` (a BackupAndRestore) save when ``request`` appears,
     on SIGTERM (then exits), and every ``every_s`` seconds if given.
 

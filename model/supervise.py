@@ -12,6 +12,7 @@ name the task, i.e. the node, that stopped answering) and ends with one
 
 Standard library only: the watcher never starts JAX.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,11 @@ from model.distributed import Cluster
 CHILD = "TRAINBOX_NODE_CHILD"  # set in the child's environment: it trains, never supervises
 _CXX_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")
 _NOISE = ("WARNING: All log messages before absl::InitializeLog()", "    @ ", "*** Check failure stack trace")
-_DEAD_TASK = (re.compile(r"Task (\d+) heartbeat timeout"),
-              re.compile(r"unhealthy \(stopped sending heartbeats\):\s*\n(\d+)"),
-              re.compile(r"/task:(\d+).{0,80}(?:heartbeat|unavailable|disconnected)", re.I))
+_DEAD_TASK = (
+    re.compile(r"Task (\d+) heartbeat timeout"),
+    re.compile(r"unhealthy \(stopped sending heartbeats\):\s*\n(\d+)"),
+    re.compile(r"/task:(\d+).{0,80}(?:heartbeat|unavailable|disconnected)", re.I),
+)
 _COORDINATOR_GONE = re.compile(r"coordination service|PollForError|connect to the coordinator|Failed to connect", re.I)
 
 
@@ -50,16 +53,25 @@ def verdict(rc: int, stderr: str, own_error: str | None, c: Cluster) -> tuple[in
     other = blamed(stderr, c)
     if other is not None:
         why = f" (here: {own_error.removeprefix('error: ')})" if own_error else ""
-        return 1, (f"error: node {other} of {c.nodes} failed or stopped answering, so the run ended on every node{why}; "
-                   f"{where}: see node {other}'s log")
+        return 1, (
+            f"error: node {other} of {c.nodes} failed or stopped answering, so the run ended on every node{why}; "
+            f"{where}: see node {other}'s log"
+        )
     if own_error and rc in (1, 2):
         return rc, f"{own_error} ({where})"
     if c.node != 0 and _COORDINATOR_GONE.search(stderr):
-        return 1, (f"error: node 0 (the coordinator, {c.coordinator}) failed or stopped answering, so the run ended "
-                   f"on every node; {where}: see node 0's log")
-    how = f"killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.Signals._value2member_map_ else f"exit {rc}"
-    return 1, (f"error: training failed on node {c.node} of {c.nodes} ({how}"
-               + (f": {own_error.removeprefix('error: ')}" if own_error else "") + f"); {where}")
+        return 1, (
+            f"error: node 0 (the coordinator, {c.coordinator}) failed or stopped answering, so the run ended "
+            f"on every node; {where}: see node 0's log"
+        )
+    how = (
+        f"killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.Signals._value2member_map_ else f"exit {rc}"
+    )
+    return 1, (
+        f"error: training failed on node {c.node} of {c.nodes} ({how}"
+        + (f": {own_error.removeprefix('error: ')}" if own_error else "")
+        + f"); {where}"
+    )
 
 
 def _die_with_parent() -> None:
@@ -76,8 +88,15 @@ def _die_with_parent() -> None:
 def run_node(argv: list[str], c: Cluster, out: str) -> int:
     """Train in a child (``python -m model`` argv) and watch it; its exit code, the error said in one line."""
     env = {**os.environ, CHILD: "1"}
-    child = subprocess.Popen([sys.executable, "-m", "model", *argv], env=env, stderr=subprocess.PIPE, text=True,
-                             errors="replace", bufsize=1, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "model", *argv],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        bufsize=1,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
 
     def forward(signum, frame):  # `remote stop` signals the whole group; a lone signal to this process goes on
         child.send_signal(signum)

@@ -154,16 +154,24 @@ def build_model(cfg: TrainConfig, classes: int, strategy):
 
     lr = cfg.lr if cfg.lr is not None else nets.default_lr(cfg.net, cfg.mode)
     with strategy.scope():
-        model = nets.build(cfg.net, cfg.image_size, classes, mode=cfg.mode, weights=cfg.resolved_weights(),
-                           augment=cfg.augment == "full", seed=cfg.seed)
+        model = nets.build(
+            cfg.net,
+            cfg.image_size,
+            classes,
+            mode=cfg.mode,
+            weights=cfg.resolved_weights(),
+            augment=cfg.augment == "full",
+            seed=cfg.seed,
+        )
         if cfg.init:
             model.load_weights(cfg.init)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model, lr
 
 
-def datasets(cfg: TrainConfig, folders: ClassFolders, c: distributed.Cluster = distributed.Cluster(), batch: int | None = None):
+def datasets(
+    cfg: TrainConfig, folders: ClassFolders, c: distributed.Cluster = distributed.Cluster(), batch: int | None = None
+):
     """The (train, validation) tf.data pipelines of the class folders: this node's
     shard of it, in batches of ``batch`` (default: the whole batch size)."""
     from model.pipeline import make_dataset
@@ -172,10 +180,24 @@ def datasets(cfg: TrainConfig, folders: ClassFolders, c: distributed.Cluster = d
     # Several nodes: a file that breaks after the scan fails the run (its node
     # would take one step fewer than the others, who would wait for it).
     skip = not c.multi
-    train_ds = make_dataset(distributed.shard(folders.train, c), cfg.image_size, batch, training=True, seed=cfg.seed,
-                            cache=cfg.cache, augment=cfg.augment != "none", skip_errors=skip)
-    val_ds = make_dataset(distributed.shard(folders.validation, c), cfg.image_size, batch, training=False,
-                          cache=cfg.cache, skip_errors=skip)
+    train_ds = make_dataset(
+        distributed.shard(folders.train, c),
+        cfg.image_size,
+        batch,
+        training=True,
+        seed=cfg.seed,
+        cache=cfg.cache,
+        augment=cfg.augment != "none",
+        skip_errors=skip,
+    )
+    val_ds = make_dataset(
+        distributed.shard(folders.validation, c),
+        cfg.image_size,
+        batch,
+        training=False,
+        cache=cfg.cache,
+        skip_errors=skip,
+    )
     return train_ds, val_ds
 
 
@@ -213,8 +235,7 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
             from model.report import write_report
 
             write_report(cfg.out, log=log)
-        return TrainResult(cfg.out, len(records), run_files.history_dict(records), len(records),
-                           already_complete=True)
+        return TrainResult(cfg.out, len(records), run_files.history_dict(records), len(records), already_complete=True)
 
     run_info = {
         "config": asdict(cfg),
@@ -245,9 +266,12 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     if has_gpu:
         keras.mixed_precision.set_global_policy("mixed_float16")
     batch = distributed.local_batch(cfg.batch_size, devices, c) if c.multi else cfg.batch_size
-    where = (f"{c.nodes} nodes (this is node {c.node}, coordinator {c.coordinator}), global batch {cfg.batch_size} "
-             f"({batch} per node), {devices} device(s)" if c.multi
-             else f"batch {cfg.batch_size}, {strategy.num_replicas_in_sync} replica(s)")
+    where = (
+        f"{c.nodes} nodes (this is node {c.node}, coordinator {c.coordinator}), global batch {cfg.batch_size} "
+        f"({batch} per node), {devices} device(s)"
+        if c.multi
+        else f"batch {cfg.batch_size}, {strategy.num_replicas_in_sync} replica(s)"
+    )
     log(
         f"training {cfg.net}{'/' + cfg.mode if cfg.net == 'vgg16' else ''} on {describe(folders)}, "
         f"{cfg.image_size} px, {where}, keras on {backend}, "
@@ -262,8 +286,14 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     # The dataset's length is unknown to Keras (unreadable files may be
     # dropped), so it warns at the end of the first epoch: expected, not news.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
-              verbose=0 if stream_lines else 1, shuffle=False)  # the dataset shuffles itself
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.epochs,
+        callbacks=callbacks,
+        verbose=0 if stream_lines else 1,
+        shuffle=False,
+    )  # the dataset shuffles itself
     history = run_files.history_dict(records)
     first = callbacks[0].first_epoch or 0
     bad = diverged_at(history)

@@ -6,6 +6,7 @@ the newest one's id in public SSM parameters. They support G4dn, G5, G6,
 G6e, P4, P5 and newer, but not P2 (K80): for p2.* trainbox looks for the
 newest older DLAMI by name that still shipped a K80-capable driver.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -70,7 +71,9 @@ def ssm_lookup(ssm, os_name: str = DEFAULT_OS) -> str | None:
 def describe(ec2, ami_id: str) -> Image:
     images = ec2.describe_images(ImageIds=[ami_id])["Images"]
     if not images:
-        raise CloudError(f"AMI {ami_id} does not exist in this region", "drop --ami to use the newest Deep Learning AMI")
+        raise CloudError(
+            f"AMI {ami_id} does not exist in this region", "drop --ami to use the newest Deep Learning AMI"
+        )
     return Image(ami_id, images[0].get("Name", ""))
 
 

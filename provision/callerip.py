@@ -3,6 +3,7 @@
 The lookup goes over HTTPS to AWS's checkip service. It is a parameter of
 ``up`` so tests and the sandbox never touch the internet.
 """
+
 from __future__ import annotations
 
 import ipaddress

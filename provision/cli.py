@@ -5,6 +5,7 @@ eleven commands (up, state, start, stop, ip, ssh, nb, ls, aliases,
 ssh-config, down) each with its argparse and its printing; the work is in
 the library modules.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -134,8 +135,10 @@ def cmd_state(args) -> int:
     ] + ([("spot", s.spot)] if s.spot else [])
     if len(s.nodes) > 1:
         rows.insert(2, ("nodes", str(len(s.nodes))))
-        rows += [(f"node {n.index}", f"{n.instance_id} {n.state} {n.address or '-'} (private {n.private_ip or '-'})")
-                 for n in s.nodes]
+        rows += [
+            (f"node {n.index}", f"{n.instance_id} {n.state} {n.address or '-'} (private {n.private_ip or '-'})")
+            for n in s.nodes
+        ]
     for k, v in rows:
         print(f"{k:<12} {v}")
     return 0
@@ -151,7 +154,11 @@ def cmd_start(args) -> int:
 def cmd_stop(args) -> int:
     inst = lifecycle.stop(cloud_for(args), args.name)
     n = lifecycle.status(cloud_for(args), args.name).nodes
-    disks = "the disk is kept and still bills" if len(n) == 1 else f"all {len(n)} nodes; their disks are kept and still bill"
+    disks = (
+        "the disk is kept and still bills"
+        if len(n) == 1
+        else f"all {len(n)} nodes; their disks are kept and still bill"
+    )
     print(f"box '{args.name}' is {inst.state} ({disks} a little; `{PROG} down` removes it)")
     return 0
 
@@ -214,8 +221,12 @@ def cmd_nb(args) -> int:
     # The latest `remote run`'s pushed project (and its environment), else the home.
     root, project_env = orchestrate.notebook_place(records.latest(args.name), box.workdir)
     script = sshcmd.jupyter_start_script(
-        sshcmd.env_python(box), args.port, BoxLayout(box.workdir).jupyter, secrets.token_hex(24),
-        env=None if box.python else project_env or BoxLayout(box.workdir).env_link, root_dir=root,
+        sshcmd.env_python(box),
+        args.port,
+        BoxLayout(box.workdir).jupyter,
+        secrets.token_hex(24),
+        env=None if box.python else project_env or BoxLayout(box.workdir).env_link,
+        root_dir=root,
     )
     # The script carries the token: it goes on ssh's stdin, never on a command line.
     p = subprocess.run(sshcmd.ssh_argv(ssh, box, known, ["bash", "-s"]), input=script, capture_output=True, text=True)
@@ -249,7 +260,9 @@ def cmd_ls(args) -> int:
         if args.json:
             print("[]")
         else:
-            print("nothing is up: no boxes, nothing left billing (the sandbox is not running; `up --sandbox` starts it)")
+            print(
+                "nothing is up: no boxes, nothing left billing (the sandbox is not running; `up --sandbox` starts it)"
+            )
         return 0
     base = cloud_for(args)
     regions = [base.region]
@@ -329,8 +342,10 @@ def cmd_down(args) -> int:
         if left and not args.yes:
             what = f"{len(left)} run(s) not brought home"
             if not interactive:
-                raise RemoteError(f"{what}: nothing deleted",
-                                  f"bring them home as said above, or `{PROG} down{name_flag(args.name)} --yes` deletes anyway")
+                raise RemoteError(
+                    f"{what}: nothing deleted",
+                    f"bring them home as said above, or `{PROG} down{name_flag(args.name)} --yes` deletes anyway",
+                )
             if not _ask(f"{what}: delete box '{args.name}' anyway? [y/N] "):
                 say("nothing deleted")
                 return UsageError.exit_code
@@ -349,8 +364,10 @@ def cmd_down(args) -> int:
         print(f"removed the box's images {', '.join(i.id for i in kept)} and their snapshots, each verified gone")
     elif kept:
         cost = sum(i.monthly_cost(images.gb_month_price()) for i in kept)
-        say(f"kept the box's images {', '.join(i.id for i in kept)} (${cost:.2f}/month): the next `up` boots from them; "
-            f"`{PROG} image rm IMAGE` or `down --images` removes them")
+        say(
+            f"kept the box's images {', '.join(i.id for i in kept)} (${cost:.2f}/month): the next `up` boots from them; "
+            f"`{PROG} image rm IMAGE` or `down --images` removes them"
+        )
     return 0
 
 
@@ -382,8 +399,10 @@ def cmd_image_create(args) -> int:
             conn.close()
 
     made = images.create(cloud_for(args), args.name, say, opts.spec_id(), prepare_box, image_name=args.image_name)
-    print(f"image {made.id} ({made.name}) is available: {_size(made)}, {_month(made)}; "
-          f"the next `up` of this environment boots from it")
+    print(
+        f"image {made.id} ({made.name}) is available: {_size(made)}, {_month(made)}; "
+        f"the next `up` of this environment boots from it"
+    )
     say(f"box '{args.name}' is stopped; `{PROG} down{name_flag(args.name)}` removes it (the image is kept)")
     return 0
 
@@ -417,10 +436,14 @@ def cmd_image_ls(args) -> int:
         return 0
     print(f"{'image':<22} {'box':<10} {'age':>9} {'size':>10} {'$/month':>8} {'state':<10} {'spec':<21} base")
     for i in found:
-        print(f"{i.id:<22} {i.box:<10} {images._age(time.time() - i.created):>9} {_size(i):>10} "
-              f"{i.monthly_cost(price):>8.2f} {i.state:<10} {i.spec:<21} {i.base_ami}")
+        print(
+            f"{i.id:<22} {i.box:<10} {images._age(time.time() - i.created):>9} {_size(i):>10} "
+            f"{i.monthly_cost(price):>8.2f} {i.state:<10} {i.spec:<21} {i.base_ami}"
+        )
     total = sum(i.monthly_cost(price) for i in found)
-    say(f"snapshots bill ${price}/GB-month while they exist: ${total:.2f}/month in all; `{PROG} image rm IMAGE` removes one")
+    say(
+        f"snapshots bill ${price}/GB-month while they exist: ${total:.2f}/month in all; `{PROG} image rm IMAGE` removes one"
+    )
     return 0
 
 
@@ -444,7 +467,9 @@ def _ask(question: str) -> bool:
 
 def cmd_sandbox_notice(args) -> int:
     if args.name not in sandbox.sandbox_boxes():
-        raise UsageError(f"box '{args.name}' is not a sandbox box", "the spot notice stand-in exists in the sandbox only")
+        raise UsageError(
+            f"box '{args.name}' is not a sandbox box", "the spot notice stand-in exists in the sandbox only"
+        )
     if args.clear:
         sandbox.clear_notice(args.name)
         print(f"box '{args.name}': no spot notice")
@@ -464,7 +489,11 @@ def node_arg(text: str) -> int:
 
 
 def build_parser() -> Parser:
-    p = Parser(prog=PROG, description="Launch, look after and tear down a GPU training box on AWS (or in the sandbox).", epilog=EXIT_CODES_EPILOG)
+    p = Parser(
+        prog=PROG,
+        description="Launch, look after and tear down a GPU training box on AWS (or in the sandbox).",
+        epilog=EXIT_CODES_EPILOG,
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
@@ -476,27 +505,55 @@ def build_parser() -> Parser:
         return c
 
     c = command("up", cmd_up, "Launch the box (or reuse and start it) and wait until SSH answers.")
-    c.add_argument("--sandbox", action="store_true", help="no AWS account: moto on 127.0.0.1 plays AWS, a local sshd plays the instance")
-    c.add_argument("--sandbox-box", choices=["container", "process"], help=(
-        "the sandbox's kind of instance: `container` boots a Debian with systemd, cloud-init and the user-data "
-        "(systemd-nspawn; needs root), `process` is an sshd running as you "
-        "(default: TRAINBOX_SANDBOX_BOX, else container where it can run)"))
+    c.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="no AWS account: moto on 127.0.0.1 plays AWS, a local sshd plays the instance",
+    )
+    c.add_argument(
+        "--sandbox-box",
+        choices=["container", "process"],
+        help=(
+            "the sandbox's kind of instance: `container` boots a Debian with systemd, cloud-init and the user-data "
+            "(systemd-nspawn; needs root), `process` is an sshd running as you "
+            "(default: TRAINBOX_SANDBOX_BOX, else container where it can run)"
+        ),
+    )
     c.add_argument("--region", help="AWS region (default: AWS_REGION, trainbox.toml, us-east-1)")
     c.add_argument("--instance-type", help="EC2 type (default: g4dn.xlarge, a T4 GPU)")
-    c.add_argument("--spot", action="store_true", help=(
-        "use a spot instance: cheaper, but AWS may interrupt it. It is a persistent spot request that stops "
-        "(never terminates) the box, so the disk and results survive an interruption and the idle/hard-limit "
-        "guards; AWS restarts it when capacity returns, and the stopped disk still bills a little. "
-        "`down` cancels the request, then terminates the box"))
+    c.add_argument(
+        "--spot",
+        action="store_true",
+        help=(
+            "use a spot instance: cheaper, but AWS may interrupt it. It is a persistent spot request that stops "
+            "(never terminates) the box, so the disk and results survive an interruption and the idle/hard-limit "
+            "guards; AWS restarts it when capacity returns, and the stopped disk still bills a little. "
+            "`down` cancels the request, then terminates the box"
+        ),
+    )
     c.add_argument("--ssh-cidr", help="who may SSH in (default: this machine's public IP /32)")
-    c.add_argument("--max-hours", type=range_arg("max_hours"), help="hard limit: the box stops itself after this uptime (default: 8)")
-    c.add_argument("--idle-minutes", type=range_arg("idle_minutes"), help="the box stops itself after this long with no job and no SSH (default: 30)")
+    c.add_argument(
+        "--max-hours",
+        type=range_arg("max_hours"),
+        help="hard limit: the box stops itself after this uptime (default: 8)",
+    )
+    c.add_argument(
+        "--idle-minutes",
+        type=range_arg("idle_minutes"),
+        help="the box stops itself after this long with no job and no SSH (default: 30)",
+    )
     c.add_argument("--volume-gb", type=range_arg("volume_gb"), help="root volume size, encrypted gp3 (default: 100)")
     c.add_argument("--ami", help="boot this AMI instead of the newest Deep Learning AMI")
     c.add_argument("--no-wait", action="store_true", help="return once the instance runs, without waiting for SSH")
-    c.add_argument("--nodes", type=range_arg("nodes"), default=1, help=(
-        "instances under the box's name, for multi-node training (default: 1). More than one: a cluster "
-        "placement group, all TCP between the nodes (ssh still only from --ssh-cidr), N × the price"))
+    c.add_argument(
+        "--nodes",
+        type=range_arg("nodes"),
+        default=1,
+        help=(
+            "instances under the box's name, for multi-node training (default: 1). More than one: a cluster "
+            "placement group, all TCP between the nodes (ssh still only from --ssh-cidr), N × the price"
+        ),
+    )
 
     c = command("state", cmd_state, "Show the box: instance, state, address, uptime, price/h and cost so far.")
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -507,33 +564,69 @@ def build_parser() -> Parser:
     c = command("ssh", cmd_ssh, "Open an SSH session to the box (extra arguments go to ssh).")
     c.add_argument("--node", type=node_arg, default=0, help="to this node of a multi-node box (default: 0)")
     c.add_argument("ssh_args", nargs="*", help="passed to ssh, e.g. `-- nvidia-smi`")
-    c = command("nb", cmd_nb, "Open Jupyter Lab on the box through an SSH tunnel (started there if needed; its port is never opened to the internet).")
+    c = command(
+        "nb",
+        cmd_nb,
+        "Open Jupyter Lab on the box through an SSH tunnel (started there if needed; its port is never opened to the internet).",
+    )
     c.add_argument("--port", type=positive_int, default=8888, help="Jupyter's port on the box (default: %(default)s)")
-    c.add_argument("--local-port", type=positive_int, help="the laptop's end of the tunnel (default: the same as --port)")
+    c.add_argument(
+        "--local-port", type=positive_int, help="the laptop's end of the tunnel (default: the same as --port)"
+    )
     c = command("ls", cmd_ls, "List everything tagged by trainbox that can bill, orphans included.")
     c.add_argument("--sandbox", action="store_true", help="look in the sandbox")
     c.add_argument("--region", help="AWS region")
     c.add_argument("--all-regions", action="store_true", help="look in every region")
     c.add_argument("--json", action="store_true", help="machine-readable output")
-    command("aliases", cmd_aliases, "Print the course's shell aliases (aws-state, aws-start, ...): eval \"$(python -m provision aliases)\".")
-    command("ssh-config", cmd_ssh_config, "Write an OpenSSH config entry so `ssh trainbox-NAME` and editors' Remote-SSH work.")
-    c = command("down", cmd_down, "Pull unfetched results, then delete every resource of the box and verify each is gone.")
+    command(
+        "aliases",
+        cmd_aliases,
+        'Print the course\'s shell aliases (aws-state, aws-start, ...): eval "$(python -m provision aliases)".',
+    )
+    command(
+        "ssh-config",
+        cmd_ssh_config,
+        "Write an OpenSSH config entry so `ssh trainbox-NAME` and editors' Remote-SSH work.",
+    )
+    c = command(
+        "down", cmd_down, "Pull unfetched results, then delete every resource of the box and verify each is gone."
+    )
     c.add_argument("--region", help="AWS region (when there is no local state)")
     c.add_argument("--sandbox", action="store_true", help="the box is in the sandbox (only needed with no local state)")
     c.add_argument("--no-pull", action="store_true", help="do not pull unfetched results first")
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    c.add_argument("--images", action="store_true", help="also remove the box's images and their snapshots (kept by default)")
-    c = command("sandbox-notice", cmd_sandbox_notice, "Sandbox only: make a container box's IMDS stand-in (127.0.0.1) "
-                "answer a spot interruption notice, as AWS does two minutes before it stops a spot box.")
-    c.add_argument("--action", choices=["stop", "terminate", "hibernate"], default="stop", help="the notice's action (default: %(default)s)")
-    c.add_argument("--in", dest="in_s", type=positive_float, default=120.0, metavar="SECONDS",
-                   help="the notice's time, this many seconds from now (default: %(default)s, as AWS)")
+    c.add_argument(
+        "--images", action="store_true", help="also remove the box's images and their snapshots (kept by default)"
+    )
+    c = command(
+        "sandbox-notice",
+        cmd_sandbox_notice,
+        "Sandbox only: make a container box's IMDS stand-in (127.0.0.1) "
+        "answer a spot interruption notice, as AWS does two minutes before it stops a spot box.",
+    )
+    c.add_argument(
+        "--action",
+        choices=["stop", "terminate", "hibernate"],
+        default="stop",
+        help="the notice's action (default: %(default)s)",
+    )
+    c.add_argument(
+        "--in",
+        dest="in_s",
+        type=positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="the notice's time, this many seconds from now (default: %(default)s, as AWS)",
+    )
     c.add_argument("--clear", action="store_true", help="take the notice back")
 
     from .images import KEPT_TEXT
 
-    img = sub.add_parser("image", help="Bake a box's ready environment into an AMI, so the next `up` installs nothing; list, remove.",
-                         description="trainbox images: an AMI of a box's environment (`up` boots the newest one of the current pins).")
+    img = sub.add_parser(
+        "image",
+        help="Bake a box's ready environment into an AMI, so the next `up` installs nothing; list, remove.",
+        description="trainbox images: an AMI of a box's environment (`up` boots the newest one of the current pins).",
+    )
     isub = img.add_subparsers(dest="image_command", required=True, metavar="IMAGE_COMMAND", parser_class=Parser)
 
     def image_command(name, func, help, box=True):
@@ -548,14 +641,28 @@ def build_parser() -> Parser:
         c.set_defaults(func=func)
         return c
 
-    c = image_command("create", cmd_image_create, (
-        "Bake the box's environment into an image: pull unfetched results, clean the user's things off its disk "
-        f"over SSH ({KEPT_TEXT}), stop the box, create the AMI, tag it and its snapshots, wait until available."))
+    c = image_command(
+        "create",
+        cmd_image_create,
+        (
+            "Bake the box's environment into an image: pull unfetched results, clean the user's things off its disk "
+            f"over SSH ({KEPT_TEXT}), stop the box, create the AMI, tag it and its snapshots, wait until available."
+        ),
+    )
     c.add_argument("--image-name", help="the AMI's name (default: trainbox-BOX-DATE-TIME)")
-    c.add_argument("--no-pull", action="store_true", help="do not pull unfetched results first (the clean-up removes them from the box)")
+    c.add_argument(
+        "--no-pull",
+        action="store_true",
+        help="do not pull unfetched results first (the clean-up removes them from the box)",
+    )
     c = image_command("ls", cmd_image_ls, "List trainbox's images: age, size and monthly snapshot cost.", box=False)
     c.add_argument("--json", action="store_true", help="machine-readable output")
-    c = image_command("rm", cmd_image_rm, "Remove images: deregister each and delete its snapshots, verifying both are gone.", box=False)
+    c = image_command(
+        "rm",
+        cmd_image_rm,
+        "Remove images: deregister each and delete its snapshots, verifying both are gone.",
+        box=False,
+    )
     c.add_argument("images", nargs="+", metavar="IMAGE", help="ami-... (see `image ls`)")
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return p

@@ -1,4 +1,5 @@
 """Settings: flags > environment > trainbox.toml (working directory) > defaults."""
+
 from __future__ import annotations
 
 import functools
@@ -57,13 +58,13 @@ def _check_file(data: dict) -> None:
         _typed(key, value, f"trainbox.toml [box] {key}")
     for kind, price in data.get("prices", {}).items():
         if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < float("inf"):
-            raise UsageError(f"trainbox.toml: [prices] {kind!r} = {price!r} is not a price", "give dollars per hour, e.g. 0.526")
+            raise UsageError(
+                f"trainbox.toml: [prices] {kind!r} = {price!r} is not a price", "give dollars per hour, e.g. 0.526"
+            )
 
 
 def file_settings() -> dict:
     return _toml(os.getcwd())
-
-
 
 
 def setting(key: str, flag=None):

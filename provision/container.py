@@ -25,6 +25,7 @@ and powered off, is frozen into a read-only lower layer; a box made from the
 image boots the root, the image's layers (lowest first: ``lowers``) and its
 own new writable layer on top, one overlay: nothing is copied.
 """
+
 from __future__ import annotations
 
 import base64
@@ -123,7 +124,9 @@ def created(d: Path) -> bool:
     return (upper(d) / SEED / "meta-data").exists()
 
 
-def create(d: Path, instance_id: str, public_key: str, user_data: str | bytes, lower_layers: list[Path] | None = None) -> None:
+def create(
+    d: Path, instance_id: str, public_key: str, user_data: str | bytes, lower_layers: list[Path] | None = None
+) -> None:
     """The box's disk before its first boot: the NoCloud seed, and the host's CA and pip config,
     over ``lower_layers`` (an image's, lowest first) if given."""
     d.mkdir(parents=True, exist_ok=True)
@@ -266,13 +269,16 @@ def boot(d: Path, base: Path, port: int | None = None, timeout: float = 180.0) -
         f.write(f"\n--- trainbox: boot at {time.strftime('%F %T')} on 127.0.0.1:{port}\n")
     argv = [
         shutil.which("systemd-nspawn") or "systemd-nspawn",
-        "-D", str(base),
+        "-D",
+        str(base),
         # The root read-only below, an image's frozen layers over it (lowest first), this box's layer on top.
         "--overlay=" + ":".join(["+/", *(_escaped(p) for p in lowers(d)), _escaped(upper(d)), "/"]),
         "--boot",
-        "-M", machine_name(d),
+        "-M",
+        machine_name(d),
         # No system bus on a machine whose PID 1 is not systemd: nothing to register with.
-        "--register=no", "--keep-unit",
+        "--register=no",
+        "--keep-unit",
         "--console=passive",  # the guest's console goes to the log; nspawn never reads our terminal
         "--kill-signal=SIGRTMIN+4",  # what SIGTERM to nspawn sends PID 1: systemd's clean poweroff
     ]

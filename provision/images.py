@@ -21,6 +21,7 @@ Why ~370 lines: an image's whole life on AWS (pick, bake, wait, list with
 its snapshots and their cost, remove and verify), each step short, read
 together because each relies on the tags the others write.
 """
+
 from __future__ import annotations
 
 import time
@@ -45,10 +46,12 @@ TAG_IMAGE = "trainbox:image"  # on a snapshot: the image it belongs to
 SNAPSHOT_GB_MONTH = 0.05
 PRICE_KEY = "snapshot-gb-month"
 
-KEPT_TEXT = ("kept: trainbox's environment (env, the current envs/ build, tools/uv, bootstrap.sh) and the system; "
-             "removed: runs, data cache, code, logs, Jupyter state, older environments, SSH keys "
-             "(authorized_keys too: cloud-init puts each new box's own there), shell and Python history, "
-             "caches (~/.cache, ~/.keras), ~/.aws, and with sudo the system logs, root's keys and cloud-init's state")
+KEPT_TEXT = (
+    "kept: trainbox's environment (env, the current envs/ build, tools/uv, bootstrap.sh) and the system; "
+    "removed: runs, data cache, code, logs, Jupyter state, older environments, SSH keys "
+    "(authorized_keys too: cloud-init puts each new box's own there), shell and Python history, "
+    "caches (~/.cache, ~/.keras), ~/.aws, and with sudo the system logs, root's keys and cloud-init's state"
+)
 
 
 def spec_tag(spec_id: str, build: str) -> str:
@@ -114,7 +117,11 @@ class TrainboxImage:
     def as_dict(self, gb_month: float = SNAPSHOT_GB_MONTH) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "snapshots"}
         d["snapshots"] = [s.__dict__ for s in self.snapshots]
-        d.update(size_gb=round(self.size_gb, 3), size_exact=self.size_exact, monthly_cost=round(self.monthly_cost(gb_month), 4))
+        d.update(
+            size_gb=round(self.size_gb, 3),
+            size_exact=self.size_exact,
+            monthly_cost=round(self.monthly_cost(gb_month), 4),
+        )
         return d
 
 
@@ -152,7 +159,9 @@ def _snapshots(ec2, ids: list[str]) -> dict[str, Snapshot]:
 
 def list_images(ec2, box: str | None = None) -> list[TrainboxImage]:
     """trainbox's images in this region (of one box, if named), newest first."""
-    raw = ec2.describe_images(Owners=["self"], Filters=name_filters(box) + [{"Name": "tag-key", "Values": [TAG_SPEC]}])["Images"]
+    raw = ec2.describe_images(Owners=["self"], Filters=name_filters(box) + [{"Name": "tag-key", "Values": [TAG_SPEC]}])[
+        "Images"
+    ]
     snaps = _snapshots(ec2, [i for d in raw for i in _snapshot_ids(d)])
     out = [_image(d, snaps) for d in raw if d.get("State") not in ("deregistered", "disabled")]
     return sorted(out, key=lambda i: i.created, reverse=True)
@@ -191,7 +200,11 @@ def pick(ec2, spec: str, instance_type: str, sandbox: bool = False) -> tuple[Tra
     """The newest available image of this spec whose base DLAMI supports the type; and every image seen."""
     seen = list_images(ec2)
     for image in seen:
-        if image.state == "available" and image.spec == spec and (sandbox or amis.supports(image.base_name, instance_type)):
+        if (
+            image.state == "available"
+            and image.spec == spec
+            and (sandbox or amis.supports(image.base_name, instance_type))
+        ):
             return image, seen
     return None, seen
 
@@ -207,12 +220,23 @@ def base_of(ec2, ami_id: str) -> amis.Image:
 # ---------------------------------------------------------------- AWS: bake, wait, remove
 
 
-def bake(ec2, instance_id: str, box: str, image_name: str, spec: str, base: amis.Image, say: Callable[[str], None],
-         poll_s: float = 15.0, timeout_s: float = 3600.0) -> str:
+def bake(
+    ec2,
+    instance_id: str,
+    box: str,
+    image_name: str,
+    spec: str,
+    base: amis.Image,
+    say: Callable[[str], None],
+    poll_s: float = 15.0,
+    timeout_s: float = 3600.0,
+) -> str:
     """create_image from the (stopped) instance, tag it and its snapshots, wait until available; the AMI id."""
     extra = {TAG_SPEC: spec, TAG_BASE: base.id, TAG_BASE_NAME: base.name[:255], TAG_USER: base.login_user}
     image_id = ec2.create_image(
-        InstanceId=instance_id, Name=image_name, NoReboot=True,
+        InstanceId=instance_id,
+        Name=image_name,
+        NoReboot=True,
         Description=f"trainbox environment {spec} from box {box} on {base.id}"[:255],
         TagSpecifications=[{"ResourceType": "image", "Tags": tags(box, {**extra, "Name": image_name})}],
     )["ImageId"]
@@ -237,16 +261,24 @@ def wait_available(ec2, image_id: str, say: Callable[[str], None], poll_s: float
             return
         if state in ("failed", "error", "invalid", "deregistered"):
             reason = d.get("StateReason", {}).get("Message", state)
-            raise CloudError(f"image {image_id} failed ({reason})", f"remove it with `python -m provision image rm {image_id}`")
-        progress = [s.get("Progress", "") for s in ec2.describe_snapshots(
-            OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": _snapshot_ids(d) or ["none"]}])["Snapshots"]]
+            raise CloudError(
+                f"image {image_id} failed ({reason})", f"remove it with `python -m provision image rm {image_id}`"
+            )
+        progress = [
+            s.get("Progress", "")
+            for s in ec2.describe_snapshots(
+                OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": _snapshot_ids(d) or ["none"]}]
+            )["Snapshots"]
+        ]
         now = f"{state}, snapshot {', '.join(p for p in progress if p) or 'starting'}"
         if now != last:
             say(f"image {image_id}: {now} ({time.monotonic() - start:.0f} s)")
             last = now
         if time.monotonic() - start > timeout_s:
-            raise CloudError(f"image {image_id} is still {state} after {timeout_s / 60:.0f} min",
-                             "check `python -m provision image ls` later; it becomes usable once available")
+            raise CloudError(
+                f"image {image_id} is still {state} after {timeout_s / 60:.0f} min",
+                "check `python -m provision image ls` later; it becomes usable once available",
+            )
         time.sleep(poll_s)
 
 
@@ -261,10 +293,16 @@ def remove(ec2, image_id: str, say: Callable[[str], None] = lambda s: None) -> l
             raise
         raw = []
     if raw and not (tag_value(raw[0], TAG_MANAGED) == "true" and tag_value(raw[0], TAG_SPEC)):
-        raise UsageError(f"{image_id} is not a trainbox image", "trainbox removes only the images it made (see `image ls`)")
+        raise UsageError(
+            f"{image_id} is not a trainbox image", "trainbox removes only the images it made (see `image ls`)"
+        )
     snaps = set(_snapshot_ids(raw[0])) if raw else set()
-    snaps |= {s["SnapshotId"] for s in ec2.describe_snapshots(
-        OwnerIds=["self"], Filters=[{"Name": f"tag:{TAG_IMAGE}", "Values": [image_id]}])["Snapshots"]}
+    snaps |= {
+        s["SnapshotId"]
+        for s in ec2.describe_snapshots(
+            OwnerIds=["self"], Filters=[{"Name": f"tag:{TAG_IMAGE}", "Values": [image_id]}]
+        )["Snapshots"]
+    }
     if not raw and not snaps:
         raise UsageError(f"no trainbox image {image_id} in this region", "see `python -m provision image ls`")
     removed = []
@@ -281,10 +319,20 @@ def remove(ec2, image_id: str, say: Callable[[str], None] = lambda s: None) -> l
             if not error_code(e).endswith("NotFound"):
                 raise
     left = [f"image {image_id}"] if get(ec2, image_id) else []
-    left += [f"snapshot {s}" for s in ec2.describe_snapshots(
-        OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": sorted(snaps)}])["Snapshots"]] if snaps else []
+    left += (
+        [
+            f"snapshot {s}"
+            for s in ec2.describe_snapshots(
+                OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": sorted(snaps)}]
+            )["Snapshots"]
+        ]
+        if snaps
+        else []
+    )
     if left:
-        raise CloudError("removing the image left " + ", ".join(left), f"run `python -m provision image rm {image_id}` again")
+        raise CloudError(
+            "removing the image left " + ", ".join(left), f"run `python -m provision image rm {image_id}` again"
+        )
     return removed
 
 
@@ -295,8 +343,16 @@ def default_name(box: str) -> str:
     return f"trainbox-{box}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def create(cloud, box_name: str, say: Callable[[str], None], spec_id: str, prepare_box: Callable[[object], str],
-           image_name: str | None = None, poll_s: float | None = None, timeout_s: float = 3600.0) -> TrainboxImage:
+def create(
+    cloud,
+    box_name: str,
+    say: Callable[[str], None],
+    spec_id: str,
+    prepare_box: Callable[[object], str],
+    image_name: str | None = None,
+    poll_s: float | None = None,
+    timeout_s: float = 3600.0,
+) -> TrainboxImage:
     """Bake box ``box_name``'s ready environment into an image (see the module's docstring).
 
     ``spec_id``: the environment's spec; ``prepare_box(box_state)``: checks the
@@ -312,21 +368,34 @@ def create(cloud, box_name: str, say: Callable[[str], None], spec_id: str, prepa
     inst = lifecycle.find_instance(cloud, box_name)
     if inst.state != "running":
         flag = name_flag(box_name)
-        raise UsageError(f"box '{box_name}' is {inst.state}: its disk is cleaned over SSH before imaging",
-                         f"start it with `python -m provision start{flag}`, then `image create` again")
+        raise UsageError(
+            f"box '{box_name}' is {inst.state}: its disk is cleaned over SSH before imaging",
+            f"start it with `python -m provision start{flag}`, then `image create` again",
+        )
     ec2 = cloud.client("ec2")
     with aws_errors("find the box's AMI"):
         base = base_of(ec2, inst.image_id or box.ami)
     say(f"cleaning box '{box_name}' for the image ({KEPT_TEXT})")
     build = prepare_box(box)
-    say(f"stopping box '{box_name}' so its disk is imaged whole (it stays stopped: `up` brings it back, "
-        "booting like a new box)")
+    say(
+        f"stopping box '{box_name}' so its disk is imaged whole (it stays stopped: `up` brings it back, "
+        "booting like a new box)"
+    )
     lifecycle.stop(cloud, box_name)
     if cloud.sandbox:
         sandbox_images.check_sandbox_disk(box_name, say)
     with aws_errors("create the image"):
-        image_id = bake(ec2, inst.id, box_name, image_name or default_name(box_name), spec_tag(spec_id, build), base, say,
-                        poll_s=poll_s if poll_s is not None else (0.2 if cloud.sandbox else 15.0), timeout_s=timeout_s)
+        image_id = bake(
+            ec2,
+            inst.id,
+            box_name,
+            image_name or default_name(box_name),
+            spec_tag(spec_id, build),
+            base,
+            say,
+            poll_s=poll_s if poll_s is not None else (0.2 if cloud.sandbox else 15.0),
+            timeout_s=timeout_s,
+        )
         if cloud.sandbox:
             sandbox_images.freeze_sandbox_disk(box_name, image_id, say)
         made = get(ec2, image_id)
@@ -342,8 +411,10 @@ def remove_images(cloud, ids: list[str], say: Callable[[str], None]) -> list[str
             if cloud.sandbox:
                 users = sandbox_images.drop_sandbox_image(image_id)
                 if users:
-                    say(f"image {image_id}'s layer stays on this machine while {', '.join(users)} stand(s) on it "
-                        "(as a volume outlives its AMI): it goes with the last of them")
+                    say(
+                        f"image {image_id}'s layer stays on this machine while {', '.join(users)} stand(s) on it "
+                        "(as a volume outlives its AMI): it goes with the last of them"
+                    )
     return removed
 
 
@@ -353,16 +424,22 @@ def choose(ec2, instance_type: str, sandbox: bool, spec_id: str) -> tuple[Trainb
     image, seen = pick(ec2, spec, instance_type, sandbox)
     if image is not None:
         age = _age(time.time() - image.created)
-        return image, (f"trainbox image of this environment ({spec}), made {age} ago from box '{image.box}' "
-                       f"on {image.base_ami or '?'}: nothing to install")
+        return image, (
+            f"trainbox image of this environment ({spec}), made {age} ago from box '{image.box}' "
+            f"on {image.base_ami or '?'}: nothing to install"
+        )
     if not seen:
         return None, "no trainbox image yet: the bootstrap installs the environment at boot (`image create` bakes one)"
     same = [i for i in seen if i.spec == spec]
     if same:
-        return None, (f"the trainbox images of this environment ({', '.join(i.id for i in same)}) are not available "
-                      f"or their DLAMI does not support {instance_type}: the bootstrap installs the environment at boot")
-    return None, (f"{len(seen)} trainbox image(s), none of this environment ({spec}: the pins or the build differ): "
-                  "the bootstrap installs it at boot")
+        return None, (
+            f"the trainbox images of this environment ({', '.join(i.id for i in same)}) are not available "
+            f"or their DLAMI does not support {instance_type}: the bootstrap installs the environment at boot"
+        )
+    return None, (
+        f"{len(seen)} trainbox image(s), none of this environment ({spec}: the pins or the build differ): "
+        "the bootstrap installs it at boot"
+    )
 
 
 def _age(seconds: float) -> str:

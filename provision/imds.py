@@ -20,6 +20,7 @@ The notice is a file (``notice.json`` beside the record), read at every GET:
 that way), and each boot of the box removes it (a restarted instance has no
 notice pending). Standard library only; run as a script by path.
 """
+
 from __future__ import annotations
 
 import argparse

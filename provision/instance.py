@@ -1,4 +1,5 @@
 """The box's EC2 instance: find it by tag, launch, start, stop."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -111,7 +112,12 @@ def run_instances_args(spec: LaunchSpec) -> dict:
         BlockDeviceMappings=[
             {
                 "DeviceName": spec.root_device,
-                "Ebs": {"VolumeSize": spec.volume_gb, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
+                "Ebs": {
+                    "VolumeSize": spec.volume_gb,
+                    "VolumeType": "gp3",
+                    "Encrypted": True,
+                    "DeleteOnTermination": True,
+                },
             }
         ],
         # The cost guards shut the box down from inside: that must stop it,

@@ -1,4 +1,5 @@
 """Everything trainbox has in a region, found by tags alone (orphans too)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -15,7 +16,21 @@ SPOT_LIVE_STATES = ["open", "active", "disabled"]  # the others can no longer la
 # A placement group can go only once its instances have.
 # Images (provision/images.py) come last: they outlive the box, and `down`
 # removes them only when asked (--images).
-KINDS = ["spot-request", "instance", "placement-group", "address", "volume", "security-group", "subnet", "route-table", "internet-gateway", "vpc", "key-pair", "image", "snapshot"]
+KINDS = [
+    "spot-request",
+    "instance",
+    "placement-group",
+    "address",
+    "volume",
+    "security-group",
+    "subnet",
+    "route-table",
+    "internet-gateway",
+    "vpc",
+    "key-pair",
+    "image",
+    "snapshot",
+]
 IMAGE_KINDS = ("image", "snapshot")
 
 
@@ -73,11 +88,19 @@ def survey(ec2, region: str, name: str | None = None) -> Survey:
             items.extend(page[key])
         return items
 
-    spot = look("spot-request", lambda: ec2.describe_spot_instance_requests(
-        Filters=f + [{"Name": "state", "Values": SPOT_LIVE_STATES}])["SpotInstanceRequests"])
+    spot = look(
+        "spot-request",
+        lambda: ec2.describe_spot_instance_requests(Filters=f + [{"Name": "state", "Values": SPOT_LIVE_STATES}])[
+            "SpotInstanceRequests"
+        ],
+    )
     add("spot-request", spot, "SpotInstanceRequestId", lambda r: r["State"], lambda r: r.get("Type", ""))
-    reservations = look("instance", lambda: paged(
-        "describe_instances", "Reservations", Filters=f + [{"Name": "instance-state-name", "Values": LIVE_STATES}]))
+    reservations = look(
+        "instance",
+        lambda: paged(
+            "describe_instances", "Reservations", Filters=f + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
+        ),
+    )
     instances = [i for reservation in reservations for i in reservation["Instances"]]
     # A box of several nodes names each instance's node (tags/TAG_NODE).
     per_box = Counter(tag_value(r, TAG_NAME) for r in instances)
@@ -90,16 +113,31 @@ def survey(ec2, region: str, name: str | None = None) -> Survey:
     groups = look("placement-group", lambda: ec2.describe_placement_groups(Filters=f)["PlacementGroups"])
     groups = [g for g in groups if g.get("State") in placement.LIVE_STATES]
     add("placement-group", groups, "GroupName", lambda r: r.get("State", ""), lambda r: r.get("Strategy", ""))
-    add("address", look("address", lambda: ec2.describe_addresses(Filters=f)["Addresses"]), "AllocationId",
-        detail=lambda r: r.get("PublicIp", ""))
+    add(
+        "address",
+        look("address", lambda: ec2.describe_addresses(Filters=f)["Addresses"]),
+        "AllocationId",
+        detail=lambda r: r.get("PublicIp", ""),
+    )
     volumes = look("volume", lambda: paged("describe_volumes", "Volumes", Filters=f))
     add("volume", volumes, "VolumeId", lambda r: r.get("State", ""), lambda r: f"{r.get('Size', '?')} GiB")
-    add("security-group", look("security-group", lambda: ec2.describe_security_groups(Filters=f)["SecurityGroups"]), "GroupId")
-    add("subnet", look("subnet", lambda: ec2.describe_subnets(Filters=f)["Subnets"]), "SubnetId",
-        detail=lambda r: r.get("AvailabilityZone", ""))
+    add(
+        "security-group",
+        look("security-group", lambda: ec2.describe_security_groups(Filters=f)["SecurityGroups"]),
+        "GroupId",
+    )
+    add(
+        "subnet",
+        look("subnet", lambda: ec2.describe_subnets(Filters=f)["Subnets"]),
+        "SubnetId",
+        detail=lambda r: r.get("AvailabilityZone", ""),
+    )
     add("route-table", look("route-table", lambda: ec2.describe_route_tables(Filters=f)["RouteTables"]), "RouteTableId")
-    add("internet-gateway", look("internet-gateway", lambda: ec2.describe_internet_gateways(Filters=f)["InternetGateways"]),
-        "InternetGatewayId")
+    add(
+        "internet-gateway",
+        look("internet-gateway", lambda: ec2.describe_internet_gateways(Filters=f)["InternetGateways"]),
+        "InternetGatewayId",
+    )
     add("vpc", look("vpc", lambda: ec2.describe_vpcs(Filters=f)["Vpcs"]), "VpcId")
     add("key-pair", look("key-pair", lambda: ec2.describe_key_pairs(Filters=f)["KeyPairs"]), "KeyName")
     images = look("image", lambda: ec2.describe_images(Owners=["self"], Filters=f)["Images"])

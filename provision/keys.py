@@ -1,4 +1,5 @@
 """The box's SSH key pair: created by AWS, private key saved 0600 locally."""
+
 from __future__ import annotations
 
 import logging

@@ -8,6 +8,7 @@ and freezes the layer: renamed, never copied, into the image's folder, a
 read-only lower layer of every box made from the image (provision/container.py
 boots them: the root, the image's layers, the box's own on top).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,16 @@ from .container import PORT_CFG, SEED, lowers, running, set_lowers, upper
 # make each new box its own) and what the shutdown wrote after the guest's
 # clean-up (logs, the journal, temp files). A file the root has too shows the
 # root's again.
-SCRUBBED = ("etc/ssh/ssh_host_*", "etc/machine-id", "var/lib/systemd/random-seed", "var/lib/systemd/credential.secret",
-            "var/log/**/*", "var/lib/cloud/*", "tmp/*", "var/tmp/*")
+SCRUBBED = (
+    "etc/ssh/ssh_host_*",
+    "etc/machine-id",
+    "var/lib/systemd/random-seed",
+    "var/lib/systemd/credential.secret",
+    "var/log/**/*",
+    "var/lib/cloud/*",
+    "tmp/*",
+    "var/tmp/*",
+)
 # Moved, not frozen: the box's NoCloud seed (its instance id, key, user-data) and
 # port stay the box's, in its new layer.
 OWN = (SEED, PORT_CFG)
@@ -85,13 +94,17 @@ def check_clean(d: Path) -> list[str]:
     """Scrub the powered-off box's layer and check nothing of the user's is left in it (an error if so);
     what the host removed."""
     if running(d):
-        raise TrainboxError(f"the container box in {d} is running: its layer is frozen only when it is off",
-                            "stop it (`python -m provision stop`), then `image create` again")
+        raise TrainboxError(
+            f"the container box in {d} is running: its layer is frozen only when it is off",
+            "stop it (`python -m provision stop`), then `image create` again",
+        )
     removed = scrub(upper(d))
     left = leftovers(upper(d))
     if left:
-        raise TrainboxError(f"the box's disk still holds {', '.join(left[:5])}{' ...' if len(left) > 5 else ''} after its clean-up",
-                            "nothing was imaged; remove them on the box, then `image create` again")
+        raise TrainboxError(
+            f"the box's disk still holds {', '.join(left[:5])}{' ...' if len(left) > 5 else ''} after its clean-up",
+            "nothing was imaged; remove them on the box, then `image create` again",
+        )
     return removed
 
 

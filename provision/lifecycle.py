@@ -4,6 +4,7 @@ Each function takes the Cloud and the box name and returns data; the CLI
 prints. AWS is asked every time (tags are the truth); the local state is
 refreshed from its answer.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -88,8 +89,11 @@ def status(cloud: Cloud, name: str) -> BoxStatus:
 
     if box is not None and not box.sandbox:
         known = {n.index: n for n in box.node_list()}
-        moved = [i for i in insts if i.state == "running" and i.public_ip and i.node in known
-                 and i.public_ip != known[i.node].ssh_host]
+        moved = [
+            i
+            for i in insts
+            if i.state == "running" and i.public_ip and i.node in known and i.public_ip != known[i.node].ssh_host
+        ]
         for i in moved:
             _moved(box, known[i.node], i.public_ip)
         if moved:
@@ -144,7 +148,9 @@ def start(cloud: Cloud, name: str) -> BoxState:
         insts = [instance.wait(ec2, i.id, "running") if i.id in idle else i for i in insts]
     box = state.load(name)
     if box is None:
-        raise UsageError(f"the box '{name}' runs, but this laptop has no state for it", "run `python -m provision up` to adopt it")
+        raise UsageError(
+            f"the box '{name}' runs, but this laptop has no state for it", "run `python -m provision up` to adopt it"
+        )
     known = {n.index: n for n in box.node_list()}
     for inst in insts:
         node = known.get(inst.node)

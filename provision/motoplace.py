@@ -16,6 +16,7 @@ moto's own answer them. Only the sandbox's moto (``python -m
 provision.motoplace``, provision/sandbox.py) and the tests' moto load it;
 nothing on AWS's path imports this module.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -81,9 +82,13 @@ def describe_placement_groups(self):
     for n in names:
         if n not in groups:
             raise EC2ClientError("InvalidPlacementGroup.Unknown", f"The Placement Group '{n}' is unknown.")
-    found = [g for g in groups.values()
-             if (not names or g["GroupName"] in names) and (not ids or g["GroupId"] in ids)
-             and all(_matches(g, k, v) for k, v in filters.items())]
+    found = [
+        g
+        for g in groups.values()
+        if (not names or g["GroupName"] in names)
+        and (not ids or g["GroupId"] in ids)
+        and all(_matches(g, k, v) for k, v in filters.items())
+    ]
     return ActionResult({"PlacementGroups": found})
 
 

@@ -7,6 +7,7 @@ missing, so running ``up`` twice never duplicates the network (the course's
 setup_p2.sh did). Everything is tagged at creation, so a failure half-way
 leaves only tagged things that ``down`` removes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ it after the instances (AWS refuses to delete a group that holds any).
 A cluster group lives in one availability zone: the first node placed in it
 pins the zone, and every other node launches there.
 """
+
 from __future__ import annotations
 
 from .tags import name_filters, tag_spec

@@ -1,4 +1,5 @@
 """Checks made before ``up`` creates anything, each failing with one line and the fix."""
+
 from __future__ import annotations
 
 import logging
@@ -89,7 +90,9 @@ def check_offered(cloud: Cloud, instance_type: str) -> list[str]:
         gpus = offered_gpu_types(ec2)
     # The smallest size of each GPU family: the useful choices, on one line.
     smallest = list({t.split(".")[0]: t for t in reversed(gpus)}.values())[::-1]
-    hint = "offered GPU types here: " + ", ".join(smallest) + " (pass --instance-type)" if gpus else "try another --region"
+    hint = (
+        "offered GPU types here: " + ", ".join(smallest) + " (pass --instance-type)" if gpus else "try another --region"
+    )
     raise UsageError(f"{instance_type} is not offered in {cloud.region}", hint)
 
 

@@ -6,6 +6,7 @@ Prices differ by region and change: override them in trainbox.toml:
     [prices]
     "g4dn.xlarge" = 0.526
 """
+
 from __future__ import annotations
 
 SOURCE = "AWS EC2 On-Demand pricing, Linux, us-east-1, read 2025-11"

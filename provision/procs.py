@@ -1,4 +1,5 @@
 """Small helpers for the background servers the sandbox runs on 127.0.0.1."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,7 @@ def port_free(port: int) -> bool:
 def spawn(argv: list[str], log_file: Path, env: dict | None = None) -> int:
     """Start argv detached in its own session (it outlives this process)."""
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env
-        )
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env)
     return proc.pid
 
 

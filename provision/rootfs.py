@@ -10,6 +10,7 @@ The build is atomic: debootstrap writes into a temp dir next to the cache
 entry, which is renamed into place only when complete, under a lock, so two
 processes never build it twice and an interrupted build never looks done.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -31,8 +32,18 @@ MIRROR = "http://deb.debian.org/debian"
 # guard, cloud-init to run the user-data. python3-cffi-backend: debootstrap does not
 # resolve the virtual package python3-cryptography (a cloud-init dependency) needs.
 PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-venv", "sudo",
-    "iproute2", "procps", "ca-certificates", "cloud-init", "python3-cffi-backend",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "python3-venv",
+    "sudo",
+    "iproute2",
+    "procps",
+    "ca-certificates",
+    "cloud-init",
+    "python3-cffi-backend",
 )
 
 # cloud-init as EC2 runs it, with the NoCloud datasource (a seed in the box's layer)
@@ -80,8 +91,15 @@ FORMAT = 2  # bump when configure() changes
 
 
 def recipe() -> dict:
-    return {"format": FORMAT, "suite": SUITE, "variant": "minbase", "packages": list(PACKAGES),
-            "cloud_cfg": CLOUD_CFG, "sshd_cfg": SSHD_CFG, "etc_hosts": ETC_HOSTS}
+    return {
+        "format": FORMAT,
+        "suite": SUITE,
+        "variant": "minbase",
+        "packages": list(PACKAGES),
+        "cloud_cfg": CLOUD_CFG,
+        "sshd_cfg": SSHD_CFG,
+        "etc_hosts": ETC_HOSTS,
+    }
 
 
 def key() -> str:
@@ -121,9 +139,21 @@ def configure(root: Path) -> None:
 
 # debootstrap's own progress: "I: <Step> <package> <version>", one line per package per step.
 STEPS = ("Retrieving", "Validating", "Extracting", "Unpacking", "Configuring")
-STAGE = {"Retrieving": "downloading", "Validating": "downloading", "Extracting": "unpacking",
-         "Unpacking": "unpacking", "Configuring": "configuring"}
-NOT_PACKAGES = {"InRelease", "Release", "Release.gpg", "Packages", "base", "required"}  # "I: Retrieving Packages" and the like
+STAGE = {
+    "Retrieving": "downloading",
+    "Validating": "downloading",
+    "Extracting": "unpacking",
+    "Unpacking": "unpacking",
+    "Configuring": "configuring",
+}
+NOT_PACKAGES = {
+    "InRelease",
+    "Release",
+    "Release.gpg",
+    "Packages",
+    "base",
+    "required",
+}  # "I: Retrieving Packages" and the like
 
 
 def package_step(line: str) -> tuple[str, str] | None:
@@ -149,8 +179,9 @@ def expected_steps(logs_dir: Path) -> int | None:
     return None
 
 
-def follow_build(argv: list[str], log: Path, what: str, say: Callable[[str], None], total: int | None = None,
-                 stream=None) -> tuple[int, set[str], Tail, float]:
+def follow_build(
+    argv: list[str], log: Path, what: str, say: Callable[[str], None], total: int | None = None, stream=None
+) -> tuple[int, set[str], Tail, float]:
     """Run argv, its output to log and to ONE bar (progress.Bar) driven by its
     per-package lines; (exit code, packages seen, the output's tail, seconds)."""
     from common import progress
@@ -160,8 +191,14 @@ def follow_build(argv: list[str], log: Path, what: str, say: Callable[[str], Non
     packages: set[str] = set()
     try:
         with open(log, "w") as out:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    stdin=subprocess.DEVNULL, errors="replace")
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                errors="replace",
+            )
             for line in proc.stdout:
                 out.write(line)
                 tail.add(line)
@@ -185,8 +222,10 @@ def debootstrap(target: Path, say: Callable[[str], None], log: Path, argv: list[
     if code != 0:
         said = [l for l in tail.lines if l.startswith(("E:", "W:"))][-1:] or [f"exit {code}"]
         say(f"debootstrap failed after {took:.0f} s; the last of its output:\n{tail.text()}")
-        raise TrainboxError(f"building the container box's root file system failed ({said[0]})",
-                            f"see {log} (debootstrap's full output); `--sandbox-box process` uses the process box instead")
+        raise TrainboxError(
+            f"building the container box's root file system failed ({said[0]})",
+            f"see {log} (debootstrap's full output); `--sandbox-box process` uses the process box instead",
+        )
     return len(packages)
 
 
@@ -208,7 +247,9 @@ def ensure(say: Callable[[str], None]) -> Path:
         for stale in target.parent.glob(f"{target.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)  # an interrupted build's (we hold the lock)
         log = target.parent / f"{target.name}.log"
-        say(f"building the container box's root file system (Debian {SUITE}, once per machine, about 1-2 min): {target}")
+        say(
+            f"building the container box's root file system (Debian {SUITE}, once per machine, about 1-2 min): {target}"
+        )
         t0 = time.monotonic()
         try:
             n = debootstrap(tmp, say, log)
@@ -218,8 +259,10 @@ def ensure(say: Callable[[str], None]) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         size = subprocess.run(["du", "-sm", str(target)], capture_output=True, text=True).stdout.split()[:1]
-        say(f"root file system: {n} packages in {time.monotonic() - t0:.0f} s ({size[0] if size else '?'} MB; log: {log}), "
-            "reused from now on")
+        say(
+            f"root file system: {n} packages in {time.monotonic() - t0:.0f} s ({size[0] if size else '?'} MB; log: {log}), "
+            "reused from now on"
+        )
         return target
     finally:
         lock.close()

@@ -13,6 +13,7 @@ two kinds of box, both admitting only the key pair that ``up`` created:
 A box of N nodes is N such boxes of the same kind, each with its own port
 and disk: node 0 in the box's folder, node K in its ``nodeK`` folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,7 +63,9 @@ def ensure_moto() -> str:
     # moto's server, with the placement groups a multi-node box makes (provision/motoplace.py).
     repo = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
-    pid = procs.spawn([sys.executable, "-m", "provision.motoplace", "-H", "127.0.0.1", "-p", str(port)], d / "moto.log", env)
+    pid = procs.spawn(
+        [sys.executable, "-m", "provision.motoplace", "-H", "127.0.0.1", "-p", str(port)], d / "moto.log", env
+    )
     if not procs.wait_for_port(port, pid, timeout=30):
         procs.terminate(pid)
         raise TrainboxError(
@@ -89,7 +92,9 @@ def box_dir(name: str, node: int = 0) -> Path:
 def nodes_of(name: str) -> list[int]:
     """The nodes the sandbox box has on this machine (node 0 first)."""
     d = box_dir(name)
-    found = sorted(int(p.name[4:]) for p in d.glob("node*") if p.name[4:].isdigit() and p.is_dir()) if d.is_dir() else []
+    found = (
+        sorted(int(p.name[4:]) for p in d.glob("node*") if p.name[4:].isdigit() and p.is_dir()) if d.is_dir() else []
+    )
     return [0, *found]
 
 
@@ -168,7 +173,9 @@ def ensure_imds(name: str, node: int = 0) -> str:
         procs.terminate(pid)
         raise TrainboxError("the sandbox's IMDS stand-in did not start", f"see {rec_file.parent / 'imds.log'}")
     endpoint = f"http://127.0.0.1:{port}"
-    rec_file.write_text(json.dumps({"pid": pid, "start_time": procs.start_time(pid), "port": port, "endpoint": endpoint}))
+    rec_file.write_text(
+        json.dumps({"pid": pid, "start_time": procs.start_time(pid), "port": port, "endpoint": endpoint})
+    )
     return endpoint
 
 
@@ -189,8 +196,10 @@ def set_notice(name: str, action: str = "stop", in_s: float = 120.0) -> str:
 
     nodes = [k for k in nodes_of(name) if imds_endpoint(name, k)] if kind_of(name) == "container" else []
     if not nodes:
-        raise UsageError(f"box '{name}' has no IMDS stand-in running (only a running container box has one)",
-                         f"`python -m provision up --sandbox --sandbox-box container{'' if name == 'default' else ' --name ' + name}`")
+        raise UsageError(
+            f"box '{name}' has no IMDS stand-in running (only a running container box has one)",
+            f"`python -m provision up --sandbox --sandbox-box container{'' if name == 'default' else ' --name ' + name}`",
+        )
     doc = imds.notice_document(action, time.time() + in_s)
     for k in nodes:
         tmp = notice_file(name, k).with_suffix(".tmp")

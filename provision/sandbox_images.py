@@ -24,6 +24,7 @@ A box booted from it keeps it as a lower layer: `image rm` deregisters the
 AMI at once but removes the layer only once no box or image stands on it
 (the way an EBS volume outlives the AMI it came from).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,10 @@ def check_sandbox_disk(box: str, say: Callable[[str], None]) -> None:
     from . import layers, sandbox
 
     removed = layers.check_clean(sandbox.box_dir(box))
-    say(f"checked the powered-off box's layer from the host: nothing of the user's in it "
-        f"({len(removed)} files its shutdown wrote removed: logs, host keys, machine id)")
+    say(
+        f"checked the powered-off box's layer from the host: nothing of the user's in it "
+        f"({len(removed)} files its shutdown wrote removed: logs, host keys, machine id)"
+    )
 
 
 def freeze_sandbox_disk(box: str, image_id: str, say: Callable[[str], None] = lambda s: None) -> None:
@@ -78,8 +81,10 @@ def freeze_sandbox_disk(box: str, image_id: str, say: Callable[[str], None] = la
 
         stack = layers.freeze(sandbox.box_dir(box), d / LAYER)
         (d / LAYERS).write_text(json.dumps({"root": rootfs.key(), "layers": [str(p) for p in stack]}) + "\n")
-        say(f"froze the box's layer as image {image_id}'s read-only lower layer (renamed, nothing copied: {d / LAYER}); "
-            "the stopped box stands on it too, under a new layer of its own")
+        say(
+            f"froze the box's layer as image {image_id}'s read-only lower layer (renamed, nothing copied: {d / LAYER}); "
+            "the stopped box stands on it too, under a new layer of its own"
+        )
         return
     disk = sandbox.box_workdir(box)
     shutil.copytree(disk, d / "disk", symlinks=True, copy_function=_link_or_copy)
@@ -114,20 +119,27 @@ def sandbox_layers(image_id: str) -> tuple[list[Path] | None, str]:
 
     d = sandbox_image_dir(image_id)
     if not (d / LAYERS).exists():
-        what = "was made from a process box (its disk is a folder, not a layer)" if (d / "disk").is_dir() else \
-            "has no layer on this machine"
+        what = (
+            "was made from a process box (its disk is a folder, not a layer)"
+            if (d / "disk").is_dir()
+            else "has no layer on this machine"
+        )
         return None, f"image {image_id} {what}: the container box boots bare and the bootstrap installs the environment"
     rec = json.loads((d / LAYERS).read_text())
     if rec["root"] != rootfs.key():
-        return None, (f"image {image_id}'s layer sits on another root file system ({rec['root']}; this machine's is "
-                      f"{rootfs.key()}): the container box boots bare and the bootstrap installs the environment")
+        return None, (
+            f"image {image_id}'s layer sits on another root file system ({rec['root']}; this machine's is "
+            f"{rootfs.key()}): the container box boots bare and the bootstrap installs the environment"
+        )
     stack = [Path(p) for p in rec["layers"]]
     missing = [str(p) for p in stack if not p.is_dir()]
     if missing:
         return None, f"image {image_id}'s layer {missing[0]} is gone: the container box boots bare"
     n = f"{len(stack)} layers" if len(stack) > 1 else "layer"
-    return stack, (f"the box boots the root, image {image_id}'s {n} (read-only) and its own new layer on top: "
-                   "its environment is ready")
+    return stack, (
+        f"the box boots the root, image {image_id}'s {n} (read-only) and its own new layer on top: "
+        "its environment is ready"
+    )
 
 
 def drop_sandbox_image(image_id: str) -> list[str]:

@@ -6,6 +6,7 @@ A trainbox spot box is a persistent request with interruption behaviour
 While it waits, the request's status code says why, and that is the line a
 user wants: "waiting for capacity", not "stopped".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ def request_of(ec2, request_id: str | None, instance_id: str) -> SpotRequest | N
     if request_id:
         found = ec2.describe_spot_instance_requests(SpotInstanceRequestIds=[request_id])["SpotInstanceRequests"]
     else:
-        found = ec2.describe_spot_instance_requests(
-            Filters=[{"Name": "instance-id", "Values": [instance_id]}])["SpotInstanceRequests"]
+        found = ec2.describe_spot_instance_requests(Filters=[{"Name": "instance-id", "Values": [instance_id]}])[
+            "SpotInstanceRequests"
+        ]
     return SpotRequest.from_boto(found[0]) if found else None

@@ -3,6 +3,7 @@
 Nothing here runs anything: the CLI execs what these return, and the tests
 read them whole.
 """
+
 from __future__ import annotations
 
 from box.layout import BoxLayout
@@ -14,8 +15,9 @@ JUPYTER_PORT = 8888
 
 def ssh_argv(ssh: str, box: BoxState, known_hosts: str, extra: list[str], options: list[str] = ()) -> list[str]:
     """``ssh [trainbox options] [options] user@host [extra...]`` for box (common/openssh.py)."""
-    return openssh.argv(ssh, box.ssh_user, box.ssh_host, box.ssh_port, box.key_path, known_hosts,
-                        options=options, command=extra)
+    return openssh.argv(
+        ssh, box.ssh_user, box.ssh_host, box.ssh_port, box.key_path, known_hosts, options=options, command=extra
+    )
 
 
 def env_python(box: BoxState) -> str:
@@ -23,8 +25,9 @@ def env_python(box: BoxState) -> str:
     return box.python or BoxLayout(box.workdir).env_python
 
 
-def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env: str | None = None,
-                         root_dir: str | None = None) -> str:
+def jupyter_start_script(
+    python: str, port: int, state_dir: str, token: str, env: str | None = None, root_dir: str | None = None
+) -> str:
     """A bash script for the box's stdin (templates/jupyter-start.sh.j2): start Jupyter Lab detached unless it already runs.
 
     It goes to ``bash -s`` on stdin, never on a command line, because it
@@ -47,18 +50,31 @@ def jupyter_start_script(python: str, port: int, state_dir: str, token: str, env
     import templates
 
     lab = ["-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1", "--port", str(port), "--ServerApp.port_retries=0"]
-    return templates.render("jupyter-start.sh.j2", python=python, port=int(port), state_dir=state_dir, token=token,
-                            env=env, lab=lab, root_dir=root_dir)
+    return templates.render(
+        "jupyter-start.sh.j2",
+        python=python,
+        port=int(port),
+        state_dir=state_dir,
+        token=token,
+        env=env,
+        lab=lab,
+        root_dir=root_dir,
+    )
 
 
 def tunnel_argv(ssh: str, box: BoxState, known_hosts: str, port: int, local_port: int | None = None) -> list[str]:
     """``ssh -N -L LOCAL:127.0.0.1:PORT``: the laptop's port to Jupyter on the box's loopback."""
     local = local_port or port
     return ssh_argv(
-        ssh, box, known_hosts, [],
+        ssh,
+        box,
+        known_hosts,
+        [],
         options=[
             "-N",  # no remote command: only the forward
-            "-L", f"127.0.0.1:{local}:127.0.0.1:{port}",  # loopback on both ends
-            "-o", "ExitOnForwardFailure=yes",  # a taken local port is an error, not a silent no-op
+            "-L",
+            f"127.0.0.1:{local}:127.0.0.1:{port}",  # loopback on both ends
+            "-o",
+            "ExitOnForwardFailure=yes",  # a taken local port is an error, not a silent no-op
         ],
     )

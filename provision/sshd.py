@@ -5,6 +5,7 @@ It is OpenSSH itself rather than a Python SSH server: the exact daemon that
 runs on the Deep Learning AMI, with its real exec, sftp and session
 semantics (a detached job must outlive the SSH session that started it).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -135,15 +136,15 @@ def start(d: Path, authorized_keys: list[str], port: int | None = None, users: l
     last_log = ""
     for attempt in range(3):
         chosen = port if (port and attempt == 0) else procs.free_port()
-        (d / "sshd_config").write_text(
-            CONFIG.format(port=chosen, dir=d, users=" ".join(users or [getpass.getuser()]))
-        )
+        (d / "sshd_config").write_text(CONFIG.format(port=chosen, dir=d, users=" ".join(users or [getpass.getuser()])))
         log = d / "sshd.log"
         log.write_text("")
         pid = procs.spawn([binary, "-D", "-e", "-f", str(d / "sshd_config")], log)
         if procs.wait_for_port(chosen, pid, timeout=10):
             server = SshServer(d, chosen, pid, " ".join(public.split()[:2]))
-            _info_file(d).write_text(json.dumps({"dir": str(d), "port": chosen, "pid": pid, "host_key": server.host_key}))
+            _info_file(d).write_text(
+                json.dumps({"dir": str(d), "port": chosen, "pid": pid, "host_key": server.host_key})
+            )
             return server
         procs.terminate(pid)
         last_log = log.read_text().strip().splitlines()[-1:] or [""]

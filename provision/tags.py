@@ -5,6 +5,7 @@ Every resource trainbox creates carries ``trainbox:managed=true`` and
 A box's instances also carry ``trainbox:node=<index>`` (0 for the first, the
 coordinator of a multi-node run; an instance without it is node 0).
 """
+
 from __future__ import annotations
 
 TAG_MANAGED = "trainbox:managed"

@@ -3,6 +3,7 @@
 Works from tags alone, so a lost state file never orphans anything. A
 resource that is already gone (NotFound) counts as deleted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,11 @@ log = logging.getLogger(__name__)
 
 def _gone(exc: Exception) -> bool:
     code = error_code(exc)
-    return code.endswith(".NotFound") or code.endswith("NotFound") or code in ("InvalidKeyPair.NotFound", "InvalidPlacementGroup.Unknown")
+    return (
+        code.endswith(".NotFound")
+        or code.endswith("NotFound")
+        or code in ("InvalidKeyPair.NotFound", "InvalidPlacementGroup.Unknown")
+    )
 
 
 def _delete_instances(ec2, resources: list[Resource], poll_s: float) -> None:
@@ -27,7 +32,9 @@ def _delete_instances(ec2, resources: list[Resource], poll_s: float) -> None:
         return
     ec2.terminate_instances(InstanceIds=ids)
     # Security groups and the network can only go once the instances have.
-    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": poll_s, "MaxAttempts": int(600 / poll_s)})
+    ec2.get_waiter("instance_terminated").wait(
+        InstanceIds=ids, WaiterConfig={"Delay": poll_s, "MaxAttempts": int(600 / poll_s)}
+    )
 
 
 def _delete_address(ec2, r: Resource) -> None:
@@ -72,7 +79,9 @@ def _why(e: Exception) -> str:
     return code or type(e).__name__
 
 
-def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda s: None, poll_s: float = 5) -> list[Resource]:
+def destroy(
+    ec2, region: str, name: str, report: Callable[[str], None] = lambda s: None, poll_s: float = 5
+) -> list[Resource]:
     """Delete everything tagged for box ``name``; return what was deleted.
 
     Its images and their snapshots are not the box's to delete: they stay
@@ -110,8 +119,11 @@ def destroy(ec2, region: str, name: str, report: Callable[[str], None] = lambda 
                 if not _gone(e):
                     failed.append(f"delete {kind} {r.id} ({_why(e)})")
     after = survey(ec2, region, name)
-    left = [r for r in after.resources
-            if not (r.kind == "instance" and r.state == "terminated") and r.kind not in IMAGE_KINDS]
+    left = [
+        r
+        for r in after.resources
+        if not (r.kind == "instance" and r.state == "terminated") and r.kind not in IMAGE_KINDS
+    ]
     unchecked = {k: e for k, e in {**found.unchecked, **after.unchecked}.items() if k not in IMAGE_KINDS}
     problems = []
     if unchecked:

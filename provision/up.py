@@ -7,6 +7,7 @@ Why ~400 lines: the steps of ``up`` in their order (options, user-data,
 launch per node, SSH, host keys), then the sandbox's attach of each box
 kind, which must follow the same steps for the sandbox to prove the AWS path.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,12 +85,17 @@ def stripped_python(source: str) -> str:
             keep_as_is.update(range(tok.start[0], tok.end[0]))  # its second line on
     for node in ast.walk(ast.parse(source)):
         body = getattr(node, "body", None)
-        if not (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+        if not (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             continue
         doc = body[0]
         first = (doc.value.value.strip().splitlines() or [""])[0]
-        lines[doc.lineno - 1] = lines[doc.lineno - 1][:doc.col_offset] + repr(first)
+        lines[doc.lineno - 1] = lines[doc.lineno - 1][: doc.col_offset] + repr(first)
         for i in range(doc.lineno, doc.end_lineno):
             lines[i] = ""
             keep_as_is.discard(i)
@@ -139,8 +145,17 @@ def _root_device(ec2, image_id: str) -> str:
     return images[0].get("RootDeviceName", "/dev/sda1") if images else "/dev/sda1"
 
 
-def launch_in_some_zone(ec2, opts: UpOptions, zones: list[str], image: amis.Image, key_name: str, ssh_cidr: str, say,
-                        node: int = 0, placement_group: str | None = None) -> instance.Instance:
+def launch_in_some_zone(
+    ec2,
+    opts: UpOptions,
+    zones: list[str],
+    image: amis.Image,
+    key_name: str,
+    ssh_cidr: str,
+    say,
+    node: int = 0,
+    placement_group: str | None = None,
+) -> instance.Instance:
     """Launch node ``node`` in the first zone with capacity, trying each offered zone in turn."""
     from botocore.exceptions import ClientError
 
@@ -166,8 +181,11 @@ def launch_in_some_zone(ec2, opts: UpOptions, zones: list[str], image: amis.Imag
         except ClientError as e:
             if not instance.is_capacity_error(e):
                 raise
-            say(f"no {opts.instance_type} capacity in {zone}" + (f" for node {node}" if opts.nodes > 1 else "")
-                + ("; trying the next zone" if zone != zones[-1] else ""))
+            say(
+                f"no {opts.instance_type} capacity in {zone}"
+                + (f" for node {node}" if opts.nodes > 1 else "")
+                + ("; trying the next zone" if zone != zones[-1] else "")
+            )
             last = e
     raise last  # every zone refused: aws_errors names it
 
@@ -182,7 +200,10 @@ def wait_for_ssh(host: str, port: int, timeout: float = 300.0) -> None:
         except OSError:
             pass
         time.sleep(3)
-    raise RemoteError(f"the box at {host}:{port} did not answer SSH within {timeout:.0f}s", "check `python -m provision state`, then retry `up`")
+    raise RemoteError(
+        f"the box at {host}:{port} did not answer SSH within {timeout:.0f}s",
+        "check `python -m provision state`, then retry `up`",
+    )
 
 
 def console_host_keys(ec2, instance_id: str) -> list[str]:
@@ -225,7 +246,13 @@ def pin_host_key(ec2, instance_id: str, host: str, port: int = 22, scan=hostkeys
     return "first-use", offered
 
 
-def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Callable[[], str | None] | None = None, detect_cidr=caller_cidr) -> BoxState:
+def up(
+    cloud: Cloud,
+    opts: UpOptions,
+    say: Callable[[str], None],
+    latest_ami: Callable[[], str | None] | None = None,
+    detect_cidr=caller_cidr,
+) -> BoxState:
     ec2 = cloud.client("ec2")
     # Bad input fails before any AWS call.
     if cloud.sandbox:
@@ -266,8 +293,10 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
             existed = placement.find(ec2, opts.name)
             group = existed or placement.ensure(ec2, opts.name)
             if insts and existed is None:
-                say(f"{', '.join(i.id for i in insts)} ran before placement group {group}: it stays outside it "
-                    "(the nodes launched now are in it)")
+                say(
+                    f"{', '.join(i.id for i in insts)} ran before placement group {group}: it stays outside it "
+                    "(the nodes launched now are in it)"
+                )
 
         launched = not insts
         for inst in insts:
@@ -290,7 +319,9 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         for k in missing:
             # A cluster placement group is in one zone: the first node placed pins it.
             in_zones = [insts[0].zone] if insts else zones
-            insts.append(launch_in_some_zone(ec2, opts, in_zones, image, key_name, cidr, say, node=k, placement_group=group))
+            insts.append(
+                launch_in_some_zone(ec2, opts, in_zones, image, key_name, cidr, say, node=k, placement_group=group)
+            )
         insts = sorted((instance.wait(ec2, i.id, "running") for i in insts), key=lambda i: i.node)
 
     price = prices.price_per_hour(opts.instance_type, _price_overrides())
@@ -317,7 +348,9 @@ def up(cloud: Cloud, opts: UpOptions, say: Callable[[str], None], latest_ami: Ca
         attach_sandbox_box(box, ec2, opts.sandbox_box, say, image_id=baked.id if launched and baked else None)
         if launched and baked is not None and sandbox.kind_of(box.name) == "process":
             if box.node_count > 1:
-                say(f"image {baked.id}: the sandbox's process-box nodes do not yet start from an image's disk; they boot bare")
+                say(
+                    f"image {baked.id}: the sandbox's process-box nodes do not yet start from an image's disk; they boot bare"
+                )
             elif sandbox_images.thaw_sandbox_disk(baked.id, box.name):
                 box.python = None  # the box trains in the image's environment, as on AWS
                 say(f"the box's disk starts from image {baked.id}: its environment is ready")
@@ -343,20 +376,26 @@ def _live_nodes(ec2, opts: UpOptions) -> list[instance.Instance]:
     seen: dict[int, str] = {}
     for inst in insts:
         if inst.node in seen:
-            raise CloudError(f"box '{opts.name}' has two instances tagged node {inst.node}: {seen[inst.node]}, {inst.id}",
-                             f"run `python -m provision down{name_flag(opts.name)}`, then `up` again")
+            raise CloudError(
+                f"box '{opts.name}' has two instances tagged node {inst.node}: {seen[inst.node]}, {inst.id}",
+                f"run `python -m provision down{name_flag(opts.name)}`, then `up` again",
+            )
         seen[inst.node] = inst.id
     beyond = sorted(k for k in seen if k >= opts.nodes)
     if beyond:
-        raise UsageError(f"box '{opts.name}' has {len(seen)} node(s) (up to node {beyond[-1]}); `up --nodes {opts.nodes}` removes none",
-                         f"pass --nodes {beyond[-1] + 1}, or `python -m provision down{name_flag(opts.name)}` first")
+        raise UsageError(
+            f"box '{opts.name}' has {len(seen)} node(s) (up to node {beyond[-1]}); `up --nodes {opts.nodes}` removes none",
+            f"pass --nodes {beyond[-1] + 1}, or `python -m provision down{name_flag(opts.name)}` first",
+        )
     return insts
 
 
 def _ssh_and_pin(ec2, node: Node, say: Callable[[str], None], label: str) -> None:
     """Wait until the node's SSH answers, then pin its host key (and say how)."""
     if not node.ssh_host:
-        raise CloudError(f"{label}{node.instance_id} has no public IP", "run `python -m provision down`, then `up` again")
+        raise CloudError(
+            f"{label}{node.instance_id} has no public IP", "run `python -m provision down`, then `up` again"
+        )
     say(f"waiting for SSH on {label}{node.ssh_host}")
     wait_for_ssh(node.ssh_host, 22)
     how, lines = pin_host_key(ec2, node.instance_id, node.ssh_host)
@@ -364,7 +403,9 @@ def _ssh_and_pin(ec2, node: Node, say: Callable[[str], None], label: str) -> Non
     if how == "console":
         say(f"host key pinned from the console output: {fingerprints}")
     elif how == "console-replaced":
-        say(f"warning: the box's host key differs from the one pinned before; pinned the console output's: {fingerprints}")
+        say(
+            f"warning: the box's host key differs from the one pinned before; pinned the console output's: {fingerprints}"
+        )
     elif how == "pinned":
         say(f"host key as pinned before: {fingerprints}")
     else:
@@ -386,8 +427,13 @@ def _carry_pin(name: str, box: BoxState) -> None:
             hostkeys.move((old.ssh_host, old.ssh_port), (node.ssh_host, 22))
 
 
-def attach_sandbox_box(box: BoxState, ec2=None, kind: str | None = None, say: Callable[[str], None] = lambda s: None,
-                       image_id: str | None = None) -> None:
+def attach_sandbox_box(
+    box: BoxState,
+    ec2=None,
+    kind: str | None = None,
+    say: Callable[[str], None] = lambda s: None,
+    image_id: str | None = None,
+) -> None:
     """Point the state at the sandbox's box (booted now) instead of moto's fake IP;
     for a box of several nodes, one sandbox box per node, all of one kind.
     ``image_id``: the trainbox image a new box is launched from (a container box boots its layers)."""
@@ -424,7 +470,9 @@ def _attach_process(box: BoxState, node: Node, ec2, say: Callable[[str], None]) 
     box.python = sys.executable
     host, port = server.address
     hostkeys.pin(host, port, [server.host_key])
-    return dataclasses.replace(node, ssh_host=host, ssh_port=port, workdir=str(sandbox.box_workdir(box.name, node.index)))
+    return dataclasses.replace(
+        node, ssh_host=host, ssh_port=port, workdir=str(sandbox.box_workdir(box.name, node.index))
+    )
 
 
 def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None], image_id: str | None = None) -> Node:
@@ -442,15 +490,22 @@ def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None]
             layers, why = sandbox_images.sandbox_layers(image_id)
             if node.index == 0:
                 say(why)
-        container.create(d, node.instance_id, sshd.public_key_line(Path(box.key_path)),
-                         container.user_data_of(ec2, node.instance_id), lower_layers=layers)
+        container.create(
+            d,
+            node.instance_id,
+            sshd.public_key_line(Path(box.key_path)),
+            container.user_data_of(ec2, node.instance_id),
+            lower_layers=layers,
+        )
         if node.index == 0:
             (d / "kind").write_text("container\n")
     t0 = time.monotonic()
     server = sandbox.start_box(box.name, Path(box.key_path), node.index)
     label = f"node {node.index}'s " if box.node_count > 1 else ""
-    say(f"{label}container box booted: SSH on 127.0.0.1:{server.port} after {time.monotonic() - t0:.1f}s "
-        f"(login {container.LOGIN_USER}, user-data run by cloud-init; console: {container.console_log(d)})")
+    say(
+        f"{label}container box booted: SSH on 127.0.0.1:{server.port} after {time.monotonic() - t0:.1f}s "
+        f"(login {container.LOGIN_USER}, user-data run by cloud-init; console: {container.console_log(d)})"
+    )
     box.ssh_user = container.LOGIN_USER
     box.workdir = DEFAULT_WORKDIR  # relative to the login user's home, as on AWS
     box.python = None  # trainbox's own env, built by the boot-time bootstrap, as on AWS

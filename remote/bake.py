@@ -4,6 +4,7 @@
 environment is ready, after this clean-up over SSH; the CLI composes the two.
 What is kept and removed is said in provision/images.py KEPT_TEXT.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -22,9 +23,27 @@ KEPT = ("env", "envs/<the current one>", "tools", "bootstrap.sh")
 # In the login's home (AWS: the directory is under it): the user's history,
 # caches and keys. The DLAMI ships no keys in ~/.ssh (AWS's rule for shared
 # AMIs); cloud-init writes each new box's own key there at its first boot.
-HOME_REMOVED = (".ssh/*", ".bash_history", ".python_history", ".lesshst", ".viminfo", ".wget-hsts",
-                ".sqlite_history", ".zsh_history", ".cache", ".keras", ".jupyter", ".ipython",
-                ".local/share/jupyter", ".aws", ".netrc", ".gitconfig", ".git-credentials", ".kaggle")
+HOME_REMOVED = (
+    ".ssh/*",
+    ".bash_history",
+    ".python_history",
+    ".lesshst",
+    ".viminfo",
+    ".wget-hsts",
+    ".sqlite_history",
+    ".zsh_history",
+    ".cache",
+    ".keras",
+    ".jupyter",
+    ".ipython",
+    ".local/share/jupyter",
+    ".aws",
+    ".netrc",
+    ".gitconfig",
+    ".git-credentials",
+    ".kaggle",
+)
+
 
 def build_of(marker_text: str) -> str:
     """The build a ready box installed, from its marker (the bootstrap writes gpus=N for a GPU build)."""
@@ -60,9 +79,9 @@ def clean_script(workdir: str, home: bool) -> str:
         '  [ -e "$f" ] && [ ! -e "${f%/pid}/exit_code" ] && kill -0 "$(cat "$f" 2>/dev/null)" 2>/dev/null &&',
         '    { f=${f%/pid}; say "error: run ${f##*/} is running"; exit 21; }',
         "done",
-        'shopt -s nullglob dotglob',
+        "shopt -s nullglob dotglob",
         'for p in "$W"/*; do',
-        '  n=${p##*/}',
+        "  n=${p##*/}",
         '  case "$n" in',
         "    env|tools|bootstrap.sh) continue;;",
         '    envs) for e in "$p"/*; do [ "envs/${e##*/}" = "$cur" ] || { rm -rf "$e"; say "removed $W/envs/${e##*/}"; }; done; continue;;',
@@ -73,7 +92,7 @@ def clean_script(workdir: str, home: bool) -> str:
     if home:
         removed = " ".join(f'"$HOME"/{p}' if "*" in p else f'"$HOME"/{shlex.quote(p)}' for p in HOME_REMOVED)
         lines += [
-            f"for p in {removed}; do [ -e \"$p\" ] || [ -L \"$p\" ] || continue; rm -rf \"$p\" && say \"removed ~/${{p#$HOME/}}\"; done",
+            f'for p in {removed}; do [ -e "$p" ] || [ -L "$p" ] || continue; rm -rf "$p" && say "removed ~/${{p#$HOME/}}"; done',
             "history -c 2>/dev/null; unset HISTFILE",
             'find /tmp /var/tmp -mindepth 1 -maxdepth 1 -user "$(id -u)" -exec rm -rf {} + 2>/dev/null',
             "if sudo -n true 2>/dev/null; then",
@@ -82,7 +101,7 @@ def clean_script(workdir: str, home: bool) -> str:
             "  sudo -n find /var/log -type f -exec truncate -s 0 {} +",
             "  sudo -n journalctl --rotate >/dev/null 2>&1; sudo -n journalctl --vacuum-time=1s >/dev/null 2>&1",
             "  command -v cloud-init >/dev/null && sudo -n cloud-init clean --logs >/dev/null 2>&1",
-            '  say "removed the system logs, root\'s keys and history, cloud-init\'s state"',
+            "  say \"removed the system logs, root's keys and history, cloud-init's state\"",
             "else",
             '  say "no passwordless sudo: the system logs are kept"',
             "fi",
@@ -95,22 +114,28 @@ def prepare(conn, workdir: str, opts, home: bool, say: Callable[[str], None]) ->
     """Check the box's environment is ready for ``opts``, clean the disk; the build ("gpu"/"cpu")."""
     marker = BoxLayout(workdir).ready_marker
     if not setup.is_ready(conn, workdir, opts):
-        raise UsageError("the box's environment is not ready (or was built for other pins)",
-                         "run `remote setup`, then `image create` again")
+        raise UsageError(
+            "the box's environment is not ready (or was built for other pins)",
+            "run `remote setup`, then `image create` again",
+        )
     got = conn.run(f"cat {shlex.quote(marker)}", hide=True, warn=True, in_stream=False)
     build = build_of(got.stdout)
     out: list[str] = []
     status = _run_script(conn, clean_script(workdir, home), out.append)
     for line in out:
         if line.startswith("trainbox-clean: ") and not line.startswith("trainbox-clean: error: "):
-            say(line[len("trainbox-clean: "):])
+            say(line[len("trainbox-clean: ") :])
     if status != 0:
         errors = [l.split("error: ", 1)[1] for l in out if l.startswith("trainbox-clean: error: ")]
         if status == 21:
-            raise UsageError(f"the box is busy ({errors[-1] if errors else 'a run is running'})",
-                             "wait for it (`remote logs`) or `remote stop` it, then `image create` again")
-        raise RemoteError(f"cleaning the box's disk failed ({errors[-1] if errors else f'exit {status}'})",
-                          "nothing was imaged; rerun `image create`")
+            raise UsageError(
+                f"the box is busy ({errors[-1] if errors else 'a run is running'})",
+                "wait for it (`remote logs`) or `remote stop` it, then `image create` again",
+            )
+        raise RemoteError(
+            f"cleaning the box's disk failed ({errors[-1] if errors else f'exit {status}'})",
+            "nothing was imaged; rerun `image create`",
+        )
     return build
 
 

@@ -7,6 +7,7 @@ that ``python -m model synth`` makes on the box, and a local copy resumes on
 another box when it holds the model's BackupAndRestore state (backup/). This is
 the only module of the job machinery that knows the model.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -48,9 +49,20 @@ def command(model_args: list[str]) -> tuple[str, ...]:
     return ("bash", "-c", TRAIN, "model-train", *model_args)
 
 
-def spec(model_args: list[str], data: str | None, exclude: tuple[Path, ...] = (), backend: str = "tensorflow") -> RunSpec:
-    return RunSpec(code=model_package_dir(), command=command(model_args), data=data, kind="train", package=True,
-                   synth=("-m", "model", "synth", "--out"), resume_state=run_files.BACKUP, exclude=exclude, backend=backend)
+def spec(
+    model_args: list[str], data: str | None, exclude: tuple[Path, ...] = (), backend: str = "tensorflow"
+) -> RunSpec:
+    return RunSpec(
+        code=model_package_dir(),
+        command=command(model_args),
+        data=data,
+        kind="train",
+        package=True,
+        synth=("-m", "model", "synth", "--out"),
+        resume_state=run_files.BACKUP,
+        exclude=exclude,
+        backend=backend,
+    )
 
 
 def spec_of(rec, exclude: tuple[Path, ...] = ()) -> RunSpec | None:

@@ -7,6 +7,7 @@ lines because it has sixteen commands, runs on one node or several, and it
 is also where remote meets provision (a stopped box started with --start, a
 box's address read again when it comes back from an interruption).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,7 +40,10 @@ PROG = "remote"
 
 
 def _target(args) -> Target:
-    return _wake(args, resolve(args.name, args.host, args.identity, getattr(args, "python", None), getattr(args, "workdir", None)))
+    return _wake(
+        args,
+        resolve(args.name, args.host, args.identity, getattr(args, "python", None), getattr(args, "workdir", None)),
+    )
 
 
 def _wake(args, target: Target) -> Target:
@@ -94,14 +98,23 @@ def _progress(desc: str):
     def factory(total: int):
         from tqdm import tqdm
 
-        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr,
-                    disable=not sys.stderr.isatty(), leave=False)
+        return tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            file=sys.stderr,
+            disable=not sys.stderr.isatty(),
+            leave=False,
+        )
 
     return factory
 
 
 def _confirm(args):
     """--yes, else a question on a terminal; no terminal: no."""
+
     def confirm(question: str) -> bool:
         if args.yes:
             return True
@@ -132,9 +145,18 @@ def cmd_run(args, extra: list[str]) -> int:
         raise UsageError(f"--requirements {args.requirements}: no such file")
     out = Path(args.out)
     if out.is_absolute() or ".." in out.parts or not out.parts:
-        raise UsageError(f"--out {args.out}: give a folder inside the run's directory on the box (e.g. out, results/final)")
-    spec = orchestrate.RunSpec(code=code, command=tuple(args.argv), data=_data(args.data), requirements=requirements,
-                               out=out.as_posix(), exclude=_exclude(args), backend=args.backend or "tensorflow")
+        raise UsageError(
+            f"--out {args.out}: give a folder inside the run's directory on the box (e.g. out, results/final)"
+        )
+    spec = orchestrate.RunSpec(
+        code=code,
+        command=tuple(args.argv),
+        data=_data(args.data),
+        requirements=requirements,
+        out=out.as_posix(),
+        exclude=_exclude(args),
+        backend=args.backend or "tensorflow",
+    )
     return _start(args, spec)
 
 
@@ -143,15 +165,23 @@ def cmd_train(args, extra: list[str]) -> int:
 
     if args.resume:
         if extra or args.data or args.backend:
-            raise UsageError(f"--resume re-runs the run as it was started: drop {' '.join(extra) or ('--data' if args.data else '--backend')}")
+            raise UsageError(
+                f"--resume re-runs the run as it was started: drop {' '.join(extra) or ('--data' if args.data else '--backend')}"
+            )
         return _resume(args)
     if args.epochs is None:
         raise UsageError("train needs --epochs N (or --resume RUN)", f"see `{PROG} train --help`")
     data = _data(args.data)
     if data and isinstance(datasource.parse(data), datasource.LocalSource):
         datasource.check_image_folders(Path(data))
-    note = None if data else ("no --data given: training on a small synthetic two-class image set generated on the box "
-                              "(`python -m model synth`); pass --data DIR for your own images")
+    note = (
+        None
+        if data
+        else (
+            "no --data given: training on a small synthetic two-class image set generated on the box "
+            "(`python -m model synth`); pass --data DIR for your own images"
+        )
+    )
     nodes, backend = _nodes(args)
     spec = builtin.spec(builtin.train_args(args, extra), data, _exclude(args), backend)
     if nodes > 1:
@@ -164,23 +194,31 @@ def _nodes(args) -> tuple[int, str]:
     on_box = 1 if args.hosts else box_node_count(args.name)
     nodes = args.nodes or max(len(args.hosts), on_box)
     if not args.hosts and nodes != on_box:
-        raise UsageError(f"--nodes {nodes}: box '{args.name}' has {on_box} node(s)",
-                         f"grow it with `python -m provision up --nodes {nodes}{name_flag(args.name)}`, "
-                         "or give one --host per node")
+        raise UsageError(
+            f"--nodes {nodes}: box '{args.name}' has {on_box} node(s)",
+            f"grow it with `python -m provision up --nodes {nodes}{name_flag(args.name)}`, or give one --host per node",
+        )
     if nodes == 1:
         if len(args.workdirs) > 1:
             raise UsageError("several --workdir need as many --host (one per node)")
         return 1, args.backend or "tensorflow"
     if args.hosts and len(args.hosts) != nodes:
-        raise UsageError(f"--nodes {nodes} needs {nodes} --host, one per node (node 0 first); got {len(args.hosts)}",
-                         "give each node's [user@]host[:port] with --host")
+        raise UsageError(
+            f"--nodes {nodes} needs {nodes} --host, one per node (node 0 first); got {len(args.hosts)}",
+            "give each node's [user@]host[:port] with --host",
+        )
     if len(args.workdirs) not in (0, 1, nodes):
         raise UsageError(f"{len(args.workdirs)} --workdir for {nodes} nodes: give one for all, or one per --host")
     if args.backend == "tensorflow":
-        raise UsageError(f"--nodes {nodes} trains on Keras's JAX backend: TensorFlow's multi-worker strategy fails "
-                         "inside Keras 3's fit (keras#20585)", "drop --backend tensorflow")
+        raise UsageError(
+            f"--nodes {nodes} trains on Keras's JAX backend: TensorFlow's multi-worker strategy fails "
+            "inside Keras 3's fit (keras#20585)",
+            "drop --backend tensorflow",
+        )
     if args.backend is None:
-        say(f"{nodes} nodes: training on Keras's JAX backend (--backend jax; Keras 3's multi-worker TensorFlow fails in fit, keras#20585)")
+        say(
+            f"{nodes} nodes: training on Keras's JAX backend (--backend jax; Keras 3's multi-worker TensorFlow fails in fit, keras#20585)"
+        )
     return nodes, "jax"
 
 
@@ -189,8 +227,10 @@ def _node_targets(args) -> list[Target]:
     if not args.hosts:
         return box_nodes(args.name, args.identity, args.python)
     workdirs = args.workdirs * len(args.hosts) if len(args.workdirs) <= 1 else args.workdirs
-    return [resolve(args.name, h, args.identity, args.python, (workdirs or [None] * len(args.hosts))[i])
-            for i, h in enumerate(args.hosts)]
+    return [
+        resolve(args.name, h, args.identity, args.python, (workdirs or [None] * len(args.hosts))[i])
+        for i, h in enumerate(args.hosts)
+    ]
 
 
 def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
@@ -199,12 +239,19 @@ def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
     run_id = job.new_run_id()
     if note:
         say(note)
-    rec = records.new_record(run_id, targets[0], Path(args.runs_dir) / run_id, nodes=[records.node_of(t) for t in targets],
-                             price_per_hour=_price(targets[0]), **spec.record_fields())
+    rec = records.new_record(
+        run_id,
+        targets[0],
+        Path(args.runs_dir) / run_id,
+        nodes=[records.node_of(t) for t in targets],
+        price_per_hour=_price(targets[0]),
+        **spec.record_fields(),
+    )
     try:
         with _whose(None, run_id):
-            orchestrate.start_nodes(lambda t: _connect(args, t), targets, spec, run_id, say, quiet=True,
-                                    confirm=_confirm(args))
+            orchestrate.start_nodes(
+                lambda t: _connect(args, t), targets, spec, run_id, say, quiet=True, confirm=_confirm(args)
+            )
     except BaseException:
         records.forget(run_id)
         raise
@@ -212,8 +259,10 @@ def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
         say(f"run {run_id} started on {len(targets)} nodes, detached")
         _print_reattach(args, run_id)
         return 0
-    say(f"run {run_id} started on {len(targets)} nodes; node 0's log follows (the others' stay in their run folders; "
-        "Ctrl-C detaches, the job keeps running)")
+    say(
+        f"run {run_id} started on {len(targets)} nodes; node 0's log follows (the others' stay in their run folders; "
+        "Ctrl-C detaches, the job keeps running)"
+    )
     return _collect(args, targets[0], rec)
 
 
@@ -237,11 +286,14 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         if note:
             say(note)
         # Recorded before the job starts: a laptop killed from then on still knows the run.
-        rec = records.new_record(run_id, target, Path(args.runs_dir) / run_id, price_per_hour=_price(target),
-                                 **spec.record_fields())
+        rec = records.new_record(
+            run_id, target, Path(args.runs_dir) / run_id, price_per_hour=_price(target), **spec.record_fields()
+        )
         try:
             with _whose(None, run_id):
-                orchestrate.start(conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args))
+                orchestrate.start(
+                    conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args)
+                )
         except BaseException:
             records.forget(run_id)
             raise
@@ -281,8 +333,9 @@ def _resume(args) -> int:
     if args.python:
         target = dataclasses.replace(target, python=args.python)
     with _on_box(args, target) as conn:
-        offset, had = orchestrate.resume(conn, target, rec, _spec_of(args, rec), say, flags=_name_flags(args),
-                                         quiet=args.quiet, progress=_progress)
+        offset, had = orchestrate.resume(
+            conn, target, rec, _spec_of(args, rec), say, flags=_name_flags(args), quiet=args.quiet, progress=_progress
+        )
     rec.pulled, rec.exit_code, rec.last_seen = False, None, None
     if target.box:
         rec.price_per_hour = _price(target)
@@ -307,19 +360,25 @@ def _resume_nodes(args, rec: records.RunRecord) -> int:
         say(f"run {rec.run_id} resumed on its {len(targets)} nodes, detached")
         _print_reattach(args, rec.run_id)
         return 0
-    say(f"run {rec.run_id} resumed on its {len(targets)} nodes; node 0's log follows (Ctrl-C detaches, the job keeps running)")
+    say(
+        f"run {rec.run_id} resumed on its {len(targets)} nodes; node 0's log follows (Ctrl-C detaches, the job keeps running)"
+    )
     return _collect(args, targets[0], rec, offset=offset)
 
 
 def _name_flags(args) -> str:
     """The flags a suggested command repeats to reach this run's box."""
     if args.host:
-        return f" --host {shlex.quote(args.host)}" + (f" --identity {shlex.quote(args.identity)}" if args.identity else "")
+        return f" --host {shlex.quote(args.host)}" + (
+            f" --identity {shlex.quote(args.identity)}" if args.identity else ""
+        )
     return name_flag(args.name)
 
 
 def _print_reattach(args, run_id: str) -> None:
-    say(f"follow its log: `{PROG} logs {run_id} --follow{_name_flags(args)}`; results: `{PROG} pull {run_id}{_name_flags(args)}`")
+    say(
+        f"follow its log: `{PROG} logs {run_id} --follow{_name_flags(args)}`; results: `{PROG} pull {run_id}{_name_flags(args)}`"
+    )
 
 
 @contextlib.contextmanager
@@ -346,9 +405,16 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
     # A provisioned box is waited for while it is away (a spot stop, a stopped box): its
     # agent resumes the run at boot, and its address is read anew (it may change).
     with _whose(rec, rec.run_id):
-        got = orchestrate.follow_and_collect(lambda: _connect(args, _current(target)), target, rec, say, offset=offset,
-                                             pull_every=args.pull_every, reconnect_for=None if target.box else 300.0,
-                                             tty=sys.stdout.isatty())
+        got = orchestrate.follow_and_collect(
+            lambda: _connect(args, _current(target)),
+            target,
+            rec,
+            say,
+            offset=offset,
+            pull_every=args.pull_every,
+            reconnect_for=None if target.box else 300.0,
+            tty=sys.stdout.isatty(),
+        )
     if got.detached:
         say(f"\ndetached from run {rec.run_id}; it keeps running on the box")
         _print_reattach(args, rec.run_id)
@@ -366,17 +432,31 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
         return 0
     # No tail of the log here: it was just followed, and its last lines (a traceback) are on the screen.
     if got.exit_code is None and got.stopped:
-        raise TrainingFailed(f"run {rec.run_id} was stopped before it finished",
-                             f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`", code=SIGTERMED,
-                             after=f"{PROG}: your command was stopped (`{PROG} stop`'s TERM: exit {SIGTERMED}, 128+15)")
+        raise TrainingFailed(
+            f"run {rec.run_id} was stopped before it finished",
+            f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`",
+            code=SIGTERMED,
+            after=f"{PROG}: your command was stopped (`{PROG} stop`'s TERM: exit {SIGTERMED}, 128+15)",
+        )
     why = f"exit {got.exit_code}" if got.exit_code is not None else "it died without an exit code (killed?)"
     what = "training" if rec.kind == "train" else "the command"
-    said = [line[len("error: "):] for line in got.tail.splitlines() if line.startswith("error: node ")] if rec.nodes else []
+    said = (
+        [line[len("error: ") :] for line in got.tail.splitlines() if line.startswith("error: node ")]
+        if rec.nodes
+        else []
+    )
     # The job's own code, passed through (`remote train`'s too: the model's); no code: as if killed (128+9).
-    after = None if got.exit_code is not None else \
-        f"{PROG}: your command died leaving no exit code (killed?): exit {SIGKILLED}, as for a kill (128+9)"
-    raise TrainingFailed(f"{what} failed on the box ({why})" + (f": {said[-1]}" if said else ""),
-                         f"see {got.local_dir / 'train.log'}", code=got.exit_code or SIGKILLED, after=after)
+    after = (
+        None
+        if got.exit_code is not None
+        else f"{PROG}: your command died leaving no exit code (killed?): exit {SIGKILLED}, as for a kill (128+9)"
+    )
+    raise TrainingFailed(
+        f"{what} failed on the box ({why})" + (f": {said[-1]}" if said else ""),
+        f"see {got.local_dir / 'train.log'}",
+        code=got.exit_code or SIGKILLED,
+        after=after,
+    )
 
 
 # ---------------------------------------------------------------- the others
@@ -390,7 +470,9 @@ def _record_or_latest(args) -> records.RunRecord:
         return rec
     rec = records.latest()
     if rec is None:
-        raise UsageError("no run is known here yet", f"start one with `{PROG} run -- python train.py` or `{PROG} train --epochs 3`")
+        raise UsageError(
+            "no run is known here yet", f"start one with `{PROG} run -- python train.py` or `{PROG} train --epochs 3`"
+        )
     return rec
 
 
@@ -494,7 +576,9 @@ def cmd_compare(args, extra) -> int:
         if rec is None:
             raise UsageError(f"no run {run_id} is known here", f"`{PROG} runs` lists them")
         curves.append(compare.load(rec.run_id, Path(rec.local_dir)))
-    png = compare.plot(curves, Path(args.out) if args.out else Path(args.runs_dir) / f"compare-{'-'.join(args.runs)}.png")
+    png = compare.plot(
+        curves, Path(args.out) if args.out else Path(args.runs_dir) / f"compare-{'-'.join(args.runs)}.png"
+    )
     print(compare.table(curves))
     print(f"curves: {png}")
     return 0
@@ -510,7 +594,10 @@ def cmd_tb(args, extra) -> int:
     known = [r for r in recs.values() if r is not None]
     target = _rec_target(args, known[0]) if known else _target(args)
     if len({(r.host, r.port, r.workdir) for r in known}) > 1 and not (args.host or args.name != "default"):
-        raise UsageError(f"runs {', '.join(args.runs)} are on different boxes", "give the runs of one box (`remote runs` says where each is)")
+        raise UsageError(
+            f"runs {', '.join(args.runs)} are on different boxes",
+            "give the runs of one box (`remote runs` says where each is)",
+        )
     # A port asked for is held from now on: taken, nothing starts; free, nothing can take it before the tunnel.
     listener = tb.local_listener(args.local_port, True, say) if args.local_port and not args.stop else None
     try:
@@ -526,8 +613,10 @@ def cmd_tb(args, extra) -> int:
             what = f"runs {', '.join(args.runs)}" if args.runs else "every run"
             print(f"TensorBoard on {target.label} ({what}): http://127.0.0.1:{listener.getsockname()[1]}/", flush=True)
             down = f" or `python -m provision down{name_flag(target.box)}`" if target.box else ""
-            say(f"tunnel open (no port of the box is opened to the internet); Ctrl-C closes it, TensorBoard keeps running on "
-                f"the box (`{PROG} tb --stop{_name_flags(args)}`{down} ends it)")
+            say(
+                f"tunnel open (no port of the box is opened to the internet); Ctrl-C closes it, TensorBoard keeps running on "
+                f"the box (`{PROG} tb --stop{_name_flags(args)}`{down} ends it)"
+            )
             try:
                 tb.forward(conn.client.get_transport(), listener, port)
             except KeyboardInterrupt:
@@ -547,7 +636,9 @@ def _tb_local(args) -> int:
     recs = records.records() if args.runs else _box_records(args)
     runs = tb.local_runs(recs, args.runs)
     if not runs:
-        raise UsageError(f"no run of {args.host or 'box ' + repr(args.name)} is home yet", f"bring one home with `{PROG} pull RUN`")
+        raise UsageError(
+            f"no run of {args.host or 'box ' + repr(args.name)} is home yet", f"bring one home with `{PROG} pull RUN`"
+        )
     probe = tb.local_listener(args.local_port or tb.LOCAL_PORT, bool(args.local_port), say)
     port = probe.getsockname()[1]
     probe.close()  # TensorBoard binds it next
@@ -590,8 +681,10 @@ def cmd_stop(args, extra) -> int:
     _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     if st and st.stopped and not st.running:
-        say(f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`; "
-            f"its results so far: `{PROG} pull {rec.run_id}{_name_flags(args)}`")
+        say(
+            f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`; "
+            f"its results so far: `{PROG} pull {rec.run_id}{_name_flags(args)}`"
+        )
     return 0
 
 
@@ -627,8 +720,10 @@ def cmd_data_fetch(args, extra) -> int:
 
     source = datasource.parse(args.src)
     if isinstance(source, datasource.LocalSource):
-        raise UsageError(f"{args.src} is a local folder: `{PROG} train --data {args.src}` pushes it",
-                         "`data fetch` takes an http(s):// URL, s3://bucket/prefix or kaggle:COMPETITION")
+        raise UsageError(
+            f"{args.src} is a local folder: `{PROG} train --data {args.src}` pushes it",
+            "`data fetch` takes an http(s):// URL, s3://bucket/prefix or kaggle:COMPETITION",
+        )
     target = _target(args)
     layout = BoxLayout(target.workdir)
     with _on_box(args, target) as conn:
@@ -677,8 +772,12 @@ def _setup_options(args):
     from . import setup
 
     return setup.SetupOptions.from_env(
-        index_url=args.index_url, find_links=args.find_links or None, no_index=args.no_index or None,
-        jupyter=False if args.no_jupyter else None, installer=args.installer, python=args.box_python,
+        index_url=args.index_url,
+        find_links=args.find_links or None,
+        no_index=args.no_index or None,
+        jupyter=False if args.no_jupyter else None,
+        installer=args.installer,
+        python=args.box_python,
         backend=args.backend,
     )
 
@@ -702,8 +801,9 @@ def cmd_doctor(args, extra) -> int:
         rep = doctor.diagnose(conn, target.workdir, _setup_options(args), python=target.python)
     print(doctor.format_report(target.label, rep))
     if rep.problems:
-        raise RemoteError(f"the box's environment has problems: {'; '.join(rep.problems)}",
-                          f"run `{PROG} setup{_name_flags(args)}`")
+        raise RemoteError(
+            f"the box's environment has problems: {'; '.join(rep.problems)}", f"run `{PROG} setup{_name_flags(args)}`"
+        )
     return 0
 
 
@@ -712,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     tail = None
     if "--" in argv:  # `remote run [options] -- COMMAND [ARGS...]`: everything after is the command, untouched
         i = argv.index("--")
-        argv, tail = argv[:i], argv[i + 1:]
+        argv, tail = argv[:i], argv[i + 1 :]
     from .cliargs import build_parser
 
     parser = build_parser(sys.modules[__name__])
@@ -724,7 +824,9 @@ def main(argv: list[str] | None = None) -> int:
     args.host, args.workdir = (args.hosts or [None])[0], (args.workdirs or [None])[0]
     if args.command == "run":
         if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)} (the command goes after --: `{PROG} run [options] -- COMMAND`)")
+            parser.error(
+                f"unrecognized arguments: {' '.join(extra)} (the command goes after --: `{PROG} run [options] -- COMMAND`)"
+            )
         args.argv = tail or []
     elif args.command == "train":
         extra += tail or []

@@ -5,6 +5,7 @@ in each runs/RUN-ID/), so it works offline and after ``down``. The figure needs
 matplotlib, which the laptop install leaves out (the CLI must start fast):
 it is imported only here, and its absence is one line naming the extra.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,10 @@ def _json(path: Path) -> dict:
 def load(run_id: str, local_dir: Path) -> RunCurves:
     history = _json(local_dir / run_files.HISTORY_JSON)
     if not history:
-        raise UsageError(f"run {run_id} has no history at {local_dir} (not pulled, or it wrote none)",
-                         f"bring it home with `remote pull {run_id}`")
+        raise UsageError(
+            f"run {run_id} has no history at {local_dir} (not pulled, or it wrote none)",
+            f"bring it home with `remote pull {run_id}`",
+        )
     return RunCurves(run_id, history, _json(local_dir / run_files.RUN_JSON).get("config") or {})
 
 
@@ -69,7 +72,10 @@ def table(runs: list[RunCurves]) -> str:
     for r in runs:
         best = r.best("val_accuracy")
         cells = [f"{best[0]:.4f} (ep {best[1]})" if best else "-"]
-        cells += [f"{v:.4f}" if v is not None else "-" for v in (r.final("val_accuracy"), r.final("val_loss"), r.final("loss"))]
+        cells += [
+            f"{v:.4f}" if v is not None else "-"
+            for v in (r.final("val_accuracy"), r.final("val_loss"), r.final("loss"))
+        ]
         epochs = max((len(v) for v in r.history.values()), default=0)
         lines.append(f"{r.run_id:<24} {epochs:>6} {cells[0]:>19} {cells[1]:>18} {cells[2]:>14} {cells[3]:>10}")
     diff = differing_args(runs)
@@ -95,7 +101,9 @@ def plot(runs: list[RunCurves], path: Path) -> Path:
             for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
                 values = r.history.get(key)
                 if values:
-                    ax.plot(range(1, len(values) + 1), values, style, color=colour, markersize=3, label=f"{r.run_id} {key}")
+                    ax.plot(
+                        range(1, len(values) + 1), values, style, color=colour, markersize=3, label=f"{r.run_id} {key}"
+                    )
     for ax, metric in zip(axes, METRICS):
         ax.set_title(metric)
         ax.set_xlabel("epoch")

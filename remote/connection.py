@@ -8,6 +8,7 @@
   failures are final at once.
 - Keepalives every 15 s notice a dropped link within a minute.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,12 @@ def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
 
     if target.identity:
         _check_key(target.identity)
-    connect_kwargs = {"look_for_keys": target.identity is None, "allow_agent": target.identity is None,
-                      "banner_timeout": 30, "auth_timeout": 30}
+    connect_kwargs = {
+        "look_for_keys": target.identity is None,
+        "allow_agent": target.identity is None,
+        "banner_timeout": 30,
+        "auth_timeout": 30,
+    }
     if target.identity:
         connect_kwargs["key_filename"] = [target.identity]
     conn = Connection(
@@ -75,13 +80,17 @@ def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
                 f"if the box was rebuilt, remove its line from {paths.known_hosts()}; otherwise do not connect",
             ) from e
         except paramiko.AuthenticationException as e:
-            raise RemoteError(f"{where} refused the key {target.identity or '(agent)'}", "check --identity and the login user") from e
+            raise RemoteError(
+                f"{where} refused the key {target.identity or '(agent)'}", "check --identity and the login user"
+            ) from e
         except (NoValidConnectionsError, TimeoutError, ConnectionError, EOFError, paramiko.SSHException, OSError) as e:
             if time.monotonic() + delay > deadline:
                 if target.box:
                     flag = name_flag(target.box)
-                    hint = (f"box '{target.box}' may be stopped: start it with `python -m provision start{flag}`, "
-                            f"or add --start (`python -m provision state{flag}` shows its state)")
+                    hint = (
+                        f"box '{target.box}' may be stopped: start it with `python -m provision start{flag}`, "
+                        f"or add --start (`python -m provision state{flag}` shows its state)"
+                    )
                 else:
                     hint = "check the host, the port and your network"
                 raise RemoteError(f"cannot reach {where} ({e.__class__.__name__}: {e})", hint) from e
@@ -102,8 +111,10 @@ def _check_key(path: str) -> None:
     except paramiko.PasswordRequiredException:
         return  # encrypted: paramiko asks the agent or fails with its own message
     except (OSError, ValueError, IndexError, TypeError, paramiko.SSHException) as e:
-        raise UsageError(f"the private key {path} cannot be read ({type(e).__name__}: {e or 'empty or truncated'})",
-                         "restore the key file (a box's key is TRAINBOX_HOME/keys/trainbox-NAME.pem), or pass --identity") from None
+        raise UsageError(
+            f"the private key {path} cannot be read ({type(e).__name__}: {e or 'empty or truncated'})",
+            "restore the key file (a box's key is TRAINBOX_HOME/keys/trainbox-NAME.pem), or pass --identity",
+        ) from None
 
 
 def run(conn, command: str, what: str, hide: bool = True) -> str:

@@ -8,6 +8,7 @@ Each remote source has a cache key: the same URL and hash, the same bucket
 and prefix, or the same Kaggle reference give the same key, so a re-run
 finds the box's copy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -127,8 +128,10 @@ def parse(text: str) -> Source:
         )
     path = Path(text).expanduser()
     if not path.is_dir():
-        raise UsageError(f"--data {text}: no such directory",
-                         "give a local folder, an http(s):// URL of an archive, or s3://bucket/prefix")
+        raise UsageError(
+            f"--data {text}: no such directory",
+            "give a local folder, an http(s):// URL of an archive, or s3://bucket/prefix",
+        )
     return LocalSource(path)
 
 
@@ -151,10 +154,14 @@ def check_image_folders(path: Path) -> None:
     def refuse(why: str) -> UsageError:
         flat = path if any(_KAGGLE_FLAT.match(e.name) for e in path.iterdir()) else path / "train"
         if flat.is_dir() and any(_KAGGLE_FLAT.match(e.name) for e in flat.iterdir()):
-            return UsageError(f"--data {path} is Kaggle's flat layout (cat.N.jpg, dog.N.jpg), not class folders",
-                              f"make class folders with `python -m model organize --src {flat} --dst DIR`, then pass --data DIR")
-        return UsageError(f"--data {path} is not an image data set: {why}; {expected}",
-                          "python -m model organize builds this layout from Kaggle's flat folder")
+            return UsageError(
+                f"--data {path} is Kaggle's flat layout (cat.N.jpg, dog.N.jpg), not class folders",
+                f"make class folders with `python -m model organize --src {flat} --dst DIR`, then pass --data DIR",
+            )
+        return UsageError(
+            f"--data {path} is not an image data set: {why}; {expected}",
+            "python -m model organize builds this layout from Kaggle's flat folder",
+        )
 
     for split in ("train", "validation"):
         if not (path / split).is_dir():
@@ -163,7 +170,9 @@ def check_image_folders(path: Path) -> None:
     if len(train) < 2:
         raise refuse(f"train/ has {len(train)} class folder(s)")
     if classes(path / "validation") != train:
-        raise refuse(f"train/ has {', '.join(train)} but validation/ has {', '.join(classes(path / 'validation')) or 'none'}")
+        raise refuse(
+            f"train/ has {', '.join(train)} but validation/ has {', '.join(classes(path / 'validation')) or 'none'}"
+        )
     for split in ("train", "validation"):
         for name in train:
             if not any(e.is_file() for e in (path / split / name).iterdir()):
@@ -194,7 +203,7 @@ def _url(text: str) -> UrlSource:
 def _kaggle(text: str) -> KaggleSource:
     """``kaggle:COMP[/FILE]`` or ``kaggle:OWNER/DATASET[/FILE]``: a second part with a dot is a file
     (competition files are named like ``train.zip``; Kaggle's slugs have no dots)."""
-    parts = text[len("kaggle:"):].strip("/").split("/")
+    parts = text[len("kaggle:") :].strip("/").split("/")
     bad = UsageError(f"--data {text}: not a Kaggle competition or dataset", f"give {KAGGLE_FORMS}")
     if not parts[0] or not _KAGGLE_SLUG.match(parts[0]) or any(p in ("", ".", "..") for p in parts):
         raise bad
@@ -208,14 +217,16 @@ def _kaggle(text: str) -> KaggleSource:
         source = KaggleSource(parts[1], owner=parts[0], file="/".join(parts[2:]) or None)
     name = source.archive_name
     if archive_kind(name) is None:
-        raise UsageError(f"--data {text}: {name} is not an archive trainbox can extract",
-                         f"name a .zip/.tar/.tar.gz/.tgz file of it, or the whole {'dataset' if source.owner else 'competition'} "
-                         f"(kaggle:{source.ref}); `kaggle {'datasets' if source.owner else 'competitions'} files {source.ref}` lists them")
+        raise UsageError(
+            f"--data {text}: {name} is not an archive trainbox can extract",
+            f"name a .zip/.tar/.tar.gz/.tgz file of it, or the whole {'dataset' if source.owner else 'competition'} "
+            f"(kaggle:{source.ref}); `kaggle {'datasets' if source.owner else 'competitions'} files {source.ref}` lists them",
+        )
     return source
 
 
 def archive_kind(name: str) -> str | None:
-    """"tar" or "zip" for a file name trainbox can extract, else None."""
+    """ "tar" or "zip" for a file name trainbox can extract, else None."""
     return next((k for ext, k in ARCHIVES.items() if name.lower().endswith(ext)), None)
 
 

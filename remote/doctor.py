@@ -5,6 +5,7 @@ nvidia-smi, and the interpreter's versions and the GPUs TensorFlow sees:
 box/probe.py);
 ``diagnose`` parses it into a Report, ``format_report`` prints it.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,20 +63,22 @@ def probe_command(workdir: str, python: str, opts: setup.SetupOptions) -> str:
     m = shlex.quote(layout.ready_marker)
     lock = shlex.quote(layout.setup_lock)
     py = shlex.quote(python)
-    return "; ".join([
-        "cd ~",
-        f'echo "marker=$(head -n 1 {m} 2>/dev/null)"',
-        # An unfinished build of this spec (another backend's or project's environments are theirs).
-        f"{{ test -e {shlex.quote(layout.env_link)} || ls -A {shlex.quote(layout.envs)} 2>/dev/null | grep -q {shlex.quote('^' + opts.spec_id() + '[.]')}; }} && echo env_exists=1",
-        f"test -e {lock} && ! flock -n {lock} true && echo setup_running=1",
-        f"(df -Pk {w} 2>/dev/null || df -Pk .) | awk 'NR==2 {{print \"disk_free_kb=\" $4}}'",
-        "if command -v nvidia-smi >/dev/null 2>&1; then "
-        "echo nvidia_gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU '); "
-        "echo driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1); "
-        "echo cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\\([0-9.]*\\).*/\\1/p' | head -n 1); fi",
-        f"if command -v {py} >/dev/null 2>&1; then {py} -c {shlex.quote(box.source('probe'))} --gpus{' --jax' if opts.backend == 'jax' else ''} 2>/dev/null; fi",
-        "true",
-    ])
+    return "; ".join(
+        [
+            "cd ~",
+            f'echo "marker=$(head -n 1 {m} 2>/dev/null)"',
+            # An unfinished build of this spec (another backend's or project's environments are theirs).
+            f"{{ test -e {shlex.quote(layout.env_link)} || ls -A {shlex.quote(layout.envs)} 2>/dev/null | grep -q {shlex.quote('^' + opts.spec_id() + '[.]')}; }} && echo env_exists=1",
+            f"test -e {lock} && ! flock -n {lock} true && echo setup_running=1",
+            f"(df -Pk {w} 2>/dev/null || df -Pk .) | awk 'NR==2 {{print \"disk_free_kb=\" $4}}'",
+            "if command -v nvidia-smi >/dev/null 2>&1; then "
+            "echo nvidia_gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU '); "
+            "echo driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1); "
+            "echo cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\\([0-9.]*\\).*/\\1/p' | head -n 1); fi",
+            f"if command -v {py} >/dev/null 2>&1; then {py} -c {shlex.quote(box.source('probe'))} --gpus{' --jax' if opts.backend == 'jax' else ''} 2>/dev/null; fi",
+            "true",
+        ]
+    )
 
 
 def _parse(text: str) -> dict:
@@ -136,11 +139,18 @@ def format_report(label: str, rep: Report) -> str:
         return f"{got} (laptop pins {want}: {'match' if got == want else 'MISMATCH'})"
 
     if rep.gpus is None:
-        gpus = f"unknown ({rep.backend_label} not importable)" if (rep.jax if rep.backend == "jax" else rep.tensorflow) else "-"
+        gpus = (
+            f"unknown ({rep.backend_label} not importable)"
+            if (rep.jax if rep.backend == "jax" else rep.tensorflow)
+            else "-"
+        )
     else:
         gpus = ", ".join(rep.gpus) or "none"
-    nvidia = (f"{rep.nvidia_gpus} GPU(s), driver {rep.driver or '?'}, CUDA {rep.cuda or '?'}"
-              if rep.nvidia_gpus else "no NVIDIA GPU (nvidia-smi lists none)")
+    nvidia = (
+        f"{rep.nvidia_gpus} GPU(s), driver {rep.driver or '?'}, CUDA {rep.cuda or '?'}"
+        if rep.nvidia_gpus
+        else "no NVIDIA GPU (nvidia-smi lists none)"
+    )
     disk = f"{rep.disk_free_mb / 1024:.1f} GB" if rep.disk_free_mb is not None else "unknown"
     env = ("ready" if rep.ready else f"NOT READY: {rep.why_not}") + ("" if rep.managed else " (--python given)")
     rows = [

@@ -8,6 +8,7 @@ laptop lists the prefix with its own credentials and puts presigned GET URLs
 hold with the same ETag. No credential, profile or token is ever written to
 the box, and the exec carries no environment.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,19 +92,37 @@ def run_box(conn, python: str, plan: dict, say: Callable[[str], None]) -> dict:
 
 
 def _fetched(result: dict, urls: int = 0) -> Fetched:
-    return Fetched(result["key"], result["path"], result["bytes"], result["files"], result["cached"],
-                   result.get("downloaded", 0), result.get("fetched", []), result.get("deleted", []), urls,
-                   result.get("test_path"))
+    return Fetched(
+        result["key"],
+        result["path"],
+        result["bytes"],
+        result["files"],
+        result["cached"],
+        result.get("downloaded", 0),
+        result.get("fetched", []),
+        result.get("deleted", []),
+        urls,
+        result.get("test_path"),
+    )
 
 
 def _base_plan(op: str, workdir: str, python: str, code_dir: str, quiet: bool) -> dict:
     return {"op": op, "data_root": data_root(workdir), "python": python, "code_dir": code_dir, "quiet": quiet}
 
 
-def fetch_url(conn, source: UrlSource, workdir: str, python: str, code_dir: str, quiet: bool = False,
-              say: Callable[[str], None] = lambda s: None) -> Fetched:
+def fetch_url(
+    conn,
+    source: UrlSource,
+    workdir: str,
+    python: str,
+    code_dir: str,
+    quiet: bool = False,
+    say: Callable[[str], None] = lambda s: None,
+) -> Fetched:
     plan = _base_plan("url", workdir, python, code_dir, quiet)
-    plan.update(key=source.key, source=str(source), url=source.url, sha256=source.sha256, kind=source.kind, name=source.name)
+    plan.update(
+        key=source.key, source=str(source), url=source.url, sha256=source.sha256, kind=source.kind, name=source.name
+    )
     return _fetched(run_box(conn, python, plan, say))
 
 
@@ -126,7 +145,7 @@ def list_s3(client, source: S3Source) -> dict[str, dict]:
     with aws_errors(f"list {source}"):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=source.bucket, Prefix=source.prefix):
             for obj in page.get("Contents", []):
-                rel = obj["Key"][len(source.prefix):]
+                rel = obj["Key"][len(source.prefix) :]
                 if not rel or rel.endswith("/"):
                     continue  # folder markers
                 if rel.startswith("/") or ".." in rel.split("/"):
@@ -140,15 +159,27 @@ def list_s3(client, source: S3Source) -> dict[str, dict]:
 def box_manifest(conn, workdir: str, key: str) -> dict[str, str]:
     """The box's {relative path: ETag} of a complete S3 entry, or {}."""
     d = shlex.quote(f"{data_root(workdir)}/{key}")
-    text = run(conn, f"[ -e {d}/{boxfetch.ENTRY} ] && cat {d}/{boxfetch.MANIFEST} 2>/dev/null; true", "reading the box's S3 manifest")
+    text = run(
+        conn,
+        f"[ -e {d}/{boxfetch.ENTRY} ] && cat {d}/{boxfetch.MANIFEST} 2>/dev/null; true",
+        "reading the box's S3 manifest",
+    )
     try:
         return json.loads(text) if text.strip() else {}
     except ValueError:
         return {}
 
 
-def fetch_s3(conn, source: S3Source, workdir: str, python: str, code_dir: str, quiet: bool = False,
-             say: Callable[[str], None] = lambda s: None, client=None) -> Fetched:
+def fetch_s3(
+    conn,
+    source: S3Source,
+    workdir: str,
+    python: str,
+    code_dir: str,
+    quiet: bool = False,
+    say: Callable[[str], None] = lambda s: None,
+    client=None,
+) -> Fetched:
     from common.aws import aws_errors
 
     client = client or s3_client()
@@ -159,19 +190,32 @@ def fetch_s3(conn, source: S3Source, workdir: str, python: str, code_dir: str, q
     with aws_errors(f"sign URLs for {source}"):
         for rel in need:
             urls[rel] = client.generate_presigned_url(
-                "get_object", Params={"Bucket": source.bucket, "Key": listing[rel]["key"]}, ExpiresIn=PRESIGN_EXPIRES_S)
+                "get_object", Params={"Bucket": source.bucket, "Key": listing[rel]["key"]}, ExpiresIn=PRESIGN_EXPIRES_S
+            )
     if need:
         # Listing does not prove read access: check one object before the box tries them all.
         with aws_errors(f"read {source}"):
             client.head_object(Bucket=source.bucket, Key=listing[need[0]]["key"])
     plan = _base_plan("s3", workdir, python, code_dir, quiet)
-    plan.update(key=source.key, source=str(source), name=str(source),
-                objects={rel: {"etag": o["etag"], "size": o["size"]} for rel, o in listing.items()}, urls=urls)
+    plan.update(
+        key=source.key,
+        source=str(source),
+        name=str(source),
+        objects={rel: {"etag": o["etag"], "size": o["size"]} for rel, o in listing.items()},
+        urls=urls,
+    )
     return _fetched(run_box(conn, python, plan, say), len(urls))
 
 
-def fetch(conn, source, workdir: str, python: str, code_dir: str, quiet: bool = False,
-          say: Callable[[str], None] = lambda s: None) -> Fetched:
+def fetch(
+    conn,
+    source,
+    workdir: str,
+    python: str,
+    code_dir: str,
+    quiet: bool = False,
+    say: Callable[[str], None] = lambda s: None,
+) -> Fetched:
     if isinstance(source, UrlSource):
         return fetch_url(conn, source, workdir, python, code_dir, quiet, say)
     if isinstance(source, S3Source):
@@ -184,7 +228,9 @@ def fetch(conn, source, workdir: str, python: str, code_dir: str, quiet: bool = 
 
 
 def ls(conn, workdir: str, python: str) -> list[dict]:
-    return run_box(conn, python, {"op": "ls", "data_root": data_root(workdir), "complete_marker": DATA_COMPLETE}, lambda s: None)["entries"]
+    return run_box(
+        conn, python, {"op": "ls", "data_root": data_root(workdir), "complete_marker": DATA_COMPLETE}, lambda s: None
+    )["entries"]
 
 
 def rm(conn, workdir: str, python: str, key: str) -> dict:

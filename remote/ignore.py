@@ -17,6 +17,7 @@ holds it to git itself), minus what trainbox never sends:
 Not covered: a file that is tracked although an ignore rule matches it (``git
 add -f``) is not pushed, since trainbox reads no git index.
 """
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ A power loss leaves no event of its own: the ``resumed`` after it says the
 run was cut. ``remote status`` reads the file on the box; ``remote runs``
 reads the copy that each pull brings home.
 """
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ command writes to ``$TRAINBOX_OUT``, what comes home). The job is started with
 ``setsid nohup``, so closing the laptop, a dropped link or Ctrl-C never stops
 it. The job runs any command: nothing here knows what it is.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -65,10 +66,22 @@ class JobState:
         return "succeeded" if self.exit_code == 0 else f"failed (exit {self.exit_code})"
 
 
-def render_script(layout: BoxLayout, run_id: str, project_dir: str, command: list[str], *, python: str | None = None,
-                  env_link: str | None = None, data_dir: str | None = None, out: str = "out",
-                  resume_hint: str = "remote run --resume", backend: str = "tensorflow",
-                  nodes: int = 1, node: int = 0, coordinator: str = "") -> str:
+def render_script(
+    layout: BoxLayout,
+    run_id: str,
+    project_dir: str,
+    command: list[str],
+    *,
+    python: str | None = None,
+    env_link: str | None = None,
+    data_dir: str | None = None,
+    out: str = "out",
+    resume_hint: str = "remote run --resume",
+    backend: str = "tensorflow",
+    nodes: int = 1,
+    node: int = 0,
+    coordinator: str = "",
+) -> str:
     """run.sh for a run: ``command`` (an argv, run exactly as given) in
     ``project_dir``, with TRAINBOX_DATA (data_dir), TRAINBOX_OUT (``out`` in the
     run dir), TRAINBOX_RUN_ID and TRAINBOX_RESUMED set. env_link: an environment
@@ -80,10 +93,22 @@ def render_script(layout: BoxLayout, run_id: str, project_dir: str, command: lis
     import templates
 
     run_dir = layout.run(run_id)
-    return templates.render("run.sh.j2", run_id=run_id, run_dir=run_dir, project_dir=project_dir, command=list(command),
-                            python=python or "", env_link=env_link, data_dir=data_dir or "", out_dir=f"{run_dir}/{out}",
-                            resume_hint=f"{resume_hint} {run_id}", backend=backend, nodes=int(nodes), node=int(node),
-                            coordinator=coordinator)
+    return templates.render(
+        "run.sh.j2",
+        run_id=run_id,
+        run_dir=run_dir,
+        project_dir=project_dir,
+        command=list(command),
+        python=python or "",
+        env_link=env_link,
+        data_dir=data_dir or "",
+        out_dir=f"{run_dir}/{out}",
+        resume_hint=f"{resume_hint} {run_id}",
+        backend=backend,
+        nodes=int(nodes),
+        node=int(node),
+        coordinator=coordinator,
+    )
 
 
 def start_command(run_dir: str) -> str:
@@ -134,8 +159,10 @@ def parse_state(text: str) -> JobState | None:
         exit_code = None if code == "none" else int(code)
         pid = pid if pid == "none" else str(int(pid))
     except ValueError:
-        raise RemoteError(f"the run's pid or exit_code file on the box holds junk ({line[:80]!r})",
-                          "inspect the run directory on the box") from None
+        raise RemoteError(
+            f"the run's pid or exit_code file on the box holds junk ({line[:80]!r})",
+            "inspect the run directory on the box",
+        ) from None
     # The exit code is written last, a moment before the script's shell exits:
     # once it is there the job is over, whether or not the pid lingers.
     return JobState(None if pid == "none" else int(pid), alive == "1" and exit_code is None, exit_code, stopped == "1")
@@ -152,17 +179,21 @@ def stop(conn, run_dir: str) -> JobState | None:
     """Stop the job's whole process group (the trainer and its children):
     TERM, then KILL if it is still there after STOP_GRACE_S; returns once it is gone."""
     d = shlex.quote(run_dir)
-    run(conn, (
-        # Only the job's own group: a pid file that names no job (empty, 0, 1:
-        # kill -- -1 is every process), a finished run, or a pid that is now
-        # another program's (its start time differs from the one recorded).
-        f"cd {d} && pid=$(cat {RUN_PID}) && case $pid in ''|*[!0-9]*|0|1) echo \"the pid file holds no job's pid: $pid\" >&2; exit 1;; esac; "
-        f"[ -e {RUN_EXIT_CODE} ] && exit 0; {START_TIME_SH}; "
-        f'[ ! -e {RUN_PID_START} ] || [ "$(trainbox_start_time "$pid")" = "$(cat {RUN_PID_START})" ] || exit 0; '
-        f'touch {RUN_STOPPED} && kill -TERM -- -"$pid" 2>/dev/null; '
-        f'for i in $(seq {STOP_GRACE_S * 10}); do kill -0 -- -"$pid" 2>/dev/null || exit 0; sleep 0.1; done; '
-        'kill -KILL -- -"$pid" 2>/dev/null; true'
-    ), "stopping the job")
+    run(
+        conn,
+        (
+            # Only the job's own group: a pid file that names no job (empty, 0, 1:
+            # kill -- -1 is every process), a finished run, or a pid that is now
+            # another program's (its start time differs from the one recorded).
+            f"cd {d} && pid=$(cat {RUN_PID}) && case $pid in ''|*[!0-9]*|0|1) echo \"the pid file holds no job's pid: $pid\" >&2; exit 1;; esac; "
+            f"[ -e {RUN_EXIT_CODE} ] && exit 0; {START_TIME_SH}; "
+            f'[ ! -e {RUN_PID_START} ] || [ "$(trainbox_start_time "$pid")" = "$(cat {RUN_PID_START})" ] || exit 0; '
+            f'touch {RUN_STOPPED} && kill -TERM -- -"$pid" 2>/dev/null; '
+            f'for i in $(seq {STOP_GRACE_S * 10}); do kill -0 -- -"$pid" 2>/dev/null || exit 0; sleep 0.1; done; '
+            'kill -KILL -- -"$pid" 2>/dev/null; true'
+        ),
+        "stopping the job",
+    )
     return job_state(conn, run_dir)
 
 
@@ -208,9 +239,16 @@ class BoxGoingDown(EOFError):
 WAITING = "box interrupted; waiting for it to come back; Ctrl-C detaches"
 
 
-def follow(connect: Callable[[], object], run_dir: str, out: BinaryIO = sys.stdout.buffer, offset: int = 0,
-           say: Callable[[str], None] = lambda s: None, reconnect_for: float | None = 300.0,
-           on_tick: Callable[[object], None] | None = None, tty: bool = False) -> tuple[int, object]:
+def follow(
+    connect: Callable[[], object],
+    run_dir: str,
+    out: BinaryIO = sys.stdout.buffer,
+    offset: int = 0,
+    say: Callable[[str], None] = lambda s: None,
+    reconnect_for: float | None = 300.0,
+    on_tick: Callable[[object], None] | None = None,
+    tty: bool = False,
+) -> tuple[int, object]:
     """Stream the log from offset until the job ends, riding through a dropped link and an
     interrupted box.
 
@@ -281,8 +319,10 @@ def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick
             return offset, conn
         except lost as e:
             if isinstance(e, BoxGoingDown):
-                say("the box is shutting down under the run (a spot stop, `provision stop` or the guard): "
-                    "the box resumes the run when it is back")
+                say(
+                    "the box is shutting down under the run (a spot stop, `provision stop` or the guard): "
+                    "the box resumes the run when it is back"
+                )
             conn = _reattach(connect, conn, e, say, reconnect_for)
             pending_rounds = 0
 
@@ -302,8 +342,10 @@ def _reattach(connect: Callable[[], object], old, why: Exception, say: Callable[
             conn = connect()
         except RemoteError as e:
             if wait_for is not None and time.monotonic() - since > wait_for:
-                raise RemoteError(f"lost the connection to the box ({e.what})",
-                                  "the job keeps running on it: `remote logs RUN --follow` reattaches") from e
+                raise RemoteError(
+                    f"lost the connection to the box ({e.what})",
+                    "the job keeps running on it: `remote logs RUN --follow` reattaches",
+                ) from e
             if not waiting:
                 say(WAITING)
                 waiting = True

@@ -21,6 +21,7 @@ Why ~350 lines: Kaggle's side of one protocol (the credential, the RPC, the
 redirect refused, the laptop's own download and cache when there is no
 redirect, the push) reads as one story; the box's half is box/fetch.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -123,11 +124,15 @@ def find_credential(env: Mapping[str, str] | None = None, home: Path | None = No
             data = json.loads(path.read_text())
             return Credential("Basic", str(data["key"]), str(data["username"]), str(path))
         except (OSError, ValueError, KeyError, TypeError):
-            raise UsageError(f"{path} is not a Kaggle API key file (expected {{\"username\": ..., \"key\": ...}})",
-                             f"download a new one from {SETTINGS} (\"Create Legacy API Key\")") from None
-    raise UsageError(f"no Kaggle credentials on this laptop (looked in {', '.join(looked)})",
-                     f"make a token on {SETTINGS} (\"Generate New Token\") and save it in {home / '.kaggle' / 'access_token'} "
-                     "or export KAGGLE_API_TOKEN; it stays on this laptop")
+            raise UsageError(
+                f'{path} is not a Kaggle API key file (expected {{"username": ..., "key": ...}})',
+                f'download a new one from {SETTINGS} ("Create Legacy API Key")',
+            ) from None
+    raise UsageError(
+        f"no Kaggle credentials on this laptop (looked in {', '.join(looked)})",
+        f'make a token on {SETTINGS} ("Generate New Token") and save it in {home / ".kaggle" / "access_token"} '
+        "or export KAGGLE_API_TOKEN; it stays on this laptop",
+    )
 
 
 # ---------------------------------------------------------------- the request
@@ -162,7 +167,10 @@ def rpc(source: KaggleSource) -> tuple[str, dict]:
             body["fileName"] = source.file
         return "datasets.DatasetApiService/DownloadDataset", body
     if source.file:
-        return "competitions.CompetitionApiService/DownloadDataFile", {"competitionName": source.name, "fileName": source.file}
+        return "competitions.CompetitionApiService/DownloadDataFile", {
+            "competitionName": source.name,
+            "fileName": source.file,
+        }
     return "competitions.CompetitionApiService/DownloadDataFiles", {"competitionName": source.name}
 
 
@@ -184,8 +192,17 @@ def request_download(source: KaggleSource, cred: Credential, api: str | None = N
     """
     api = api or api_base()
     method, body = rpc(source)
-    req = urllib.request.Request(f"{api}/v1/{method}", data=json.dumps(body).encode(), method="POST", headers={
-        "Content-Type": "application/json", "Accept": "*/*", "User-Agent": "trainbox", "Authorization": cred.header()})
+    req = urllib.request.Request(
+        f"{api}/v1/{method}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "*/*",
+            "User-Agent": "trainbox",
+            "Authorization": cred.header(),
+        },
+    )
     opener = urllib.request.build_opener(_NoRedirect)
     try:
         resp = opener.open(req, timeout=TIMEOUT_S)
@@ -194,20 +211,25 @@ def request_download(source: KaggleSource, cred: Credential, api: str | None = N
             if 300 <= e.code < 400 and e.headers.get("Location"):
                 url = urllib.parse.urljoin(req.full_url, e.headers["Location"])
                 if any(s in url for s in cred.secrets()):
-                    raise UsageError(f"Kaggle's download link for {source} carries your credential; trainbox will not hand it to the box",
-                                     f"download it on the laptop (`kaggle {'datasets' if source.owner else 'competitions'} download ...`) "
-                                     "and pass the folder as --data") from None
+                    raise UsageError(
+                        f"Kaggle's download link for {source} carries your credential; trainbox will not hand it to the box",
+                        f"download it on the laptop (`kaggle {'datasets' if source.owner else 'competitions'} download ...`) "
+                        "and pass the folder as --data",
+                    ) from None
                 return Answer(url=url)
             raise _refused(source, cred, e.code, _kaggle_message(e.read())) from None
     except (urllib.error.URLError, OSError) as e:
         why = getattr(e, "reason", e)
-        raise CloudError(f"cannot reach Kaggle at {api} ({why})",
-                         f"check this laptop's network; {API_ENV} names another endpoint") from None
+        raise CloudError(
+            f"cannot reach Kaggle at {api} ({why})", f"check this laptop's network; {API_ENV} names another endpoint"
+        ) from None
     ctype = resp.headers.get("Content-Type", "")
     if "application/json" in ctype:
         with resp:
-            raise CloudError(f"Kaggle answered the download of {source} with no file{_kaggle_message(resp.read())}",
-                             "try again later; if it persists, `kaggle competitions download` shows what Kaggle says")
+            raise CloudError(
+                f"Kaggle answered the download of {source} with no file{_kaggle_message(resp.read())}",
+                "try again later; if it persists, `kaggle competitions download` shows what Kaggle says",
+            )
     length = resp.headers.get("Content-Length")
     return Answer(body=resp, size=int(length) if length and length.isdigit() else None)
 
@@ -215,15 +237,21 @@ def request_download(source: KaggleSource, cred: Credential, api: str | None = N
 def _refused(source: KaggleSource, cred: Credential, code: int, said: str) -> Exception:
     what = f"dataset {source.ref}" if source.owner else f"competition {source.name}"
     if code == 401:
-        return UsageError(f"Kaggle refused the credential from {cred.where} (401{said})",
-                          f"make a new token on {SETTINGS} and save it where trainbox looked")
+        return UsageError(
+            f"Kaggle refused the credential from {cred.where} (401{said})",
+            f"make a new token on {SETTINGS} and save it where trainbox looked",
+        )
     if code == 403 and not source.owner:
-        return UsageError(f"Kaggle refused the download of {source} (403{said}): the competition's rules are not "
-                          f"accepted for this account ({cred.username or cred.where})",
-                          f"accept them on https://www.kaggle.com/c/{source.name}/rules, then run this again")
+        return UsageError(
+            f"Kaggle refused the download of {source} (403{said}): the competition's rules are not "
+            f"accepted for this account ({cred.username or cred.where})",
+            f"accept them on https://www.kaggle.com/c/{source.name}/rules, then run this again",
+        )
     if code == 403:
-        return UsageError(f"Kaggle refused the download of {source} (403{said}): this account may not read {what}",
-                          f"open https://www.kaggle.com/datasets/{source.ref} signed in as that account")
+        return UsageError(
+            f"Kaggle refused the download of {source} (403{said}): this account may not read {what}",
+            f"open https://www.kaggle.com/datasets/{source.ref} signed in as that account",
+        )
     if code == 404:
         listing = f"kaggle {'datasets' if source.owner else 'competitions'} files {source.ref}"
         missing = f"{what} has no file {source.file}" if source.file else f"Kaggle has no {what}"
@@ -264,12 +292,16 @@ def download_here(answer: Answer, dest: Path, quiet: bool, say: Callable[[str], 
                     say(_progress_line(dest.name, got, answer.size, now - started))
     except (OSError, urllib.error.URLError) as e:
         partial.unlink(missing_ok=True)
-        raise CloudError(f"the download of {dest.name} from Kaggle broke off at {boxfetch.human(got)} ({e})",
-                         "run it again") from None
+        raise CloudError(
+            f"the download of {dest.name} from Kaggle broke off at {boxfetch.human(got)} ({e})", "run it again"
+        ) from None
     if answer.size is not None and got != answer.size:
         partial.unlink(missing_ok=True)
-        raise CloudError(f"the download of {dest.name} from Kaggle stopped at {boxfetch.human(got)} of "
-                         f"{boxfetch.human(answer.size)}", "run it again")
+        raise CloudError(
+            f"the download of {dest.name} from Kaggle stopped at {boxfetch.human(got)} of "
+            f"{boxfetch.human(answer.size)}",
+            "run it again",
+        )
     if not quiet:
         say(_progress_line(dest.name, got, answer.size, time.monotonic() - started) + ", done")
     os.replace(partial, dest)
@@ -288,7 +320,9 @@ def uplink_mbit() -> float:
     try:
         value = float(os.environ.get(UPLINK_ENV) or DEFAULT_UPLINK_MBIT)
     except ValueError:
-        raise UsageError(f"{UPLINK_ENV}={os.environ[UPLINK_ENV]!r} is not a number", "give your uplink in Mbit/s, e.g. 20") from None
+        raise UsageError(
+            f"{UPLINK_ENV}={os.environ[UPLINK_ENV]!r} is not a number", "give your uplink in Mbit/s, e.g. 20"
+        ) from None
     return value if value > 0 else DEFAULT_UPLINK_MBIT
 
 
@@ -309,18 +343,35 @@ def _box_has(conn, workdir: str, key: str) -> bool:
     from .fetch import data_root
 
     d = shlex.quote(f"{data_root(workdir)}/{key}")
-    return run(conn, f"[ -e {d}/{boxfetch.ENTRY} ] && echo yes; true", "reading the box's dataset cache").strip() == "yes"
+    return (
+        run(conn, f"[ -e {d}/{boxfetch.ENTRY} ] && echo yes; true", "reading the box's dataset cache").strip() == "yes"
+    )
 
 
-def fetch_kaggle(conn, source: KaggleSource, workdir: str, python: str, code_dir: str, quiet: bool = False,
-                 say: Callable[[str], None] = lambda s: None, env: Mapping[str, str] | None = None):
+def fetch_kaggle(
+    conn,
+    source: KaggleSource,
+    workdir: str,
+    python: str,
+    code_dir: str,
+    quiet: bool = False,
+    say: Callable[[str], None] = lambda s: None,
+    env: Mapping[str, str] | None = None,
+):
     """Have source on the box (fetch.Fetched): already cached, fetched by the box from a signed URL,
     or downloaded here and pushed."""
     from . import fetch
 
     plan = fetch._base_plan("url", workdir, python, code_dir, quiet)
-    plan.update(key=source.key, source=str(source), url=None, sha256=None, kind=archive_kind(source.archive_name),
-                name=source.archive_name, expand_inner=True)
+    plan.update(
+        key=source.key,
+        source=str(source),
+        url=None,
+        sha256=None,
+        kind=archive_kind(source.archive_name),
+        name=source.archive_name,
+        expand_inner=True,
+    )
     if _box_has(conn, workdir, source.key):
         return fetch._fetched(fetch.run_box(conn, python, plan, say))
     here = local_copy(source)
@@ -328,7 +379,9 @@ def fetch_kaggle(conn, source: KaggleSource, workdir: str, python: str, code_dir
         cred = find_credential(env)
         answer = request_download(source, cred, api_base(env))
         if answer.url is not None:
-            say(f"{source}: Kaggle handed out a signed download link; the box downloads it (your credential stays here)")
+            say(
+                f"{source}: Kaggle handed out a signed download link; the box downloads it (your credential stays here)"
+            )
             plan["url"] = answer.url
             return fetch._fetched(fetch.run_box(conn, python, plan, say), urls=1)
         say(f"{source}: Kaggle sent the file itself, with no link the box could use: downloading it to this laptop")
@@ -337,14 +390,18 @@ def fetch_kaggle(conn, source: KaggleSource, workdir: str, python: str, code_dir
         say(f"{source}: using this laptop's copy {here}")
     size = here.stat().st_size
     rate = uplink_mbit()
-    say(f"{source} came to this laptop ({boxfetch.human(size)} in {here.parent}); pushing it to the box takes about "
-        f"{duration(size * 8 / (rate * 1e6))} at {rate:g} Mbit/s ({UPLINK_ENV} sets your uplink)")
+    say(
+        f"{source} came to this laptop ({boxfetch.human(size)} in {here.parent}); pushing it to the box takes about "
+        f"{duration(size * 8 / (rate * 1e6))} at {rate:g} Mbit/s ({UPLINK_ENV} sets your uplink)"
+    )
     incoming = f"{fetch.data_root(workdir)}/{boxfetch.INCOMING}/{source.key}"
     started = time.monotonic()
     pushed = sync.push(conn, here.parent, incoming)
     took = time.monotonic() - started
-    say(f"{source}: pushed {boxfetch.human(pushed.send_bytes)} in {duration(took)}"
-        + (f" ({boxfetch.human(pushed.send_bytes / took)}/s)" if pushed.send_bytes and took > 0 else ""))
+    say(
+        f"{source}: pushed {boxfetch.human(pushed.send_bytes)} in {duration(took)}"
+        + (f" ({boxfetch.human(pushed.send_bytes / took)}/s)" if pushed.send_bytes and took > 0 else "")
+    )
     plan["archive"] = f"{incoming}/{source.archive_name}"
     got = fetch._fetched(fetch.run_box(conn, python, plan, say))
     got.how = "pushed from this laptop"

@@ -10,6 +10,7 @@ are raised, the CLI (remote/cli.py) prints and exits. Over 300 lines: the
 whole life of a run (push, environment, data, start, resume, follow, collect)
 is one story, told here in order.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,10 +63,15 @@ class RunSpec:
         return path_key(self.code)
 
     def record_fields(self) -> dict:
-        return {"kind": self.kind, "data": self.data, "command": list(self.command),
-                "code": None if self.package else str(self.code),
-                "requirements": str(self.requirements) if self.requirements else None, "out": self.out,
-                "backend": self.backend}
+        return {
+            "kind": self.kind,
+            "data": self.data,
+            "command": list(self.command),
+            "code": None if self.package else str(self.code),
+            "requirements": str(self.requirements) if self.requirements else None,
+            "out": self.out,
+            "backend": self.backend,
+        }
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,15 @@ def spec_from_record(rec: records.RunRecord, exclude: tuple[Path, ...] = ()) -> 
     """How a recorded `remote run` was started, or None when the record does not say."""
     if rec.command is None or rec.code is None:
         return None
-    return RunSpec(code=Path(rec.code), command=tuple(rec.command), data=rec.data,
-                   requirements=Path(rec.requirements) if rec.requirements else None, out=rec.out, exclude=exclude,
-                   backend=rec.backend)
+    return RunSpec(
+        code=Path(rec.code),
+        command=tuple(rec.command),
+        data=rec.data,
+        requirements=Path(rec.requirements) if rec.requirements else None,
+        out=rec.out,
+        exclude=exclude,
+        backend=rec.backend,
+    )
 
 
 def notebook_place(rec: records.RunRecord | None, workdir: str) -> tuple[str | None, str | None]:
@@ -116,16 +128,19 @@ def human(n: float) -> str:
 # ---------------------------------------------------------------- pushing
 
 
-def push_dir(conn, local: Path, remote_dir: str, what: str, say: Say, progress=None,
-             scan: dict | None = None, skip=None) -> sync.Plan:
+def push_dir(
+    conn, local: Path, remote_dir: str, what: str, say: Say, progress=None, scan: dict | None = None, skip=None
+) -> sync.Plan:
     started = time.monotonic()
     plan = sync.push(conn, local, remote_dir, progress(f"push {what}") if progress else None, local=scan, skip=skip)
     if plan.noop:
         say(f"{what}: up to date on the box ({plan.files} files, nothing sent)")
     else:
         took = time.monotonic() - started
-        say(f"{what}: sent {len(plan.send)} of {plan.files} files ({human(plan.send_bytes)}) in {took:.1f}s"
-            + (f", deleted {len(plan.delete)}" if plan.delete else ""))
+        say(
+            f"{what}: sent {len(plan.send)} of {plan.files} files ({human(plan.send_bytes)}) in {took:.1f}s"
+            + (f", deleted {len(plan.delete)}" if plan.delete else "")
+        )
     return plan
 
 
@@ -139,20 +154,25 @@ def scan_project(spec: RunSpec, confirm: Callable[[str], bool]) -> tuple[dict, C
     size = sum(e.size for e in scan.values())
     if size > PROJECT_LIMIT_BYTES:
         biggest = sorted(scan, key=lambda p: scan[p].size, reverse=True)[:3]
-        question = (f"the project {spec.code} is {human(size)} in {len(scan)} files (biggest: {', '.join(biggest)}); "
-                    f"push it all?")
+        question = (
+            f"the project {spec.code} is {human(size)} in {len(scan)} files (biggest: {', '.join(biggest)}); "
+            f"push it all?"
+        )
         if not confirm(question):
-            raise UsageError(f"the project {spec.code} is {human(size)} of code (over {human(PROJECT_LIMIT_BYTES)}): "
-                             "data belongs in --data",
-                             "pass --data DIR for the data, list what is not code in .trainboxignore, or push it anyway with --yes")
+            raise UsageError(
+                f"the project {spec.code} is {human(size)} of code (over {human(PROJECT_LIMIT_BYTES)}): "
+                "data belongs in --data",
+                "pass --data DIR for the data, list what is not code in .trainboxignore, or push it anyway with --yes",
+            )
     return scan, skip
 
 
 # ---------------------------------------------------------------- the environment
 
 
-def run_interpreter(conn, target: Target, layout: BoxLayout, spec: RunSpec, requirements_on_box: str | None,
-               say: Say) -> tuple[str, str | None]:
+def run_interpreter(
+    conn, target: Target, layout: BoxLayout, spec: RunSpec, requirements_on_box: str | None, say: Say
+) -> tuple[str, str | None]:
     """The interpreter the run uses and, for an environment trainbox built, its link.
 
     ``--python`` (or the box's state) wins, as it is; otherwise trainbox's
@@ -165,16 +185,27 @@ def run_interpreter(conn, target: Target, layout: BoxLayout, spec: RunSpec, requ
         if spec.requirements:
             say(f"--python {target.python}: {spec.requirements} is not installed (that interpreter is used as it is)")
         jax = spec.backend == "jax"
-        if conn.run(f"{shlex.quote(target.python)} -c {shlex.quote(JAX_CHECK if jax else TF_CHECK)}", hide=True, warn=True).exited != 0:
-            raise RemoteError(f"no Python with TensorFlow{', JAX' if jax else ''} and Keras on {target.label} (tried {target.python})",
-                              f"run `remote setup{' --backend jax' if jax else ''}` to install trainbox's environment, or pass --python")
+        if (
+            conn.run(
+                f"{shlex.quote(target.python)} -c {shlex.quote(JAX_CHECK if jax else TF_CHECK)}", hide=True, warn=True
+            ).exited
+            != 0
+        ):
+            raise RemoteError(
+                f"no Python with TensorFlow{', JAX' if jax else ''} and Keras on {target.label} (tried {target.python})",
+                f"run `remote setup{' --backend jax' if jax else ''}` to install trainbox's environment, or pass --python",
+            )
         return target.python, None
     opts = setup.SetupOptions.from_env(backend=spec.backend)
     key = None
     if spec.requirements:
         key = spec.key
-        opts = dataclasses.replace(opts, env_name=env_name(key, spec.backend), project_requirements=requirements_on_box,
-                                   requirements_digest=setup.requirements_digest(spec.requirements))
+        opts = dataclasses.replace(
+            opts,
+            env_name=env_name(key, spec.backend),
+            project_requirements=requirements_on_box,
+            requirements_digest=setup.requirements_digest(spec.requirements),
+        )
     return setup.ensure(conn, layout.workdir, opts, say), layout.with_env(key, spec.backend).env_link
 
 
@@ -198,9 +229,20 @@ def _requirements_on_box(conn, spec: RunSpec, layout: BoxLayout, project_dir: st
 # ---------------------------------------------------------------- starting
 
 
-def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: bool = False, progress=None,
-          confirm: Callable[[str], bool] = lambda q: False, seed: Path | None = None,
-          node: tuple[int, int, str] | None = None, ready: Callable[[], object] | None = None) -> int:
+def start(
+    conn,
+    target: Target,
+    spec: RunSpec,
+    run_id: str,
+    say: Say,
+    *,
+    quiet: bool = False,
+    progress=None,
+    confirm: Callable[[str], bool] = lambda q: False,
+    seed: Path | None = None,
+    node: tuple[int, int, str] | None = None,
+    ready: Callable[[], object] | None = None,
+) -> int:
     """Push the code, make the environment ready, bring the data, start the run detached.
 
     ``seed``: a local copy of the run's results to continue from (resuming on a
@@ -221,7 +263,9 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
     else:
         project_dir = layout.project(spec.key)
         push_dir(conn, spec.code, project_dir, "code", say, progress, scan, skip)
-    python, env_link = run_interpreter(conn, target, layout, spec, _requirements_on_box(conn, spec, layout, project_dir, scan), say)
+    python, env_link = run_interpreter(
+        conn, target, layout, spec, _requirements_on_box(conn, spec, layout, project_dir, scan), say
+    )
 
     source = datasource.parse(spec.data) if spec.data else None
     if isinstance(source, datasource.LocalSource):
@@ -230,8 +274,10 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
     elif source is not None:
         got = fetch.fetch(conn, source, layout.workdir, python, layout.code, quiet=quiet, say=say)
         data_dir = got.path
-        say(f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
-            f"({got.files} files, {human(got.bytes)}) in {data_dir}")
+        say(
+            f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
+            f"({got.files} files, {human(got.bytes)}) in {data_dir}"
+        )
     elif spec.synth:
         data_dir = layout.data("synthetic")
         _synthesize(conn, python, project_dir, spec.synth, data_dir, say)
@@ -243,18 +289,43 @@ def start(conn, target: Target, spec: RunSpec, run_id: str, say: Say, *, quiet: 
     if seed is not None:
         out = shlex.quote(spec.out)
         home_only = lambda rel, is_dir: rel == results.PULLED  # noqa: E731 (the pulls' own record stays home)
-        push_dir(conn, seed, f"{run_dir}/{spec.out}", "the run's local copy", say, progress,
-                 sync.scan_local(seed, home_only), home_only)
+        push_dir(
+            conn,
+            seed,
+            f"{run_dir}/{spec.out}",
+            "the run's local copy",
+            say,
+            progress,
+            sync.scan_local(seed, home_only),
+            home_only,
+        )
         # The local layout back into the box's: train.log is the run's log, and
         # the count of starts goes on.
-        offset = int(run(conn, f"cd {shlex.quote(run_dir)} && rm -f {out}/{sync.MARKER} {out}/exit_code {out}/run.sh && "
-                               f"if [ -e {out}/train.log ]; then mv {out}/train.log log; fi && "
-                               f"if [ -e {out}/resumed ]; then mv {out}/resumed resumed; else echo 0 > resumed; fi && "
-                               "touch log && stat -c %s log",
-                         "restoring the run's log").strip().splitlines()[-1])
-    script = job.render_script(layout, run_id, project_dir, list(spec.command), python=python, env_link=env_link,
-                               data_dir=data_dir, out=spec.out, resume_hint=f"remote {spec.kind} --resume",
-                               backend=spec.backend, **(dict(zip(("node", "nodes", "coordinator"), node)) if node else {}))
+        offset = int(
+            run(
+                conn,
+                f"cd {shlex.quote(run_dir)} && rm -f {out}/{sync.MARKER} {out}/exit_code {out}/run.sh && "
+                f"if [ -e {out}/train.log ]; then mv {out}/train.log log; fi && "
+                f"if [ -e {out}/resumed ]; then mv {out}/resumed resumed; else echo 0 > resumed; fi && "
+                "touch log && stat -c %s log",
+                "restoring the run's log",
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+    script = job.render_script(
+        layout,
+        run_id,
+        project_dir,
+        list(spec.command),
+        python=python,
+        env_link=env_link,
+        data_dir=data_dir,
+        out=spec.out,
+        resume_hint=f"remote {spec.kind} --resume",
+        backend=spec.backend,
+        **(dict(zip(("node", "nodes", "coordinator"), node)) if node else {}),
+    )
     if ready is not None:
         ready()
     job.start(conn, run_dir, script)
@@ -282,16 +353,31 @@ def _each(targets: list[Target], work: Callable[[int, Target], object]) -> list:
     return [f.result() for f in futures]
 
 
-def start_nodes(connect: Callable[[Target], object], targets: list[Target], spec: RunSpec, run_id: str, say: Say, *,
-                quiet: bool = True, confirm: Callable[[str], bool] = lambda q: False) -> None:
+def start_nodes(
+    connect: Callable[[Target], object],
+    targets: list[Target],
+    spec: RunSpec,
+    run_id: str,
+    say: Say,
+    *,
+    quiet: bool = True,
+    confirm: Callable[[str], bool] = lambda q: False,
+) -> None:
     """A multi-node run: the code, the environment and the data brought to every
     node in parallel, then one job per node, told its place (TRAINBOX_NODE...)
     and node 0's address inside the box's network (its private one; else
     its host) with a port free there as the coordinator's."""
     conn0 = connect(targets[0])
     try:
-        port = run(conn0, f"{shlex.quote(targets[0].python or 'python3')} -c {shlex.quote(FREE_PORT)}",
-                   "finding a free port on node 0").strip().splitlines()[-1]
+        port = (
+            run(
+                conn0,
+                f"{shlex.quote(targets[0].python or 'python3')} -c {shlex.quote(FREE_PORT)}",
+                "finding a free port on node 0",
+            )
+            .strip()
+            .splitlines()[-1]
+        )
     finally:
         conn0.close()
     coordinator = f"{targets[0].private_address or targets[0].host}:{int(port)}"
@@ -304,8 +390,17 @@ def start_nodes(connect: Callable[[Target], object], targets: list[Target], spec
     def one(i: int, target: Target) -> None:
         conn = connect(target)
         try:
-            start(conn, target, spec, run_id, lambda line: say(f"node {i}: {line}"), quiet=quiet, confirm=confirm,
-                  node=(i, len(targets), coordinator), ready=gate.wait)
+            start(
+                conn,
+                target,
+                spec,
+                run_id,
+                lambda line: say(f"node {i}: {line}"),
+                quiet=quiet,
+                confirm=confirm,
+                node=(i, len(targets), coordinator),
+                ready=gate.wait,
+            )
         except BaseException:
             gate.abort()
             raise
@@ -315,7 +410,9 @@ def start_nodes(connect: Callable[[Target], object], targets: list[Target], spec
     _each(targets, one)
 
 
-def restart_nodes(connect: Callable[[Target], object], targets: list[Target], run_id: str, say: Say, flags: str = "") -> int:
+def restart_nodes(
+    connect: Callable[[Target], object], targets: list[Target], run_id: str, say: Say, flags: str = ""
+) -> int:
     """Every node of a stopped or failed multi-node run starts its run.sh again; node 0's log offset."""
     gate = threading.Barrier(len(targets))  # every node checked before any restarts
 
@@ -325,13 +422,20 @@ def restart_nodes(connect: Callable[[Target], object], targets: list[Target], ru
             run_dir = BoxLayout(target.workdir).run(run_id)
             st = job.job_state(conn, run_dir)
             if st is None:
-                raise RemoteError(f"run {run_id} is not on node {i} ({target.label}) any more",
-                                  "a multi-node run resumes on the nodes it ran on; start a new one with `remote train`")
+                raise RemoteError(
+                    f"run {run_id} is not on node {i} ({target.label}) any more",
+                    "a multi-node run resumes on the nodes it ran on; start a new one with `remote train`",
+                )
             if st.running:
-                raise UsageError(f"run {run_id} is still running on node {i}", f"follow it with `remote logs {run_id} --follow{flags}`")
+                raise UsageError(
+                    f"run {run_id} is still running on node {i}",
+                    f"follow it with `remote logs {run_id} --follow{flags}`",
+                )
             if i == 0 and st.exit_code == 0:  # the run's outcome is node 0's
-                raise UsageError(f"run {run_id} succeeded: there is nothing to resume",
-                                 "start a new run with `remote train` (`remote runs` shows how this one was started)")
+                raise UsageError(
+                    f"run {run_id} succeeded: there is nothing to resume",
+                    "start a new run with `remote train` (`remote runs` shows how this one was started)",
+                )
             gate.wait()
             return job.restart(conn, run_dir)
         except BaseException:
@@ -345,6 +449,7 @@ def restart_nodes(connect: Callable[[Target], object], targets: list[Target], ru
 
 def stop_nodes(connect: Callable[[Target], object], targets: list[Target], run_id: str) -> list[job.JobState | None]:
     """Stop a multi-node run's job on every node at once; each node's state after (None: not there)."""
+
     def one(i: int, target: Target) -> job.JobState | None:
         conn = connect(target)
         try:
@@ -362,8 +467,11 @@ def _synthesize(conn, python: str, project_dir: str, synth: tuple[str, ...], dat
         return
     say(f"generating a data set on the box ({' '.join(synth)})")
     argv = " ".join(shlex.quote(a) for a in (python, *synth, data_dir))
-    run(conn, f"rm -rf {d} && cd {shlex.quote(project_dir)} && PYTHONPATH={shlex.quote(project_dir)} {argv} && date > {mark}",
-        "generating the data set on the box")
+    run(
+        conn,
+        f"rm -rf {d} && cd {shlex.quote(project_dir)} && PYTHONPATH={shlex.quote(project_dir)} {argv} && date > {mark}",
+        "generating the data set on the box",
+    )
 
 
 # ---------------------------------------------------------------- resuming
@@ -372,7 +480,9 @@ def _synthesize(conn, python: str, project_dir: str, synth: tuple[str, ...], dat
 def new_run_command(rec: records.RunRecord) -> str:
     """The command that starts a new run as rec was started."""
     if rec.kind == "train":
-        model_args = list(rec.command[4:]) if rec.command and rec.command[:1] == ["bash"] else list(rec.train_args or [])
+        model_args = (
+            list(rec.command[4:]) if rec.command and rec.command[:1] == ["bash"] else list(rec.train_args or [])
+        )
         data = f" --data {shlex.quote(rec.data)}" if rec.data else ""
         return f"remote train {shlex.join(model_args)}{data}".rstrip()
     return f"remote run -- {shlex.join(rec.command or ['COMMAND'])}"
@@ -392,12 +502,23 @@ def refuse_if_succeeded(rec: records.RunRecord, exit_code: int | None) -> None:
     """--resume continues a run that failed or was stopped: one that succeeded
     is over (resuming it would train again over its results)."""
     if exit_code == 0:
-        raise UsageError(f"run {rec.run_id} succeeded: there is nothing to resume (its results: {rec.local_dir})",
-                         f"start a new run with `{new_run_command(rec)}`")
+        raise UsageError(
+            f"run {rec.run_id} succeeded: there is nothing to resume (its results: {rec.local_dir})",
+            f"start a new run with `{new_run_command(rec)}`",
+        )
 
 
-def resume(conn, target: Target, rec: records.RunRecord, spec: RunSpec | None, say: Say, *, flags: str = "",
-           quiet: bool = False, progress=None) -> tuple[int, str]:
+def resume(
+    conn,
+    target: Target,
+    rec: records.RunRecord,
+    spec: RunSpec | None,
+    say: Say,
+    *,
+    flags: str = "",
+    quiet: bool = False,
+    progress=None,
+) -> tuple[int, str]:
     """Start a stopped or killed run again, in its run dir on target: there if
     the box has it, else rebuilt from its local copy (``spec`` is how it was
     started). The same command runs again with TRAINBOX_RESUMED one higher;
@@ -405,7 +526,9 @@ def resume(conn, target: Target, rec: records.RunRecord, spec: RunSpec | None, s
     run_dir = BoxLayout(target.workdir).run(rec.run_id)
     st = job.job_state(conn, run_dir)
     if st is not None and st.running:
-        raise UsageError(f"run {rec.run_id} is still running", f"follow it with `remote logs {rec.run_id} --follow{flags}`")
+        raise UsageError(
+            f"run {rec.run_id} is still running", f"follow it with `remote logs {rec.run_id} --follow{flags}`"
+        )
     refuse_if_succeeded(rec, st.exit_code if st is not None else local_exit_code(rec))
     if st is not None:
         return job.restart(conn, run_dir), f"it had {st.label}"
@@ -424,9 +547,17 @@ def resume(conn, target: Target, rec: records.RunRecord, spec: RunSpec | None, s
 # ---------------------------------------------------------------- following and collecting
 
 
-def follow_and_collect(connect: Callable[[], object], target: Target, rec: records.RunRecord, say: Say, *,
-                       offset: int = 0, pull_every: float | None = None, reconnect_for: float | None = 300.0,
-                       tty: bool = False) -> Outcome:
+def follow_and_collect(
+    connect: Callable[[], object],
+    target: Target,
+    rec: records.RunRecord,
+    say: Say,
+    *,
+    offset: int = 0,
+    pull_every: float | None = None,
+    reconnect_for: float | None = 300.0,
+    tty: bool = False,
+) -> Outcome:
     """Stream the run's log until it ends (pulling ``checkpoints/`` every
     pull_every seconds on the way), then pull everything and record it.
     A box that goes away is waited for up to reconnect_for seconds (None: until
@@ -445,8 +576,9 @@ def follow_and_collect(connect: Callable[[], object], target: Target, rec: recor
                 pass  # nothing yet; the final pull takes everything
 
     try:
-        _, conn = job.follow(connect, run_dir, offset=offset, say=say, on_tick=pull_checkpoints, reconnect_for=reconnect_for,
-                             tty=tty)
+        _, conn = job.follow(
+            connect, run_dir, offset=offset, say=say, on_tick=pull_checkpoints, reconnect_for=reconnect_for, tty=tty
+        )
     except KeyboardInterrupt:
         return Outcome(rec.run_id, local_dir, None, False, 0, "", detached=True)
     try:

@@ -5,6 +5,7 @@ again, on its box or another one).
 One JSON file per run under TRAINBOX_HOME/runs. ``provision down`` reads them
 to pull what is not home yet (remote/results.py, pull_unfetched).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,15 @@ class RunRecord:
 
 
 def node_of(t: Target) -> dict:
-    return {"host": t.host, "port": t.port, "user": t.user, "identity": t.identity, "workdir": t.workdir, "box": t.box,
-            "private_address": t.private_address}
+    return {
+        "host": t.host,
+        "port": t.port,
+        "user": t.user,
+        "identity": t.identity,
+        "workdir": t.workdir,
+        "box": t.box,
+        "private_address": t.private_address,
+    }
 
 
 def node_target(d: dict) -> Target:
@@ -76,8 +84,15 @@ def node_target(d: dict) -> Target:
     checks.port(d["port"], "port")
     if d.get("private_address") is not None:
         checks.plain(d["private_address"], "private_address")
-    return Target(d["host"], d["port"], d["user"], d.get("identity"), d["workdir"], box=d.get("box"),
-                  private_address=d.get("private_address"))
+    return Target(
+        d["host"],
+        d["port"],
+        d["user"],
+        d.get("identity"),
+        d["workdir"],
+        box=d.get("box"),
+        private_address=d.get("private_address"),
+    )
 
 
 def _records_dir() -> Path:
@@ -105,8 +120,11 @@ def _read_record(f: Path) -> RunRecord:
         for key in ("host", "user", "workdir", "local_dir", "out"):
             checks.plain(getattr(rec, key), key)
         checks.port(rec.port, "port")
-        if rec.price_per_hour is not None and (isinstance(rec.price_per_hour, bool) or not isinstance(rec.price_per_hour, (int, float))
-                                               or not 0 <= rec.price_per_hour < float("inf")):
+        if rec.price_per_hour is not None and (
+            isinstance(rec.price_per_hour, bool)
+            or not isinstance(rec.price_per_hour, (int, float))
+            or not 0 <= rec.price_per_hour < float("inf")
+        ):
             raise ValueError(f"price_per_hour holds {rec.price_per_hour!r}")
         if rec.last_seen is not None:
             checks.plain(rec.last_seen, "last_seen")
@@ -139,8 +157,18 @@ def latest(box: str | None = None) -> RunRecord | None:
 
 def new_record(run_id: str, target: Target, local_dir: Path, **how) -> RunRecord:
     """A record of a run just started on target; ``how``: the RunRecord fields of how it was started."""
-    rec = RunRecord(run_id, target.box, target.host, target.port, target.user, target.identity, target.workdir,
-                    str(local_dir.resolve()), time.time(), **how)
+    rec = RunRecord(
+        run_id,
+        target.box,
+        target.host,
+        target.port,
+        target.user,
+        target.identity,
+        target.workdir,
+        str(local_dir.resolve()),
+        time.time(),
+        **how,
+    )
     save_record(rec)
     return rec
 

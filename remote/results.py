@@ -13,6 +13,7 @@
 - ``pull_unfetched``: before a box is deleted, every run of it whose
   record (remote/records.py) says its results are not home is pulled.
 """
+
 from __future__ import annotations
 
 import os
@@ -167,7 +168,9 @@ def _read_pulled(local_dir: Path) -> dict[str, list[int]]:
         data = json.loads((local_dir / PULLED).read_text())
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, list)} if isinstance(data, dict) else {}
+    return (
+        {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, list)} if isinstance(data, dict) else {}
+    )
 
 
 def _write_pulled(local_dir: Path, pulled: dict[str, list[int]]) -> None:
@@ -183,9 +186,13 @@ def _on_box(conn, remote_run_dir: str, out: str) -> set[str] | None:
     from .connection import run
 
     d, o = shlex.quote(remote_run_dir), shlex.quote(out)
-    listing = run(conn, f"cd {d} 2>/dev/null && [ -d {o} ] && {{ find {o} -type f -print0; "
-                        f"for f in {' '.join(RUN_FILES)}; do [ -f \"$f\" ] && printf '%s\\0' \"$f\"; done; }}; "
-                        "echo; echo end", "listing the run's files")
+    listing = run(
+        conn,
+        f"cd {d} 2>/dev/null && [ -d {o} ] && {{ find {o} -type f -print0; "
+        f'for f in {" ".join(RUN_FILES)}; do [ -f "$f" ] && printf \'%s\\0\' "$f"; done; }}; '
+        "echo; echo end",
+        "listing the run's files",
+    )
     body, _, tail = listing.rstrip("\n").rpartition("\n")
     if tail != "end" or not body:
         return None
@@ -222,8 +229,11 @@ def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[st
     from .connection import run
     from .sync import FIND_PRINTF, Entry, parse_listing
 
-    listing = run(conn, f"cd {shlex.quote(remote_run_dir)} && find {shlex.quote(remote_sub)} -type f "
-                        f"{FIND_PRINTF} 2>/dev/null; true", "listing the run's files")
+    listing = run(
+        conn,
+        f"cd {shlex.quote(remote_run_dir)} && find {shlex.quote(remote_sub)} -type f {FIND_PRINTF} 2>/dev/null; true",
+        "listing the run's files",
+    )
     out = []
     for rel, theirs in parse_listing(listing):
         try:
@@ -258,8 +268,10 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
         target = resolve(box) if state.load(box) is not None else pending[0].target()
         conn = connect(target, timeout=30)
     except TrainboxError as e:
-        say(f"warning: could not reach box '{box}' to pull {len(pending)} run(s) ({e}); "
-            f"get them with `remote pull RUN{flag}` before it is gone: {', '.join(r.run_id for r in pending)}")
+        say(
+            f"warning: could not reach box '{box}' to pull {len(pending)} run(s) ({e}); "
+            f"get them with `remote pull RUN{flag}` before it is gone: {', '.join(r.run_id for r in pending)}"
+        )
         return [r.run_id for r in pending]
     left = []
     try:
@@ -269,8 +281,10 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
                 files = pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
                 st = job.job_state(conn, run_dir)
             except TrainboxError as e:
-                say(f"warning: run {rec.run_id} was not brought home ({e}); "
-                    f"get it with `remote pull {rec.run_id}{flag}` (or `remote ... --start`)")
+                say(
+                    f"warning: run {rec.run_id} was not brought home ({e}); "
+                    f"get it with `remote pull {rec.run_id}{flag}` (or `remote ... --start`)"
+                )
                 left.append(rec.run_id)
                 continue
             rec.pulled = True

@@ -15,6 +15,7 @@ told this laptop; ``remote status RUN`` asks the box again.
   known, e.g. ``--host``) × its nodes. It is the run's share: the box bills
   for every hour it is up, runs or not (``python -m provision state``).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,26 @@ from .compare import RunCurves
 from .records import RunRecord
 from .results import LOCAL_LOG
 
-FIELDS = ("run", "box", "net", "backend", "epochs_done", "epochs_asked", "best_val_accuracy", "best_epoch",
-          "duration_s", "price_per_hour", "nodes", "cost", "state", "exit_code", "resumed", "interrupted", "home", "local_dir")
+FIELDS = (
+    "run",
+    "box",
+    "net",
+    "backend",
+    "epochs_done",
+    "epochs_asked",
+    "best_val_accuracy",
+    "best_epoch",
+    "duration_s",
+    "price_per_hour",
+    "nodes",
+    "cost",
+    "state",
+    "exit_code",
+    "resumed",
+    "interrupted",
+    "home",
+    "local_dir",
+)
 DEFAULT_BACKEND = "tensorflow"
 
 
@@ -53,7 +72,9 @@ class RunRow:
     state: str  # running, finished, failed, stopped, interrupted
     exit_code: int | None
     resumed: int  # times it was started again (after a stop, a kill or an interruption)
-    interrupted: str  # the box's own interruptions as of the last pull (remote/interruptions.py): "-" or "1, resumed 12:04:10"
+    interrupted: (
+        str  # the box's own interruptions as of the last pull (remote/interruptions.py): "-" or "1, resumed 12:04:10"
+    )
     home: bool
     local_dir: str
 
@@ -118,7 +139,9 @@ def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None =
     state = _state(rec, exit_code)
 
     done = max((len(v) for v in curves.history.values() if isinstance(v, list)), default=None)
-    asked = config.get("epochs") if isinstance(config.get("epochs"), int) else _epochs_flag(rec.command or rec.train_args)
+    asked = (
+        config.get("epochs") if isinstance(config.get("epochs"), int) else _epochs_flag(rec.command or rec.train_args)
+    )
     best = curves.best("val_accuracy")
     net = config.get("net") if isinstance(config.get("net"), str) else ("cnn" if rec.kind == "train" else None)
     backend = run_info.get("backend") or config.get("backend") or rec.backend or DEFAULT_BACKEND
@@ -135,12 +158,24 @@ def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None =
     price = price_per_hour if price_per_hour is not None else rec.price_per_hour
     cost = price * duration / 3600.0 * nodes if price is not None and duration is not None else None
     return RunRow(
-        run=rec.run_id, box=rec.box or f"{rec.user}@{rec.host}:{rec.port}", net=net, backend=str(backend),
-        epochs_done=done, epochs_asked=asked, best_val_accuracy=best[0] if best else None, best_epoch=best[1] if best else None,
-        duration_s=round(duration, 1) if duration is not None else None, price_per_hour=price, nodes=nodes,
-        cost=round(cost, 4) if cost is not None else None, state=state, exit_code=exit_code,
+        run=rec.run_id,
+        box=rec.box or f"{rec.user}@{rec.host}:{rec.port}",
+        net=net,
+        backend=str(backend),
+        epochs_done=done,
+        epochs_asked=asked,
+        best_val_accuracy=best[0] if best else None,
+        best_epoch=best[1] if best else None,
+        duration_s=round(duration, 1) if duration is not None else None,
+        price_per_hour=price,
+        nodes=nodes,
+        cost=round(cost, 4) if cost is not None else None,
+        state=state,
+        exit_code=exit_code,
         resumed=_int_file(local / names.RUN_RESUMED) or 0,
-        interrupted=interruptions.summary(interruptions.read_local(local)), home=rec.pulled, local_dir=rec.local_dir,
+        interrupted=interruptions.summary(interruptions.read_local(local)),
+        home=rec.pulled,
+        local_dir=rec.local_dir,
     )
 
 
@@ -160,8 +195,10 @@ def box_price(rec: RunRecord) -> float | None:
 def rows(recs: list[RunRecord], price_per_hour: float | None = None) -> list[RunRow]:
     """The rows, oldest first; price_per_hour (``--price``) overrides every run's."""
     now = time.time()
-    return [row(r, price_per_hour if price_per_hour is not None else box_price(r), now)
-            for r in sorted(recs, key=lambda r: r.created)]
+    return [
+        row(r, price_per_hour if price_per_hour is not None else box_price(r), now)
+        for r in sorted(recs, key=lambda r: r.created)
+    ]
 
 
 def duration_text(seconds: float | None) -> str:
@@ -177,12 +214,20 @@ def table(found: list[RunRow]) -> str:
     lines = [head]
     for r in found:
         net = f"{r.net or '-'}/{r.backend}"
-        epochs = f"{'-' if r.epochs_done is None else r.epochs_done}/{'-' if r.epochs_asked is None else r.epochs_asked}"
+        epochs = (
+            f"{'-' if r.epochs_done is None else r.epochs_done}/{'-' if r.epochs_asked is None else r.epochs_asked}"
+        )
         best = f"{r.best_val_accuracy:.4f}@{r.best_epoch}" if r.best_val_accuracy is not None else "-"
         cost = f"${r.cost:.2f}" if r.cost is not None else "-"
-        state = r.state + (f" (exit {r.exit_code})" if r.state == "failed" else "") + (f", resumed {r.resumed}x" if r.resumed else "")
+        state = (
+            r.state
+            + (f" (exit {r.exit_code})" if r.state == "failed" else "")
+            + (f", resumed {r.resumed}x" if r.resumed else "")
+        )
         if r.interrupted != "-":  # by the box itself: a spot stop, a stopped box, a power loss
             state += f"; box interrupted {r.interrupted}"
-        lines.append((r.run, r.box, net, epochs, best, duration_text(r.duration_s), cost, state, "yes" if r.home else "no"))
+        lines.append(
+            (r.run, r.box, net, epochs, best, duration_text(r.duration_s), cost, state, "yes" if r.home else "no")
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)

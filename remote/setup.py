@@ -18,6 +18,7 @@ it runs (templates/run.sh.j2), and the bootstrap removes a replaced env only
 when it can take that lock exclusively: no rebuild pulls an env from under a
 running job.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -118,7 +119,9 @@ class SetupOptions:
             elif name == "retries":
                 if not text.strip().isdigit() or int(text) < 1:
                     # pip tells why a download failed only when it retries: 0 would hide "no network".
-                    raise UsageError(f"{var}={text!r} is not a number of retries of 1 or more", f"set {var}=3, say, or unset it")
+                    raise UsageError(
+                        f"{var}={text!r} is not a number of retries of 1 or more", f"set {var}=3, say, or unset it"
+                    )
                 values[name] = int(text)
             else:
                 values[name] = text
@@ -250,7 +253,7 @@ class InstallProgress:
         if not line.startswith(INSTALLER_LINE):
             self.say(line)
             return
-        text = line[len(INSTALLER_LINE):].strip()
+        text = line[len(INSTALLER_LINE) :].strip()
         self.tail.add(text)
         if self.bar is None:
             from common import progress
@@ -294,8 +297,11 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     # One round trip: the script arrives on stdin, is stored (user-data runs the same file), then run.
     layout = BoxLayout(workdir, opts.env_name)
     p = shlex.quote(layout.bootstrap)
-    channel = exec_channel(conn, f'umask 077 && mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p} && '
-                                 f"{'TRAINBOX_FORCE=1 ' if force else ''}exec bash {p} </dev/null")
+    channel = exec_channel(
+        conn,
+        f'umask 077 && mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p} && '
+        f"{'TRAINBOX_FORCE=1 ' if force else ''}exec bash {p} </dev/null",
+    )
     channel.sendall(render_bootstrap(workdir, opts).encode())
     channel.shutdown_write()
     errors: list[str] = []
@@ -304,7 +310,7 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     def on_line(line: str) -> None:
         line = clean(redact_all(line, opts.index_url, *opts.find_links))
         if line.startswith("trainbox-setup: error: "):
-            errors.append(line[len("trainbox-setup: error: "):])
+            errors.append(line[len("trainbox-setup: error: ") :])
         else:
             shown.line(line)
 
@@ -319,8 +325,10 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
     if errors:
         raise RemoteError(errors[-1])
     what = EXIT_CODES.get(status, f"the bootstrap exited {status}")
-    raise RemoteError(f"setting up the box's environment failed ({what})",
-                      f"see ~/{layout.setup_log} on the box, then rerun `remote setup`")
+    raise RemoteError(
+        f"setting up the box's environment failed ({what})",
+        f"see ~/{layout.setup_log} on the box, then rerun `remote setup`",
+    )
 
 
 def ensure(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None]) -> str:

@@ -20,6 +20,7 @@ Why ~320 lines: the scan, the plan, the stream and the box-side shell of
 one protocol, kept together so each step's contract with the others reads on
 one page (the tar writer itself is tarstream.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,9 @@ END = ".trainbox-end"  # the stream's last entry: its presence proves nothing wa
 PENDING = ".trainbox-pending"
 OURS = {MARKER, DELETE_LIST, TOUCH_LIST, END, PENDING}
 CHUNK = 1 << 20
-BULK_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
-                "aes128-ctr,aes192-ctr,aes256-ctr")
+BULK_CIPHERS = (
+    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr"
+)
 OPENSSH_FROM = 16 << 20  # bytes to send from which the stream goes through the OpenSSH client
 
 
@@ -83,7 +85,9 @@ def parse_listing(text: str):
             try:
                 yield parse_listing_line(record)
             except ValueError:
-                raise RemoteError(f"the box's file listing has a record that is not path, size, time: {record[:80]!r}") from None
+                raise RemoteError(
+                    f"the box's file listing has a record that is not path, size, time: {record[:80]!r}"
+                ) from None
 
 
 @dataclass
@@ -140,8 +144,10 @@ def scan_local(root: Path, skip: Callable[[str, bool], bool] | None = None) -> d
                     stack.append((path, (*above, real)))
                 elif e.is_file(follow_symlinks=True) and not e.name.endswith(".pyc") and e.name not in OURS:
                     found[path] = Entry.of(e.stat())
-    for what, paths, fix in (("lead outside the data set", outside, "copy the files in, or remove the links"),
-                             ("loop back to a folder above them", loops, "remove the links")):
+    for what, paths, fix in (
+        ("lead outside the data set", outside, "copy the files in, or remove the links"),
+        ("loop back to a folder above them", loops, "remove the links"),
+    ):
         if paths:
             paths.sort()
             named = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
@@ -199,8 +205,12 @@ def parse_remote_scan(text: str) -> tuple[dict[str, Entry], bool]:
     return found, complete
 
 
-def make_plan(local: dict[str, Entry], remote: dict[str, Entry], complete: bool,
-              same_content: Callable[[list[str]], set[str]] = lambda paths: set()) -> Plan:
+def make_plan(
+    local: dict[str, Entry],
+    remote: dict[str, Entry],
+    complete: bool,
+    same_content: Callable[[list[str]], set[str]] = lambda paths: set(),
+) -> Plan:
     """What to send, delete and re-date. ``same_content(paths)`` says which of
     the size-equal, mtime-different paths hold the same bytes on both sides."""
     changed = [p for p, e in local.items() if remote.get(p) != e]
@@ -251,14 +261,15 @@ def apply_command(remote_dir: str, marker_text: str) -> str:
         f"if [ -e {DELETE_LIST} ]; then xargs -0 rm -f -- < {DELETE_LIST}; rm -f {DELETE_LIST}; fi; "
         # The touch list: NUL-separated pairs "mtime", "path".
         f"if [ -e {TOUCH_LIST} ]; then while IFS= read -r -d '' m && IFS= read -r -d '' p; "
-        f"do touch -m -d \"@$m\" -- \"$p\"; done < {TOUCH_LIST}; rm -f {TOUCH_LIST}; fi; "
+        f'do touch -m -d "@$m" -- "$p"; done < {TOUCH_LIST}; rm -f {TOUCH_LIST}; fi; '
         f"find . -mindepth 1 -type d -empty -delete; "
         f"printf %s {shlex.quote(marker_text)} > {MARKER}.tmp && mv {MARKER}.tmp {MARKER}"
     )
 
 
-def write_tar(root: Path, plan: Plan, local: dict[str, Entry], progress: Callable[[int], None] = lambda n: None,
-              **sink) -> int:
+def write_tar(
+    root: Path, plan: Plan, local: dict[str, Entry], progress: Callable[[int], None] = lambda n: None, **sink
+) -> int:
     """The push's tar stream out to ``send=`` or ``fd=`` (see TarWriter); its length."""
     tar = TarWriter(progress=progress, **sink)
     tar.add_bytes(PENDING, b"".join(p.encode(errors="surrogateescape") + b"\0" for p in plan.send))
@@ -267,7 +278,9 @@ def write_tar(root: Path, plan: Plan, local: dict[str, Entry], progress: Callabl
     if plan.delete:
         tar.add_bytes(DELETE_LIST, b"\0".join(p.encode(errors="surrogateescape") for p in plan.delete))
     if plan.touch:
-        tar.add_bytes(TOUCH_LIST, b"".join(f"{local[p].mtime}\0{p}\0".encode(errors="surrogateescape") for p in plan.touch))
+        tar.add_bytes(
+            TOUCH_LIST, b"".join(f"{local[p].mtime}\0{p}\0".encode(errors="surrogateescape") for p in plan.touch)
+        )
     tar.add_bytes(END, b"")
     tar.close()
     return tar.written
@@ -288,7 +301,13 @@ def openssh_argv(conn, command: str) -> list[str] | None:
     if os.environ.get("TRAINBOX_SSH_CLIENT") == "paramiko" or not ssh or len(keys) != 1:
         return None
     return openssh.argv(
-        ssh, conn.user, conn.host, conn.port, keys[0], str(paths.known_hosts()), batch=True,
+        ssh,
+        conn.user,
+        conn.host,
+        conn.port,
+        keys[0],
+        str(paths.known_hosts()),
+        batch=True,
         # AES-GCM first: with AES in hardware (every x86 and ARM server and
         # laptop of the last decade) it moves bulk data ~20 % faster than
         # OpenSSH's default first choice, chacha20 (bench/sync.py). The others
@@ -333,8 +352,14 @@ def _widen_pipe(fd: int) -> None:
         pass
 
 
-def push(conn, local_root: Path, remote_dir: str, progress_factory=None,
-         local: dict[str, Entry] | None = None, skip: Callable[[str, bool], bool] | None = None) -> Plan:
+def push(
+    conn,
+    local_root: Path,
+    remote_dir: str,
+    progress_factory=None,
+    local: dict[str, Entry] | None = None,
+    skip: Callable[[str, bool], bool] | None = None,
+) -> Plan:
     """Make remote_dir an exact copy of local_root, sending only what changed.
 
     ``progress_factory(total_file_bytes)`` makes a bar with ``update(n)`` and

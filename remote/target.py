@@ -1,4 +1,5 @@
 """Which box a remote command talks to: a provisioned one, or any SSH host."""
+
 from __future__ import annotations
 
 import getpass
@@ -38,7 +39,13 @@ def parse_host(text: str) -> tuple[str | None, str, int]:
     return m.group("user"), m.group("host").strip("[]"), int(m.group("port") or 22)
 
 
-def resolve(name: str, host: str | None = None, identity: str | None = None, python: str | None = None, workdir: str | None = None) -> Target:
+def resolve(
+    name: str,
+    host: str | None = None,
+    identity: str | None = None,
+    python: str | None = None,
+    workdir: str | None = None,
+) -> Target:
     """The target: ``--host`` (+ ``--identity``) if given, else box ``name``'s state."""
     if identity and not Path(identity).expanduser().exists():
         raise UsageError(f"--identity {identity}: no such file")
@@ -72,9 +79,20 @@ def box_nodes(name: str, identity: str | None = None, python: str | None = None)
     box = state.load(name)
     if box is None:
         raise no_box(name, "or pass one --host per node")
-    return [Target(host=n.host, port=n.port, user=n.user, identity=identity or n.key_path, workdir=n.workdir,
-                   python=python or n.python, box=box.name, sandbox=box.sandbox, private_address=n.private_address)
-            for n in cluster.addresses(box)]
+    return [
+        Target(
+            host=n.host,
+            port=n.port,
+            user=n.user,
+            identity=identity or n.key_path,
+            workdir=n.workdir,
+            python=python or n.python,
+            box=box.name,
+            sandbox=box.sandbox,
+            private_address=n.private_address,
+        )
+        for n in cluster.addresses(box)
+    ]
 
 
 def box_node_count(name: str) -> int:

@@ -11,6 +11,7 @@ What it writes is what GNU tar reads: 512-byte blocks, each member's data
 padded to a block, two zero blocks at the end, the whole padded to a
 10240-byte record.
 """
+
 from __future__ import annotations
 
 import errno
@@ -23,7 +24,7 @@ from common.errors import UsageError
 BLOCK = 512
 RECORD = 20 * BLOCK
 FLUSH = 1 << 20
-_USTAR_MAX = 8 ** 11  # sizes and mtimes up to 11 octal digits
+_USTAR_MAX = 8**11  # sizes and mtimes up to 11 octal digits
 
 
 # A regular file's ustar header from the type flag on: no link name, the
@@ -60,8 +61,12 @@ class TarWriter:
     ``written`` counts every byte of the stream, headers and padding too.
     """
 
-    def __init__(self, send: Callable[[bytes], None] | None = None, progress: Callable[[int], None] = lambda n: None,
-                 fd: int | None = None):
+    def __init__(
+        self,
+        send: Callable[[bytes], None] | None = None,
+        progress: Callable[[int], None] = lambda n: None,
+        fd: int | None = None,
+    ):
         if (send is None) == (fd is None):
             raise ValueError("give send or fd")
         self._send = send or self._write_fd
@@ -74,7 +79,7 @@ class TarWriter:
     def _write_fd(self, b: bytes) -> None:
         view = memoryview(b)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
 
     def _out(self, b: bytes) -> None:
         self._buf += b

@@ -16,6 +16,7 @@
 - ``--local``: TensorBoard on the laptop over the pulled runs, from the
   optional ``view`` extra, in a child process (the laptop never imports it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,10 @@ def argv(logdir: str | None, runs: list[tuple[str, str]], port: str | int = BOX_
         return [*out, "--logdir", logdir]
     for _run_id, path in runs:
         if "," in path:
-            raise UsageError(f"the run folder {path!r} holds a comma, which TensorBoard's --logdir_spec cannot take",
-                             "use a --workdir without commas")
+            raise UsageError(
+                f"the run folder {path!r} holds a comma, which TensorBoard's --logdir_spec cannot take",
+                "use a --workdir without commas",
+            )
     return [*out, "--logdir_spec", ",".join(f"{run_id}:{path}" for run_id, path in runs)]
 
 
@@ -74,9 +77,15 @@ def start_script(layout: BoxLayout, runs: list[tuple[str, str]], *, python: str 
     import templates
 
     key = server_key([r for r, _ in runs])
-    return templates.render("tensorboard-start.sh.j2", python=python or "", env=None if python else layout.env_link,
-                            state_dir=layout.tensorboard(key), runs=runs, logdir=layout.runs,
-                            argv=argv(layout.runs, runs))
+    return templates.render(
+        "tensorboard-start.sh.j2",
+        python=python or "",
+        env=None if python else layout.env_link,
+        state_dir=layout.tensorboard(key),
+        runs=runs,
+        logdir=layout.runs,
+        argv=argv(layout.runs, runs),
+    )
 
 
 def start(conn, layout: BoxLayout, runs: list[tuple[str, str]], python: str | None = None) -> int:
@@ -113,7 +122,7 @@ def stop_command(layout: BoxLayout) -> str:
     pid, start = names.RUN_PID, names.RUN_PID_START
     return (
         f"{names.START_TIME_SH}; n=0; "
-        f"for d in {root}/*/; do [ -d \"$d\" ] || continue; "
+        f'for d in {root}/*/; do [ -d "$d" ] || continue; '
         f'pid=$(cat "${{d}}{pid}" 2>/dev/null); case "$pid" in \'\'|*[!0-9]*|0|1) rm -f "${{d}}{pid}"; continue;; esac; '
         f'if [ -s "${{d}}{start}" ] && [ "$(trainbox_start_time "$pid")" = "$(cat "${{d}}{start}")" ]; then '
         f'{{ kill -TERM -- -"$pid" || kill -TERM "$pid"; }} 2>/dev/null; for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done; '
@@ -152,7 +161,9 @@ def local_listener(port: int, asked: bool, say: Callable[[str], None]) -> socket
     s = listen(port)
     if s is None and asked:
         raise taken(port)
-    if s is None:  # a TensorBoard of the laptop's own often holds 6006 (and in the sandbox the box's own holds its port)
+    if (
+        s is None
+    ):  # a TensorBoard of the laptop's own often holds 6006 (and in the sandbox the box's own holds its port)
         s = listen(0)
         say(f"local port {port} is taken on this machine: using {s.getsockname()[1]} (choose with --local-port)")
     return s
@@ -199,8 +210,10 @@ def forward(transport, listener: socket.socket, port: int) -> None:
             threading.Thread(target=_pipe, args=(transport, client, port), daemon=True).start()
     finally:
         listener.close()
-    raise RemoteError("the SSH connection to the box closed: the tunnel is down",
-                      "run `remote tb` again once the box is up (TensorBoard runs on while the box does)")
+    raise RemoteError(
+        "the SSH connection to the box closed: the tunnel is down",
+        "run `remote tb` again once the box is up (TensorBoard runs on while the box does)",
+    )
 
 
 # ---------------------------------------------------------------- --local
@@ -217,7 +230,9 @@ def local_runs(recs, wanted: list[str]) -> list[tuple[str, str]]:
         folder = Path(rec.local_dir)
         if not folder.is_dir():
             if wanted:
-                raise UsageError(f"run {run_id} is not home ({folder} does not exist)", f"bring it home with `remote pull {run_id}`")
+                raise UsageError(
+                    f"run {run_id} is not home ({folder} does not exist)", f"bring it home with `remote pull {run_id}`"
+                )
             continue
         out.append((run_id, str(folder)))  # as on the box: the run's results, where the model's are in tensorboard/
     return out
@@ -226,7 +241,9 @@ def local_runs(recs, wanted: list[str]) -> list[tuple[str, str]]:
 def local_argv(runs: list[tuple[str, str]], port: int) -> list[str]:
     """TensorBoard on the laptop, in a child process of this Python: or UsageError naming the extra."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise UsageError("`remote tb --local` serves with TensorBoard, which this install lacks", f"install it with `{VIEW_EXTRA}`")
+        raise UsageError(
+            "`remote tb --local` serves with TensorBoard, which this install lacks", f"install it with `{VIEW_EXTRA}`"
+        )
     return [sys.executable, *argv(None, runs, port)]
 
 
@@ -244,7 +261,9 @@ def serve_local(argv_: list[str], on_url: Callable[[int], None]) -> int:
         else:
             code = proc.wait()
             why = b"".join(tail).decode(errors="replace").strip().splitlines()
-            raise UsageError(f"TensorBoard did not start on this machine (exit {code}): {why[-1] if why else 'no output'}")
+            raise UsageError(
+                f"TensorBoard did not start on this machine (exit {code}): {why[-1] if why else 'no output'}"
+            )
         for _ in proc.stderr:  # drained, so TensorBoard never blocks on a full pipe
             pass
         return proc.wait()

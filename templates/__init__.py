@@ -6,6 +6,7 @@ the ``q`` filter (shlex.quote) or ``qjoin`` (a quoted argument list). The
 box's paths come from box/layout.py: a ``layout`` (BoxLayout) passed in, and
 its file names as the global ``names``.
 """
+
 from __future__ import annotations
 
 import base64

@@ -4,6 +4,7 @@ a moto server on 127.0.0.1 (each started once per session).
 NETWORK RULE: tests connect to 127.0.0.1 only. moto hands out public IPs for
 instances: they are fake, and nothing here ever connects to them.
 """
+
 from __future__ import annotations
 
 import getpass

@@ -1,6 +1,7 @@
 """One cache dir, one rule (issue 27): ``TRAINBOX_CACHE``, else the platform's
 user cache dir, never under TRAINBOX_HOME (the cache outlives a home); the
 container box's root file system and Kaggle's downloads both live there."""
+
 from __future__ import annotations
 
 import os

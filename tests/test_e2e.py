@@ -4,6 +4,7 @@ up --sandbox -> remote train -> results home -> down, with TRAINBOX_HOME in
 a temp dir. The sandbox's AWS is the session's moto server (AWS_ENDPOINT_URL),
 so the test can still ask it, after `down`, whether anything tagged is left.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,11 @@ def test_up_train_pull_down(cli, moto_endpoint, tmp_path, trainbox_home):
     # The run's cost: its box time at the box's price, recorded when it started.
     (row,) = json.loads(cli("remote", "runs", "--json", cwd=work).out)
     price = json.loads(state.out)["price_per_hour"]
-    assert price and row["price_per_hour"] == price and (row["box"], row["state"], row["home"]) == ("default", "finished", True)
+    assert (
+        price
+        and row["price_per_hour"] == price
+        and (row["box"], row["state"], row["home"]) == ("default", "finished", True)
+    )
     assert row["duration_s"] > 0 and row["cost"] == pytest.approx(row["duration_s"] * price / 3600, abs=1e-4)
     page = (run / "report.html").read_text()  # the box's page, written again at home with the cost
     assert f"<th>cost</th><td>${row['cost']:.2f}</td>" in page and "<th>duration</th>" in page

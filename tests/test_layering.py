@@ -14,6 +14,7 @@
   library and each other;
 - common imports neither half.
 """
+
 from __future__ import annotations
 
 import ast
@@ -83,13 +84,20 @@ def test_the_laptop_never_imports_tensorflow_keras_or_jax():
 
 def laptop_model_imports(path: Path, root: Path = REPO) -> list[str]:
     """The imports of model/ in path that are not of its contract modules."""
-    return [f"{path.relative_to(root)}:{line} imports {name}" for line, name in full_imports(path)
-            if name.split(".")[0] == "model" and ".".join(name.split(".")[:2]) not in CONTRACT]
+    return [
+        f"{path.relative_to(root)}:{line} imports {name}"
+        for line, name in full_imports(path)
+        if name.split(".")[0] == "model" and ".".join(name.split(".")[:2]) not in CONTRACT
+    ]
 
 
 def test_the_laptop_imports_of_model_only_its_contract_modules():
-    bad = [v for package in ("box", "common", "provision", "remote", "templates")
-           for f in sorted((REPO / package).glob("*.py")) for v in laptop_model_imports(f)]
+    bad = [
+        v
+        for package in ("box", "common", "provision", "remote", "templates")
+        for f in sorted((REPO / package).glob("*.py"))
+        for v in laptop_model_imports(f)
+    ]
     assert bad == []
 
 
@@ -97,8 +105,9 @@ def test_the_contract_modules_import_only_the_standard_library():
     for f in [REPO / "model" / "__init__.py", *(REPO / f"{m.replace('.', '/')}.py" for m in CONTRACT)]:
         for line, name in full_imports(f):
             top = name.split(".")[0]
-            assert top in sys.stdlib_module_names or ".".join(name.split(".")[:2]) in CONTRACT, \
+            assert top in sys.stdlib_module_names or ".".join(name.split(".")[:2]) in CONTRACT, (
                 f"{f.relative_to(REPO)}:{line} imports {name}"
+            )
 
 
 def test_the_contract_check_catches_a_model_import_beyond_it(tmp_path):

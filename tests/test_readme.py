@@ -1,5 +1,6 @@
 """The README is code: its first command runs as written in a fresh copy of the
 repo, its links lead somewhere, and no tracked file holds a merge conflict."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,12 @@ def conflict_markers(text: str) -> list[str]:
 
 def tracked_files() -> list[Path]:
     """What a fresh clone holds: tracked files, and files git would add (not ignored)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=REPO, capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
     return [REPO / p for p in out.decode().split("\0") if p and (REPO / p).is_file()]
 
 
@@ -106,8 +111,15 @@ def test_the_readmes_first_command_runs_verbatim_in_a_fresh_copy(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTEST", "AWS_"))}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     env["TRAINBOX_HOME"] = os.environ["TRAINBOX_HOME"]  # the test's own, not the user's
-    p = subprocess.run(["bash", "-c", command], cwd=clone, env=env, stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=1400)
+    p = subprocess.run(
+        ["bash", "-c", command],
+        cwd=clone,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=1400,
+    )
     out = p.stdout + p.stderr
     assert p.returncode == 0, f"`{shlex.quote(command)}` exited {p.returncode}:\n{out[-4000:]}"
     lines = out.splitlines()

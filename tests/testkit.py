@@ -4,6 +4,7 @@ They live here rather than in conftest.py because several conftest.py files
 exist under tests/, and `from conftest import` would get whichever was
 imported last.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,7 +59,7 @@ def listening(pid: int) -> set[tuple[str, int]]:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     found = set()
     for table, width in (("tcp", 4), ("tcp6", 16)):
         for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
@@ -69,7 +70,7 @@ def listening(pid: int) -> set[tuple[str, int]]:
             hexaddr, hexport = local.split(":")
             raw = bytes.fromhex(hexaddr)
             # /proc/net prints each 32-bit word in host (little-endian) order.
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
             found.add((str(ipaddress.ip_address(raw)), int(hexport, 16)))
     return found
 
@@ -115,8 +116,12 @@ def wait_for(what: str, check, timeout: float = 120.0, every: float = 0.05):
 
 def synth_image_set(dest: Path, n: int = 20, size: int = 32) -> Path:
     """A generated two-class image set in the course's layout (seconds to train)."""
-    subprocess.run([sys.executable, "-m", "model", "synth", "--out", str(dest), "--n", str(n), "--image-size", str(size)],
-                   check=True, capture_output=True, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-m", "model", "synth", "--out", str(dest), "--n", str(n), "--image-size", str(size)],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     return dest
 
 
@@ -220,4 +225,5 @@ def tb_runs(port: int):
     def check():
         body = http_get(f"http://127.0.0.1:{port}/data/runs")
         return json.loads(body) if body and json.loads(body) else None
+
     return check

@@ -3,6 +3,7 @@ a real sshd on 127.0.0.1, and a package index on 127.0.0.1 serving small
 wheels written by the test (nothing is downloaded: the bootstrap's install
 path runs for real, offline).
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,10 +36,12 @@ def make_wheel(d: Path, dist: str, version: str, files: dict[str, str | bytes], 
     name = re.sub(r"[-_.]+", "_", dist)
     info = f"{name}-{version}.dist-info"
     contents = dict(files)
-    contents[f"{info}/METADATA"] = (
-        f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n" + "".join(f"Provides-Extra: {e}\n" for e in extras)
+    contents[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n" + "".join(
+        f"Provides-Extra: {e}\n" for e in extras
     )
-    contents[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: trainbox-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    contents[f"{info}/WHEEL"] = (
+        "Wheel-Version: 1.0\nGenerator: trainbox-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     record = []
     for path, text in contents.items():
         data = text if isinstance(text, bytes) else text.encode()
@@ -74,7 +77,11 @@ def fake_wheels(d: Path, laptop_site: bool = False) -> None:
     else:
         make_wheel(d, "tensorflow-cpu", v, {"tensorflow/__init__.py": FAKE_TF.format(v=v)})
         make_wheel(d, "tensorflow", v, {"tensorflow/__init__.py": FAKE_TF.format(v=v)}, extras=("and-cuda",))
-    jax_files = {} if laptop_site else {"jax/__init__.py": f'__version__ = "{setup.JAX_VERSION}"\ndef devices():\n    return []\n'}
+    jax_files = (
+        {}
+        if laptop_site
+        else {"jax/__init__.py": f'__version__ = "{setup.JAX_VERSION}"\ndef devices():\n    return []\n'}
+    )
     make_wheel(d, "jax", setup.JAX_VERSION, jax_files, extras=("cuda12",))
     keras_files = {} if laptop_site else {"keras/__init__.py": f'__version__ = "{setup.KERAS_VERSION}"\n'}
     make_wheel(d, "keras", setup.KERAS_VERSION, keras_files)
@@ -144,7 +151,11 @@ def serve_index(d: Path) -> tuple[Index, http.server.ThreadingHTTPServer]:
         def do_GET(self):
             parts = [p for p in self.path.split("?")[0].split("/") if p]
             if len(parts) == 2 and parts[0] == "simple":
-                files = [f.name for f in sorted(index.dir.glob("*.whl")) if _normal(f.name.split("-")[0]) == _normal(parts[1])]
+                files = [
+                    f.name
+                    for f in sorted(index.dir.glob("*.whl"))
+                    if _normal(f.name.split("-")[0]) == _normal(parts[1])
+                ]
                 if not files:
                     return self._send(404, b"not found")
                 links = "".join(f'<a href="/files/{f}">{f}</a>\n' for f in files)

@@ -1,5 +1,6 @@
 """Small helpers for the box tests: the CLI, the box user's files, polling with a
 deadline (never a bare sleep) and one-line errors."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,9 @@ from testkit import run_cli  # noqa: F401 (the real CLI in a subprocess)
 
 def popen_cli(*argv, env):
     full = {**os.environ, **env, "PYTHONPATH": str(testkit.REPO)}
-    return subprocess.Popen([sys.executable, "-m", *argv], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", *argv], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def env(index, **extra) -> dict:

@@ -1,5 +1,6 @@
 """box/agent.py: spot notices from an IMDSv2 stand-in on 127.0.0.1, and resumes at boot,
 over real run folders whose run.sh the agent really starts (issue 13)."""
+
 from __future__ import annotations
 
 import http.server
@@ -153,12 +154,19 @@ def test_the_resume_marker_lasts_until_each_resumed_run_wrote_its_pid(tmp_path):
     runs = tmp_path / "runs"
     slow = run_folder(runs, "slow", boot="boot-before")
     gate = tmp_path / "go"
-    (slow / "run.sh").write_text(f'#!/usr/bin/env bash\ncd "$(dirname "$0")"\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n'
-                                 + RUN_SH.format(boot="boot-now").split("\n", 2)[2])
+    (slow / "run.sh").write_text(
+        f'#!/usr/bin/env bash\ncd "$(dirname "$0")"\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n'
+        + RUN_SH.format(boot="boot-now").split("\n", 2)[2]
+    )
     (runs / agent.RESUMING).touch()  # left by a boot that ended mid-resume
     done = threading.Event()
-    threading.Thread(target=lambda: (agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now",
-                                                 lambda s: None).at_boot(), done.set()), daemon=True).start()
+    threading.Thread(
+        target=lambda: (
+            agent.Agent(str(runs), agent.Imds("http://127.0.0.1:9"), "boot-now", lambda s: None).at_boot(),
+            done.set(),
+        ),
+        daemon=True,
+    ).start()
     wait_for("the old pid to be cleared", lambda: not (slow / "pid").exists())
     assert (runs / agent.RESUMING).exists() and not done.is_set()  # the guard still sees a resume under way
     gate.touch()
@@ -184,8 +192,13 @@ def test_the_agent_process_leaves_no_zombie_of_a_resumed_run(tmp_path):
     run = run_folder(runs, "cut", boot="an-earlier-boot", current="$(cat /proc/sys/kernel/random/boot_id)")
     env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
     repo = Path(agent.__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "box.agent", "--runs", str(runs), "--interval", "0.2"], env=env,
-                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "box.agent", "--runs", str(runs), "--interval", "0.2"],
+        env=env,
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for("the resumed run to finish", lambda: (run / "exit_code").exists(), timeout=30)
         pid = int((run / "pid").read_text())

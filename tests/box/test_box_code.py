@@ -1,5 +1,6 @@
 """The box-side package (box/): each file compiles, and its logic works here
 with the standard library alone (the box runs it before any environment exists)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,13 @@ def test_uvfetch_installs_the_newest_wheel_from_find_links(tmp_path, compress):
     wheel(links, "0.9.1", compress=compress)
     tools = tmp_path / "tools"
     (tools / "bin").mkdir(parents=True)
-    p = subprocess.run([sys.executable, "-", str(tools), "--no-index", "--find-links", str(links)],
-                       input=box.source("uvfetch"), text=True, capture_output=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-", str(tools), "--no-index", "--find-links", str(links)],
+        input=box.source("uvfetch"),
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("uv: uv-0.9.1-py3-none-")
     assert (tools / "bin" / "uv").read_bytes() == b"#!uv\n" * 1000

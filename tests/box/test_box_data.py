@@ -4,6 +4,7 @@ behind a real sshd trains for real on a set from a URL, from S3 and from a
 local folder; the box's environment comes from the bootstrap (its TensorFlow
 wheel is a .pth onto this laptop's site-packages: nothing is downloaded).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ def served_set(tmp_path):
 
 
 @pytest.mark.slow
-def test_url_s3_and_local_data_train_on_the_default_relative_workdir(box_user, laptop_index, served_set, moto_endpoint, tmp_path):
+def test_url_s3_and_local_data_train_on_the_default_relative_workdir(
+    box_user, laptop_index, served_set, moto_endpoint, tmp_path
+):
     root, url = served_set
     s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_endpoint)
     s3.create_bucket(Bucket="cats")
@@ -37,8 +40,11 @@ def test_url_s3_and_local_data_train_on_the_default_relative_workdir(box_user, l
     for n, data in enumerate((url, "s3://cats/set/", str(root))):
         work = tmp_path / f"work{n}"
         work.mkdir()
-        r = run_cli(*box_user.remote("train", "--epochs", "1", "--image-size", "32", "--pull-every", "600", "--data", data),
-                    cwd=work, env=e)
+        r = run_cli(
+            *box_user.remote("train", "--epochs", "1", "--image-size", "32", "--pull-every", "600", "--data", data),
+            cwd=work,
+            env=e,
+        )
         assert r.code == 0, f"--data {data}: " + r.err + r.out
         (run,) = list((work / "runs").iterdir())
         assert len(json.loads((run / "history.json").read_text())["loss"]) == 1

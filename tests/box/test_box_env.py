@@ -1,5 +1,6 @@
 """The box's environment (issue 7): the bootstrap over a real sshd, as a fresh
 login user, installing from a package index on 127.0.0.1 (nothing downloaded)."""
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,12 @@ def test_fresh_box_doctor_setup_rerun_doctor(box_user, index):
     assert marker_of(box_user).stat().st_uid == box_user.home.stat().st_uid, "built as the login user"
     pyvenv = (box_user.home / "trainbox" / "env" / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = false" in pyvenv
-    assert box_python_says(box_user, "import tensorflow, keras, sys; print(tensorflow.__version__, keras.__version__, sys.prefix)") == \
-        f"{setup.TF_VERSION} {setup.KERAS_VERSION} {box_user.home}/trainbox/env"
+    assert (
+        box_python_says(
+            box_user, "import tensorflow, keras, sys; print(tensorflow.__version__, keras.__version__, sys.prefix)"
+        )
+        == f"{setup.TF_VERSION} {setup.KERAS_VERSION} {box_user.home}/trainbox/env"
+    )
     served = list(index.served)
     assert "keras-3.15.1-py3-none-any.whl" in served and "tensorflow_cpu-2.21.0-py3-none-any.whl" in served
 
@@ -68,7 +73,7 @@ def test_fresh_box_doctor_setup_rerun_doctor(box_user, index):
     again = run_cli(*box_user.remote("setup"), env=env(index))
     assert again.code == 0, again.err
     assert "ready, nothing to install" in again.err
-    new_log = log_of(box_user)[len(log_before):]
+    new_log = log_of(box_user)[len(log_before) :]
     assert "ready, nothing to install" in new_log and "installing" not in new_log and "building" not in new_log
     assert index.served == served and index.requested == served, "the re-run fetched nothing"
 
@@ -161,10 +166,17 @@ def test_two_concurrent_runs_end_with_one_good_env(box_user, index):
 def test_train_on_a_not_ready_box_sets_it_up_first(box_user, laptop_index, tmp_path):
     """The env is made from the box's /usr/bin/python3; its 'tensorflow-cpu' wheel is a .pth onto this
     laptop's site-packages, so the real TensorFlow and Keras train without a download."""
-    r = run_cli(*box_user.remote("train", "--epochs", "1", "--image-size", "32"), cwd=tmp_path,
-                env=env(laptop_index, TRAINBOX_BOX_PYTHON="/usr/bin/python3"))
+    r = run_cli(
+        *box_user.remote("train", "--epochs", "1", "--image-size", "32"),
+        cwd=tmp_path,
+        env=env(laptop_index, TRAINBOX_BOX_PYTHON="/usr/bin/python3"),
+    )
     assert r.code == 0, r.err + r.out
-    assert r.err.index("not ready: setting it up") < r.err.index(f"ready: {box_user.home}/trainbox/env/bin/python") < r.err.index("started on")
+    assert (
+        r.err.index("not ready: setting it up")
+        < r.err.index(f"ready: {box_user.home}/trainbox/env/bin/python")
+        < r.err.index("started on")
+    )
     assert marker_of(box_user).exists()
     (run,) = list((tmp_path / "runs").iterdir())
     assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
@@ -196,8 +208,12 @@ def test_no_network_to_the_index(box_user, uv_index, installer):
     from provision.procs import free_port
 
     uv_from = ["--find-links", uv_index.url + "uv/"] if installer == "uv" else []
-    r = run_cli(*box_user.remote("setup", "--installer", installer, *uv_from,
-                                 "--index-url", f"http://127.0.0.1:{free_port()}/simple/"), env=env(uv_index))
+    r = run_cli(
+        *box_user.remote(
+            "setup", "--installer", installer, *uv_from, "--index-url", f"http://127.0.0.1:{free_port()}/simple/"
+        ),
+        env=env(uv_index),
+    )
     assert r.code == RemoteError.exit_code
     assert "no network from the box to the package index" in one_line_error(r)
     assert f"installer: {installer}" in r.err
@@ -234,10 +250,15 @@ def test_gpu_box_where_tensorflow_sees_no_gpu(box_user, index):
     smi = fakebin / "nvidia-smi"
     smi.write_text(
         '#!/bin/bash\ncase "$*" in\n  -L) echo "GPU 0: Tesla T4 (UUID: GPU-1)";;\n'
-        '  *driver_version*) echo 580.65.06;;\n  *) echo "| NVIDIA-SMI 580.65.06   Driver Version: 580.65.06   CUDA Version: 13.0 |";;\nesac\n')
+        '  *driver_version*) echo 580.65.06;;\n  *) echo "| NVIDIA-SMI 580.65.06   Driver Version: 580.65.06   CUDA Version: 13.0 |";;\nesac\n'
+    )
     smi.chmod(0o755)
-    r = _run_script(box_user, index, setup.SetupOptions(index_url=index.url, jupyter=False, gpu_free_mb=1),
-                    prefix=f"PATH={fakebin}:$PATH ")
+    r = _run_script(
+        box_user,
+        index,
+        setup.SetupOptions(index_url=index.url, jupyter=False, gpu_free_mb=1),
+        prefix=f"PATH={fakebin}:$PATH ",
+    )
     assert r.exited == 14, r.stdout
     assert "TensorFlow sees none (NVIDIA driver 580.65.06, CUDA 13.0; tensorflow[and-cuda]==2.21.0)" in r.stdout
     assert "tensorflow-2.21.0-py3-none-any.whl" in index.served, "the CUDA build was chosen"
@@ -250,7 +271,9 @@ def test_gpu_box_where_tensorflow_sees_no_gpu(box_user, index):
 def test_user_data_starts_the_same_bootstrap_as_the_login_user(tmp_path):
     from provision.up import UpOptions, user_data
 
-    text = user_data(UpOptions(name="b1", bootstrap=setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())), "ubuntu")
+    text = user_data(
+        UpOptions(name="b1", bootstrap=setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())), "ubuntu"
+    )
     p = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
     assert p.returncode == 0, p.stderr
     # Its lines that write the script (gzipped, base64'd), run here with $home set.
@@ -271,11 +294,16 @@ def test_user_data_starts_the_same_bootstrap_as_the_login_user(tmp_path):
     assert len(user_data_payload(text)) <= USER_DATA_LIMIT, "EC2 user-data limit (gzipped, as sent)"
 
 
-@pytest.mark.parametrize("opts", [
-    setup.SetupOptions(),
-    setup.SetupOptions(find_links=("/w h/eels", "http://x/y"), no_index=True, installer="pip", system_site_packages=True),
-    setup.SetupOptions(index_url="https://mirror.example/simple", jupyter=False, python="/usr/bin/python3.12"),
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        setup.SetupOptions(),
+        setup.SetupOptions(
+            find_links=("/w h/eels", "http://x/y"), no_index=True, installer="pip", system_site_packages=True
+        ),
+        setup.SetupOptions(index_url="https://mirror.example/simple", jupyter=False, python="/usr/bin/python3.12"),
+    ],
+)
 def test_bootstrap_renders_valid_bash(opts):
     text = setup.render_bootstrap("my work/dir", opts)
     p = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
@@ -297,10 +325,13 @@ def test_fresh_bootstrap_with_uv_then_a_rerun_installs_nothing(box_user, uv_inde
     assert [f for f in uv_index.served if f.startswith("uv-")] == [f.name for f in uv_index.dir.glob("uv-*.whl")]
     assert (box_user.home / "trainbox" / "tools" / "bin" / "uv").exists(), "uv kept for later runs, no venv around it"
     assert marker_of(box_user).read_text().splitlines()[0] == f"spec {setup.SetupOptions(jupyter=False).spec_id()}"
-    assert box_python_says(box_user, "import keras, tensorflow; print(keras.__version__, tensorflow.__version__)") == \
-        f"{setup.KERAS_VERSION} {setup.TF_VERSION}"
-    assert box_python_says(box_user, "import importlib.util as u; print(u.find_spec('pip') is None)") == "True", \
+    assert (
+        box_python_says(box_user, "import keras, tensorflow; print(keras.__version__, tensorflow.__version__)")
+        == f"{setup.KERAS_VERSION} {setup.TF_VERSION}"
+    )
+    assert box_python_says(box_user, "import importlib.util as u; print(u.find_spec('pip') is None)") == "True", (
         "uv made the venv: no pip in it"
+    )
     assert re.search(r"\+\d+\.\d\ds trainbox-setup: phase: packages installed", log_of(box_user)), "phases are timed"
 
     served = list(uv_index.served)

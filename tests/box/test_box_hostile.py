@@ -1,6 +1,7 @@
 """A hostile or secret index URL (issue 14, findings 4 and 5): nothing in it
 runs on the box, and the credentials it carries are on no command line, in
 no world-readable file, in no message and not in EC2 user-data."""
+
 from __future__ import annotations
 
 import stat
@@ -18,8 +19,10 @@ def test_an_index_url_cannot_run_commands_on_the_box(box_user):
 
     proof = box_user.home / "ran"  # where the box user could write
     evil = f"http://127.0.0.1:{free_port()}/simple/$(touch${{IFS}}{proof})`touch${{IFS}}{proof}`"
-    r = run_cli(*box_user.remote("setup", "--installer", "pip", "--index-url", evil),
-                env={"TRAINBOX_JUPYTER": "0", "TRAINBOX_INSTALL_RETRIES": "1"})
+    r = run_cli(
+        *box_user.remote("setup", "--installer", "pip", "--index-url", evil),
+        env={"TRAINBOX_JUPYTER": "0", "TRAINBOX_INSTALL_RETRIES": "1"},
+    )
     assert r.code == RemoteError.exit_code
     assert "no network from the box to the package index" in one_line_error(r)
     assert not proof.exists()
@@ -30,7 +33,8 @@ def test_index_credentials_stay_off_command_lines_logs_and_messages(box_user, in
     text = setup.render_bootstrap("trainbox", setup.SetupOptions(index_url=secret_url))
     # Only in an environment variable the installers read (never in an argument list).
     assert [l for l in text.splitlines() if "s3cr3t-pw" in l] == [
-        f"export PIP_INDEX_URL={secret_url} UV_INDEX_URL={secret_url}"]
+        f"export PIP_INDEX_URL={secret_url} UV_INDEX_URL={secret_url}"
+    ]
     r = run_cli(*box_user.remote("setup", "--installer", "pip", "--index-url", secret_url), env=env(index))
     assert r.code == 0, r.err
     assert marker_of(box_user).exists(), "installed through the credentialed index"
@@ -45,8 +49,10 @@ def test_a_failing_credentialed_index_is_named_without_its_credentials(box_user)
     from provision.procs import free_port
 
     url = f"http://alice:s3cr3t-pw@127.0.0.1:{free_port()}/simple/"
-    r = run_cli(*box_user.remote("setup", "--installer", "pip", "--index-url", url),
-                env={"TRAINBOX_JUPYTER": "0", "TRAINBOX_INSTALL_RETRIES": "1"})
+    r = run_cli(
+        *box_user.remote("setup", "--installer", "pip", "--index-url", url),
+        env={"TRAINBOX_JUPYTER": "0", "TRAINBOX_INSTALL_RETRIES": "1"},
+    )
     assert r.code == RemoteError.exit_code
     line = one_line_error(r)
     assert "s3cr3t-pw" not in r.err + r.out and "alice" not in line

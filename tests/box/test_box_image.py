@@ -3,6 +3,7 @@ a fresh login user (nothing of the user's is left; the environment still works);
 the boot-time user-data on a disk whose environment is ready installs nothing;
 and the whole flow in the sandbox: bake, `down`, the next `up` is ready with no
 install step, `image rm` leaves nothing."""
+
 from __future__ import annotations
 
 import os
@@ -52,7 +53,9 @@ def test_clean_up_leaves_the_environment_and_nothing_of_the_user(box_user, index
     finally:
         conn.close()
     assert build == "cpu"
-    assert sorted(p.name for p in w.iterdir()) == sorted(n for n in ("bootstrap.sh", "env", "envs", "tools") if n != "tools" or (w / "tools").exists())
+    assert sorted(p.name for p in w.iterdir()) == sorted(
+        n for n in ("bootstrap.sh", "env", "envs", "tools") if n != "tools" or (w / "tools").exists()
+    )
     assert [f"envs/{p.name}" for p in (w / "envs").iterdir()] == [current]
     for gone in (".bash_history", ".python_history", ".cache", ".keras", ".aws"):
         assert not (box_user.home / gone).exists(), gone
@@ -92,17 +95,26 @@ def test_user_data_on_a_ready_disk_installs_nothing(box_user, index, tmp_path, m
     for k, v in env(index).items():
         monkeypatch.setenv(k, v)  # the laptop renders the user-data with the same settings
     text = user_data(UpOptions(name="img", bootstrap=first_boot_bootstrap()), box_user.name)
-    part = text[text.index("home=$(getent passwd"):]  # the bootstrap's part (the guard needs systemd)
+    part = text[text.index("home=$(getent passwd") :]  # the bootstrap's part (the guard needs systemd)
     # No sudo on this machine: one on PATH that does what `sudo -u U -H` does, with runuser.
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "sudo").write_text('#!/bin/bash\n[ "$1" = -u ] && [ "$3" = -H ] || exit 99\nu=$2; shift 3\n'
-                               'exec runuser -u "$u" -- env HOME="$(getent passwd "$u" | cut -d: -f6)" "$@"\n')
+    (fake / "sudo").write_text(
+        '#!/bin/bash\n[ "$1" = -u ] && [ "$3" = -H ] || exit 99\nu=$2; shift 3\n'
+        'exec runuser -u "$u" -- env HOME="$(getent passwd "$u" | cut -d: -f6)" "$@"\n'
+    )
     (fake / "sudo").chmod(0o755)
-    p = subprocess.run(["bash", "-euo", "pipefail", "-c", part], env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", part],
+        env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
-    wait_for(lambda: "ready, nothing to install" in log_of(box_user), "the boot-time bootstrap to find the env ready", 60)
+    wait_for(
+        lambda: "ready, nothing to install" in log_of(box_user), "the boot-time bootstrap to find the env ready", 60
+    )
     assert index.served == served, "nothing downloaded"
     assert sorted(p.name for p in (box_user.home / "trainbox" / "envs").iterdir()) == envs_before, "nothing built"
 
@@ -146,7 +158,15 @@ def test_sandbox_bake_down_up_is_ready_with_no_install_then_rm(moto_endpoint, in
     r = run_cli("remote", "setup", env=e)
     assert r.code == 0 and "ready, nothing to install" in r.err, r.err
     assert index.served == served
-    r = run_cli("provision", "ssh", "--", str(disk / "env" / "bin" / "python"), "-c", "'import keras; print(keras.__version__)'", env=e)
+    r = run_cli(
+        "provision",
+        "ssh",
+        "--",
+        str(disk / "env" / "bin" / "python"),
+        "-c",
+        "'import keras; print(keras.__version__)'",
+        env=e,
+    )
     assert r.code == 0 and r.out.strip() == setup.KERAS_VERSION, r.out + r.err
 
     r = run_cli("provision", "image", "rm", image_id, "--yes", "--sandbox", env=e)

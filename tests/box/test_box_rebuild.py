@@ -2,6 +2,7 @@
 running training job uses (issue 7): a real job, started the way `remote train`
 starts it, blocks on a FIFO until the test releases it, while `remote setup`
 rebuilds for other pins over the real sshd (with uv: the faster install)."""
+
 from __future__ import annotations
 
 import errno
@@ -17,13 +18,13 @@ from remote import job, setup
 
 # The job's `python -m model train ...`: announces itself, blocks until the test
 # writes to the FIFO, then imports from its environment only after the rebuild.
-BLOCKING_MODEL = '''import os, sys
+BLOCKING_MODEL = """import os, sys
 print("job: waiting", sys.prefix, flush=True)
 with open(os.path.expanduser("~/release.fifo")) as f:
     f.read()
 import keras, fake_pillow  # lazily, from this job's own environment
 print("job: done", sys.prefix, keras.__version__, flush=True)
-'''
+"""
 
 
 def start_blocking_job(user, run_id: str) -> str:
@@ -39,8 +40,14 @@ def start_blocking_job(user, run_id: str) -> str:
         write_file(conn, f"{code}/model/__main__.py", BLOCKING_MODEL.encode())
         layout = BoxLayout("trainbox").at_home(str(user.home))
         run_dir = layout.run(run_id)
-        script = job.render_script(layout, run_id, str(code), ["python", "-m", "model", "train"],
-                                   data_dir=f"{user.home}/data", env_link=layout.env_link)
+        script = job.render_script(
+            layout,
+            run_id,
+            str(code),
+            ["python", "-m", "model", "train"],
+            data_dir=f"{user.home}/data",
+            env_link=layout.env_link,
+        )
         job.start(conn, run_dir, script)
     finally:
         conn.close()
@@ -49,6 +56,7 @@ def start_blocking_job(user, run_id: str) -> str:
 
 def release(user) -> None:
     """Write to the job's FIFO once it is reading (no reader yet: ENXIO, try again)."""
+
     def opened():
         try:
             return os.open(user.home / "release.fifo", os.O_WRONLY | os.O_NONBLOCK)
@@ -56,6 +64,7 @@ def release(user) -> None:
             if e.errno == errno.ENXIO:
                 return None
             raise
+
     fd = wait_for(opened, "the job to open the FIFO")
     os.write(fd, b"go\n")
     os.close(fd)
@@ -82,9 +91,14 @@ def test_rebuild_for_new_pins_keeps_the_env_a_running_job_uses(box_user, uv_inde
         assert marker_of(box_user).read_text().splitlines()[0] == f"spec {setup.SetupOptions(jupyter=True).spec_id()}"
         assert "a running job uses it" in rebuilt.err
         assert os.path.exists(f"{old}/bin/python"), "the running job's interpreter is kept"
-        assert as_user(box_user, f"{old}/bin/python", "-c", "import keras; print(keras.__version__)") == setup.KERAS_VERSION
-        assert as_user(box_user, f"{new}/bin/python", "-c", "import fake_jupyterlab, keras; print(keras.__version__)") \
-            == setup.KERAS_VERSION, "the new env is ready now"
+        assert (
+            as_user(box_user, f"{old}/bin/python", "-c", "import keras; print(keras.__version__)")
+            == setup.KERAS_VERSION
+        )
+        assert (
+            as_user(box_user, f"{new}/bin/python", "-c", "import fake_jupyterlab, keras; print(keras.__version__)")
+            == setup.KERAS_VERSION
+        ), "the new env is ready now"
     finally:
         release(box_user)
     wait_for(lambda: os.path.exists(f"{run_dir}/exit_code"), "the job to end")
@@ -118,9 +132,19 @@ def test_old_layout_env_in_use_by_a_job_is_not_removed(box_user, uv_index):
     run_dir = box_user.home / "trainbox" / "runs" / "r-old"
     as_user(box_user, "mkdir", "-p", str(run_dir))
     # The old job: the old env's python, its pid in the run dir, alive until its stdin closes.
-    blocker = subprocess.Popen(["runuser", "-u", box_user.name, "--", str(venv / "bin" / "python"), "-c",
-                                "import os, sys; open(sys.argv[1], 'w').write(str(os.getpid())); sys.stdin.read()",
-                                str(run_dir / "pid")], stdin=subprocess.PIPE)
+    blocker = subprocess.Popen(
+        [
+            "runuser",
+            "-u",
+            box_user.name,
+            "--",
+            str(venv / "bin" / "python"),
+            "-c",
+            "import os, sys; open(sys.argv[1], 'w').write(str(os.getpid())); sys.stdin.read()",
+            str(run_dir / "pid"),
+        ],
+        stdin=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: (run_dir / "pid").exists() and (run_dir / "pid").read_text(), "the old job to write its pid")
         r = run_cli(*box_user.remote("setup"), env=env(uv_index))

@@ -4,6 +4,7 @@ trainbox's environment built by the bootstrap from the index on 127.0.0.1
 downloaded), plus the project's requirements.txt, served by the same index.
 The project is examples/train_tiny.py, a real Keras script.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,15 @@ def test_your_keras_script_with_its_requirements_trains_and_a_changed_file_rebui
     e = env(laptop_index, TRAINBOX_BOX_PYTHON="/usr/bin/python3")
     flags = ["--code", str(code), "--pull-every", "600"]
 
-    r = run_cli(*box_user.remote("run", *flags, "--data", str(data)), "--", "bash", "-c",
-                "python show.py && exec python train_tiny.py 1", cwd=tmp_path, env=e)
+    r = run_cli(
+        *box_user.remote("run", *flags, "--data", str(data)),
+        "--",
+        "bash",
+        "-c",
+        "python show.py && exec python train_tiny.py 1",
+        cwd=tmp_path,
+        env=e,
+    )
     assert r.code == 0, r.err + r.out
     (local,) = (tmp_path / "runs").iterdir()
     for name in ("checkpoints/epoch-1.keras", "loss.png", "train.log", "exit_code"):

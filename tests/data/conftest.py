@@ -4,6 +4,7 @@ and a counting pass-through in front of the moto server.
 
 NETWORK RULE: everything here listens on and connects to 127.0.0.1 only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,12 @@ def archives(image_set) -> dict[str, bytes]:
             info = tarfile.TarInfo(f"stuff/{name}")
             info.size = 3
             t.addfile(info, io.BytesIO(b"abc"))
-    return {"/set.tar.gz": tar_gz(image_set, "set"), "/set.zip": zip_of(image_set, "set"),
-            "/flat.zip": flat.getvalue(), "/odd.tar.gz": odd.getvalue()}
+    return {
+        "/set.tar.gz": tar_gz(image_set, "set"),
+        "/set.zip": zip_of(image_set, "set"),
+        "/flat.zip": flat.getvalue(),
+        "/odd.tar.gz": odd.getvalue(),
+    }
 
 
 def sha256(data: bytes) -> str:
@@ -157,9 +162,20 @@ def box_flags(box) -> list[str]:
     """
     from common import state
 
-    state.save(state.BoxState(name="loop", region="us-east-1", instance_id="i-loop", instance_type="local",
-                              ssh_host=box.host, ssh_user=box.user, key_path=box.identity, ssh_port=box.port,
-                              workdir=box.workdir, python=box.python))
+    state.save(
+        state.BoxState(
+            name="loop",
+            region="us-east-1",
+            instance_id="i-loop",
+            instance_type="local",
+            ssh_host=box.host,
+            ssh_user=box.user,
+            key_path=box.identity,
+            ssh_port=box.port,
+            workdir=box.workdir,
+            python=box.python,
+        )
+    )
     return ["--name", "loop"]
 
 
@@ -256,8 +272,11 @@ def kaggle_archives(image_set) -> dict[str, bytes]:
     """Kaggle's shapes: a competition's whole download (a zip of train.zip, test.zip and a CSV, as
     dogs-vs-cats-redux-kernels-edition is), its train.zip alone, and a dataset's zip (flat train/ and test/)."""
     jpgs = sorted(image_set.rglob("*.jpg"))
-    flat = {f"train/{animal}.{i}.jpg": p.read_bytes()
-            for animal in ("cat", "dog") for i, p in enumerate(q for q in jpgs if q.parent.name == animal + "s")}
+    flat = {
+        f"train/{animal}.{i}.jpg": p.read_bytes()
+        for animal in ("cat", "dog")
+        for i, p in enumerate(q for q in jpgs if q.parent.name == animal + "s")
+    }
     test = {f"test/{i + 1}.jpg": p.read_bytes() for i, p in enumerate(jpgs[:7])}
 
     def zipped(members: dict[str, bytes]) -> bytes:
@@ -370,7 +389,10 @@ def kaggle_api(file_server, kaggle_archives, ssh_host, monkeypatch):
     api = KaggleStandIn("", file_server, "student", key, token, watch)
     watch.needles = api.needles
     api.competitions["dogs-vs-cats-redux-kernels-edition"] = {
-        "all": kaggle_archives["whole"], "files": {"train.zip": kaggle_archives["train.zip"]}, "rules": True}
+        "all": kaggle_archives["whole"],
+        "files": {"train.zip": kaggle_archives["train.zip"]},
+        "rules": True,
+    }
     api.competitions["closed-rules"] = {"all": kaggle_archives["whole"], "files": {}, "rules": False}
     api.datasets["student/flat-cats"] = {"all": kaggle_archives["dataset"]}
 
@@ -405,7 +427,9 @@ def kaggle_api(file_server, kaggle_archives, ssh_host, monkeypatch):
                 if comp is None:
                     return self.error(404, "Competition not found")
                 if not comp["rules"]:
-                    return self.error(403, "You must accept this competition's rules before you'll be able to download files.")
+                    return self.error(
+                        403, "You must accept this competition's rules before you'll be able to download files."
+                    )
                 if method.endswith("DownloadDataFiles"):
                     data, name = comp["all"], body["competitionName"] + ".zip"
                 elif body.get("fileName") in comp["files"]:
@@ -420,7 +444,9 @@ def kaggle_api(file_server, kaggle_archives, ssh_host, monkeypatch):
             else:
                 return self.error(404, f"no such method {method}")
             if not api.redirect:
-                return self.answer(200, data, "application/zip", {"Content-Disposition": f"attachment; filename={name}"})
+                return self.answer(
+                    200, data, "application/zip", {"Content-Disposition": f"attachment; filename={name}"}
+                )
             path = f"/kaggle-data/{os.urandom(4).hex()}/{name}"
             api.storage.files[path] = data
             signed = api.location or api.storage.url(path) + f"?Expires=1999999999&Signature={os.urandom(16).hex()}"

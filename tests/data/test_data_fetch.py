@@ -3,6 +3,7 @@
 The box is the test sshd on 127.0.0.1, so the box-side script fetches from
 the HTTP server and the moto server of these tests: all on this machine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,9 +45,15 @@ def cache_entries(box) -> list[str]:
 # ---------------------------------------------------------------- parsing
 
 
-@pytest.mark.parametrize("src, kind", [
-    ("http://h/x/set.tar.gz", "tar"), ("https://h/set.tgz", "tar"), ("http://h/set.tar", "tar"), ("http://h/set.ZIP", "zip"),
-])
+@pytest.mark.parametrize(
+    "src, kind",
+    [
+        ("http://h/x/set.tar.gz", "tar"),
+        ("https://h/set.tgz", "tar"),
+        ("http://h/set.tar", "tar"),
+        ("http://h/set.ZIP", "zip"),
+    ],
+)
 def test_parse_urls(src, kind):
     s = datasource.parse(src)
     assert isinstance(s, datasource.UrlSource) and s.kind == kind and s.sha256 is None
@@ -61,11 +68,18 @@ def test_parse_sha_and_keys():
     assert (s3.bucket, s3.prefix) == ("my-bucket", "cats/dogs/") and s3.key.startswith("s3-my-bucket-cats-dogs-")
 
 
-@pytest.mark.parametrize("src, words", [
-    ("ftp://h/set.zip", "unsupported source 'ftp'"), ("gs://b/p", "unsupported source 'gs'"),
-    ("http://h/set.rar", "unsupported archive type"), ("http://h/set.zip#md5=00", "#sha256="),
-    ("kaggle:dogs vs cats", "not a Kaggle"), ("/no/such/folder", "no such directory"), ("s3://B_ad/x", "bucket name"),
-])
+@pytest.mark.parametrize(
+    "src, words",
+    [
+        ("ftp://h/set.zip", "unsupported source 'ftp'"),
+        ("gs://b/p", "unsupported source 'gs'"),
+        ("http://h/set.rar", "unsupported archive type"),
+        ("http://h/set.zip#md5=00", "#sha256="),
+        ("kaggle:dogs vs cats", "not a Kaggle"),
+        ("/no/such/folder", "no such directory"),
+        ("s3://B_ad/x", "bucket name"),
+    ],
+)
 def test_parse_refuses(src, words):
     with pytest.raises(UsageError) as e:
         datasource.parse(src)
@@ -76,7 +90,9 @@ def test_local_folder_is_a_local_source(tmp_path):
     assert datasource.parse(str(tmp_path)) == datasource.LocalSource(tmp_path)
 
 
-@pytest.mark.parametrize("src", ["http://127.0.0.1:9/set.7z", "kaggle:dogs-vs-cats/train.csv", "ftp://127.0.0.1/set.zip"])
+@pytest.mark.parametrize(
+    "src", ["http://127.0.0.1:9/set.7z", "kaggle:dogs-vs-cats/train.csv", "ftp://127.0.0.1/set.zip"]
+)
 def test_cli_bad_source_exits_2_before_connecting(cli, tmp_path, src):
     r = cli("remote", "train", "--epochs", "1", "--data", src, cwd=tmp_path)
     assert r.code == UsageError.exit_code and one_line_error(r).startswith("error:")
@@ -163,9 +179,19 @@ def test_not_an_archive_leaves_nothing(conn, box, file_server):
 
 def test_disk_full_is_one_line_exit_3(conn, box, file_server, monkeypatch):
     """ENOSPC on the box: an error, and the stage removed (simulated by a plan whose data root is /dev/full)."""
-    plan = {"op": "url", "data_root": str(Path(box.workdir) / "data"), "python": sys.executable, "code_dir": str(REPO),
-            "quiet": True, "key": "full", "source": "x", "url": file_server.url("/set.tar.gz"), "sha256": None,
-            "kind": "tar", "name": "set.tar.gz"}
+    plan = {
+        "op": "url",
+        "data_root": str(Path(box.workdir) / "data"),
+        "python": sys.executable,
+        "code_dir": str(REPO),
+        "quiet": True,
+        "key": "full",
+        "source": "x",
+        "url": file_server.url("/set.tar.gz"),
+        "sha256": None,
+        "kind": "tar",
+        "name": "set.tar.gz",
+    }
     partial = Path(box.workdir) / "data" / ".partial"
     partial.mkdir(parents=True)
     (partial / "full.download").symlink_to("/dev/full")

@@ -1,4 +1,5 @@
 """`remote train --data http://...`: the box downloads the archive and trains on it, end to end."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,20 @@ def test_train_from_a_url(cli, box, box_flags, file_server, tmp_path):
     url = file_server.url("/set.tar.gz")
     work = tmp_path / "work"
     work.mkdir()
-    r = cli("remote", "train", *box_flags, "--data", url, "--epochs", "1", "--image-size", "32",
-            "--pull-every", "600", cwd=work)
+    r = cli(
+        "remote",
+        "train",
+        *box_flags,
+        "--data",
+        url,
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--pull-every",
+        "600",
+        cwd=work,
+    )
     assert r.code == 0, r.err + r.out
     assert "fetched by the box" in r.err
     (run,) = list((work / "runs").iterdir())

@@ -9,6 +9,7 @@ appear nowhere on the box: no file under its workdir, no environment and no
 command line of any process below its sshd (sampled all along), and not in
 anything the file server received.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,12 +61,15 @@ def laptop_home(tmp_path) -> Path:
 # ---------------------------------------------------------------- parsing and credentials (no box)
 
 
-@pytest.mark.parametrize("src, name, owner, file", [
-    (f"kaggle:{REDUX}", REDUX, None, None),
-    (f"kaggle:{REDUX}/train.zip", REDUX, None, "train.zip"),
-    ("kaggle:keras/vgg16", "vgg16", "keras", None),
-    ("kaggle:owner/set/images/part1.tar.gz", "set", "owner", "images/part1.tar.gz"),
-])
+@pytest.mark.parametrize(
+    "src, name, owner, file",
+    [
+        (f"kaggle:{REDUX}", REDUX, None, None),
+        (f"kaggle:{REDUX}/train.zip", REDUX, None, "train.zip"),
+        ("kaggle:keras/vgg16", "vgg16", "keras", None),
+        ("kaggle:owner/set/images/part1.tar.gz", "set", "owner", "images/part1.tar.gz"),
+    ],
+)
 def test_parse_kaggle_sources(src, name, owner, file):
     s = datasource.parse(src)
     assert (s.name, s.owner, s.file) == (name, owner, file) and str(s) == src
@@ -73,10 +77,15 @@ def test_parse_kaggle_sources(src, name, owner, file):
     assert s.key != datasource.parse("kaggle:other").key
 
 
-@pytest.mark.parametrize("src, words", [
-    ("kaggle:", "not a Kaggle competition or dataset"), ("kaggle:two words", "not a Kaggle"),
-    ("kaggle:owner/../x.zip", "not a Kaggle"), (f"kaggle:{REDUX}/sample_submission.csv", "not an archive"),
-])
+@pytest.mark.parametrize(
+    "src, words",
+    [
+        ("kaggle:", "not a Kaggle competition or dataset"),
+        ("kaggle:two words", "not a Kaggle"),
+        ("kaggle:owner/../x.zip", "not a Kaggle"),
+        (f"kaggle:{REDUX}/sample_submission.csv", "not an archive"),
+    ],
+)
 def test_parse_kaggle_refuses(src, words):
     with pytest.raises(UsageError) as e:
         datasource.parse(src)
@@ -89,8 +98,13 @@ def test_credentials_found_where_the_kaggle_package_looks(tmp_path):
     with pytest.raises(UsageError) as e:
         kaggle.find_credential({"HOME": str(home)})
     message = str(e.value)
-    for place in ("KAGGLE_API_TOKEN", f"{home}/.kaggle/access_token", "KAGGLE_USERNAME/KAGGLE_KEY",
-                  f"{home}/.kaggle/kaggle.json", f"{home}/.config/kaggle/kaggle.json"):
+    for place in (
+        "KAGGLE_API_TOKEN",
+        f"{home}/.kaggle/access_token",
+        "KAGGLE_USERNAME/KAGGLE_KEY",
+        f"{home}/.kaggle/kaggle.json",
+        f"{home}/.config/kaggle/kaggle.json",
+    ):
         assert place in message
     assert e.value.exit_code == UsageError.exit_code and "https://www.kaggle.com/settings" in message
 
@@ -137,8 +151,12 @@ def test_what_the_box_is_sent_holds_no_credential(conn, box, kaggle_api, monkeyp
     monkeypatch.setenv("KAGGLE_KEY", api.key)
     plans = []
     real = fetch.run_box
-    monkeypatch.setattr(fetch, "run_box", lambda c, py, plan, say: plans.append(json.dumps(plan)) or real(c, py, plan, say))
-    got = fetch.fetch(conn, datasource.parse(f"kaggle:{REDUX}/train.zip"), box.workdir, sys.executable, str(REPO), quiet=True)
+    monkeypatch.setattr(
+        fetch, "run_box", lambda c, py, plan, say: plans.append(json.dumps(plan)) or real(c, py, plan, say)
+    )
+    got = fetch.fetch(
+        conn, datasource.parse(f"kaggle:{REDUX}/train.zip"), box.workdir, sys.executable, str(REPO), quiet=True
+    )
     assert got.urls_handed == 1 and not got.cached and Path(got.path).name == ".organized"
     assert len(plans) == 1 and api.storage.url("/kaggle-data/") in plans[0]
     assert not any(n.decode() in p for p in plans for n in api.needles)
@@ -168,14 +186,18 @@ def test_redirect_path_the_box_downloads_the_signed_url(cli, box, box_flags, kag
 
     one = cli("remote", "data", "fetch", f"kaggle:{REDUX}/train.zip", "--quiet", *box_flags, cwd=tmp_path, env=env)
     assert one.code == 0, one.err
-    assert api.calls[-1] == ("competitions.CompetitionApiService/DownloadDataFile",
-                             {"competitionName": REDUX, "fileName": "train.zip"}, True)
+    assert api.calls[-1] == (
+        "competitions.CompetitionApiService/DownloadDataFile",
+        {"competitionName": REDUX, "fileName": "train.zip"},
+        True,
+    )
     assert sorted(cache_entries(box)) == sorted([key, datasource.parse(f"kaggle:{REDUX}/train.zip").key])
     assert_credential_nowhere_on_the_box(box, api)
 
 
-def test_no_redirect_path_the_laptop_downloads_and_pushes(cli, box, box_flags, kaggle_api, laptop_home, tmp_path,
-                                                           trainbox_home):
+def test_no_redirect_path_the_laptop_downloads_and_pushes(
+    cli, box, box_flags, kaggle_api, laptop_home, tmp_path, trainbox_home
+):
     api = kaggle_api
     api.redirect = False
     (laptop_home / ".kaggle").mkdir()
@@ -185,14 +207,20 @@ def test_no_redirect_path_the_laptop_downloads_and_pushes(cli, box, box_flags, k
     r = cli("remote", "data", "fetch", src, *box_flags, cwd=tmp_path, env=env)
     assert r.code == 0, r.err
     source = datasource.parse(src)
-    here = Path(os.environ["TRAINBOX_CACHE"]) / "kaggle" / source.key / "flat-cats.zip"  # the test's own cache (conftest)
+    here = (
+        Path(os.environ["TRAINBOX_CACHE"]) / "kaggle" / source.key / "flat-cats.zip"
+    )  # the test's own cache (conftest)
     assert here.read_bytes() == api.datasets["student/flat-cats"]["all"]
     size = here.stat().st_size
     assert "Kaggle sent the file itself" in r.err and "download flat-cats.zip to this laptop" in r.err
-    assert f"came to this laptop ({boxfetch.human(size)} in {here.parent}); pushing it to the box takes about 0s at 20 Mbit/s" in r.err
+    assert (
+        f"came to this laptop ({boxfetch.human(size)} in {here.parent}); pushing it to the box takes about 0s at 20 Mbit/s"
+        in r.err
+    )
     assert "pushed " in r.err
-    assert api.calls == [("datasets.DatasetApiService/DownloadDataset",
-                          {"ownerSlug": "student", "datasetSlug": "flat-cats"}, True)]
+    assert api.calls == [
+        ("datasets.DatasetApiService/DownloadDataset", {"ownerSlug": "student", "datasetSlug": "flat-cats"}, True)
+    ]
     assert api.storage.requests == []
     data = Path(box.workdir) / "data" / source.key / ".organized"
     assert len(list((data / "train").rglob("*.jpg"))) == 32 and len(list((data / "test").iterdir())) == 7
@@ -204,18 +232,26 @@ def test_no_redirect_path_the_laptop_downloads_and_pushes(cli, box, box_flags, k
     assert_credential_nowhere_on_the_box(box, api)
 
 
-@pytest.mark.parametrize("case", ["no-credentials", "wrong-key", "rules", "unknown-competition", "unknown-file",
-                                  "unknown-dataset", "unreachable"])
+@pytest.mark.parametrize(
+    "case",
+    ["no-credentials", "wrong-key", "rules", "unknown-competition", "unknown-file", "unknown-dataset", "unreachable"],
+)
 def test_errors_are_one_line_with_the_fix(cli, box, box_flags, kaggle_api, laptop_home, tmp_path, case):
     api = kaggle_api
     env = api.env(laptop_home)
     src, code, words = {
-        "no-credentials": (f"kaggle:{REDUX}", 2, ["no Kaggle credentials", f"{laptop_home}/.kaggle/kaggle.json",
-                                                  "https://www.kaggle.com/settings"]),
+        "no-credentials": (
+            f"kaggle:{REDUX}",
+            2,
+            ["no Kaggle credentials", f"{laptop_home}/.kaggle/kaggle.json", "https://www.kaggle.com/settings"],
+        ),
         "wrong-key": (f"kaggle:{REDUX}", 2, ["refused the credential from KAGGLE_USERNAME/KAGGLE_KEY (401"]),
         "rules": ("kaggle:closed-rules", 2, ["(403: You must accept", "https://www.kaggle.com/c/closed-rules/rules"]),
-        "unknown-competition": ("kaggle:no-such-thing", 2, ["Kaggle has no competition no-such-thing (404",
-                                                            "kaggle competitions files no-such-thing"]),
+        "unknown-competition": (
+            "kaggle:no-such-thing",
+            2,
+            ["Kaggle has no competition no-such-thing (404", "kaggle competitions files no-such-thing"],
+        ),
         "unknown-file": (f"kaggle:{REDUX}/extra.zip", 2, [f"competition {REDUX} has no file extra.zip (404"]),
         "unknown-dataset": ("kaggle:student/nothing", 2, ["Kaggle has no dataset student/nothing (404"]),
         "unreachable": (f"kaggle:{REDUX}", 3, ["cannot reach Kaggle at http://127.0.0.1:9", "TRAINBOX_KAGGLE_API"]),

@@ -81,7 +81,9 @@ def small_data(tmp_path_factory):
 def cnn_run(synth_data, model_cli, tmp_path_factory):
     """``train --net cnn --epochs 2`` on synth_data through the real CLI."""
     out = str(tmp_path_factory.mktemp("runs") / "cnn")
-    proc = model_cli("train", "--data", synth_data["root"], "--out", out, "--epochs", 2, "--image-size", 64, "--seed", 0)
+    proc = model_cli(
+        "train", "--data", synth_data["root"], "--out", out, "--epochs", 2, "--image-size", 64, "--seed", 0
+    )
     assert proc.returncode == 0, proc.stderr
     return {"out": out, "proc": proc, "data": synth_data["root"]}
 

@@ -106,7 +106,18 @@ def test_probe_reads_header_size(small_data):
 def test_layout_error_from_real_cli_without_tensorflow(model_cli, tmp_path):
     """The real process: exit 2, one stderr line, and TensorFlow never imported."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "model", "train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")],
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "model",
+            "train",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
         cwd=model_cli.repo,
         env=model_cli.env(),
         capture_output=True,

@@ -29,7 +29,19 @@ def test_each_command_has_help(command, capsys):
 def test_train_help_names_the_contract(capsys):
     main(["train", "--help"])
     out = capsys.readouterr().out
-    for flag in ("--net", "--mode", "--epochs", "--batch-size", "--image-size", "--lr", "--seed", "--weights", "--patience", "--strict", "--gpus"):
+    for flag in (
+        "--net",
+        "--mode",
+        "--epochs",
+        "--batch-size",
+        "--image-size",
+        "--lr",
+        "--seed",
+        "--weights",
+        "--patience",
+        "--strict",
+        "--gpus",
+    ):
         assert flag in out
 
 
@@ -41,7 +53,14 @@ def test_help_does_not_import_tensorflow(model_cli):
         "    assert main(c + ['--help']) == 0\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=model_cli.repo, env=model_cli.env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=model_cli.repo,
+        env=model_cli.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
 
 

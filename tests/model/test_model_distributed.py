@@ -21,8 +21,12 @@ def test_the_cluster_comes_from_flags_or_the_environment_and_is_checked():
     assert cluster(environ=env) == Cluster(3, 2, "10.0.0.4:4000")
     assert cluster(2, 0, "h:1", environ=env) == Cluster(2, 0, "h:1"), "flags win"
     assert cluster(environ={}) == Cluster(1, 0, None)
-    for args, says in (((2, 2, "h:1"), "--node-index 2"), ((2, 0, None), "needs --coordinator"),
-                       ((2, 0, "h"), "is not HOST:PORT"), ((0, 0, None), "--nodes 0")):
+    for args, says in (
+        ((2, 2, "h:1"), "--node-index 2"),
+        ((2, 0, None), "needs --coordinator"),
+        ((2, 0, "h"), "is not HOST:PORT"),
+        ((0, 0, None), "--nodes 0"),
+    ):
         with pytest.raises(UsageError, match=says):
             cluster(*args, environ={})
 
@@ -68,8 +72,15 @@ def test_a_node_told_to_stop_ends_though_jaxs_runtime_takes_sigterm(tmp_path):
         port = s.getsockname()[1]
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     logs = [tmp_path / f"node{i}.log" for i in (0, 1)]
-    procs = [subprocess.Popen([sys.executable, "-c", JOIN_AND_WAIT, str(i), f"127.0.0.1:{port}"], env=env,
-                              stdout=open(logs[i], "w"), stderr=subprocess.STDOUT) for i in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", JOIN_AND_WAIT, str(i), f"127.0.0.1:{port}"],
+            env=env,
+            stdout=open(logs[i], "w"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in (0, 1)
+    ]
     try:
         wait_for("both nodes to join", lambda: all("joined" in log.read_text() for log in logs), timeout=120)
         procs[1].send_signal(signal.SIGTERM)  # our own child, by its Popen
@@ -105,8 +116,16 @@ def test_every_node_leaves_the_cluster_before_node_0s_report(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    procs = [subprocess.Popen([sys.executable, "-c", JOIN_WORK_LEAVE, str(i), f"127.0.0.1:{port}"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", JOIN_WORK_LEAVE, str(i), f"127.0.0.1:{port}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
     try:
         outs = [p.communicate(timeout=120)[0] for p in procs]
     finally:

@@ -20,9 +20,28 @@ raise SystemExit(main(sys.argv[1:]))
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_cpu_devices(small_data, model_cli, tmp_path):
     out = str(tmp_path / "run")
-    args = ["train", "--data", small_data, "--out", out, "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--gpus", "all"]
+    args = [
+        "train",
+        "--data",
+        small_data,
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--gpus",
+        "all",
+    ]
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *args], cwd=model_cli.repo, env=model_cli.env(), capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", SCRIPT, *args],
+        cwd=model_cli.repo,
+        env=model_cli.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 replica(s)" in proc.stdout

@@ -1,5 +1,6 @@
 """TensorFlow's start-up notes (absl's preamble, oneDNN's INFO line) are kept
 out of a run's log; what else the import writes to fd 2 is kept, in order."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,10 @@ from model.native_log import is_startup_note, startup_notes_dropped
 from testkit import REPO
 
 PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-ONEDNN = ("I0000 00:00:1796417471.385276   21108 port.cc:153] oneDNN custom operations are on. You may see "
-          "slightly different numerical results due to floating-point round-off errors.\n")
+ONEDNN = (
+    "I0000 00:00:1796417471.385276   21108 port.cc:153] oneDNN custom operations are on. You may see "
+    "slightly different numerical results due to floating-point round-off errors.\n"
+)
 
 
 def test_the_notes_are_told_from_warnings_and_errors():
@@ -39,8 +42,10 @@ def test_what_was_written_comes_back_when_the_import_fails(capfd):
 
 def test_importing_keras_on_tensorflow_prints_no_notes():
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-    code = ("import sys; from model.native_log import import_keras_quietly; import_keras_quietly(); "
-            "import keras; print('backend', keras.backend.backend(), file=sys.stderr)")
+    code = (
+        "import sys; from model.native_log import import_keras_quietly; import_keras_quietly(); "
+        "import keras; print('backend', keras.backend.backend(), file=sys.stderr)"
+    )
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stderr.strip().splitlines()[-1] == "backend tensorflow"

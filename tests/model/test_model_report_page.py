@@ -1,4 +1,5 @@
 """report.html: one self-contained page per run, rendered by a real headless Chromium (issue 16)."""
+
 import html
 import json
 import shutil
@@ -12,8 +13,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 # Injected into a copy of the page (the page itself has no script): once the
 # page has loaded, it writes what the browser made of every image into the DOM.
-PROBE = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-images',"
-         "JSON.stringify([...document.images].map(i=>({alt:i.alt,ok:i.complete&&i.naturalWidth>0,w:i.naturalWidth}))));});</script>")
+PROBE = (
+    "<script>window.addEventListener('load',()=>{document.body.setAttribute('data-images',"
+    "JSON.stringify([...document.images].map(i=>({alt:i.alt,ok:i.complete&&i.naturalWidth>0,w:i.naturalWidth}))));});</script>"
+)
 
 
 def chromium_dump(page: Path) -> str:
@@ -21,10 +24,25 @@ def chromium_dump(page: Path) -> str:
     assert CHROMIUM, "chromium is not installed (.ci/run installs it)"
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-            capture_output=True, text=True, timeout=120)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 

@@ -1,4 +1,5 @@
 """model/save_request.py: the agent's save-now request makes BackupAndRestore save at the next batch end (issue 13)."""
+
 import json
 import subprocess
 import sys
@@ -28,8 +29,14 @@ model.fit(x, x[:, :1], batch_size=4, epochs=3, verbose=0, callbacks=[backup, Age
 
 
 def test_a_save_request_is_answered_at_the_next_batch_end(model_cli, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=model_cli.repo, env=model_cli.env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        cwd=model_cli.repo,
+        env=model_cli.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 17, proc.stderr
     assert not (tmp_path / "save-now").exists()
     saved = json.loads((tmp_path / "saved").read_text())
@@ -40,7 +47,14 @@ def test_a_save_request_is_answered_at_the_next_batch_end(model_cli, tmp_path):
 
 def test_nothing_to_watch_outside_the_job_machinery(model_cli):
     code = "import os; os.environ.pop('TRAINBOX_SAVE_REQUEST', None)\nfrom model.save_request import save_on_request\nprint(save_on_request(object()))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=model_cli.repo, env=model_cli.env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=model_cli.repo,
+        env=model_cli.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.stdout.strip() == "None", proc.stderr
 
 
@@ -69,8 +83,14 @@ model.fit(x, x[:, :1], batch_size=4, epochs=3, verbose=0, callbacks=[backup, sav
 
 def test_a_periodic_save_bounds_what_a_power_cut_loses(model_cli, tmp_path):
     env = {k: v for k, v in model_cli.env().items() if k != "TRAINBOX_SAVE_REQUEST"}
-    proc = subprocess.run([sys.executable, "-c", PERIODIC, str(tmp_path)], cwd=model_cli.repo, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PERIODIC, str(tmp_path)],
+        cwd=model_cli.repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 17, proc.stderr
     assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 0  # saved mid-epoch
     assert not (tmp_path / "saved").exists()  # nobody asked: no answer
@@ -81,9 +101,27 @@ def test_model_train_answers_a_request_from_the_run_folder(small_data, model_cli
     request = tmp_path / "save-now"
     request.touch()  # asked before the first batch ends
     env = {**model_cli.env(), "TRAINBOX_SAVE_REQUEST": str(request)}
-    proc = subprocess.run([sys.executable, "-m", "model", "train", "--data", small_data, "--out", str(tmp_path / "out"),
-                           "--epochs", "1", "--image-size", "32"], cwd=model_cli.repo, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model",
+            "train",
+            "--data",
+            small_data,
+            "--out",
+            str(tmp_path / "out"),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+        ],
+        cwd=model_cli.repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert not request.exists()
     assert json.loads((tmp_path / "saved").read_text())["epoch"] == 0
@@ -117,8 +155,14 @@ print("not reached")
 
 def test_sigterm_saves_at_the_next_batch_end_then_exits_143(model_cli, tmp_path):
     env = {k: v for k, v in model_cli.env().items() if k != "TRAINBOX_SAVE_REQUEST"}
-    proc = subprocess.run([sys.executable, "-c", TERM, str(tmp_path)], cwd=model_cli.repo, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", TERM, str(tmp_path)],
+        cwd=model_cli.repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 143, proc.stderr
     assert "not reached" not in proc.stdout
     assert "saved the training state at epoch 1, batch 3 (SIGTERM: stopping)" in proc.stdout
@@ -157,9 +201,16 @@ def test_a_save_in_the_first_epoch_after_a_resume_keeps_the_resumed_epoch(model_
     """Cut in epoch 3, resumed there, cut again in that same first epoch after the
     resume: the state saved says epoch 3 (2, 0-based), not 0 (Keras restores the
     model's epoch but not BackupAndRestore's own count until an epoch ends)."""
+
     def cut(at: int) -> dict:
-        proc = subprocess.run([sys.executable, "-c", RESUMED, str(tmp_path), str(at)], cwd=model_cli.repo,
-                              env=model_cli.env(), capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", RESUMED, str(tmp_path), str(at)],
+            cwd=model_cli.repo,
+            env=model_cli.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 17, proc.stderr
         return json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
 

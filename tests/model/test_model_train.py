@@ -29,7 +29,15 @@ def test_cnn_learns_synth_in_two_epochs(cnn_run):
 
 def test_run_folder_holds_every_artifact(cnn_run):
     out = cnn_run["out"]
-    for name in ("model.keras", "checkpoints/last.keras", "checkpoints/best.keras", "history.json", "history.csv", "metrics.json", "run.json"):
+    for name in (
+        "model.keras",
+        "checkpoints/last.keras",
+        "checkpoints/best.keras",
+        "history.json",
+        "history.csv",
+        "metrics.json",
+        "run.json",
+    ):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     assert any(files for _, _, files in os.walk(os.path.join(out, "tensorboard")))
     assert not os.path.exists(os.path.join(out, "backup")), "backup state is removed once the run completes"
@@ -93,10 +101,26 @@ def wait_for_file(proc, path, deadline_s=240):
 def test_killed_run_resumes_at_the_right_epoch(small_data, model_cli, tmp_path):
     epochs = 6
     out = str(tmp_path / "run")
-    args = ["train", "--data", small_data, "--out", out, "--epochs", str(epochs), "--image-size", "32", "--batch-size", "8"]
+    args = [
+        "train",
+        "--data",
+        small_data,
+        "--out",
+        out,
+        "--epochs",
+        str(epochs),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+    ]
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "model", *args], cwd=model_cli.repo, env=model_cli.env(), stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "model", *args],
+            cwd=model_cli.repo,
+            env=model_cli.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             assert wait_for_file(proc, os.path.join(out, "checkpoints", "last.keras")), "training ended early"
@@ -133,7 +157,9 @@ def test_diverging_training_exits_1(small_data, model_cli, tmp_path):
     # such weights is past float32's 3.4e38, so the loss is NaN in epoch 1 on
     # any machine. (At 1e12 the loss only grew to ~5e11, finite, on some
     # machines and thread orders: the test was flaky, not the check.)
-    proc = model_cli("train", "--data", small_data, "--out", tmp_path / "run", "--epochs", 2, "--image-size", 32, "--lr", 1e38)
+    proc = model_cli(
+        "train", "--data", small_data, "--out", tmp_path / "run", "--epochs", 2, "--image-size", 32, "--lr", 1e38
+    )
     assert proc.returncode == 1
     err = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(err) == 1 and "NaN" in err[0] and "--lr" in err[0]

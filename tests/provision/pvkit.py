@@ -6,6 +6,7 @@ and a launched box.
 NETWORK RULE: nothing here connects to an address moto hands out; `up` runs
 with wait=False (no SSH wait) or in the sandbox (127.0.0.1).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -36,7 +37,14 @@ class Faulty:
     """
 
     def __init__(self, client, method: str, exc: BaseException, nth: int = 1, after: bool = False, times: int = 1):
-        self._client, self._method, self._exc, self._nth, self._after, self._times = client, method, exc, nth, after, times
+        self._client, self._method, self._exc, self._nth, self._after, self._times = (
+            client,
+            method,
+            exc,
+            nth,
+            after,
+            times,
+        )
         self.calls = 0
 
     def __getattr__(self, name):
@@ -121,7 +129,9 @@ def ec2(aws):
 
 @pytest.fixture
 def moto_ami(ec2) -> str:
-    images = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])["Images"]
+    images = ec2.describe_images(
+        Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}]
+    )["Images"]
     return images[0]["ImageId"]
 
 
@@ -135,7 +145,9 @@ def live(ec2, name: str | None = None) -> list:
     """Tagged resources that still exist (terminated instances are gone)."""
     from provision.inventory import tagged_resources
 
-    return [r for r in tagged_resources(ec2, "us-east-1", name) if not (r.kind == "instance" and r.state == "terminated")]
+    return [
+        r for r in tagged_resources(ec2, "us-east-1", name) if not (r.kind == "instance" and r.state == "terminated")
+    ]
 
 
 @pytest.fixture

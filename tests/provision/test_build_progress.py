@@ -2,6 +2,7 @@
 container box's root file system: debootstrap's ~800 per-package lines).
 Driven by a real child process printing debootstrap's lines; on a stream that
 is not a terminal the bar is a handful of lines."""
+
 from __future__ import annotations
 
 import io
@@ -38,11 +39,14 @@ print("I: Base system installed successfully.")
 
 def test_a_build_with_a_known_total_says_a_line_per_tenth_not_per_package(tmp_path):
     said: list[str] = []
-    code, packages, _tail, _took = rootfs.follow_build(fake_debootstrap(tmp_path), tmp_path / "x.log", "root file system",
-                                                     said.append, total=4 * N)
+    code, packages, _tail, _took = rootfs.follow_build(
+        fake_debootstrap(tmp_path), tmp_path / "x.log", "root file system", said.append, total=4 * N
+    )
     assert code == 0 and len(packages) == N
-    assert said == [f"  root file system: {p}%" + f" ({ph})" for p, ph in zip(range(10, 101, 10), (
-        ["downloading"] * 5 + ["unpacking"] * 2 + ["configuring"] * 3))], said
+    assert said == [
+        f"  root file system: {p}%" + f" ({ph})"
+        for p, ph in zip(range(10, 101, 10), (["downloading"] * 5 + ["unpacking"] * 2 + ["configuring"] * 3))
+    ], said
     log = (tmp_path / "x.log").read_text()
     assert log.count("I: Retrieving pkg") == N, "the full output is in the log"
 
@@ -61,7 +65,9 @@ def test_debootstrap_success_counts_packages_and_a_failure_shows_its_tail_once(t
     assert len(said) <= 4 and not any("pkg7 " in l for l in said), said
     said.clear()
     with pytest.raises(TrainboxError) as e:
-        rootfs.debootstrap(tmp_path / "root", said.append, tmp_path / "bad.log", argv=fake_debootstrap(tmp_path, fail=True))
+        rootfs.debootstrap(
+            tmp_path / "root", said.append, tmp_path / "bad.log", argv=fake_debootstrap(tmp_path, fail=True)
+        )
     assert "E: Couldn't install pkg3" in str(e.value) and str(tmp_path / "bad.log") in e.value.fix
     (failure,) = [l for l in said if "failed" in l]
     assert "disk full" in failure and failure.count("I: Unpacking pkg3") == 1
@@ -93,7 +99,8 @@ def test_on_a_terminal_it_is_one_tqdm_bar(tmp_path):
 
     tty = Tty()
     said: list[str] = []
-    rootfs.follow_build(fake_debootstrap(tmp_path), tmp_path / "x.log", "root file system", said.append,
-                        total=4 * N, stream=tty)
+    rootfs.follow_build(
+        fake_debootstrap(tmp_path), tmp_path / "x.log", "root file system", said.append, total=4 * N, stream=tty
+    )
     assert said == [] and "root file system" in tty.getvalue() and "\r" in tty.getvalue()
     assert tty.getvalue().count("\n") <= 1, "one bar redrawn in place"

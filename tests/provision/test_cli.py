@@ -2,6 +2,7 @@
 exit codes; and a few runs of the real CLI in a subprocess against the moto
 server on 127.0.0.1. Nothing here connects to an instance address: `up`
 always runs with --no-wait."""
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,14 @@ def _handler(exc):
     return handler
 
 
-@pytest.mark.parametrize(("exc", "code"), [(UsageError("bad", "do this"), EX_USAGE), (CloudError("aws said no"), EX_UNAVAILABLE),
-                                                 (ValueError("a bug"), EX_SOFTWARE)])
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (UsageError("bad", "do this"), EX_USAGE),
+        (CloudError("aws said no"), EX_UNAVAILABLE),
+        (ValueError("a bug"), EX_SOFTWARE),
+    ],
+)
 def test_top_level_handler_prints_one_line_and_maps_exit_codes(capsys, exc, code):
     assert (EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_INTERRUPTED) == (64, 69, 70, 130), "the table in common/errors.py"
     args = Parser().parse_args([])
@@ -92,7 +99,10 @@ def test_debug_shows_the_traceback():
         run_cli(_handler(ValueError("a bug")), args)
 
 
-@pytest.mark.parametrize("argv", [["up", "--volume-gb", "0"], ["up", "--max-hours", "-1"], ["nope"], ["state", "--bogus"], ["nb", "--port", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["up", "--volume-gb", "0"], ["up", "--max-hours", "-1"], ["nope"], ["state", "--bogus"], ["nb", "--port", "x"]],
+)
 def test_bad_usage_is_exit_2_one_line(capsys, argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -180,7 +190,9 @@ def test_ssm_lookup_reads_the_public_parameter(aws):
 def test_up_prints_address_and_price_and_flags_reach_aws(aws, ec2, moto_ami, capsys, name):
     import base64
 
-    rc = main(up_args(name, "--ami", moto_ami, "--spot", "--max-hours", "3", "--idle-minutes", "20", "--volume-gb", "64"))
+    rc = main(
+        up_args(name, "--ami", moto_ami, "--spot", "--max-hours", "3", "--idle-minutes", "20", "--volume-gb", "64")
+    )
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     box = state.load(name)
@@ -191,7 +203,11 @@ def test_up_prints_address_and_price_and_flags_reach_aws(aws, ec2, moto_ami, cap
     assert vol["Size"] == 64
     from provision.up import user_data_text
 
-    script = user_data_text(base64.b64decode(ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"]))
+    script = user_data_text(
+        base64.b64decode(
+            ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"]
+        )
+    )
     assert "max_seconds=10800" in script and "idle_seconds=1200" in script
     assert "TRAINBOX_BOOTSTRAP_EOF" in script, "the CLI hands `up` the bootstrap for the first boot"
 
@@ -201,7 +217,17 @@ def test_state_json_has_uptime_price_and_cost(aws, moto_ami, capsys, name, tmp_p
     capsys.readouterr()
     assert main(["state", "--name", name, "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert {"name", "instance_id", "instance_type", "state", "address", "uptime_s", "price_per_hour", "cost_so_far", "sandbox"} <= set(s)
+    assert {
+        "name",
+        "instance_id",
+        "instance_type",
+        "state",
+        "address",
+        "uptime_s",
+        "price_per_hour",
+        "cost_so_far",
+        "sandbox",
+    } <= set(s)
     assert s["state"] == "running" and s["price_per_hour"] == 0.526 and s["uptime_s"] >= 0
     assert s["cost_so_far"] == pytest.approx(0.526 * s["uptime_s"] / 3600, rel=0.05, abs=1e-3)
     # trainbox.toml in the working directory overrides the price table.
@@ -241,11 +267,26 @@ def test_down_with_no_state_removes_everything_tagged_orphans_too(cli, moto_endp
     from testkit import tagged
 
     ec2 = Cloud("us-east-1", moto_endpoint).client("ec2")
-    image = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])["Images"][0]
-    up = cli("provision", "up", "--no-wait", "--ssh-cidr", CIDR, "--ami", image["ImageId"], "--region", "us-east-1", cwd=tmp_path)
+    image = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])[
+        "Images"
+    ][0]
+    up = cli(
+        "provision",
+        "up",
+        "--no-wait",
+        "--ssh-cidr",
+        CIDR,
+        "--ami",
+        image["ImageId"],
+        "--region",
+        "us-east-1",
+        cwd=tmp_path,
+    )
     assert up.code == 0, up.err
     alloc = ec2.allocate_address(Domain="vpc", TagSpecifications=tag_spec("elastic-ip", "default"))["AllocationId"]
-    vol = ec2.create_volume(Size=8, AvailabilityZone="us-east-1a", TagSpecifications=tag_spec("volume", "default"))["VolumeId"]
+    vol = ec2.create_volume(Size=8, AvailabilityZone="us-east-1a", TagSpecifications=tag_spec("volume", "default"))[
+        "VolumeId"
+    ]
     state.forget("default")
 
     ls = cli("provision", "ls", "--json", "--region", "us-east-1", cwd=tmp_path)

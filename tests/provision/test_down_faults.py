@@ -3,6 +3,7 @@ it can find, names the kind it could not check, and exits non-zero; a second
 `down` once the call works again converges. The fault is injected with
 botocore's own event hooks (a `before-call` handler answers in AWS's place), as
 a plain moto server answers DescribePlacementGroups: 500, not implemented."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,10 @@ def failing(client, operation: str, code: str = "InternalError", status: int = 5
 
     def answer(**kwargs):
         calls.append(operation)
-        body = {"Error": {"Code": code, "Message": f"{operation} is not implemented"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        body = {
+            "Error": {"Code": code, "Message": f"{operation} is not implemented"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
         return AWSResponse("https://127.0.0.1/", status, {}, None), body
 
     event = f"before-call.ec2.{operation}"
@@ -35,7 +39,15 @@ def failing(client, operation: str, code: str = "InternalError", status: int = 5
 
 def test_down_deletes_every_kind_it_can_find_when_one_describe_keeps_failing(aws, ec2, launch, name):
     launch()
-    assert {r.kind for r in live(ec2, name)} >= {"instance", "vpc", "subnet", "security-group", "internet-gateway", "key-pair", "volume"}
+    assert {r.kind for r in live(ec2, name)} >= {
+        "instance",
+        "vpc",
+        "subnet",
+        "security-group",
+        "internet-gateway",
+        "key-pair",
+        "volume",
+    }
     said: list[str] = []
     with failing(ec2, "DescribePlacementGroups") as calls, pytest.raises(CloudError) as e:
         lifecycle.destroy(aws, name, said.append)

@@ -3,6 +3,7 @@ sandbox reads back, box names, cost-guard values, host-key pins across a
 restart, corrupt state files and trainbox.toml. Each case gets one line and
 exit 2 (3 for a cloud/SSH fault); nothing that is not ours is signalled,
 deleted or run."""
+
 from __future__ import annotations
 
 import json
@@ -70,6 +71,7 @@ def signals(monkeypatch) -> list[int]:
             if sig:
                 sent.append(pid)
             return real(pid, sig)
+
         return call
 
     monkeypatch.setattr(os, "killpg", guard(os.killpg))
@@ -82,6 +84,7 @@ def test_sandbox_stop_signals_only_the_jobs_it_recorded(signals):
     runs = disk / "runs"
     ours, finished, reused = _session_sleeper(), _session_sleeper(), _session_sleeper()
     try:
+
         def job(run, pid, start, exit_code=None):
             d = runs / run
             d.mkdir(parents=True)
@@ -171,17 +174,32 @@ def test_aliases_quote_the_name():
 
 
 def _box(**kw) -> BoxState:
-    base = dict(name="default", region="us-east-1", instance_id="i-1", instance_type="t3.micro",
-                ssh_host="127.0.0.1", ssh_user="ubuntu", key_path="/k")
+    base = dict(
+        name="default",
+        region="us-east-1",
+        instance_id="i-1",
+        instance_type="t3.micro",
+        ssh_host="127.0.0.1",
+        ssh_user="ubuntu",
+        key_path="/k",
+    )
     base.update(kw)
     return BoxState(**base)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("name", "x\nProxyCommand touch /tmp/p"), ("name", "../x"), ("ssh_host", "h\nProxyCommand touch /tmp/p"),
-    ("ssh_user", "u\n  ProxyCommand x"), ("key_path", "/k\nProxyCommand x"), ("ssh_port", "22; id"),
-    ("ssh_port", 0), ("workdir", "w\nx"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("name", "x\nProxyCommand touch /tmp/p"),
+        ("name", "../x"),
+        ("ssh_host", "h\nProxyCommand touch /tmp/p"),
+        ("ssh_user", "u\n  ProxyCommand x"),
+        ("key_path", "/k\nProxyCommand x"),
+        ("ssh_port", "22; id"),
+        ("ssh_port", 0),
+        ("workdir", "w\nx"),
+    ],
+)
 def test_a_tampered_state_file_is_refused_naming_it(capsys, field, value):
     state.save(_box())
     f = paths.state_dir() / "default.json"
@@ -217,7 +235,9 @@ def test_ssh_config_quotes_paths_with_spaces(tmp_path, monkeypatch):
     text = (home / "ssh_config").read_text()
     assert f'IdentityFile "{home}/key file.pem"' in text
     assert f'UserKnownHostsFile "{home}/known_hosts"' in text
-    p = subprocess.run(["ssh", "-G", "-F", str(home / "ssh_config"), "trainbox-default"], capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        ["ssh", "-G", "-F", str(home / "ssh_config"), "trainbox-default"], capture_output=True, text=True, timeout=30
+    )
     assert p.returncode == 0, p.stderr
     assert f"identityfile {home}/key file.pem" in p.stdout.splitlines()
 
@@ -225,24 +245,41 @@ def test_ssh_config_quotes_paths_with_spaces(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- 7: cost guard values
 
 
-@pytest.mark.parametrize("var,value", [
-    ("TRAINBOX_MAX_HOURS", "-2"), ("TRAINBOX_MAX_HOURS", "nan"), ("TRAINBOX_MAX_HOURS", "inf"),
-    ("TRAINBOX_MAX_HOURS", "0"), ("TRAINBOX_IDLE_MINUTES", "0"), ("TRAINBOX_IDLE_MINUTES", "-1"),
-    ("TRAINBOX_IDLE_MINUTES", "nan"), ("TRAINBOX_VOLUME_GB", "0"), ("TRAINBOX_VOLUME_GB", "-5"),
-    ("TRAINBOX_VOLUME_GB", "1e9"),
-])
+@pytest.mark.parametrize(
+    "var,value",
+    [
+        ("TRAINBOX_MAX_HOURS", "-2"),
+        ("TRAINBOX_MAX_HOURS", "nan"),
+        ("TRAINBOX_MAX_HOURS", "inf"),
+        ("TRAINBOX_MAX_HOURS", "0"),
+        ("TRAINBOX_IDLE_MINUTES", "0"),
+        ("TRAINBOX_IDLE_MINUTES", "-1"),
+        ("TRAINBOX_IDLE_MINUTES", "nan"),
+        ("TRAINBOX_VOLUME_GB", "0"),
+        ("TRAINBOX_VOLUME_GB", "-5"),
+        ("TRAINBOX_VOLUME_GB", "1e9"),
+    ],
+)
 def test_cost_guard_values_from_the_environment_are_range_checked(aws, capsys, monkeypatch, var, value, name):
     monkeypatch.setenv(var, value)
     assert main(["up", "--name", name, "--ssh-cidr", CIDR, "--no-wait"]) == UsageError.exit_code
     assert var in one_line(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("toml,key", [
-    ("[box]\nmax_hours = -2\n", "max_hours"), ("[box]\nidle_minutes = nan\n", "idle_minutes"),
-    ("[box]\nmax_hours = inf\n", "max_hours"), ("[box]\nvolume_gb = 0\n", "volume_gb"),
-    ("[box]\nmax_hours = true\n", "max_hours"), ("box = 5\n", "box"), ("prices = 'x'\n", "prices"),
-    ("[box]\nregion = 5\n", "region"), ("[prices]\n'g4dn.xlarge' = 'cheap'\n", "prices"),
-])
+@pytest.mark.parametrize(
+    "toml,key",
+    [
+        ("[box]\nmax_hours = -2\n", "max_hours"),
+        ("[box]\nidle_minutes = nan\n", "idle_minutes"),
+        ("[box]\nmax_hours = inf\n", "max_hours"),
+        ("[box]\nvolume_gb = 0\n", "volume_gb"),
+        ("[box]\nmax_hours = true\n", "max_hours"),
+        ("box = 5\n", "box"),
+        ("prices = 'x'\n", "prices"),
+        ("[box]\nregion = 5\n", "region"),
+        ("[prices]\n'g4dn.xlarge' = 'cheap'\n", "prices"),
+    ],
+)
 def test_cost_guard_values_from_trainbox_toml_are_range_checked(aws, capsys, tmp_path, toml, key, name):
     (tmp_path / "trainbox.toml").write_text(toml)
     assert main(["up", "--name", name, "--ssh-cidr", CIDR, "--no-wait"]) == UsageError.exit_code
@@ -250,8 +287,16 @@ def test_cost_guard_values_from_trainbox_toml_are_range_checked(aws, capsys, tmp
     assert "trainbox.toml" in line and key in line
 
 
-@pytest.mark.parametrize("flag,value", [("--max-hours", "nan"), ("--max-hours", "inf"), ("--idle-minutes", "nan"),
-                                        ("--idle-minutes", "0.01"), ("--volume-gb", "99999999")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--max-hours", "nan"),
+        ("--max-hours", "inf"),
+        ("--idle-minutes", "nan"),
+        ("--idle-minutes", "0.01"),
+        ("--volume-gb", "99999999"),
+    ],
+)
 def test_cost_guard_flags_refuse_nan_inf_and_out_of_range(capsys, flag, value):
     assert flag in usage_exit(capsys, ["up", flag, value])
 

@@ -1,6 +1,7 @@
 """The "IAM permissions" list of docs/aws.md names every AWS action the code calls
 (found in the code itself, so the list cannot go stale), and the access-denied
 hints point at that heading."""
+
 from __future__ import annotations
 
 import ast
@@ -56,8 +57,16 @@ def docs_section(title: str) -> str:
 
 def test_the_extractor_finds_calls_paginators_waiters_and_presigned_urls():
     found = aws_actions()
-    assert {"ec2:RunInstances", "ec2:DescribeVpcs", "ec2:DescribeInstanceTypeOfferings", "s3:GetObject",
-            "s3:ListBucket", "servicequotas:GetServiceQuota", "ssm:GetParameter", "sts:GetCallerIdentity"} <= found
+    assert {
+        "ec2:RunInstances",
+        "ec2:DescribeVpcs",
+        "ec2:DescribeInstanceTypeOfferings",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "servicequotas:GetServiceQuota",
+        "ssm:GetParameter",
+        "sts:GetCallerIdentity",
+    } <= found
 
 
 def test_every_aws_action_the_code_calls_is_in_the_docs():

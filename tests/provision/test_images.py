@@ -4,6 +4,7 @@ as billable, `down` keeps it (unless --images), `image rm` leaves nothing.
 
 The clean-up over SSH is tested on a real sshd in tests/box/test_box_image.py,
 the whole flow in the sandbox there too."""
+
 from __future__ import annotations
 
 import pytest
@@ -35,13 +36,20 @@ def ec2(aws):
 
 @pytest.fixture
 def dlami(ec2) -> str:
-    found = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])["Images"]
+    found = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}])[
+        "Images"
+    ]
     return found[0]["ImageId"]
 
 
 def launch(aws, dlami, name, **kw):
     said: list[str] = []
-    box = up(aws, opts(name=name, env_spec=setup.SetupOptions.from_env().spec_id(), **kw), said.append, latest_ami=lambda: dlami)
+    box = up(
+        aws,
+        opts(name=name, env_spec=setup.SetupOptions.from_env().spec_id(), **kw),
+        said.append,
+        latest_ami=lambda: dlami,
+    )
     return box, said
 
 
@@ -51,12 +59,16 @@ def bake(aws, dlami, name="src", spec=None):
     instance.stop(ec2, box.instance_id)
     said: list[str] = []
     spec = spec or images.spec_tag(setup.SetupOptions.from_env().spec_id(), "gpu")
-    image_id = images.bake(ec2, box.instance_id, name, f"trainbox-{name}-x", spec, images.base_of(ec2, box.ami), said.append, poll_s=0)
+    image_id = images.bake(
+        ec2, box.instance_id, name, f"trainbox-{name}-x", spec, images.base_of(ec2, box.ami), said.append, poll_s=0
+    )
     return image_id, said
 
 
 def snapshots_of(ec2, image_id):
-    return ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": f"tag:{images.TAG_IMAGE}", "Values": [image_id]}])["Snapshots"]
+    return ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": f"tag:{images.TAG_IMAGE}", "Values": [image_id]}]
+    )["Snapshots"]
 
 
 def test_bake_tags_the_image_and_its_snapshots_and_ls_shows_size_and_cost(aws, dlami):
@@ -76,7 +88,9 @@ def test_bake_tags_the_image_and_its_snapshots_and_ls_shows_size_and_cost(aws, d
     assert img.size_gb == sum(s["VolumeSize"] for s in snaps) and not img.size_exact
     assert img.monthly_cost(0.05) == pytest.approx(img.size_gb * 0.05)
     kinds = {(r.kind, r.id) for r in tagged_resources(ec2, "us-east-1")}
-    assert ("image", image_id) in kinds and ("snapshot", snaps[0]["SnapshotId"]) in kinds, "`provision ls` lists them as billable"
+    assert ("image", image_id) in kinds and ("snapshot", snaps[0]["SnapshotId"]) in kinds, (
+        "`provision ls` lists them as billable"
+    )
 
 
 def test_the_next_up_boots_the_image_and_a_pins_change_does_not(aws, dlami, monkeypatch):
@@ -119,7 +133,9 @@ def test_down_keeps_images_and_rm_leaves_no_image_or_snapshot(aws, dlami):
     removed = images.remove(ec2, image_id, said.append)
     assert set(removed) == {image_id, *snaps}
     assert images.list_images(ec2) == [] and images.get(ec2, image_id) is None
-    assert ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": snaps}])["Snapshots"] == []
+    assert (
+        ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": snaps}])["Snapshots"] == []
+    )
     assert {r.kind for r in tagged_resources(ec2, "us-east-1")} <= {"instance"}
 
 

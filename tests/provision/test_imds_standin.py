@@ -1,6 +1,7 @@
 """The sandbox's IMDSv2 stand-in (provision/imds.py): started and recorded per container box on
 127.0.0.1, answering box/agent.py as EC2's metadata service does, its notice flipped by
 `sandbox-notice`, stopped only when it is the process that was recorded (issue 13)."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """`nb` end to end: the real CLI starts a real Jupyter Lab on the sandbox's box
 (a real sshd on 127.0.0.1) and opens a real OpenSSH tunnel to it; `down`
 stops the server. Nothing here connects anywhere but 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,11 @@ def get(url: str, token: str | None = None) -> tuple[int, bytes] | None:
 
 def answered(url: str, token: str):
     """A check for wait_for: the answer once Jupyter answers through the tunnel."""
+
     def check():
         got = get(url, token)
         return got if got and got[0] != 502 else None
+
     return check
 
 
@@ -82,7 +85,9 @@ def test_nb_serves_jupyter_through_the_tunnel_reuses_it_and_down_stops_it(jupyte
     try:
         proc, token, _ = start_nb(tmp_path, port, local)
         tunnels.append(proc)
-        code, body = wait_for("Jupyter to answer through the tunnel", answered(f"http://127.0.0.1:{local}/api/status", token))
+        code, body = wait_for(
+            "Jupyter to answer through the tunnel", answered(f"http://127.0.0.1:{local}/api/status", token)
+        )
         assert code == 200 and "started" in json.loads(body)
         assert get(f"http://127.0.0.1:{local}/api/status")[0] in (401, 403), "answered without the token"
         assert get(f"http://127.0.0.1:{local}/api/status", "wrong-token")[0] in (401, 403)

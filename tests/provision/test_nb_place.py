@@ -1,4 +1,5 @@
 """`nb` opens in the pushed project of the latest `remote run` (issue 19)."""
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,9 @@ def test_the_server_starts_in_the_project_dir(tmp_path):
         assert p.stdout.strip().splitlines()[-1] == "8888 t0ken"
         assert (tmp_path / "jupyter" / "started-in").read_text().strip() == str(project)
     finally:
-        if os.path.exists(f"/proc/{pid}") and Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"):  # the fake server this test started
+        if os.path.exists(f"/proc/{pid}") and Path(f"/proc/{pid}/cmdline").read_bytes().startswith(
+            b"sleep"
+        ):  # the fake server this test started
             os.kill(pid, 9)
 
 
@@ -43,8 +46,15 @@ def test_the_latest_run_picks_the_place(tmp_path):
     code = tmp_path / "proj"
     train = records.new_record("r1", target, tmp_path / "runs" / "r1", kind="train", command=["bash"])
     assert orchestrate.notebook_place(train, "trainbox") == (None, None)
-    mine = records.new_record("r2", target, tmp_path / "runs" / "r2", kind="run", command=["python", "t.py"],
-                              code=str(code), requirements=str(code / "requirements.txt"))
+    mine = records.new_record(
+        "r2",
+        target,
+        tmp_path / "runs" / "r2",
+        kind="run",
+        command=["python", "t.py"],
+        code=str(code),
+        requirements=str(code / "requirements.txt"),
+    )
     key = orchestrate.path_key(code)
     assert records.latest("default").run_id == "r2"
     assert orchestrate.notebook_place(mine, "trainbox") == (f"trainbox/projects/{key}", f"trainbox/env-{key}")

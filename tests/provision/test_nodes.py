@@ -2,6 +2,7 @@
 tagged cluster placement group, TCP between the nodes, per-node state with
 private addresses, price and quota × N, ssh --node, and `down` leaving nothing
 (the placement group included). The sandbox's two nodes: tests/provision/test_sandbox_commands.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -62,7 +63,9 @@ def test_two_nodes_up_twice_then_down_leaves_nothing_tagged(ec2, aws, launch, na
     removed = lifecycle.destroy(aws, name, lambda s: None)
     assert {"placement-group", "instance"} <= {r.kind for r in removed}
     assert live(ec2, name) == []
-    assert ec2.describe_placement_groups(Filters=[{"Name": f"tag:{TAG_NAME}", "Values": [name]}])["PlacementGroups"] == []
+    assert (
+        ec2.describe_placement_groups(Filters=[{"Name": f"tag:{TAG_NAME}", "Values": [name]}])["PlacementGroups"] == []
+    )
     assert state.load(name) is None
 
 
@@ -141,7 +144,9 @@ def test_the_quota_check_counts_every_node(aws, ec2, moto_ami, name):
     from provision.up import up
 
     stubber = Stubber(aws.client("service-quotas"))
-    stubber.add_response("get_service_quota", {"Quota": {"Value": 4.0}}, {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA"})
+    stubber.add_response(
+        "get_service_quota", {"Quota": {"Value": 4.0}}, {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA"}
+    )
     stubber.activate()
     with pytest.raises(CloudError, match=r"quota is 4 vCPUs; 2 nodes of g4dn.xlarge need 8"):
         up(aws, opts(ami=moto_ami, name=name, nodes=2), lambda s: None)
@@ -162,10 +167,12 @@ def test_a_state_from_before_nodes_is_one_node_and_a_bad_node_entry_is_corrupt()
     (only,) = cluster.node_addresses("old")
     assert (only.index, only.host, only.port, only.private_address) == (0, "198.51.100.1", 22, "198.51.100.1")
 
-    for bad in ([{"index": 1, "instance_id": "i-1", "ssh_host": "10.0.0.1\nProxyCommand x"}],
-                [{"index": 2, "instance_id": "i-2", "ssh_host": "198.51.100.2"}],
-                [{"index": 1, "instance_id": "i-1", "ssh_host": "198.51.100.2", "ssh_port": 0}],
-                {"index": 1}):
+    for bad in (
+        [{"index": 1, "instance_id": "i-1", "ssh_host": "10.0.0.1\nProxyCommand x"}],
+        [{"index": 2, "instance_id": "i-2", "ssh_host": "198.51.100.2"}],
+        [{"index": 1, "instance_id": "i-1", "ssh_host": "198.51.100.2", "ssh_port": 0}],
+        {"index": 1},
+    ):
         f.write_text(json.dumps({**data, "nodes": bad}))
         with pytest.raises(state.CorruptState):
             state.load("old")

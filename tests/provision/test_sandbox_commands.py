@@ -1,6 +1,7 @@
 """Commands that reach the box, against the sandbox (moto on 127.0.0.1 plays
 AWS, a real sshd on 127.0.0.1 plays the instance): ssh-config, aliases,
 stop/start, host key pinning, and the Jupyter tunnel's pieces."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,8 +26,12 @@ def test_ssh_config_entry_works_with_plain_ssh(sandbox_box, capsys):
     text = path.read_text()
     assert "Host trainbox-default" in text and f"Port {sandbox_box.ssh_port}" in text
     assert "StrictHostKeyChecking yes" in text and f"UserKnownHostsFile {paths.known_hosts()}" in text
-    p = subprocess.run([SSH, "-F", str(path), "-o", "BatchMode=yes", "trainbox-default", "echo", "via-config"],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [SSH, "-F", str(path), "-o", "BatchMode=yes", "trainbox-default", "echo", "via-config"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "via-config"
 
@@ -80,7 +85,10 @@ def test_two_sandbox_nodes_are_two_reachable_boxes_that_stop_start_and_go(moto_e
     cloud = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
     box = up(cloud, UpOptions(name="duo", nodes=2), lambda s: None)
     nodes = cluster.node_addresses("duo")
-    assert [(n.index, n.host, n.private_address) for n in nodes] == [(0, "127.0.0.1", "127.0.0.1"), (1, "127.0.0.1", "127.0.0.1")]
+    assert [(n.index, n.host, n.private_address) for n in nodes] == [
+        (0, "127.0.0.1", "127.0.0.1"),
+        (1, "127.0.0.1", "127.0.0.1"),
+    ]
     assert nodes[0].port != nodes[1].port and nodes[0].workdir != nodes[1].workdir
     for n in nodes:
         p = run_ssh(box.node(n.index), "cd", n.workdir, "&&", "pwd")  # the pinned host key of that node

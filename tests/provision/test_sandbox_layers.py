@@ -2,6 +2,7 @@
 test_container_box.py boots them): the host's scrub and check of a powered-off layer, the
 freeze (a rename, the box rebased on it), and which removed image's layer stays while a box
 or another image stands on it."""
+
 from __future__ import annotations
 
 import json
@@ -47,19 +48,27 @@ def test_check_scrubs_what_the_shutdown_wrote_and_keeps_the_seed_and_environment
     cleaned_by_its_guest(d)
     removed = layers.check_clean(d)
     up = container.upper(d)
-    assert {"etc/ssh/ssh_host_ed25519_key", "etc/machine-id", "var/log/wtmp", "var/log/journal/0123/system.journal"} <= set(removed)
+    assert {
+        "etc/ssh/ssh_host_ed25519_key",
+        "etc/machine-id",
+        "var/log/wtmp",
+        "var/log/journal/0123/system.journal",
+    } <= set(removed)
     assert not list(up.glob("etc/ssh/ssh_host_*")) and not (up / "var/lib/cloud/instances").exists()
     assert (up / "var/log/journal/0123").is_dir()  # the folders stay, their files go
     assert (up / container.SEED / "meta-data").is_file() and (up / "home/ubuntu/trainbox/env/trainbox-ready").is_file()
 
 
-@pytest.mark.parametrize("planted, named", [
-    ("home/ubuntu/trainbox/runs/r1/log", "home/ubuntu/trainbox/runs"),
-    ("home/ubuntu/trainbox/data/set/a.jpg", "home/ubuntu/trainbox/data"),
-    ("home/ubuntu/.ssh/id_ed25519", "home/ubuntu/.ssh/id_ed25519"),
-    ("home/ubuntu/.aws/credentials", "home/ubuntu/.aws"),
-    ("root/.ssh/authorized_keys", "root/.ssh/authorized_keys"),
-])
+@pytest.mark.parametrize(
+    "planted, named",
+    [
+        ("home/ubuntu/trainbox/runs/r1/log", "home/ubuntu/trainbox/runs"),
+        ("home/ubuntu/trainbox/data/set/a.jpg", "home/ubuntu/trainbox/data"),
+        ("home/ubuntu/.ssh/id_ed25519", "home/ubuntu/.ssh/id_ed25519"),
+        ("home/ubuntu/.aws/credentials", "home/ubuntu/.aws"),
+        ("root/.ssh/authorized_keys", "root/.ssh/authorized_keys"),
+    ],
+)
 def test_check_refuses_a_layer_that_still_holds_the_users_things(trainbox_home, planted, named):
     d = a_box("one")
     cleaned_by_its_guest(d)
@@ -79,8 +88,13 @@ def test_freeze_renames_the_layer_and_rebases_the_box_on_it(trainbox_home):
     assert (frozen / "home/ubuntu/trainbox/env/trainbox-ready").is_file()
     assert not (frozen / container.SEED).exists() and not (frozen / container.PORT_CFG).exists()
     assert container.lowers(d) == [frozen]
-    assert (container.upper(d) / container.SEED / "meta-data").is_file() and (container.upper(d) / container.PORT_CFG).is_file()
-    assert json.loads((frozen.parent / sandbox_images.LAYERS).read_text()) == {"root": rootfs.key(), "layers": [str(frozen)]}
+    assert (container.upper(d) / container.SEED / "meta-data").is_file() and (
+        container.upper(d) / container.PORT_CFG
+    ).is_file()
+    assert json.loads((frozen.parent / sandbox_images.LAYERS).read_text()) == {
+        "root": rootfs.key(),
+        "layers": [str(frozen)],
+    }
     stack, why = sandbox_images.sandbox_layers("ami-1")
     assert stack == [frozen] and "its environment is ready" in why
 
@@ -103,7 +117,10 @@ def test_an_image_of_a_box_from_an_image_stacks_on_it_and_removed_layers_go_with
     assert a.is_dir(), "image ami-2 stands on it"
     assert sandbox_images.sandbox_layers("ami-2")[0] == [a, b]
     assert sandbox_images.drop_sandbox_image("ami-2") == []
-    assert not sandbox_images.sandbox_image_dir("ami-1").exists() and not sandbox_images.sandbox_image_dir("ami-2").exists()
+    assert (
+        not sandbox_images.sandbox_image_dir("ami-1").exists()
+        and not sandbox_images.sandbox_image_dir("ami-2").exists()
+    )
 
 
 def test_a_layer_made_on_another_root_is_not_used(trainbox_home):

@@ -1,4 +1,5 @@
 """`provision state` of a spot box says what its persistent request is doing (issue 13)."""
+
 from __future__ import annotations
 
 import json
@@ -12,21 +13,33 @@ from provision.cli import main
 
 
 def _request(state, code):
-    return {"SpotInstanceRequests": [{"SpotInstanceRequestId": "sir-1", "State": state,
-                                      "Status": {"Code": code, "Message": "from AWS"}}]}
+    return {
+        "SpotInstanceRequests": [
+            {"SpotInstanceRequestId": "sir-1", "State": state, "Status": {"Code": code, "Message": "from AWS"}}
+        ]
+    }
 
 
-@pytest.mark.parametrize("state,code,says", [
-    ("open", "instance-stopped-no-capacity", "open: interrupted: waiting for capacity to start it again"),
-    ("open", "capacity-not-available", "open: waiting for capacity"),
-    ("active", "fulfilled", "active: running"),
-    ("disabled", "instance-stopped-by-user", "disabled: stopped by you (or the cost guard): starts again on `provision start`"),
-    ("open", "some-new-code", "open: some-new-code"),
-])
+@pytest.mark.parametrize(
+    "state,code,says",
+    [
+        ("open", "instance-stopped-no-capacity", "open: interrupted: waiting for capacity to start it again"),
+        ("open", "capacity-not-available", "open: waiting for capacity"),
+        ("active", "fulfilled", "active: running"),
+        (
+            "disabled",
+            "instance-stopped-by-user",
+            "disabled: stopped by you (or the cost guard): starts again on `provision start`",
+        ),
+        ("open", "some-new-code", "open: some-new-code"),
+    ],
+)
 def test_the_request_in_words(aws, state, code, says):
     ec2 = aws.client("ec2")
     with Stubber(ec2) as stub:
-        stub.add_response("describe_spot_instance_requests", _request(state, code), {"SpotInstanceRequestIds": ["sir-1"]})
+        stub.add_response(
+            "describe_spot_instance_requests", _request(state, code), {"SpotInstanceRequestIds": ["sir-1"]}
+        )
         assert spot.request_of(ec2, "sir-1", "i-1").says == says
         stub.assert_no_pending_responses()
 
@@ -34,10 +47,16 @@ def test_the_request_in_words(aws, state, code, says):
 def test_found_by_instance_when_the_instance_names_none(aws):
     ec2 = aws.client("ec2")
     with Stubber(ec2) as stub:
-        stub.add_response("describe_spot_instance_requests", _request("active", "fulfilled"),
-                          {"Filters": [{"Name": "instance-id", "Values": ["i-1"]}]})
-        stub.add_response("describe_spot_instance_requests", {"SpotInstanceRequests": []},
-                          {"Filters": [{"Name": "instance-id", "Values": ["i-2"]}]})
+        stub.add_response(
+            "describe_spot_instance_requests",
+            _request("active", "fulfilled"),
+            {"Filters": [{"Name": "instance-id", "Values": ["i-1"]}]},
+        )
+        stub.add_response(
+            "describe_spot_instance_requests",
+            {"SpotInstanceRequests": []},
+            {"Filters": [{"Name": "instance-id", "Values": ["i-2"]}]},
+        )
         assert spot.request_of(ec2, None, "i-1").id == "sir-1"
         assert spot.request_of(ec2, None, "i-2") is None
         stub.assert_no_pending_responses()

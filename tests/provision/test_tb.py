@@ -2,6 +2,7 @@
 real TensorBoard from the box's environment, a tunnel of the real CLI, and
 `down`, which ends it. The event files are TensorBoard's own (its writer, in
 its no-TensorFlow mode: a second). Nothing connects anywhere but 127.0.0.1."""
+
 from __future__ import annotations
 
 import re
@@ -46,11 +47,17 @@ def test_tb_serves_the_boxs_runs_through_a_loopback_tunnel_and_down_stops_it(san
         tunnels.append(every)
         page = wait_for("TensorBoard's page through the tunnel", lambda: http_get(f"http://127.0.0.1:{local}/"))
         assert b"<title>TensorBoard</title>" in page
-        assert sorted(wait_for("the runs in TensorBoard", tb_runs(local))) == \
-            [f"{first}/out/tensorboard/train", f"{second}/out/tensorboard/train"]
+        assert sorted(wait_for("the runs in TensorBoard", tb_runs(local))) == [
+            f"{first}/out/tensorboard/train",
+            f"{second}/out/tensorboard/train",
+        ]
 
         d = Path(layout.tensorboard("all"))
-        pid, started, box_port = int((d / "pid").read_text()), (d / "pid-start").read_text(), int((d / "port").read_text())
+        pid, started, box_port = (
+            int((d / "pid").read_text()),
+            (d / "pid-start").read_text(),
+            int((d / "port").read_text()),
+        )
         # TensorBoard listens on the box's loopback only; the tunnel on the laptop's.
         assert listening(pid) == {("127.0.0.1", box_port)}
         assert listening(every.pid) == {("127.0.0.1", local)}

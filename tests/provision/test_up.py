@@ -1,5 +1,6 @@
 """`up` against moto in process: idempotence, the locked-down network, the
 launch request, the key file, failures at every step, capacity and quota."""
+
 from __future__ import annotations
 
 import base64
@@ -40,7 +41,16 @@ def test_up_twice_makes_one_box(ec2, launch, name):
     assert second.instance_id == first.instance_id
     assert any("reusing" in s for s in said)
     assert kinds(ec2, name) == Counter(
-        {"instance": 1, "volume": 1, "vpc": 1, "subnet": 1, "internet-gateway": 1, "route-table": 1, "security-group": 1, "key-pair": 1}
+        {
+            "instance": 1,
+            "volume": 1,
+            "vpc": 1,
+            "subnet": 1,
+            "internet-gateway": 1,
+            "route-table": 1,
+            "security-group": 1,
+            "key-pair": 1,
+        }
     )
 
 
@@ -83,7 +93,8 @@ def test_a_rule_added_by_hand_is_removed_by_up(ec2, launch, name):
     launch()
     (sg,) = [r for r in live(ec2, name) if r.kind == "security-group"]
     ec2.authorize_security_group_ingress(
-        GroupId=sg.id, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 8888, "ToPort": 8888, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+        GroupId=sg.id,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 8888, "ToPort": 8888, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
     )
     launch()
     assert [(r["FromPort"], r["IpRanges"][0]["CidrIp"]) for r in ingress(ec2, name)] == [(22, CIDR)]
@@ -123,10 +134,14 @@ def test_instance_has_imdsv2_encrypted_gp3_root_and_stops_on_shutdown(ec2, launc
     vol_id = d["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
     vol = ec2.describe_volumes(VolumeIds=[vol_id])["Volumes"][0]
     assert (vol["Encrypted"], vol["VolumeType"], vol["Size"]) == (True, "gp3", 42)
-    behaviour = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="instanceInitiatedShutdownBehavior")
+    behaviour = ec2.describe_instance_attribute(
+        InstanceId=box.instance_id, Attribute="instanceInitiatedShutdownBehavior"
+    )
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
     # boto3 base64-encodes UserData once; the box must receive the script itself (gzipped: cloud-init unpacks it).
-    raw = base64.b64decode(ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"])
+    raw = base64.b64decode(
+        ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="userData")["UserData"]["Value"]
+    )
     assert raw[:2] == b"\x1f\x8b" and len(raw) <= 16384
     from provision.up import user_data_text
 
@@ -136,11 +151,16 @@ def test_instance_has_imdsv2_encrypted_gp3_root_and_stops_on_shutdown(ec2, launc
 
 
 def test_run_instances_args_are_the_whole_request():
-    spec = instance.LaunchSpec("b", "ami-1", "/dev/sda1", "g4dn.xlarge", "k", "subnet-1", "sg-1", "#!/bin/bash\n", volume_gb=77)
+    spec = instance.LaunchSpec(
+        "b", "ami-1", "/dev/sda1", "g4dn.xlarge", "k", "subnet-1", "sg-1", "#!/bin/bash\n", volume_gb=77
+    )
     args = instance.run_instances_args(spec)
     assert args["MetadataOptions"]["HttpTokens"] == "required"
     assert args["BlockDeviceMappings"] == [
-        {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 77, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}}
+        {
+            "DeviceName": "/dev/sda1",
+            "Ebs": {"VolumeSize": 77, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
+        }
     ]
     assert args["InstanceInitiatedShutdownBehavior"] == "stop"
     assert args["NetworkInterfaces"][0]["Groups"] == ["sg-1"]
@@ -152,7 +172,9 @@ def test_run_instances_args_are_the_whole_request():
 def test_spot_is_a_persistent_request_that_stops_never_terminates():
     """The cost guards' `shutdown` and an interruption must stop a spot box
     (disk and results kept), which AWS allows only for persistent requests."""
-    spec = instance.LaunchSpec("b", "ami-1", "/dev/sda1", "g4dn.xlarge", "k", "subnet-1", "sg-1", "#!/bin/bash\n", spot=True)
+    spec = instance.LaunchSpec(
+        "b", "ami-1", "/dev/sda1", "g4dn.xlarge", "k", "subnet-1", "sg-1", "#!/bin/bash\n", spot=True
+    )
     args = instance.run_instances_args(spec)
     assert args["InstanceMarketOptions"] == {
         "MarketType": "spot",
@@ -167,7 +189,9 @@ def test_spot_reaches_the_request_and_shutdown_stops_it(ec2, launch):
     box, _ = launch(spot=True)
     d = ec2.describe_instances(InstanceIds=[box.instance_id])["Reservations"][0]["Instances"][0]
     assert d.get("InstanceLifecycle") == "spot"
-    behaviour = ec2.describe_instance_attribute(InstanceId=box.instance_id, Attribute="instanceInitiatedShutdownBehavior")
+    behaviour = ec2.describe_instance_attribute(
+        InstanceId=box.instance_id, Attribute="instanceInitiatedShutdownBehavior"
+    )
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
 
 
@@ -264,18 +288,32 @@ def test_a_key_pair_deleted_in_aws_keeps_the_key_the_box_trusts(ec2, launch, nam
 # ---------------------------------------------------------------- failure at every step
 
 CREATION_STEPS = [
-    "create_vpc", "modify_vpc_attribute", "create_internet_gateway", "attach_internet_gateway",
-    "create_route_table", "create_route", "create_subnet", "modify_subnet_attribute", "associate_route_table",
-    "create_security_group", "authorize_security_group_ingress", "create_key_pair", "run_instances",
+    "create_vpc",
+    "modify_vpc_attribute",
+    "create_internet_gateway",
+    "attach_internet_gateway",
+    "create_route_table",
+    "create_route",
+    "create_subnet",
+    "modify_subnet_attribute",
+    "associate_route_table",
+    "create_security_group",
+    "authorize_security_group_ingress",
+    "create_key_pair",
+    "run_instances",
 ]
 
 
 # Where a call creates something, Ctrl-C right after it (the resource exists,
 # up never hears of it) is the worst case; refusing every call covers the rest.
-CASES = [(step, False) for step in CREATION_STEPS] + [(step, True) for step in CREATION_STEPS if step.startswith(("create_", "run_"))]
+CASES = [(step, False) for step in CREATION_STEPS] + [
+    (step, True) for step in CREATION_STEPS if step.startswith(("create_", "run_"))
+]
 
 
-@pytest.mark.parametrize(("step", "after"), CASES, ids=[f"{s}-{'interrupted-after' if a else 'refused'}" for s, a in CASES])
+@pytest.mark.parametrize(
+    ("step", "after"), CASES, ids=[f"{s}-{'interrupted-after' if a else 'refused'}" for s, a in CASES]
+)
 def test_failure_at_any_step_then_down_leaves_nothing(aws, ec2, moto_ami, step, after, name):
     exc = KeyboardInterrupt() if after else client_error("InternalError", step)
     faulty = {}
@@ -317,7 +355,9 @@ def test_orphaned_address_and_volume_are_listed_and_removed(aws, ec2, launch, na
 
     launch()
     alloc = ec2.allocate_address(Domain="vpc", TagSpecifications=tag_spec("elastic-ip", name))["AllocationId"]
-    vol = ec2.create_volume(Size=5, AvailabilityZone="us-east-1a", TagSpecifications=tag_spec("volume", name))["VolumeId"]
+    vol = ec2.create_volume(Size=5, AvailabilityZone="us-east-1a", TagSpecifications=tag_spec("volume", name))[
+        "VolumeId"
+    ]
     found = {(r.kind, r.id) for r in tagged_resources(ec2, "us-east-1")}
     assert {("address", alloc), ("volume", vol)} <= found
     removed = teardown.destroy(ec2, "us-east-1", name, poll_s=0.01)
@@ -336,7 +376,8 @@ def test_down_of_one_box_leaves_the_other(aws, ec2, launch, name):
 def test_teardown_that_leaves_something_says_so(aws, ec2, launch, name):
     launch()
     cloud = WrappedCloud(
-        "us-east-1", wrap=lambda s, c: Faulty(c, "delete_vpc", client_error("DependencyViolation"), times=99) if s == "ec2" else c
+        "us-east-1",
+        wrap=lambda s, c: Faulty(c, "delete_vpc", client_error("DependencyViolation"), times=99) if s == "ec2" else c,
     )
     with pytest.raises(CloudError, match="DependencyViolation"):
         lifecycle.destroy(cloud, name, lambda s: None)
@@ -346,7 +387,9 @@ def test_teardown_counts_notfound_as_done(aws, ec2, launch, name):
     launch()
     cloud = WrappedCloud(
         "us-east-1",
-        wrap=lambda s, c: Faulty(c, "delete_key_pair", client_error("InvalidKeyPair.NotFound"), after=True) if s == "ec2" else c,
+        wrap=lambda s, c: (
+            Faulty(c, "delete_key_pair", client_error("InvalidKeyPair.NotFound"), after=True) if s == "ec2" else c
+        ),
     )
     lifecycle.destroy(cloud, name, lambda s: None)
     assert live(ec2, name) == []
@@ -372,7 +415,9 @@ def test_no_capacity_in_the_first_zone_launches_in_the_next(aws, ec2, moto_ami, 
 def test_no_capacity_anywhere_is_one_line(aws, ec2, moto_ami, name):
     cloud = WrappedCloud(
         "us-east-1",
-        wrap=lambda s, c: Faulty(c, "run_instances", client_error("InsufficientInstanceCapacity"), times=99) if s == "ec2" else c,
+        wrap=lambda s, c: (
+            Faulty(c, "run_instances", client_error("InsufficientInstanceCapacity"), times=99) if s == "ec2" else c
+        ),
     )
     with pytest.raises(CloudError, match="no capacity") as caught:
         up(cloud, opts(ami=moto_ami, name=name), lambda s: None)
@@ -394,7 +439,9 @@ def stub_quota(aws, value=None, code="L-DB2E81BA", error=None):
 
 def test_quota_too_low_fails_before_anything_is_made(aws, ec2, moto_ami, name):
     stubber = stub_quota(aws, value=0.0)
-    with pytest.raises(CloudError, match=r"'Running On-Demand G and VT instances' quota is 0 vCPUs; g4dn.xlarge needs 4") as caught:
+    with pytest.raises(
+        CloudError, match=r"'Running On-Demand G and VT instances' quota is 0 vCPUs; g4dn.xlarge needs 4"
+    ) as caught:
         up(aws, opts(ami=moto_ami, name=name), lambda s: None)
     stubber.assert_no_pending_responses()
     assert "Service Quotas" in str(caught.value)
@@ -412,13 +459,26 @@ def test_spot_and_p_types_read_their_own_quotas(aws):
     stubber = stub_quota(aws, value=96.0, code="L-3819A6DF")
     assert preflight.check_quota(aws, "g5.xlarge", spot=True).name == "All G and VT Spot Instance Requests"
     stubber.assert_no_pending_responses()
-    stubber.add_response("get_service_quota", {"Quota": {"Value": 0.0}}, {"ServiceCode": "ec2", "QuotaCode": "L-417A185B"})
+    stubber.add_response(
+        "get_service_quota", {"Quota": {"Value": 0.0}}, {"ServiceCode": "ec2", "QuotaCode": "L-417A185B"}
+    )
     check = preflight.quota_for(aws, "p3.2xlarge", False, 8)
     assert (check.name, check.limit, check.ok) == ("Running On-Demand P instances", 0.0, False)
     stubber.assert_no_pending_responses()
 
 
-@pytest.mark.parametrize(("itype", "family"), [("g4dn.xlarge", "g"), ("g5.2xlarge", "g"), ("g6e.xlarge", "g"), ("p3.2xlarge", "p"), ("p5.48xlarge", "p"), ("vt1.3xlarge", "vt"), ("t3.micro", "t")])
+@pytest.mark.parametrize(
+    ("itype", "family"),
+    [
+        ("g4dn.xlarge", "g"),
+        ("g5.2xlarge", "g"),
+        ("g6e.xlarge", "g"),
+        ("p3.2xlarge", "p"),
+        ("p5.48xlarge", "p"),
+        ("vt1.3xlarge", "vt"),
+        ("t3.micro", "t"),
+    ],
+)
 def test_quota_family(itype, family):
     assert preflight.quota_family(itype) == family
 

@@ -1,6 +1,7 @@
 """The instance's user-data: renders strictly, is valid bash, fits AWS's limit,
 and its cost guard really stops an over-time or idle box (run here, with
 `shutdown` and `logger` faked on PATH)."""
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,7 @@ def guard(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("shutdown", "logger"):
-        (bin_dir / tool).write_text(f"#!/bin/bash\necho \"{tool} $*\" >> {tmp_path}/called\n")
+        (bin_dir / tool).write_text(f'#!/bin/bash\necho "{tool} $*" >> {tmp_path}/called\n')
         (bin_dir / tool).chmod(0o755)
     # `ss` answers what the test wrote to tmp_path/ss (nothing: no connection).
     (bin_dir / "ss").write_text(f"#!/bin/bash\ncat {tmp_path}/ss 2>/dev/null\n")
@@ -63,13 +64,22 @@ def guard(tmp_path):
         # workdir relative to it that leads to tmp_path.
         workdir = os.path.relpath(tmp_path, pwd.getpwuid(os.getuid()).pw_dir)
         text = templates.render(
-            "user-data.sh.j2", name="t", max_hours=max_hours, idle_minutes=idle_minutes,
-            login_user=pwd.getpwuid(os.getuid()).pw_name, layout=BoxLayout(workdir),
+            "user-data.sh.j2",
+            name="t",
+            max_hours=max_hours,
+            idle_minutes=idle_minutes,
+            login_user=pwd.getpwuid(os.getuid()).pw_name,
+            layout=BoxLayout(workdir),
         )
         script = tmp_path / "guard.sh"
         script.write_text(guard_script(text))
-        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TRAINBOX_GUARD_MARK": str(tmp_path / "mark"),
-               "TRAINBOX_GUARD_LOG": str(tmp_path / "guard.log"), **run.env}
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "TRAINBOX_GUARD_MARK": str(tmp_path / "mark"),
+            "TRAINBOX_GUARD_LOG": str(tmp_path / "guard.log"),
+            **run.env,
+        }
         subprocess.run(["bash", str(script)], env=env, check=True, timeout=30)
         called = tmp_path / "called"
         return called.read_text() if called.exists() else ""
@@ -179,13 +189,24 @@ def test_user_data_installs_the_agent_unit_for_every_boot(tmp_path):
     for name in writes:
         assert (tmp_path / "box" / name).read_text() == stripped_python(box.source(name[:-3]))
     # The installed copy runs as the unit runs it (its imports are all there).
-    got = subprocess.run([sys.executable, "-m", "box.agent", "--help"], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PATH": os.environ["PATH"]})
+    got = subprocess.run(
+        [sys.executable, "-m", "box.agent", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+    )
     assert got.returncode == 0 and "--workdir" in got.stdout, got.stderr
     unit = re.search(r"trainbox-agent.service <<'UNIT'\n(.*?)\nUNIT\n", text, re.S).group(1)
-    for line in ("User=ubuntu", "Restart=always", "KillMode=process", "WantedBy=multi-user.target",
-                 "EnvironmentFile=-/etc/trainbox/agent.env", "WorkingDirectory=/opt/trainbox",
-                 "ExecStart=/usr/bin/python3 -u -m box.agent --workdir trainbox"):
+    for line in (
+        "User=ubuntu",
+        "Restart=always",
+        "KillMode=process",
+        "WantedBy=multi-user.target",
+        "EnvironmentFile=-/etc/trainbox/agent.env",
+        "WorkingDirectory=/opt/trainbox",
+        "ExecStart=/usr/bin/python3 -u -m box.agent --workdir trainbox",
+    ):
         assert line in unit.splitlines(), line
     assert "systemctl enable --now trainbox-agent.service" in text
 

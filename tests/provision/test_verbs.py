@@ -2,6 +2,7 @@
 flags, `--sandbox` is accepted where it means something, `ls` says plainly
 when nothing is left, and a missing `--name` names the boxes that are up.
 Real CLI in a subprocess, moto on 127.0.0.1, a real sshd as the box."""
+
 from __future__ import annotations
 
 from testkit import run_cli

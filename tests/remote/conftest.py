@@ -1,5 +1,6 @@
 """Fixtures for the remote CLI tests: a tiny dataset, the flags that point
 the real `remote` CLI at the session's sshd on 127.0.0.1, and polling."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Helpers the remote tests import (conftest.py modules are not importable
 by name when several directories have one)."""
+
 from __future__ import annotations
 
 from testkit import processes_mentioning, wait_for  # noqa: F401 (re-exported for the remote tests)

@@ -1,6 +1,7 @@
 """`remote train` on a box that `provision up --nodes N` made: its nodes come
 from the box's state (node 0 first), the coordinator listens on node 0's
 private address, and a --nodes that disagrees with the box is refused."""
+
 from __future__ import annotations
 
 from common import state
@@ -9,8 +10,9 @@ from remote import orchestrate, target
 
 
 def two_node_box() -> state.BoxState:
-    box = state.BoxState("pair", "us-east-1", "i-0", "g4dn.xlarge", "198.51.100.1", "ubuntu", "/k/pair.pem",
-                         private_ip="10.0.0.5")
+    box = state.BoxState(
+        "pair", "us-east-1", "i-0", "g4dn.xlarge", "198.51.100.1", "ubuntu", "/k/pair.pem", private_ip="10.0.0.5"
+    )
     box.nodes = [state.Node(1, "i-1", "198.51.100.2", 22, private_ip="10.0.0.6")]
     state.save(box)
     return box
@@ -29,7 +31,9 @@ def test_the_coordinator_is_node_0s_private_address(monkeypatch):
     targets = target.box_nodes("pair")
     started = []
     monkeypatch.setattr(orchestrate, "run", lambda conn, cmd, what: "40123\n")
-    monkeypatch.setattr(orchestrate, "start", lambda conn, t, spec, run_id, say, **kw: started.append((t.host, kw["node"])))
+    monkeypatch.setattr(
+        orchestrate, "start", lambda conn, t, spec, run_id, say, **kw: started.append((t.host, kw["node"]))
+    )
 
     class Conn:
         def close(self):
@@ -54,9 +58,18 @@ def test_a_multi_node_run_is_reached_where_its_boxs_nodes_are_now():
     from remote import cli, records
 
     two_node_box()
-    rec = records.RunRecord(run_id="r1", host="198.51.100.1", port=22, user="ubuntu", identity="/k/pair.pem",
-                            workdir="trainbox", local_dir="runs/r1", created=0.0, box="pair",
-                            nodes=[records.node_of(t) for t in target.box_nodes("pair")])
+    rec = records.RunRecord(
+        run_id="r1",
+        host="198.51.100.1",
+        port=22,
+        user="ubuntu",
+        identity="/k/pair.pem",
+        workdir="trainbox",
+        local_dir="runs/r1",
+        created=0.0,
+        box="pair",
+        nodes=[records.node_of(t) for t in target.box_nodes("pair")],
+    )
     box = state.load("pair")
     box.nodes[0].ssh_host = "198.51.100.9"  # node 1 came back elsewhere
     state.save(box)

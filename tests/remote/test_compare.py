@@ -1,4 +1,5 @@
 """remote compare: curves of several pulled runs in one PNG, and a table of their metrics (issue 16)."""
+
 from __future__ import annotations
 
 import json
@@ -22,16 +23,31 @@ def pulled(root: Path, run_id: str, history: dict, **config) -> Path:
 def colour_share(png: Path, rgb: tuple[int, int, int], tol: int = 30) -> float:
     img = Image.open(png).convert("RGB")
     data = img.tobytes()
-    px = [data[i:i + 3] for i in range(0, len(data), 3)]
+    px = [data[i : i + 3] for i in range(0, len(data), 3)]
     return sum(1 for p in px if all(abs(a - b) <= tol for a, b in zip(p, rgb))) / len(px)
 
 
 @pytest.fixture
 def two_runs(tmp_path):
-    a = pulled(tmp_path, "run-a", {"loss": [0.9, 0.6, 0.4], "accuracy": [0.5, 0.7, 0.8],
-                                   "val_loss": [0.8, 0.7, 0.75], "val_accuracy": [0.55, 0.72, 0.70]}, lr=0.001, net="cnn")
-    b = pulled(tmp_path, "run-b", {"loss": [1.2, 1.0], "accuracy": [0.4, 0.45],
-                                   "val_loss": [1.1, 1.0], "val_accuracy": [0.42, 0.5]}, lr=0.01, net="cnn")
+    a = pulled(
+        tmp_path,
+        "run-a",
+        {
+            "loss": [0.9, 0.6, 0.4],
+            "accuracy": [0.5, 0.7, 0.8],
+            "val_loss": [0.8, 0.7, 0.75],
+            "val_accuracy": [0.55, 0.72, 0.70],
+        },
+        lr=0.001,
+        net="cnn",
+    )
+    b = pulled(
+        tmp_path,
+        "run-b",
+        {"loss": [1.2, 1.0], "accuracy": [0.4, 0.45], "val_loss": [1.1, 1.0], "val_accuracy": [0.42, 0.5]},
+        lr=0.01,
+        net="cnn",
+    )
     return [compare.load("run-a", a), compare.load("run-b", b)]
 
 
@@ -67,10 +83,14 @@ def test_the_cli_prints_the_table_and_the_png_path(tmp_path, monkeypatch, capsys
     from remote.cli import main
 
     monkeypatch.chdir(tmp_path)
-    for run_id, hist in (("20261201-000000-aaaa", {"loss": [0.9, 0.5], "val_accuracy": [0.6, 0.8]}),
-                         ("20261201-000001-bbbb", {"loss": [1.0, 0.7], "val_accuracy": [0.5, 0.6]})):
+    for run_id, hist in (
+        ("20261201-000000-aaaa", {"loss": [0.9, 0.5], "val_accuracy": [0.6, 0.8]}),
+        ("20261201-000001-bbbb", {"loss": [1.0, 0.7], "val_accuracy": [0.5, 0.6]}),
+    ):
         local = pulled(tmp_path / "runs", run_id, hist)
-        records.save_record(records.RunRecord(run_id, "default", "127.0.0.1", 22, "u", None, "trainbox", str(local), 1.0))
+        records.save_record(
+            records.RunRecord(run_id, "default", "127.0.0.1", 22, "u", None, "trainbox", str(local), 1.0)
+        )
     assert main(["compare", "20261201-000000-aaaa", "20261201-000001-bbbb"]) == 0
     out = capsys.readouterr().out
     png = tmp_path / "runs" / "compare-20261201-000000-aaaa-20261201-000001-bbbb.png"

@@ -1,6 +1,7 @@
 """Hostile and broken input on the remote side (issue 14), against the real
 sshd on 127.0.0.1: symlinks and odd names in a pushed data set, pid files on
 the box, corrupt run records, what the box prints, bad keys and arguments."""
+
 from __future__ import annotations
 
 import os
@@ -31,11 +32,14 @@ def _dataset(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("make", [
-    lambda root, secret: (root / "train" / "cats" / "1.jpg").symlink_to(secret),  # a file outside
-    lambda root, secret: (root / "train" / "up").symlink_to("../.."),  # a directory above the root
-    lambda root, secret: (root / "train" / "cats" / "abs").symlink_to(secret.parent),  # a directory outside
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda root, secret: (root / "train" / "cats" / "1.jpg").symlink_to(secret),  # a file outside
+        lambda root, secret: (root / "train" / "up").symlink_to("../.."),  # a directory above the root
+        lambda root, secret: (root / "train" / "cats" / "abs").symlink_to(secret.parent),  # a directory outside
+    ],
+)
 def test_the_push_refuses_links_that_leave_the_data_set(conn, box, tmp_path, make):
     secret = tmp_path / "aws-credentials"
     secret.write_text("aws_secret_access_key = SECRET")
@@ -45,8 +49,11 @@ def test_the_push_refuses_links_that_leave_the_data_set(conn, box, tmp_path, mak
         sync.push(conn, root, f"{box.workdir}/data/set")
     text = str(e.value)
     assert "\n" not in text and "outside" in text and "train/" in text
-    assert not Path(box.workdir, "data", "set").exists() or \
-        "SECRET" not in subprocess.run(["grep", "-r", "SECRET", f"{box.workdir}/data"], capture_output=True, text=True).stdout
+    assert (
+        not Path(box.workdir, "data", "set").exists()
+        or "SECRET"
+        not in subprocess.run(["grep", "-r", "SECRET", f"{box.workdir}/data"], capture_output=True, text=True).stdout
+    )
 
 
 def test_the_push_refuses_a_link_loop_in_one_line(tmp_path):
@@ -63,8 +70,12 @@ def test_links_inside_the_data_set_are_followed(tmp_path):
     root = _dataset(tmp_path)
     (root / "train" / "dogs").symlink_to("cats")
     (root / "train" / "cats" / "same.jpg").symlink_to("0.jpg")
-    assert sorted(sync.scan_local(root)) == ["train/cats/0.jpg", "train/cats/same.jpg", "train/dogs/0.jpg",
-                                             "train/dogs/same.jpg"]
+    assert sorted(sync.scan_local(root)) == [
+        "train/cats/0.jpg",
+        "train/cats/same.jpg",
+        "train/dogs/0.jpg",
+        "train/dogs/same.jpg",
+    ]
 
 
 def test_a_newline_in_a_file_name_pushes_and_pushes_again(conn, box, tmp_path):
@@ -124,8 +135,17 @@ def test_remote_stop_leaves_a_reused_pid_alone(conn, box):
 
 
 def _record(run_id="20250101-000000-abcd", box="default", **kw) -> records.RunRecord:
-    base = dict(run_id=run_id, box=box, host="127.0.0.1", port=22, user="u", identity=None, workdir="w",
-                local_dir="/nowhere", created=1.0)
+    base = dict(
+        run_id=run_id,
+        box=box,
+        host="127.0.0.1",
+        port=22,
+        user="u",
+        identity=None,
+        workdir="w",
+        local_dir="/nowhere",
+        created=1.0,
+    )
     base.update(kw)
     return records.RunRecord(**base)
 
@@ -170,8 +190,18 @@ def test_down_is_not_blocked_by_a_run_it_cannot_pull(cli, moto_endpoint, tmp_pat
     (run_dir / "out").mkdir(parents=True)
     (run_dir / "out" / "creds").symlink_to("/etc/passwd")
     (run_dir / "exit_code").write_text("0\n")
-    records.save_record(_record("r1", box="pulled", host=box.ssh_host, port=box.ssh_port, user=box.ssh_user,
-                                identity=box.key_path, workdir=box.workdir, local_dir=str(tmp_path / "runs" / "r1")))
+    records.save_record(
+        _record(
+            "r1",
+            box="pulled",
+            host=box.ssh_host,
+            port=box.ssh_port,
+            user=box.ssh_user,
+            identity=box.key_path,
+            workdir=box.workdir,
+            local_dir=str(tmp_path / "runs" / "r1"),
+        )
+    )
     r = cli("provision", "down", "--name", "pulled", cwd=tmp_path, env=env)
     assert r.code == RemoteError.exit_code and "--yes" in one_line(r.err) and "nothing deleted" in r.err
     assert state.load("pulled") is not None
@@ -200,8 +230,16 @@ def test_remote_logs_and_a_followed_log_reach_the_terminal_clean(cli, on_box, bo
     (run_dir / "log").write_text(HOSTILE)
     (run_dir / "pid").write_text(f"{os.getpid()}\n")
     (run_dir / "exit_code").write_text("0\n")
-    records.save_record(_record(box=None, host="127.0.0.1", port=int(on_box[1].rsplit(":", 1)[1]),
-                                user=on_box[1].split("@")[0], identity=on_box[3], workdir=box.workdir))
+    records.save_record(
+        _record(
+            box=None,
+            host="127.0.0.1",
+            port=int(on_box[1].rsplit(":", 1)[1]),
+            user=on_box[1].split("@")[0],
+            identity=on_box[3],
+            workdir=box.workdir,
+        )
+    )
     r = cli("remote", "logs", *on_box)
     assert r.code == 0, r.err
     assert "\x1b" not in r.out and "\x07" not in r.out and "\x9b" not in r.out and "line2\ttab" in r.out
@@ -214,7 +252,7 @@ def test_follow_cleans_escape_sequences_split_across_chunks():
     stream = checks.CleanStream(out)
     data = HOSTILE.encode()
     for i in range(len(data)):
-        stream.write(data[i:i + 1])
+        stream.write(data[i : i + 1])
     assert out.getvalue().decode() == checks.clean(HOSTILE)
 
 

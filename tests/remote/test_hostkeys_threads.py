@@ -1,5 +1,6 @@
 """Host keys pinned from several threads at once (a multi-node run connects to
 every node in parallel, pinning each on first use): every pin is kept."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 from common import hostkeys

@@ -1,4 +1,5 @@
 """What a project pushes: git itself is the oracle for the ignore rules."""
+
 from __future__ import annotations
 
 import os
@@ -9,12 +10,31 @@ from remote import sync
 from remote.ignore import ProjectFilter
 
 FILES = [
-    "train.py", "README.md", "keep.log", "debug.log", "notes/todo.txt",
-    "src/pkg/__init__.py", "src/pkg/model.py", "src/pkg/cache.bin", "src/pkg/keep.bin",
-    "src/build/out.o", "src/build/important.txt", "build/x.o", "docs/build/page.html",
-    "data/raw/a.csv", "data/raw/keep/b.csv", "data/README", "deep/a/b/c/secret.key", "deep/a/b/c/public.key",
-    "anchored/top.txt", "sub/anchored/top.txt", "sub/tmp/y", "tmp/y", "space name/file with space.txt",
-    "weights/model.h5", "weights/small/keep.h5",
+    "train.py",
+    "README.md",
+    "keep.log",
+    "debug.log",
+    "notes/todo.txt",
+    "src/pkg/__init__.py",
+    "src/pkg/model.py",
+    "src/pkg/cache.bin",
+    "src/pkg/keep.bin",
+    "src/build/out.o",
+    "src/build/important.txt",
+    "build/x.o",
+    "docs/build/page.html",
+    "data/raw/a.csv",
+    "data/raw/keep/b.csv",
+    "data/README",
+    "deep/a/b/c/secret.key",
+    "deep/a/b/c/public.key",
+    "anchored/top.txt",
+    "sub/anchored/top.txt",
+    "sub/tmp/y",
+    "tmp/y",
+    "space name/file with space.txt",
+    "weights/model.h5",
+    "weights/small/keep.h5",
 ]
 IGNORES = {
     ".gitignore": "*.log\n!keep.log\n/build/\n/anchored/\ntmp/\ndata/raw/*\n!data/raw/keep/\n*.h5\n",
@@ -43,7 +63,9 @@ def test_the_pushed_set_is_what_git_lists(tmp_path):
     root = tmp_path / "project"
     make_project(root)
     git(root, "init", "-q")
-    git(root, "add", "train.py", "src/pkg/model.py", ".gitignore", "deep/a/.gitignore")  # some tracked, the rest untracked
+    git(
+        root, "add", "train.py", "src/pkg/model.py", ".gitignore", "deep/a/.gitignore"
+    )  # some tracked, the rest untracked
     (root / ".git" / "info").mkdir(exist_ok=True)
     (root / ".git" / "info" / "exclude").write_text("notes/\n")
     expected = set(git(root, "ls-files", "--cached", "--others", "--exclude-standard", "-z").split("\0")) - {""}
@@ -57,11 +79,19 @@ def test_trainbox_never_pushes_git_venvs_caches_or_the_local_runs(tmp_path):
     root = tmp_path / "project"
     make_project(root)
     git(root, "init", "-q")
-    for rel in (".venv/pyvenv.cfg", ".venv/lib/site.py", "env2/pyvenv.cfg", "src/__pycache__/m.cpython-312.pyc",
-                "runs/20260101-000000-abcd/model.keras", "scratch/big.bin"):
+    for rel in (
+        ".venv/pyvenv.cfg",
+        ".venv/lib/site.py",
+        "env2/pyvenv.cfg",
+        "src/__pycache__/m.cpython-312.pyc",
+        "runs/20260101-000000-abcd/model.keras",
+        "scratch/big.bin",
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
     (root / ".trainboxignore").write_text("scratch/\n!debug.log\n")
     pushed = set(sync.scan_local(root, ProjectFilter(root, exclude=(root / "runs",)).skip))
-    assert not any(p.startswith((".git/", ".venv/", "env2/", "runs/", "scratch/")) or "__pycache__" in p for p in pushed)
+    assert not any(
+        p.startswith((".git/", ".venv/", "env2/", "runs/", "scratch/")) or "__pycache__" in p for p in pushed
+    )
     assert "train.py" in pushed and "debug.log" in pushed, ".trainboxignore's lines win over .gitignore's"

@@ -2,6 +2,7 @@
 installer's lines, one per package) is ONE bar and a one-line summary, and
 the installer's tail once on a failure. Driven by a real child process that
 prints uv's and pip's lines through the bootstrap's own `progress` filter."""
+
 from __future__ import annotations
 
 import re
@@ -47,8 +48,10 @@ print("Successfully installed " + " ".join(f"pkg{{i}}-1.{{i}}" for i in range({N
 def run_install(tmp_path, kind: str, fail: bool = False) -> tuple[list[str], bool]:
     script = tmp_path / "installer.py"
     script.write_text(installer(kind, fail))
-    bash = (f"{progress_filter()}\necho 'trainbox-setup: installer: {kind}; installing tensorflow keras'\n"
-            f"{sys.executable} {script} 2>&1 | progress; exit ${{PIPESTATUS[0]}}")
+    bash = (
+        f"{progress_filter()}\necho 'trainbox-setup: installer: {kind}; installing tensorflow keras'\n"
+        f"{sys.executable} {script} 2>&1 | progress; exit ${{PIPESTATUS[0]}}"
+    )
     said: list[str] = []
     shown = setup.InstallProgress(said.append)
     proc = subprocess.Popen(["bash", "-c", bash], stdout=subprocess.PIPE, text=True)
@@ -62,7 +65,9 @@ def run_install(tmp_path, kind: str, fail: bool = False) -> tuple[list[str], boo
 def test_uv_install_is_a_bar_and_one_summary(tmp_path):
     said, ok = run_install(tmp_path, "uv")
     assert ok and said[0] == "trainbox-setup: installer: uv; installing tensorflow keras"
-    assert said[-1] == f"environment: {N} packages in 0 s" or re.fullmatch(rf"environment: {N} packages in \d+ s", said[-1])
+    assert said[-1] == f"environment: {N} packages in 0 s" or re.fullmatch(
+        rf"environment: {N} packages in \d+ s", said[-1]
+    )
     assert len(said) <= 14, said  # a line per tenth at most, never per package
     assert not any("pkg7==" in l for l in said)
 

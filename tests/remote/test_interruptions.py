@@ -1,13 +1,16 @@
 """remote/interruptions.py: the agent's events file in words, for `remote status` and `remote runs` (issue 13)."""
+
 from remote import interruptions
 
-EVENTS = "\n".join([
-    '{"event": "spot-notice", "at": 1000.0, "notice": {"action": "stop", "time": "2026-12-01T22:00:00Z"}}',
-    '{"event": "stopping", "at": 1100.0}',
-    '{"event": "resumed", "at": 1300.5, "after_boot": "b1"}',
-    '{"event": "resumed", "at": 2000.0, "after_boot": "b2"}',  # after a power loss: no event before it
-    '{"event": "stopp',  # a line cut by a power loss
-])
+EVENTS = "\n".join(
+    [
+        '{"event": "spot-notice", "at": 1000.0, "notice": {"action": "stop", "time": "2026-12-01T22:00:00Z"}}',
+        '{"event": "stopping", "at": 1100.0}',
+        '{"event": "resumed", "at": 1300.5, "after_boot": "b1"}',
+        '{"event": "resumed", "at": 2000.0, "after_boot": "b2"}',  # after a power loss: no event before it
+        '{"event": "stopp',  # a line cut by a power loss
+    ]
+)
 
 
 def test_events_read_in_order_with_words_and_times():

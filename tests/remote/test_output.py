@@ -1,6 +1,7 @@
 """What a person reads of the box's output on the laptop (issue 27): colour on a
 terminal, whole escape sequences out of a file or pipe, one line per progress
 bar's final state, every UTF-8 character whole, each line once."""
+
 from __future__ import annotations
 
 import io
@@ -15,10 +16,12 @@ from common import checks
 # Keras 3's progress bar as the box's log holds it (its dynamic display is on
 # wherever "posix" is in sys.modules: always on Linux, tty or not): bold and
 # coloured bar pieces, backspaces and a carriage return before each redraw.
-BAR = ("Epoch 1/2\n"
-       "\x1b[1m 1/11\x1b[0m \x1b[32m━━\x1b[0m\x1b[37m━━━━\x1b[0m \x1b[1m0s\x1b[0m 3ms/step - loss: 0.9"
-       "\b\b\b\b\r\x1b[1m11/11\x1b[0m \x1b[32m━━━━━━\x1b[0m\x1b[37m\x1b[0m \x1b[1m0s\x1b[0m 2ms/step - loss: 0.7\n"
-       "Epoch 2/2\r\n")
+BAR = (
+    "Epoch 1/2\n"
+    "\x1b[1m 1/11\x1b[0m \x1b[32m━━\x1b[0m\x1b[37m━━━━\x1b[0m \x1b[1m0s\x1b[0m 3ms/step - loss: 0.9"
+    "\b\b\b\b\r\x1b[1m11/11\x1b[0m \x1b[32m━━━━━━\x1b[0m\x1b[37m\x1b[0m \x1b[1m0s\x1b[0m 2ms/step - loss: 0.7\n"
+    "Epoch 2/2\r\n"
+)
 HOSTILE = "ok\x1b]0;owned\x07 \x1b]52;c;ZWNobyBwd25lZA==\x1b\\\x1b[2J\x1b[1;1H\x9b31m\x1b7\x1bP1$r\x1b\\\x1b(Bend\n"
 
 
@@ -46,7 +49,7 @@ def test_a_stream_cut_anywhere_cleans_as_the_whole_text(tty):
         out = io.BytesIO()
         stream = checks.CleanStream(out, tty=tty)
         for i in range(0, len(data), size):
-            stream.write(data[i:i + size])
+            stream.write(data[i : i + size])
         stream.close()
         assert out.getvalue().decode() == checks.clean(text, tty=tty), size
 
@@ -64,13 +67,13 @@ def test_say_drops_whole_sequences(capsys):
 
 # ---------------------------------------------------------------- over the real sshd
 
-KERAS_FIT = '''import numpy as np, keras
+KERAS_FIT = """import numpy as np, keras
 x = np.random.default_rng(0).normal(size=(176, 4)).astype("float32"); y = (x[:, 0] > 0).astype("float32")
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
 model.compile("adam", "binary_crossentropy")
 model.fit(x, y, batch_size=16, epochs=3)
 print("fit done")
-'''
+"""
 
 
 def _runs(on_box, tmp_path):
@@ -87,8 +90,9 @@ def test_a_real_keras_fit_reaches_a_pipe_as_clean_lines(cli, on_box, tmp_path):
     assert "\x1b" not in r.out and "[0m" not in r.out and "[1m" not in r.out and "\r" not in r.out and "\b" not in r.out
     finals = [line for line in r.out.splitlines() if line.startswith("11/11")]
     assert len(finals) == 3 and all("loss:" in line for line in finals), r.out
-    assert not [line for line in r.out.splitlines() if line.lstrip().startswith(tuple(f"{i}/11" for i in range(1, 11)))], \
-        "no intermediate redraw"
+    assert not [
+        line for line in r.out.splitlines() if line.lstrip().startswith(tuple(f"{i}/11" for i in range(1, 11)))
+    ], "no intermediate redraw"
     (local,) = (tmp_path / "runs").iterdir()
     assert "\x1b[32m" in (local / "train.log").read_text(), "the box's log keeps what Keras drew"
 
@@ -97,8 +101,17 @@ def _record(box_workdir: str, on_box, run_id: str):
     from remote import records
 
     user, port = on_box[1].split("@")[0], int(on_box[1].rsplit(":", 1)[1])
-    rec = records.RunRecord(run_id=run_id, box=None, host="127.0.0.1", port=port, user=user, identity=on_box[3],
-                            workdir=box_workdir, local_dir=str(Path(box_workdir).parent / "home" / run_id), created=1.0)
+    rec = records.RunRecord(
+        run_id=run_id,
+        box=None,
+        host="127.0.0.1",
+        port=port,
+        user=user,
+        identity=on_box[3],
+        workdir=box_workdir,
+        local_dir=str(Path(box_workdir).parent / "home" / run_id),
+        created=1.0,
+    )
     records.save_record(rec)
     return rec
 
@@ -122,7 +135,18 @@ def test_detach_says_the_run_is_detached_and_how_to_follow_it(cli, on_box, tmp_p
     code = tmp_path / "proj"
     code.mkdir()
     (code / "hi.py").write_text("print('hi')\n")
-    r = cli("remote", "run", "--code", str(code), *_runs(on_box, tmp_path), "--detach", "--", "python", "hi.py", cwd=tmp_path)
+    r = cli(
+        "remote",
+        "run",
+        "--code",
+        str(code),
+        *_runs(on_box, tmp_path),
+        "--detach",
+        "--",
+        "python",
+        "hi.py",
+        cwd=tmp_path,
+    )
     assert r.code == 0, r.err
     assert "follows" not in r.err, "nothing follows a detached run"
     import re
@@ -135,8 +159,10 @@ def test_detach_says_the_run_is_detached_and_how_to_follow_it(cli, on_box, tmp_p
 def test_a_failures_traceback_and_the_startup_lines_are_shown_once(cli, on_box, tmp_path):
     code = tmp_path / "proj"
     code.mkdir()
-    (code / "boom.py").write_text("import sys\nprint('startup: oneDNN custom operations are on', file=sys.stderr)\n"
-                                  "print('epoch 1')\nraise ValueError('the loss is NaN')\n")
+    (code / "boom.py").write_text(
+        "import sys\nprint('startup: oneDNN custom operations are on', file=sys.stderr)\n"
+        "print('epoch 1')\nraise ValueError('the loss is NaN')\n"
+    )
     r = cli("remote", "run", "--code", str(code), *_runs(on_box, tmp_path), "--", "python", "boom.py", cwd=tmp_path)
     assert r.code == 1, r.err
     shown = r.out + r.err

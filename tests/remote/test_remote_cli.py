@@ -4,6 +4,7 @@ Training runs are tiny (40 images of 32 px, 1-8 epochs): seconds each. The
 box's workdir is a temp dir on this machine, so the tests watch the job's
 files directly; "mid-run" is always a line seen in the log, never a sleep.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def popen_remote(*argv, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, "-m", "remote", *argv], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "remote", *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def box_runs(box) -> list[Path]:
@@ -42,8 +49,21 @@ def log_has(run_dir: Path, text: str) -> bool:
 
 @pytest.mark.slow
 def test_laptop_killed_mid_run_job_finishes_and_pull_brings_everything(cli, on_box, box, dataset, tmp_path):
-    train = popen_remote("train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "2",
-                         "--image-size", "32", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    train = popen_remote(
+        "train",
+        *on_box,
+        "--python",
+        sys.executable,
+        "--data",
+        str(dataset),
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     try:
         run_dir = wait_for("the run dir on the box", lambda: box_runs(box) and box_runs(box)[0])
         wait_for("epoch 1 in the log", lambda: log_has(run_dir, "epoch 1/2") or train.poll() is not None)
@@ -73,8 +93,18 @@ def test_laptop_killed_mid_run_job_finishes_and_pull_brings_everything(cli, on_b
     local = tmp_path / "runs" / run_id
     history = json.loads((local / "history.json").read_text())
     assert len(history["loss"]) == 2
-    for name in ("model.keras", "checkpoints/last.keras", "checkpoints/best.keras", "history.csv", "curves.png",
-                 "metrics.json", "run.json", "train.log", "exit_code", "run.sh"):
+    for name in (
+        "model.keras",
+        "checkpoints/last.keras",
+        "checkpoints/best.keras",
+        "history.csv",
+        "curves.png",
+        "metrics.json",
+        "run.json",
+        "train.log",
+        "exit_code",
+        "run.sh",
+    ):
         assert (local / name).is_file(), name
     assert any((local / "tensorboard").rglob("*tfevents*"))
     assert "epoch 2/2" in (local / "train.log").read_text()
@@ -90,7 +120,9 @@ def test_laptop_killed_mid_run_job_finishes_and_pull_brings_everything(cli, on_b
     assert row["duration_s"] == round(job_s, 1) > 0
     assert row["cost"] == pytest.approx(row["duration_s"] / 1000, abs=1e-4)  # 3.6 $/h = $0.001/s
     page = (local / "report.html").read_text()
-    assert f"report: {local / 'report.html'}" in pull.err and "<th>duration</th>" in page, "the page, again with the duration"
+    assert f"report: {local / 'report.html'}" in pull.err and "<th>duration</th>" in page, (
+        "the page, again with the duration"
+    )
     assert "<th>cost</th>" not in page, "--host: no price known"
 
     logs = cli("remote", "logs", run_id, *on_box, cwd=tmp_path)
@@ -106,9 +138,24 @@ def _sshd_children(ssh_host) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_dropped_connection_mid_run_reconnects_and_still_brings_everything(cli, on_box, box, ssh_host, dataset, tmp_path):
-    train = popen_remote("train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "3",
-                         "--image-size", "32", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+def test_a_dropped_connection_mid_run_reconnects_and_still_brings_everything(
+    cli, on_box, box, ssh_host, dataset, tmp_path
+):
+    train = popen_remote(
+        "train",
+        *on_box,
+        "--python",
+        sys.executable,
+        "--data",
+        str(dataset),
+        "--epochs",
+        "3",
+        "--image-size",
+        "32",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     try:
         run_dir = wait_for("the run dir on the box", lambda: box_runs(box) and box_runs(box)[0])
         wait_for("epoch 1 in the log", lambda: log_has(run_dir, "epoch 1/3") or train.poll() is not None)
@@ -138,8 +185,20 @@ def test_failing_job_exits_with_the_models_own_code_and_its_log_tail(cli, on_box
         for cls in ("cats", "dogs"):
             (bad / split / cls).mkdir(parents=True)
             (bad / split / cls / "a.jpg").write_bytes(b"not really a jpeg")
-    r = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(bad), "--epochs", "1",
-            "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    r = cli(
+        "remote",
+        "train",
+        *on_box,
+        "--python",
+        sys.executable,
+        "--data",
+        str(bad),
+        "--epochs",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     assert r.code == 2, r.err  # the model's own exit code (its bad input), passed through
     assert whose_line(r) == "remote: your command exited 2 (its own code, passed through)"
     assert (r.out + r.err).count("holds no readable image") == 1, "the model's own error, from the followed log, once"
@@ -150,8 +209,21 @@ def test_failing_job_exits_with_the_models_own_code_and_its_log_tail(cli, on_box
 
 
 def test_bad_model_args_fail_on_the_box_with_the_models_argparse_code(cli, on_box, dataset, tmp_path):
-    r = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "1",
-            "--no-such-model-flag", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    r = cli(
+        "remote",
+        "train",
+        *on_box,
+        "--python",
+        sys.executable,
+        "--data",
+        str(dataset),
+        "--epochs",
+        "1",
+        "--no-such-model-flag",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     assert r.code == 2, r.err  # `python -m model`'s argparse exit, passed through (trainbox's own is UsageError's)
     assert r.code != UsageError.exit_code and whose_line(r).startswith("remote: your command exited 2")
     assert "--no-such-model-flag" in r.out + r.err  # the model's argparse complaint, from the followed log
@@ -159,8 +231,23 @@ def test_bad_model_args_fail_on_the_box_with_the_models_argparse_code(cli, on_bo
 
 @pytest.mark.slow
 def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box, box, dataset, tmp_path):
-    start = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "8",
-                "--image-size", "32", "--detach", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    start = cli(
+        "remote",
+        "train",
+        *on_box,
+        "--python",
+        sys.executable,
+        "--data",
+        str(dataset),
+        "--epochs",
+        "8",
+        "--image-size",
+        "32",
+        "--detach",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     assert start.code == 0, start.err
     (run_dir,) = box_runs(box)
     run_id = run_dir.name
@@ -194,7 +281,13 @@ def test_stopped_mid_run_then_resume_finishes_at_the_requested_epoch(cli, on_box
     assert len(history["loss"]) == 8
     assert "8 epochs" in resume.out
     (row,) = json.loads(cli("remote", "runs", "--json", cwd=tmp_path).out)
-    assert (row["state"], row["home"], row["resumed"], row["epochs_done"], row["epochs_asked"]) == ("finished", True, 1, 8, 8)
+    assert (row["state"], row["home"], row["resumed"], row["epochs_done"], row["epochs_asked"]) == (
+        "finished",
+        True,
+        1,
+        8,
+        8,
+    )
     assert (local / "exit_code").read_text().strip() == "0"
 
 
@@ -204,8 +297,22 @@ def test_resume_on_a_new_box_from_the_local_copy(cli, on_box, box, dataset, tmp_
     state, so --resume rebuilds the run on another box (here: another
     workdir on the same sshd) and finishes it at the requested epoch."""
     runs = ["--runs-dir", str(tmp_path / "runs")]
-    start = cli("remote", "train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "6",
-                "--image-size", "32", "--detach", *runs, cwd=tmp_path)
+    start = cli(
+        "remote",
+        "train",
+        *on_box,
+        "--python",
+        sys.executable,
+        "--data",
+        str(dataset),
+        "--epochs",
+        "6",
+        "--image-size",
+        "32",
+        "--detach",
+        *runs,
+        cwd=tmp_path,
+    )
     assert start.code == 0, start.err
     (run_dir,) = box_runs(box)
     run_id = run_dir.name
@@ -240,8 +347,11 @@ def test_resume_without_a_resume_state_anywhere_says_what_to_do(cli, on_box, box
     from remote import records
     from remote.target import Target
 
-    rec = records.new_record("20260101-000000-abcd", Target("127.0.0.1", 22, "u", None, "/nowhere"),
-                             tmp_path / "runs" / "20260101-000000-abcd")
+    rec = records.new_record(
+        "20260101-000000-abcd",
+        Target("127.0.0.1", 22, "u", None, "/nowhere"),
+        tmp_path / "runs" / "20260101-000000-abcd",
+    )
     rec.data, rec.train_args = None, ["--epochs", "3"]
     records.save_record(rec)
     r = cli("remote", "train", "--resume", rec.run_id, *on_box, "--python", sys.executable, cwd=tmp_path)
@@ -254,8 +364,17 @@ def test_unreachable_port_exits_3_within_the_connect_timeout(cli, tmp_path, pinn
     from provision.procs import free_port
 
     started = time.monotonic()
-    r = cli("remote", "status", "--host", f"{pinned.user}@127.0.0.1:{free_port()}", "--identity", str(pinned.key),
-            "--connect-timeout", "2", cwd=tmp_path)
+    r = cli(
+        "remote",
+        "status",
+        "--host",
+        f"{pinned.user}@127.0.0.1:{free_port()}",
+        "--identity",
+        str(pinned.key),
+        "--connect-timeout",
+        "2",
+        cwd=tmp_path,
+    )
     took = time.monotonic() - started
     assert r.code == RemoteError.exit_code
     line = one_line_error(r)
@@ -308,14 +427,27 @@ def test_push_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(cli, on_box, 
     from tqdm import tqdm
 
     # The job itself fails at once (an unknown model flag): only the pushes matter here.
-    argv = ["train", *on_box, "--python", sys.executable, "--data", str(dataset), "--epochs", "1",
-            "--detach", "--runs-dir", str(tmp_path / "runs"), "--no-such-model-flag"]
+    argv = [
+        "train",
+        *on_box,
+        "--python",
+        sys.executable,
+        "--data",
+        str(dataset),
+        "--epochs",
+        "1",
+        "--detach",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--no-such-model-flag",
+    ]
     master, slave = pty.openpty()
     # A terminal's size, as a real one has (a bare pty is 0x0: tqdm draws nothing in 0 columns).
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "remote", *argv], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "remote", *argv], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=slave, text=True
+    )
     os.close(slave)
     seen = bytearray()
 
@@ -369,7 +501,9 @@ def test_pull_refuses_a_symlink_out_of_the_run_dir(cli, on_box, box, tmp_path):
     assert r.code == RemoteError.exit_code
     assert "refused 1 unsafe entries" in one_line_error(r) and "out/etc" in r.err
     assert not (local / "etc").exists() and not (local / "etc").is_symlink()
-    assert [p.name for p in tmp_path.iterdir() if p.name not in ("runs", "box", "trainbox-home", "trainbox-cache")] == []
+    assert [
+        p.name for p in tmp_path.iterdir() if p.name not in ("runs", "box", "trainbox-home", "trainbox-cache")
+    ] == []
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ Each test makes its own small project (plain Python scripts: no TensorFlow
 import here, the box tests train a real Keras script) and runs the real CLI
 against the session's sshd on 127.0.0.1, with --python this interpreter.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Prints its argv and its environment as JSON, writes into $TRAINBOX_OUT; waits
 # for a file named by its first argument when given "wait".
-ECHO = '''import json, os, sys, time
+ECHO = """import json, os, sys, time
 out = os.environ["TRAINBOX_OUT"]
 os.makedirs(out + "/checkpoints", exist_ok=True)
 seen = {"argv": sys.argv[1:], "cwd": os.getcwd(), "python": sys.executable,
@@ -37,7 +38,7 @@ code = int(os.environ.get("EXIT_WITH", "0"))
 if code:
     print("giving up: the loss is NaN", file=sys.stderr)
 sys.exit(code)
-'''
+"""
 
 
 def project(tmp_path: Path) -> Path:
@@ -61,9 +62,21 @@ def seen(local: Path, n: int = 0) -> dict:
 
 def test_run_pushes_the_project_runs_the_argv_exactly_and_brings_the_outputs_home(cli, on_box, box, dataset, tmp_path):
     code = project(tmp_path)
-    argv = ["two words", "it's \"quoted\"", "$(touch pwned)", "`touch pwned`", "*", "$HOME", ""]
-    r = cli("remote", "run", "--code", str(code), "--data", str(dataset), *run_flags(on_box, tmp_path),
-            "--", "python", "echo.py", *argv, cwd=tmp_path)
+    argv = ["two words", 'it\'s "quoted"', "$(touch pwned)", "`touch pwned`", "*", "$HOME", ""]
+    r = cli(
+        "remote",
+        "run",
+        "--code",
+        str(code),
+        "--data",
+        str(dataset),
+        *run_flags(on_box, tmp_path),
+        "--",
+        "python",
+        "echo.py",
+        *argv,
+        cwd=tmp_path,
+    )
     assert r.code == 0, r.err + r.out
     (local,) = (tmp_path / "runs").iterdir()
     got = seen(local)
@@ -72,10 +85,13 @@ def test_run_pushes_the_project_runs_the_argv_exactly_and_brings_the_outputs_hom
     run_dir = Path(box.workdir) / "runs" / local.name
     assert got["TRAINBOX_OUT"] == str(run_dir / "out")
     data = Path(got["TRAINBOX_DATA"])
-    assert sorted(p.relative_to(data) for p in data.rglob("*.png")) == sorted(p.relative_to(dataset) for p in dataset.rglob("*.png"))
+    assert sorted(p.relative_to(data) for p in data.rglob("*.png")) == sorted(
+        p.relative_to(dataset) for p in dataset.rglob("*.png")
+    )
     pushed = Path(got["cwd"])
-    assert sorted(p.relative_to(pushed).as_posix() for p in pushed.rglob("*") if p.is_file() and p.name != ".trainbox-complete") \
-        == [".gitignore", "echo.py", "lib/util.py"], "the ignored files stayed home"
+    assert sorted(
+        p.relative_to(pushed).as_posix() for p in pushed.rglob("*") if p.is_file() and p.name != ".trainbox-complete"
+    ) == [".gitignore", "echo.py", "lib/util.py"], "the ignored files stayed home"
     assert got["python"] == sys.executable
     assert not list(Path(box.workdir).rglob("pwned")) and not list(tmp_path.rglob("pwned"))
     assert (local / "checkpoints" / "last.txt").read_text() == "epoch 1"
@@ -87,8 +103,19 @@ def test_run_pushes_the_project_runs_the_argv_exactly_and_brings_the_outputs_hom
 
 def test_a_failing_script_gives_its_exit_code_and_the_logs_last_lines(cli, on_box, tmp_path):
     code = project(tmp_path)
-    r = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "env", "EXIT_WITH=5", "python", "echo.py",
-            cwd=tmp_path)
+    r = cli(
+        "remote",
+        "run",
+        "--code",
+        str(code),
+        *run_flags(on_box, tmp_path),
+        "--",
+        "env",
+        "EXIT_WITH=5",
+        "python",
+        "echo.py",
+        cwd=tmp_path,
+    )
     assert r.code == 5, r.err
     assert (r.out + r.err).count("giving up: the loss is NaN") == 1, "the followed log's last line, once"
     assert "the command failed on the box (exit 5)" in one_line_error(r)
@@ -101,13 +128,35 @@ def test_laptop_killed_mid_run_then_pull_then_resume(cli, on_box, box, tmp_path)
     code = project(tmp_path)
     release = tmp_path / "release"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    laptop = subprocess.Popen([sys.executable, "-m", "remote", "run", "--code", str(code), *run_flags(on_box, tmp_path),
-                               "--", "python", "echo.py", "wait", str(release)],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    laptop = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "remote",
+            "run",
+            "--code",
+            str(code),
+            *run_flags(on_box, tmp_path),
+            "--",
+            "python",
+            "echo.py",
+            "wait",
+            str(release),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     runs = Path(box.workdir) / "runs"
     try:
-        log = wait_for("the script waiting on the box",
-                       lambda: next((f for f in runs.glob("*/log") if "waiting for" in f.read_text()), None) if runs.exists() else None)
+        log = wait_for(
+            "the script waiting on the box",
+            lambda: (
+                next((f for f in runs.glob("*/log") if "waiting for" in f.read_text()), None) if runs.exists() else None
+            ),
+        )
         assert laptop.poll() is None, laptop.stderr.read()
         laptop.send_signal(signal.SIGKILL)
         laptop.wait(timeout=10)
@@ -116,7 +165,9 @@ def test_laptop_killed_mid_run_then_pull_then_resume(cli, on_box, box, tmp_path)
             laptop.kill()
         laptop.stdout.close(), laptop.stderr.close()
     run_dir = log.parent
-    stop = cli("remote", "stop", run_dir.name, *on_box, cwd=tmp_path)  # a run that succeeded is not resumed: this one stops
+    stop = cli(
+        "remote", "stop", run_dir.name, *on_box, cwd=tmp_path
+    )  # a run that succeeded is not resumed: this one stops
     assert stop.code == 0 and "stopped" in stop.out, stop.err
     pull = cli("remote", "pull", run_dir.name, *on_box, cwd=tmp_path)
     assert pull.code == 0, pull.err
@@ -153,8 +204,19 @@ def test_run_without_a_command_is_a_usage_error(cli, tmp_path):
 
 def test_a_command_exiting_2_passes_2_through_and_the_last_line_says_it_is_the_commands(cli, on_box, tmp_path):
     code = project(tmp_path)
-    r = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "env", "EXIT_WITH=2", "python", "echo.py",
-            cwd=tmp_path)
+    r = cli(
+        "remote",
+        "run",
+        "--code",
+        str(code),
+        *run_flags(on_box, tmp_path),
+        "--",
+        "env",
+        "EXIT_WITH=2",
+        "python",
+        "echo.py",
+        cwd=tmp_path,
+    )
     assert r.code == 2, r.err
     assert 2 not in (UsageError.exit_code, RemoteError.exit_code, EX_SOFTWARE), "trainbox's own codes are not 2"
     assert whose_line(r) == "remote: your command exited 2 (its own code, passed through)"
@@ -171,11 +233,27 @@ def test_a_command_killed_by_a_signal_exits_128_plus_it(cli, on_box, tmp_path):
 
 def test_trainbox_failing_before_the_command_starts_says_the_code_is_its_own(cli, on_box, tmp_path):
     code = project(tmp_path)
-    r = cli("remote", "run", "--code", str(code), *on_box, "--python", str(tmp_path / "no-such-python"),
-            "--runs-dir", str(tmp_path / "runs"), "--", "python", "echo.py", cwd=tmp_path)
+    r = cli(
+        "remote",
+        "run",
+        "--code",
+        str(code),
+        *on_box,
+        "--python",
+        str(tmp_path / "no-such-python"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--",
+        "python",
+        "echo.py",
+        cwd=tmp_path,
+    )
     assert r.code == RemoteError.exit_code, r.err
     assert "no Python with TensorFlow" in one_line_error(r)
-    assert whose_line(r) == f"remote: trainbox: exit {RemoteError.exit_code} (a cloud or SSH error); your command did not start"
+    assert (
+        whose_line(r)
+        == f"remote: trainbox: exit {RemoteError.exit_code} (a cloud or SSH error); your command did not start"
+    )
 
 
 def test_usage_errors_argparses_too_exit_64(cli, tmp_path):
@@ -195,8 +273,18 @@ def _box_run(box, run_id: str) -> Path:
 
 def test_resume_of_a_run_that_succeeded_is_refused_before_anything_starts(cli, on_box, box, tmp_path):
     code = project(tmp_path)
-    first = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "python", "echo.py", "a b",
-                cwd=tmp_path)
+    first = cli(
+        "remote",
+        "run",
+        "--code",
+        str(code),
+        *run_flags(on_box, tmp_path),
+        "--",
+        "python",
+        "echo.py",
+        "a b",
+        cwd=tmp_path,
+    )
     assert first.code == 0, first.err
     (local,) = (tmp_path / "runs").iterdir()
     run_dir = _box_run(box, local.name)
@@ -220,8 +308,18 @@ def test_resume_of_a_run_that_succeeded_is_refused_when_only_the_box_knows(cli, 
     from remote import records
 
     code = project(tmp_path)
-    r = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--detach", "--", "python", "echo.py",
-            cwd=tmp_path)
+    r = cli(
+        "remote",
+        "run",
+        "--code",
+        str(code),
+        *run_flags(on_box, tmp_path),
+        "--detach",
+        "--",
+        "python",
+        "echo.py",
+        cwd=tmp_path,
+    )
     assert r.code == 0, r.err
     (rec,) = records.records()
     run_dir = _box_run(box, rec.run_id)
@@ -237,8 +335,19 @@ def test_resume_of_a_run_that_succeeded_is_refused_when_only_the_box_knows(cli, 
 
 def test_resume_of_a_run_that_failed_runs_it_again(cli, on_box, box, tmp_path):
     code = project(tmp_path)
-    first = cli("remote", "run", "--code", str(code), *run_flags(on_box, tmp_path), "--", "env", "EXIT_WITH=5", "python",
-                "echo.py", cwd=tmp_path)
+    first = cli(
+        "remote",
+        "run",
+        "--code",
+        str(code),
+        *run_flags(on_box, tmp_path),
+        "--",
+        "env",
+        "EXIT_WITH=5",
+        "python",
+        "echo.py",
+        cwd=tmp_path,
+    )
     assert first.code == 5, first.err
     (local,) = (tmp_path / "runs").iterdir()
     again = cli("remote", "run", "--resume", local.name, *on_box, "--pull-every", "600", cwd=tmp_path)

@@ -1,4 +1,5 @@
 """results.pull against the real sshd: what a pull brings, and what it skips."""
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,10 @@ def test_a_full_pull_brings_out_and_the_log(conn, box, tmp_path):
 def test_a_checkpoint_pull_brings_only_what_changed_since_the_last(conn, box, tmp_path):
     run = make_run(box.workdir)
     home = tmp_path / "home"
-    assert sorted(results.pull(conn, str(run), home, only="checkpoints")) == ["checkpoints/best.keras", "checkpoints/last.keras"]
+    assert sorted(results.pull(conn, str(run), home, only="checkpoints")) == [
+        "checkpoints/best.keras",
+        "checkpoints/last.keras",
+    ]
     assert results.pull(conn, str(run), home, only="checkpoints") == [], "nothing changed: nothing sent"
 
     (run / "out" / "checkpoints" / "last.keras").write_bytes(b"last, the next epoch")

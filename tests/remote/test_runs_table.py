@@ -1,6 +1,7 @@
 """`remote runs`: the table and its --json, built from the records and the
 pulled files alone (no box is asked). The real trainings' rows are checked
 in test_remote_cli.py and test_e2e.py; here each state and the cost sum."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,24 @@ from testkit import one_line_error, run_cli
 TARGET = Target("127.0.0.1", 2222, "ubuntu", None, "/srv/trainbox", box="gpu")
 
 
-def pulled_run(tmp_path: Path, run_id: str, *, exit_code: int | None, seconds: float, history: dict, epochs: int,
-               resumed: int = 0, pulled: bool = True, **fields) -> records.RunRecord:
+def pulled_run(
+    tmp_path: Path,
+    run_id: str,
+    *,
+    exit_code: int | None,
+    seconds: float,
+    history: dict,
+    epochs: int,
+    resumed: int = 0,
+    pulled: bool = True,
+    **fields,
+) -> records.RunRecord:
     """A run's record and the folder a pull brings home, its job `seconds` long."""
     local = tmp_path / "runs" / run_id
     local.mkdir(parents=True)
-    rec = records.new_record(run_id, TARGET, local, command=["bash", "-c", "...", "model-train", "--epochs", str(epochs)], **fields)
+    rec = records.new_record(
+        run_id, TARGET, local, command=["bash", "-c", "...", "model-train", "--epochs", str(epochs)], **fields
+    )
     start = time.time() - 1000
     (local / "run.sh").write_text("#!/bin/bash\n")
     os.utime(local / "run.sh", (start, start))
@@ -45,10 +58,21 @@ def runs_json(capsys, *flags: str) -> dict[str, dict]:
 
 def test_runs_json_has_every_field_each_state_and_the_cost(tmp_path, capsys):
     hist = {"loss": [0.9, 0.5, 0.4], "val_accuracy": [0.5, 0.875, 0.75], "val_loss": [0.8, 0.6, 0.7]}
-    pulled_run(tmp_path, "20260101-000001-aaaa", exit_code=0, seconds=720, history=hist, epochs=3, resumed=1,
-               price_per_hour=3.0, nodes=[records.node_of(TARGET), records.node_of(TARGET)])
+    pulled_run(
+        tmp_path,
+        "20260101-000001-aaaa",
+        exit_code=0,
+        seconds=720,
+        history=hist,
+        epochs=3,
+        resumed=1,
+        price_per_hour=3.0,
+        nodes=[records.node_of(TARGET), records.node_of(TARGET)],
+    )
     pulled_run(tmp_path, "20260101-000002-bbbb", exit_code=1, seconds=60, history={"loss": [1.0]}, epochs=5)
-    stopped = pulled_run(tmp_path, "20260101-000003-cccc", exit_code=None, seconds=90, history=hist, epochs=8, pulled=False)
+    stopped = pulled_run(
+        tmp_path, "20260101-000003-cccc", exit_code=None, seconds=90, history=hist, epochs=8, pulled=False
+    )
     stopped.last_seen = "stopped"
     records.save_record(stopped)
     pulled_run(tmp_path, "20260101-000004-dddd", exit_code=None, seconds=30, history={}, epochs=4, pulled=False)
@@ -57,8 +81,26 @@ def test_runs_json_has_every_field_each_state_and_the_cost(tmp_path, capsys):
 
     got = runs_json(capsys)
     done = got["20260101-000001-aaaa"]
-    assert set(done) == {"run", "box", "net", "backend", "epochs_done", "epochs_asked", "best_val_accuracy", "best_epoch",
-                         "duration_s", "price_per_hour", "nodes", "cost", "state", "exit_code", "resumed", "interrupted", "home", "local_dir"}
+    assert set(done) == {
+        "run",
+        "box",
+        "net",
+        "backend",
+        "epochs_done",
+        "epochs_asked",
+        "best_val_accuracy",
+        "best_epoch",
+        "duration_s",
+        "price_per_hour",
+        "nodes",
+        "cost",
+        "state",
+        "exit_code",
+        "resumed",
+        "interrupted",
+        "home",
+        "local_dir",
+    }
     assert (done["box"], done["net"], done["backend"]) == ("gpu", "vgg16", "tensorflow")
     assert (done["epochs_done"], done["epochs_asked"]) == (3, 3)
     assert (done["best_val_accuracy"], done["best_epoch"]) == (0.875, 2)
@@ -102,8 +144,14 @@ def test_report_writes_the_pulled_runs_page_again_with_its_duration_and_cost(tmp
 
     from model import report_page, run_files
 
-    rec = pulled_run(tmp_path, "20260101-000001-aaaa", exit_code=0, seconds=720, history={"loss": [0.5], "val_accuracy": [0.75]},
-                     epochs=1)
+    rec = pulled_run(
+        tmp_path,
+        "20260101-000001-aaaa",
+        exit_code=0,
+        seconds=720,
+        history={"loss": [0.5], "val_accuracy": [0.75]},
+        epochs=1,
+    )
     local = Path(rec.local_dir)
     Image.new("RGB", (40, 30), "red").save(local / run_files.CURVES)
     (local / run_files.REPORT_PAGE).write_text("stale")

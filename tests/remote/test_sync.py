@@ -4,6 +4,7 @@ The box's working directory is a temp dir on this machine, so each test can
 look at what landed on the "box" directly, and count what was sent through
 the progress callback (the bytes written into the one tar stream).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """The push's hand-built tar stream, read back by Python's tarfile and by GNU tar."""
+
 from __future__ import annotations
 
 import io
@@ -107,9 +108,14 @@ def test_a_file_that_grew_after_the_scan_sends_its_scanned_size(tmp_path, sink):
         assert t.extractfile("f").read() == b"0123"
 
 
-@pytest.mark.parametrize("name,size,mtime,mode", [
-    ("a", 0, 0, 0o644), ("train/cats/cats.1.jpg", 20_000, 1_700_000_000, 0o100755), ("n" * 100, 511, 5, 0o600),
-])
+@pytest.mark.parametrize(
+    "name,size,mtime,mode",
+    [
+        ("a", 0, 0, 0o644),
+        ("train/cats/cats.1.jpg", 20_000, 1_700_000_000, 0o100755),
+        ("n" * 100, 511, 5, 0o600),
+    ],
+)
 def test_a_plain_header_is_byte_for_byte_tarfiles_ustar_header(name, size, mtime, mode):
     from remote.tarstream import header
 

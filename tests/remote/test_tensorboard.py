@@ -1,5 +1,6 @@
 """`remote tb` on the session's sshd (--host) and `--local`; the sandbox flow
 (the tunnel to a real TensorBoard on the box, `down`) is tests/provision/test_tb.py."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,12 @@ URL = re.compile(r"TensorBoard on .*: http://127\.0\.0\.1:(\d+)/")
 
 def detached_sleep() -> int:
     """A process in its own session that init reaps, as the start script leaves TensorBoard; its pid."""
-    out = subprocess.run(["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(out.stdout)
 
 
@@ -31,9 +37,11 @@ def test_stop_ends_the_recorded_servers_and_nothing_else(cli, on_box, box, tmp_p
     layout = BoxLayout(box.workdir)
     ours, other = detached_sleep(), detached_sleep()
     try:
-        for key, pid, started in (("all", ours, procs.start_time(ours)),
-                                  # A pid file whose pid is now another program's (its start time differs): never signalled.
-                                  ("runs-0123456789ab", other, "12345")):
+        for key, pid, started in (
+            ("all", ours, procs.start_time(ours)),
+            # A pid file whose pid is now another program's (its start time differs): never signalled.
+            ("runs-0123456789ab", other, "12345"),
+        ):
             d = Path(layout.tensorboard(key))
             d.mkdir(parents=True)
             (d / "pid").write_text(f"{pid}\n")

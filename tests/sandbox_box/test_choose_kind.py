@@ -1,4 +1,5 @@
 """Which sandbox box `up --sandbox` makes, and why (no box is booted here)."""
+
 from __future__ import annotations
 
 import pytest

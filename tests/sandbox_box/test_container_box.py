@@ -17,6 +17,7 @@ with no laptop command.
 NETWORK RULE: every connection is to 127.0.0.1; the only other traffic is the
 box's install from the package index through the machine's own pip config.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,13 @@ class Sandbox:
         self.work = root / "work"
         self.work.mkdir(parents=True)
         self.env = {
-            "TRAINBOX_HOME": str(self.home), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "TRAINBOX_JUPYTER": "0", **env,
+            "TRAINBOX_HOME": str(self.home),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "TRAINBOX_JUPYTER": "0",
+            **env,
         }
 
     def cli(self, *argv: str, timeout: float = 600):
@@ -81,7 +87,11 @@ class Sandbox:
         return r.out.strip()
 
     def down_all(self) -> None:
-        for name in sorted(p.name for p in (self.home / "sandbox" / "boxes").glob("*")) if self.box_dir().parent.exists() else []:
+        for name in (
+            sorted(p.name for p in (self.home / "sandbox" / "boxes").glob("*"))
+            if self.box_dir().parent.exists()
+            else []
+        ):
             self.cli("provision", "down", "--yes", "--no-pull", "--name", name)
 
 
@@ -110,15 +120,19 @@ def test_up_boots_an_instance_with_systemd_cloud_init_and_the_login_user(box):
     layer_keys = {" ".join(f.read_text().split()[:2]) for f in box.layer().glob("etc/ssh/ssh_host_*_key.pub")}
     pinned = {" ".join(l.split()[1:3]) for l in (box.home / "known_hosts").read_text().splitlines()}
     assert layer_keys and layer_keys == pinned
-    out = box.ssh("id -un; sudo -n id -un; echo $HOME; cloud-init status --wait >/dev/null; cloud-init status; "
-                  "systemctl is-active trainbox-guard.timer; cat /proc/1/comm; sudo -n zcat -f /var/lib/cloud/instance/user-data.txt | head -n 2; "
-                  "systemctl is-active trainbox-agent.service; systemctl show -p User --value trainbox-agent.service")
+    out = box.ssh(
+        "id -un; sudo -n id -un; echo $HOME; cloud-init status --wait >/dev/null; cloud-init status; "
+        "systemctl is-active trainbox-guard.timer; cat /proc/1/comm; sudo -n zcat -f /var/lib/cloud/instance/user-data.txt | head -n 2; "
+        "systemctl is-active trainbox-agent.service; systemctl show -p User --value trainbox-agent.service"
+    )
     lines = out.splitlines()
     assert lines[:3] == ["ubuntu", "root", "/home/ubuntu"]
     assert "status: done" in lines and lines.count("active") == 2 and "systemd" in lines
     # The agent runs as the login user, pointed at this box's IMDS stand-in on 127.0.0.1.
     assert lines[-1] == "ubuntu", out
-    assert re.search(r"^http://127\.0\.0\.1:\d+$", (box.layer() / "etc/trainbox/agent.env").read_text().split("=", 1)[1].strip())
+    assert re.search(
+        r"^http://127\.0\.0\.1:\d+$", (box.layer() / "etc/trainbox/agent.env").read_text().split("=", 1)[1].strip()
+    )
     assert "# trainbox user-data for box default: runs once, as root, at first boot." in out
 
 
@@ -133,7 +147,9 @@ def test_a_run_right_after_up_waits_for_the_boot_time_bootstrap_then_trains_in_i
     (run,) = list((box.work / "runs").iterdir())
     assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
     # It ran in the env the bootstrap built (its marker names the versions), as the login user.
-    assert box.ssh(f"ls ~/trainbox/runs/{run.name}/ && grep -c 'export VIRTUAL_ENV=$envdir' ~/trainbox/runs/{run.name}/run.sh").endswith("1")
+    assert box.ssh(
+        f"ls ~/trainbox/runs/{run.name}/ && grep -c 'export VIRTUAL_ENV=$envdir' ~/trainbox/runs/{run.name}/run.sh"
+    ).endswith("1")
     assert "tensorflow=2.21.0" in box.ssh("sed -n 2p ~/trainbox/env/trainbox-ready")
 
 
@@ -144,7 +160,9 @@ def test_data_from_a_url_and_from_s3_train_on_the_default_relative_workdir(box, 
 
     root = synth_image_set(tmp_path / "set", n=12)
     moto = json.loads((box.home / "sandbox" / "moto" / "server.json").read_text())["endpoint"]
-    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto, aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3", region_name="us-east-1", endpoint_url=moto, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     s3.create_bucket(Bucket="cats")
     for f in root.rglob("*"):
         if f.is_file():
@@ -179,8 +197,13 @@ def runs_on_box(sb) -> Path:
 
 def new_run(sb, known: set[str]) -> Path:
     """The run folder on the box's disk that is not in known (added to it)."""
+
     def new():
-        found = [d for d in runs_on_box(sb).glob("*") if d.is_dir() and d.name not in known] if runs_on_box(sb).exists() else []
+        found = (
+            [d for d in runs_on_box(sb).glob("*") if d.is_dir() and d.name not in known]
+            if runs_on_box(sb).exists()
+            else []
+        )
         return found[0] if found else None
 
     run = wait_for("the run to appear on the box", new, timeout=180, every=0.2)
@@ -220,8 +243,18 @@ def test_a_spot_notice_then_a_power_cut_resumes_both_going_runs_at_boot_and_the_
     user_stopped = detached_run(box, known, 30)
     other = detached_run(box, known, 30)
     follower_out = box.work / "follow.out"
-    follower = start_cli("remote", "train", "--epochs", "30", "--data", str(box.spot_data), *SPOT_TRAIN,
-                         out=follower_out, cwd=box.work, env=box.env)
+    follower = start_cli(
+        "remote",
+        "train",
+        "--epochs",
+        "30",
+        "--data",
+        str(box.spot_data),
+        *SPOT_TRAIN,
+        out=follower_out,
+        cwd=box.work,
+        env=box.env,
+    )
     try:
         followed = new_run(box, known)
         wait_for("the first run to train", lambda: "epoch 1/30" in text(user_stopped / "log"), timeout=300, every=0.2)
@@ -229,19 +262,31 @@ def test_a_spot_notice_then_a_power_cut_resumes_both_going_runs_at_boot_and_the_
         assert stop.code == 0 and "stopped" in stop.out, stop.err
         stopped_log = text(user_stopped / "log")
         for run in (other, followed):
-            wait_for(f"{run.name} to be under way", lambda run=run: "epoch 2/30" in text(run / "log"), timeout=300, every=0.2)
+            wait_for(
+                f"{run.name} to be under way", lambda run=run: "epoch 2/30" in text(run / "log"), timeout=300, every=0.2
+            )
         flip = box.cli("provision", "sandbox-notice")
         assert flip.code == 0 and '"action": "stop"' in flip.out, flip.err
         # The agent sees it at its next poll (every 5 s) and asks; each run saves at its next batch end.
-        saved = {run: json.loads(wait_for(f"{run.name} to save on request", lambda run=run: text(run / "saved"),
-                                          timeout=30, every=0.05)) for run in (other, followed)}
+        saved = {
+            run: json.loads(
+                wait_for(f"{run.name} to save on request", lambda run=run: text(run / "saved"), timeout=30, every=0.05)
+            )
+            for run in (other, followed)
+        }
         assert container.power_cut(box.box_dir())  # no shutdown: nothing more is saved
         done_before_cut = {run: len(epoch_lines(text(run / "log"), 30)) for run in (other, followed)}
         for run in (other, followed):
             assert not (run / "exit_code").exists() and events(run) == ["spot-notice"]
         assert events(user_stopped) == []  # not going: not asked
-        wait_for("the follower to say it waits", lambda: "box interrupted; waiting for it to come back; Ctrl-C detaches"
-                 in text(Path(f"{follower_out}.err")), timeout=90, every=0.2)
+        wait_for(
+            "the follower to say it waits",
+            lambda: (
+                "box interrupted; waiting for it to come back; Ctrl-C detaches" in text(Path(f"{follower_out}.err"))
+            ),
+            timeout=90,
+            every=0.2,
+        )
         start = box.cli("provision", "start")
         assert start.code == 0, start.err
         code = follower.wait(timeout=600)
@@ -252,14 +297,20 @@ def test_a_spot_notice_then_a_power_cut_resumes_both_going_runs_at_boot_and_the_
     err, out = text(Path(f"{follower_out}.err")), text(follower_out)
     assert code == 0, err[-3000:]
     assert "the box is back: following the run" in err
-    wait_for("the other run to finish after its resume", lambda: text(other / "exit_code").strip(), timeout=600, every=0.5)
+    wait_for(
+        "the other run to finish after its resume", lambda: text(other / "exit_code").strip(), timeout=600, every=0.5
+    )
     for run in (other, followed):
         # Resumed by the box's agent at boot (the laptop only followed), from the state saved on request.
         assert events(run) == ["spot-notice", "resumed"] and text(run / "exit_code").strip() == "0"
         # It resumed at the first epoch not finished before the cut (a run saved early went on
         # training while the other one saved): no finished epoch again, none skipped.
         resumed_at = int(re.search(r"resuming from \S+ at epoch (\d+)/30", text(run / "log")).group(1))
-        assert resumed_at == done_before_cut[run] + 1 > saved[run]["epoch"], (saved[run], done_before_cut[run], resumed_at)
+        assert resumed_at == done_before_cut[run] + 1 > saved[run]["epoch"], (
+            saved[run],
+            done_before_cut[run],
+            resumed_at,
+        )
         assert history_epochs(run / "out" / "history.csv") == list(range(1, 31))
         assert epoch_lines(text(run / "log"), 30) == list(range(1, 31))
     # What the follower brought home, and streamed: every epoch once.
@@ -277,7 +328,9 @@ def test_a_spot_notice_then_a_power_cut_resumes_both_going_runs_at_boot_and_the_
     assert not (user_stopped / "exit_code").exists() and text(user_stopped / "log") == stopped_log
     assert events(user_stopped) == ["left-stopped"]
     status = box.cli("remote", "status", user_stopped.name)
-    assert f"{user_stopped.name} stopped" in status.out and "not resumed at boot: you stopped it" in status.out, status.out
+    assert f"{user_stopped.name} stopped" in status.out and "not resumed at boot: you stopped it" in status.out, (
+        status.out
+    )
     assert "not resuming " + user_stopped.name in box.ssh("journalctl -u trainbox-agent.service -b --no-pager")
 
 
@@ -296,7 +349,9 @@ def test_stop_powers_the_guest_off_and_start_keeps_data_env_and_runs(box):
     # The user stopped the box, not the run: asked to save by the agent (which held the
     # shutdown until then), or on SIGTERM where the job's scope got one, at its next batch end.
     assert events(run) == ["stopping"] and not (run / "exit_code").exists()
-    assert re.search(r"^saved the training state at epoch \d+, batch \d+ \((asked|SIGTERM: stopping)\)$", text(run / "log"), re.M)
+    assert re.search(
+        r"^saved the training state at epoch \d+, batch \d+ \((asked|SIGTERM: stopping)\)$", text(run / "log"), re.M
+    )
     assert not os.path.exists(f"/proc/{pid}") or processes_mentioning(container.machine_name(box.box_dir())) == []
     assert refused(port)
     assert box.state() == "stopped"
@@ -323,14 +378,18 @@ def test_image_create_freezes_the_cleaned_layer_and_nothing_of_the_user(box):
     import re
     import subprocess
 
-    box.ssh(f"echo {SECRET} > ~/.ssh/id_ed25519; echo 'ls {SECRET}' > ~/.bash_history; mkdir -p ~/.aws ~/.keras; "
-            f"echo {SECRET} > ~/.aws/credentials; echo {SECRET} > ~/.keras/key; sudo -n sh -c 'echo {SECRET} > /root/.bash_history'; "
-            f"logger {SECRET}")
+    box.ssh(
+        f"echo {SECRET} > ~/.ssh/id_ed25519; echo 'ls {SECRET}' > ~/.bash_history; mkdir -p ~/.aws ~/.keras; "
+        f"echo {SECRET} > ~/.aws/credentials; echo {SECRET} > ~/.keras/key; sudo -n sh -c 'echo {SECRET} > /root/.bash_history'; "
+        f"logger {SECRET}"
+    )
     assert (box.layer() / "home/ubuntu/trainbox/runs").is_dir() and (box.layer() / "home/ubuntu/trainbox/data").is_dir()
     r = box.cli("provision", "image", "create")
     assert r.code == 0, r.err
     box.image_id = re.search(r"image (ami-\w+) \(trainbox-default-[\d-]+\) is available", r.out).group(1)
-    assert "removed trainbox/runs" in r.err and "removed trainbox/data" in r.err and "removed ~/.ssh/id_ed25519" in r.err
+    assert (
+        "removed trainbox/runs" in r.err and "removed trainbox/data" in r.err and "removed ~/.ssh/id_ed25519" in r.err
+    )
     assert "checked the powered-off box's layer from the host" in r.err, r.err
     layer = box.home / "sandbox" / "images" / box.image_id / "layer"
     work = layer / "home/ubuntu/trainbox"
@@ -358,16 +417,25 @@ def test_up_from_the_image_boots_its_layer_and_trains_with_nothing_installed(box
     assert f"--overlay=+/:{layer}:{box.layer('baked')}:/" in argv, argv
     # The boot-time bootstrap (the user-data, run by cloud-init at this first boot) found the environment ready.
     log = box.layer("baked") / "home/ubuntu/trainbox/setup.log"
-    said = wait_for("the boot-time bootstrap", lambda: log.exists() and "trainbox-setup:" in log.read_text() and log.read_text(),
-                    timeout=120, every=0.2)
+    said = wait_for(
+        "the boot-time bootstrap",
+        lambda: log.exists() and "trainbox-setup:" in log.read_text() and log.read_text(),
+        timeout=120,
+        every=0.2,
+    )
     assert "ready, nothing to install" in said and "building the environment" not in said, said
     # Its own host keys and login key, none of the first box's things.
     first = {" ".join(l.split()[1:3]) for l in (box.home / "known_hosts").read_text().splitlines() if "127.0.0.1" in l}
     own = {" ".join(f.read_text().split()[:2]) for f in box.layer("baked").glob("etc/ssh/ssh_host_*_key.pub")}
     assert own and own <= first and len(first) == 2 * len(own)  # known_hosts: the first box's and this one's
-    keys, work, home = (part.split() for part in box.ssh("ls -A ~/.ssh; echo --; ls -A ~/trainbox; echo --; ls -A ~",
-                                                           name="baked").split("--"))
-    assert keys == ["authorized_keys"] and set(work) - {"tools"} == {"bootstrap.sh", "env", "envs", "setup.log"}, (keys, work)
+    keys, work, home = (
+        part.split()
+        for part in box.ssh("ls -A ~/.ssh; echo --; ls -A ~/trainbox; echo --; ls -A ~", name="baked").split("--")
+    )
+    assert keys == ["authorized_keys"] and set(work) - {"tools"} == {"bootstrap.sh", "env", "envs", "setup.log"}, (
+        keys,
+        work,
+    )
     assert not {".aws", ".keras", ".bash_history"} & set(home), home
     before = set((box.work / "runs").iterdir())
     train = box.cli("remote", "train", "--name", "baked", "--epochs", "1", "--image-size", "32")
@@ -418,9 +486,25 @@ def guarded(tmp_path_factory):
     sb = Sandbox(root, TRAINBOX_INDEX_URL=index.url, TRAINBOX_INSTALL_RETRIES="1", TRAINBOX_INSTALLER="pip")
     # 0.1 min = 6 s idle; 0.006 h = 21.6 s: both guards look every 5 s.
     sb.ups = {
-        "idle": sb.cli("provision", "up", "--sandbox", "--sandbox-box", "container", "--name", "idle", "--idle-minutes", "0.1"),
-        "hard": (setattr(sb, "t_hard", time.time()), sb.cli("provision", "up", "--sandbox", "--sandbox-box", "container", "--name", "hard",
-                       "--max-hours", "0.006", "--idle-minutes", "30"))[1],
+        "idle": sb.cli(
+            "provision", "up", "--sandbox", "--sandbox-box", "container", "--name", "idle", "--idle-minutes", "0.1"
+        ),
+        "hard": (
+            setattr(sb, "t_hard", time.time()),
+            sb.cli(
+                "provision",
+                "up",
+                "--sandbox",
+                "--sandbox-box",
+                "container",
+                "--name",
+                "hard",
+                "--max-hours",
+                "0.006",
+                "--idle-minutes",
+                "30",
+            ),
+        )[1],
     }
     yield sb
     sb.down_all()
@@ -441,7 +525,12 @@ def test_an_idle_box_stops_itself_and_state_says_stopped(guarded):
 
 def test_the_hard_limit_counts_from_this_boot_and_stops_the_box(guarded):
     assert guarded.ups["hard"].code == 0, guarded.ups["hard"].err
-    wait_for("the box at its hard limit to power itself off", lambda: guarded.nspawn_pid("hard") is None, timeout=120, every=0.5)
+    wait_for(
+        "the box at its hard limit to power itself off",
+        lambda: guarded.nspawn_pid("hard") is None,
+        timeout=120,
+        every=0.5,
+    )
     log = guard_log(guarded, "hard")
     assert "over the hard limit of 0.006 h: stopping the box" in log, log
     up_s = int(log.split(" up ")[1].split("s since boot")[0])

@@ -10,6 +10,7 @@ them (pip download through this machine's pip configuration, as the main
 container box's install uses it), and no TensorFlow module (TensorBoard runs
 in its no-TensorFlow mode). Every connection is to 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,9 +47,32 @@ def tensorboard_wheels(d: Path) -> None:
     make_wheel(d, "tensorflow-cpu", setup.TF_VERSION, {"trainbox_no_tensorflow.txt": ""})
     make_wheel(d, "tensorflow", setup.TF_VERSION, {"trainbox_no_tensorflow.txt": ""}, extras=("and-cuda",))
     tb = next(r for r in setup.MODEL_REQUIREMENTS if r.startswith("tensorboard"))
-    got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", tb, "--only-binary=:all:", "--python-version", "3.11",
-                          "--implementation", "cp", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-                          "--platform", "manylinux_2_28_x86_64", "-d", str(d)], capture_output=True, text=True, timeout=300)
+    got = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            tb,
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "-d",
+            str(d),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert got.returncode == 0, f"pip download of {tb} (this machine's pip configuration): {got.stderr[-2000:]}"
 
 
@@ -71,9 +95,11 @@ def tb_box(tmp_path_factory):
 def test_the_box_resolves_localhost_and_its_own_name(tb_box):
     assert tb_box.up.code == 0, tb_box.up.err
     assert (Path(rootfs.path()) / "etc/hosts").read_text() == rootfs.ETC_HOSTS
-    out = tb_box.ssh("cloud-init status --wait >/dev/null; getent hosts localhost; getent hosts \"$(hostname)\"; "
-                     "python3 -c 'import socket; socket.socket().connect_ex((\"localhost\", 9)); print(\"localhost ok\")'",
-                     name="tb")
+    out = tb_box.ssh(
+        'cloud-init status --wait >/dev/null; getent hosts localhost; getent hosts "$(hostname)"; '
+        'python3 -c \'import socket; socket.socket().connect_ex(("localhost", 9)); print("localhost ok")\'',
+        name="tb",
+    )
     assert re.search(r"^(127\.0\.0\.1|::1)\s+localhost", out, re.MULTILINE), out
     assert re.search(r"^127\.0\.1\.1\s+tb\b", out, re.MULTILINE), out
     assert out.splitlines()[-1] == "localhost ok"
@@ -86,6 +112,7 @@ def test_remote_tb_serves_tensorboard_from_the_container_box(tb_box, tmp_path):
     env = {**tb_box.env}
     proc = start_cli("remote", "tb", "--name", "tb", out=out, cwd=tb_box.work, env=env)
     try:
+
         def printed():
             m = URL.search(out.read_text())
             if m is None and proc.poll() is not None:
@@ -93,7 +120,9 @@ def test_remote_tb_serves_tensorboard_from_the_container_box(tb_box, tmp_path):
             return m
 
         local = int(wait_for("remote tb to print its URL", printed, timeout=240).group(1))
-        page = wait_for("TensorBoard's page through the tunnel", lambda: http_get(f"http://127.0.0.1:{local}/"), timeout=60)
+        page = wait_for(
+            "TensorBoard's page through the tunnel", lambda: http_get(f"http://127.0.0.1:{local}/"), timeout=60
+        )
         assert b"<title>TensorBoard</title>" in page
         assert "gaierror" not in Path(f"{out}.err").read_text()
     finally:
