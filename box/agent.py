@@ -330,7 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     # reap them, or each would linger as a zombie that `kill -0` (the guard, `remote
     # status`, a follower's `tail --pid`) takes for a job still running.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: (agent.stopping(), sys.exit(0)))
+
+    def on_term(*_) -> None:
+        agent.stopping()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
     agent.at_boot()
     while True:
         agent.poll_once()

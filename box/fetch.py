@@ -455,8 +455,8 @@ def fetch_s3(plan: dict, final: str, tmp: str) -> dict:
             f"the box's copy changed while the laptop planned ({len(missing)} objects without a URL); run it again"
         )
     deleted = sorted(set(old) - set(listing))
-    if not need and not deleted and read_entry(final) is not None:
-        entry = read_entry(final)
+    entry = read_entry(final) if not need and not deleted else None
+    if entry is not None:
         say(plan, f"{plan['source']}: up to date on the box ({len(listing)} objects), nothing downloaded")
         return {**entry, "cached": True, "downloaded": 0, "fetched": [], "deleted": []}
     stage = os.path.join(tmp, plan["key"] + ".stage")
@@ -489,7 +489,7 @@ def fetch_s3(plan: dict, final: str, tmp: str) -> dict:
 
 def list_entries(data_root: str, complete_marker: str) -> list[dict]:
     """The cache's entries; a folder pushed from the laptop is complete once it holds complete_marker."""
-    out = []
+    out: list[dict] = []
     if not os.path.isdir(data_root):
         return out
     for e in sorted(os.scandir(data_root), key=lambda e: e.name):

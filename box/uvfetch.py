@@ -38,7 +38,8 @@ class Links(html.parser.HTMLParser):
 
     def __init__(self, base: str):
         super().__init__()
-        self.base, self.files = base, []
+        self.base = base
+        self.files: list[tuple[str, str]] = []
 
     def handle_starttag(self, tag, attrs):
         d = dict(attrs)
@@ -88,8 +89,11 @@ def page(url: str) -> list[tuple[str, str]]:
 def version(name: str, arch: str = ARCH) -> tuple[int, ...] | None:
     """uv's wheels are py3-none-<platform>; None: not for this machine, or a pre-release."""
     m = re.fullmatch(r"uv-(\d+(?:\.\d+)*)-py3-none-([\w.]+)\.whl", name)
-    ok = m and any(t == "any" or (t.startswith("manylinux") and t.endswith("_" + arch)) for t in m.group(2).split("."))
-    return tuple(map(int, m.group(1).split("."))) if ok else None
+    if m is None or not any(
+        t == "any" or (t.startswith("manylinux") and t.endswith("_" + arch)) for t in m.group(2).split(".")
+    ):
+        return None
+    return tuple(map(int, m.group(1).split(".")))
 
 
 def candidates(tools: str, find_links: list[str], index_url: str, no_index: bool) -> tuple[list, list[str]]:
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     wheels = [f for f in files if version(f[0])]
     if not wheels:
         sys.exit("no uv wheel for this machine; " + "; ".join(errors))
-    name, url = max(wheels, key=lambda f: version(f[0]))
+    name, url = max(wheels, key=lambda f: version(f[0]) or ())
     install(url, a.tools)
     print("uv: " + name + " from " + shown(up.urldefrag(url)[0]))
     return 0

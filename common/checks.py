@@ -168,7 +168,7 @@ class _Cleaner:
         self.tty = tty
         self._state = "text"
         self._params = ""
-        self._line = []  # not a terminal: the line so far, since its last carriage return
+        self._line: list[str] = []  # not a terminal: the line so far, since its last carriage return
         self._cr = False  # not a terminal: a carriage return not yet known to be a CRLF's
 
     def feed(self, text: str) -> str:

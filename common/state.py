@@ -131,7 +131,7 @@ def load(name: str) -> BoxState | None:
         known = {f.name for f in dataclasses.fields(BoxState)}
         box = BoxState(**{k: v for k, v in data.items() if k in known})
         node_fields = {f.name for f in dataclasses.fields(Node)}
-        box.nodes = [Node(**{k: v for k, v in n.items() if k in node_fields}) for n in box.nodes]
+        box.nodes = [Node(**{k: v for k, v in n.items() if k in node_fields}) for n in data.get("nodes") or []]
         _check(box, name, str(f))
     except (OSError, ValueError, TypeError, AttributeError, UsageError) as e:
         why = e.what if isinstance(e, UsageError) else f"{type(e).__name__}: {e}"

@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,7 +84,7 @@ def setting(key: str, flag=None):
 def _typed(key: str, value, source: str):
     if key in checks.RANGES:
         return checks.in_range(key, value, source)
-    kind = type(DEFAULTS[key])
+    kind: Any = type(DEFAULTS[key])  # str, int or float: it converts the value
     if not isinstance(value, (str, kind)) or isinstance(value, bool):
         raise UsageError(f"{source} = {value!r} is not a valid {key}", f"give a {kind.__name__}")
     return checks.plain(kind(value), source)

@@ -284,7 +284,7 @@ def boot(d: Path, base: Path, port: int | None = None, timeout: float = 180.0) -
     ]
     pid = procs.spawn(argv, log)  # its own session (setsid): it outlives this CLI
     start = _start_time(pid)
-    rec = {"pid": pid, "start_time": start, "port": port, "host_keys": []}
+    rec: dict[str, object] = {"pid": pid, "start_time": start, "port": port, "host_keys": []}
     _record(d).write_text(json.dumps(rec))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

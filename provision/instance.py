@@ -47,7 +47,7 @@ class Instance:
 
 def find_all(ec2, name: str | None, states: list[str] = LIVE_STATES) -> list[Instance]:
     filters = name_filters(name) + [{"Name": "instance-state-name", "Values": states}]
-    found = []
+    found: list[Instance] = []
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for reservation in page["Reservations"]:
             found.extend(Instance.from_boto(i) for i in reservation["Instances"])

@@ -48,7 +48,7 @@ def check_region(cloud: Cloud) -> None:
 
 
 def offered_zones(ec2, instance_type: str) -> list[str]:
-    offers = []
+    offers: list[str] = []
     for page in ec2.get_paginator("describe_instance_type_offerings").paginate(
         LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": [instance_type]}]
     ):
@@ -65,7 +65,7 @@ def offered_gpu_types(ec2) -> list[str]:
     All offerings are listed and filtered here: wildcards in the
     ``instance-type`` filter are not understood everywhere (moto ignores them).
     """
-    types = set()
+    types: set[str] = set()
     for page in ec2.get_paginator("describe_instance_type_offerings").paginate(LocationType="region"):
         types.update(
             o["InstanceType"] for o in page["InstanceTypeOfferings"] if o["InstanceType"].split(".")[0] in GPU_FAMILIES
@@ -104,7 +104,7 @@ def vcpus_of(ec2, instance_type: str) -> int:
 
 def quota_family(instance_type: str) -> str:
     """The letters that pick the vCPU quota: g4dn.xlarge -> g, p3.2xlarge -> p, vt1.3xlarge -> vt."""
-    letters = re.match(r"[a-z]*", instance_type).group()
+    letters = re.match(r"[a-z]*", instance_type).group()  # type: ignore[union-attr]  # [a-z]* always matches
     return "vt" if letters == "vt" else letters[:1]
 
 

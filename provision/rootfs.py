@@ -199,6 +199,7 @@ def follow_build(
                 stdin=subprocess.DEVNULL,
                 errors="replace",
             )
+            assert proc.stdout is not None  # PIPE
             for line in proc.stdout:
                 out.write(line)
                 tail.add(line)

@@ -13,7 +13,9 @@ from common.state import BoxState
 JUPYTER_PORT = 8888
 
 
-def ssh_argv(ssh: str, box: BoxState, known_hosts: str, extra: list[str], options: list[str] = ()) -> list[str]:
+def ssh_argv(
+    ssh: str, box: BoxState, known_hosts: str, extra: list[str], options: list[str] | tuple[str, ...] = ()
+) -> list[str]:
     """``ssh [trainbox options] [options] user@host [extra...]`` for box (common/openssh.py)."""
     return openssh.argv(
         ssh, box.ssh_user, box.ssh_host, box.ssh_port, box.key_path, known_hosts, options=options, command=extra

@@ -147,8 +147,7 @@ def start(d: Path, authorized_keys: list[str], port: int | None = None, users: l
             )
             return server
         procs.terminate(pid)
-        last_log = log.read_text().strip().splitlines()[-1:] or [""]
-        last_log = last_log[0]
+        last_log = (log.read_text().strip().splitlines() or [""])[-1]
     raise TrainboxError(f"the sandbox's sshd did not start ({last_log})", f"see {d / 'sshd.log'}")
 
 

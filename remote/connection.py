@@ -47,7 +47,7 @@ def connect(target: Target, timeout: float = 30.0, say=lambda s: None):
 
     if target.identity:
         _check_key(target.identity)
-    connect_kwargs = {
+    connect_kwargs: dict[str, object] = {
         "look_for_keys": target.identity is None,
         "allow_agent": target.identity is None,
         "banner_timeout": 30,

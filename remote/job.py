@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from box.layout import (
     RUN_BOOT_ID,
@@ -240,7 +240,7 @@ WAITING = "box interrupted; waiting for it to come back; Ctrl-C detaches"
 
 
 def follow(
-    connect: Callable[[], object],
+    connect: Callable[[], Any],
     run_dir: str,
     out: BinaryIO = sys.stdout.buffer,
     offset: int = 0,
@@ -248,7 +248,7 @@ def follow(
     reconnect_for: float | None = 300.0,
     on_tick: Callable[[object], None] | None = None,
     tty: bool = False,
-) -> tuple[int, object]:
+) -> tuple[int, Any]:
     """Stream the log from offset until the job ends, riding through a dropped link and an
     interrupted box.
 
@@ -264,14 +264,14 @@ def follow(
     """
     from common.checks import CleanStream
 
-    out = CleanStream(out, tty=tty)
+    clean = CleanStream(out, tty=tty)
     try:
-        return _follow(connect, run_dir, out, offset, say, reconnect_for, on_tick)
+        return _follow(connect, run_dir, clean, offset, say, reconnect_for, on_tick)
     finally:
         out.close()  # a last line without its newline, in a file or pipe
 
 
-def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick) -> tuple[int, object]:
+def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick) -> tuple[int, Any]:
     import paramiko
 
     lost = (EOFError, OSError, paramiko.SSHException)
@@ -327,7 +327,7 @@ def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick
             pending_rounds = 0
 
 
-def _reattach(connect: Callable[[], object], old, why: Exception, say: Callable[[str], None], wait_for: float | None):
+def _reattach(connect: Callable[[], Any], old, why: Exception, say: Callable[[str], None], wait_for: float | None):
     """A new connection to the box, waiting for it to come back if it has gone away."""
     try:
         old.close()

@@ -35,6 +35,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from box import fetch as boxfetch
 from common.errors import CloudError, UsageError
@@ -143,7 +144,7 @@ class Answer:
     """Kaggle's answer to a download request: a signed URL to hand over, or the file's bytes."""
 
     url: str | None = None  # the redirect's Location
-    body: object = None  # a streaming HTTP response, when Kaggle sent the file itself
+    body: Any = None  # a streaming HTTP response, when Kaggle sent the file itself
     size: int | None = None
 
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from box.layout import DEFAULT_BACKEND, BoxLayout, env_name
 from common.errors import RemoteError, UsageError
@@ -269,8 +270,8 @@ def start(
 
     source = datasource.parse(spec.data) if spec.data else None
     if isinstance(source, datasource.LocalSource):
-        data_dir = layout.data(path_key(Path(spec.data)))
-        push_dir(conn, Path(spec.data), data_dir, "data", say, progress)
+        data_dir = layout.data(path_key(source.path))
+        push_dir(conn, source.path, data_dir, "data", say, progress)
     elif source is not None:
         got = fetch.fetch(conn, source, layout.workdir, python, layout.code, quiet=quiet, say=say)
         data_dir = got.path
@@ -324,7 +325,7 @@ def start(
         out=spec.out,
         resume_hint=f"remote {spec.kind} --resume",
         backend=spec.backend,
-        **(dict(zip(("node", "nodes", "coordinator"), node)) if node else {}),
+        **({"node": node[0], "nodes": node[1], "coordinator": node[2]} if node else {}),  # type: ignore[arg-type]
     )
     if ready is not None:
         ready()
@@ -347,6 +348,7 @@ def _each(targets: list[Target], work: Callable[[int, Target], object]) -> list:
     if failed:
         i = min(failed, key=lambda i: (isinstance(futures[i].exception(), threading.BrokenBarrierError), i))
         e = futures[i].exception()
+        assert e is not None  # i is one of the failed
         if isinstance(e, RemoteError | UsageError) and len(targets) > 1:
             e.what = f"node {i} ({targets[i].label}): {e.what}"
         raise e
@@ -354,7 +356,7 @@ def _each(targets: list[Target], work: Callable[[int, Target], object]) -> list:
 
 
 def start_nodes(
-    connect: Callable[[Target], object],
+    connect: Callable[[Target], Any],
     targets: list[Target],
     spec: RunSpec,
     run_id: str,
@@ -411,7 +413,7 @@ def start_nodes(
 
 
 def restart_nodes(
-    connect: Callable[[Target], object], targets: list[Target], run_id: str, say: Say, flags: str = ""
+    connect: Callable[[Target], Any], targets: list[Target], run_id: str, say: Say, flags: str = ""
 ) -> int:
     """Every node of a stopped or failed multi-node run starts its run.sh again; node 0's log offset."""
     gate = threading.Barrier(len(targets))  # every node checked before any restarts
@@ -447,7 +449,7 @@ def restart_nodes(
     return _each(targets, one)[0]
 
 
-def stop_nodes(connect: Callable[[Target], object], targets: list[Target], run_id: str) -> list[job.JobState | None]:
+def stop_nodes(connect: Callable[[Target], Any], targets: list[Target], run_id: str) -> list[job.JobState | None]:
     """Stop a multi-node run's job on every node at once; each node's state after (None: not there)."""
 
     def one(i: int, target: Target) -> job.JobState | None:
@@ -548,7 +550,7 @@ def resume(
 
 
 def follow_and_collect(
-    connect: Callable[[], object],
+    connect: Callable[[], Any],
     target: Target,
     rec: records.RunRecord,
     say: Say,

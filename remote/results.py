@@ -80,6 +80,7 @@ def unpack(stream, dest: Path, rename: Callable[[str], str | None] = lambda n: n
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(f".{target.name}.part")
                 src = tar.extractfile(member)
+                assert src is not None  # a regular file's member always has its bytes
                 with open(tmp, "wb") as f:
                     while chunk := src.read(CHUNK):
                         f.write(chunk)

@@ -190,7 +190,8 @@ def scan_remote_command(remote_dir: str) -> str:
 def parse_remote_scan(text: str) -> tuple[dict[str, Entry], bool]:
     """What scan_remote_command printed. find's paths are relative: a record
     that starts with "/" is one of the markers, never a file."""
-    found, complete, pending = {}, False, set()
+    found: dict[str, Entry] = {}
+    complete, pending = False, set()
     records = text.split("\0")
     for record in records:
         if record == "/complete":
@@ -322,6 +323,7 @@ def _send_openssh(argv, stream: Callable[[int], int]) -> int:
     from common.errors import RemoteError
 
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None  # both PIPE
     _widen_pipe(proc.stdin.fileno())
     sent = 0
     try:

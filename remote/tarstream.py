@@ -77,6 +77,7 @@ class TarWriter:
         self.written = 0
 
     def _write_fd(self, b: bytes) -> None:
+        assert self._fd is not None  # no fd: a send callable writes instead
         view = memoryview(b)
         while view:
             view = view[os.write(self._fd, view) :]
@@ -112,6 +113,7 @@ class TarWriter:
     def _send_file(self, src: int, size: int, path) -> bool:
         """The file's bytes by sendfile; False if this system cannot."""
         self.flush()
+        assert self._fd is not None  # sendfile needs the fd (callers check)
         offset = 0
         while offset < size:
             try:

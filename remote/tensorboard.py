@@ -58,6 +58,7 @@ def argv(logdir: str | None, runs: list[tuple[str, str]], port: str | int = BOX_
     """TensorBoard's command line (after the interpreter): on 127.0.0.1 only, a logdir or one named run per folder."""
     out = ["-m", "tensorboard.main", "--host", "127.0.0.1", "--port", str(port)]
     if not runs:
+        assert logdir is not None, "a logdir or runs"
         return [*out, "--logdir", logdir]
     for _run_id, path in runs:
         if "," in path:
@@ -161,10 +162,9 @@ def local_listener(port: int, asked: bool, say: Callable[[str], None]) -> socket
     s = listen(port)
     if s is None and asked:
         raise taken(port)
-    if (
-        s is None
-    ):  # a TensorBoard of the laptop's own often holds 6006 (and in the sandbox the box's own holds its port)
+    if s is None:  # a TensorBoard of the laptop's own often holds 6006 (in the sandbox, the box's own holds its port)
         s = listen(0)
+        assert s is not None  # port 0: any free one
         say(f"local port {port} is taken on this machine: using {s.getsockname()[1]} (choose with --local-port)")
     return s
 
@@ -250,6 +250,7 @@ def local_argv(runs: list[tuple[str, str]], port: int) -> list[str]:
 def serve_local(argv_: list[str], on_url: Callable[[int], None]) -> int:
     """Run TensorBoard until it ends or Ctrl-C; on_url(port) once it listens. Its exit code (0 after Ctrl-C)."""
     proc = subprocess.Popen(argv_, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None  # PIPE
     tail: list[bytes] = []
     try:
         for line in proc.stderr:
