@@ -68,10 +68,8 @@ def cmd_train(args) -> int:
         # One node of several: trained in a watched child, so that the runtime
         # ending it (a peer gone) is still one line naming that peer.
         return supervise.run_node(args.argv, c, args.out)
-    from model.native_log import import_keras_quietly
     from model.train import TrainConfig, train
 
-    import_keras_quietly()
     cfg = TrainConfig(
         data=args.data,
         out=args.out,

@@ -16,7 +16,7 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass
 
-from model import MODES, NETS, VGG16_MIN_SIZE, distributed, run_files
+from model import MODES, NETS, VGG16_MIN_SIZE, distributed, native_log, run_files
 from model.callbacks import Log, make_callbacks
 from model.class_folders import ClassFolders, scan_folders
 from model.errors import TrainingError, UsageError
@@ -225,6 +225,8 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     c = distributed.cluster(cfg.nodes, cfg.node_index, cfg.coordinator)
     cfg.nodes = c.nodes  # run.json records the run's node count
     folders = scan_folders(cfg.data, strict=cfg.strict)
+    # After the checks (bad input fails before TensorFlow loads), and without its start-up notes.
+    native_log.import_keras_quietly()
     os.makedirs(os.path.join(cfg.out, run_files.CHECKPOINTS), exist_ok=True)
     run_path = os.path.join(cfg.out, run_files.RUN_JSON)
     previous = previous_run(cfg)

@@ -268,7 +268,7 @@ def follow(
     try:
         return _follow(connect, run_dir, clean, offset, say, reconnect_for, on_tick)
     finally:
-        out.close()  # a last line without its newline, in a file or pipe
+        clean.close()  # a last line without its newline, in a file or pipe
 
 
 def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick) -> tuple[int, Any]:

@@ -30,12 +30,12 @@ def one_line(err: str) -> str:
 
 
 def usage_exit(capsys, argv) -> str:
-    """main(argv) is exit 2 with one error line (from argparse or the handler)."""
+    """main(argv) is a usage error's exit (64) with one error line (from argparse or the handler)."""
     try:
         rc = main(argv)
     except SystemExit as e:
         rc = e.code
-    assert rc == 2
+    assert rc == UsageError.exit_code
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     return err
