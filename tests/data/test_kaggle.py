@@ -245,16 +245,36 @@ def test_errors_are_one_line_with_the_fix(cli, box, box_flags, kaggle_api, lapto
             UsageError.exit_code,
             ["no Kaggle credentials", f"{laptop_home}/.kaggle/kaggle.json", "https://www.kaggle.com/settings"],
         ),
-        "wrong-key": (f"kaggle:{REDUX}", UsageError.exit_code, ["refused the credential from KAGGLE_USERNAME/KAGGLE_KEY (401"]),
-        "rules": ("kaggle:closed-rules", UsageError.exit_code, ["(403: You must accept", "https://www.kaggle.com/c/closed-rules/rules"]),
+        "wrong-key": (
+            f"kaggle:{REDUX}",
+            UsageError.exit_code,
+            ["refused the credential from KAGGLE_USERNAME/KAGGLE_KEY (401"],
+        ),
+        "rules": (
+            "kaggle:closed-rules",
+            UsageError.exit_code,
+            ["(403: You must accept", "https://www.kaggle.com/c/closed-rules/rules"],
+        ),
         "unknown-competition": (
             "kaggle:no-such-thing",
             UsageError.exit_code,
             ["Kaggle has no competition no-such-thing (404", "kaggle competitions files no-such-thing"],
         ),
-        "unknown-file": (f"kaggle:{REDUX}/extra.zip", UsageError.exit_code, [f"competition {REDUX} has no file extra.zip (404"]),
-        "unknown-dataset": ("kaggle:student/nothing", UsageError.exit_code, ["Kaggle has no dataset student/nothing (404"]),
-        "unreachable": (f"kaggle:{REDUX}", CloudError.exit_code, ["cannot reach Kaggle at http://127.0.0.1:9", "TRAINBOX_KAGGLE_API"]),
+        "unknown-file": (
+            f"kaggle:{REDUX}/extra.zip",
+            UsageError.exit_code,
+            [f"competition {REDUX} has no file extra.zip (404"],
+        ),
+        "unknown-dataset": (
+            "kaggle:student/nothing",
+            UsageError.exit_code,
+            ["Kaggle has no dataset student/nothing (404"],
+        ),
+        "unreachable": (
+            f"kaggle:{REDUX}",
+            CloudError.exit_code,
+            ["cannot reach Kaggle at http://127.0.0.1:9", "TRAINBOX_KAGGLE_API"],
+        ),
     }[case]
     if case == "no-credentials":
         env = {k: v for k, v in env.items() if not k.startswith("KAGGLE_")}
