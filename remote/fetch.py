@@ -15,99 +15,17 @@ import json
 import os
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import box
 from box import fetch as boxfetch
-from box.layout import DATA_COMPLETE, BoxLayout
-from common.errors import CloudError, RemoteError, UsageError
+from box.layout import DATA_COMPLETE
+from common.errors import CloudError, UsageError
 
-from .connection import exec_channel, run
+from . import fetch_on_box
+from .connection import run
 from .datasource import KaggleSource, S3Source, UrlSource
+from .fetch_on_box import Fetched
 
 PRESIGN_EXPIRES_S = 900
-
-
-@dataclass
-class Fetched:
-    """What the box holds for a source, after a fetch."""
-
-    key: str
-    path: str  # the folder to train on, on the box
-    bytes: int
-    files: int
-    cached: bool  # it was all there already; nothing downloaded
-    downloaded: int = 0
-    fetched: list[str] = field(default_factory=list)  # S3: objects downloaded this time
-    deleted: list[str] = field(default_factory=list)  # S3: objects removed this time
-    urls_handed: int = 0  # S3: presigned URLs put in the plan; Kaggle: the signed URL
-    test_path: str | None = None  # Kaggle's unlabelled test/ folder, for `model predict`
-    how: str = "fetched by the box"
-
-
-def data_root(workdir: str) -> str:
-    return BoxLayout(workdir).data_root
-
-
-def box_command(python: str) -> str:
-    return f"{shlex.quote(python)} -u -c {shlex.quote(boxfetch.BOOTSTRAP)}"
-
-
-def run_box(conn, python: str, plan: dict, say: Callable[[str], None]) -> dict:
-    """Run boxfetch.main(plan) on the box, streaming its progress lines to say; its result, or an error."""
-    payload = json.dumps({"script": box.source("fetch"), "plan": plan}) + "\n"
-    channel = exec_channel(conn, box_command(python))
-    result = error = None
-    buf = b""
-    try:
-        channel.sendall(payload.encode())
-        channel.shutdown_write()
-        while True:
-            chunk = channel.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                text = line.decode(errors="replace")
-                if text.startswith("@@result "):
-                    result = json.loads(text[9:])
-                elif text.startswith("@@error "):
-                    error = json.loads(text[8:])
-                elif text.strip():
-                    say(text)
-        status = channel.recv_exit_status()
-        err = b""
-        while channel.recv_stderr_ready():
-            err += channel.recv_stderr(65536)
-    finally:
-        channel.close()
-    if error is not None:
-        cls = UsageError if error.get("code") == 2 else RemoteError
-        raise cls(error["message"])
-    if status != 0 or result is None:
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {status}"]
-        raise RemoteError(f"fetching the data failed on the box: {tail[0]}", f"is {python} a Python 3 on the box?")
-    return result
-
-
-def _fetched(result: dict, urls: int = 0) -> Fetched:
-    return Fetched(
-        result["key"],
-        result["path"],
-        result["bytes"],
-        result["files"],
-        result["cached"],
-        result.get("downloaded", 0),
-        result.get("fetched", []),
-        result.get("deleted", []),
-        urls,
-        result.get("test_path"),
-    )
-
-
-def _base_plan(op: str, workdir: str, python: str, code_dir: str, quiet: bool) -> dict:
-    return {"op": op, "data_root": data_root(workdir), "python": python, "code_dir": code_dir, "quiet": quiet}
 
 
 def fetch_url(
@@ -119,11 +37,11 @@ def fetch_url(
     quiet: bool = False,
     say: Callable[[str], None] = lambda s: None,
 ) -> Fetched:
-    plan = _base_plan("url", workdir, python, code_dir, quiet)
+    plan = fetch_on_box.base_plan("url", workdir, python, code_dir, quiet)
     plan.update(
         key=source.key, source=str(source), url=source.url, sha256=source.sha256, kind=source.kind, name=source.name
     )
-    return _fetched(run_box(conn, python, plan, say))
+    return fetch_on_box.fetched(fetch_on_box.run_box(conn, python, plan, say))
 
 
 # ---------------------------------------------------------------- S3
@@ -158,7 +76,7 @@ def list_s3(client, source: S3Source) -> dict[str, dict]:
 
 def box_manifest(conn, workdir: str, key: str) -> dict[str, str]:
     """The box's {relative path: ETag} of a complete S3 entry, or {}."""
-    d = shlex.quote(f"{data_root(workdir)}/{key}")
+    d = shlex.quote(f"{fetch_on_box.data_root(workdir)}/{key}")
     text = run(
         conn,
         f"[ -e {d}/{boxfetch.ENTRY} ] && cat {d}/{boxfetch.MANIFEST} 2>/dev/null; true",
@@ -196,7 +114,7 @@ def fetch_s3(
         # Listing does not prove read access: check one object before the box tries them all.
         with aws_errors(f"read {source}"):
             client.head_object(Bucket=source.bucket, Key=listing[need[0]]["key"])
-    plan = _base_plan("s3", workdir, python, code_dir, quiet)
+    plan = fetch_on_box.base_plan("s3", workdir, python, code_dir, quiet)
     plan.update(
         key=source.key,
         source=str(source),
@@ -204,7 +122,7 @@ def fetch_s3(
         objects={rel: {"etag": o["etag"], "size": o["size"]} for rel, o in listing.items()},
         urls=urls,
     )
-    return _fetched(run_box(conn, python, plan, say), len(urls))
+    return fetch_on_box.fetched(fetch_on_box.run_box(conn, python, plan, say), len(urls))
 
 
 def fetch(
@@ -228,10 +146,15 @@ def fetch(
 
 
 def ls(conn, workdir: str, python: str) -> list[dict]:
-    return run_box(
-        conn, python, {"op": "ls", "data_root": data_root(workdir), "complete_marker": DATA_COMPLETE}, lambda s: None
+    return fetch_on_box.run_box(
+        conn,
+        python,
+        {"op": "ls", "data_root": fetch_on_box.data_root(workdir), "complete_marker": DATA_COMPLETE},
+        lambda s: None,
     )["entries"]
 
 
 def rm(conn, workdir: str, python: str, key: str) -> dict:
-    return run_box(conn, python, {"op": "rm", "data_root": data_root(workdir), "key": key}, lambda s: None)
+    return fetch_on_box.run_box(
+        conn, python, {"op": "rm", "data_root": fetch_on_box.data_root(workdir), "key": key}, lambda s: None
+    )

@@ -341,7 +341,7 @@ def duration(seconds: float) -> str:
 
 def _box_has(conn, workdir: str, key: str) -> bool:
     from .connection import run
-    from .fetch import data_root
+    from .fetch_on_box import data_root
 
     d = shlex.quote(f"{data_root(workdir)}/{key}")
     return (
@@ -361,9 +361,9 @@ def fetch_kaggle(
 ):
     """Have source on the box (fetch.Fetched): already cached, fetched by the box from a signed URL,
     or downloaded here and pushed."""
-    from . import fetch
+    from . import fetch_on_box as fetch
 
-    plan = fetch._base_plan("url", workdir, python, code_dir, quiet)
+    plan = fetch.base_plan("url", workdir, python, code_dir, quiet)
     plan.update(
         key=source.key,
         source=str(source),
@@ -374,7 +374,7 @@ def fetch_kaggle(
         expand_inner=True,
     )
     if _box_has(conn, workdir, source.key):
-        return fetch._fetched(fetch.run_box(conn, python, plan, say))
+        return fetch.fetched(fetch.run_box(conn, python, plan, say))
     here = local_copy(source)
     if not here.is_file():
         cred = find_credential(env)
@@ -384,7 +384,7 @@ def fetch_kaggle(
                 f"{source}: Kaggle handed out a signed download link; the box downloads it (your credential stays here)"
             )
             plan["url"] = answer.url
-            return fetch._fetched(fetch.run_box(conn, python, plan, say), urls=1)
+            return fetch.fetched(fetch.run_box(conn, python, plan, say), urls=1)
         say(f"{source}: Kaggle sent the file itself, with no link the box could use: downloading it to this laptop")
         download_here(answer, here, quiet, say)
     else:
@@ -404,6 +404,6 @@ def fetch_kaggle(
         + (f" ({boxfetch.human(pushed.send_bytes / took)}/s)" if pushed.send_bytes and took > 0 else "")
     )
     plan["archive"] = f"{incoming}/{source.archive_name}"
-    got = fetch._fetched(fetch.run_box(conn, python, plan, say))
+    got = fetch.fetched(fetch.run_box(conn, python, plan, say))
     got.how = "pushed from this laptop"
     return got

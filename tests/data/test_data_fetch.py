@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import CloudError, RemoteError, UsageError
-from remote import datasource, fetch
+from remote import datasource, fetch, fetch_on_box
 from testkit import files_containing, one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,7 +196,7 @@ def test_disk_full_is_one_line_exit_3(conn, box, file_server, monkeypatch):
     partial.mkdir(parents=True)
     (partial / "full.download").symlink_to("/dev/full")
     with pytest.raises(RemoteError) as e:
-        fetch.run_box(conn, sys.executable, plan, lambda s: None)
+        fetch_on_box.run_box(conn, sys.executable, plan, lambda s: None)
     assert "disk is full" in str(e.value)
     assert [p.name for p in (Path(box.workdir) / "data").iterdir() if not p.name.startswith(".")] == []
 

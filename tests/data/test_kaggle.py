@@ -143,16 +143,16 @@ def test_laptop_request_carries_the_credential_and_keeps_the_redirect(kaggle_api
 
 def test_what_the_box_is_sent_holds_no_credential(conn, box, kaggle_api, monkeypatch):
     """Every plan the box receives on stdin (in process, to read them): the signed URL, never the credential."""
-    from remote import fetch
+    from remote import fetch, fetch_on_box
 
     api = kaggle_api
     monkeypatch.setenv("TRAINBOX_KAGGLE_API", api.url)  # the box's sshd was started before: it never sees these
     monkeypatch.setenv("KAGGLE_USERNAME", api.username)
     monkeypatch.setenv("KAGGLE_KEY", api.key)
     plans = []
-    real = fetch.run_box
+    real = fetch_on_box.run_box
     monkeypatch.setattr(
-        fetch, "run_box", lambda c, py, plan, say: plans.append(json.dumps(plan)) or real(c, py, plan, say)
+        fetch_on_box, "run_box", lambda c, py, plan, say: plans.append(json.dumps(plan)) or real(c, py, plan, say)
     )
     got = fetch.fetch(
         conn, datasource.parse(f"kaggle:{REDUX}/train.zip"), box.workdir, sys.executable, str(REPO), quiet=True
