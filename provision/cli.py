@@ -20,7 +20,7 @@ from common import paths, state
 from common.aws import Cloud
 from common.checks import name_arg, range_arg
 from common.cliutil import EXIT_CODES_EPILOG, Parser, positive_float, positive_int, run_cli, sandbox_note, say
-from common.errors import RemoteError, UsageError, name_flag, no_box
+from common.errors import EX_INTERRUPTED, RemoteError, UsageError, name_flag, no_box
 
 from . import config, lifecycle, procs, sandbox
 
@@ -266,9 +266,43 @@ def cmd_nb(args) -> int:
         say(f"local port {wanted} is taken on this machine: the tunnel uses {local} (choose with --local-port)")
     print(f"Jupyter on box '{args.name}': http://127.0.0.1:{local}/lab?token={token}", flush=True)
     say("tunnel open (port never opened to the internet); Ctrl-C closes it, Jupyter keeps running on the box")
-    argv = sshcmd.tunnel_argv(ssh, box, known, port, local)
-    os.execv(argv[0], argv)
-    return 0  # not reached
+    return _hold_tunnel(sshcmd.tunnel_argv(ssh, box, known, port, local))
+
+
+class _Ended(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def _hold_tunnel(argv: list[str]) -> int:
+    """The tunnel's ssh, a child in a session of its own (a terminal's Ctrl-C reaches this process
+    alone), until it ends or the user ends it: Ctrl-C (exit 130), TERM or HUP (128+N) close it and
+    say so. An ssh that ends by itself (the box went away) is a RemoteError."""
+    import signal
+    import subprocess
+
+    def ended(signum, frame):
+        raise _Ended(signum)
+
+    tunnel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    previous = {s: signal.signal(s, ended) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = tunnel.wait()
+    except (KeyboardInterrupt, _Ended) as e:
+        tunnel.terminate()
+        tunnel.wait()
+        say("notebook tunnel closed (Jupyter keeps running on the box)")
+        return EX_INTERRUPTED if isinstance(e, KeyboardInterrupt) else 128 + e.signum  # the shell's 128+N
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if tunnel.poll() is None:  # a second Ctrl-C while it closed
+            tunnel.kill()
+            tunnel.wait()
+    if code != 0:
+        raise RemoteError(f"the notebook tunnel closed: ssh exited {code}", f"is the box still up? `{PROG} state` says")
+    say("notebook tunnel closed (Jupyter keeps running on the box)")
+    return 0
 
 
 def _ls_cloud(args) -> tuple[Cloud | None, str | None]:
