@@ -36,7 +36,7 @@ def cloud_for(args, load=state.load, named: bool = True) -> Cloud:
     box = load(args.name)
     if box is not None:
         if asked and not box.sandbox:
-            raise UsageError(f"box '{args.name}' is on AWS ({box.region}), not in the sandbox", "drop --sandbox")
+            raise _on_aws(box)
         if box.sandbox and not asked:
             sandbox_note(args.name)
         return lifecycle.cloud_of(box)
@@ -53,6 +53,10 @@ def cloud_for(args, load=state.load, named: bool = True) -> Cloud:
         if not has_credentials():
             raise no_box(args.name, "AWS was not checked: no AWS credentials")
     return Cloud(config.setting("region", getattr(args, "region", None)))
+
+
+def _on_aws(box: state.BoxState) -> UsageError:
+    return UsageError(f"box '{box.name}' is on AWS ({box.region}), not in the sandbox", "drop --sandbox")
 
 
 def _sandbox_cloud() -> Cloud | None:
@@ -79,6 +83,12 @@ def cmd_up(args) -> int:
 
     from .up import UpOptions, up
 
+    known = state.load(args.name)
+    if known is not None and known.sandbox != args.sandbox:
+        if args.sandbox:
+            raise _on_aws(known)
+        sandbox_note(args.name)  # a name is one box: its `up` starts or reuses it where it is
+        args.sandbox = True
     if args.sandbox:
         cloud = Cloud(sandbox.REGION, sandbox.endpoint() or sandbox.ensure_moto(), sandbox=True)
     else:

@@ -162,3 +162,12 @@ def test_a_missing_or_unknown_name_names_the_boxes_this_laptop_knows(moto_endpoi
         assert "AWS was not checked: no AWS credentials" in line, line
     finally:
         lifecycle.destroy(sandboxed, "gpu2", lambda s: None)
+
+
+def test_up_of_a_sandbox_box_without_flags_reuses_it_in_the_sandbox(sandbox_box, tmp_path):
+    """A name is one box: `up` after `up --sandbox` starts or reuses the sandbox's box, not one on AWS.
+    (--ssh-cidr and --no-wait: were it to go to AWS, nothing would look up this machine's IP or wait on moto's.)"""
+    r = run_cli("provision", "up", "--no-wait", "--ssh-cidr", "203.0.113.7/32", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert r.err.count(SAID) == 1 and "checking AWS (us-east-1, sandbox)" in r.err, r.err
+    assert f"{sandbox_box.instance_id} g4dn.xlarge at 127.0.0.1:{sandbox_box.ssh_port}" in r.out, r.out
