@@ -53,6 +53,19 @@ def _loader():
     return botocore.loaders.create_loader()
 
 
+def has_credentials() -> bool:
+    """Whether boto3 finds AWS credentials where it looks (the environment, its files, SSO, an
+    instance role); nothing is asked of AWS. A config boto3 cannot read counts as having them:
+    the first call to AWS then says what is wrong with it."""
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return boto3.session.Session().get_credentials() is not None
+    except BotoCoreError:
+        return True
+
+
 def error_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 

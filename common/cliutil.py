@@ -51,6 +51,22 @@ def say(message: str) -> None:
     print(clean(message), file=sys.stderr, flush=True)
 
 
+_said: set[str] = set()
+
+
+def say_once(message: str) -> None:
+    """say(message), unless this process has said it already (a command may look a box up twice)."""
+    if message not in _said:
+        _said.add(message)
+        say(message)
+
+
+def sandbox_note(name: str, where: str = "on this machine") -> None:
+    """Which place a box found by its name alone lives in: said once, on stderr (``where``: the
+    address a command that reaches the box connects to)."""
+    say_once(f"box '{name}' is a sandbox box ({where})")
+
+
 def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

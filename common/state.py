@@ -171,6 +171,18 @@ def names() -> list[str]:
     return sorted(p.stem for p in paths.state_dir().glob("*.json") if _valid(p.stem))
 
 
+def known() -> list[tuple[str, bool]]:
+    """The boxes this laptop knows, each with whether it is a sandbox box (a corrupt state: not said)."""
+    found = []
+    for name in names():
+        try:
+            box = load(name)
+        except CorruptState:
+            box = None
+        found.append((name, box is not None and box.sandbox))
+    return found
+
+
 def _valid(name: str) -> bool:
     try:
         checks.box_name(name)

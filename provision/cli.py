@@ -19,25 +19,50 @@ from box.layout import DEFAULT_WORKDIR, BoxLayout
 from common import paths, state
 from common.aws import Cloud
 from common.checks import name_arg, range_arg
-from common.cliutil import EXIT_CODES_EPILOG, Parser, positive_float, positive_int, run_cli, say
-from common.errors import RemoteError, UsageError, name_flag, no_box
+from common.cliutil import EXIT_CODES_EPILOG, Parser, positive_float, positive_int, run_cli, sandbox_note, say
+from common.errors import EX_INTERRUPTED, RemoteError, UsageError, name_flag, no_box
 
 from . import config, lifecycle, procs, sandbox
 
 PROG = "python -m provision"
 
 
-def cloud_for(args, load=state.load) -> Cloud:
-    """The AWS a command talks to: the box's own (from state), the sandbox, or AWS."""
+def cloud_for(args, load=state.load, named: bool = True) -> Cloud:
+    """The AWS a command talks to, picked here only: the box's own (from its state), the sandbox
+    (asked with --sandbox, or the only place the name is known: said once, on stderr), or AWS.
+    ``named``: the command is about the box named, which, known nowhere here and with no AWS
+    credentials to look for it (and no --region asking for AWS), is no box."""
+    asked = getattr(args, "sandbox", False)
     box = load(args.name)
     if box is not None:
+        if asked and not box.sandbox:
+            raise _on_aws(box)
+        if box.sandbox and not asked:
+            sandbox_note(args.name)
         return lifecycle.cloud_of(box)
-    if getattr(args, "sandbox", False) or args.name in sandbox.sandbox_boxes():
-        endpoint = sandbox.endpoint()
-        if endpoint is None:
+    if asked or args.name in sandbox.sandbox_boxes():
+        if not asked:
+            sandbox_note(args.name)
+        cloud = _sandbox_cloud()
+        if cloud is None:
             raise UsageError("the sandbox is not running", f"start it with `{PROG} up --sandbox`")
-        return Cloud(sandbox.REGION, endpoint, sandbox=True)
+        return cloud
+    if named and getattr(args, "region", None) is None:
+        from common.aws import has_credentials
+
+        if not has_credentials():
+            raise no_box(args.name, "AWS was not checked: no AWS credentials")
     return Cloud(config.setting("region", getattr(args, "region", None)))
+
+
+def _on_aws(box: state.BoxState) -> UsageError:
+    return UsageError(f"box '{box.name}' is on AWS ({box.region}), not in the sandbox", "drop --sandbox")
+
+
+def _sandbox_cloud() -> Cloud | None:
+    """The sandbox's AWS, or None when it is not running (its moto holds its cloud in memory: nothing is left)."""
+    endpoint = sandbox.endpoint()
+    return Cloud(sandbox.REGION, endpoint, sandbox=True) if endpoint else None
 
 
 # ---------------------------------------------------------------- commands
@@ -58,6 +83,12 @@ def cmd_up(args) -> int:
 
     from .up import UpOptions, up
 
+    known = state.load(args.name)
+    if known is not None and known.sandbox != args.sandbox:
+        if args.sandbox:
+            raise _on_aws(known)
+        sandbox_note(args.name)  # a name is one box: its `up` starts or reuses it where it is
+        args.sandbox = True
     if args.sandbox:
         cloud = Cloud(sandbox.REGION, sandbox.endpoint() or sandbox.ensure_moto(), sandbox=True)
     else:
@@ -245,9 +276,65 @@ def cmd_nb(args) -> int:
         say(f"local port {wanted} is taken on this machine: the tunnel uses {local} (choose with --local-port)")
     print(f"Jupyter on box '{args.name}': http://127.0.0.1:{local}/lab?token={token}", flush=True)
     say("tunnel open (port never opened to the internet); Ctrl-C closes it, Jupyter keeps running on the box")
-    argv = sshcmd.tunnel_argv(ssh, box, known, port, local)
-    os.execv(argv[0], argv)
-    return 0  # not reached
+    return _hold_tunnel(sshcmd.tunnel_argv(ssh, box, known, port, local))
+
+
+class _Ended(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def _hold_tunnel(argv: list[str]) -> int:
+    """The tunnel's ssh, a child in a session of its own (a terminal's Ctrl-C reaches this process
+    alone), until it ends or the user ends it: Ctrl-C (exit 130), TERM or HUP (128+N) close it and
+    say so. An ssh that ends by itself (the box went away) is a RemoteError."""
+    import signal
+    import subprocess
+
+    def ended(signum, frame):
+        raise _Ended(signum)
+
+    tunnel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    previous = {s: signal.signal(s, ended) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = tunnel.wait()
+    except (KeyboardInterrupt, _Ended) as e:
+        tunnel.terminate()
+        tunnel.wait()
+        say("notebook tunnel closed (Jupyter keeps running on the box)")
+        return EX_INTERRUPTED if isinstance(e, KeyboardInterrupt) else 128 + e.signum  # the shell's 128+N
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if tunnel.poll() is None:  # a second Ctrl-C while it closed
+            tunnel.kill()
+            tunnel.wait()
+    if code != 0:
+        raise RemoteError(f"the notebook tunnel closed: ssh exited {code}", f"is the box still up? `{PROG} state` says")
+    say("notebook tunnel closed (Jupyter keeps running on the box)")
+    return 0
+
+
+def _ls_cloud(args) -> tuple[Cloud | None, str | None]:
+    """Where `ls` looks, and why when that was not asked: --sandbox, --region/--all-regions: there;
+    else the sandbox when the box named is a sandbox box, or when there are no AWS credentials,
+    else AWS. None: the sandbox, not running (nothing of it is left)."""
+    from common.aws import has_credentials
+
+    if args.sandbox:
+        return _sandbox_cloud(), None
+    if args.region or args.all_regions:
+        return Cloud(config.setting("region", args.region)), None
+    box = _state_or_warn(args.name)
+    if box is not None and box.sandbox:
+        why = f"box '{args.name}' is a sandbox box; AWS was not checked: `{PROG} ls --region REGION` looks there"
+        return lifecycle.cloud_of(box), why
+    if box is None and not has_credentials():
+        return _sandbox_cloud(), "no AWS credentials: AWS was not checked"
+    others = sandbox.sandbox_boxes() if sandbox.endpoint() else []
+    if others:
+        say(f"the sandbox has box(es) too ({', '.join(others)}): `{PROG} ls --sandbox` lists them")
+    return Cloud(config.setting("region", None)), None
 
 
 def cmd_ls(args) -> int:
@@ -255,16 +342,19 @@ def cmd_ls(args) -> int:
 
     from .inventory import tagged_resources
 
-    if args.sandbox and state.load(args.name) is None and sandbox.endpoint() is None:
-        # The sandbox's moto server holds its cloud in memory: stopped, nothing of it is left.
+    base, why = _ls_cloud(args)
+    if base is None:
         if args.json:
             print("[]")
         else:
+            also = f"; {why}" if why else ""
             print(
-                "nothing is up: no boxes, nothing left billing (the sandbox is not running; `up --sandbox` starts it)"
+                "nothing is up: no boxes, nothing left billing in the sandbox "
+                f"(the sandbox is not running; `up --sandbox` starts it{also})"
             )
         return 0
-    base = cloud_for(args)
+    if why:
+        say(f"listing the sandbox ({why})")
     regions = [base.region]
     if args.all_regions and not base.sandbox:
         with aws_errors("list regions"):
@@ -278,7 +368,10 @@ def cmd_ls(args) -> int:
         print(json.dumps([r.__dict__ for r in found], indent=2))
         return 0
     if not found:
-        where = "" if args.all_regions else f" in {base.region} (other regions: --all-regions)"
+        if base.sandbox:
+            where = " in the sandbox"
+        else:
+            where = "" if args.all_regions else f" in {base.region} (other regions: --all-regions)"
         print(f"nothing is up: no boxes, nothing left billing{where} (nothing tagged trainbox:managed=true)")
         return 0
     print(f"{'box':<12} {'kind':<17} {'id':<24} {'region':<12} {'state':<10} detail")
@@ -424,7 +517,7 @@ def cmd_image_ls(args) -> int:
 
     from . import images
 
-    cloud = cloud_for(args)
+    cloud = cloud_for(args, named=False)
     with aws_errors("list the images"):
         found = images.list_images(cloud.client("ec2"))
     price = images.gb_month_price()
@@ -450,7 +543,7 @@ def cmd_image_ls(args) -> int:
 def cmd_image_rm(args) -> int:
     from . import images
 
-    cloud = cloud_for(args)
+    cloud = cloud_for(args, named=False)
     if not args.yes and sys.stdin.isatty():
         answer = input(f"remove {', '.join(args.images)} and their snapshots? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
@@ -497,19 +590,29 @@ def build_parser() -> Parser:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    def command(name, func, help):
-        c = sub.add_parser(name, help=help, description=help)
+    # Where the box is, one parent for every verb where that means something: a box found by its
+    # name alone needs neither (cloud_for).
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--sandbox",
+        action="store_true",
+        help=(
+            "the sandbox: no AWS account, moto on 127.0.0.1 plays AWS, a local sshd or container the instance "
+            "(`up` makes its box there; the other verbs find a sandbox box by its name without it)"
+        ),
+    )
+    where.add_argument(
+        "--region", help="AWS region (default: the box's own, else AWS_REGION, trainbox.toml, us-east-1)"
+    )
+
+    def command(name, func, help, located=True):
+        c = sub.add_parser(name, help=help, description=help, parents=[where] if located else [])
         c.add_argument("--name", default="default", type=name_arg, help="the box's name (default: %(default)s)")
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
         c.set_defaults(func=func)
         return c
 
     c = command("up", cmd_up, "Launch the box (or reuse and start it) and wait until SSH answers.")
-    c.add_argument(
-        "--sandbox",
-        action="store_true",
-        help="no AWS account: moto on 127.0.0.1 plays AWS, a local sshd plays the instance",
-    )
     c.add_argument(
         "--sandbox-box",
         choices=["container", "process"],
@@ -519,7 +622,6 @@ def build_parser() -> Parser:
             "(default: TRAINBOX_SANDBOX_BOX, else container where it can run)"
         ),
     )
-    c.add_argument("--region", help="AWS region (default: AWS_REGION, trainbox.toml, us-east-1)")
     c.add_argument("--instance-type", help="EC2 type (default: g4dn.xlarge, a T4 GPU)")
     c.add_argument(
         "--spot",
@@ -574,25 +676,23 @@ def build_parser() -> Parser:
         "--local-port", type=positive_int, help="the laptop's end of the tunnel (default: the same as --port)"
     )
     c = command("ls", cmd_ls, "List everything tagged by trainbox that can bill, orphans included.")
-    c.add_argument("--sandbox", action="store_true", help="look in the sandbox")
-    c.add_argument("--region", help="AWS region")
     c.add_argument("--all-regions", action="store_true", help="look in every region")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     command(
         "aliases",
         cmd_aliases,
         'Print the course\'s shell aliases (aws-state, aws-start, ...): eval "$(python -m provision aliases)".',
+        located=False,
     )
     command(
         "ssh-config",
         cmd_ssh_config,
         "Write an OpenSSH config entry so `ssh trainbox-NAME` and editors' Remote-SSH work.",
+        located=False,
     )
     c = command(
         "down", cmd_down, "Pull unfetched results, then delete every resource of the box and verify each is gone."
     )
-    c.add_argument("--region", help="AWS region (when there is no local state)")
-    c.add_argument("--sandbox", action="store_true", help="the box is in the sandbox (only needed with no local state)")
     c.add_argument("--no-pull", action="store_true", help="do not pull unfetched results first")
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     c.add_argument(
@@ -603,6 +703,7 @@ def build_parser() -> Parser:
         cmd_sandbox_notice,
         "Sandbox only: make a container box's IMDS stand-in (127.0.0.1) "
         "answer a spot interruption notice, as AWS does two minutes before it stops a spot box.",
+        located=False,
     )
     c.add_argument(
         "--action",
@@ -630,13 +731,11 @@ def build_parser() -> Parser:
     isub = img.add_subparsers(dest="image_command", required=True, metavar="IMAGE_COMMAND", parser_class=Parser)
 
     def image_command(name, func, help, box=True):
-        c = isub.add_parser(name, help=help, description=help)
+        c = isub.add_parser(name, help=help, description=help, parents=[where])
         if box:
             c.add_argument("--name", default="default", help="the box's name (default: %(default)s)")
         else:
             c.set_defaults(name="default")
-        c.add_argument("--sandbox", action="store_true", help="the sandbox's images")
-        c.add_argument("--region", help="AWS region")
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
         c.set_defaults(func=func)
         return c

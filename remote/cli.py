@@ -18,7 +18,7 @@ from pathlib import Path
 
 from box.layout import RUN_OUT, BoxLayout
 from common.checks import clean
-from common.cliutil import run_cli, say
+from common.cliutil import run_cli, sandbox_note, say
 from common.errors import (
     MEANING,
     SIGKILLED,
@@ -47,8 +47,11 @@ def _target(args) -> Target:
 
 
 def _wake(args, target: Target) -> Target:
-    """``--start``: a provisioned box that is not running is started (and
+    """Every provisioned box a command reaches by its name passes here: a sandbox box is said
+    to be one (once). ``--start``: a box that is not running is started (and
     waited for) first; its address may have changed, so it is resolved again."""
+    if target.box and target.sandbox:
+        sandbox_note(target.box, f"{target.host}:{target.port}")
     if not getattr(args, "start", False) or not target.box:
         return target
     from common import state
@@ -225,7 +228,10 @@ def _nodes(args) -> tuple[int, str]:
 def _node_targets(args) -> list[Target]:
     """One target per node: the --host list, else the provisioned box's nodes."""
     if not args.hosts:
-        return box_nodes(args.name, args.identity, args.python)
+        nodes = box_nodes(args.name, args.identity, args.python)
+        if nodes[0].sandbox:
+            sandbox_note(args.name, ", ".join(f"{n.host}:{n.port}" for n in nodes))
+        return nodes
     workdirs = args.workdirs * len(args.hosts) if len(args.workdirs) <= 1 else args.workdirs
     return [
         resolve(args.name, h, args.identity, args.python, (workdirs or [None] * len(args.hosts))[i])

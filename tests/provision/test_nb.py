@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -19,10 +20,10 @@ from pvkit import run_ssh, sandbox_box  # noqa: F401
 
 from box.layout import BoxLayout
 from common import state
-from common.errors import CloudError, UsageError
+from common.errors import EX_INTERRUPTED, CloudError, UsageError
 from provision import procs
 from provision.procs import free_port
-from testkit import listening, processes_mentioning, run_cli, start_cli, wait_for
+from testkit import listening, processes_mentioning, refused, run_cli, start_cli, wait_for
 
 pytestmark = pytest.mark.slow  # a real Jupyter Lab starts (seconds)
 
@@ -130,6 +131,28 @@ def test_nb_serves_jupyter_through_the_tunnel_reuses_it_and_down_stops_it(jupyte
             if t.poll() is None:
                 t.terminate()
             t.wait(timeout=30)
+
+
+def test_ctrl_c_closes_the_tunnel_says_so_and_exits_130_jupyter_kept(jupyter_box, tmp_path):
+    port, local = free_port(), free_port()
+    proc, token, _ = start_nb(tmp_path, port, local)
+    try:
+        wait_for("Jupyter to answer through the tunnel", answered(f"http://127.0.0.1:{local}/api/status", token))
+        pid = int((Path(BoxLayout(jupyter_box.workdir).jupyter) / "pid").read_text())
+        # What Ctrl-C sends, to the CLI process alone: the tunnel's ssh is its own to close.
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == EX_INTERRUPTED
+        err = (tmp_path / f"nb-{local}.out.err").read_text()
+        assert "notebook tunnel closed (Jupyter keeps running on the box)" in err, err
+        assert "error" not in err and "interrupted" not in err, err
+        assert refused(local), "the tunnel still listens"
+        assert processes_mentioning(f"127.0.0.1:{local}:127.0.0.1:{port}") == [], "the tunnel's ssh is left"
+        # Jupyter is the box's: it still answers there (the box's loopback is this machine's).
+        assert procs.alive(pid) and get(f"http://127.0.0.1:{port}/api/status", token)[0] == 200
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_a_taken_local_port_asked_for_is_exit_2_before_anything_starts(jupyter_box):
