@@ -264,8 +264,8 @@ def cmd_nb(args) -> int:
     if p.returncode != 0:
         why = (p.stderr.strip().splitlines() or [f"ssh exited {p.returncode}"])[-1]
         raise RemoteError(f"could not start Jupyter on box '{args.name}' ({why})")
-    port, token = p.stdout.strip().splitlines()[-1].split()
-    port = int(port)
+    port_text, token = p.stdout.strip().splitlines()[-1].split()
+    port = int(port_text)
     if port != args.port:
         say(f"Jupyter already runs on the box's port {port}: the tunnel goes there")
     wanted = local = args.local_port or port

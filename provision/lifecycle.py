@@ -95,6 +95,7 @@ def status(cloud: Cloud, name: str) -> BoxStatus:
             if i.state == "running" and i.public_ip and i.node in known and i.public_ip != known[i.node].ssh_host
         ]
         for i in moved:
+            assert i.public_ip is not None  # only those with one moved
             _moved(box, known[i.node], i.public_ip)
         if moved:
             state.save(box)
@@ -158,7 +159,8 @@ def start(cloud: Cloud, name: str) -> BoxState:
             continue  # a node this laptop's state does not know: `up --nodes N` adopts it
         if box.sandbox:
             server = sandbox.start_box(name, Path(box.key_path), node.index)
-            hostkeys.pin(*server.address, list(server.host_keys))
+            host, port = server.address
+            hostkeys.pin(host, port, list(server.host_keys))
             node.ssh_host, node.ssh_port = server.address
             box.set_node(node)
         elif inst.public_ip:

@@ -94,6 +94,8 @@ def stripped_python(source: str) -> str:
         ):
             continue
         doc = body[0]
+        assert isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)
+        assert doc.end_lineno is not None
         first = (doc.value.value.strip().splitlines() or [""])[0]
         lines[doc.lineno - 1] = lines[doc.lineno - 1][: doc.col_offset] + repr(first)
         for i in range(doc.lineno, doc.end_lineno):
@@ -187,6 +189,7 @@ def launch_in_some_zone(
                 + ("; trying the next zone" if zone != zones[-1] else "")
             )
             last = e
+    assert last is not None, "zones is never empty (preflight.check_offered)"
     raise last  # every zone refused: aws_errors names it
 
 
@@ -280,7 +283,10 @@ def up(
         if baked is not None:
             image = baked.as_ami()
         elif cloud.sandbox and not opts.ami:
-            image = amis.newest_by_name(ec2, ["Deep Learning AMI Ubuntu*"])
+            newest = amis.newest_by_name(ec2, ["Deep Learning AMI Ubuntu*"])
+            if newest is None:
+                raise CloudError("the sandbox's moto lists no Deep Learning AMI", "pass --ami with one it lists")
+            image = newest
         else:
             image = amis.resolve(ec2, opts.instance_type, opts.ami, latest_ami)
         say(f"AMI {image.id} ({image.name}): {why}")
