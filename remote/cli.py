@@ -553,12 +553,12 @@ def _seen(rec: records.RunRecord, st: job.JobState | None) -> None:
 
 
 def cmd_runs(args, extra) -> int:
-    """The runs started from here: box, net, epochs, best val_accuracy, duration, cost, state, home."""
+    """The runs started from here: box, net, epochs, best monitored metric, duration, cost, state, home."""
     import json
 
     from . import runs_table
 
-    found = runs_table.rows(records.records(), args.price)
+    found = runs_table.rows(records.records(), args.price, args.monitor)
     if args.json:
         print(json.dumps([r.as_dict() for r in found], indent=2))
         return 0
@@ -568,14 +568,14 @@ def cmd_runs(args, extra) -> int:
 
 def cmd_compare(args, extra) -> int:
     """Several pulled runs side by side: one PNG of their curves, a table of their metrics."""
-    from . import compare
+    from . import compare, runs_table
 
     curves = []
     for run_id in args.runs:
         rec = records.load_record(run_id)
         if rec is None:
             raise UsageError(f"no run {run_id} is known here", f"`{PROG} runs` lists them")
-        curves.append(compare.load(rec.run_id, Path(rec.local_dir)))
+        curves.append(compare.load(rec.run_id, Path(rec.local_dir), args.monitor or runs_table.monitored(rec)))
     png = compare.plot(
         curves, Path(args.out) if args.out else Path(args.runs_dir) / f"compare-{'-'.join(args.runs)}.png"
     )
