@@ -280,6 +280,8 @@ def _exclude(args) -> tuple[Path, ...]:
 
 
 def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
+    from . import setup
+
     target = _target(args)
     run_id = job.new_run_id()
     with _on_box(args, target) as conn:
@@ -291,9 +293,15 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         )
         try:
             with _whose(None, run_id):
-                orchestrate.start(
-                    conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args)
-                )
+                try:
+                    orchestrate.start(
+                        conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args)
+                    )
+                except setup.RequirementsFailed as e:  # the user's input: its log home, and the command that retries
+                    log = setup.bring_log_home(conn, e, Path(rec.local_dir) / "setup.log")
+                    e.what = f"the project's requirements ({spec.requirements}) do not install on the box"
+                    e.fix = f"full log: {log}; fix them, then rerun `{PROG} {shlex.join(args.given)}`"
+                    raise
         except BaseException:
             records.forget(run_id)
             raise
@@ -809,6 +817,7 @@ def cmd_doctor(args, extra) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    given = list(argv)  # as typed: what a message repeats to retry
     tail = None
     if "--" in argv:  # `remote run [options] -- COMMAND [ARGS...]`: everything after is the command, untouched
         i = argv.index("--")
@@ -817,6 +826,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser(sys.modules[__name__])
     args, extra = parser.parse_known_args(argv)
+    args.given = given
     # --host and --workdir are lists for a multi-node `train`; one value everywhere else.
     args.hosts, args.workdirs = args.host or [], args.workdir or []
     if args.command != "train" and (len(args.hosts) > 1 or len(args.workdirs) > 1):
