@@ -286,6 +286,8 @@ def _exclude(args) -> tuple[Path, ...]:
 
 
 def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
+    from . import setup
+
     target = _target(args)
     run_id = job.new_run_id()
     with _on_box(args, target) as conn:
@@ -297,9 +299,15 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         )
         try:
             with _whose(None, run_id):
-                orchestrate.start(
-                    conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args)
-                )
+                try:
+                    orchestrate.start(
+                        conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args)
+                    )
+                except setup.RequirementsFailed as e:  # the user's input: its log home, and the command that retries
+                    log = setup.bring_log_home(conn, e, Path(rec.local_dir) / "setup.log")
+                    e.what = f"the project's requirements ({spec.requirements}) do not install on the box"
+                    e.fix = f"full log: {log}; fix them, then rerun `{PROG} {shlex.join(args.given)}`"
+                    raise
         except BaseException:
             records.forget(run_id)
             raise
@@ -559,12 +567,12 @@ def _seen(rec: records.RunRecord, st: job.JobState | None) -> None:
 
 
 def cmd_runs(args, extra) -> int:
-    """The runs started from here: box, net, epochs, best val_accuracy, duration, cost, state, home."""
+    """The runs started from here: box, net, epochs, best monitored metric, duration, cost, state, home."""
     import json
 
     from . import runs_table
 
-    found = runs_table.rows(records.records(), args.price)
+    found = runs_table.rows(records.records(), args.price, args.monitor)
     if args.json:
         print(json.dumps([r.as_dict() for r in found], indent=2))
         return 0
@@ -574,14 +582,14 @@ def cmd_runs(args, extra) -> int:
 
 def cmd_compare(args, extra) -> int:
     """Several pulled runs side by side: one PNG of their curves, a table of their metrics."""
-    from . import compare
+    from . import compare, runs_table
 
     curves = []
     for run_id in args.runs:
         rec = records.load_record(run_id)
         if rec is None:
             raise UsageError(f"no run {run_id} is known here", f"`{PROG} runs` lists them")
-        curves.append(compare.load(rec.run_id, Path(rec.local_dir)))
+        curves.append(compare.load(rec.run_id, Path(rec.local_dir), args.monitor or runs_table.monitored(rec)))
     png = compare.plot(
         curves, Path(args.out) if args.out else Path(args.runs_dir) / f"compare-{'-'.join(args.runs)}.png"
     )
@@ -815,6 +823,7 @@ def cmd_doctor(args, extra) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    given = list(argv)  # as typed: what a message repeats to retry
     tail = None
     if "--" in argv:  # `remote run [options] -- COMMAND [ARGS...]`: everything after is the command, untouched
         i = argv.index("--")
@@ -823,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser(sys.modules[__name__])
     args, extra = parser.parse_known_args(argv)
+    args.given = given
     # --host and --workdir are lists for a multi-node `train`; one value everywhere else.
     args.hosts, args.workdirs = args.host or [], args.workdir or []
     if args.command != "train" and (len(args.hosts) > 1 or len(args.workdirs) > 1):

@@ -42,6 +42,15 @@ def _setup_flags(c) -> None:
     )
 
 
+def _monitor_flag(c) -> None:
+    c.add_argument(
+        "--monitor",
+        metavar="METRIC",
+        help="the metric whose best value is shown, as Keras names it (default: val_accuracy for `remote train`, "
+        "val_loss for `remote run`; accuracies are best highest, losses lowest)",
+    )
+
+
 def build_parser(cli) -> Parser:
     """The parser; each command calls its handler in ``cli`` (remote/cli.py)."""
     p = Parser(
@@ -213,11 +222,12 @@ def build_parser(cli) -> Parser:
     c = command(
         "runs",
         cli.cmd_runs,
-        "List the runs started from this laptop: box, net/backend, epochs done/asked, best val_accuracy "
-        "and its epoch, duration, cost, state, and whether their results are home (from what the pulls brought; "
-        "it asks no box).",
+        "List the runs started from this laptop: box, net/backend, epochs done/asked, the best value of the "
+        "monitored metric and its epoch, duration, cost, state, and whether their results are home (from what the "
+        "pulls brought: history.json, Keras's history.csv or TensorBoard event files; it asks no box).",
     )
     c.add_argument("--json", action="store_true", help="the same fields as JSON, one object per run")
+    _monitor_flag(c)
     c.add_argument(
         "--price",
         type=positive_float,
@@ -235,6 +245,7 @@ def build_parser(cli) -> Parser:
     )
     c.add_argument("--out", metavar="PNG", help="where the figure goes (default: runs/compare-RUN-RUN.png)")
     c.add_argument("--runs-dir", default="runs", help=argparse.SUPPRESS)
+    _monitor_flag(c)
 
     c = command(
         "tb",

@@ -1,7 +1,9 @@
 """``remote compare RUN RUN...``: several pulled runs side by side.
 
-It reads only what the pull brought home (history.json, run.json, metrics.json
-in each runs/RUN-ID/), so it works offline and after ``down``. The figure needs
+It reads only what the pull brought home (the run's history as
+remote/history.py finds it: history.json, else Keras's history.csv or
+TensorBoard event files anywhere in runs/RUN-ID/; run.json for the arguments),
+so it works offline and after ``down``. The figure needs
 matplotlib, which the laptop install leaves out (the CLI must start fast):
 it is imported only here, and its absence is one line naming the extra.
 """
@@ -15,6 +17,8 @@ from pathlib import Path
 from common.errors import UsageError
 from model import run_files
 
+from . import history as histories
+
 METRICS = ("loss", "accuracy")
 VIEW_EXTRA = "pip install 'trainbox[view]'"
 
@@ -24,15 +28,12 @@ class RunCurves:
     run_id: str
     history: dict[str, list[float]]
     config: dict = field(default_factory=dict)
+    monitor: str = histories.DEFAULT_MONITOR  # the metric whose best value is the run's
 
-    def best(self, key: str = "val_accuracy") -> tuple[float, int] | None:
-        """The best value of key (highest for accuracies, lowest for losses) and its 1-based epoch."""
-        values = self.history.get(key) or []
-        if not values:
-            return None
-        pick = max if "acc" in key else min
-        value = pick(values)
-        return value, values.index(value) + 1
+    def best(self, key: str | None = None) -> tuple[float, int] | None:
+        """The best value of key (default: the monitored metric; highest for accuracies, lowest for losses) and its 1-based epoch."""
+        key = key or self.monitor
+        return histories.best(self.history.get(key) or [], key)
 
     def final(self, key: str) -> float | None:
         values = self.history.get(key) or []
@@ -49,14 +50,23 @@ def _json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def load(run_id: str, local_dir: Path) -> RunCurves:
-    history = _json(local_dir / run_files.HISTORY_JSON)
+def load(run_id: str, local_dir: Path, monitor: str = histories.DEFAULT_MONITOR) -> RunCurves:
+    _json(local_dir / run_files.HISTORY_JSON)  # a corrupt one is named, not passed over
+    history, _ = histories.read(local_dir)
     if not history:
         raise UsageError(
-            f"run {run_id} has no history at {local_dir} (not pulled, or it wrote none)",
+            f"run {run_id} has no history at {local_dir} (not pulled, or it wrote none: "
+            "no history.json, Keras CSVLogger's history.csv or TensorBoard event files)",
             f"bring it home with `remote pull {run_id}`",
         )
-    return RunCurves(run_id, history, _json(local_dir / run_files.RUN_JSON).get("config") or {})
+    config = _json(local_dir / run_files.RUN_JSON).get("config")
+    return RunCurves(run_id, history, config if isinstance(config, dict) else {}, monitor)
+
+
+def best_heading(runs) -> tuple[str, bool]:
+    """The heading of the best-value column, and whether each cell names its metric (the runs monitor several)."""
+    metrics = {r.monitor for r in runs}
+    return (f"best {metrics.pop()}", False) if len(metrics) == 1 else ("best", True)
 
 
 def differing_args(runs: list[RunCurves]) -> dict[str, list]:
@@ -67,11 +77,14 @@ def differing_args(runs: list[RunCurves]) -> dict[str, list]:
 
 def table(runs: list[RunCurves]) -> str:
     """Best and final metrics of each run, then the arguments that differ."""
-    head = f"{'run':<24} {'epochs':>6} {'best val_accuracy':>19} {'final val_accuracy':>18} {'final val_loss':>14} {'final loss':>10}"
+    heading, named = best_heading(runs)
+    head = (
+        f"{'run':<24} {'epochs':>6} {heading:>19} {'final val_accuracy':>18} {'final val_loss':>14} {'final loss':>10}"
+    )
     lines = [head]
     for r in runs:
-        best = r.best("val_accuracy")
-        cells = [f"{best[0]:.4f} (ep {best[1]})" if best else "-"]
+        best = r.best()
+        cells = [(f"{r.monitor}=" if named else "") + f"{best[0]:.4f} (ep {best[1]})" if best else "-"]
         cells += [
             f"{v:.4f}" if v is not None else "-"
             for v in (r.final("val_accuracy"), r.final("val_loss"), r.final("loss"))

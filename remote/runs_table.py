@@ -2,9 +2,18 @@
 
 Offline on purpose (it works after ``down``, and never waits on a box): each
 row is built from the run's record (remote/records.py) and the files the pull
-brought home into runs/RUN-ID/ (run.json, history.json, exit_code, resumed,
-run.sh, train.log). A run whose results are not home shows what the box last
-told this laptop; ``remote status RUN`` asks the box again.
+brought home into runs/RUN-ID/ (run.json, exit_code, resumed, run.sh,
+train.log, and the history as remote/history.py finds it: history.json, else
+Keras's history.csv or TensorBoard event files anywhere in the results). A run
+whose results are not home shows what the box last told this laptop;
+``remote status RUN`` asks the box again.
+
+- epochs: done (the history's epochs) / asked (run.json's, else --epochs in
+  the command).
+- best: the best value of the monitored metric and its epoch (``--monitor``;
+  default: val_accuracy for `remote train`'s model, val_loss for your own
+  code, as Keras's callbacks monitor; accuracies are best highest, losses
+  lowest).
 
 - duration: the job's wall time, from its start (run.sh's time on the box,
   kept by the pull; else when the laptop recorded it) to its end (exit_code's
@@ -27,8 +36,7 @@ from pathlib import Path
 from box import layout as names
 from model import run_files  # the run folder's names: the one part of model/ the laptop reads
 
-from . import interruptions
-from .compare import RunCurves
+from . import history, interruptions
 from .records import RunRecord
 from .results import LOCAL_LOG
 
@@ -39,6 +47,8 @@ FIELDS = (
     "backend",
     "epochs_done",
     "epochs_asked",
+    "monitor",
+    "best",
     "best_val_accuracy",
     "best_epoch",
     "duration_s",
@@ -63,6 +73,8 @@ class RunRow:
     backend: str
     epochs_done: int | None
     epochs_asked: int | None
+    monitor: str  # the metric whose best value ``best`` is (at epoch ``best_epoch``)
+    best: float | None
     best_val_accuracy: float | None
     best_epoch: int | None
     duration_s: float | None
@@ -127,22 +139,31 @@ def _state(rec: RunRecord, exit_code: int | None) -> str:
     return "running"
 
 
-def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None = None) -> RunRow:
-    """The row of one run; price_per_hour (if given) overrides the recorded one."""
+def monitored(rec: RunRecord) -> str:
+    """The metric a run's best value is of, unless ``--monitor`` says: the built-in model's val_accuracy, else Keras's val_loss."""
+    return "val_accuracy" if rec.kind == "train" else history.DEFAULT_MONITOR
+
+
+def row(
+    rec: RunRecord, price_per_hour: float | None = None, now: float | None = None, monitor: str | None = None
+) -> RunRow:
+    """The row of one run; price_per_hour (if given) overrides the recorded one, monitor the monitored metric."""
     local = Path(rec.local_dir)
     run_info = _json(local / run_files.RUN_JSON)
     config = run_info.get("config") if isinstance(run_info.get("config"), dict) else {}
-    curves = RunCurves(rec.run_id, _json(local / run_files.HISTORY_JSON))
+    hist, _ = history.read(local)
+    metric = monitor or monitored(rec)
     exit_code = _int_file(local / names.RUN_EXIT_CODE)
     if exit_code is None:
         exit_code = rec.exit_code
     state = _state(rec, exit_code)
 
-    done = max((len(v) for v in curves.history.values() if isinstance(v, list)), default=None)
+    done = history.epochs_done(hist)
     asked = (
         config.get("epochs") if isinstance(config.get("epochs"), int) else _epochs_flag(rec.command or rec.train_args)
     )
-    best = curves.best("val_accuracy")
+    best = history.best(hist.get(metric) or [], metric)
+    best_accuracy = history.best(hist.get("val_accuracy") or [], "val_accuracy")
     net = config.get("net") if isinstance(config.get("net"), str) else ("cnn" if rec.kind == "train" else None)
     backend = run_info.get("backend") or config.get("backend") or rec.backend or DEFAULT_BACKEND
     nodes = len(rec.nodes) if rec.nodes else 1
@@ -164,7 +185,9 @@ def row(rec: RunRecord, price_per_hour: float | None = None, now: float | None =
         backend=str(backend),
         epochs_done=done,
         epochs_asked=asked,
-        best_val_accuracy=best[0] if best else None,
+        monitor=metric,
+        best=best[0] if best else None,
+        best_val_accuracy=best_accuracy[0] if best_accuracy else None,
         best_epoch=best[1] if best else None,
         duration_s=round(duration, 1) if duration is not None else None,
         price_per_hour=price,
@@ -192,11 +215,11 @@ def box_price(rec: RunRecord) -> float | None:
     return box.price_per_hour if box is not None else None
 
 
-def rows(recs: list[RunRecord], price_per_hour: float | None = None) -> list[RunRow]:
-    """The rows, oldest first; price_per_hour (``--price``) overrides every run's."""
+def rows(recs: list[RunRecord], price_per_hour: float | None = None, monitor: str | None = None) -> list[RunRow]:
+    """The rows, oldest first; price_per_hour (``--price``) overrides every run's, monitor (``--monitor``) its metric."""
     now = time.time()
     return [
-        row(r, price_per_hour if price_per_hour is not None else box_price(r), now)
+        row(r, price_per_hour if price_per_hour is not None else box_price(r), now, monitor)
         for r in sorted(recs, key=lambda r: r.created)
     ]
 
@@ -210,14 +233,26 @@ def duration_text(seconds: float | None) -> str:
 
 def table(found: list[RunRow]) -> str:
     """The rows as a table for a terminal (``--json`` has the same fields, unformatted)."""
-    head = ("run", "box", "net", "epochs", "best val_accuracy", "duration", "cost", "state", "home")
+    metrics = {r.monitor for r in found}
+    named = len(metrics) > 1  # several metrics: each cell names its own
+    head = (
+        "run",
+        "box",
+        "net",
+        "epochs",
+        "best" if named else f"best {next(iter(metrics), history.DEFAULT_MONITOR)}",
+        "duration",
+        "cost",
+        "state",
+        "home",
+    )
     lines = [head]
     for r in found:
         net = f"{r.net or '-'}/{r.backend}"
         epochs = (
             f"{'-' if r.epochs_done is None else r.epochs_done}/{'-' if r.epochs_asked is None else r.epochs_asked}"
         )
-        best = f"{r.best_val_accuracy:.4f}@{r.best_epoch}" if r.best_val_accuracy is not None else "-"
+        best = (f"{r.monitor}=" if named else "") + f"{r.best:.4f}@{r.best_epoch}" if r.best is not None else "-"
         cost = f"${r.cost:.2f}" if r.cost is not None else "-"
         state = (
             r.state

@@ -27,6 +27,7 @@ import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import box
 from box.layout import DEFAULT_BACKEND, BoxLayout, env_name
@@ -58,7 +59,41 @@ EXIT_CODES = {
     14: "the box has a GPU but the backend (TensorFlow or JAX) sees none",
     15: "the install failed",
     16: "a job runs in an older trainbox's environment",
+    17: "the project's requirements do not install",
 }
+REQUIREMENTS_FAILED = 17  # the bootstrap's: the install failed and trainbox's pins alone resolve
+
+
+class RequirementsFailed(UsageError):
+    """The project's requirements do not install on the box (trainbox's own pins do):
+    the user's input, so exit 64 (EX_USAGE), not a cloud or SSH error. ``box_log``:
+    the setup log's path on the box (remote/cli.py brings it home and names it)."""
+
+    def __init__(self, what: str, box_log: str, fix: str | None = None, secrets: tuple[str | None, ...] = ()):
+        super().__init__(what, fix)
+        self.box_log = box_log
+        self.secrets = secrets  # the index URLs, redacted from the log brought home
+
+
+LOG_HOME_BYTES = 1024 * 1024  # the setup log's end, brought home (the box's log keeps every setup's)
+
+
+def bring_log_home(conn, failed: RequirementsFailed, local: Path) -> Path:
+    """The box's setup log (its last MiB, credentials redacted) written to local, 0600; local."""
+    from common import paths
+
+    got = conn.run(
+        f"tail -c {LOG_HOME_BYTES} {shlex.quote(failed.box_log)}", hide=True, warn=True, in_stream=False
+    ).stdout
+    local.parent.mkdir(parents=True, exist_ok=True)
+    paths.write_private(local, redact_all(got, *failed.secrets))
+    return local
+
+
+def box_path(path: str) -> str:
+    """A box path for messages: relative ones are under the login's home."""
+    return path if path.startswith("/") else f"~/{path}"
+
 
 ENV_VARS = {
     "index_url": "TRAINBOX_INDEX_URL",
@@ -277,14 +312,16 @@ class InstallProgress:
         elif words[0] == "Successfully" and words[1:2] == ["installed"]:
             self.installed = max(self.installed, len(words) - 2)
 
-    def done(self, ok: bool, log: str) -> None:
+    def done(self, ok: bool, log: str | None) -> None:
+        """log: where all of the output is on the box (None: the error that follows says where it is)."""
         if self.bar is None:
             return
         self.bar.close()
         if ok:
             self.say(f"environment: {self.installed} packages in {self.bar.elapsed():.0f} s")
         elif self.tail.lines:
-            self.say(f"the install failed; the last of its output (all of it: {log} on the box):\n{self.tail.text()}")
+            where = f" (all of it: {log} on the box)" if log else ""
+            self.say(f"the install failed; the last of its output{where}:\n{self.tail.text()}")
 
 
 def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], None], force: bool = False) -> str:
@@ -319,15 +356,24 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
         status = stream_lines(channel, on_line)
     finally:
         channel.close()
-        shown.done(status == 0, f"~/{layout.setup_log}")
+        shown.done(status == 0, None if status == REQUIREMENTS_FAILED else box_path(layout.setup_log))
     if status == 0:
         return layout.env_python
+    if status == REQUIREMENTS_FAILED:
+        # The tail was shown just above: the error names the file, not the installer's words again.
+        reqs = opts.project_requirements or "the project's requirements"
+        raise RequirementsFailed(
+            f"the project's requirements ({reqs}) do not install on the box",
+            layout.setup_log,
+            f"full log: {box_path(layout.setup_log)} on the box; fix them, then run again",
+            secrets=(opts.index_url, *opts.find_links),
+        )
     if errors:
         raise RemoteError(errors[-1])
     what = EXIT_CODES.get(status, f"the bootstrap exited {status}")
     raise RemoteError(
         f"setting up the box's environment failed ({what})",
-        f"see ~/{layout.setup_log} on the box, then rerun `remote setup`",
+        f"see {box_path(layout.setup_log)} on the box, then rerun `remote setup`",
     )
 
 

@@ -48,7 +48,7 @@ def two_runs(tmp_path):
         lr=0.01,
         net="cnn",
     )
-    return [compare.load("run-a", a), compare.load("run-b", b)]
+    return [compare.load("run-a", a, "val_accuracy"), compare.load("run-b", b, "val_accuracy")]
 
 
 def test_the_png_has_both_runs_curves(two_runs, tmp_path):
@@ -61,6 +61,7 @@ def test_the_png_has_both_runs_curves(two_runs, tmp_path):
 
 def test_the_table_has_best_and_final_metrics_and_the_differing_arguments(two_runs):
     text = compare.table(two_runs)
+    assert "best val_accuracy" in text.splitlines()[0]
     a, b = text.splitlines()[1:3]
     assert a.split()[:4] == ["run-a", "3", "0.7200", "(ep"] and "0.7000" in a
     assert b.startswith("run-b") and "0.5000 (ep 2)" in b

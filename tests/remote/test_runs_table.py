@@ -88,6 +88,8 @@ def test_runs_json_has_every_field_each_state_and_the_cost(tmp_path, capsys):
         "backend",
         "epochs_done",
         "epochs_asked",
+        "monitor",
+        "best",
         "best_val_accuracy",
         "best_epoch",
         "duration_s",
@@ -104,6 +106,7 @@ def test_runs_json_has_every_field_each_state_and_the_cost(tmp_path, capsys):
     assert (done["box"], done["net"], done["backend"]) == ("gpu", "vgg16", "tensorflow")
     assert (done["epochs_done"], done["epochs_asked"]) == (3, 3)
     assert (done["best_val_accuracy"], done["best_epoch"]) == (0.875, 2)
+    assert (done["monitor"], done["best"]) == ("val_accuracy", 0.875), "the built-in model's: val_accuracy"
     assert done["duration_s"] == 720.0
     assert done["cost"] == 3.0 * 720 / 3600 * 2  # price/h x box time x nodes
     assert (done["state"], done["resumed"], done["home"]) == ("finished", 1, True)
@@ -124,7 +127,7 @@ def test_runs_json_has_every_field_each_state_and_the_cost(tmp_path, capsys):
 
     assert cli.main(["runs"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["run", "box", "net", "epochs"]
+    assert lines[0].split()[:6] == ["run", "box", "net", "epochs", "best", "val_accuracy"]
     row = next(l for l in lines if "20260101-000001-aaaa" in l).split()
     assert row[1:6] == ["gpu", "vgg16/tensorflow", "3/3", "0.8750@2", "12m00s"]
     assert row[6] == "$1.20" and " ".join(row[7:-1]) == "finished, resumed 1x" and row[-1] == "yes"
