@@ -243,6 +243,15 @@ def up_group(
     net = network.ensure_network(ec2, opts.name, zones[0], cidr)
     if existing is not None:
         say(f"reusing group {group} ({existing['DesiredCapacity']} instance of {len(types)} type(s))")
+        try:
+            prior = state.load(opts.name)
+        except state.CorruptState:
+            prior = None
+        if prior is not None and group_of_box(prior):
+            was = prior.instance_id
+            inst = follow(cloud, prior)  # a replacement since: the state (and the sandbox's box) move to it
+            if inst.id != was:
+                say(f"the group replaced {was} by {inst.id} ({inst.type} in {inst.zone})")
         return wait_for_instance(asg, ec2, group), find_template(ec2, opts.name)
     rtb = network.ensure_route_table(
         ec2, opts.name, net.vpc_id, network.ensure_internet_gateway(ec2, opts.name, net.vpc_id)
@@ -304,6 +313,11 @@ def follow(cloud: Cloud, box: BoxState) -> instance.Instance:
                 f"box '{box.name}''s group {group} is gone",
                 f"`python -m provision down{name_flag(box.name)}` cleans up",
             )
+        if cloud.sandbox:
+            from . import sandbox_group
+
+            if sandbox_group.health_check(cloud, box, g):
+                g = describe_group(asg, group) or g
         iid = group_instance_id(g)
         if iid is None:
             raise CloudError(
