@@ -107,6 +107,8 @@ def cmd_up(args) -> int:
         bootstrap=first_boot_bootstrap(),
         env_spec=setup.SetupOptions.from_env().spec_id(),
         nodes=args.nodes,
+        recover=args.recover,
+        instance_types=args.instance_types,
     )
     if args.sandbox_box and not args.sandbox:
         raise UsageError("--sandbox-box needs --sandbox", f"run `{PROG} up --sandbox --sandbox-box {args.sandbox_box}`")
@@ -363,7 +365,7 @@ def cmd_ls(args) -> int:
     for region in regions:
         cloud = Cloud(region, base.endpoint_url, base.sandbox)
         with aws_errors(f"list resources in {region}"):
-            found += tagged_resources(cloud.client("ec2"), region)
+            found += tagged_resources(cloud.client("ec2"), region, autoscaling=cloud.client("autoscaling"))
     if args.json:
         print(json.dumps([r.__dict__ for r in found], indent=2))
         return 0
@@ -655,6 +657,24 @@ def build_parser() -> Parser:
             "instances under the box's name, for multi-node training (default: 1). More than one: a cluster "
             "placement group, all TCP between the nodes (ssh still only from --ssh-cidr), N × the price"
         ),
+    )
+
+    from .recover import PEERS_HELP, instance_types_arg
+
+    c.add_argument(
+        "--recover",
+        action="store_true",
+        help=(
+            "with --spot: the box is an EC2 Auto Scaling group of one spot instance over several types and every "
+            "zone that offers them; when AWS reclaims the instance, the group launches another, and `state`, `ip` "
+            "and `ssh` follow it. `down` deletes the group and its launch template"
+        ),
+    )
+    c.add_argument(
+        "--instance-types",
+        type=instance_types_arg,
+        metavar="A,B,...",
+        help=f"with --recover: the group's types, in order of preference (default: {PEERS_HELP})",
     )
 
     c = command("state", cmd_state, "Show the box: instance, state, address, uptime, price/h and cost so far.")

@@ -11,14 +11,18 @@ from .tags import TAG_NAME, TAG_NODE, name_filters, tag_value
 
 SPOT_LIVE_STATES = ["open", "active", "disabled"]  # the others can no longer launch anything
 
-# Dependency order: what must go first when tearing down. A persistent spot
+# Dependency order: what must go first when tearing down. A --recover box's Auto Scaling
+# group would launch a new instance for each one terminated: it goes first (with its
+# instances), its launch template once it has gone. A persistent spot
 # request relaunches its instance when that is terminated: it goes first.
 # A placement group can go only once its instances have.
 # Images (provision/images.py) come last: they outlive the box, and `down`
 # removes them only when asked (--images).
 KINDS = [
+    "auto-scaling-group",
     "spot-request",
     "instance",
+    "launch-template",
     "placement-group",
     "address",
     "volume",
@@ -52,16 +56,17 @@ class Survey:
     unchecked: dict[str, Exception]
 
 
-def tagged_resources(ec2, region: str, name: str | None = None) -> list[Resource]:
+def tagged_resources(ec2, region: str, name: str | None = None, autoscaling=None) -> list[Resource]:
     """Every trainbox-tagged resource that can bill or block (of one box, if named).
-    A kind whose Describe call fails (after botocore's retries) raises its error."""
-    found = survey(ec2, region, name)
+    A kind whose Describe call fails (after botocore's retries) raises its error.
+    ``autoscaling``: the region's Auto Scaling client, to look for --recover groups too."""
+    found = survey(ec2, region, name, autoscaling)
     for error in found.unchecked.values():
         raise error
     return found.resources
 
 
-def survey(ec2, region: str, name: str | None = None) -> Survey:
+def survey(ec2, region: str, name: str | None = None, autoscaling=None) -> Survey:
     """tagged_resources that looks at every kind it can: a kind whose Describe call
     keeps failing is named in ``unchecked`` and the others are still listed (so
     `down` deletes all it can find when one call is refused or not implemented)."""
@@ -88,6 +93,22 @@ def survey(ec2, region: str, name: str | None = None) -> Survey:
             items.extend(page[key])
         return items
 
+    if autoscaling is not None:
+        groups = look(
+            "auto-scaling-group",
+            lambda: [
+                g
+                for page in autoscaling.get_paginator("describe_auto_scaling_groups").paginate(Filters=f)
+                for g in page["AutoScalingGroups"]
+            ],
+        )
+        add(
+            "auto-scaling-group",
+            groups,
+            "AutoScalingGroupName",
+            lambda r: r.get("Status", "") or "active",
+            lambda r: f"{len(r.get('Instances', []))}/{r.get('DesiredCapacity', '?')} instance(s)",
+        )
     spot = look(
         "spot-request",
         lambda: ec2.describe_spot_instance_requests(Filters=f + [{"Name": "state", "Values": SPOT_LIVE_STATES}])[
@@ -110,6 +131,8 @@ def survey(ec2, region: str, name: str | None = None) -> Survey:
         return r["InstanceType"] + (f" node {tag_value(r, TAG_NODE) or 0}" if several else "")
 
     add("instance", instances, "InstanceId", lambda r: r["State"]["Name"], instance_detail)
+    templates = look("launch-template", lambda: paged("describe_launch_templates", "LaunchTemplates", Filters=f))
+    add("launch-template", templates, "LaunchTemplateId", detail=lambda r: r.get("LaunchTemplateName", ""))
     groups = look("placement-group", lambda: ec2.describe_placement_groups(Filters=f)["PlacementGroups"])
     groups = [g for g in groups if g.get("State") in placement.LIVE_STATES]
     add("placement-group", groups, "GroupName", lambda r: r.get("State", ""), lambda r: r.get("Strategy", ""))

@@ -18,7 +18,7 @@ from common.aws import Cloud, aws_errors
 from common.errors import UsageError, no_box
 from common.state import BoxState, Node
 
-from . import instance, prices, sandbox, spot, teardown
+from . import instance, prices, recover, sandbox, spot, teardown
 from .config import price_overrides
 
 
@@ -54,8 +54,21 @@ def cloud_of(box: BoxState) -> Cloud:
     return Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
 
 
+def _group_box(name: str) -> BoxState | None:
+    """The box's state if it is a --recover box (its group recorded there), else None."""
+    try:
+        box = state.load(name)
+    except state.CorruptState:
+        return None
+    return box if recover.group_of_box(box) else None
+
+
 def find_nodes(cloud: Cloud, name: str) -> list[instance.Instance]:
-    """The box's live instances, node 0 first; UsageError when there are none."""
+    """The box's live instances, node 0 first; UsageError when there are none.
+    A --recover box's is the instance its group has now (recover.follow moves the state to it)."""
+    grouped = _group_box(name)
+    if grouped is not None:
+        return [recover.follow(cloud, grouped)]
     with aws_errors("find the box"):
         insts = instance.find_nodes(cloud.client("ec2"), name)
     if not insts:
@@ -122,7 +135,7 @@ def status(cloud: Cloud, name: str) -> BoxStatus:
         price_per_hour=None if price is None else price * len(insts),
         cost_so_far=prices.cost(price, sum(running)) if running else None,
         sandbox=cloud.sandbox,
-        spot=_spot_says(cloud, inst),
+        spot=recover.says(box, inst) if box is not None and recover.group_of_box(box) else _spot_says(cloud, inst),
         nodes=tuple(nodes),
     )
 
@@ -135,8 +148,17 @@ def _spot_says(cloud: Cloud, inst: instance.Instance) -> str | None:
     return req.says if req else "no spot request found (cancelled?)"
 
 
+def _refuse_on_group(name: str, verb: str) -> None:
+    if _group_box(name) is not None:
+        raise UsageError(
+            f"box '{name}' is kept by its Auto Scaling group ({recover.group_name(name)}): it is not {verb}",
+            "the group keeps one instance running; `python -m provision down` ends it",
+        )
+
+
 def start(cloud: Cloud, name: str) -> BoxState:
     """Start every node of the box that is not running, and wait until all run."""
+    _refuse_on_group(name, "started or stopped (a stopped instance is replaced)")
     insts = find_nodes(cloud, name)
     with aws_errors("start the box"):
         ec2 = cloud.client("ec2")
@@ -179,6 +201,7 @@ def _moved(box: BoxState, node: Node, ip: str) -> None:
 
 def stop(cloud: Cloud, name: str) -> instance.Instance:
     """Stop every node of the box (disks kept); node 0's instance, stopped."""
+    _refuse_on_group(name, "stopped (the group would replace a stopped instance)")
     insts = find_nodes(cloud, name)
     with aws_errors("stop the box"):
         ec2 = cloud.client("ec2")
@@ -192,7 +215,14 @@ def stop(cloud: Cloud, name: str) -> instance.Instance:
 def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
     """Delete every tagged resource of the box, then the local key and state."""
     with aws_errors("tear the box down"):
-        removed = teardown.destroy(cloud.client("ec2"), cloud.region, name, say, poll_s=0.5 if cloud.sandbox else 5)
+        removed = teardown.destroy(
+            cloud.client("ec2"),
+            cloud.region,
+            name,
+            say,
+            poll_s=0.5 if cloud.sandbox else 5,
+            autoscaling=cloud.client("autoscaling"),
+        )
     try:
         box = state.load(name)
     except state.CorruptState:  # named by the caller; removed below with the rest
@@ -209,7 +239,7 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
         with aws_errors("check the sandbox is empty"):
             from .inventory import tagged_resources
 
-            left = tagged_resources(cloud.client("ec2"), cloud.region)
+            left = tagged_resources(cloud.client("ec2"), cloud.region, autoscaling=cloud.client("autoscaling"))
         if not [r for r in left if not (r.kind == "instance" and r.state == "terminated")]:
             sandbox.stop_moto()
     return removed

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from common.aws import error_code
 from common.errors import CloudError, name_flag
 
+from . import recover
 from .inventory import IMAGE_KINDS, KINDS, Resource, survey
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def _delete_internet_gateway(ec2, r: Resource) -> None:
 _DELETERS: dict[str, Callable] = {
     # Cancelling does not terminate the instance: the instance step does.
     "spot-request": lambda ec2, r: ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[r.id]),
+    "launch-template": lambda ec2, r: ec2.delete_launch_template(LaunchTemplateId=r.id),
     "placement-group": lambda ec2, r: ec2.delete_placement_group(GroupName=r.id),
     "address": _delete_address,
     "volume": lambda ec2, r: ec2.delete_volume(VolumeId=r.id),
@@ -80,7 +82,12 @@ def _why(e: Exception) -> str:
 
 
 def destroy(
-    ec2, region: str, name: str, report: Callable[[str], None] = lambda s: None, poll_s: float = 5
+    ec2,
+    region: str,
+    name: str,
+    report: Callable[[str], None] = lambda s: None,
+    poll_s: float = 5,
+    autoscaling=None,
 ) -> list[Resource]:
     """Delete everything tagged for box ``name``; return what was deleted.
 
@@ -88,11 +95,12 @@ def destroy(
     (provision/images.py removes them). A kind whose Describe call keeps
     failing (after botocore's retries) does not stop the others: every kind
     that can be found is deleted, and then a CloudError names what could not
-    be checked or deleted and what is left.
+    be checked or deleted and what is left. ``autoscaling``: the region's Auto Scaling
+    client, so a --recover box's group is found (by its tags) and deleted first.
     """
     from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-    found = survey(ec2, region, name)
+    found = survey(ec2, region, name, autoscaling)
     resources = [r for r in found.resources if r.kind not in IMAGE_KINDS]
     by_kind = {k: [r for r in resources if r.kind == k] for k in KINDS}
     failed: list[str] = []
@@ -108,6 +116,15 @@ def destroy(
                     if not _gone(e):
                         failed.append(f"terminate {', '.join(r.id for r in by_kind['instance'])} ({_why(e)})")
             continue
+        if kind == "auto-scaling-group":
+            for r in by_kind[kind]:
+                report(f"deleting group {r.id} with its instances (waits until it is gone)")
+                try:
+                    recover.delete_group(autoscaling, r.id, poll_s)
+                    deleted.append(r)
+                except (ClientError, BotoCoreError, CloudError) as e:
+                    failed.append(f"delete group {r.id} ({_why(e) if not isinstance(e, CloudError) else e.what})")
+            continue
         for r in by_kind[kind]:
             if kind == "volume" and r.state == "deleted":
                 continue
@@ -118,7 +135,7 @@ def destroy(
             except (ClientError, BotoCoreError) as e:
                 if not _gone(e):
                     failed.append(f"delete {kind} {r.id} ({_why(e)})")
-    after = survey(ec2, region, name)
+    after = survey(ec2, region, name, autoscaling)
     left = [
         r
         for r in after.resources

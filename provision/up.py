@@ -26,7 +26,7 @@ from common.errors import CloudError, RemoteError, UsageError, name_flag
 from common.state import BoxState, Node
 
 from . import ami as amis
-from . import images, instance, keys, network, placement, preflight, prices, sandbox, sandbox_images
+from . import images, instance, keys, network, placement, preflight, prices, recover, sandbox, sandbox_images
 from .callerip import caller_cidr, check_cidr
 
 
@@ -51,6 +51,10 @@ class UpOptions:
     # Instances under the box's name (a multi-node run's nodes): with more
     # than one, a cluster placement group and TCP between them.
     nodes: int = 1
+    # --recover (provision/recover.py): the box is an Auto Scaling group of one spot instance
+    # over these types (None: the type and its nearest peers) in every zone that offers them.
+    recover: bool = False
+    instance_types: list[str] | None = None
 
 
 def guard_period_s(opts: UpOptions) -> int:
@@ -258,6 +262,7 @@ def up(
 ) -> BoxState:
     ec2 = cloud.client("ec2")
     # Bad input fails before any AWS call.
+    opts = recover.check_options(opts)
     if cloud.sandbox:
         cidr = "127.0.0.1/32"
     else:
@@ -269,6 +274,12 @@ def up(
         preflight.check_credentials(cloud)
         preflight.check_region(cloud)
         zones = preflight.check_offered(cloud, opts.instance_type)
+        group_types: list[str] = []
+        if opts.recover:
+            # The group's types and every zone that offers one of them, before anything is made.
+            group_types, zones = recover.offered(
+                ec2, recover.instance_types(opts.instance_type, opts.instance_types), bool(opts.instance_types)
+            )
         # moto has no EC2 vCPU quotas: in the sandbox the check could only warn, every time.
         quota = None if cloud.sandbox else preflight.check_quota(cloud, opts.instance_type, opts.spot, opts.nodes)
         if quota and quota.limit is None:
@@ -294,40 +305,25 @@ def up(
         insts = _live_nodes(ec2, opts)
         # A live instance trusts only its own key: never replace that one.
         key_name, key_file = keys.ensure_key_pair(ec2, opts.name, insts[0].id if insts else None)
-        group = None
-        if opts.nodes > 1:
-            existed = placement.find(ec2, opts.name)
-            group = existed or placement.ensure(ec2, opts.name)
-            if insts and existed is None:
-                say(
-                    f"{', '.join(i.id for i in insts)} ran before placement group {group}: it stays outside it "
-                    "(the nodes launched now are in it)"
-                )
-
-        launched = not insts
-        for inst in insts:
-            say(f"reusing {inst.id}" + (f" (node {inst.node})" if opts.nodes > 1 else "") + f" ({inst.state})")
-        if insts:
-            # Reuse the box; bring its security group back to this laptop's address.
-            network.ensure_network(ec2, opts.name, insts[0].zone, cidr, intra=opts.nodes > 1)
-            for inst in insts:
-                if inst.state == "stopping":
-                    instance.wait(ec2, inst.id, "stopped")
-            stopped = [i.id for i in insts if instance.get(ec2, i.id).state == "stopped"]
-            if stopped:
-                ec2.start_instances(InstanceIds=stopped)
-        have = {i.node for i in insts}
-        missing = [k for k in range(opts.nodes) if k not in have]
-        if missing:
-            many = f"{len(missing)} × " if len(missing) > 1 else ""
-            where = f"; placement group {group}" if group else ""
-            say(f"launching {many}{opts.instance_type} (ssh from {cidr} only{where})")
-        for k in missing:
-            # A cluster placement group is in one zone: the first node placed pins it.
-            in_zones = [insts[0].zone] if insts else zones
-            insts.append(
-                launch_in_some_zone(ec2, opts, in_zones, image, key_name, cidr, say, node=k, placement_group=group)
+        template_id = None
+        if opts.recover:
+            inst, template_id = recover.up_group(
+                cloud,
+                opts,
+                group_types,
+                zones,
+                image,
+                key_name,
+                cidr,
+                insts,
+                user_data_payload(user_data(opts, image.login_user)),
+                _root_device(ec2, image.id),
+                say,
             )
+            launched = not any(i.id == inst.id for i in insts)
+            insts = [inst]
+        else:
+            insts, launched = _launch_or_reuse(ec2, opts, insts, zones, image, key_name, cidr, say)
         insts = sorted((instance.wait(ec2, i.id, "running") for i in insts), key=lambda i: i.node)
 
     price = prices.price_per_hour(opts.instance_type, _price_overrides())
@@ -349,6 +345,8 @@ def up(
         private_ip=first.private_ip,
         nodes=[Node(i.node, i.id, i.public_ip or "", 22, i.private_ip, i.public_ip) for i in insts[1:]],
     )
+    if opts.recover:
+        recover.record(box, opts, first, template_id)
     if cloud.sandbox:
         # A new container box (each node of it) boots the image's layers; a new process box's disk is copied from it.
         attach_sandbox_box(box, ec2, opts.sandbox_box, say, image_id=baked.id if launched and baked else None)
@@ -369,6 +367,48 @@ def up(
         for node in box.node_list():
             _ssh_and_pin(ec2, node, say, f"node {node.index} " if box.node_count > 1 else "")
     return box
+
+
+def _launch_or_reuse(
+    ec2, opts: UpOptions, insts: list[instance.Instance], zones: list[str], image, key_name: str, cidr: str, say
+) -> tuple[list[instance.Instance], bool]:
+    """Reuse the box's live instances (started if stopped) and launch the nodes it lacks; the
+    instances, and whether any was launched now."""
+    group = None
+    if opts.nodes > 1:
+        existed = placement.find(ec2, opts.name)
+        group = existed or placement.ensure(ec2, opts.name)
+        if insts and existed is None:
+            say(
+                f"{', '.join(i.id for i in insts)} ran before placement group {group}: it stays outside it "
+                "(the nodes launched now are in it)"
+            )
+
+    launched = not insts
+    for inst in insts:
+        say(f"reusing {inst.id}" + (f" (node {inst.node})" if opts.nodes > 1 else "") + f" ({inst.state})")
+    if insts:
+        # Reuse the box; bring its security group back to this laptop's address.
+        network.ensure_network(ec2, opts.name, insts[0].zone, cidr, intra=opts.nodes > 1)
+        for inst in insts:
+            if inst.state == "stopping":
+                instance.wait(ec2, inst.id, "stopped")
+        stopped = [i.id for i in insts if instance.get(ec2, i.id).state == "stopped"]
+        if stopped:
+            ec2.start_instances(InstanceIds=stopped)
+    have = {i.node for i in insts}
+    missing = [k for k in range(opts.nodes) if k not in have]
+    if missing:
+        many = f"{len(missing)} × " if len(missing) > 1 else ""
+        where = f"; placement group {group}" if group else ""
+        say(f"launching {many}{opts.instance_type} (ssh from {cidr} only{where})")
+    for k in missing:
+        # A cluster placement group is in one zone: the first node placed pins it.
+        in_zones = [insts[0].zone] if insts else zones
+        insts.append(
+            launch_in_some_zone(ec2, opts, in_zones, image, key_name, cidr, say, node=k, placement_group=group)
+        )
+    return insts, launched
 
 
 def _live_nodes(ec2, opts: UpOptions) -> list[instance.Instance]:
@@ -429,7 +469,8 @@ def _carry_pin(name: str, box: BoxState) -> None:
     was = {n.index: n for n in before.node_list()}
     for node in box.node_list():
         old = was.get(node.index)
-        if old is not None and old.ssh_host and node.ssh_host:
+        # Only the same instance's pin moves: another instance (a --recover group's replacement) has other keys.
+        if old is not None and old.instance_id == node.instance_id and old.ssh_host and node.ssh_host:
             hostkeys.move((old.ssh_host, old.ssh_port), (node.ssh_host, 22))
 
 

@@ -18,7 +18,8 @@ from testkit import REPO
 IAM_ACTION = {"s3:ListObjectsV2": "s3:ListBucket", "s3:HeadObject": "s3:GetObject"}
 # Called only against the sandbox's moto, never on AWS: the container box reads back the
 # user-data its instance was launched with (provision/container.py user_data_of).
-SANDBOX_ONLY = {"ec2:DescribeInstanceAttribute"}
+# The sandbox plays AWS's health check on a --recover box's group (provision/sandbox_group.py).
+SANDBOX_ONLY = {"ec2:DescribeInstanceAttribute", "autoscaling:TerminateInstanceInAutoScalingGroup"}
 
 
 def aws_actions() -> set[str]:

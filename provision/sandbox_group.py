@@ -1,0 +1,62 @@
+"""The sandbox plays a --recover box's Auto Scaling group (provision/recover.py).
+
+moto is the group: it launches the group's instance and, when that instance is terminated
+through EC2's TerminateInstances (a spot reclaim), launches the replacement in the same call
+(AWS does it after its health check, within minutes). Two behaviours of AWS moto lacks are
+played here, in the sandbox only:
+
+- AWS's EC2 health check: a group's instance that is stopped, or whose guest shut itself
+  down (the template's shutdown behaviour is terminate; moto ignores it, and the sandbox's
+  box going away is that shutdown), is unhealthy; AWS terminates it without lowering the
+  desired capacity and launches another. ``health_check`` does that through the Auto
+  Scaling API (TerminateInstanceInAutoScalingGroup, ShouldDecrementDesiredCapacity=False),
+  and moto launches the replacement.
+- The instance itself: each instance the group launches gets a box of its own, as ``up``'s
+  instance does (provision/up.py attach_sandbox_box: the process box's sshd, or the
+  container box whose cloud-init runs the instance's user-data), on a fresh disk, since a
+  replacement is another instance (``replace_box``); the old instance's box goes with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from box.layout import DEFAULT_WORKDIR
+from common.aws import Cloud
+from common.state import BoxState
+
+from . import instance, sandbox
+
+
+def health_check(cloud: Cloud, box: BoxState, group: dict) -> bool:
+    """Play AWS's EC2 health check on the group's instance; True when it was replaced."""
+    from . import recover
+
+    iid = recover.group_instance_id(group)
+    if iid is None:
+        return False
+    inst = instance.get(cloud.client("ec2"), iid)
+    ours = iid == box.instance_id
+    gone = ours and inst.state == "running" and sandbox.box_running(box.name) is None
+    if inst.state not in ("stopping", "stopped") and not gone:
+        return False
+    cloud.client("autoscaling").terminate_instance_in_auto_scaling_group(
+        InstanceId=iid, ShouldDecrementDesiredCapacity=False
+    )
+    return True
+
+
+def replace_box(cloud: Cloud, box: BoxState, old_instance: str, say: Callable[[str], None] = lambda s: None) -> None:
+    """The group replaced ``old_instance`` by ``box.instance_id`` (the state already names it):
+    the old instance's box is removed with its disk, and the new one boots as `up`'s does."""
+    from . import sandbox_images
+    from .up import attach_sandbox_box
+
+    kind = sandbox.kind_of(box.name)
+    sandbox.remove_box(box.name)
+    box.workdir = DEFAULT_WORKDIR  # a process box's disk folder is set again by attach
+    # The template's image, as the group's new instance boots it: a container box its layers,
+    # a process box a copy of its disk (when the image is a trainbox image of this machine's).
+    attach_sandbox_box(box, cloud.client("ec2"), kind, say, image_id=box.ami or None)
+    if kind == "process" and box.ami and sandbox_images.thaw_sandbox_disk(box.ami, box.name):
+        box.python = None  # the image's environment, as on AWS
