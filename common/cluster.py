@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import state
-from .errors import no_box
+from .state import no_box
 
 
 @dataclass(frozen=True)

@@ -97,17 +97,3 @@ class TrainingFailed(TrainboxError):
 def name_flag(name: str) -> str:
     """The ``--name NAME`` a suggested command repeats ("" for the default box)."""
     return "" if name == "default" else f" --name {shlex.quote(name)}"
-
-
-def no_box(name: str, otherwise: str = "") -> UsageError:
-    """No box called name is up: the error names the boxes this laptop knows (its state), and
-    says to pass one of them or start one (``otherwise``: another way out, e.g. ``--host``)."""
-    from . import state  # here: state's module imports this one
-
-    others = [(n, sandboxed) for n, sandboxed in state.known() if n != name]
-    start = f"start one with `python -m provision up{name_flag(name)}`" + (f" ({otherwise})" if otherwise else "")
-    if not others:
-        return UsageError(f"no box named '{name}' is up", start)
-    listed = ", ".join(n + (" (sandbox)" if sandboxed else "") for n, sandboxed in others)
-    pick = f"pass --name {others[0][0]}" if len(others) == 1 else "pass --name with one of them"
-    return UsageError(f"no box '{name}' here; known: {listed}", f"{pick}, or {start}")

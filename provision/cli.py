@@ -20,7 +20,8 @@ from common import paths, state
 from common.aws import Cloud
 from common.checks import name_arg, range_arg
 from common.cliutil import EXIT_CODES_EPILOG, Parser, positive_float, positive_int, run_cli, sandbox_note, say
-from common.errors import EX_INTERRUPTED, RemoteError, UsageError, name_flag, no_box
+from common.errors import EX_INTERRUPTED, RemoteError, UsageError, name_flag
+from common.state import no_box
 
 from . import config, lifecycle, procs, sandbox
 

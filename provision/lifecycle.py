@@ -15,8 +15,8 @@ from pathlib import Path
 
 from common import hostkeys, paths, state
 from common.aws import Cloud, aws_errors
-from common.errors import UsageError, no_box
-from common.state import BoxState, Node
+from common.errors import UsageError
+from common.state import BoxState, Node, no_box
 
 from . import instance, prices, recover, sandbox, spot, teardown
 from .config import price_overrides

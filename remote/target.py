@@ -9,7 +9,8 @@ from pathlib import Path
 
 from box.layout import DEFAULT_WORKDIR
 from common import cluster, state
-from common.errors import UsageError, no_box
+from common.errors import UsageError
+from common.state import no_box
 
 _HOST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
 
