@@ -150,7 +150,8 @@ def row(
     """The row of one run; price_per_hour (if given) overrides the recorded one, monitor the monitored metric."""
     local = Path(rec.local_dir)
     run_info = _json(local / run_files.RUN_JSON)
-    config = run_info.get("config") if isinstance(run_info.get("config"), dict) else {}
+    got = run_info.get("config")
+    config: dict = got if isinstance(got, dict) else {}
     hist, _ = history.read(local)
     metric = monitor or monitored(rec)
     exit_code = _int_file(local / names.RUN_EXIT_CODE)
@@ -169,6 +170,7 @@ def row(
     nodes = len(rec.nodes) if rec.nodes else 1
 
     start = _mtime(local / names.RUN_SCRIPT) or rec.created
+    end: float | None
     if state == "running":
         end = time.time() if now is None else now
     elif state in ("finished", "failed"):
