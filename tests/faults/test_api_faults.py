@@ -3,7 +3,7 @@
 The fault is AWS's answer as botocore receives it: a `before-send` hook
 answers in AWS's place, so the request never reaches the moto server on
 127.0.0.1 (nothing happens there, as on EC2 when it throttles), and botocore's
-retry machinery (common/aws.py: adaptive mode, 8 attempts) sees exactly what
+retry machinery (common/aws.py: adaptive mode, 8 retries) sees exactly what
 it would see from EC2: a throttle (RequestLimitExceeded, HTTP 503), no
 capacity (InsufficientInstanceCapacity), an instance not yet visible right
 after RunInstances (InvalidInstanceID.NotFound: EC2's eventual consistency),
@@ -150,6 +150,7 @@ def test_up_waits_out_an_instance_not_yet_visible_after_run_instances(aws, ec2, 
     assert kinds(ec2, name).count("instance") == 1
 
 
+@pytest.mark.slow  # botocore retries each zone's HTTP 500 eight times first: about 35 s
 def test_up_with_no_capacity_in_any_zone_is_one_line_and_the_second_up_converges(aws, ec2, launch, name):
     with on_the_wire(aws, "RunInstances", NO_CAPACITY, times=None) as t, pytest.raises(CloudError) as e:
         launch()
@@ -168,7 +169,7 @@ def test_up_with_no_capacity_in_any_zone_is_one_line_and_the_second_up_converges
 def test_up_throttled_past_every_retry_fails_in_one_line_and_leaves_nothing_after_down(aws, ec2, launch, name):
     with on_the_wire(aws, "CreateSecurityGroup", THROTTLE, times=None) as t, pytest.raises(CloudError) as e:
         launch()
-    assert (t.calls, t.sends) == (1, 8), f"botocore's adaptive mode: 8 attempts, then the error: {t}"
+    assert (t.calls, t.sends) == (1, 9), f"botocore's adaptive mode: the first attempt, 8 retries, then the error: {t}"
     assert "AWS kept throttling the requests, even after retries" in str(e.value) and "\n" not in str(e.value)
     lifecycle.destroy(aws, name, lambda s: None)
     assert live(ec2, name) == []
