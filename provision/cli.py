@@ -454,7 +454,7 @@ def cmd_down(args) -> int:
         kept = images.list_images(cloud.client("ec2"), args.name)
     if kept and args.images:
         images.remove_images(cloud, [i.id for i in kept], say)
-    removed = lifecycle.destroy(cloud, args.name, say)
+    removed = lifecycle.destroy(cloud, args.name, say, keep_checkpoints=args.keep_checkpoints)
     print(f"box '{args.name}' is gone ({len(removed)} resources deleted, each verified)")
     if kept and args.images:
         print(f"removed the box's images {', '.join(i.id for i in kept)} and their snapshots, each verified gone")
@@ -718,6 +718,11 @@ def build_parser() -> Parser:
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     c.add_argument(
         "--images", action="store_true", help="also remove the box's images and their snapshots (kept by default)"
+    )
+    c.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="a --recover box: keep its prefix in trainbox's S3 bucket (its runs' checkpoints); the rest goes",
     )
     c = command(
         "sandbox-notice",

@@ -212,8 +212,11 @@ def stop(cloud: Cloud, name: str) -> instance.Instance:
     return stopped[0]
 
 
-def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
-    """Delete every tagged resource of the box, then the local key and state."""
+def destroy(cloud: Cloud, name: str, say: Callable[[str], None], keep_checkpoints: bool = False) -> list:
+    """Delete every tagged resource of the box, then the local key and state. A --recover box's
+    checkpoint store (provision/boxstore.py: its role, profile and S3 prefix) goes too, unless
+    ``keep_checkpoints`` (then the prefix stays); a box without --recover never touches IAM or S3."""
+    grouped = _group_box(name) is not None
     with aws_errors("tear the box down"):
         removed = teardown.destroy(
             cloud.client("ec2"),
@@ -223,6 +226,11 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None]) -> list:
             poll_s=0.5 if cloud.sandbox else 5,
             autoscaling=cloud.client("autoscaling"),
         )
+    if grouped or any(r.kind in ("auto-scaling-group", "launch-template") for r in removed):
+        from . import boxstore
+
+        with aws_errors("delete the box's checkpoint store"):
+            boxstore.destroy(cloud, name, say, keep_prefix=keep_checkpoints)
     try:
         box = state.load(name)
     except state.CorruptState:  # named by the caller; removed below with the rest

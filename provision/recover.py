@@ -119,7 +119,7 @@ def offered(ec2, types: list[str], explicit: bool) -> tuple[list[str], list[str]
     return kept, sorted(set().union(*(zones_of[t] for t in kept)))
 
 
-def template_data(spec: instance.LaunchSpec) -> dict:
+def template_data(spec: instance.LaunchSpec, profile_arn: str | None = None) -> dict:
     """The launch template: what `up` asks RunInstances for (instance.run_instances_args), less
     the subnet (the group's) and the spot request (the group's policy), user-data in base64
     (RunInstances encodes it itself; a template holds it encoded)."""
@@ -143,6 +143,9 @@ def template_data(spec: instance.LaunchSpec) -> dict:
         # the guards' shutdown terminates at once (the run's state lives on in the next stages, not the disk).
         "InstanceInitiatedShutdownBehavior": "terminate",
     }
+    if profile_arn:
+        # The box's instance role (provision/boxstore.py): its prefix in trainbox's bucket, nothing else.
+        data["IamInstanceProfile"] = {"Arn": profile_arn}
     return data
 
 
@@ -230,8 +233,11 @@ def up_group(
     user_data: bytes,
     root_device: str,
     say: Callable[[str], None],
-) -> tuple[instance.Instance, str | None]:
-    """Make (or reuse) the box's template and group; the group's instance and the template."""
+) -> tuple[instance.Instance, dict]:
+    """Make (or reuse) the box's checkpoint store, template and group; the group's instance, and
+    what the state records of them (``record``)."""
+    from . import boxstore
+
     ec2, asg = cloud.client("ec2"), cloud.client("autoscaling")
     group = group_name(opts.name)
     existing = describe_group(asg, group)
@@ -241,6 +247,7 @@ def up_group(
             f"`python -m provision down{name_flag(opts.name)}` first, or `up` it without --recover",
         )
     net = network.ensure_network(ec2, opts.name, zones[0], cidr)
+    store = boxstore.ensure(cloud, opts.name, say)
     if existing is not None:
         say(f"reusing group {group} ({existing['DesiredCapacity']} instance of {len(types)} type(s))")
         try:
@@ -252,7 +259,10 @@ def up_group(
             inst = follow(cloud, prior)  # a replacement since: the state (and the sandbox's box) move to it
             if inst.id != was:
                 say(f"the group replaced {was} by {inst.id} ({inst.type} in {inst.zone})")
-        return wait_for_instance(asg, ec2, group), find_template(ec2, opts.name)
+        return wait_for_instance(asg, ec2, group), {
+            "launch_template": find_template(ec2, opts.name),
+            "store": store.as_state(),
+        }
     rtb = network.ensure_route_table(
         ec2, opts.name, net.vpc_id, network.ensure_internet_gateway(ec2, opts.name, net.vpc_id)
     )
@@ -269,21 +279,21 @@ def up_group(
         volume_gb=opts.volume_gb,
         spot=False,  # the group's policy makes it spot
     )
-    template_id = ensure_template(ec2, opts.name, template_data(spec))
+    template_id = ensure_template(ec2, opts.name, template_data(spec, store.profile_arn))
     say(
         f"creating group {group}: 1 spot instance of {', '.join(types)} over {len(zones)} zone(s) "
         f"({', '.join(zones)}; price-capacity-optimized, capacity rebalancing; ssh from {cidr} only)"
     )
     asg.create_auto_scaling_group(**group_args(opts.name, template_id, subnets, types))
-    return wait_for_instance(asg, ec2, group), template_id
+    return wait_for_instance(asg, ec2, group), {"launch_template": template_id, "store": store.as_state()}
 
 
-def record(box: BoxState, opts, inst: instance.Instance, template_id: str | None) -> None:
-    """The group in the box's state."""
+def record(box: BoxState, opts, inst: instance.Instance, made: dict) -> None:
+    """The group (and what up_group made for it) in the box's state."""
     box.extra = {
         **(box.extra or {}),
+        **made,
         "group": group_name(opts.name),
-        "launch_template": template_id,
         "instance_types": instance_types(opts.instance_type, opts.instance_types),
     }
     box.price_per_hour = prices.price_per_hour(inst.type, _price_overrides())
@@ -369,7 +379,7 @@ def says(box: BoxState, inst: instance.Instance) -> str:
 # ---------------------------------------------------------------- teardown (provision/teardown.py)
 
 
-def delete_group(asg, group: str, poll_s: float = 5.0, timeout_s: float = 900.0) -> None:
+def delete_scaling_group(asg, group: str, poll_s: float = 5.0, timeout_s: float = 900.0) -> None:
     """Delete the group with its instances (ForceDelete) and wait until AWS has no such group."""
     from botocore.exceptions import ClientError
 

@@ -120,7 +120,7 @@ def destroy(
             for r in by_kind[kind]:
                 report(f"deleting group {r.id} with its instances (waits until it is gone)")
                 try:
-                    recover.delete_group(autoscaling, r.id, poll_s)
+                    recover.delete_scaling_group(autoscaling, r.id, poll_s)
                     deleted.append(r)
                 except (ClientError, BotoCoreError, CloudError) as e:
                     failed.append(f"delete group {r.id} ({_why(e) if not isinstance(e, CloudError) else e.what})")

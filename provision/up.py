@@ -305,9 +305,9 @@ def up(
         insts = _live_nodes(ec2, opts)
         # A live instance trusts only its own key: never replace that one.
         key_name, key_file = keys.ensure_key_pair(ec2, opts.name, insts[0].id if insts else None)
-        template_id = None
+        made: dict = {}
         if opts.recover:
-            inst, template_id = recover.up_group(
+            inst, made = recover.up_group(
                 cloud,
                 opts,
                 group_types,
@@ -346,7 +346,7 @@ def up(
         nodes=[Node(i.node, i.id, i.public_ip or "", 22, i.private_ip, i.public_ip) for i in insts[1:]],
     )
     if opts.recover:
-        recover.record(box, opts, first, template_id)
+        recover.record(box, opts, first, made)
     if cloud.sandbox:
         # A new container box (each node of it) boots the image's layers; a new process box's disk is copied from it.
         attach_sandbox_box(box, ec2, opts.sandbox_box, say, image_id=baked.id if launched and baked else None)

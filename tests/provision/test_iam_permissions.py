@@ -15,7 +15,13 @@ from common.aws import _FIXES, IAM_HINT
 from testkit import REPO
 
 # Where IAM's action is not named like the API operation.
-IAM_ACTION = {"s3:ListObjectsV2": "s3:ListBucket", "s3:HeadObject": "s3:GetObject"}
+IAM_ACTION = {
+    "s3:ListObjectsV2": "s3:ListBucket",
+    "s3:HeadObject": "s3:GetObject",
+    "s3:HeadBucket": "s3:ListBucket",
+    "s3:DeleteObjects": "s3:DeleteObject",
+    "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+}
 # Called only against the sandbox's moto, never on AWS: the container box reads back the
 # user-data its instance was launched with (provision/container.py user_data_of).
 # The sandbox plays AWS's health check on a --recover box's group (provision/sandbox_group.py).
