@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from common import hostkeys
 from common.aws import error_code
 
 from .tags import TAG_NAME, TAG_NODE, name_filters, node_of, tag_value, tags
@@ -162,3 +163,14 @@ def stop(ec2, instance_id: str, wait_stopped: bool = True) -> Instance:
 
 def is_capacity_error(exc: Exception) -> bool:
     return error_code(exc) in ("InsufficientInstanceCapacity", "Unsupported", "InsufficientCapacity")
+
+
+def console_host_keys(ec2, instance_id: str) -> list[str]:
+    """The host keys cloud-init printed to the console, or [] (not there yet, or no access)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        output = ec2.get_console_output(InstanceId=instance_id, Latest=True).get("Output", "")
+    except (ClientError, BotoCoreError):  # best effort: first-use pinning follows
+        return []
+    return hostkeys.keys_from_console(output)

@@ -326,7 +326,7 @@ def follow(cloud: Cloud, box: BoxState) -> instance.Instance:
         if cloud.sandbox:
             from . import sandbox_group
 
-            if sandbox_group.health_check(cloud, box, g):
+            if sandbox_group.health_check(cloud, box, group_instance_id(g)):
                 g = describe_group(asg, group) or g
         iid = group_instance_id(g)
         if iid is None:
@@ -356,9 +356,7 @@ def _adopt(cloud: Cloud, box: BoxState, inst: instance.Instance) -> None:
 
         sandbox_group.replace_box(cloud, box, old)
     elif inst.public_ip:
-        from .up import console_host_keys
-
-        keys = console_host_keys(cloud.client("ec2"), inst.id)
+        keys = instance.console_host_keys(cloud.client("ec2"), inst.id)
         if keys:
             hostkeys.pin(inst.public_ip, box.ssh_port, keys)
     state.save(box)

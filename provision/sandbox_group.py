@@ -12,7 +12,7 @@ played here, in the sandbox only:
   Scaling API (TerminateInstanceInAutoScalingGroup, ShouldDecrementDesiredCapacity=False),
   and moto launches the replacement.
 - The instance itself: each instance the group launches gets a box of its own, as ``up``'s
-  instance does (provision/up.py attach_sandbox_box: the process box's sshd, or the
+  instance does (provision/sandbox_attach.py: the process box's sshd, or the
   container box whose cloud-init runs the instance's user-data), on a fresh disk, since a
   replacement is another instance (``replace_box``); the old instance's box goes with it.
 """
@@ -28,11 +28,8 @@ from common.state import BoxState
 from . import instance, sandbox
 
 
-def health_check(cloud: Cloud, box: BoxState, group: dict) -> bool:
-    """Play AWS's EC2 health check on the group's instance; True when it was replaced."""
-    from . import recover
-
-    iid = recover.group_instance_id(group)
+def health_check(cloud: Cloud, box: BoxState, iid: str | None) -> bool:
+    """Play AWS's EC2 health check on the group's instance iid; True when it was replaced."""
     if iid is None:
         return False
     inst = instance.get(cloud.client("ec2"), iid)
@@ -50,7 +47,7 @@ def replace_box(cloud: Cloud, box: BoxState, old_instance: str, say: Callable[[s
     """The group replaced ``old_instance`` by ``box.instance_id`` (the state already names it):
     the old instance's box is removed with its disk, and the new one boots as `up`'s does."""
     from . import sandbox_images
-    from .up import attach_sandbox_box
+    from .sandbox_attach import attach_sandbox_box
 
     kind = sandbox.kind_of(box.name)
     sandbox.remove_box(box.name)

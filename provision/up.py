@@ -10,10 +10,7 @@ kind, which must follow the same steps for the sandbox to prove the AWS path.
 
 from __future__ import annotations
 
-import dataclasses
-import getpass
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +23,19 @@ from common.errors import CloudError, RemoteError, UsageError, name_flag
 from common.state import BoxState, Node
 
 from . import ami as amis
-from . import images, instance, keys, network, placement, preflight, prices, recover, sandbox, sandbox_images
+from . import (
+    images,
+    instance,
+    keys,
+    network,
+    placement,
+    preflight,
+    prices,
+    recover,
+    sandbox,
+    sandbox_attach,
+    sandbox_images,
+)
 from .callerip import caller_cidr, check_cidr
 
 
@@ -213,17 +222,6 @@ def wait_for_ssh(host: str, port: int, timeout: float = 300.0) -> None:
     )
 
 
-def console_host_keys(ec2, instance_id: str) -> list[str]:
-    """The host keys cloud-init printed to the console, or [] (not there yet, or no access)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        output = ec2.get_console_output(InstanceId=instance_id, Latest=True).get("Output", "")
-    except (ClientError, BotoCoreError):  # best effort: first-use pinning follows
-        return []
-    return hostkeys.keys_from_console(output)
-
-
 def pin_host_key(ec2, instance_id: str, host: str, port: int = 22, scan=hostkeys.scan) -> tuple[str, list[str]]:
     """Pin the box's host keys; return how ("console", "console-replaced",
     "pinned" or "first-use") and the keys.
@@ -236,7 +234,7 @@ def pin_host_key(ec2, instance_id: str, host: str, port: int = 22, scan=hostkeys
     key presented now is pinned (trust on first use) and its fingerprint shown.
     """
     before = hostkeys.pinned(host, port)
-    lines = console_host_keys(ec2, instance_id)
+    lines = instance.console_host_keys(ec2, instance_id)
     if lines:
         hostkeys.pin(host, port, lines)
         return ("console-replaced" if before and not set(before) & set(lines) else "console"), lines
@@ -349,7 +347,9 @@ def up(
         recover.record(box, opts, first, made)
     if cloud.sandbox:
         # A new container box (each node of it) boots the image's layers; a new process box's disk is copied from it.
-        attach_sandbox_box(box, ec2, opts.sandbox_box, say, image_id=baked.id if launched and baked else None)
+        sandbox_attach.attach_sandbox_box(
+            box, ec2, opts.sandbox_box, say, image_id=baked.id if launched and baked else None
+        )
         if launched and baked is not None and sandbox.kind_of(box.name) == "process":
             if box.node_count > 1:
                 say(
@@ -472,95 +472,6 @@ def _carry_pin(name: str, box: BoxState) -> None:
         # Only the same instance's pin moves: another instance (a --recover group's replacement) has other keys.
         if old is not None and old.instance_id == node.instance_id and old.ssh_host and node.ssh_host:
             hostkeys.move((old.ssh_host, old.ssh_port), (node.ssh_host, 22))
-
-
-def attach_sandbox_box(
-    box: BoxState,
-    ec2=None,
-    kind: str | None = None,
-    say: Callable[[str], None] = lambda s: None,
-    image_id: str | None = None,
-) -> None:
-    """Point the state at the sandbox's box (booted now) instead of moto's fake IP;
-    for a box of several nodes, one sandbox box per node, all of one kind.
-    ``image_id``: the trainbox image a new box is launched from (a container box boots its layers)."""
-    d = sandbox.box_dir(box.name)
-    if (d / "kind").exists():
-        existing = sandbox.kind_of(box.name)
-        if kind and kind != existing:
-            say(f"box '{box.name}' is a {existing} box already: keeping it (`down` first for a {kind} box)")
-        kind, why = existing, "the box has it"
-    else:
-        kind, why = sandbox.choose_kind(kind)
-    say(f"sandbox box: {kind} ({why})" + (f", {box.node_count} nodes on 127.0.0.1" if box.node_count > 1 else ""))
-    for node in box.node_list():
-        if kind == "container":
-            booted = _attach_container(box, node, ec2, say, image_id)
-        else:
-            booted = _attach_process(box, node, ec2, say)
-        # The nodes share this machine's loopback: that is their network.
-        booted.private_ip = "127.0.0.1"
-        box.set_node(booted)
-
-
-def _attach_process(box: BoxState, node: Node, ec2, say: Callable[[str], None]) -> Node:
-    """Start the node's sshd as this user; its disk a folder of its own."""
-    from pathlib import Path
-
-    d = sandbox.box_dir(box.name, node.index)
-    d.mkdir(parents=True, exist_ok=True)
-    if node.index == 0:
-        (d / "kind").write_text("process\n")
-    server = sandbox.start_box(box.name, Path(box.key_path), node.index)
-    box.ssh_user = getpass.getuser()
-    # The sandbox box is this machine: its trainbox environment is this Python.
-    box.python = sys.executable
-    host, port = server.address
-    hostkeys.pin(host, port, [server.host_key])
-    return dataclasses.replace(
-        node, ssh_host=host, ssh_port=port, workdir=str(sandbox.box_workdir(box.name, node.index))
-    )
-
-
-def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None], image_id: str | None = None) -> Node:
-    """Boot the node's container box: its first boot runs the instance's user-data as EC2's does;
-    a new box launched from a trainbox image boots that image's layers under its own."""
-    from pathlib import Path
-
-    from . import container, rootfs, sshd
-
-    d = sandbox.box_dir(box.name, node.index)
-    rootfs.ensure(say)  # the root file system, built once per machine
-    if not container.created(d):
-        layers = None
-        if image_id:
-            layers, why = sandbox_images.sandbox_layers(image_id)
-            if node.index == 0:
-                say(why)
-        container.create(
-            d,
-            node.instance_id,
-            sshd.public_key_line(Path(box.key_path)),
-            container.user_data_of(ec2, node.instance_id),
-            lower_layers=layers,
-        )
-        if node.index == 0:
-            (d / "kind").write_text("container\n")
-    t0 = time.monotonic()
-    server = sandbox.start_box(box.name, Path(box.key_path), node.index)
-    label = f"node {node.index}'s " if box.node_count > 1 else ""
-    say(
-        f"{label}container box booted: SSH on 127.0.0.1:{server.port} after {time.monotonic() - t0:.1f}s "
-        f"(login {container.LOGIN_USER}, user-data run by cloud-init; console: {container.console_log(d)})"
-    )
-    box.ssh_user = container.LOGIN_USER
-    box.workdir = DEFAULT_WORKDIR  # relative to the login user's home, as on AWS
-    box.python = None  # trainbox's own env, built by the boot-time bootstrap, as on AWS
-    host, port = server.address
-    # Read from the box's own disk, where cloud-init wrote them: pinned, not trusted on first use.
-    hostkeys.pin(host, port, list(server.host_keys))
-    say("host keys pinned from the box's disk: " + ", ".join(hostkeys.fingerprint(k) for k in server.host_keys))
-    return dataclasses.replace(node, ssh_host=host, ssh_port=port, workdir=None)
 
 
 def _price_overrides() -> dict:
