@@ -3,7 +3,9 @@
 Sent as ``python -c <this file> [--gpus]`` (remote/doctor.py), never imported
 on the laptop. Prints one line, ``probe=JSON``: the Python version, the
 installed TensorFlow, Keras and JAX versions (None: missing) and, with --gpus,
-the GPUs the backend sees (TensorFlow; JAX with --jax), or why it does not import.
+the GPUs the backend sees (TensorFlow; JAX with --jax), or why it does not import;
+with --dists A,B: which of these distributions (a project's requirements) are
+not installed.
 """
 
 import importlib.metadata as m
@@ -48,5 +50,12 @@ def probe(gpus: bool, jax: bool = False) -> dict:
     return out
 
 
+def missing(names: list[str]) -> list[str]:
+    return [n for n in names if version(n) is None]
+
+
 if __name__ == "__main__":
-    print("probe=" + json.dumps(probe("--gpus" in sys.argv, "--jax" in sys.argv)))
+    found = probe("--gpus" in sys.argv, "--jax" in sys.argv)
+    if "--dists" in sys.argv[:-1]:
+        found["missing"] = missing([n for n in sys.argv[sys.argv.index("--dists") + 1].split(",") if n])
+    print("probe=" + json.dumps(found))

@@ -141,11 +141,7 @@ def cmd_run(args, extra: list[str]) -> int:
     code = Path(args.code).expanduser().resolve()
     if not code.is_dir():
         raise UsageError(f"--code {args.code}: no such directory")
-    requirements = Path(args.requirements).expanduser().resolve() if args.requirements else None
-    if requirements is None and (code / "requirements.txt").is_file():
-        requirements = code / "requirements.txt"
-    if requirements is not None and not requirements.is_file():
-        raise UsageError(f"--requirements {args.requirements}: no such file")
+    requirements = _requirements(args, code)
     out = Path(args.out)
     if out.is_absolute() or ".." in out.parts or not out.parts:
         raise UsageError(
@@ -161,6 +157,16 @@ def cmd_run(args, extra: list[str]) -> int:
         backend=args.backend or "tensorflow",
     )
     return _start(args, spec)
+
+
+def _requirements(args, code: Path) -> Path | None:
+    """The project's requirements file: --requirements, else its requirements.txt if it has one."""
+    requirements = Path(args.requirements).expanduser().resolve() if args.requirements else None
+    if requirements is None and (code / "requirements.txt").is_file():
+        requirements = code / "requirements.txt"
+    if requirements is not None and not requirements.is_file():
+        raise UsageError(f"--requirements {args.requirements}: no such file")
+    return requirements
 
 
 def cmd_train(args, extra: list[str]) -> int:
@@ -801,7 +807,16 @@ def cmd_setup(args, extra) -> int:
 
     target = _target(args)
     opts = _setup_options(args)
+    code = Path(args.code).expanduser().resolve() if args.code else None
+    requirements = _requirements(args, code) if code else None
+    if code and not code.is_dir():
+        raise UsageError(f"--code {args.code}: no such directory")
     with _on_box(args, target) as conn:
+        if code and requirements:  # the project's own environment, as `remote run` builds it
+            on_box = orchestrate.requirements_alone(conn, target.workdir, code, requirements)
+            opts = orchestrate.project_options(opts, code, requirements, on_box)
+        elif code:
+            say(f"{code} has no requirements: it runs in trainbox's environment")
         python = setup.run_bootstrap(conn, target.workdir, opts, say, force=args.force)
     print(f"ready: {python} on {target.label}")
     return 0
@@ -811,14 +826,29 @@ def cmd_doctor(args, extra) -> int:
     from . import doctor
 
     target = _target(args)
+    opts, project = _setup_options(args), None
+    code = Path(args.code).expanduser().resolve()
+    requirements = _requirements(args, code) if code.is_dir() or args.requirements else None
+    if requirements is not None and not target.python:  # the project's own environment (as `remote run` builds it)
+        opts = orchestrate.project_options(opts, code, requirements)
+        project = (str(code), str(requirements))
     with _on_box(args, target) as conn:
-        rep = doctor.diagnose(conn, target.workdir, _setup_options(args), python=target.python)
+        rep = doctor.diagnose(conn, target.workdir, opts, python=target.python, project=project)
     print(doctor.format_report(target.label, rep))
-    if rep.problems:
+    if not rep.problems:
+        return 0
+    if project is None:
         raise RemoteError(
             f"the box's environment has problems: {'; '.join(rep.problems)}", f"run `{PROG} setup{_name_flags(args)}`"
         )
-    return 0
+    flags = f" --code {shlex.quote(str(code))}" + (
+        f" --requirements {shlex.quote(str(requirements))}" if args.requirements else ""
+    )
+    raise RemoteError(
+        f"the project's environment on the box has problems: {'; '.join(rep.problems)}",
+        f"`{PROG} setup{flags}{_name_flags(args)}{' --force' if rep.ready else ''}` builds it anew"
+        + ("" if rep.ready else f" (as the project's next `{PROG} run` would)"),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,13 +212,35 @@ def build_parser(cli) -> Parser:
     )
     _setup_flags(c)
     c.add_argument("--force", action="store_true", help="rebuild even if the environment is ready")
+    c.add_argument(
+        "--code",
+        metavar="DIR",
+        help="build this project's own environment instead (trainbox's pins + its requirements, as `remote run` does)",
+    )
+    c.add_argument(
+        "--requirements",
+        metavar="FILE",
+        help="with --code: the project's requirements (default: its requirements.txt)",
+    )
     c = command(
         "doctor",
         cli.cmd_doctor,
-        "Report the box's environment: ready or why not, versions against the laptop's pins, GPUs, driver, CUDA, disk.",
+        "Report the box's environment (a project's own when it has requirements: --code): ready or why not "
+        "(stale requirements too), versions against the laptop's pins, GPUs, driver, CUDA, disk.",
     )
     _setup_flags(c)
     c.add_argument("--python", help="report on this interpreter on the box instead of trainbox's environment")
+    c.add_argument(
+        "--code",
+        default=".",
+        help="the project whose environment to check, as `remote run --code` (default: the current directory): "
+        "with requirements, its own environment on the box is checked instead of trainbox's",
+    )
+    c.add_argument(
+        "--requirements",
+        metavar="FILE",
+        help="the project's requirements, as `remote run --requirements` (default: its requirements.txt, if any)",
+    )
     c = command(
         "runs",
         cli.cmd_runs,

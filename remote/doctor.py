@@ -4,6 +4,12 @@ One SSH command gathers everything (the marker, a running setup, disk,
 nvidia-smi, and the interpreter's versions and the GPUs TensorFlow sees:
 box/probe.py);
 ``diagnose`` parses it into a Report, ``format_report`` prints it.
+
+A project with requirements (``remote doctor --code DIR``, or run from the
+project's folder, as ``remote run`` decides it) runs in an environment of its
+own (``env-KEY``): that one is checked instead of trainbox's, against the
+digest of the laptop's requirements file (a changed file: stale), and each
+requirement must be installed in it.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import box
 from box.layout import BoxLayout
@@ -37,10 +44,16 @@ class Report:
     cuda: str | None = None
     disk_free_mb: int | None = None
     mismatches: list[str] = field(default_factory=list)
+    # A project's environment: the project and its requirements file, and the requirements not installed in it.
+    project: str | None = None
+    requirements: list[str] | None = None
+    missing: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
         out = [] if self.ready else [f"environment not ready ({self.why_not})"]
+        if self.missing:
+            out.append(f"{', '.join(self.missing)} {'is' if len(self.missing) == 1 else 'are'} not installed in it")
         out += self.mismatches
         if self.tf_error:
             out.append(f"TensorFlow does not import ({self.tf_error})")
@@ -57,7 +70,30 @@ class Report:
         return "JAX" if self.backend == "jax" else "TensorFlow"
 
 
-def probe_command(workdir: str, python: str, opts: setup.SetupOptions) -> str:
+def requirement_names(path) -> list[str]:
+    """The distribution names a requirements file asks for (and the files its -r lines name);
+    options, editables and bare URLs aside."""
+    import re
+    from pathlib import Path
+
+    names, seen, todo = [], set(), [Path(path)]
+    while todo:
+        f = todo.pop(0).resolve()
+        if f in seen or not f.is_file():
+            continue
+        seen.add(f)
+        for line in f.read_text(errors="replace").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            parts = line.split()
+            if len(parts) > 1 and parts[0] in ("-r", "--requirement"):
+                todo.append(f.parent / parts[1])
+            m = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
+            if m and not line.startswith("-") and "://" not in line.split("@")[0]:
+                names.append(m.group(0))
+    return list(dict.fromkeys(names))
+
+
+def probe_command(workdir: str, python: str, opts: setup.SetupOptions, dists: list[str] | None = None) -> str:
     layout = BoxLayout(workdir, opts.env_name)
     w = shlex.quote(workdir)
     m = shlex.quote(layout.ready_marker)
@@ -67,6 +103,7 @@ def probe_command(workdir: str, python: str, opts: setup.SetupOptions) -> str:
         [
             "cd ~",
             f'echo "marker=$(head -n 1 {m} 2>/dev/null)"',
+            f"echo \"reqs=$(sed -n 's/^requirements //p' {m} 2>/dev/null)\"",
             # An unfinished build of this spec (another backend's or project's environments are theirs).
             f"{{ test -e {shlex.quote(layout.env_link)} || ls -A {shlex.quote(layout.envs)} 2>/dev/null | grep -q {shlex.quote('^' + opts.spec_id() + '[.]')}; }} && echo env_exists=1",
             f"test -e {lock} && ! flock -n {lock} true && echo setup_running=1",
@@ -75,7 +112,9 @@ def probe_command(workdir: str, python: str, opts: setup.SetupOptions) -> str:
             "echo nvidia_gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU '); "
             "echo driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1); "
             "echo cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\\([0-9.]*\\).*/\\1/p' | head -n 1); fi",
-            f"if command -v {py} >/dev/null 2>&1; then {py} -c {shlex.quote(box.source('probe'))} --gpus{' --jax' if opts.backend == 'jax' else ''} 2>/dev/null; fi",
+            f"if command -v {py} >/dev/null 2>&1; then {py} -c {shlex.quote(box.source('probe'))}"
+            f" --gpus{' --jax' if opts.backend == 'jax' else ''}"
+            f"{' --dists ' + shlex.quote(','.join(dists)) if dists else ''} 2>/dev/null; fi",
             "true",
         ]
     )
@@ -90,28 +129,46 @@ def _parse(text: str) -> dict:
     return out
 
 
-def diagnose(conn, workdir: str, opts: setup.SetupOptions, python: str | None = None) -> Report:
-    """What the box's environment looks like; python overrides trainbox's env (``--python``)."""
+def diagnose(
+    conn,
+    workdir: str,
+    opts: setup.SetupOptions,
+    python: str | None = None,
+    project: tuple[str, str] | None = None,
+) -> Report:
+    """What the box's environment looks like; python overrides trainbox's env (``--python``).
+
+    project: (the project's folder, its requirements file) on the laptop: ``opts``
+    are its environment's (env_name, requirements_digest), checked with its requirements."""
     from .connection import run
 
     managed = python is None
     layout = BoxLayout(workdir, opts.env_name)
     path = python or layout.env_python
-    facts = _parse(run(conn, probe_command(workdir, path, opts), "probing the box"))
+    names = requirement_names(project[1]) if project and managed else None
+    facts = _parse(run(conn, probe_command(workdir, path, opts, names), "probing the box"))
     probe = json.loads(facts["probe"]) if facts.get("probe") else {}
     rep = Report(python_path=path, managed=managed, ready=False, backend=opts.backend)
+    if names is not None and project is not None:
+        rep.project, rep.requirements = f"{project[0]} (requirements: {project[1]})", names
+    builds = "the project's next `remote run` rebuilds it" if rep.project else "`remote setup` rebuilds it"
     if managed:
         want = f"spec {opts.spec_id()}"
         if facts.get("marker") == want:
             rep.ready = True
+            rep.missing = list(probe.get("missing") or [])
         elif facts.get("setup_running"):
-            rep.why_not = f"a setup is running now; its log: ~/{layout.setup_log}"
+            rep.why_not = f"a setup is running now; its log: {setup.box_path(layout.setup_log)}"
+        elif facts.get("marker") and rep.project and facts.get("reqs") not in ("", None, opts.requirements_digest):
+            rep.why_not = f"{Path(project[1]).name if project else 'requirements'} changed since its environment was built; {builds}"
         elif facts.get("marker"):
-            rep.why_not = "built for other pins or options; `remote setup` rebuilds it"
+            rep.why_not = f"built for other pins or options; {builds}"
         elif facts.get("env_exists"):
-            rep.why_not = "an install was interrupted; `remote setup` repairs it"
+            rep.why_not = f"an install was interrupted; {builds.replace('rebuilds', 'repairs')}"
+        elif rep.project:
+            rep.why_not = f"not built yet (its own environment, {setup.box_path(layout.env_link)}); {builds.replace('next', 'first').replace('rebuilds', 'builds')}"
         else:
-            rep.why_not = f"no environment at ~/{layout.env_link}; run `remote setup`"
+            rep.why_not = f"no environment at {setup.box_path(layout.env_link)}; run `remote setup`"
     else:
         rep.ready = bool(probe.get("tensorflow") and probe.get("keras") and (probe.get("jax") or opts.backend != "jax"))
         lacks = "TensorFlow, Keras or JAX" if opts.backend == "jax" else "TensorFlow or Keras"
@@ -153,9 +210,18 @@ def format_report(label: str, rep: Report) -> str:
     )
     disk = f"{rep.disk_free_mb / 1024:.1f} GB" if rep.disk_free_mb is not None else "unknown"
     env = ("ready" if rep.ready else f"NOT READY: {rep.why_not}") + ("" if rep.managed else " (--python given)")
+    if rep.requirements is not None:
+        installed = [n for n in rep.requirements if n not in rep.missing]
+        reqs = (
+            f"MISSING: {', '.join(rep.missing)}"
+            if rep.missing
+            else (f"{', '.join(installed)} installed" if installed else "none named")
+        )
     rows = [
         ("box", label),
+        *([("project", rep.project)] if rep.project else []),
         ("environment", env),
+        *([("requirements", reqs if rep.ready else "-")] if rep.requirements is not None else []),
         ("backend", f"{rep.backend} (KERAS_BACKEND; `--backend` picks the environment)"),
         ("python", f"{rep.python or '-'} ({rep.python_path})"),
         ("tensorflow", version(rep.tensorflow, setup.TF_VERSION)),

@@ -201,13 +201,43 @@ def run_interpreter(
     key = None
     if spec.requirements:
         key = spec.key
-        opts = dataclasses.replace(
-            opts,
-            env_name=env_name(key, spec.backend),
-            project_requirements=requirements_on_box,
-            requirements_digest=setup.requirements_digest(spec.requirements),
-        )
+        opts = project_options(opts, spec.code, spec.requirements, requirements_on_box)
     return setup.ensure(conn, layout.workdir, opts, say), layout.with_env(key, spec.backend).env_link
+
+
+def project_options(opts, code: Path, requirements: Path, on_box: str | None = None):
+    """The SetupOptions of a project's own environment (its requirements beside trainbox's pins): its
+    link's name and the digest of its requirements; on_box: the requirements file as the box sees it."""
+    from . import setup
+
+    return dataclasses.replace(
+        opts,
+        env_name=env_name(path_key(code), opts.backend),
+        project_requirements=on_box,
+        requirements_digest=setup.requirements_digest(requirements),
+    )
+
+
+def requirements_alone(conn, workdir: str, code: Path, requirements: Path) -> str:
+    """The requirements file written beside the box's projects (``remote setup --code``: no project
+    is pushed), as the box sees it; one that includes others (-r, -c) needs its project: refused."""
+    from .connection import write_file
+
+    text = requirements.read_bytes()
+    for line in text.decode(errors="replace").splitlines():
+        parts = line.split("#", 1)[0].split()
+        if (
+            parts
+            and parts[0] in ("-r", "-c", "--requirement", "--constraint")
+            or any(p.startswith(("--requirement=", "--constraint=")) for p in parts)
+        ):
+            raise UsageError(
+                f"{requirements} includes other files ({line.strip()}): `remote setup --code` sends it alone",
+                f"`remote run --code {shlex.quote(str(code))} -- COMMAND` pushes the project with them and builds its environment",
+            )
+    on_box = BoxLayout(workdir).requirements(path_key(code))
+    write_file(conn, on_box, text)
+    return on_box
 
 
 def _requirements_on_box(conn, spec: RunSpec, layout: BoxLayout, project_dir: str, scan: dict) -> str | None:

@@ -220,6 +220,7 @@ def render_bootstrap(workdir: str, opts: SetupOptions) -> str:
         "bootstrap.sh.j2",
         layout=BoxLayout(workdir, opts.env_name),
         project_requirements=opts.project_requirements or "",
+        requirements_digest=opts.requirements_digest or "",
         uvfetch_source=box.source("uvfetch"),
         spec_id=opts.spec_id(),
         python=opts.python,
