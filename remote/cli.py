@@ -57,7 +57,10 @@ def _wake(args, target: Target) -> Target:
     from common import state
     from provision import lifecycle
 
-    cloud = lifecycle.cloud_of(state.load(target.box))
+    box = state.load(target.box)
+    if box is None:
+        raise state.no_box(target.box)
+    cloud = lifecycle.cloud_of(box)
     now = lifecycle.status(cloud, target.box).state
     if now == "running":
         return target
@@ -93,7 +96,7 @@ def _current(target: Target) -> Target:
             return target
         if now != "running":
             raise RemoteError(f"box '{box.name}' is {now}", "it resumes its runs when it is back")
-        box = state.load(target.box) or box
+        box = state.load(box.name) or box
     return dataclasses.replace(target, host=box.ssh_host, port=box.ssh_port)
 
 
@@ -514,9 +517,9 @@ def _run_nodes(args, rec: records.RunRecord) -> list[Target]:
     one is pinned), else as the run recorded them (--host nodes)."""
     if rec.box is not None:
         nodes = box_nodes(rec.box, args.identity)
-        if len(nodes) == len(rec.nodes):
+        if len(nodes) == len(rec.nodes or []):
             return nodes
-    return [records.node_target(n) for n in rec.nodes]
+    return [records.node_target(n) for n in rec.nodes or []]
 
 
 def _run_of(args) -> tuple[records.RunRecord, Target, str]:
@@ -627,7 +630,7 @@ def cmd_tb(args, extra) -> int:
                 n = tb.stop(conn, layout)
                 print(f"stopped {n} TensorBoard server(s) on {target.label}")
                 return 0
-            runs = [(i, f"{layout.run(i)}/{recs[i].out if recs[i] else RUN_OUT}") for i in dict.fromkeys(args.runs)]
+            runs = [(i, f"{layout.run(i)}/{r.out if (r := recs[i]) else RUN_OUT}") for i in dict.fromkeys(args.runs)]
             port = tb.start(conn, layout, runs, python=target.python)
             listener = listener or tb.local_listener(port, False, say)
             what = f"runs {', '.join(args.runs)}" if args.runs else "every run"
