@@ -44,6 +44,14 @@ PEERS: dict[str, tuple[str, ...]] = {
 PEERS_HELP = "the --instance-type and its nearest GPU peers, e.g. g4dn.xlarge: " + ", ".join(PEERS["g4dn.xlarge"])
 
 
+# Said by every `up --recover` until the run resumes on a replacement (issue 25's rest).
+INCOMPLETE = (
+    "warning: --recover is not finished: the group replaces a lost instance, but a run does not yet resume "
+    "on the replacement, and the idle and --max-hours guards stop only the instance (the group launches "
+    "another): `python -m provision down` is what ends the billing"
+)
+
+
 def instance_types_arg(text: str) -> list[str]:
     """--instance-types A,B,...: EC2 type names, each once."""
     import argparse

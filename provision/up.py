@@ -305,6 +305,7 @@ def up(
         key_name, key_file = keys.ensure_key_pair(ec2, opts.name, insts[0].id if insts else None)
         made: dict = {}
         if opts.recover:
+            say(recover.INCOMPLETE)
             inst, made = recover.up_group(
                 cloud,
                 opts,
