@@ -193,8 +193,12 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None], keep_prefix: bo
             left_keys = _keys(s3, bucket, prefix(name)) or []
     else:
         say(f"kept s3://{bucket}/{prefix(name)} (--keep-checkpoints)")
-    left = [d for d in deleted if d == f"role {role}" and not _role_gone(iam, role)]
-    left += [d for d in deleted if d == f"instance-profile {role}" and not _profile_gone(iam, role)]
+    left = [d for d in deleted if d == f"role {role}" and not _gone(lambda: iam.get_role(RoleName=role))]
+    left += [
+        d
+        for d in deleted
+        if d == f"instance-profile {role}" and not _gone(lambda: iam.get_instance_profile(InstanceProfileName=role))
+    ]
     left += [f"s3://{bucket}/{k}" for k in left_keys[:3]]
     if left:
         raise CloudError(
@@ -228,23 +232,12 @@ def _delete_prefix(s3, bucket: str, under: str) -> int | None:
     return len(keys)
 
 
-def _role_gone(iam, role: str) -> bool:
+def _gone(get: Callable[[], object]) -> bool:
+    """True when IAM answers get() with "no such entity"; any other error is raised."""
     from botocore.exceptions import ClientError
 
     try:
-        iam.get_role(RoleName=role)
-    except ClientError as e:
-        if _missing(e):
-            return True
-        raise
-    return False
-
-
-def _profile_gone(iam, role: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        iam.get_instance_profile(InstanceProfileName=role)
+        get()
     except ClientError as e:
         if _missing(e):
             return True
