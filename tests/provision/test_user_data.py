@@ -9,6 +9,7 @@ import pwd
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jinja2
 import pytest
@@ -85,7 +86,9 @@ def guard(tmp_path):
         return called.read_text() if called.exists() else ""
 
     run.runs = runs
-    run.env = {}
+    # By default a box booted 10 minutes ago on a host up 30 hours: the guard's verdict
+    # never depends on how long the machine running the tests has been up.
+    run.env = {"TRAINBOX_GUARD_PROC": str(fake_proc(tmp_path / "default-proc", 30 * 3600, 30 * 3600 - 600))}
     return run
 
 
@@ -119,6 +122,8 @@ def fake_proc(d, host_uptime_s: int, pid1_started_s: int):
     (d / "uptime").write_text(f"{host_uptime_s}.42 1234.00\n")
     fields = ["S", "0", "1", "1", "0", "-1", "4194560", *["0"] * 12, str(pid1_started_s * ticks), "1000"]
     (d / "1" / "stat").write_text("1 (systemd init) " + " ".join(fields) + "\n")
+    (d / "sys" / "kernel" / "random").mkdir(parents=True)
+    (d / "sys" / "kernel" / "random" / "boot_id").write_text(Path("/proc/sys/kernel/random/boot_id").read_text())
     return d
 
 
