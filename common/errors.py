@@ -48,7 +48,7 @@ class TrainboxError(Exception):
     """Something the user can act on: what went wrong, and what to do next.
 
     ``after``: a last line for stderr, printed after the error's own (whose
-    exit code this is, during a run: remote/cli.py sets it)."""
+    exit code this is, during a run: cli/remote_follow.py sets it)."""
 
     exit_code = EX_UNAVAILABLE
     after: str | None = None

@@ -1,5 +1,5 @@
 import sys
 
-from provision.cli import main
+from cli.provision_main import main
 
 sys.exit(main())

@@ -1,5 +1,5 @@
 import sys
 
-from remote.cli import main
+from cli.remote_main import main
 
 sys.exit(main())

@@ -6,7 +6,7 @@ One machinery for every run. A ``RunSpec`` says what to run: ``remote run``
 builds one from your project and command, ``remote train`` the built-in one
 (remote/builtin.py: the model package and its flags). Nothing here knows what
 the command is. Library code: progress goes to the ``say`` it is given, errors
-are raised, the CLI (remote/cli.py) prints and exits. Over 300 lines: the
+are raised, the CLI (cli/remote_*.py) prints and exits. Over 300 lines: the
 whole life of a run (push, environment, data, start, resume, follow, collect)
 is one story, told here in order.
 """

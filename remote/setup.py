@@ -67,7 +67,7 @@ REQUIREMENTS_FAILED = 17  # the bootstrap's: the install failed and trainbox's p
 class RequirementsFailed(UsageError):
     """The project's requirements do not install on the box (trainbox's own pins do):
     the user's input, so exit 64 (EX_USAGE), not a cloud or SSH error. ``box_log``:
-    the setup log's path on the box (remote/cli.py brings it home and names it)."""
+    the setup log's path on the box (cli/remote_run.py brings it home and names it)."""
 
     def __init__(self, what: str, box_log: str, fix: str | None = None, secrets: tuple[str | None, ...] = ()):
         super().__init__(what, fix)

@@ -5,14 +5,18 @@
   laptop's (boto3, botocore, fabric, paramiko, common, provision, remote);
 - box/ imports only the standard library (the box's python3 runs it before
   any environment exists);
-- provision and remote library modules do not import each other (their CLIs
-  compose them);
-- the laptop (box, common, provision, remote) never imports TensorFlow, Keras
+- provision and remote never import each other, anywhere: cli/ composes them
+  (both command lines live there);
+- no package imports cli/ but two launchers, provision/__main__.py and
+  remote/__main__.py (`python -m provision`, `python -m remote`);
+- the laptop (box, cli, common, provision, remote) never imports TensorFlow, Keras
   or JAX (the CLI must start fast, and the laptop install has none), nor
   model/, except its contract modules (CONTRACT: the run folder's file names
   and its report page), which with model/__init__ import only the standard
   library and each other;
-- common imports neither half.
+- common imports neither half;
+- no module of a laptop package imports one that imports it back, and no
+  module of cli/ is over about 350 lines.
 """
 
 from __future__ import annotations
@@ -25,7 +29,23 @@ REPO = Path(__file__).resolve().parents[1]
 ML = {"tensorflow", "keras", "jax", "tf_keras"}
 # model/'s modules the laptop may import: pure readers of what a run writes.
 CONTRACT = {"model.run_files", "model.report_page"}
-LAPTOP_LIBS = {"boto3", "botocore", "fabric", "paramiko", "invoke", "common", "provision", "remote", "box", "templates"}
+LAPTOP_LIBS = {
+    "boto3",
+    "botocore",
+    "fabric",
+    "paramiko",
+    "invoke",
+    "cli",
+    "common",
+    "provision",
+    "remote",
+    "box",
+    "templates",
+}
+# Every package of the tree (a new one is checked without being named here).
+PACKAGES = sorted(d.name for d in REPO.iterdir() if (d / "__init__.py").is_file() and d.name != "tests")
+# The only modules outside cli/ that import it: `python -m provision`'s and `python -m remote`'s.
+LAUNCHERS = {"provision/__main__.py", "remote/__main__.py"}
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -56,8 +76,8 @@ def violations(package: str, allowed) -> list[str]:
     return bad
 
 
-def is_cli(f: Path) -> bool:
-    return f.name in ("cli.py", "__main__.py")
+def is_launcher(f: Path) -> bool:
+    return f.relative_to(REPO).as_posix() in LAUNCHERS
 
 
 def test_model_imports_only_model_and_its_libraries():
@@ -68,17 +88,29 @@ def test_box_imports_only_the_standard_library():
     assert violations("box", lambda f, m: m == "box" or m in sys.stdlib_module_names) == []
 
 
-def test_provision_and_remote_libraries_do_not_import_each_other():
-    assert violations("provision", lambda f, m: m != "remote" or is_cli(f)) == []
-    assert violations("remote", lambda f, m: m != "provision" or is_cli(f)) == []
+def test_provision_and_remote_never_import_each_other():
+    why = "provision and remote never import each other (cli/ composes them): "
+    bad = violations("provision", lambda f, m: m != "remote") + violations("remote", lambda f, m: m != "provision")
+    assert bad == [], why + "; ".join(bad)
+
+
+def test_only_the_two_launchers_import_the_composing_package():
+    assert "cli" in PACKAGES and {"provision", "remote", "common", "model"} <= set(PACKAGES)
+    bad = [v for p in PACKAGES if p != "cli" for v in violations(p, lambda f, m: m != "cli" or is_launcher(f))]
+    assert bad == [], "only provision/__main__.py and remote/__main__.py may import cli/: " + "; ".join(bad)
+
+
+def test_the_launchers_import_the_composing_package():
+    for launcher in sorted(LAUNCHERS):
+        assert "cli" in {m for _, m in imports(REPO / launcher)}, launcher
 
 
 def test_common_imports_neither_half():
-    assert violations("common", lambda f, m: m not in ("provision", "remote", "model")) == []
+    assert violations("common", lambda f, m: m not in ("provision", "remote", "model", "cli")) == []
 
 
 def test_the_laptop_never_imports_tensorflow_keras_or_jax():
-    for package in ("box", "common", "provision", "remote", "templates"):
+    for package in ("box", "cli", "common", "provision", "remote", "templates"):
         assert violations(package, lambda f, m: m not in ML) == [], package
 
 
@@ -94,7 +126,7 @@ def laptop_model_imports(path: Path, root: Path = REPO) -> list[str]:
 def test_the_laptop_imports_of_model_only_its_contract_modules():
     bad = [
         v
-        for package in ("box", "common", "provision", "remote", "templates")
+        for package in ("box", "cli", "common", "provision", "remote", "templates")
         for f in sorted((REPO / package).glob("*.py"))
         for v in laptop_model_imports(f)
     ]
@@ -176,7 +208,16 @@ def test_the_cycle_finder_sees_a_two_module_cycle(tmp_path):
 
 
 def test_no_module_of_a_laptop_package_imports_one_that_imports_it_back():
-    found = {(p, c) for p in ("common", "provision", "remote", "box") for c in import_cycles(p)}
+    found = {(p, c) for p in ("cli", "common", "provision", "remote", "box") for c in import_cycles(p)}
     assert found - KNOWN_CYCLES == set(), "import cycles between modules: " + "; ".join(
         f"{p}: {' -> '.join((*c, c[0]))}" for p, c in sorted(found - KNOWN_CYCLES)
     )
+
+
+# The command lines are split by command group; past this a module is two groups (issue 24).
+CLI_MODULE_LINES = 350
+
+
+def test_no_module_of_the_command_lines_is_over_about_350_lines():
+    long = {f.name: n for f in (REPO / "cli").glob("*.py") if (n := len(f.read_text().splitlines())) > CLI_MODULE_LINES}
+    assert long == {}, f"cli/ modules over {CLI_MODULE_LINES} lines: {long}; split them by command group"

@@ -61,7 +61,7 @@ def test_a_failing_credentialed_index_is_named_without_its_credentials(box_user)
 
 
 def test_user_data_never_carries_index_credentials(monkeypatch):
-    from provision.cli import first_boot_bootstrap
+    from cli.box_life import first_boot_bootstrap
     from provision.up import UpOptions, user_data
 
     monkeypatch.setenv("TRAINBOX_INDEX_URL", "https://bob:hunter2@mirror.example/simple/$(reboot)")

@@ -86,7 +86,7 @@ def test_clean_up_refuses_while_a_run_runs_and_removes_nothing(box_user, index):
 
 def test_user_data_on_a_ready_disk_installs_nothing(box_user, index, tmp_path, monkeypatch):
     """What an instance booted from an image runs: the user-data's bootstrap, as the login user."""
-    from provision.cli import first_boot_bootstrap
+    from cli.box_life import first_boot_bootstrap
     from provision.up import UpOptions, user_data
 
     ready_box(box_user, index)

@@ -10,12 +10,12 @@ import json
 import pytest
 from pvkit import CIDR, aws, client_error, ec2, live, moto_ami, moto_module, name  # noqa: F401
 
+from cli.provision_main import main
 from common import state
 from common.aws import _FIXES, aws_errors
 from common.cliutil import Parser, run_cli
 from common.errors import EX_INTERRUPTED, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE, CloudError, UsageError
 from provision import ami
-from provision.cli import main
 
 
 def one_line(err: str) -> str:

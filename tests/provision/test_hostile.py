@@ -15,11 +15,11 @@ import time
 import pytest
 from pvkit import CIDR, aws, ec2, launch, moto_ami, moto_module, name  # noqa: F401
 
+from cli.provision_main import main
 from common import hostkeys, paths, state
 from common.errors import UsageError
 from common.state import BoxState
 from provision import lifecycle, procs, sandbox
-from provision.cli import main
 
 
 def one_line(err: str) -> str:
@@ -157,7 +157,7 @@ def test_a_bad_name_is_refused_before_anything_is_touched(capsys, moto_endpoint,
 
 
 def test_a_bad_name_is_refused_by_remote_too(capsys):
-    from remote.cli import main as remote_main
+    from cli.remote_main import main as remote_main
 
     with pytest.raises(SystemExit) as e:
         remote_main(["status", "--name", "x;id"])
@@ -168,7 +168,7 @@ def test_a_bad_name_is_refused_by_remote_too(capsys):
 def test_aliases_quote_the_name():
     import shlex
 
-    from provision.cli import name_flag
+    from common.errors import name_flag
 
     assert shlex.split(name_flag("gpu-2")) == ["--name", "gpu-2"]
 

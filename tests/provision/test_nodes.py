@@ -9,9 +9,10 @@ import pytest
 from botocore.stub import Stubber
 from pvkit import CIDR, aws, ec2, launch, live, moto_ami, moto_module, name, opts  # noqa: F401
 
+from cli import box_verbs, provision_main
 from common import cluster, paths, state
 from common.errors import CloudError, UsageError
-from provision import cli, lifecycle, prices
+from provision import lifecycle, prices
 from provision.inventory import tagged_resources
 from provision.tags import TAG_MANAGED, TAG_NAME, TAG_NODE, tag_value
 
@@ -101,7 +102,7 @@ def test_state_price_stop_start_and_cost_cover_every_node(ec2, aws, launch, name
     # The cost so far counts both nodes' uptime: more than node 0's alone.
     assert s.cost_so_far > prices.cost(one, s.uptime_s)
 
-    assert cli.main(["state", "--name", name]) == 0
+    assert provision_main.main(["state", "--name", name]) == 0
     out = capsys.readouterr().out
     assert f"${2 * one:.3f}/h" in out and "nodes        2" in out
     assert f"node 1       {box.node(1).instance_id} running" in out
@@ -112,7 +113,7 @@ def test_state_price_stop_start_and_cost_cover_every_node(ec2, aws, launch, name
     # One node started by hand: the box is "mixed", and `ssh` says which node is not running.
     ec2.start_instances(InstanceIds=[box.instance_id])
     assert lifecycle.status(aws, name).state == "mixed"
-    assert cli.main(["ssh", "--name", name]) == UsageError.exit_code
+    assert provision_main.main(["ssh", "--name", name]) == UsageError.exit_code
     assert "node 1 stopped" in capsys.readouterr().err
     lifecycle.start(aws, name)
     assert [n.state for n in lifecycle.status(aws, name).nodes] == ["running", "running"]
@@ -121,9 +122,9 @@ def test_state_price_stop_start_and_cost_cover_every_node(ec2, aws, launch, name
 
 def test_ssh_node_1_reaches_node_1_and_a_missing_node_is_refused(aws, launch, name, capsys, monkeypatch):
     box, _ = launch(nodes=2)
-    monkeypatch.setattr(cli, "_ssh_binary", lambda: "/usr/bin/ssh")
-    args = cli.build_parser().parse_args(["ssh", "--name", name, "--node", "1", "--", "nvidia-smi"])
-    argv = cli.ssh_command(args)
+    monkeypatch.setattr(box_verbs, "_ssh_binary", lambda: "/usr/bin/ssh")
+    args = provision_main.build_parser().parse_args(["ssh", "--name", name, "--node", "1", "--", "nvidia-smi"])
+    argv = box_verbs.ssh_command(args)
     one = box.node(1)
     assert one.ssh_host != box.ssh_host
     assert argv[-2:] == [f"{box.ssh_user}@{one.ssh_host}", "nvidia-smi"]
@@ -131,10 +132,10 @@ def test_ssh_node_1_reaches_node_1_and_a_missing_node_is_refused(aws, launch, na
     assert f"UserKnownHostsFile={paths.known_hosts()}" in argv
     assert box.ssh_host not in " ".join(argv)
     # Node 0 is the default: the box's own address.
-    default = cli.ssh_command(cli.build_parser().parse_args(["ssh", "--name", name]))
+    default = box_verbs.ssh_command(provision_main.build_parser().parse_args(["ssh", "--name", name]))
     assert default[-1] == f"{box.ssh_user}@{box.ssh_host}"
 
-    assert cli.main(["ssh", "--name", name, "--node", "2"]) == UsageError.exit_code
+    assert provision_main.main(["ssh", "--name", name, "--node", "2"]) == UsageError.exit_code
     err = capsys.readouterr().err
     assert "has 2 node(s): no node 2" in err and "--node 0..1" in err and len(err.strip().splitlines()) == 1
     lifecycle.destroy(aws, name, lambda s: None)

@@ -151,7 +151,7 @@ def test_a_box_made_without_recover_is_not_turned_into_a_group(asg, launch, name
 
 
 def test_state_ip_and_ls_follow_the_instance_the_group_has_now(aws, ec2, asg, launch, name, capsys):
-    from provision.cli import main
+    from cli.provision_main import main
 
     box, _ = launch(spot=True, recover=True)
     ec2.terminate_instances(InstanceIds=[box.instance_id])  # moto's group replaces it at once (AWS: minutes)
@@ -198,7 +198,7 @@ def test_down_deletes_the_group_template_subnets_and_the_rest(aws, ec2, asg, lau
 
 
 def test_the_cli_flags_reach_the_group(ec2, asg, moto_ami, name, capsys):
-    from provision.cli import main
+    from cli.provision_main import main
 
     argv = ["up", "--name", name, "--spot", "--recover", "--instance-types", "g6.xlarge,g5.xlarge"]
     assert main([*argv, "--ami", moto_ami, "--ssh-cidr", "203.0.113.7/32", "--no-wait"]) == 0
@@ -211,8 +211,8 @@ def test_the_cli_flags_reach_the_group(ec2, asg, moto_ami, name, capsys):
 
 
 def test_a_malformed_instance_types_list_is_bad_usage(capsys):
+    from cli.provision_main import main
     from common.errors import UsageError
-    from provision.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["up", "--spot", "--recover", "--instance-types", "g5.xlarge,;rm"])

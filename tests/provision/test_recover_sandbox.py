@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from pvkit import SSH, run_ssh  # noqa: F401
 
+from cli.provision_main import main
 from common import hostkeys, state
 from common.aws import Cloud
 from provision import lifecycle, recover, sandbox
-from provision.cli import main
 from provision.up import UpOptions, up
 from testkit import refused, tagged
 

@@ -10,11 +10,11 @@ import sys
 import pytest
 from pvkit import SSH, run_ssh, sandbox_box  # noqa: F401
 
+from cli.provision_main import main
 from common import hostkeys, paths
 from common.aws import Cloud
 from common.state import BoxState
 from provision import lifecycle, sandbox, sshcmd
-from provision.cli import main
 from provision.up import pin_host_key
 from testkit import refused
 

@@ -8,8 +8,8 @@ import pytest
 from botocore.stub import Stubber
 from pvkit import CIDR, aws, ec2, moto_ami, moto_module, name  # noqa: F401
 
+from cli.provision_main import main
 from provision import spot
-from provision.cli import main
 
 
 def _request(state, code):

@@ -80,8 +80,8 @@ def test_a_run_without_history_names_the_pull(tmp_path):
 
 
 def test_the_cli_prints_the_table_and_the_png_path(tmp_path, monkeypatch, capsys):
+    from cli.remote_main import main
     from remote import records
-    from remote.cli import main
 
     monkeypatch.chdir(tmp_path)
     for run_id, hist in (

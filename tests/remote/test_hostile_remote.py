@@ -151,7 +151,7 @@ def _record(run_id="20250101-000000-abcd", box="default", **kw) -> records.RunRe
 
 
 def test_a_corrupt_run_record_is_skipped_with_a_warning_naming_it(caplog, capsys):
-    from remote.cli import main
+    from cli.remote_main import main
 
     records.save_record(_record())
     bad = paths.home() / "runs" / "20250101-000001-dead.json"
@@ -168,7 +168,7 @@ def test_a_corrupt_run_record_is_skipped_with_a_warning_naming_it(caplog, capsys
 
 @pytest.mark.parametrize("run", ["../../state/default", "a/b", "", ".hidden"])
 def test_a_run_id_that_is_not_one_is_refused(capsys, run):
-    from remote.cli import main
+    from cli.remote_main import main
 
     with pytest.raises(SystemExit) as e:
         main(["pull", run])
@@ -223,7 +223,7 @@ def test_clean_strips_terminal_controls_but_newline_and_tab():
 
 
 def test_remote_logs_and_a_followed_log_reach_the_terminal_clean(cli, on_box, box):
-    from remote.cli import main  # noqa: F401 (the CLI runs in a subprocess)
+    from cli.remote_main import main  # noqa: F401 (the CLI runs in a subprocess)
 
     run_dir = Path(box.workdir) / "runs" / "20250101-000000-abcd"
     run_dir.mkdir(parents=True)
@@ -276,11 +276,10 @@ def test_data_rm_of_an_empty_key_is_a_usage_error(cli, on_box):
 
 
 def test_train_drops_the_literal_double_dash_before_model_args():
-    from remote import cli
+    from cli.remote_args import build_parser
     from remote.builtin import train_args
-    from remote.cliargs import build_parser
 
-    args, extra = build_parser(cli).parse_known_args(["train", "--epochs", "1", "--", "--label-smoothing", "0.1"])
+    args, extra = build_parser().parse_known_args(["train", "--epochs", "1", "--", "--label-smoothing", "0.1"])
     assert train_args(args, extra) == ["--epochs", "1", "--label-smoothing", "0.1"]
 
 
@@ -315,8 +314,8 @@ SWEEP = [
 
 @pytest.mark.parametrize("argv,env", SWEEP, ids=[" ".join(a[1:]) + (f" {e}" if e else "") for a, e in SWEEP])
 def test_sweep_bad_input_is_one_line_exit_2(capsys, monkeypatch, tmp_path, argv, env):
-    from provision.cli import main as provision_main
-    from remote.cli import main as remote_main
+    from cli.provision_main import main as provision_main
+    from cli.remote_main import main as remote_main
 
     monkeypatch.chdir(tmp_path)
     for k, v in env.items():

@@ -202,7 +202,8 @@ def test_history_csv_of_a_resumed_run_keeps_each_epochs_last_row(tmp_path):
 
 
 def test_a_table_of_runs_monitoring_different_metrics_names_each_cells_metric(tmp_path, capsys):
-    from remote import cli, records
+    from cli.remote_main import main as remote_main
+    from remote import records
     from remote.target import Target
 
     target = Target("127.0.0.1", 2222, "u", None, "/srv/trainbox", box="gpu")
@@ -215,15 +216,16 @@ def test_a_table_of_runs_monitoring_different_metrics_names_each_cells_metric(tm
     (own / "logs" / "history.csv").write_text("epoch,loss,val_loss\n0,1.0,0.6\n1,0.5,0.65\n")
     records.new_record(own.name, target, own, kind="run", command=["python", "fit.py"], code=str(tmp_path))
 
-    assert cli.main(["runs"]) == 0
+    assert remote_main(["runs"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[4] == "best" and "val_" not in lines[0]
     assert "val_accuracy=0.8000@2" in lines[1].split() and "val_loss=0.6000@1" in lines[2].split()
-    assert cli.main(["compare", built_in.name, own.name, "--out", str(tmp_path / "c.png")]) == 0
+    assert remote_main(["compare", built_in.name, own.name, "--out", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out
     assert "val_accuracy=0.8000 (ep 2)" in out and "val_loss=0.6000 (ep 1)" in out
     assert (
-        cli.main(["compare", built_in.name, own.name, "--monitor", "val_loss", "--out", str(tmp_path / "c.png")]) == 0
+        remote_main(["compare", built_in.name, own.name, "--monitor", "val_loss", "--out", str(tmp_path / "c.png")])
+        == 0
     )
     out = capsys.readouterr().out
     assert "best val_loss" in out.splitlines()[0] and "0.7000 (ep 2)" in out and "0.6000 (ep 1)" in out

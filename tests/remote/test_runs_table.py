@@ -9,8 +9,9 @@ import os
 import time
 from pathlib import Path
 
+from cli.remote_main import main as remote_main
 from common.errors import UsageError
-from remote import cli, records
+from remote import records
 from remote.target import Target
 from testkit import one_line_error, run_cli
 
@@ -52,7 +53,7 @@ def pulled_run(
 
 
 def runs_json(capsys, *flags: str) -> dict[str, dict]:
-    assert cli.main(["runs", "--json", *flags]) == 0
+    assert remote_main(["runs", "--json", *flags]) == 0
     return {r["run"]: r for r in json.loads(capsys.readouterr().out)}
 
 
@@ -125,7 +126,7 @@ def test_runs_json_has_every_field_each_state_and_the_cost(tmp_path, capsys):
     assert priced["20260101-000002-bbbb"]["cost"] == 1.8 * 60 / 3600
     assert priced["20260101-000001-aaaa"]["cost"] == 1.8 * 720 / 3600 * 2
 
-    assert cli.main(["runs"]) == 0
+    assert remote_main(["runs"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:6] == ["run", "box", "net", "epochs", "best", "val_accuracy"]
     row = next(l for l in lines if "20260101-000001-aaaa" in l).split()
@@ -158,7 +159,7 @@ def test_report_writes_the_pulled_runs_page_again_with_its_duration_and_cost(tmp
     local = Path(rec.local_dir)
     Image.new("RGB", (40, 30), "red").save(local / run_files.CURVES)
     (local / run_files.REPORT_PAGE).write_text("stale")
-    assert cli.main(["report", rec.run_id, "--price", "3.6"]) == 0
+    assert remote_main(["report", rec.run_id, "--price", "3.6"]) == 0
     assert capsys.readouterr().out.strip() == str(local / run_files.REPORT_PAGE)
     page = (local / run_files.REPORT_PAGE).read_text()
     assert page == report_page.render(str(local), 720.0, 0.72, title=f"run {rec.run_id}")

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from box.layout import BoxLayout
+from cli.remote_main import main as remote_main
 from common.errors import UsageError
 from provision import procs
-from remote import cli, records
+from remote import records
 from remote.target import Target
 from testkit import listening, one_line_error, processes_mentioning, start_cli, tb_runs, wait_for, write_tb_events
 
@@ -108,6 +109,6 @@ def test_local_without_tensorboard_names_the_extra(tmp_path, monkeypatch, capsys
     records.new_record("20260101-000000-aaaa", Target("127.0.0.1", 2222, "u", None, "w", box="default"), tmp_path)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
-    assert cli.main(["tb", "--local"]) == UsageError.exit_code
+    assert remote_main(["tb", "--local"]) == UsageError.exit_code
     err = capsys.readouterr().err
     assert "lacks" in err and "pip install 'trainbox[view]'" in err and len(err.strip().splitlines()) == 1

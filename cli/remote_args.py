@@ -1,4 +1,4 @@
-"""`remote`'s command line: every command, flag and help text (the handlers are in remote/cli.py)."""
+"""`remote`'s command line: every command, flag and help text (the handlers are in remote_run, remote_watch, remote_setup)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 
 from common.checks import name_arg, run_id_arg
 from common.cliutil import EXIT_CODES_EPILOG, Parser, positive_float, positive_int
+from remote.orchestrate import PROJECT_LIMIT_BYTES, human
 
-from .orchestrate import PROJECT_LIMIT_BYTES, human
+from . import remote_run, remote_setup, remote_watch
 
 BACKENDS = ("tensorflow", "jax")  # remote/setup.py's BACKENDS (not imported: --help stays light)
 
@@ -51,8 +52,8 @@ def _monitor_flag(c) -> None:
     )
 
 
-def build_parser(cli) -> Parser:
-    """The parser; each command calls its handler in ``cli`` (remote/cli.py)."""
+def build_parser() -> Parser:
+    """The parser; each command calls its handler (remote_run, remote_watch, remote_setup)."""
     p = Parser(
         prog=PROG,
         description="Train on the box from this laptop; bring every result home.",
@@ -129,7 +130,7 @@ def build_parser(cli) -> Parser:
     )
     c = command(
         "run",
-        cli.cmd_run,
+        remote_run.cmd_run,
         "Push your project, make its environment ready (trainbox's TensorFlow/Keras + its requirements), "
         "run COMMAND detached in it on the box, stream the log, pull $TRAINBOX_OUT into runs/RUN-ID/, exit as COMMAND did (its own code, passed through).",
     )
@@ -158,7 +159,7 @@ def build_parser(cli) -> Parser:
 
     c = command(
         "train",
-        cli.cmd_train,
+        remote_run.cmd_train,
         "The built-in `run`: push the model package and the data, train detached on the box, stream the log, pull the results into runs/RUN-ID/.",
     )
     c.add_argument("--epochs", type=positive_int, help="epochs to train (required, unless --resume)")
@@ -191,12 +192,12 @@ def build_parser(cli) -> Parser:
     for name, func, help in (
         (
             "logs",
-            cli.cmd_logs,
+            remote_watch.cmd_logs,
             "Print a run's log (default: the latest run); --follow streams it until the run ends, then pulls.",
         ),
-        ("status", cli.cmd_status, "Say whether a run is running, succeeded or failed."),
-        ("stop", cli.cmd_stop, "Stop a running job on the box."),
-        ("pull", cli.cmd_pull, "Bring a run's results home into runs/RUN-ID/."),
+        ("status", remote_watch.cmd_status, "Say whether a run is running, succeeded or failed."),
+        ("stop", remote_watch.cmd_stop, "Stop a running job on the box."),
+        ("pull", remote_watch.cmd_pull, "Bring a run's results home into runs/RUN-ID/."),
     ):
         c = command(name, func, help)
         c.add_argument("run", nargs="?", type=run_id_arg, help="the run id (default: the latest)")
@@ -207,7 +208,7 @@ def build_parser(cli) -> Parser:
             c.add_argument("--pull-every", type=positive_float, default=60.0, help=argparse.SUPPRESS)
     c = command(
         "setup",
-        cli.cmd_setup,
+        remote_setup.cmd_setup,
         "Install trainbox's own Python environment on the box (pinned TensorFlow, Keras, ...); a no-op when it is ready.",
     )
     _setup_flags(c)
@@ -224,7 +225,7 @@ def build_parser(cli) -> Parser:
     )
     c = command(
         "doctor",
-        cli.cmd_doctor,
+        remote_setup.cmd_doctor,
         "Report the box's environment (a project's own when it has requirements: --code): ready or why not "
         "(stale requirements too), versions against the laptop's pins, GPUs, driver, CUDA, disk.",
     )
@@ -243,7 +244,7 @@ def build_parser(cli) -> Parser:
     )
     c = command(
         "runs",
-        cli.cmd_runs,
+        remote_watch.cmd_runs,
         "List the runs started from this laptop: box, net/backend, epochs done/asked, the best value of the "
         "monitored metric and its epoch, duration, cost, state, and whether their results are home (from what the "
         "pulls brought: history.json, Keras's history.csv or TensorBoard event files; it asks no box).",
@@ -258,7 +259,7 @@ def build_parser(cli) -> Parser:
     )
     c = command(
         "compare",
-        cli.cmd_compare,
+        remote_watch.cmd_compare,
         "Compare pulled runs: their loss and accuracy curves in one PNG (printed, not opened), "
         "their best and final metrics, and the arguments that differ.",
     )
@@ -271,7 +272,7 @@ def build_parser(cli) -> Parser:
 
     c = command(
         "tb",
-        cli.cmd_tb,
+        remote_watch.cmd_tb,
         "TensorBoard for the box's runs, live: started on the box once (127.0.0.1 there) and kept running, "
         "reached through an SSH tunnel at a local http://127.0.0.1:PORT/ printed here; runs until Ctrl-C.",
     )
@@ -295,7 +296,7 @@ def build_parser(cli) -> Parser:
 
     c = command(
         "report",
-        cli.cmd_report,
+        remote_watch.cmd_report,
         "Write a pulled run's report.html again (runs/RUN-ID/report.html: curves, confusion matrix, "
         "grids, metrics, arguments, duration and cost), here, from what the pull brought; prints its path.",
     )
@@ -315,7 +316,7 @@ def build_parser(cli) -> Parser:
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=Parser)
     c = command(
         "fetch",
-        cli.cmd_data_fetch,
+        remote_setup.cmd_data_fetch,
         "Have the box download SRC into its cache (a re-run downloads only what changed).",
         dsub,
     )
@@ -323,9 +324,12 @@ def build_parser(cli) -> Parser:
         "src", metavar="SRC", help="http(s)://.../set.tar.gz[#sha256=HEX] (or .zip/.tar/.tgz), or s3://bucket/prefix"
     )
     c.add_argument("--quiet", action="store_true", help="no progress lines")
-    c = command("ls", cli.cmd_data_ls, "List the datasets cached on the box, with their sizes.", dsub)
+    c = command("ls", remote_setup.cmd_data_ls, "List the datasets cached on the box, with their sizes.", dsub)
     c = command(
-        "rm", cli.cmd_data_rm, "Remove a dataset from the box's cache (KEY as `remote data ls` shows it).", dsub
+        "rm",
+        remote_setup.cmd_data_rm,
+        "Remove a dataset from the box's cache (KEY as `remote data ls` shows it).",
+        dsub,
     )
     c.add_argument("key", metavar="KEY")
     for c in dsub.choices.values():
