@@ -1,0 +1,220 @@
+"""Link cuts (docs/reliability.md): the box-side sshd session that serves
+trainbox's connection is killed (a child of an sshd this test started, by
+pid) at a moment the test observes (bytes sent, a file on the box, a line in
+the log), never after a sleep. What must hold: a pushed file is whole or
+absent on the box, a pull leaves no partial file at home, the failure is one
+line naming what happened and what to run, and running it again converges."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from linkkit import cut, session_serving, start_cli_box, start_sshd, stop_sshd, target
+
+from remote import results, sync
+from remote.connection import LinkDropped, connect
+from remote.tarstream import FLUSH
+from testkit import wait_for
+
+MB = 1 << 20
+
+
+@pytest.fixture
+def server(tmp_path, trainbox_home):
+    s = start_sshd(tmp_path / "sshd")
+    yield s
+    stop_sshd(s)
+
+
+def project(root: Path, big: int, big_size: int = MB, small: int = 40) -> Path:
+    """A mixed project: many small files and a few big ones (random: incompressible)."""
+    (root / "src").mkdir(parents=True)
+    for i in range(small):
+        (root / "src" / f"m{i:03}.py").write_text(f"X = {i}\n" * 50)
+    for i in range(big):
+        (root / f"blob{i:02}.bin").write_bytes(os.urandom(big_size))
+    return root
+
+
+def whole_or_absent(src: Path, dest: Path) -> tuple[int, int]:
+    """Assert every file of src is on the box whole or not at all; (bytes whole, bytes absent)."""
+    whole = absent = 0
+    for p in sorted(x for x in src.rglob("*") if x.is_file()):
+        there = dest / p.relative_to(src)
+        if not there.exists():
+            absent += p.stat().st_size
+            continue
+        assert there.read_bytes() == p.read_bytes(), f"{there} is on the box but not whole"
+        whole += p.stat().st_size
+    leftovers = [p.name for p in dest.rglob("*") if p.is_file() and not (src / p.relative_to(dest)).exists()]
+    assert set(leftovers) <= {sync.MARKER, sync.PENDING, sync.DELETE_LIST, sync.TOUCH_LIST}, leftovers
+    return whole, absent
+
+
+class CutAt:
+    """A push's progress bar that, once ``at`` of the bytes are sent, waits
+    (bounded) until the box holds them whole, then cuts the link: the push
+    goes on writing into a dead connection."""
+
+    def __init__(self, server, src: Path, dest: Path, at: float):
+        self.server, self.src, self.dest, self.at = server, src, dest, at
+        self.total = self.sent = 0
+        self.cut = False
+
+    def __call__(self, total: int):
+        self.total = total
+        return self
+
+    def update(self, n: int) -> None:
+        self.sent += n
+        if not self.cut and self.sent >= self.at * self.total:
+            self.cut = True
+            # What this side still buffers (tarstream.FLUSH) has not left yet.
+            wait_for("the box to hold what was sent", lambda: self._on_box() >= self.sent - 2 * FLUSH, 30)
+            cut(self.server, "tar -x")
+
+    def _on_box(self) -> int:
+        n = 0
+        for p in self.dest.rglob("*"):
+            mine = self.src / p.relative_to(self.dest)
+            if p.is_file() and mine.is_file() and p.stat().st_size == mine.stat().st_size:
+                n += p.stat().st_size
+        return n
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_push_cut_midway_leaves_each_file_whole_or_absent_and_the_next_push_completes(server, tmp_path):
+    src = project(tmp_path / "proj", big=8)  # 8 MB: paramiko's own channel carries it
+    dest = tmp_path / "box" / "code"
+    conn = connect(target(server, tmp_path / "box"), timeout=10)
+    bar = CutAt(server, src, dest, at=0.5)
+    with pytest.raises(LinkDropped) as e:
+        sync.push(conn, src, str(dest), bar)
+    assert bar.cut
+    assert "the link to the box dropped while pushing to" in str(e.value)
+    assert "run the same command again" in str(e.value)
+    assert not (dest / sync.MARKER).exists(), "a cut push never looks complete"
+    whole, absent = whole_or_absent(src, dest)
+    assert whole and absent, (whole, absent)
+
+    conn = connect(target(server, tmp_path / "box"), timeout=10)
+    try:
+        plan = sync.push(conn, src, str(dest))
+        assert plan.send and (dest / sync.MARKER).exists()
+        assert whole_or_absent(src, dest)[1] == 0
+        assert sync.push(conn, src, str(dest)).noop
+    finally:
+        conn.close()
+
+
+def test_a_push_cut_at_60_percent_sends_only_the_remainder_when_run_again(server, tmp_path):
+    """Issue 26 item 3: file-level resume. 24 MB goes through the OpenSSH
+    client (sync.OPENSSH_FROM): its session is the one cut; paramiko's stays."""
+    src = project(tmp_path / "proj", big=24)
+    dest = tmp_path / "box" / "data"
+    conn = connect(target(server, tmp_path / "box"), timeout=10)
+    try:
+        with pytest.raises(LinkDropped):
+            sync.push(conn, src, str(dest), CutAt(server, src, dest, at=0.6))
+        whole, remainder = whole_or_absent(src, dest)
+        total = whole + remainder
+        assert 0 < remainder <= 0.5 * total, (whole, remainder)
+        plan = sync.push(conn, src, str(dest))
+        assert (dest / sync.MARKER).exists() and whole_or_absent(src, dest)[1] == 0
+        print(f"resumed push: {plan.sent_bytes} bytes sent for a remainder of {remainder} of {total}")
+        assert plan.sent_bytes <= 1.05 * remainder, (plan.sent_bytes, remainder)
+    finally:
+        conn.close()
+
+
+def test_a_pull_cut_midway_leaves_no_partial_file_and_the_next_pull_completes(server, tmp_path):
+    run_dir = tmp_path / "box" / "runs" / "r1"
+    (run_dir / "out" / "checkpoints").mkdir(parents=True)
+    (run_dir / "out" / "checkpoints" / "last.keras").write_bytes(os.urandom(48 * MB))
+    (run_dir / "out" / "history.json").write_text("{}")
+    (run_dir / "log").write_text("epoch 1\n")
+    (run_dir / "exit_code").write_text("0\n")
+    local = tmp_path / "runs" / "r1"
+    conn = connect(target(server, tmp_path / "box"), timeout=10)
+    # The moment: the big checkpoint's temp file appears at home (the pull is inside it).
+    import threading
+
+    cutter = threading.Thread(
+        target=lambda: (
+            wait_for("the pull to be writing the checkpoint", lambda: list(local.rglob(".last.keras.part")), 60),
+            cut(server, "tar -c"),
+        )
+    )
+    cutter.start()
+    try:
+        with pytest.raises(LinkDropped) as e:
+            results.pull(conn, str(run_dir), local)
+    finally:
+        cutter.join()
+    assert "pull" in str(e.value) and "again" in str(e.value)
+    assert not [p for p in local.rglob("*") if p.name.endswith(".part")], "a cut pull leaves no partial file"
+    assert (
+        not (local / "checkpoints" / "last.keras").exists()
+        or (local / "checkpoints" / "last.keras").read_bytes()
+        == (run_dir / "out" / "checkpoints" / "last.keras").read_bytes()
+    )
+
+    conn = connect(target(server, tmp_path / "box"), timeout=10)
+    try:
+        results.pull(conn, str(run_dir), local)
+    finally:
+        conn.close()
+    assert (local / "checkpoints" / "last.keras").read_bytes() == (run_dir / "out/checkpoints/last.keras").read_bytes()
+    assert (local / "exit_code").read_text() == "0\n"
+
+
+WAITER = """import os, sys, time
+open(os.environ["TRAINBOX_OUT"] + "/done.txt", "w").write("yes")
+print("waiting for " + sys.argv[1], flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+print("done", flush=True)
+"""
+
+
+def test_a_followed_run_reattaches_after_the_link_is_cut_and_brings_its_results_home(server, tmp_path):
+    code = tmp_path / "proj"
+    code.mkdir()
+    (code / "wait.py").write_text(WAITER)
+    go = tmp_path / "go"
+    workdir = tmp_path / "box"
+    out = tmp_path / "follow.out"
+    proc = start_cli_box(
+        server,
+        workdir,
+        ["run", "--code", str(code), "--python", sys.executable, "--runs-dir", str(tmp_path / "runs")],
+        ["--", "python", "wait.py", str(go)],
+        out,
+    )
+    try:
+        wait_for("the run's log to say it waits", lambda: "waiting for" in _log(workdir), 60)
+        first = cut(server, "tail -c")
+        wait_for("the follow to reattach", lambda: "reconnecting" in Path(f"{out}.err").read_text(), 30)
+        second = wait_for("a new session following the log", lambda: session_serving(server, "tail -c"), 30)
+        assert second != first
+        go.write_text("")
+        assert proc.wait(timeout=60) == 0, Path(f"{out}.err").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = Path(f"{out}.err").read_text()
+    assert "connection lost" in err and "the job keeps running" in err
+    (local,) = (tmp_path / "runs").iterdir()
+    assert (local / "done.txt").read_text() == "yes"
+    assert "done" in (local / "train.log").read_text()
+
+
+def _log(workdir: Path) -> str:
+    logs = list(workdir.glob("runs/*/log"))
+    return logs[0].read_text() if logs else ""
