@@ -218,3 +218,47 @@ def test_a_followed_run_reattaches_after_the_link_is_cut_and_brings_its_results_
 def _log(workdir: Path) -> str:
     logs = list(workdir.glob("runs/*/log"))
     return logs[0].read_text() if logs else ""
+
+
+def test_a_run_whose_data_push_is_cut_fails_in_one_line_and_starts_when_run_again(server, tmp_path):
+    """`remote run`'s start (orchestrate.start, the library under the CLI): the
+    link cut inside the data's push; the same start again finishes the data
+    (only what is missing) and starts the job."""
+    from remote import job, orchestrate
+
+    code = tmp_path / "proj"
+    code.mkdir()
+    (code / "wait.py").write_text(WAITER)
+    data = project(tmp_path / "data", big=6)
+    box = target(server, tmp_path / "box")
+    spec = orchestrate.RunSpec(code=code, command=("python", "wait.py", str(tmp_path / "go")), data=str(data))
+    dest = Path(box.workdir) / "data" / orchestrate.path_key(data)
+    said: list[str] = []
+    conn = connect(box, timeout=10)
+    cutter = CutAt(server, data, dest, at=0.5)
+    with pytest.raises(LinkDropped) as e:
+        orchestrate.start(
+            conn, box, spec, "r1", said.append, progress=lambda what: cutter if what == "push data" else None
+        )
+    assert cutter.cut
+    line = str(e.value)
+    assert (
+        "\n" not in line
+        and "the link to the box dropped while pushing to" in line
+        and "run the same command again" in line
+    )
+    whole, absent = whole_or_absent(data, dest)
+    assert absent, "the cut came before the end"
+    assert not (tmp_path / "box" / "runs" / "r1" / "pid").exists(), "no job was started"
+
+    conn = connect(box, timeout=10)
+    try:
+        orchestrate.start(conn, box, spec, "r1", said.append)
+        assert whole_or_absent(data, dest)[1] == 0
+        wait_for("the job to start", lambda: "waiting for" in _log(tmp_path / "box"), 30)
+        (tmp_path / "go").write_text("")
+        wait_for("the job to end", lambda: job.job_state(conn, str(tmp_path / "box/runs/r1")).exit_code == 0, 30)
+    finally:
+        conn.close()
+    pushed = [s for s in said if s.startswith("data: sent")]
+    assert pushed and f"of {len(list(data.rglob('*.*')))} files" in pushed[-1], said
