@@ -31,6 +31,15 @@ class OwnSshd:
         return f"{getpass.getuser()}@127.0.0.1:{self.port}"
 
 
+def of_fixture(server, key: Path) -> OwnSshd:
+    """A session-wide sshd a fixture started (provision.sshd's SshServer, its pid recorded), as an OwnSshd."""
+    from provision import procs
+
+    started = procs.start_time(server.pid)
+    assert started, "the fixture's sshd is not running"
+    return OwnSshd(server.dir, server.port, server.pid, started, key, server.host_key)
+
+
 def start_sshd(d: Path) -> OwnSshd:
     from common import hostkeys, paths
     from provision import procs, sshd
@@ -89,8 +98,13 @@ def cut(server: OwnSshd, needle: str, timeout: float = 30) -> int:
     session = wait_for(f"an sshd session running {needle!r}", lambda: session_serving(server, needle), timeout)
     assert procs.recorded_alive(server.pid, server.started), "the test's sshd is gone"
     assert _ppid(session) == server.pid and session > 1, "not a session of the test's sshd"
-    os.kill(session, signal.SIGKILL)
-    wait_for("the killed session to be gone", lambda: not procs.alive(session) or _ppid(session) != server.pid, 10)
+    # A login other than root has two: the privileged monitor (the listener's
+    # child) and, below it, the user's own sshd process that holds the socket.
+    user_side = [p for p in procs.descendants(session) if _ppid(p) == session and _cmdline(p).startswith("sshd:")]
+    for pid in (session, *user_side):
+        os.kill(pid, signal.SIGKILL)
+    for pid in (session, *user_side):
+        wait_for("the killed session to be gone", lambda pid=pid: not procs.alive(pid), 10)
     return session
 
 
