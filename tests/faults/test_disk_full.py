@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from linkkit import start_sshd, stop_sshd, target
@@ -16,6 +18,9 @@ from test_link_cuts import MB, project, whole_or_absent
 from common.errors import RemoteError
 from remote import sync
 from remote.connection import LinkDropped, connect
+from testkit import synth_image_set, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -65,3 +70,56 @@ def test_a_push_that_fills_the_disk_says_so_in_one_line_and_keeps_no_half_file(s
         assert plan.send_bytes <= absent, "what arrived whole before is not sent again"
     finally:
         conn.close()
+
+
+LOADS = "import sys, keras; keras.saving.load_model(sys.argv[1]); print('loads')"
+
+
+@pytest.mark.slow
+def test_a_disk_filled_during_training_keeps_the_last_checkpoint_whole_and_the_run_resumes(tmp_path):
+    """The model package as the box runs it (`python -m model train`), its
+    run folder on a 64 MB tmpfs filled once the first checkpoint is written."""
+    if os.geteuid() != 0:
+        pytest.fail("mounting a small file system needs root (tests run as root)")
+    data = synth_image_set(tmp_path / "set", n=40, size=32)
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "trainbox-test-full", str(mnt)], check=True)
+    try:
+        out = mnt / "run"
+        argv = [sys.executable, "-m", "model", "train", "--data", str(data), "--out", str(out)]
+        argv += ["--epochs", "40", "--image-size", "32", "--batch-size", "8"]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+        with open(tmp_path / "first.log", "w") as log:
+            proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.PIPE, text=True)
+            try:
+                wait_for(
+                    "the first checkpoint", lambda: (out / "checkpoints" / "last.keras").exists() or proc.poll(), 300
+                )
+                fill = subprocess.run(
+                    ["dd", "if=/dev/zero", f"of={mnt / 'filler'}", "bs=64k"], capture_output=True, text=True
+                )
+                assert "No space left on device" in fill.stderr, fill.stderr
+                _, err = proc.communicate(timeout=300)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        assert proc.returncode == 1, err
+        (line,) = [l for l in err.splitlines() if l.startswith("error: ")]
+        assert "the disk is full" in line and "run the same command again" in line, line
+        assert "Traceback" not in err
+        ckpts = out / "checkpoints"
+        assert not [p.name for p in ckpts.iterdir() if ".tmp." in p.name], "no half-written checkpoint is left"
+        loads = subprocess.run(
+            [sys.executable, "-c", LOADS, str(ckpts / "last.keras")], env=env, capture_output=True, text=True
+        )
+        assert loads.stdout.strip() == "loads", loads.stderr[-500:]
+
+        (mnt / "filler").unlink()  # space freed: the same command resumes and finishes
+        again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-800:]
+        assert "resuming from" in again.stdout
+        assert (out / "model.keras").exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
