@@ -7,6 +7,8 @@ line naming what happened and what to run, and running it again converges."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from linkkit import cut, session_serving, start_cli_box, start_sshd, stop_sshd, 
 from remote import results, sync
 from remote.connection import LinkDropped, connect
 from remote.tarstream import FLUSH
-from testkit import wait_for
+from testkit import Result, one_line_error, run_cli, synth_image_set, wait_for
 
 MB = 1 << 20
 
@@ -262,3 +264,83 @@ def test_a_run_whose_data_push_is_cut_fails_in_one_line_and_starts_when_run_agai
         conn.close()
     pushed = [s for s in said if s.startswith("data: sent")]
     assert pushed and f"of {len(list(data.rglob('*.*')))} files" in pushed[-1], said
+
+
+@contextlib.contextmanager
+def gated_tar_gz(root: Path):
+    """root as set.tar.gz behind a file server on 127.0.0.1 that sends the
+    first half, sets ``half``, and holds the rest until ``go`` is set."""
+    import http.server
+    import io
+    import tarfile
+    import threading
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(root, arcname="set")
+    body = buf.getvalue()
+    half, go = threading.Event(), threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            gated = not half.is_set()
+            cut_at = len(body) // 2 if gated else len(body)
+            self.wfile.write(body[:cut_at])
+            self.wfile.flush()
+            if gated:
+                half.set()
+                go.wait(60)
+                self.wfile.write(body[cut_at:])
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/set.tar.gz", half, go
+    finally:
+        go.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_data_fetch_cut_midway_is_one_line_and_fetching_again_completes(server, tmp_path):
+    data = synth_image_set(tmp_path / "set", n=200, size=64)
+    workdir = tmp_path / "box"
+    flags = [
+        "--host",
+        server.spec,
+        "--identity",
+        str(server.key),
+        "--workdir",
+        str(workdir),
+        "--python",
+        sys.executable,
+    ]
+    with gated_tar_gz(data) as (url, half, go):
+        out = tmp_path / "fetch.out"
+        proc = start_cli_box(server, workdir, ["data", "fetch", url], ["--python", sys.executable], out)
+        try:
+            wait_for("the box to have half of the download", half.is_set, 60)
+            cut(server, "-u -c")
+            go.set()
+            assert proc.wait(timeout=60) == 69, Path(f"{out}.err").read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        line = one_line_error(Result(69, "", Path(f"{out}.err").read_text()))
+        assert "the link to the box dropped during the data's fetch on the box" in line, line
+        assert "run the same command again" in line, line
+
+        again = run_cli("remote", "data", "fetch", url, *flags)
+    assert again.code == 0, again.err
+    assert "fetched:" in again.out, again.out
+    (fetched,) = [p for p in (workdir / "data").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    digests = lambda root: sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.jpg"))  # noqa: E731
+    assert digests(fetched) == digests(data), "every image of the set is on the box, whole, once"
