@@ -23,7 +23,7 @@
    sends only what is missing: the listed files that arrived whole are
    checked by content (hashes on both sides) instead of being sent again.
 
-Why ~450 lines: the scan, the plan, the stream and the box-side shell of
+Why ~500 lines: the scan, the plan, the stream and the box-side shell of
 one protocol, kept together so each step's contract with the others reads on
 one page (the tar writer itself is tarstream.py).
 """

@@ -344,3 +344,14 @@ def test_a_data_fetch_cut_midway_is_one_line_and_fetching_again_completes(server
     (fetched,) = [p for p in (workdir / "data").iterdir() if p.is_dir() and not p.name.startswith(".")]
     digests = lambda root: sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.jpg"))  # noqa: E731
     assert digests(fetched) == digests(data), "every image of the set is on the box, whole, once"
+
+
+def test_the_box_listing_names_what_a_cut_push_was_writing_and_an_older_record_is_resent():
+    """parse_remote_scan: a PENDING record is "size<TAB>mtime<TAB>path" (checked by
+    content on the next push); an older trainbox's record, a path alone, makes
+    that file count as absent (resent), as before."""
+    text = "a\t5\t1\0b\t3\t1\0c\t2\t1\0/pending\t5\t1\ta\0/pending\tb\0/complete\0"
+    found, complete, pending = sync.parse_remote_scan(text)
+    assert complete and pending == {"a"}
+    assert found == {"a": sync.Entry(5, 1), "c": sync.Entry(2, 1)}
+    assert sync.parse_pending("12\t34\tdir/with\ttab") == ("dir/with\ttab", sync.Entry(12, 34))
