@@ -89,13 +89,22 @@ def session_serving(server: OwnSshd, needle: str) -> int | None:
     return None
 
 
-def cut(server: OwnSshd, needle: str, timeout: float = 30) -> int:
+def only_session(server: OwnSshd) -> int | None:
+    """The one session of server (a child of its listener), when there is exactly one."""
+    from provision import procs
+
+    sessions = [c for c in procs.descendants(server.pid) if _ppid(c) == server.pid]
+    return sessions[0] if len(sessions) == 1 else None
+
+
+def cut(server: OwnSshd, needle: str | None, timeout: float = 30) -> int:
     """Kill (SIGKILL) the session of server that serves the command holding
-    needle, once there is one; its pid. Only a child of the listener this
+    needle (None: its only session, idle or not), once there is one; its pid. Only a child of the listener this
     test started (pid and start time rechecked) is ever signalled."""
     from provision import procs
 
-    session = wait_for(f"an sshd session running {needle!r}", lambda: session_serving(server, needle), timeout)
+    find = (lambda: only_session(server)) if needle is None else (lambda: session_serving(server, needle))
+    session = wait_for(f"an sshd session running {needle or 'anything'!r}", find, timeout)
     assert procs.recorded_alive(server.pid, server.started), "the test's sshd is gone"
     assert _ppid(session) == server.pid and session > 1, "not a session of the test's sshd"
     # A login other than root has two: the privileged monitor (the listener's

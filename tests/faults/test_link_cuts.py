@@ -355,3 +355,32 @@ def test_the_box_listing_names_what_a_cut_push_was_writing_and_an_older_record_i
     assert complete and pending == {"a"}
     assert found == {"a": sync.Entry(5, 1), "c": sync.Entry(2, 1)}
     assert sync.parse_pending("12\t34\tdir/with\ttab") == ("dir/with\ttab", sync.Entry(12, 34))
+
+
+def test_a_link_cut_just_before_the_job_starts_is_one_line_and_starting_again_runs_it(server, tmp_path):
+    """orchestrate.start's ``ready`` (called once code, environment and data
+    are in place, just before the job starts) cuts the one connection: the
+    start fails in one line naming it, and no job was left running."""
+    from remote import job, orchestrate
+
+    code = tmp_path / "proj"
+    code.mkdir()
+    (code / "wait.py").write_text(WAITER)
+    box = target(server, tmp_path / "box")
+    spec = orchestrate.RunSpec(code=code, command=("python", "wait.py", str(tmp_path / "go")))
+    conn = connect(box, timeout=10)
+    with pytest.raises(LinkDropped) as e:
+        orchestrate.start(conn, box, spec, "r1", lambda s: None, ready=lambda: cut(server, None))
+    line = str(e.value)
+    assert "\n" not in line and "the link to the box dropped during the start of run r1" in line, line
+    assert "run the same `remote run` command again" in line, line
+    assert not (tmp_path / "box" / "runs" / "r1" / "pid").exists(), "no job was started"
+
+    conn = connect(box, timeout=10)
+    try:
+        orchestrate.start(conn, box, spec, "r2", lambda s: None)
+        wait_for("the job to start", lambda: "waiting for" in _log(tmp_path / "box"), 30)
+        (tmp_path / "go").write_text("")
+        wait_for("the job to end", lambda: job.job_state(conn, str(tmp_path / "box/runs/r2")).exit_code == 0, 30)
+    finally:
+        conn.close()
