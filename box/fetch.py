@@ -156,8 +156,10 @@ def download(url: str, dest: str, progress: Progress | None, resume: bool = True
             raise Failure(f"cannot reach {_where(url)} ({why})") from None
         with resp:
             partial = resp.status == 206
-            if not partial:
+            if not partial:  # the server ignored the Range: the whole body again, from byte 0
                 have = 0
+                if progress is not None:
+                    progress.done = 0
             length = resp.headers.get("Content-Length")
             expected = have + int(length) if length is not None else None
             if progress is not None and progress.total is None and expected:

@@ -119,8 +119,9 @@ def make_callbacks(
         # stopping), on SIGTERM (then it exits 143), and every SAVE_EVERY_S
         # seconds (a power cut asks nothing).
         *([save_on_request(backup, every_s=SAVE_EVERY_S, log=log)] if mid_epoch else []),
-        keras.callbacks.ModelCheckpoint(os.path.join(out, run_files.LAST)),
-        keras.callbacks.ModelCheckpoint(
+        atomic_checkpoint(keras, os.path.join(out, run_files.LAST)),
+        atomic_checkpoint(
+            keras,
             os.path.join(out, run_files.BEST),
             monitor="val_loss",
             save_best_only=True,
@@ -135,3 +136,42 @@ def make_callbacks(
     if patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
     return callbacks
+
+
+def temp_name(path: str) -> str:
+    """Where a .keras file is written before it is renamed over path (Keras
+    wants the .keras suffix; the dot keeps it out of a glance at the folder)."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail.removesuffix('.keras')}.tmp.keras")
+
+
+def save_atomic(model, path: str) -> None:
+    """model.save(path) so that path is always the old file or the new one, whole:
+    written to a temp name, renamed over it; a failed write (a full disk) removes the temp."""
+    tmp = temp_name(path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_checkpoint(keras, path: str, **kwargs):
+    """Keras's ModelCheckpoint, but a checkpoint is replaced only once the new
+    one is whole (save_atomic): a write cut by a full disk or a kill leaves
+    the previous checkpoint."""
+
+    class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
+        def _save_model(self, epoch, batch, logs):
+            try:
+                super()._save_model(epoch, batch, logs)
+                if os.path.exists(self.filepath):
+                    os.replace(self.filepath, path)
+            except BaseException:
+                if os.path.exists(self.filepath):
+                    os.remove(self.filepath)
+                raise
+
+    return AtomicCheckpoint(temp_name(path), **kwargs)

@@ -10,6 +10,7 @@ not trained again. The callbacks that keep that true are in
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import shutil
@@ -17,7 +18,7 @@ import warnings
 from dataclasses import asdict, dataclass
 
 from model import MODES, NETS, VGG16_MIN_SIZE, distributed, native_log, run_files
-from model.callbacks import Log, make_callbacks
+from model.callbacks import Log, make_callbacks, save_atomic
 from model.class_folders import ClassFolders, scan_folders
 from model.errors import TrainingError, UsageError
 
@@ -288,14 +289,23 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     # The dataset's length is unknown to Keras (unreadable files may be
     # dropped), so it warns at the end of the first epoch: expected, not news.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.epochs,
-        callbacks=callbacks,
-        verbose=0 if stream_lines else 1,
-        shuffle=False,
-    )  # the dataset shuffles itself
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=cfg.epochs,
+            callbacks=callbacks,
+            verbose=0 if stream_lines else 1,
+            shuffle=False,
+        )  # the dataset shuffles itself
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        raise TrainingError(
+            f"the disk is full under {cfg.out} (No space left on device) at epoch {len(records)}: "
+            "the checkpoints and the resume state are those of the last epoch saved, whole; "
+            "free space there, then run the same command again: it resumes from them"
+        ) from e
     history = run_files.history_dict(records)
     first = callbacks[0].first_epoch or 0
     bad = diverged_at(history)
@@ -305,7 +315,7 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
             f"lower --lr (now {lr}) and retrain into a new --out"
         )
 
-    model.save(os.path.join(cfg.out, run_files.MODEL))
+    save_atomic(model, os.path.join(cfg.out, run_files.MODEL))
     run_info.update(status="complete", epochs_run=len(records), lr=lr)
     run_files.write_json(run_path, run_info)
     shutil.rmtree(os.path.join(cfg.out, run_files.BACKUP), ignore_errors=True)
@@ -325,3 +335,12 @@ def train(cfg: TrainConfig, log: Log = print, stream_lines: bool = True) -> Trai
     else:
         write_report(cfg.out, model=model, folders=folders, log=log)
     return TrainResult(cfg.out, len(records), history, first)
+
+
+def disk_full(e: BaseException | None) -> bool:
+    """e, or an error it was raised from, is a full disk (h5py and zipfile wrap ENOSPC in their own)."""
+    while e is not None:
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -154,3 +155,43 @@ def write_file(conn, path: str, data: bytes) -> None:
     channel = exec_channel(conn, f'mkdir -p "$(dirname {p})" && cat > {p}.tmp && mv {p}.tmp {p}')
     channel.sendall(data)
     finish(channel, f"writing {path}")
+
+
+class LinkDropped(RemoteError):
+    """The SSH link went in the middle of a step: what the box holds is whole or
+    absent (each step's own promise), so running the same command again goes on."""
+
+    def __init__(self, what: str, fix: str = "run the same command again: it goes on from what the box already has"):
+        super().__init__(what, fix)
+
+
+def link_lost(conn, settle: float = 1.0) -> bool:
+    """conn's SSH transport is gone (the link dropped, the box's sshd session
+    ended), waiting up to ``settle`` seconds for paramiko's reader thread to
+    notice (a channel may see its end a moment before the transport does)."""
+    deadline = time.monotonic() + settle
+    while True:
+        transport = conn.client.get_transport() if conn.client else None
+        if transport is None or not transport.is_active():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def during(conn, step: str, fix: str | None = None):
+    """A link that drops inside the block is one LinkDropped naming ``step``
+    (paramiko's EOFError, OSError or SSHException, or a command that ended
+    with no exit status); any other error passes as it is."""
+    import paramiko
+
+    try:
+        yield
+    except LinkDropped:
+        raise
+    except (EOFError, OSError, paramiko.SSHException, RemoteError) as e:
+        if not link_lost(conn):
+            raise
+        detail = e.what if isinstance(e, RemoteError) else (str(e) or type(e).__name__)
+        raise (LinkDropped(f"the link to the box dropped during {step} ({detail})", *([fix] if fix else []))) from e

@@ -15,7 +15,7 @@ from box import fetch as boxfetch
 from box.layout import BoxLayout
 from common.errors import RemoteError, UsageError
 
-from .connection import exec_channel
+from .connection import during, exec_channel
 
 
 @dataclass
@@ -45,6 +45,15 @@ def box_command(python: str) -> str:
 
 def run_box(conn, python: str, plan: dict, say: Callable[[str], None]) -> dict:
     """Run boxfetch.main(plan) on the box, streaming its progress lines to say; its result, or an error."""
+    with during(
+        conn,
+        "the data's fetch on the box",
+        "run the same command again: the box fetches what it lacks (an unfinished fetch is never used)",
+    ):
+        return _run_box(conn, python, plan, say)
+
+
+def _run_box(conn, python: str, plan: dict, say: Callable[[str], None]) -> dict:
     payload = json.dumps({"script": box.source("fetch"), "plan": plan}) + "\n"
     channel = exec_channel(conn, box_command(python))
     result = error = None

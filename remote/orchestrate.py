@@ -27,7 +27,7 @@ from box.layout import DEFAULT_BACKEND, BoxLayout, env_name
 from common.errors import RemoteError, UsageError
 
 from . import job, records, results, sync
-from .connection import run
+from .connection import during, run
 from .target import Target
 
 Say = Callable[[str], None]
@@ -188,7 +188,10 @@ def run_interpreter(
         jax = spec.backend == "jax"
         if (
             conn.run(
-                f"{shlex.quote(target.python)} -c {shlex.quote(JAX_CHECK if jax else TF_CHECK)}", hide=True, warn=True
+                f"{shlex.quote(target.python)} -c {shlex.quote(JAX_CHECK if jax else TF_CHECK)}",
+                hide=True,
+                warn=True,
+                in_stream=False,
             ).exited
             != 0
         ):
@@ -282,38 +285,24 @@ def start(
     starts (the nodes of one run wait there for each other). Returns the log's
     size before the job started, to follow from.
     """
-    from . import datasource, fetch
-
     # run.sh cds into its run dir: every path on the box from here on (the
     # data a fetch returns included) comes from this one absolute layout.
+    again = f"run the same `remote {spec.kind}` command again: it goes on from what the box already has"
     layout = job.resolve_layout(conn, target.workdir)
     scan, skip = scan_project(spec, confirm)
-    if spec.package:
-        project_dir = layout.code
-        push_dir(conn, spec.code, f"{layout.code}/{spec.code.name}", "code", say, progress, scan, skip)
-    else:
-        project_dir = layout.project(spec.key)
-        push_dir(conn, spec.code, project_dir, "code", say, progress, scan, skip)
-    python, env_link = run_interpreter(
-        conn, target, layout, spec, _requirements_on_box(conn, spec, layout, project_dir, scan), say
-    )
-
-    source = datasource.parse(spec.data) if spec.data else None
-    if isinstance(source, datasource.LocalSource):
-        data_dir = layout.data(path_key(source.path))
-        push_dir(conn, source.path, data_dir, "data", say, progress)
-    elif source is not None:
-        got = fetch.fetch(conn, source, layout.workdir, python, layout.code, quiet=quiet, say=say)
-        data_dir = got.path
-        say(
-            f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
-            f"({got.files} files, {human(got.bytes)}) in {data_dir}"
+    with during(conn, "the push of the code", again):
+        if spec.package:
+            project_dir = layout.code
+            push_dir(conn, spec.code, f"{layout.code}/{spec.code.name}", "code", say, progress, scan, skip)
+        else:
+            project_dir = layout.project(spec.key)
+            push_dir(conn, spec.code, project_dir, "code", say, progress, scan, skip)
+    with during(conn, "the environment's setup", again):
+        python, env_link = run_interpreter(
+            conn, target, layout, spec, _requirements_on_box(conn, spec, layout, project_dir, scan), say
         )
-    elif spec.synth:
-        data_dir = layout.data("synthetic")
-        _synthesize(conn, python, project_dir, spec.synth, data_dir, say)
-    else:
-        data_dir = None
+    with during(conn, "the data's transfer", again):
+        data_dir = _data(conn, spec, layout, python, project_dir, say, progress, quiet)
 
     run_dir = layout.run(run_id)
     offset = 0
@@ -359,8 +348,36 @@ def start(
     )
     if ready is not None:
         ready()
-    job.start(conn, run_dir, script)
+    with during(
+        conn,
+        f"the start of run {run_id}",
+        f"run the same `remote {spec.kind}` command again (if the run did start, it runs on unfollowed in {run_dir} on the box)",
+    ):
+        job.start(conn, run_dir, script)
     return offset
+
+
+def _data(conn, spec: RunSpec, layout: BoxLayout, python: str, project_dir: str, say: Say, progress, quiet: bool):
+    """The run's data on the box (pushed, fetched by the box, or generated there); its folder, or None."""
+    from . import datasource, fetch
+
+    source = datasource.parse(spec.data) if spec.data else None
+    if isinstance(source, datasource.LocalSource):
+        data_dir = layout.data(path_key(source.path))
+        push_dir(conn, source.path, data_dir, "data", say, progress)
+    elif source is not None:
+        got = fetch.fetch(conn, source, layout.workdir, python, layout.code, quiet=quiet, say=say)
+        data_dir = got.path
+        say(
+            f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
+            f"({got.files} files, {human(got.bytes)}) in {data_dir}"
+        )
+    elif spec.synth:
+        data_dir = layout.data("synthetic")
+        _synthesize(conn, python, project_dir, spec.synth, data_dir, say)
+    else:
+        data_dir = None
+    return data_dir
 
 
 FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"

@@ -81,11 +81,15 @@ def unpack(stream, dest: Path, rename: Callable[[str], str | None] = lambda n: n
                 tmp = target.with_name(f".{target.name}.part")
                 src = tar.extractfile(member)
                 assert src is not None  # a regular file's member always has its bytes
-                with open(tmp, "wb") as f:
-                    while chunk := src.read(CHUNK):
-                        f.write(chunk)
-                os.utime(tmp, (member.mtime, member.mtime))
-                os.replace(tmp, target)
+                try:
+                    with open(tmp, "wb") as f:
+                        while chunk := src.read(CHUNK):
+                            f.write(chunk)
+                    os.utime(tmp, (member.mtime, member.mtime))
+                    os.replace(tmp, target)
+                except BaseException:  # a cut link, a full disk, Ctrl-C: no partial file is left
+                    tmp.unlink(missing_ok=True)
+                    raise
                 written.append(name)
             else:  # symlinks, hard links, devices, fifos: never
                 refused.append(member.name)
@@ -122,6 +126,14 @@ def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None, ou
     the job's files) into local_dir; or, with ``only``, just the files of
     ``<out>/<only>`` that are not here yet in the same size and mtime (the
     checkpoint pulls while a run trains send each checkpoint once)."""
+    from .connection import during
+
+    run_id = PurePosixPath(remote_run_dir).name
+    with during(conn, f"the pull of run {run_id}", f"run `remote pull {run_id}` again: what is home is whole"):
+        return _pull(conn, remote_run_dir, local_dir, only, out)
+
+
+def _pull(conn, remote_run_dir: str, local_dir: Path, only: str | None, out: str) -> list[str]:
     from .connection import exec_channel
 
     d = shlex.quote(remote_run_dir)
@@ -132,7 +144,10 @@ def pull(conn, remote_run_dir: str, local_dir: Path, only: str | None = None, ou
     try:
         channel.sendall(b"".join(n.encode(errors="surrogateescape") + b"\0" for n in names))
         channel.shutdown_write()
-        written, refused = unpack(channel.makefile("rb"), local_dir, lambda n: results_rename(n, out))
+        try:
+            written, refused = unpack(channel.makefile("rb"), local_dir, lambda n: results_rename(n, out))
+        except tarfile.TarError as e:  # no partial file was kept (unpack)
+            raise RemoteError(f"the results from the box ended in the middle ({e})") from e
         status = channel.recv_exit_status()
     finally:
         channel.close()

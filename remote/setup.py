@@ -330,7 +330,7 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
 
     force: build a new env even if the current one is ready (it is replaced, not
     removed under a running job)."""
-    from .connection import exec_channel
+    from .connection import during, exec_channel, link_lost
 
     # One round trip: the script arrives on stdin, is stored (user-data runs the same file), then run.
     layout = BoxLayout(workdir, opts.env_name)
@@ -354,7 +354,14 @@ def run_bootstrap(conn, workdir: str, opts: SetupOptions, say: Callable[[str], N
 
     status = None
     try:
-        status = stream_lines(channel, on_line)
+        with during(
+            conn,
+            "the environment's setup",
+            "run `remote setup` (or the same command) again: an unfinished build is never used, and is built anew",
+        ):
+            status = stream_lines(channel, on_line)
+            if status == -1 and link_lost(conn):  # the channel ended with no exit status
+                raise EOFError("the bootstrap's output ended with no exit status")
     finally:
         channel.close()
         shown.done(status == 0, None if status == REQUIREMENTS_FAILED else box_path(layout.setup_log))

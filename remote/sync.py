@@ -13,10 +13,17 @@
 4. Atomic: the box's completion marker is removed before anything changes
    and written last, only if the stream's final entry arrived (tar alone
    accepts an archive cut between two members), so an interrupted push
-   never looks complete; files cut short have the wrong size or mtime, so
-   the next push resends them.
+   never looks complete.
+5. Whole or absent: the stream's first entry lists each file it is about
+   to write with its size and mtime. When the stream is cut (a dropped
+   link) or tar fails (a full disk), the box removes every listed file that
+   is not exactly that (the one cut short, and those not reached yet), so
+   no half-written file is left under its name; the next push's scan does
+   the same first, in case the box's shell died too. A resumed push then
+   sends only what is missing: the listed files that arrived whole are
+   checked by content (hashes on both sides) instead of being sent again.
 
-Why ~320 lines: the scan, the plan, the stream and the box-side shell of
+Why ~500 lines: the scan, the plan, the stream and the box-side shell of
 one protocol, kept together so each step's contract with the others reads on
 one page (the tar writer itself is tarstream.py).
 """
@@ -42,9 +49,9 @@ DELETE_LIST = ".trainbox-delete"
 TOUCH_LIST = ".trainbox-touch"
 SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 END = ".trainbox-end"  # the stream's last entry: its presence proves nothing was cut
-# The stream's first entry: what it is about to write. GNU tar gives a file cut
-# short by a dropped stream its final size and mtime anyway, so after a cut the
-# next push resends everything listed here rather than trusting size + mtime.
+# The stream's first entry: what it is about to write, one "size<TAB>mtime<TAB>path"
+# record each, NUL-terminated. After a cut the box removes the listed files that
+# are not exactly that (CLEAN_PENDING), and the next push checks the others by content.
 PENDING = ".trainbox-pending"
 OURS = {MARKER, DELETE_LIST, TOUCH_LIST, END, PENDING}
 CHUNK = 1 << 20
@@ -181,29 +188,68 @@ def scan_remote_command(remote_dir: str) -> str:
     d = shlex.quote(remote_dir)
     return (
         f"if cd {d} 2>/dev/null; then "
+        f"[ -e {PENDING} ] && {clean_pending_command()}; "
         f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} {FIND_PRINTF}; "
         f"[ -e {MARKER} ] && printf '/complete\\0'; "
         f"[ -e {PENDING} ] && sed -z 's|^|/pending\\t|' {PENDING}; fi; true"
     )
 
 
-def parse_remote_scan(text: str) -> tuple[dict[str, Entry], bool]:
-    """What scan_remote_command printed. find's paths are relative: a record
-    that starts with "/" is one of the markers, never a file."""
+def parse_remote_scan(text: str) -> tuple[dict[str, Entry], bool, set[str]]:
+    """What scan_remote_command printed: the box's files, whether its copy is
+    complete, and the files a cut push was writing (to check by content).
+    find's paths are relative: a record that starts with "/" is one of the
+    markers, never a file."""
     found: dict[str, Entry] = {}
-    complete, pending = False, set()
+    complete = False
+    pending: set[str] = set()
+    unsure: set[str] = set()
     records = text.split("\0")
     for record in records:
         if record == "/complete":
             complete = True
         elif record.startswith("/pending\t"):
-            found.pop(record.split("\t", 1)[1], None)  # maybe cut short: treat as absent
-            pending.add(record.split("\t", 1)[1])
+            parsed = parse_pending(record.split("\t", 1)[1])
+            (pending if parsed else unsure).add(parsed[0] if parsed else record.split("\t", 1)[1])
     listing = "\0".join(r for r in records if not r.startswith("/"))
     for path, entry in parse_listing(listing):
-        if path not in pending:
+        if path not in unsure:  # an older trainbox's record (a path alone): resent
             found[path] = entry
-    return found, complete
+    return found, complete, pending & set(found)
+
+
+def pending_record(path: str, entry: Entry) -> bytes:
+    return f"{entry.size}\t{entry.mtime}\t{path}".encode(errors="surrogateescape") + b"\0"
+
+
+def parse_pending(record: str) -> tuple[str, Entry] | None:
+    """(path, Entry) of a PENDING record, or None for one that is not size, mtime, path."""
+    size, _, rest = record.partition("\t")
+    mtime, _, path = rest.partition("\t")
+    if not (size.isdigit() and mtime.isdigit() and path):
+        return None
+    return path, Entry(int(size), int(mtime))
+
+
+# The box's python3 (every box has one: box/ runs on it) removes each file
+# PENDING lists that is not exactly as listed: cut short, or not reached yet.
+CLEAN_PENDING = r"""
+import os
+for r in open(PENDING, "rb").read().split(b"\0"):
+    size, _, rest = r.partition(b"\t")
+    mtime, _, path = rest.partition(b"\t")
+    if size.isdigit() and mtime.isdigit() and path:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if (st.st_size, int(st.st_mtime)) != (int(size), int(mtime)):
+            os.unlink(path)
+"""
+
+
+def clean_pending_command() -> str:
+    return f"python3 -c {shlex.quote(f'PENDING = {PENDING!r}' + CLEAN_PENDING)}"
 
 
 def make_plan(
@@ -252,13 +298,24 @@ def digest(local: dict[str, Entry]) -> str:
     return h.hexdigest()
 
 
+DISK_FULL = 28  # the apply command's exit code when the box's disk filled (ENOSPC's number)
+
+
 def apply_command(remote_dir: str, marker_text: str) -> str:
     d = shlex.quote(remote_dir)
     return (
-        f"set -e; mkdir -p {d}; cd {d}; rm -f {MARKER} {END}; "
-        f"tar -x --no-same-owner --no-same-permissions -f -; "
+        f"mkdir -p {d} && cd {d} || exit 1; rm -f {MARKER} {END}; "
+        # A dropped link closes tar's stdin and this shell's stderr: SIGPIPE
+        # ignored, so neither dies before the half-written files are removed.
+        # tar's errors are kept in memory (a full disk takes no file).
+        "trap '' PIPE; "
+        f"err=$(tar -x --no-same-owner --no-same-permissions -f - 2>&1); rc=$?; "
         # tar accepts an archive cut at a member boundary; the end entry does not lie.
-        f"[ -e {END} ] || {{ echo 'the tar stream was cut short' >&2; exit 1; }}; rm -f {END} {PENDING}; "
+        f"if [ $rc != 0 ] || [ ! -e {END} ]; then rm -f {END}; {clean_pending_command()}; "
+        f'case "$err" in *"No space left"*) '
+        f"echo \"$(df -Pk . | awk 'NR==2 {{print $4}}') KB free\" >&2; exit {DISK_FULL};; esac; "
+        'echo "the tar stream was cut short: $err" | tail -n 3 >&2; exit 1; fi; '
+        f"set -e; rm -f {END} {PENDING}; "
         f"if [ -e {DELETE_LIST} ]; then xargs -0 rm -f -- < {DELETE_LIST}; rm -f {DELETE_LIST}; fi; "
         # The touch list: NUL-separated pairs "mtime", "path".
         f"if [ -e {TOUCH_LIST} ]; then while IFS= read -r -d '' m && IFS= read -r -d '' p; "
@@ -273,7 +330,7 @@ def write_tar(
 ) -> int:
     """The push's tar stream out to ``send=`` or ``fd=`` (see TarWriter); its length."""
     tar = TarWriter(progress=progress, **sink)
-    tar.add_bytes(PENDING, b"".join(p.encode(errors="surrogateescape") + b"\0" for p in plan.send))
+    tar.add_bytes(PENDING, b"".join(pending_record(p, local[p]) for p in plan.send))
     for rel in plan.send:
         tar.add_file(rel, os.path.join(root, rel), local[rel].size, local[rel].mtime)
     if plan.delete:
@@ -318,10 +375,8 @@ def openssh_argv(conn, command: str) -> list[str] | None:
     )
 
 
-def _send_openssh(argv, stream: Callable[[int], int]) -> int:
+def _send_openssh(argv, stream: Callable[[int], int], remote_dir: str) -> int:
     """stream(fd) into ``ssh ... command``'s stdin; the bytes sent."""
-    from common.errors import RemoteError
-
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stderr is not None  # both PIPE
     _widen_pipe(proc.stdin.fileno())
@@ -338,8 +393,7 @@ def _send_openssh(argv, stream: Callable[[int], int]) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    if code != 0:
-        raise RemoteError(f"unpacking on the box failed (ssh exit {code}): {err[-300:]}")
+    applied(code, err, remote_dir, via_openssh=True)
     return sent
 
 
@@ -370,7 +424,9 @@ def push(
     one); ``skip``: the filter it was made with, so that the box's files it
     matches are left alone rather than deleted (see box_only).
     """
-    from .connection import exec_channel, finish
+    from paramiko import SSHException
+
+    from .connection import LinkDropped, exec_channel, finish, link_lost
 
     # The box lists its copy while this side scans the local one.
     listing = exec_channel(conn, scan_remote_command(remote_dir))
@@ -380,7 +436,7 @@ def push(
         finish(listing, "listing the box's copy")
     finally:
         listing.close()
-    remote, complete = parse_remote_scan(text)
+    remote, complete, pending = parse_remote_scan(text)
     remote = box_only(remote, skip)
 
     def same_content(paths: list[str]) -> set[str]:
@@ -391,6 +447,13 @@ def push(
         finish(channel, f"hashing files in {remote_dir}")
         return {p for p in paths if theirs.get(p) == sha256_file(local_root / p)}
 
+    # What a cut push left whole is kept (a resumed push sends only the rest),
+    # once its content is checked: size and mtime are what tar was told, not proof.
+    arrived = sorted(p for p in pending if p in local and remote.get(p) == local[p])
+    whole = same_content(arrived) if arrived else set()
+    for p in pending - whole:
+        if p in local:
+            remote.pop(p, None)
     plan = make_plan(local, remote, complete, same_content)
     if plan.noop:
         return plan
@@ -405,15 +468,46 @@ def push(
     argv = openssh_argv(conn, command) if plan.send_bytes >= OPENSSH_FROM else None
     try:
         if argv:
-            plan.sent_bytes = _send_openssh(argv, lambda fd: stream(fd=fd))
+            plan.sent_bytes = _send_openssh(argv, lambda fd: stream(fd=fd), remote_dir)
         else:
             channel = exec_channel(conn, command)
             try:
                 plan.sent_bytes = stream(send=channel.sendall)
-                finish(channel, f"unpacking into {remote_dir}")
+                channel.shutdown_write()
+                code = channel.recv_exit_status()
+                err = b""
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                applied(code, err.decode(errors="replace").strip(), remote_dir)
             finally:
                 channel.close()
+    except (EOFError, OSError, SSHException) as e:
+        if not link_lost(conn):
+            raise
+        raise LinkDropped(f"the link to the box dropped while pushing to {remote_dir} ({e or type(e).__name__})") from e
     finally:
         if bar:
             bar.close()
     return plan
+
+
+def applied(code: int, err: str, remote_dir: str, via_openssh: bool = False) -> None:
+    """The apply command's exit code and stderr as one clear error, if it failed."""
+    from common.errors import RemoteError
+
+    from .connection import LinkDropped
+
+    if code == 0:
+        return
+    if code == DISK_FULL:
+        raise RemoteError(
+            f"the box's disk is full: the push to {remote_dir} did not fit ({err.splitlines()[-1] if err else 'no space'} "
+            "there); no half-written file was kept",
+            "free space on the box (`remote data rm`, old runs in its workdir) or give it a bigger volume, "
+            "then run the same command again: it sends only what is missing",
+        )
+    if code == -1 or (via_openssh and code == 255):  # no exit status: the channel or ssh's link went
+        raise LinkDropped(
+            f"the link to the box dropped while pushing to {remote_dir} ({err[-200:] or 'no exit status'})"
+        )
+    raise RemoteError(f"unpacking into {remote_dir} failed on the box (exit {code}): {err[-300:]}")
