@@ -16,7 +16,7 @@ from common.cliutil import sandbox_note, say
 from common.errors import RemoteError, UsageError, name_flag
 from provision import config, lifecycle, sandbox
 
-from .cloud import PROG, _on_aws, _state_or_warn, cloud_for
+from .cloud import PROG, cloud_for, on_aws, state_or_warn
 
 
 def first_boot_bootstrap() -> str | None:
@@ -36,7 +36,7 @@ def cmd_up(args) -> int:
     known = state.load(args.name)
     if known is not None and known.sandbox != args.sandbox:
         if args.sandbox:
-            raise _on_aws(known)
+            raise on_aws(known)
         sandbox_note(args.name)  # a name is one box: its `up` starts or reuses it where it is
         args.sandbox = True
     if args.sandbox:
@@ -93,12 +93,12 @@ def cmd_up(args) -> int:
 
 
 def cmd_down(args) -> int:
-    cloud = cloud_for(args, load=_state_or_warn)
+    cloud = cloud_for(args, load=state_or_warn)
     interactive = not args.yes and sys.stdin.isatty()
     if interactive and not _ask(f"delete box '{args.name}' and everything tagged for it? [y/N] "):
         say("nothing deleted")
         return UsageError.exit_code  # declined: nothing done
-    if not args.no_pull and _state_or_warn(args.name) is not None:
+    if not args.no_pull and state_or_warn(args.name) is not None:
         from remote.results import pull_unfetched
 
         left = pull_unfetched(args.name, say)

@@ -16,7 +16,7 @@ from common.errors import EX_INTERRUPTED, RemoteError, UsageError, name_flag
 from common.state import no_box
 from provision import config, lifecycle, procs, sandbox
 
-from .cloud import PROG, _sandbox_cloud, _state_or_warn, cloud_for
+from .cloud import PROG, cloud_for, sandbox_cloud, state_or_warn
 
 
 def _duration(seconds: float | None) -> str:
@@ -201,15 +201,15 @@ def _ls_cloud(args) -> tuple[Cloud | None, str | None]:
     from common.aws import has_credentials
 
     if args.sandbox:
-        return _sandbox_cloud(), None
+        return sandbox_cloud(), None
     if args.region or args.all_regions:
         return Cloud(config.setting("region", args.region)), None
-    box = _state_or_warn(args.name)
+    box = state_or_warn(args.name)
     if box is not None and box.sandbox:
         why = f"box '{args.name}' is a sandbox box; AWS was not checked: `{PROG} ls --region REGION` looks there"
         return lifecycle.cloud_of(box), why
     if box is None and not has_credentials():
-        return _sandbox_cloud(), "no AWS credentials: AWS was not checked"
+        return sandbox_cloud(), "no AWS credentials: AWS was not checked"
     others = sandbox.sandbox_boxes() if sandbox.endpoint() else []
     if others:
         say(f"the sandbox has box(es) too ({', '.join(others)}): `{PROG} ls --sandbox` lists them")

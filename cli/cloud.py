@@ -21,14 +21,14 @@ def cloud_for(args, load=state.load, named: bool = True) -> Cloud:
     box = load(args.name)
     if box is not None:
         if asked and not box.sandbox:
-            raise _on_aws(box)
+            raise on_aws(box)
         if box.sandbox and not asked:
             sandbox_note(args.name)
         return lifecycle.cloud_of(box)
     if asked or args.name in sandbox.sandbox_boxes():
         if not asked:
             sandbox_note(args.name)
-        cloud = _sandbox_cloud()
+        cloud = sandbox_cloud()
         if cloud is None:
             raise UsageError("the sandbox is not running", f"start it with `{PROG} up --sandbox`")
         return cloud
@@ -40,17 +40,17 @@ def cloud_for(args, load=state.load, named: bool = True) -> Cloud:
     return Cloud(config.setting("region", getattr(args, "region", None)))
 
 
-def _on_aws(box: state.BoxState) -> UsageError:
+def on_aws(box: state.BoxState) -> UsageError:
     return UsageError(f"box '{box.name}' is on AWS ({box.region}), not in the sandbox", "drop --sandbox")
 
 
-def _sandbox_cloud() -> Cloud | None:
+def sandbox_cloud() -> Cloud | None:
     """The sandbox's AWS, or None when it is not running (its moto holds its cloud in memory: nothing is left)."""
     endpoint = sandbox.endpoint()
     return Cloud(sandbox.REGION, endpoint, sandbox=True) if endpoint else None
 
 
-def _state_or_warn(name: str) -> state.BoxState | None:
+def state_or_warn(name: str) -> state.BoxState | None:
     """The box's state; a corrupt one is named and set aside: `down` finds the box by its tags."""
     try:
         return state.load(name)

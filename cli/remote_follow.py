@@ -16,7 +16,7 @@ from common.errors import MEANING, SIGKILLED, SIGTERMED, RemoteError, TrainboxEr
 from remote import builtin, orchestrate, records
 from remote.target import Target
 
-from .remote_reach import PROG, _connect, _name_flags, _print_reattach
+from .remote_reach import PROG, connect_box, name_flags, print_reattach
 
 
 def _current(target: Target) -> Target:
@@ -46,7 +46,7 @@ def _current(target: Target) -> Target:
 
 
 @contextlib.contextmanager
-def _whose(rec: records.RunRecord | None, run_id: str):
+def whose_code(rec: records.RunRecord | None, run_id: str):
     """A trainbox error while a run starts or is followed ends with one more
     line: the code is trainbox's, and what is known of the command's."""
     try:
@@ -64,13 +64,13 @@ def _whose(rec: records.RunRecord | None, run_id: str):
         raise
 
 
-def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> int:
+def collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> int:
     """Follow the run to its end, bring its results home, exit as it did."""
     # A provisioned box is waited for while it is away (a spot stop, a stopped box): its
     # agent resumes the run at boot, and its address is read anew (it may change).
-    with _whose(rec, rec.run_id):
+    with whose_code(rec, rec.run_id):
         got = orchestrate.follow_and_collect(
-            lambda: _connect(args, _current(target)),
+            lambda: connect_box(args, _current(target)),
             target,
             rec,
             say,
@@ -81,7 +81,7 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
         )
     if got.detached:
         say(f"\ndetached from run {rec.run_id}; it keeps running on the box")
-        _print_reattach(args, rec.run_id)
+        print_reattach(args, rec.run_id)
         return 130
     say(f"results of run {rec.run_id}: {got.local_dir}/ ({got.files} files)")
     summary = builtin.summary(got.local_dir) if rec.kind == "train" else ""
@@ -98,7 +98,7 @@ def _collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> i
     if got.exit_code is None and got.stopped:
         raise TrainingFailed(
             f"run {rec.run_id} was stopped before it finished",
-            f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`",
+            f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{name_flags(args)}`",
             code=SIGTERMED,
             after=f"{PROG}: your command was stopped (`{PROG} stop`'s TERM: exit {SIGTERMED}, 128+15)",
         )

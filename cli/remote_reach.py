@@ -21,14 +21,14 @@ from remote.target import Target, box_nodes, resolve
 PROG = "remote"
 
 
-def _target(args) -> Target:
-    return _wake(
+def resolve_target(args) -> Target:
+    return wake(
         args,
         resolve(args.name, args.host, args.identity, getattr(args, "python", None), getattr(args, "workdir", None)),
     )
 
 
-def _wake(args, target: Target) -> Target:
+def wake(args, target: Target) -> Target:
     """Every provisioned box a command reaches by its name passes here: a sandbox box is said
     to be one (once). ``--start``: a box that is not running is started (and
     waited for) first; its address may have changed, so it is resolved again."""
@@ -52,15 +52,15 @@ def _wake(args, target: Target) -> Target:
     return dataclasses.replace(woken, python=target.python, workdir=target.workdir)
 
 
-def _connect(args, target: Target):
+def connect_box(args, target: Target):
     return connect(target, timeout=args.connect_timeout, say=say)
 
 
-def _exclude(args) -> tuple[Path, ...]:
+def excludes(args) -> tuple[Path, ...]:
     return (Path(args.runs_dir).resolve(),)
 
 
-def _price(target: Target) -> float | None:
+def price_of(target: Target) -> float | None:
     """The box's price per hour (from its state), recorded with a run for its cost; None for --host."""
     from common import state
 
@@ -68,7 +68,7 @@ def _price(target: Target) -> float | None:
     return box.price_per_hour if box is not None else None
 
 
-def _name_flags(args) -> str:
+def name_flags(args) -> str:
     """The flags a suggested command repeats to reach this run's box."""
     if args.host:
         return f" --host {shlex.quote(args.host)}" + (
@@ -77,13 +77,13 @@ def _name_flags(args) -> str:
     return name_flag(args.name)
 
 
-def _print_reattach(args, run_id: str) -> None:
+def print_reattach(args, run_id: str) -> None:
     say(
-        f"follow its log: `{PROG} logs {run_id} --follow{_name_flags(args)}`; results: `{PROG} pull {run_id}{_name_flags(args)}`"
+        f"follow its log: `{PROG} logs {run_id} --follow{name_flags(args)}`; results: `{PROG} pull {run_id}{name_flags(args)}`"
     )
 
 
-def _record_or_latest(args) -> records.RunRecord:
+def record_or_latest(args) -> records.RunRecord:
     if args.run:
         rec = records.load_record(args.run)
         if rec is None:
@@ -97,19 +97,19 @@ def _record_or_latest(args) -> records.RunRecord:
     return rec
 
 
-def _rec_target(args, rec: records.RunRecord) -> Target:
+def record_target(args, rec: records.RunRecord) -> Target:
     """Where a run lives: --host if given (in the run's workdir unless --workdir), a --name other
     than the default, else where it was started."""
     if args.host:
         return resolve(args.name, args.host, args.identity, None, getattr(args, "workdir", None) or rec.workdir)
     if args.name != "default":
-        return _wake(args, resolve(args.name))
+        return wake(args, resolve(args.name))
     if rec.box is None:
         return rec.target()
-    return _wake(args, resolve(rec.box))
+    return wake(args, resolve(rec.box))
 
 
-def _run_nodes(args, rec: records.RunRecord) -> list[Target]:
+def run_nodes(args, rec: records.RunRecord) -> list[Target]:
     """Every node of a multi-node run, node 0 first: a provisioned box's as its
     state has them now (a node started again has a new address, and only that
     one is pinned), else as the run recorded them (--host nodes)."""
@@ -120,17 +120,17 @@ def _run_nodes(args, rec: records.RunRecord) -> list[Target]:
     return [records.node_target(n) for n in rec.nodes or []]
 
 
-def _run_of(args) -> tuple[records.RunRecord, Target, str]:
+def run_of(args) -> tuple[records.RunRecord, Target, str]:
     """The run a command is about (default: the latest), its box, and its dir there."""
-    rec = _record_or_latest(args)
-    target = _rec_target(args, rec)
+    rec = record_or_latest(args)
+    target = record_target(args, rec)
     return rec, target, BoxLayout(target.workdir).run(rec.run_id)
 
 
 @contextlib.contextmanager
-def _on_box(args, target: Target):
+def box_session(args, target: Target):
     """An open connection to target for the block, closed whatever happens."""
-    conn = _connect(args, target)
+    conn = connect_box(args, target)
     try:
         yield conn
     finally:

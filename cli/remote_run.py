@@ -12,19 +12,19 @@ from common.errors import UsageError, name_flag
 from remote import builtin, job, orchestrate, records
 from remote.target import Target, box_node_count, box_nodes, resolve
 
-from .remote_follow import _collect, _whose
+from .remote_follow import collect, whose_code
 from .remote_reach import (
     PROG,
-    _connect,
-    _exclude,
-    _name_flags,
-    _on_box,
-    _price,
-    _print_reattach,
-    _rec_target,
-    _run_nodes,
-    _target,
-    _wake,
+    box_session,
+    connect_box,
+    excludes,
+    name_flags,
+    price_of,
+    print_reattach,
+    record_target,
+    resolve_target,
+    run_nodes,
+    wake,
 )
 
 
@@ -69,7 +69,7 @@ def cmd_run(args, extra: list[str]) -> int:
     code = Path(args.code).expanduser().resolve()
     if not code.is_dir():
         raise UsageError(f"--code {args.code}: no such directory")
-    requirements = _requirements(args, code)
+    requirements = requirements_of(args, code)
     out = Path(args.out)
     if out.is_absolute() or ".." in out.parts or not out.parts:
         raise UsageError(
@@ -81,13 +81,13 @@ def cmd_run(args, extra: list[str]) -> int:
         data=_data(args.data),
         requirements=requirements,
         out=out.as_posix(),
-        exclude=_exclude(args),
+        exclude=excludes(args),
         backend=args.backend or "tensorflow",
     )
     return _start(args, spec)
 
 
-def _requirements(args, code: Path) -> Path | None:
+def requirements_of(args, code: Path) -> Path | None:
     """The project's requirements file: --requirements, else its requirements.txt if it has one."""
     requirements = Path(args.requirements).expanduser().resolve() if args.requirements else None
     if requirements is None and (code / "requirements.txt").is_file():
@@ -120,7 +120,7 @@ def cmd_train(args, extra: list[str]) -> int:
         )
     )
     nodes, backend = _nodes(args)
-    spec = builtin.spec(builtin.train_args(args, extra), data, _exclude(args), backend)
+    spec = builtin.spec(builtin.train_args(args, extra), data, excludes(args), backend)
     if nodes > 1:
         return _start_nodes(args, spec, note)
     return _start(args, spec, note)
@@ -184,26 +184,26 @@ def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
         targets[0],
         Path(args.runs_dir) / run_id,
         nodes=[records.node_of(t) for t in targets],
-        price_per_hour=_price(targets[0]),
+        price_per_hour=price_of(targets[0]),
         **spec.record_fields(),
     )
     try:
-        with _whose(None, run_id):
+        with whose_code(None, run_id):
             orchestrate.start_nodes(
-                lambda t: _connect(args, t), targets, spec, run_id, say, quiet=True, confirm=_confirm(args)
+                lambda t: connect_box(args, t), targets, spec, run_id, say, quiet=True, confirm=_confirm(args)
             )
     except BaseException:
         records.forget(run_id)
         raise
     if args.detach:
         say(f"run {run_id} started on {len(targets)} nodes, detached")
-        _print_reattach(args, run_id)
+        print_reattach(args, run_id)
         return 0
     say(
         f"run {run_id} started on {len(targets)} nodes; node 0's log follows (the others' stay in their run folders; "
         "Ctrl-C detaches, the job keeps running)"
     )
-    return _collect(args, targets[0], rec)
+    return collect(args, targets[0], rec)
 
 
 def _data(data: str | None) -> str | None:
@@ -218,17 +218,17 @@ def _data(data: str | None) -> str | None:
 def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
     from remote import setup
 
-    target = _target(args)
+    target = resolve_target(args)
     run_id = job.new_run_id()
-    with _on_box(args, target) as conn:
+    with box_session(args, target) as conn:
         if note:
             say(note)
         # Recorded before the job starts: a laptop killed from then on still knows the run.
         rec = records.new_record(
-            run_id, target, Path(args.runs_dir) / run_id, price_per_hour=_price(target), **spec.record_fields()
+            run_id, target, Path(args.runs_dir) / run_id, price_per_hour=price_of(target), **spec.record_fields()
         )
         try:
-            with _whose(None, run_id):
+            with whose_code(None, run_id):
                 try:
                     orchestrate.start(
                         conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args)
@@ -243,14 +243,14 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
             raise
     if args.detach:
         say(f"run {run_id} started on {target.label}, detached")
-        _print_reattach(args, run_id)
+        print_reattach(args, run_id)
         return 0
     say(f"run {run_id} started on {target.label}; its log follows (Ctrl-C detaches, the job keeps running)")
-    return _collect(args, target, rec)
+    return collect(args, target, rec)
 
 
 def _spec_of(args, rec: records.RunRecord) -> orchestrate.RunSpec | None:
-    return builtin.spec_of(rec, _exclude(args) if hasattr(args, "runs_dir") else ())
+    return builtin.spec_of(rec, excludes(args) if hasattr(args, "runs_dir") else ())
 
 
 def _resume(args) -> int:
@@ -265,38 +265,38 @@ def _resume(args) -> int:
     orchestrate.refuse_if_succeeded(rec, orchestrate.local_exit_code(rec))  # known here: nothing is reached or pushed
     if rec.nodes:
         return _resume_nodes(args, rec)
-    target = _rec_target(args, rec)
+    target = record_target(args, rec)
     if args.python:
         target = dataclasses.replace(target, python=args.python)
-    with _on_box(args, target) as conn:
+    with box_session(args, target) as conn:
         offset, had = orchestrate.resume(
-            conn, target, rec, _spec_of(args, rec), say, flags=_name_flags(args), quiet=args.quiet, progress=_progress
+            conn, target, rec, _spec_of(args, rec), say, flags=name_flags(args), quiet=args.quiet, progress=_progress
         )
     rec.pulled, rec.exit_code, rec.last_seen = False, None, None
     if target.box:
-        rec.price_per_hour = _price(target)
+        rec.price_per_hour = price_of(target)
     records.move_record(rec, target)
     if args.detach:
         say(f"run {rec.run_id} resumed on {target.label} ({had}), detached")
-        _print_reattach(args, rec.run_id)
+        print_reattach(args, rec.run_id)
         return 0
     say(f"run {rec.run_id} resumed on {target.label} ({had}); its log follows (Ctrl-C detaches, the job keeps running)")
-    return _collect(args, target, rec, offset=offset)
+    return collect(args, target, rec, offset=offset)
 
 
 def _resume_nodes(args, rec: records.RunRecord) -> int:
     """A multi-node run again, on the nodes it ran on: each restarts its run.sh (each resumes from its own backup)."""
     if rec.box is not None:
-        _wake(args, resolve(rec.box))  # --start: the box's nodes running (stop got it through _run_of)
-    targets = _run_nodes(args, rec)
-    offset = orchestrate.restart_nodes(lambda t: _connect(args, t), targets, rec.run_id, say, flags=_name_flags(args))
+        wake(args, resolve(rec.box))  # --start: the box's nodes running (stop got it through run_of)
+    targets = run_nodes(args, rec)
+    offset = orchestrate.restart_nodes(lambda t: connect_box(args, t), targets, rec.run_id, say, flags=name_flags(args))
     rec.pulled, rec.exit_code, rec.last_seen = False, None, None
     records.save_record(rec)
     if args.detach:
         say(f"run {rec.run_id} resumed on its {len(targets)} nodes, detached")
-        _print_reattach(args, rec.run_id)
+        print_reattach(args, rec.run_id)
         return 0
     say(
         f"run {rec.run_id} resumed on its {len(targets)} nodes; node 0's log follows (Ctrl-C detaches, the job keeps running)"
     )
-    return _collect(args, targets[0], rec, offset=offset)
+    return collect(args, targets[0], rec, offset=offset)

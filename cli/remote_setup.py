@@ -14,8 +14,8 @@ from remote.builtin import model_package_dir
 from remote.orchestrate import human as _human
 from remote.target import Target
 
-from .remote_reach import PROG, _name_flags, _on_box, _target
-from .remote_run import _requirements
+from .remote_reach import PROG, box_session, name_flags, resolve_target
+from .remote_run import requirements_of
 
 
 def _data_python(target: Target) -> str:
@@ -31,9 +31,9 @@ def cmd_data_fetch(args, extra) -> int:
             f"{args.src} is a local folder: `{PROG} train --data {args.src}` pushes it",
             "`data fetch` takes an http(s):// URL, s3://bucket/prefix or kaggle:COMPETITION",
         )
-    target = _target(args)
+    target = resolve_target(args)
     layout = BoxLayout(target.workdir)
-    with _on_box(args, target) as conn:
+    with box_session(args, target) as conn:
         from remote import sync
 
         sync.push(conn, model_package_dir(), f"{layout.code}/model")  # organizing a Kaggle layout runs it
@@ -48,8 +48,8 @@ def cmd_data_fetch(args, extra) -> int:
 def cmd_data_ls(args, extra) -> int:
     from remote import fetch
 
-    target = _target(args)
-    with _on_box(args, target) as conn:
+    target = resolve_target(args)
+    with box_session(args, target) as conn:
         entries = fetch.ls(conn, target.workdir, _data_python(target))
     if not entries:
         print("no datasets cached on the box")
@@ -65,8 +65,8 @@ def cmd_data_rm(args, extra) -> int:
 
     if not args.key or args.key.startswith(".") or "/" in args.key:
         raise UsageError(f"{args.key!r} is not a data set key", f"`{PROG} data ls` lists them")
-    target = _target(args)
-    with _on_box(args, target) as conn:
+    target = resolve_target(args)
+    with box_session(args, target) as conn:
         gone = fetch.rm(conn, target.workdir, _data_python(target), args.key)
     print(f"removed {gone['key']} from the box ({gone['files']} files, {_human(gone['bytes'])} freed)")
     return 0
@@ -92,13 +92,13 @@ def _setup_options(args):
 def cmd_setup(args, extra) -> int:
     from remote import setup
 
-    target = _target(args)
+    target = resolve_target(args)
     opts = _setup_options(args)
     code = Path(args.code).expanduser().resolve() if args.code else None
-    requirements = _requirements(args, code) if code else None
+    requirements = requirements_of(args, code) if code else None
     if code and not code.is_dir():
         raise UsageError(f"--code {args.code}: no such directory")
-    with _on_box(args, target) as conn:
+    with box_session(args, target) as conn:
         if code and requirements:  # the project's own environment, as `remote run` builds it
             on_box = orchestrate.requirements_alone(conn, target.workdir, code, requirements)
             opts = orchestrate.project_options(opts, code, requirements, on_box)
@@ -112,27 +112,27 @@ def cmd_setup(args, extra) -> int:
 def cmd_doctor(args, extra) -> int:
     from remote import doctor
 
-    target = _target(args)
+    target = resolve_target(args)
     opts, project = _setup_options(args), None
     code = Path(args.code).expanduser().resolve()
-    requirements = _requirements(args, code) if code.is_dir() or args.requirements else None
+    requirements = requirements_of(args, code) if code.is_dir() or args.requirements else None
     if requirements is not None and not target.python:  # the project's own environment (as `remote run` builds it)
         opts = orchestrate.project_options(opts, code, requirements)
         project = (str(code), str(requirements))
-    with _on_box(args, target) as conn:
+    with box_session(args, target) as conn:
         rep = doctor.diagnose(conn, target.workdir, opts, python=target.python, project=project)
     print(doctor.format_report(target.label, rep))
     if not rep.problems:
         return 0
     if project is None:
         raise RemoteError(
-            f"the box's environment has problems: {'; '.join(rep.problems)}", f"run `{PROG} setup{_name_flags(args)}`"
+            f"the box's environment has problems: {'; '.join(rep.problems)}", f"run `{PROG} setup{name_flags(args)}`"
         )
     flags = f" --code {shlex.quote(str(code))}" + (
         f" --requirements {shlex.quote(str(requirements))}" if args.requirements else ""
     )
     raise RemoteError(
         f"the project's environment on the box has problems: {'; '.join(rep.problems)}",
-        f"`{PROG} setup{flags}{_name_flags(args)}{' --force' if rep.ready else ''}` builds it anew"
+        f"`{PROG} setup{flags}{name_flags(args)}{' --force' if rep.ready else ''}` builds it anew"
         + ("" if rep.ready else f" (as the project's next `{PROG} run` would)"),
     )

@@ -11,25 +11,25 @@ from common.errors import RemoteError, UsageError, name_flag
 from remote import job, orchestrate, records, results
 from remote.connection import run
 
-from .remote_follow import _collect
+from .remote_follow import collect
 from .remote_reach import (
     PROG,
-    _connect,
-    _name_flags,
-    _on_box,
-    _rec_target,
-    _record_or_latest,
-    _run_nodes,
-    _run_of,
-    _target,
+    box_session,
+    connect_box,
+    name_flags,
+    record_or_latest,
+    record_target,
+    resolve_target,
+    run_nodes,
+    run_of,
 )
 
 
 def cmd_logs(args, extra) -> int:
-    rec, target, run_dir = _run_of(args)
+    rec, target, run_dir = run_of(args)
     if args.follow:
-        return _collect(args, target, rec)
-    with _on_box(args, target) as conn:
+        return collect(args, target, rec)
+    with box_session(args, target) as conn:
         sys.stdout.flush()
         job.cat_log(conn, run_dir, sys.stdout.buffer, tty=sys.stdout.isatty())
     return 0
@@ -37,14 +37,14 @@ def cmd_logs(args, extra) -> int:
 
 def cmd_status(args, extra) -> int:
     if not args.run and not records.records():
-        target = _target(args)
-        _connect(args, target).close()
+        target = resolve_target(args)
+        connect_box(args, target).close()
         print(f"{target.label}: reachable; no runs started from here yet")
         return 0
     from remote import interruptions
 
-    rec, target, run_dir = _run_of(args)
-    with _on_box(args, target) as conn:
+    rec, target, run_dir = run_of(args)
+    with box_session(args, target) as conn:
         st = job.job_state(conn, run_dir)
         events = interruptions.parse(run(conn, interruptions.read_command(run_dir), "reading the run's events"))
     _seen(rec, st)
@@ -101,7 +101,7 @@ def cmd_tb(args, extra) -> int:
         return _tb_local(args)
     recs = {run_id: records.load_record(run_id) for run_id in args.runs}
     known = [r for r in recs.values() if r is not None]
-    target = _rec_target(args, known[0]) if known else _target(args)
+    target = record_target(args, known[0]) if known else resolve_target(args)
     if len({(r.host, r.port, r.workdir) for r in known}) > 1 and not (args.host or args.name != "default"):
         raise UsageError(
             f"runs {', '.join(args.runs)} are on different boxes",
@@ -110,7 +110,7 @@ def cmd_tb(args, extra) -> int:
     # A port asked for is held from now on: taken, nothing starts; free, nothing can take it before the tunnel.
     listener = tb.local_listener(args.local_port, True, say) if args.local_port and not args.stop else None
     try:
-        with _on_box(args, target) as conn:
+        with box_session(args, target) as conn:
             layout = job.resolve_layout(conn, target.workdir)
             if args.stop:
                 n = tb.stop(conn, layout)
@@ -124,7 +124,7 @@ def cmd_tb(args, extra) -> int:
             down = f" or `python -m provision down{name_flag(target.box)}`" if target.box else ""
             say(
                 f"tunnel open (no port of the box is opened to the internet); Ctrl-C closes it, TensorBoard keeps running on "
-                f"the box (`{PROG} tb --stop{_name_flags(args)}`{down} ends it)"
+                f"the box (`{PROG} tb --stop{name_flags(args)}`{down} ends it)"
             )
             try:
                 tb.forward(conn.client.get_transport(), listener, port)
@@ -173,33 +173,33 @@ def cmd_report(args, extra) -> int:
     """(Re)write a pulled run's report.html, with its duration and cost."""
     from remote import report
 
-    print(report.write(_record_or_latest(args), args.price))
+    print(report.write(record_or_latest(args), args.price))
     return 0
 
 
 def cmd_stop(args, extra) -> int:
-    rec, target, run_dir = _run_of(args)
+    rec, target, run_dir = run_of(args)
     if rec.nodes and len(rec.nodes) > 1:  # every node's job, at once: the others would wait on node 0's
-        states = orchestrate.stop_nodes(lambda t: _connect(args, t), _run_nodes(args, rec), rec.run_id)
+        states = orchestrate.stop_nodes(lambda t: connect_box(args, t), run_nodes(args, rec), rec.run_id)
         for i, node_state in enumerate(states[1:], 1):
             say(f"node {i}: {node_state.label if node_state else 'unknown on the box'}")
         st = states[0]
     else:
-        with _on_box(args, target) as conn:
+        with box_session(args, target) as conn:
             st = job.stop(conn, run_dir)
     _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     if st and st.stopped and not st.running:
         say(
-            f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{_name_flags(args)}`; "
-            f"its results so far: `{PROG} pull {rec.run_id}{_name_flags(args)}`"
+            f"continue it with `{PROG} {rec.kind} --resume {rec.run_id}{name_flags(args)}`; "
+            f"its results so far: `{PROG} pull {rec.run_id}{name_flags(args)}`"
         )
     return 0
 
 
 def cmd_pull(args, extra) -> int:
-    rec, target, run_dir = _run_of(args)
-    with _on_box(args, target) as conn:
+    rec, target, run_dir = run_of(args)
+    with box_session(args, target) as conn:
         st = job.job_state(conn, run_dir)
         if st is None:
             raise RemoteError(f"run {rec.run_id} is not on the box any more")

@@ -55,7 +55,7 @@ def test_a_multi_node_run_is_reached_where_its_boxs_nodes_are_now():
     --resume reach the nodes as the box's state has them, not as the run recorded them."""
     import argparse
 
-    from cli.remote_reach import _run_nodes
+    from cli.remote_reach import run_nodes
     from remote import records
 
     two_node_box()
@@ -75,7 +75,7 @@ def test_a_multi_node_run_is_reached_where_its_boxs_nodes_are_now():
     box.nodes[0].ssh_host = "198.51.100.9"  # node 1 came back elsewhere
     state.save(box)
     args = argparse.Namespace(identity=None, start=False, name="default")
-    assert [t.host for t in _run_nodes(args, rec)] == ["198.51.100.1", "198.51.100.9"]
+    assert [t.host for t in run_nodes(args, rec)] == ["198.51.100.1", "198.51.100.9"]
 
 
 def test_no_node_starts_its_job_when_another_fails_before_it_is_ready(monkeypatch):
