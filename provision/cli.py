@@ -16,14 +16,15 @@ import shutil
 import sys
 
 from box.layout import DEFAULT_WORKDIR, BoxLayout
-from common import paths, state
+from common import paths, procs, state
 from common.aws import Cloud
 from common.checks import name_arg, range_arg
 from common.cliutil import EXIT_CODES_EPILOG, Parser, positive_float, positive_int, run_cli, sandbox_note, say
 from common.errors import EX_INTERRUPTED, RemoteError, UsageError, name_flag
 from common.state import no_box
+from sandbox import boxes as sandbox
 
-from . import config, lifecycle, procs, sandbox
+from . import config, lifecycle
 
 PROG = "python -m provision"
 
@@ -479,8 +480,7 @@ def cmd_image_create(args) -> int:
     from remote import bake, setup  # composition: the CLI joins the halves
     from remote.connection import connect
     from remote.target import resolve
-
-    from . import sandbox
+    from sandbox import boxes as sandbox
 
     opts = setup.SetupOptions.from_env()
 

@@ -15,7 +15,7 @@ The image and its snapshots carry ``trainbox:managed``, ``trainbox:name``
 Deep Learning AMI under it, also by name, so an image keeps saying what it
 was made from once that DLAMI is gone). They outlive the box: ``down``
 keeps them unless ``--images``; a snapshot bills per GB-month while it exists.
-What an image is in the sandbox is provision/sandbox_images.py.
+What an image is in the sandbox is sandbox/images.py.
 
 Why ~370 lines: an image's whole life on AWS (pick, bake, wait, list with
 its snapshots and their cost, remove and verify), each step short, read
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 from common.aws import aws_errors, error_code
 from common.errors import CloudError, UsageError, name_flag
+from sandbox import images as sandbox_images
 
 from . import ami as amis
-from . import sandbox_images
 from .tags import TAG_MANAGED, TAG_NAME, name_filters, tag_value, tags
 
 TAG_SPEC = "trainbox:spec"

@@ -17,8 +17,10 @@ from common import hostkeys, paths, state
 from common.aws import Cloud, aws_errors
 from common.errors import UsageError
 from common.state import BoxState, Node, no_box
+from sandbox import boxes as sandbox
+from sandbox import images as sandbox_images
 
-from . import instance, prices, recover, sandbox, spot, teardown
+from . import instance, prices, recover, spot, teardown
 from .config import price_overrides
 
 
@@ -237,6 +239,7 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None], keep_checkpoint
         box = None
     if cloud.sandbox:
         sandbox.remove_box(name)
+        sandbox_images.gc_sandbox_layers()
     for node in box.node_list() if box is not None else []:
         if node.ssh_host:
             hostkeys.forget(node.ssh_host, node.ssh_port)

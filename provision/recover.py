@@ -321,7 +321,7 @@ def follow(cloud: Cloud, box: BoxState) -> instance.Instance:
     group replaced it), the state moves to it (the old host-key pin is dropped; the new
     instance's is pinned from its console output when AWS has it) and the replacement is
     recorded in ``extra["replaced"]``. In the sandbox, the new instance gets a box
-    (provision/sandbox_group.py)."""
+    (sandbox/group.py)."""
     group = group_of_box(box) or group_name(box.name)
     with aws_errors("ask the box's group for its instance"):
         asg, ec2 = cloud.client("autoscaling"), cloud.client("ec2")
@@ -332,7 +332,7 @@ def follow(cloud: Cloud, box: BoxState) -> instance.Instance:
                 f"`python -m provision down{name_flag(box.name)}` cleans up",
             )
         if cloud.sandbox:
-            from . import sandbox_group
+            from sandbox import group as sandbox_group
 
             if sandbox_group.health_check(cloud, box, group_instance_id(g)):
                 g = describe_group(asg, group) or g
@@ -360,7 +360,7 @@ def _adopt(cloud: Cloud, box: BoxState, inst: instance.Instance) -> None:
     box.launched_at = inst.launch_time.timestamp() if inst.launch_time else time.time()
     box.price_per_hour = prices.price_per_hour(inst.type, _price_overrides())
     if cloud.sandbox:
-        from . import sandbox_group
+        from sandbox import group as sandbox_group
 
         sandbox_group.replace_box(cloud, box, old)
     elif inst.public_ip:

@@ -21,21 +21,12 @@ from common import hostkeys, paths, state
 from common.aws import Cloud, aws_errors
 from common.errors import CloudError, RemoteError, UsageError, name_flag
 from common.state import BoxState, Node
+from sandbox import attach as sandbox_attach
+from sandbox import boxes as sandbox
+from sandbox import images as sandbox_images
 
 from . import ami as amis
-from . import (
-    images,
-    instance,
-    keys,
-    network,
-    placement,
-    preflight,
-    prices,
-    recover,
-    sandbox,
-    sandbox_attach,
-    sandbox_images,
-)
+from . import images, instance, keys, network, placement, preflight, prices, recover
 from .callerip import caller_cidr, check_cidr
 
 

@@ -161,8 +161,7 @@ def import_cycles(package: str) -> set[tuple[str, ...]]:
     return cycles
 
 
-# Left for the move of the sandbox into a package of its own (issue 24, item 1).
-KNOWN_CYCLES = {("provision", ("sandbox", "sandbox_images"))}
+KNOWN_CYCLES: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def test_the_cycle_finder_sees_a_two_module_cycle(tmp_path):

@@ -23,8 +23,8 @@ IAM_ACTION = {
     "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
 }
 # Called only against the sandbox's moto, never on AWS: the container box reads back the
-# user-data its instance was launched with (provision/container.py user_data_of).
-# The sandbox plays AWS's health check on a --recover box's group (provision/sandbox_group.py).
+# user-data its instance was launched with (sandbox/container.py user_data_of).
+# The sandbox plays AWS's health check on a --recover box's group (sandbox/group.py).
 SANDBOX_ONLY = {"ec2:DescribeInstanceAttribute", "autoscaling:TerminateInstanceInAutoScalingGroup"}
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from box.layout import BoxLayout
+from common import procs
 from common.errors import UsageError
-from provision import procs
 from remote import cli, records
 from remote.target import Target
 from testkit import listening, one_line_error, processes_mentioning, start_cli, tb_runs, wait_for, write_tb_events
