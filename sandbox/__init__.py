@@ -13,5 +13,23 @@ the sandbox does with boxes on this machine:
   the box's state instead of moto's fake IP;
 - images.py: what a trainbox image is here (a frozen layer or disk folder);
 - group.py: a --recover box's Auto Scaling group, with what moto lacks of it;
-- imds.py: the IMDSv2 stand-in a container box's agent polls.
+- imds.py: the IMDSv2 stand-in a container box's agent polls;
+- cloud.py: the sandbox as provision sees it, ``Cloud(..., sandbox=True)``:
+  its pace and what moto lacks, and the hooks provision calls after its AWS
+  steps, where the boxes reconcile with moto's instances.
+
+Importing the package registers cloud.py with common/aws.py (provision never
+imports the sandbox: the command line picks the cloud).
 """
+
+from common import aws as _aws
+
+
+def _stand_in():
+    from .cloud import SandboxCloud
+
+    return SandboxCloud()
+
+
+# What `Cloud(..., sandbox=True)` stands for (common/aws.py): provision calls its hooks, never this package.
+_aws.register_stand_in(_stand_in)

@@ -46,6 +46,7 @@ def attach_sandbox_box(
         # The nodes share this machine's loopback: that is their network.
         booted.private_ip = "127.0.0.1"
         box.set_node(booted)
+        boxes.record_instance(box.name, node.index, node.instance_id)
 
 
 def _attach_process(box: BoxState, node: Node, ec2, say: Callable[[str], None]) -> Node:

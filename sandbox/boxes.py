@@ -126,6 +126,16 @@ def kind_of(name: str) -> str:
     return f.read_text().strip() if f.exists() else "process"
 
 
+def made_for(name: str, node: int = 0) -> str | None:
+    """The instance the box's node was made for (None: a box from before boxes recorded it)."""
+    f = box_dir(name, node) / "instance"
+    return f.read_text().strip() if f.exists() else None
+
+
+def record_instance(name: str, node: int, instance_id: str) -> None:
+    (box_dir(name, node) / "instance").write_text(instance_id + "\n")
+
+
 def box_workdir(name: str, node: int = 0) -> Path:
     """Where trainbox keeps code, data and runs on the sandbox's box (node)."""
     d = box_dir(name, node) / "disk"
