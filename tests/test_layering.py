@@ -7,12 +7,15 @@
   any environment exists);
 - provision and remote library modules do not import each other (their CLIs
   compose them);
-- the laptop (box, common, provision, remote) never imports TensorFlow, Keras
+- the sandbox (a cloud standing in for EC2) may use provision's and common's
+  modules, never remote's; provision's and remote's library modules never
+  import it: provision speaks AWS only, and the command line picks the cloud;
+- the laptop (box, common, provision, remote, sandbox) never imports TensorFlow, Keras
   or JAX (the CLI must start fast, and the laptop install has none), nor
   model/, except its contract modules (CONTRACT: the run folder's file names
   and its report page), which with model/__init__ import only the standard
   library and each other;
-- common imports neither half.
+- common imports neither half, nor the sandbox.
 """
 
 from __future__ import annotations
@@ -25,7 +28,21 @@ REPO = Path(__file__).resolve().parents[1]
 ML = {"tensorflow", "keras", "jax", "tf_keras"}
 # model/'s modules the laptop may import: pure readers of what a run writes.
 CONTRACT = {"model.run_files", "model.report_page"}
-LAPTOP_LIBS = {"boto3", "botocore", "fabric", "paramiko", "invoke", "common", "provision", "remote", "box", "templates"}
+LAPTOP_LIBS = {
+    "boto3",
+    "botocore",
+    "fabric",
+    "paramiko",
+    "invoke",
+    "common",
+    "provision",
+    "remote",
+    "sandbox",
+    "box",
+    "templates",
+}
+# The laptop's packages: what the laptop-wide rules below cover.
+LAPTOP = ("box", "common", "provision", "remote", "sandbox", "templates")
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -47,12 +64,12 @@ def full_imports(path: Path, package: str | None = None) -> list[tuple[int, str]
     return out
 
 
-def violations(package: str, allowed) -> list[str]:
+def violations(package: str, allowed, root: Path = REPO) -> list[str]:
     bad = []
-    for f in sorted((REPO / package).glob("*.py")):
+    for f in sorted((root / package).glob("*.py")):
         for line, mod in imports(f):
             if not allowed(f, mod):
-                bad.append(f"{f.relative_to(REPO)}:{line} imports {mod}")
+                bad.append(f"{f.relative_to(root)}:{line} imports {mod}")
     return bad
 
 
@@ -74,11 +91,33 @@ def test_provision_and_remote_libraries_do_not_import_each_other():
 
 
 def test_common_imports_neither_half():
-    assert violations("common", lambda f, m: m not in ("provision", "remote", "model")) == []
+    assert violations("common", lambda f, m: m not in ("provision", "remote", "sandbox", "model")) == []
+
+
+def no_sandbox(f: Path, module: str) -> bool:
+    """provision's and remote's rule: only a CLI, where the command line picks the cloud, names the sandbox."""
+    return module != "sandbox" or is_cli(f)
+
+
+def test_provision_and_remote_libraries_never_import_the_sandbox():
+    assert violations("provision", no_sandbox) == [], "provision speaks AWS only: the CLI picks the cloud"
+    assert violations("remote", no_sandbox) == []
+
+
+def test_the_sandbox_check_catches_a_library_module_importing_it(tmp_path):
+    pkg = tmp_path / "provision"
+    pkg.mkdir()
+    (pkg / "lifecycle.py").write_text("def stop():\n    from sandbox import boxes\n")
+    (pkg / "cli.py").write_text("from sandbox import boxes as sandbox\n")
+    assert violations("provision", no_sandbox, tmp_path) == ["provision/lifecycle.py:2 imports sandbox"]
+
+
+def test_the_sandbox_uses_provision_and_common_never_remote():
+    assert violations("sandbox", lambda f, m: m not in ("remote", "model")) == []
 
 
 def test_the_laptop_never_imports_tensorflow_keras_or_jax():
-    for package in ("box", "common", "provision", "remote", "templates"):
+    for package in LAPTOP:
         assert violations(package, lambda f, m: m not in ML) == [], package
 
 
@@ -92,12 +131,7 @@ def laptop_model_imports(path: Path, root: Path = REPO) -> list[str]:
 
 
 def test_the_laptop_imports_of_model_only_its_contract_modules():
-    bad = [
-        v
-        for package in ("box", "common", "provision", "remote", "templates")
-        for f in sorted((REPO / package).glob("*.py"))
-        for v in laptop_model_imports(f)
-    ]
+    bad = [v for package in LAPTOP for f in sorted((REPO / package).glob("*.py")) for v in laptop_model_imports(f)]
     assert bad == []
 
 
@@ -175,7 +209,7 @@ def test_the_cycle_finder_sees_a_two_module_cycle(tmp_path):
 
 
 def test_no_module_of_a_laptop_package_imports_one_that_imports_it_back():
-    found = {(p, c) for p in ("common", "provision", "remote", "box") for c in import_cycles(p)}
+    found = {(p, c) for p in ("common", "provision", "remote", "sandbox", "box") for c in import_cycles(p)}
     assert found - KNOWN_CYCLES == set(), "import cycles between modules: " + "; ".join(
         f"{p}: {' -> '.join((*c, c[0]))}" for p, c in sorted(found - KNOWN_CYCLES)
     )
