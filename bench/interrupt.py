@@ -51,7 +51,7 @@ SAVE_EVERY_S = 60.0  # model/callbacks.py's (the laptop side does not import mod
 from box import layout as names  # noqa: E402
 from box.layout import BoxLayout  # noqa: E402
 from model import run_files  # noqa: E402 (stdlib: the run folder's names)
-from provision import container  # noqa: E402
+from sandbox import container  # noqa: E402
 
 
 def main() -> int:

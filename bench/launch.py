@@ -12,7 +12,7 @@ marker). One run does both, in the sandbox (moto on 127.0.0.1):
 Goal: baked <= boot + 2 s, boot being its own `up` (to SSH answering).
 
 --box container (the default where root, systemd-nspawn and debootstrap are):
-the box that boots like an instance (provision/container.py): its image is its
+the box that boots like an instance (sandbox/container.py): its image is its
 layer frozen as a read-only lower layer. The bare path installs the real pins
 from the package index through this machine's pip configuration: the real
 download of TensorFlow, what an image saves. (Fake wheels from 127.0.0.1 would
@@ -58,8 +58,8 @@ def main() -> int:
 
     from moto.server import ThreadedMotoServer
 
-    from provision import container, motoplace
-    from provision.procs import free_port
+    from common.procs import free_port
+    from sandbox import container, motoplace
 
     motoplace.install()  # the placement groups `up` and `down` ask for, which moto lacks (as the tests' moto)
 
@@ -108,7 +108,7 @@ def main() -> int:
             aws_secret_access_key="x",
         ).describe_images(Owners=["amazon"])
         if args.box == "container":
-            from provision import rootfs
+            from sandbox import rootfs
 
             rootfs.ensure(lambda s: print(s, flush=True))  # once per machine, not the bare path's cost
         source = "an index on 127.0.0.1 (nothing downloaded)" if offline else "the package index (a real download)"

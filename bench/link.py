@@ -39,11 +39,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import hostkeys, paths  # noqa: E402
-from provision import procs, sshd  # noqa: E402
+from common import (  # noqa: E402
+    hostkeys,
+    paths,
+    procs,  # noqa: E402
+)
 from remote import sync  # noqa: E402
 from remote.connection import LinkDropped, connect  # noqa: E402
 from remote.target import Target  # noqa: E402
+from sandbox import sshd  # noqa: E402
 
 HOST_IP, BOX_IP, PORT = "169.254.211.1", "169.254.211.2", 2222
 

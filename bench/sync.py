@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from common import hostkeys, paths  # noqa: E402
-from provision import sshd  # noqa: E402
 from remote import sync  # noqa: E402
 from remote.connection import connect  # noqa: E402
 from remote.target import Target  # noqa: E402
+from sandbox import sshd  # noqa: E402
 
 
 def make_set(root: Path, files: int, seed: int = 0) -> int:

@@ -14,7 +14,8 @@ from common import state
 from common.aws import Cloud
 from common.cliutil import sandbox_note, say
 from common.errors import RemoteError, UsageError, name_flag
-from provision import config, lifecycle, sandbox
+from provision import config, lifecycle
+from sandbox import boxes as sandbox
 
 from .cloud import PROG, cloud_for, on_aws, state_or_warn
 

@@ -9,12 +9,13 @@ import shutil
 import sys
 
 from box.layout import BoxLayout
-from common import paths, state
+from common import paths, procs, state
 from common.aws import Cloud
 from common.cliutil import say
 from common.errors import EX_INTERRUPTED, RemoteError, UsageError, name_flag
 from common.state import no_box
-from provision import config, lifecycle, procs, sandbox
+from provision import config, lifecycle
+from sandbox import boxes as sandbox
 
 from .cloud import PROG, cloud_for, sandbox_cloud, state_or_warn
 

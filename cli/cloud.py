@@ -7,7 +7,8 @@ from common.aws import Cloud
 from common.cliutil import sandbox_note, say
 from common.errors import UsageError
 from common.state import no_box
-from provision import config, lifecycle, sandbox
+from provision import config, lifecycle
+from sandbox import boxes as sandbox
 
 PROG = "python -m provision"
 

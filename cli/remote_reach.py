@@ -36,6 +36,7 @@ def wake(args, target: Target) -> Target:
         sandbox_note(target.box, f"{target.host}:{target.port}")
     if not getattr(args, "start", False) or not target.box:
         return target
+    import sandbox  # noqa: F401 (a sandbox box's cloud: the package registers it with common/aws.py)
     from common import state
     from provision import lifecycle
 

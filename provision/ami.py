@@ -86,7 +86,7 @@ def resolve(
     """The AMI to boot: ``ami`` if given, else the newest DLAMI for this GPU.
 
     ``latest_id`` returns the newest Base DLAMI id (the SSM lookup on AWS);
-    it is injected so the sandbox and tests can stand in for AWS's public
+    it is injected so tests can stand in for AWS's public
     parameters, which moto does not have.
     """
     if ami:

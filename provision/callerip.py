@@ -1,7 +1,7 @@
 """The laptop's public address, so the security group admits it alone.
 
 The lookup goes over HTTPS to AWS's checkip service. It is a parameter of
-``up`` so tests and the sandbox never touch the internet.
+``up`` so tests and a cloud on this machine never touch the internet.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ The image and its snapshots carry ``trainbox:managed``, ``trainbox:name``
 Deep Learning AMI under it, also by name, so an image keeps saying what it
 was made from once that DLAMI is gone). They outlive the box: ``down``
 keeps them unless ``--images``; a snapshot bills per GB-month while it exists.
-What an image is in the sandbox is provision/sandbox_images.py.
+A cloud standing in for AWS keeps its images' disks itself (``cloud.prepare_image``,
+``cloud.settle_image``; the sandbox's: sandbox/images.py).
 
 Why ~370 lines: an image's whole life on AWS (pick, bake, wait, list with
 its snapshots and their cost, remove and verify), each step short, read
@@ -32,7 +33,6 @@ from common.aws import aws_errors, error_code
 from common.errors import CloudError, UsageError, name_flag
 
 from . import ami as amis
-from . import sandbox_images
 from .tags import TAG_MANAGED, TAG_NAME, name_filters, tag_value, tags
 
 TAG_SPEC = "trainbox:spec"
@@ -59,11 +59,11 @@ def spec_tag(spec_id: str, build: str) -> str:
     return f"{spec_id}-{build}"
 
 
-def wanted_build(ec2, instance_type: str, sandbox: bool) -> str:
-    """The build a box of this type installs: gpu where it has an NVIDIA GPU.
-    The sandbox's box is this machine, whatever the type: cpu."""
-    if sandbox:
-        return "cpu"
+def wanted_build(ec2, instance_type: str, fixed: str | None = None) -> str:
+    """The build a box of this type installs: gpu where it has an NVIDIA GPU; ``fixed``: the
+    cloud's build whatever the type (``cloud.box_build``: a stand-in's box is this machine)."""
+    if fixed:
+        return fixed
     from botocore.exceptions import ClientError
 
     try:
@@ -196,14 +196,17 @@ def get(ec2, image_id: str) -> TrainboxImage | None:
     return _image(raw[0], _snapshots(ec2, _snapshot_ids(raw[0])))
 
 
-def pick(ec2, spec: str, instance_type: str, sandbox: bool = False) -> tuple[TrainboxImage | None, list[TrainboxImage]]:
-    """The newest available image of this spec whose base DLAMI supports the type; and every image seen."""
+def pick(
+    ec2, spec: str, instance_type: str, any_type: bool = False
+) -> tuple[TrainboxImage | None, list[TrainboxImage]]:
+    """The newest available image of this spec whose base DLAMI supports the type (``any_type``: the
+    cloud's boxes are not of the type, so any); and every image seen."""
     seen = list_images(ec2)
     for image in seen:
         if (
             image.state == "available"
             and image.spec == spec
-            and (sandbox or amis.supports(image.base_name, instance_type))
+            and (any_type or amis.supports(image.base_name, instance_type))
         ):
             return image, seen
     return None, seen
@@ -382,8 +385,7 @@ def create(
         "booting like a new box)"
     )
     lifecycle.stop(cloud, box_name)
-    if cloud.sandbox:
-        sandbox_images.check_sandbox_disk(box_name, say)
+    cloud.prepare_image(box_name, say)  # a stand-in readies its machine's disk (AWS snapshots the volume as it is)
     with aws_errors("create the image"):
         image_id = bake(
             ec2,
@@ -393,11 +395,10 @@ def create(
             spec_tag(spec_id, build),
             base,
             say,
-            poll_s=poll_s if poll_s is not None else (0.2 if cloud.sandbox else 15.0),
+            poll_s=poll_s if poll_s is not None else (cloud.poll_s or 15.0),
             timeout_s=timeout_s,
         )
-        if cloud.sandbox:
-            sandbox_images.freeze_sandbox_disk(box_name, image_id, say)
+        cloud.settle_image(image_id, say, box=box_name)  # a stand-in's disk for it
         made = get(ec2, image_id)
     assert made is not None
     return made
@@ -408,20 +409,15 @@ def remove_images(cloud, ids: list[str], say: Callable[[str], None]) -> list[str
         removed = []
         for image_id in ids:
             removed += remove(cloud.client("ec2"), image_id, say)
-            if cloud.sandbox:
-                users = sandbox_images.drop_sandbox_image(image_id)
-                if users:
-                    say(
-                        f"image {image_id}'s layer stays on this machine while {', '.join(users)} stand(s) on it "
-                        "(as a volume outlives its AMI): it goes with the last of them"
-                    )
+            cloud.settle_image(image_id, say)  # a stand-in drops its disk for it
     return removed
 
 
-def choose(ec2, instance_type: str, sandbox: bool, spec_id: str) -> tuple[TrainboxImage | None, str]:
-    """The image ``up`` boots for this environment (``spec_id``) and type, or None; and why, in words."""
-    spec = spec_tag(spec_id, wanted_build(ec2, instance_type, sandbox))
-    image, seen = pick(ec2, spec, instance_type, sandbox)
+def choose(ec2, instance_type: str, box_build: str | None, spec_id: str) -> tuple[TrainboxImage | None, str]:
+    """The image ``up`` boots for this environment (``spec_id``) and type, or None; and why, in words.
+    ``box_build``: the cloud's build whatever the type (``cloud.box_build``), or None."""
+    spec = spec_tag(spec_id, wanted_build(ec2, instance_type, box_build))
+    image, seen = pick(ec2, spec, instance_type, any_type=box_build is not None)
     if image is not None:
         age = _age(time.time() - image.created)
         return image, (

@@ -11,14 +11,13 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from common import hostkeys, paths, state
 from common.aws import Cloud, aws_errors
 from common.errors import UsageError
 from common.state import BoxState, Node, no_box
 
-from . import instance, prices, recover, sandbox, spot, teardown
+from . import instance, prices, recover, spot, teardown
 from .config import price_overrides
 
 
@@ -41,7 +40,7 @@ class BoxStatus:
     uptime_s: float | None  # node 0's
     price_per_hour: float | None  # of the whole box: every node
     cost_so_far: float | None  # every node's since it started
-    sandbox: bool
+    sandbox: bool  # a cloud standing in for AWS (the word `state` prints, and its JSON's key)
     spot: str | None = None  # the spot request's state, in words; None for an on-demand box
     nodes: tuple[NodeStatus, ...] = ()
 
@@ -50,8 +49,8 @@ class BoxStatus:
 
 
 def cloud_of(box: BoxState) -> Cloud:
-    """The AWS (or the sandbox's moto) a box lives in, from its state."""
-    return Cloud(box.region, box.endpoint_url, sandbox=box.sandbox)
+    """The AWS (or the cloud standing in for it) a box lives in, from its state."""
+    return Cloud.of_box(box.region, box.endpoint_url)
 
 
 def _group_box(name: str) -> BoxState | None:
@@ -69,17 +68,12 @@ def find_nodes(cloud: Cloud, name: str) -> list[instance.Instance]:
     grouped = _group_box(name)
     if grouped is not None:
         return [recover.follow(cloud, grouped)]
+    # A cloud standing in for AWS tells its EC2 what its machines did on their own (AWS knows).
+    cloud.observe(name)
     with aws_errors("find the box"):
         insts = instance.find_nodes(cloud.client("ec2"), name)
     if not insts:
         raise no_box(name)
-    if cloud.sandbox and sandbox.kind_of(name) == "container":
-        for k, inst in enumerate(insts):
-            if inst.state == "running" and sandbox.box_running(name, inst.node) is None:
-                # The guest shut itself down (the guard, or `sudo poweroff`): on EC2 that stops the
-                # instance; here the sandbox's AWS hears of it now.
-                with aws_errors("record that the box stopped itself"):
-                    insts[k] = instance.stop(cloud.client("ec2"), inst.id)
     return insts
 
 
@@ -100,7 +94,7 @@ def status(cloud: Cloud, name: str) -> BoxStatus:
             return max(0.0, now - i.launch_time.timestamp())
         return None
 
-    if box is not None and not box.sandbox:
+    if box is not None and not cloud.own_addresses:
         known = {n.index: n for n in box.node_list()}
         moved = [
             i
@@ -117,7 +111,7 @@ def status(cloud: Cloud, name: str) -> BoxStatus:
         address = None
         on = box.node(i.node) if box is not None and i.node < box.node_count else None
         if on is not None:
-            address = f"{on.ssh_host}:{on.ssh_port}" if on.sandbox else on.ssh_host
+            address = f"{on.ssh_host}:{on.ssh_port}" if cloud.own_addresses else on.ssh_host
         elif i.public_ip:
             address = i.public_ip
         private = (on.private_ip if on is not None else None) or i.private_ip
@@ -134,7 +128,7 @@ def status(cloud: Cloud, name: str) -> BoxStatus:
         uptime_s=uptimes[0],
         price_per_hour=None if price is None else price * len(insts),
         cost_so_far=prices.cost(price, sum(running)) if running else None,
-        sandbox=cloud.sandbox,
+        sandbox=cloud.stand_in is not None,
         spot=recover.says(box, inst) if box is not None and recover.group_of_box(box) else _spot_says(cloud, inst),
         nodes=tuple(nodes),
     )
@@ -174,18 +168,14 @@ def start(cloud: Cloud, name: str) -> BoxState:
         raise UsageError(
             f"the box '{name}' runs, but this laptop has no state for it", "run `python -m provision up` to adopt it"
         )
+    # The instances run: a cloud standing in for AWS boots its machines and says where they are.
+    cloud.settle(name, box=box)
     known = {n.index: n for n in box.node_list()}
     for inst in insts:
         node = known.get(inst.node)
         if node is None:
             continue  # a node this laptop's state does not know: `up --nodes N` adopts it
-        if box.sandbox:
-            server = sandbox.start_box(name, Path(box.key_path), node.index)
-            host, port = server.address
-            hostkeys.pin(host, port, list(server.host_keys))
-            node.ssh_host, node.ssh_port = server.address
-            box.set_node(node)
-        elif inst.public_ip:
+        if inst.public_ip and not cloud.own_addresses:
             # A stopped and started instance gets a new public IP.
             _moved(box, node, inst.public_ip)
     state.save(box)
@@ -207,8 +197,7 @@ def stop(cloud: Cloud, name: str) -> instance.Instance:
         ec2 = cloud.client("ec2")
         ec2.stop_instances(InstanceIds=[i.id for i in insts])
         stopped = [instance.wait(ec2, i.id, "stopped") for i in insts]
-    if cloud.sandbox:
-        sandbox.stop_box(name)
+    cloud.settle(name)  # a stand-in powers its machines off
     return stopped[0]
 
 
@@ -223,7 +212,7 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None], keep_checkpoint
             cloud.region,
             name,
             say,
-            poll_s=0.5 if cloud.sandbox else 5,
+            poll_s=cloud.poll_s or 5,
             autoscaling=cloud.client("autoscaling"),
         )
     if grouped or any(r.kind in ("auto-scaling-group", "launch-template") for r in removed):
@@ -235,19 +224,11 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None], keep_checkpoint
         box = state.load(name)
     except state.CorruptState:  # named by the caller; removed below with the rest
         box = None
-    if cloud.sandbox:
-        sandbox.remove_box(name)
+    # No instance is left: a stand-in removes its machines (and itself, once nothing is left in it).
+    cloud.settle(name)
     for node in box.node_list() if box is not None else []:
         if node.ssh_host:
             hostkeys.forget(node.ssh_host, node.ssh_port)
     paths.key_path(name).unlink(missing_ok=True)
     state.forget(name)
-    if cloud.sandbox and not sandbox.sandbox_boxes() and cloud.endpoint_url == sandbox.moto_endpoint():
-        # Nothing of ours is left in the sandbox's AWS: stop its moto server.
-        with aws_errors("check the sandbox is empty"):
-            from .inventory import tagged_resources
-
-            left = tagged_resources(cloud.client("ec2"), cloud.region, autoscaling=cloud.client("autoscaling"))
-        if not [r for r in left if not (r.kind == "instance" and r.state == "terminated")]:
-            sandbox.stop_moto()
     return removed

@@ -264,7 +264,7 @@ def up_group(
             prior = None
         if prior is not None and group_of_box(prior):
             was = prior.instance_id
-            inst = follow(cloud, prior)  # a replacement since: the state (and the sandbox's box) move to it
+            inst = follow(cloud, prior)  # a replacement since: the state (and a stand-in's machine) move to it
             if inst.id != was:
                 say(f"the group replaced {was} by {inst.id} ({inst.type} in {inst.zone})")
         return wait_for_instance(asg, ec2, group), {
@@ -320,10 +320,11 @@ def follow(cloud: Cloud, box: BoxState) -> instance.Instance:
     """The instance the box's group has now; when it is not the one the state names (the
     group replaced it), the state moves to it (the old host-key pin is dropped; the new
     instance's is pinned from its console output when AWS has it) and the replacement is
-    recorded in ``extra["replaced"]``. In the sandbox, the new instance gets a box
-    (provision/sandbox_group.py)."""
+    recorded in ``extra["replaced"]``. A cloud standing in for AWS plays the group's
+    health check first (``cloud.observe``) and gives the new instance its machine (``cloud.settle``)."""
     group = group_of_box(box) or group_name(box.name)
     with aws_errors("ask the box's group for its instance"):
+        cloud.observe(box.name, box)  # a stand-in plays the group's health check (AWS runs its own)
         asg, ec2 = cloud.client("autoscaling"), cloud.client("ec2")
         g = describe_group(asg, group)
         if g is None:
@@ -331,11 +332,6 @@ def follow(cloud: Cloud, box: BoxState) -> instance.Instance:
                 f"box '{box.name}''s group {group} is gone",
                 f"`python -m provision down{name_flag(box.name)}` cleans up",
             )
-        if cloud.sandbox:
-            from . import sandbox_group
-
-            if sandbox_group.health_check(cloud, box, group_instance_id(g)):
-                g = describe_group(asg, group) or g
         iid = group_instance_id(g)
         if iid is None:
             raise CloudError(
@@ -359,11 +355,9 @@ def _adopt(cloud: Cloud, box: BoxState, inst: instance.Instance) -> None:
     box.ssh_host, box.public_ip, box.private_ip = inst.public_ip or "", inst.public_ip, inst.private_ip
     box.launched_at = inst.launch_time.timestamp() if inst.launch_time else time.time()
     box.price_per_hour = prices.price_per_hour(inst.type, _price_overrides())
-    if cloud.sandbox:
-        from . import sandbox_group
-
-        sandbox_group.replace_box(cloud, box, old)
-    elif inst.public_ip:
+    # The new instance runs: a stand-in gives it a machine of its own, reached where it says.
+    cloud.settle(box.name, box=box)
+    if inst.public_ip and not cloud.own_addresses:
         keys = instance.console_host_keys(cloud.client("ec2"), inst.id)
         if keys:
             hostkeys.pin(inst.public_ip, box.ssh_port, keys)

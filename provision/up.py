@@ -4,8 +4,8 @@ Every resource is tagged at creation, so whatever step fails, ``down``
 finds and removes what was made; running ``up`` again reuses it.
 
 Why ~400 lines: the steps of ``up`` in their order (options, user-data,
-launch per node, SSH, host keys), then the sandbox's attach of each box
-kind, which must follow the same steps for the sandbox to prove the AWS path.
+launch per node, SSH, host keys). A cloud standing in for AWS runs the
+same steps; its machines follow them through ``cloud.settle``.
 """
 
 from __future__ import annotations
@@ -23,19 +23,7 @@ from common.errors import CloudError, RemoteError, UsageError, name_flag
 from common.state import BoxState, Node
 
 from . import ami as amis
-from . import (
-    images,
-    instance,
-    keys,
-    network,
-    placement,
-    preflight,
-    prices,
-    recover,
-    sandbox,
-    sandbox_attach,
-    sandbox_images,
-)
+from . import images, instance, keys, network, placement, preflight, prices, recover
 from .callerip import caller_cidr, check_cidr
 
 
@@ -50,7 +38,9 @@ class UpOptions:
     volume_gb: int = 100
     ami: str | None = None
     wait: bool = True
-    sandbox_box: str | None = None  # container, process, or None: the best this machine has
+    # The kind of machine a stand-in cloud makes for the instance (its CLI's `--sandbox-box`:
+    # container, process, or None: the best this machine has); AWS has its instance.
+    sandbox_box: str | None = None
     # The box's first-boot setup of trainbox's environment (the bootstrap the
     # CLI renders with remote/setup.py), started by user-data; None: none.
     bootstrap: str | None = None
@@ -141,8 +131,8 @@ USER_DATA_LIMIT = 16384  # bytes, as EC2 takes them (before its base64)
 
 
 def user_data_payload(text: str) -> bytes:
-    """The user-data as sent to EC2: gzipped (cloud-init unpacks gzip user-data, on EC2 and in
-    the sandbox alike), since the plain script (guard, agent, bootstrap) is over EC2's 16 KB."""
+    """The user-data as sent to EC2: gzipped (cloud-init unpacks gzip user-data, on EC2 and on
+    a stand-in alike), since the plain script (guard, agent, bootstrap) is over EC2's 16 KB."""
     import gzip
 
     return gzip.compress(text.encode(), 9, mtime=0)
@@ -261,14 +251,14 @@ def up(
     ec2 = cloud.client("ec2")
     # Bad input fails before any AWS call.
     opts = recover.check_options(opts)
-    if cloud.sandbox:
-        cidr = "127.0.0.1/32"
+    if cloud.ssh_cidr:
+        cidr = cloud.ssh_cidr  # a cloud on this machine: SSH from here only
     else:
         cidr, open_to_all = check_cidr(opts.ssh_cidr) if opts.ssh_cidr else (detect_cidr(), False)
         if open_to_all:
             say("warning: --ssh-cidr 0.0.0.0/0 opens SSH to the whole internet")
     with aws_errors("launch the box"):
-        say(f"checking AWS ({cloud.region}{', sandbox' if cloud.sandbox else ''})")
+        say(f"checking AWS ({cloud.where})")
         preflight.check_credentials(cloud)
         preflight.check_region(cloud)
         zones = preflight.check_offered(cloud, opts.instance_type)
@@ -278,26 +268,23 @@ def up(
             group_types, zones = recover.offered(
                 ec2, recover.instance_types(opts.instance_type, opts.instance_types), bool(opts.instance_types)
             )
-        # moto has no EC2 vCPU quotas: in the sandbox the check could only warn, every time.
-        quota = None if cloud.sandbox else preflight.check_quota(cloud, opts.instance_type, opts.spot, opts.nodes)
+        quota = preflight.check_quota(cloud, opts.instance_type, opts.spot, opts.nodes) if cloud.has_quotas else None
         if quota and quota.limit is None:
             say(f"warning: could not read the '{quota.name}' quota; launching anyway")
         # A trainbox image of this environment first (provision/images.py); --ami overrides.
         if opts.ami:
             baked, why = images.get(ec2, opts.ami), "--ami"
         elif opts.env_spec:
-            baked, why = images.choose(ec2, opts.instance_type, cloud.sandbox, opts.env_spec)
+            baked, why = images.choose(ec2, opts.instance_type, cloud.box_build, opts.env_spec)
         else:
             baked, why = None, "no environment spec given: the DLAMI"
         if baked is not None:
             image = baked.as_ami()
-        elif cloud.sandbox and not opts.ami:
-            newest = amis.newest_by_name(ec2, ["Deep Learning AMI Ubuntu*"])
-            if newest is None:
-                raise CloudError("the sandbox's moto lists no Deep Learning AMI", "pass --ami with one it lists")
-            image = newest
         else:
-            image = amis.resolve(ec2, opts.instance_type, opts.ami, latest_ami)
+            # The cloud's own base image (a stand-in's API may list no DLAMI by SSM), else AWS's newest DLAMI.
+            image = (None if opts.ami else cloud.base_image(ec2)) or amis.resolve(
+                ec2, opts.instance_type, opts.ami, latest_ami
+            )
         say(f"AMI {image.id} ({image.name}): {why}")
 
         insts = _live_nodes(ec2, opts)
@@ -319,10 +306,9 @@ def up(
                 _root_device(ec2, image.id),
                 say,
             )
-            launched = not any(i.id == inst.id for i in insts)
             insts = [inst]
         else:
-            insts, launched = _launch_or_reuse(ec2, opts, insts, zones, image, key_name, cidr, say)
+            insts = _launch_or_reuse(ec2, opts, insts, zones, image, key_name, cidr, say)
         insts = sorted((instance.wait(ec2, i.id, "running") for i in insts), key=lambda i: i.node)
 
     price = prices.price_per_hour(opts.instance_type, _price_overrides())
@@ -336,7 +322,7 @@ def up(
         ssh_user=image.login_user,
         key_path=str(key_file),
         workdir=DEFAULT_WORKDIR,
-        endpoint_url=cloud.endpoint_url if cloud.sandbox else None,
+        endpoint_url=cloud.state_endpoint,
         ami=image.id,
         public_ip=first.public_ip,
         launched_at=first.launch_time.timestamp() if first.launch_time else time.time(),
@@ -346,25 +332,12 @@ def up(
     )
     if opts.recover:
         recover.record(box, opts, first, made)
-    if cloud.sandbox:
-        # A new container box (each node of it) boots the image's layers; a new process box's disk is copied from it.
-        sandbox_attach.attach_sandbox_box(
-            box, ec2, opts.sandbox_box, say, image_id=baked.id if launched and baked else None
-        )
-        if launched and baked is not None and sandbox.kind_of(box.name) == "process":
-            if box.node_count > 1:
-                say(
-                    f"image {baked.id}: the sandbox's process-box nodes do not yet start from an image's disk; they boot bare"
-                )
-            elif sandbox_images.thaw_sandbox_disk(baked.id, box.name):
-                box.python = None  # the box trains in the image's environment, as on AWS
-                say(f"the box's disk starts from image {baked.id}: its environment is ready")
-            else:
-                say(f"image {baked.id}'s disk is not on this machine: the box starts empty")
-    else:
+    # The instances run: a cloud standing in for AWS boots its machines for them (AWS: nothing).
+    cloud.settle(opts.name, say, box=box, launch=opts)
+    if not cloud.own_addresses:
         _carry_pin(opts.name, box)
     state.save(box)
-    if not cloud.sandbox and opts.wait:
+    if not cloud.own_addresses and opts.wait:
         for node in box.node_list():
             _ssh_and_pin(ec2, node, say, f"node {node.index} " if box.node_count > 1 else "")
     return box
@@ -372,9 +345,8 @@ def up(
 
 def _launch_or_reuse(
     ec2, opts: UpOptions, insts: list[instance.Instance], zones: list[str], image, key_name: str, cidr: str, say
-) -> tuple[list[instance.Instance], bool]:
-    """Reuse the box's live instances (started if stopped) and launch the nodes it lacks; the
-    instances, and whether any was launched now."""
+) -> list[instance.Instance]:
+    """Reuse the box's live instances (started if stopped) and launch the nodes it lacks."""
     group = None
     if opts.nodes > 1:
         existed = placement.find(ec2, opts.name)
@@ -385,7 +357,6 @@ def _launch_or_reuse(
                 "(the nodes launched now are in it)"
             )
 
-    launched = not insts
     for inst in insts:
         say(f"reusing {inst.id}" + (f" (node {inst.node})" if opts.nodes > 1 else "") + f" ({inst.state})")
     if insts:
@@ -409,7 +380,7 @@ def _launch_or_reuse(
         insts.append(
             launch_in_some_zone(ec2, opts, in_zones, image, key_name, cidr, say, node=k, placement_group=group)
         )
-    return insts, launched
+    return insts
 
 
 def _live_nodes(ec2, opts: UpOptions) -> list[instance.Instance]:

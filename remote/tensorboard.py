@@ -8,7 +8,7 @@
   in ``BoxLayout.tensorboard(key)``. A second ``remote tb`` for the same runs
   finds it running (the pid checked with its start time) and reuses it.
   ``remote tb --stop`` ends them; ``provision down`` ends the box with them
-  (the sandbox's process box signals each recorded server, provision/sandbox.py).
+  (the sandbox's process box signals each recorded server, sandbox/boxes.py).
 - On the laptop: a tunnel of paramiko's ``direct-tcpip`` channels over the
   one SSH connection (the same pinned host key and key as every remote
   command, so ``--host`` boxes work too), listening on 127.0.0.1 only. No

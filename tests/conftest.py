@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # moto lacks EC2 placement groups (a multi-node box's): the tests' moto, in
 # process and as a server, answers them as the sandbox's does.
-from provision import motoplace  # noqa: E402
+from sandbox import motoplace  # noqa: E402
 
 motoplace.install()
 
@@ -91,7 +91,7 @@ class SshHost:
 @pytest.fixture(scope="session")
 def ssh_host(tmp_path_factory) -> SshHost:
     from common import paths
-    from provision import sshd
+    from sandbox import sshd
 
     d = tmp_path_factory.mktemp("sshd")
     private, public = sshd.new_private_key()
@@ -137,7 +137,7 @@ def moto_server() -> str:
     """A moto server on 127.0.0.1 for tests that run the real CLI in a subprocess."""
     from moto.server import ThreadedMotoServer
 
-    from provision.procs import free_port
+    from common.procs import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

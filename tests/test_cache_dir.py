@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 from common import paths
-from provision import rootfs
 from remote import datasource, kaggle
+from sandbox import rootfs
 
 
 def test_trainbox_cache_is_the_one_cache_of_both_users(tmp_path, monkeypatch):

@@ -9,12 +9,15 @@
   (both command lines live there);
 - no package imports cli/ but two launchers, provision/__main__.py and
   remote/__main__.py (`python -m provision`, `python -m remote`);
-- the laptop (box, cli, common, provision, remote) never imports TensorFlow, Keras
+- the sandbox (a cloud standing in for EC2) may use provision's and common's
+  modules, never remote's; provision and remote never import it: provision
+  speaks AWS only, and the command line (cli/) picks the cloud;
+- the laptop (box, cli, common, provision, remote, sandbox) never imports TensorFlow, Keras
   or JAX (the CLI must start fast, and the laptop install has none), nor
   model/, except its contract modules (CONTRACT: the run folder's file names
   and its report page), which with model/__init__ import only the standard
   library and each other;
-- common imports neither half;
+- common imports neither half, nor the sandbox, nor cli/;
 - no module of a laptop package imports one that imports it back, and no
   module of cli/ is over about 350 lines.
 """
@@ -39,11 +42,14 @@ LAPTOP_LIBS = {
     "common",
     "provision",
     "remote",
+    "sandbox",
     "box",
     "templates",
 }
 # Every package of the tree (a new one is checked without being named here).
 PACKAGES = sorted(d.name for d in REPO.iterdir() if (d / "__init__.py").is_file() and d.name != "tests")
+# The laptop's packages: what the laptop-wide rules below cover.
+LAPTOP = ("box", "cli", "common", "provision", "remote", "sandbox", "templates")
 # The only modules outside cli/ that import it: `python -m provision`'s and `python -m remote`'s.
 LAUNCHERS = {"provision/__main__.py", "remote/__main__.py"}
 
@@ -67,12 +73,12 @@ def full_imports(path: Path, package: str | None = None) -> list[tuple[int, str]
     return out
 
 
-def violations(package: str, allowed) -> list[str]:
+def violations(package: str, allowed, root: Path = REPO) -> list[str]:
     bad = []
-    for f in sorted((REPO / package).glob("*.py")):
+    for f in sorted((root / package).glob("*.py")):
         for line, mod in imports(f):
             if not allowed(f, mod):
-                bad.append(f"{f.relative_to(REPO)}:{line} imports {mod}")
+                bad.append(f"{f.relative_to(root)}:{line} imports {mod}")
     return bad
 
 
@@ -106,11 +112,33 @@ def test_the_launchers_import_the_composing_package():
 
 
 def test_common_imports_neither_half():
-    assert violations("common", lambda f, m: m not in ("provision", "remote", "model", "cli")) == []
+    assert violations("common", lambda f, m: m not in ("provision", "remote", "sandbox", "model", "cli")) == []
+
+
+def no_sandbox(f: Path, module: str) -> bool:
+    """provision's and remote's rule: the sandbox is never named (cli/ picks the cloud)."""
+    return module != "sandbox"
+
+
+def test_provision_and_remote_never_import_the_sandbox():
+    assert violations("provision", no_sandbox) == [], "provision speaks AWS only: cli/ picks the cloud"
+    assert violations("remote", no_sandbox) == []
+
+
+def test_the_sandbox_check_catches_a_module_importing_it(tmp_path):
+    pkg = tmp_path / "provision"
+    pkg.mkdir()
+    (pkg / "lifecycle.py").write_text("def stop():\n    from sandbox import boxes\n")
+    (pkg / "up.py").write_text("from common import aws\n")
+    assert violations("provision", no_sandbox, tmp_path) == ["provision/lifecycle.py:2 imports sandbox"]
+
+
+def test_the_sandbox_uses_provision_and_common_never_remote():
+    assert violations("sandbox", lambda f, m: m not in ("remote", "model", "cli")) == []
 
 
 def test_the_laptop_never_imports_tensorflow_keras_or_jax():
-    for package in ("box", "cli", "common", "provision", "remote", "templates"):
+    for package in LAPTOP:
         assert violations(package, lambda f, m: m not in ML) == [], package
 
 
@@ -124,12 +152,7 @@ def laptop_model_imports(path: Path, root: Path = REPO) -> list[str]:
 
 
 def test_the_laptop_imports_of_model_only_its_contract_modules():
-    bad = [
-        v
-        for package in ("box", "cli", "common", "provision", "remote", "templates")
-        for f in sorted((REPO / package).glob("*.py"))
-        for v in laptop_model_imports(f)
-    ]
+    bad = [v for package in LAPTOP for f in sorted((REPO / package).glob("*.py")) for v in laptop_model_imports(f)]
     assert bad == []
 
 
@@ -193,8 +216,7 @@ def import_cycles(package: str) -> set[tuple[str, ...]]:
     return cycles
 
 
-# Left for the move of the sandbox into a package of its own (issue 24, item 1).
-KNOWN_CYCLES = {("provision", ("sandbox", "sandbox_images"))}
+KNOWN_CYCLES: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def test_the_cycle_finder_sees_a_two_module_cycle(tmp_path):
@@ -208,7 +230,7 @@ def test_the_cycle_finder_sees_a_two_module_cycle(tmp_path):
 
 
 def test_no_module_of_a_laptop_package_imports_one_that_imports_it_back():
-    found = {(p, c) for p in ("cli", "common", "provision", "remote", "box") for c in import_cycles(p)}
+    found = {(p, c) for p in LAPTOP if p != "templates" for c in import_cycles(p)}
     assert found - KNOWN_CYCLES == set(), "import cycles between modules: " + "; ".join(
         f"{p}: {' -> '.join((*c, c[0]))}" for p, c in sorted(found - KNOWN_CYCLES)
     )

@@ -233,7 +233,7 @@ class BoxUser:
 def users_sshd():
     """An sshd on 127.0.0.1 that admits the key for any user named tbx*."""
     from common import paths
-    from provision import sshd
+    from sandbox import sshd
 
     # Users other than root read the authorized keys: a world-traversable dir.
     d = Path(tempfile.mkdtemp(prefix="trainbox-users-sshd-"))

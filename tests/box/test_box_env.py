@@ -205,7 +205,7 @@ def test_no_venv_module(box_user, index):
 def test_no_network_to_the_index(box_user, uv_index, installer):
     """The index is unreachable (uv itself still comes from the test index, by --find-links).
     Retries are 1 in tests (TRAINBOX_INSTALL_RETRIES): it fails at once."""
-    from provision.procs import free_port
+    from common.procs import free_port
 
     uv_from = ["--find-links", uv_index.url + "uv/"] if installer == "uv" else []
     r = run_cli(

@@ -15,7 +15,7 @@ from remote import setup
 
 
 def test_an_index_url_cannot_run_commands_on_the_box(box_user):
-    from provision.procs import free_port
+    from common.procs import free_port
 
     proof = box_user.home / "ran"  # where the box user could write
     evil = f"http://127.0.0.1:{free_port()}/simple/$(touch${{IFS}}{proof})`touch${{IFS}}{proof}`"
@@ -46,7 +46,7 @@ def test_index_credentials_stay_off_command_lines_logs_and_messages(box_user, in
 
 
 def test_a_failing_credentialed_index_is_named_without_its_credentials(box_user):
-    from provision.procs import free_port
+    from common.procs import free_port
 
     url = f"http://alice:s3cr3t-pw@127.0.0.1:{free_port()}/simple/"
     r = run_cli(

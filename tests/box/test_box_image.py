@@ -14,8 +14,8 @@ import pytest
 from box_fixtures import box_user, index, users_sshd  # noqa: F401 (fixtures)
 from box_helpers import as_user, box_python_says, env, log_of, marker_of, run_cli, wait_for
 
-from provision import sandbox_images
 from remote import bake, setup
+from sandbox import images as sandbox_images
 
 
 def ready_box(user, index) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from provision import procs
+from common import procs
 from testkit import synth_image_set
 
 REPO = Path(__file__).resolve().parents[2]

@@ -33,7 +33,7 @@ class OwnSshd:
 
 def of_fixture(server, key: Path) -> OwnSshd:
     """A session-wide sshd a fixture started (provision.sshd's SshServer, its pid recorded), as an OwnSshd."""
-    from provision import procs
+    from common import procs
 
     started = procs.start_time(server.pid)
     assert started, "the fixture's sshd is not running"
@@ -41,8 +41,8 @@ def of_fixture(server, key: Path) -> OwnSshd:
 
 
 def start_sshd(d: Path) -> OwnSshd:
-    from common import hostkeys, paths
-    from provision import procs, sshd
+    from common import hostkeys, paths, procs
+    from sandbox import sshd
 
     d.mkdir(parents=True, exist_ok=True)
     private, public = sshd.new_private_key()
@@ -56,7 +56,7 @@ def start_sshd(d: Path) -> OwnSshd:
 
 
 def stop_sshd(server: OwnSshd) -> None:
-    from provision import procs
+    from common import procs
 
     if procs.recorded_alive(server.pid, server.started):
         procs.terminate(server.pid)
@@ -79,7 +79,7 @@ def _cmdline(pid: int) -> str:
 def session_serving(server: OwnSshd, needle: str) -> int | None:
     """The session process (a child of server's listener) under which a
     process whose command line holds needle runs; None if there is none."""
-    from provision import procs
+    from common import procs
 
     for child in procs.descendants(server.pid):
         if _ppid(child) != server.pid:
@@ -91,17 +91,20 @@ def session_serving(server: OwnSshd, needle: str) -> int | None:
 
 def only_session(server: OwnSshd) -> int | None:
     """The one session of server (a child of its listener), when there is exactly one."""
-    from provision import procs
+    from common import procs
 
     sessions = [c for c in procs.descendants(server.pid) if _ppid(c) == server.pid]
     return sessions[0] if len(sessions) == 1 else None
 
 
-def cut(server: OwnSshd, needle: str | None, timeout: float = 30) -> int:
+def cut(server: OwnSshd, needle: str | None, timeout: float = 30, box_side_done: bool = False) -> int:
     """Kill (SIGKILL) the session of server that serves the command holding
     needle (None: its only session, idle or not), once there is one; its pid. Only a child of the listener this
-    test started (pid and start time rechecked) is ever signalled."""
-    from provision import procs
+    test started (pid and start time rechecked) is ever signalled. ``box_side_done``: then wait
+    (bounded) until what the session had started on the box (its shell, tar) has ended by
+    itself, as it goes on doing on a real box after its link dropped, so that a test looks at
+    the box once its own clean-up is over, not in the middle of it."""
+    from common import procs
 
     find = (lambda: only_session(server)) if needle is None else (lambda: session_serving(server, needle))
     session = wait_for(f"an sshd session running {needle or 'anything'!r}", find, timeout)
@@ -110,10 +113,17 @@ def cut(server: OwnSshd, needle: str | None, timeout: float = 30) -> int:
     # A login other than root has two: the privileged monitor (the listener's
     # child) and, below it, the user's own sshd process that holds the socket.
     user_side = [p for p in procs.descendants(session) if _ppid(p) == session and _cmdline(p).startswith("sshd:")]
+    started = {p: procs.start_time(p) for p in procs.descendants(session) if p not in user_side}
     for pid in (session, *user_side):
         os.kill(pid, signal.SIGKILL)
     for pid in (session, *user_side):
         wait_for("the killed session to be gone", lambda pid=pid: not procs.alive(pid), 10)
+    if box_side_done:
+        for pid, when in started.items():
+            if when:
+                wait_for(
+                    "the box's side of the cut session to end", lambda p=pid, w=when: not procs.recorded_alive(p, w), 30
+                )
     return session
 
 

@@ -76,7 +76,7 @@ class CutAt:
             self.cut = True
             # What this side still buffers (tarstream.FLUSH) has not left yet.
             wait_for("the box to hold what was sent", lambda: self._on_box() >= self.sent - 2 * FLUSH, 30)
-            cut(self.server, "tar -x")
+            cut(self.server, "tar -x", box_side_done=True)
 
     def _on_box(self) -> int:
         n = 0

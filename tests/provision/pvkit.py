@@ -173,11 +173,12 @@ SSH = shutil.which("ssh")
 @pytest.fixture
 def sandbox_box(moto_endpoint, tmp_path, monkeypatch):
     """A box `up` made in the sandbox: moto on 127.0.0.1, a real sshd on 127.0.0.1."""
-    from provision import lifecycle, sandbox
+    from provision import lifecycle
     from provision.up import up
+    from sandbox import boxes
 
     monkeypatch.chdir(tmp_path)
-    cloud = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
+    cloud = Cloud(boxes.REGION, moto_endpoint, sandbox=True)
     box = up(cloud, UpOptions(), lambda s: None)
     yield box
     lifecycle.destroy(cloud, box.name, lambda s: None)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import TrainboxError
-from provision import rootfs
+from sandbox import rootfs
 
 N = 140
 

@@ -16,10 +16,11 @@ import pytest
 from pvkit import CIDR, aws, ec2, launch, moto_ami, moto_module, name  # noqa: F401
 
 from cli.provision_main import main
-from common import hostkeys, paths, state
+from common import hostkeys, paths, procs, state
 from common.errors import UsageError
 from common.state import BoxState
-from provision import lifecycle, procs, sandbox
+from provision import lifecycle
+from sandbox import boxes
 
 
 def one_line(err: str) -> str:
@@ -80,7 +81,7 @@ def signals(monkeypatch) -> list[int]:
 
 
 def test_sandbox_stop_signals_only_the_jobs_it_recorded(signals):
-    disk = sandbox.box_workdir("default")
+    disk = boxes.box_workdir("default")
     runs = disk / "runs"
     ours, finished, reused = _session_sleeper(), _session_sleeper(), _session_sleeper()
     try:
@@ -100,7 +101,7 @@ def test_sandbox_stop_signals_only_the_jobs_it_recorded(signals):
         job("d-unrecorded", reused.pid, None)  # an older run.sh's pid file: nothing proves it is ours
         job("e-init", 1, procs.start_time(1) or "1")  # never: killpg(1) is kill(-1)
         job("f-junk", "-1", None)
-        sandbox._kill_jobs("default")
+        boxes._kill_jobs("default")
         assert _gone(ours)
         assert finished.poll() is None and reused.poll() is None
         assert set(signals) == {ours.pid}
@@ -144,7 +145,7 @@ BAD_NAMES = ["", "../../..", "x;touch /tmp/p", "x\ntouch /tmp/p #", "-x", "a/b",
 
 @pytest.mark.parametrize("bad", BAD_NAMES)
 def test_a_bad_name_is_refused_before_anything_is_touched(capsys, moto_endpoint, bad, tmp_path):
-    keep = sandbox.box_workdir("other") / "file"
+    keep = boxes.box_workdir("other") / "file"
     keep.write_text("mine")
     (paths.home() / "known_hosts").write_text("[127.0.0.1]:2222 ssh-ed25519 AAAA\n")
     outside = tmp_path / "outside"

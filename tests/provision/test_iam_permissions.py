@@ -23,16 +23,16 @@ IAM_ACTION = {
     "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
 }
 # Called only against the sandbox's moto, never on AWS: the container box reads back the
-# user-data its instance was launched with (provision/container.py user_data_of).
-# The sandbox plays AWS's health check on a --recover box's group (provision/sandbox_group.py).
+# user-data its instance was launched with (sandbox/container.py user_data_of).
+# The sandbox plays AWS's health check on a --recover box's group (sandbox/group.py).
 SANDBOX_ONLY = {"ec2:DescribeInstanceAttribute", "autoscaling:TerminateInstanceInAutoScalingGroup"}
 
 
 def aws_actions() -> set[str]:
-    """Every "service:Operation" provision/, remote/ and common/ call: client methods, and
+    """Every "service:Operation" cli/, provision/, remote/ and common/ call: client methods, and
     the operations named in strings (paginators, waiters, presigned URLs)."""
     names, services = set(), set()
-    for f in [*REPO.glob("provision/*.py"), *REPO.glob("remote/*.py"), *REPO.glob("common/*.py")]:
+    for f in [*REPO.glob("cli/*.py"), *REPO.glob("provision/*.py"), *REPO.glob("remote/*.py"), *REPO.glob("common/*.py")]:
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 names.add(node.func.attr)

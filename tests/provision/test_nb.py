@@ -19,10 +19,9 @@ import pytest
 from pvkit import run_ssh, sandbox_box  # noqa: F401
 
 from box.layout import BoxLayout
-from common import state
+from common import procs, state
 from common.errors import EX_INTERRUPTED, CloudError, UsageError
-from provision import procs
-from provision.procs import free_port
+from common.procs import free_port
 from testkit import listening, processes_mentioning, refused, run_cli, start_cli, wait_for
 
 pytestmark = pytest.mark.slow  # a real Jupyter Lab starts (seconds)

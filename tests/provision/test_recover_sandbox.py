@@ -12,8 +12,9 @@ from pvkit import SSH, run_ssh  # noqa: F401
 from cli.provision_main import main
 from common import hostkeys, state
 from common.aws import Cloud
-from provision import lifecycle, recover, sandbox
+from provision import lifecycle, recover
 from provision.up import UpOptions, up
+from sandbox import boxes
 from testkit import refused, tagged
 
 
@@ -21,7 +22,7 @@ from testkit import refused, tagged
 def group_box(moto_endpoint, tmp_path, monkeypatch):
     """A --recover box `up` made in the sandbox (the process box)."""
     monkeypatch.chdir(tmp_path)
-    cloud = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
+    cloud = Cloud(boxes.REGION, moto_endpoint, sandbox=True)
     box = up(cloud, UpOptions(spot=True, recover=True), lambda s: None)
     yield cloud, box
     lifecycle.destroy(cloud, box.name, lambda s: None)
@@ -83,7 +84,7 @@ def test_a_stopped_instance_is_replaced_as_the_group_s_health_check_does(group_b
 
 def test_a_box_that_shut_itself_down_is_replaced_too(group_box):
     cloud, box = group_box
-    sandbox.stop_box(box.name)  # the guest is gone; the template's shutdown behaviour is terminate
+    boxes.stop_box(box.name)  # the guest is gone; the template's shutdown behaviour is terminate
     s = lifecycle.status(cloud, box.name)
     assert s.instance_id != box.instance_id
     assert instance_state(cloud, box.instance_id) in ("shutting-down", "terminated")
@@ -98,7 +99,7 @@ def test_down_after_a_replacement_leaves_nothing(moto_endpoint, group_box):
     assert tagged(moto_endpoint) == []
     asg = cloud.client("autoscaling")
     assert asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
-    assert box.name not in sandbox.sandbox_boxes()
+    assert box.name not in boxes.sandbox_boxes()
 
 
 def test_up_again_after_a_replacement_reaches_the_new_instance_s_box(group_box):

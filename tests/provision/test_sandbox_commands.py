@@ -14,8 +14,9 @@ from cli.provision_main import main
 from common import hostkeys, paths
 from common.aws import Cloud
 from common.state import BoxState
-from provision import lifecycle, sandbox, sshcmd
+from provision import lifecycle, sshcmd
 from provision.up import pin_host_key
+from sandbox import boxes
 from testkit import refused
 
 
@@ -60,14 +61,14 @@ def test_aliases_of_a_named_box_pass_the_name(capsys):
 
 
 def test_stop_makes_the_box_unreachable_and_start_brings_back_its_host_key(sandbox_box, moto_endpoint):
-    cloud = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
-    key_before = sandbox.box_running("default").host_key
+    cloud = Cloud(boxes.REGION, moto_endpoint, sandbox=True)
+    key_before = boxes.box_running("default").host_key
     assert run_ssh(sandbox_box, "true").returncode == 0
     assert lifecycle.stop(cloud, "default").state == "stopped"
     assert refused(sandbox_box.ssh_port)
-    assert sandbox.box_running("default") is None
+    assert boxes.box_running("default") is None
     box = lifecycle.start(cloud, "default")
-    assert sandbox.box_running("default").host_key == key_before
+    assert boxes.box_running("default").host_key == key_before
     assert box.ssh_port == sandbox_box.ssh_port  # the same address, when the port is still free
     p = run_ssh(box, "echo", "back")  # StrictHostKeyChecking=yes against the pin made at `up`
     assert p.returncode == 0 and p.stdout.strip() == "back", p.stderr
@@ -82,7 +83,7 @@ def test_two_sandbox_nodes_are_two_reachable_boxes_that_stop_start_and_go(moto_e
     from testkit import tagged
 
     monkeypatch.chdir(tmp_path)
-    cloud = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
+    cloud = Cloud(boxes.REGION, moto_endpoint, sandbox=True)
     box = up(cloud, UpOptions(name="duo", nodes=2), lambda s: None)
     nodes = cluster.node_addresses("duo")
     assert [(n.index, n.host, n.private_address) for n in nodes] == [
@@ -103,7 +104,7 @@ def test_two_sandbox_nodes_are_two_reachable_boxes_that_stop_start_and_go(moto_e
 
     lifecycle.destroy(cloud, "duo", lambda s: None)
     assert tagged(moto_endpoint) == []
-    assert all(refused(n.port) for n in nodes) and not sandbox.box_dir("duo").exists()
+    assert all(refused(n.port) for n in nodes) and not boxes.box_dir("duo").exists()
 
 
 # ---------------------------------------------------------------- host keys
@@ -156,7 +157,7 @@ def test_without_console_keys_the_key_is_pinned_on_first_use(ssh_host, moto_endp
 
 def test_scanning_a_closed_port_is_a_remote_error():
     from common.errors import RemoteError
-    from provision.procs import free_port
+    from common.procs import free_port
 
     with pytest.raises(RemoteError, match="could not read the SSH host key"):
         hostkeys.scan("127.0.0.1", free_port(), timeout=2)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from common.errors import TrainboxError
-from provision import container, layers, rootfs, sandbox, sandbox_images
+from sandbox import boxes, container, layers, rootfs
+from sandbox import images as sandbox_images
 
 
 def write(root: Path, rel: str, text: str = "x") -> Path:
@@ -23,7 +24,7 @@ def write(root: Path, rel: str, text: str = "x") -> Path:
 
 def a_box(name: str, lowers: list[Path] = ()) -> Path:
     """A created, powered-off container box as its disk lies on the host."""
-    d = sandbox.box_dir(name)
+    d = boxes.box_dir(name)
     container.create(d, f"i-{name}", "ssh-ed25519 AAAA test", "#!/bin/bash\n", lower_layers=list(lowers))
     (d / "kind").write_text("container\n")
     return d
@@ -112,8 +113,8 @@ def test_an_image_of_a_box_from_an_image_stacks_on_it_and_removed_layers_go_with
     assert sandbox_images.sandbox_layers("ami-2")[0] == [a, b] and container.lowers(d2) == [a, b]
 
     assert sandbox_images.drop_sandbox_image("ami-1") == ["box 'one'", "box 'two'", "image ami-2"]
-    sandbox.remove_box("one")
-    sandbox.remove_box("two")
+    boxes.remove_box("one")
+    boxes.remove_box("two")
     assert a.is_dir(), "image ami-2 stands on it"
     assert sandbox_images.sandbox_layers("ami-2")[0] == [a, b]
     assert sandbox_images.drop_sandbox_image("ami-2") == []

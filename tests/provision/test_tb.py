@@ -13,8 +13,8 @@ import pytest
 from pvkit import sandbox_box  # noqa: F401 (the fixture)
 
 from box.layout import BoxLayout
+from common import procs
 from common.errors import CloudError
-from provision import procs
 from testkit import http_get, listening, processes_mentioning, run_cli, start_cli, tb_runs, wait_for, write_tb_events
 
 pytestmark = pytest.mark.slow  # TensorBoard starts (it imports TensorFlow: seconds)

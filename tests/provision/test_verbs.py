@@ -10,8 +10,9 @@ from pvkit import sandbox_box  # noqa: F401
 
 from common.aws import Cloud
 from common.errors import UsageError
-from provision import lifecycle, sandbox
+from provision import lifecycle
 from provision.up import UpOptions, up
+from sandbox import boxes
 from testkit import run_cli
 
 
@@ -28,9 +29,9 @@ def test_ls_of_a_sandbox_that_is_not_running_says_nothing_is_left(tmp_path):
     assert r.out.startswith("nothing is up: no boxes, nothing left billing") and "sandbox is not running" in r.out
     j = run_cli("provision", "ls", "--sandbox", "--json", cwd=tmp_path)
     assert j.code == 0 and j.out.strip() == "[]", j.err
-    from provision import sandbox
+    from sandbox import boxes
 
-    assert sandbox.endpoint() is None, "ls started no sandbox"
+    assert boxes.endpoint() is None, "ls started no sandbox"
 
 
 SAID = "box 'default' is a sandbox box"
@@ -112,18 +113,18 @@ def test_a_sandbox_session_without_aws_credentials_needs_no_flags_and_ls_says_wh
         assert r.out.startswith("nothing is up: no boxes, nothing left billing"), (argv, r.out)
         assert "sandbox is not running" in r.out, (argv, r.out)
     assert "no AWS credentials: AWS was not checked" in run_cli("provision", "ls", cwd=tmp_path).out
-    assert sandbox.endpoint() is None, "ls started no sandbox"
+    assert boxes.endpoint() is None, "ls started no sandbox"
 
 
 def test_ls_of_a_running_sandbox_without_aws_credentials_lists_it(moto_endpoint, no_aws, tmp_path, monkeypatch):
     """No state names the default box, the sandbox runs another: `ls` lists the sandbox, not the credentials error."""
     monkeypatch.chdir(tmp_path)
-    up(Cloud(sandbox.REGION, moto_endpoint, sandbox=True), UpOptions(name="gpu2"), lambda s: None)
+    up(Cloud(boxes.REGION, moto_endpoint, sandbox=True), UpOptions(name="gpu2"), lambda s: None)
     r = run_cli("provision", "ls", cwd=tmp_path)
     assert r.code == 0, r.err
     assert "gpu2" in r.out and "instance" in r.out
     assert "listing the sandbox (no AWS credentials: AWS was not checked)" in r.err, r.err
-    lifecycle.destroy(Cloud(sandbox.REGION, moto_endpoint, sandbox=True), "gpu2", lambda s: None)
+    lifecycle.destroy(Cloud(boxes.REGION, moto_endpoint, sandbox=True), "gpu2", lambda s: None)
     r = run_cli("provision", "ls", cwd=tmp_path)
     assert r.code == 0 and r.out.startswith("nothing is up: no boxes, nothing left billing in the sandbox"), r.out
 
@@ -135,7 +136,7 @@ def error_line(r) -> str:
 
 def test_a_missing_or_unknown_name_names_the_boxes_this_laptop_knows(moto_endpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    sandboxed = Cloud(sandbox.REGION, moto_endpoint, sandbox=True)
+    sandboxed = Cloud(boxes.REGION, moto_endpoint, sandbox=True)
     up(sandboxed, UpOptions(name="gpu2"), lambda s: None)
     aws_box("onaws")
     try:

@@ -112,7 +112,7 @@ def test_remote_stop_never_signals_a_pid_file_that_names_no_job(conn, box, pid_t
 
 
 def test_remote_stop_leaves_a_reused_pid_alone(conn, box):
-    from provision import procs
+    from common import procs
 
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # someone else's program, now at the old pid
     try:

@@ -20,7 +20,7 @@ def second_sshd(ssh_host, pinned, tmp_path):
     import subprocess
 
     from common import hostkeys
-    from provision import sshd
+    from sandbox import sshd
 
     public = subprocess.run(
         ["ssh-keygen", "-y", "-f", str(ssh_host.key)], capture_output=True, text=True, check=True

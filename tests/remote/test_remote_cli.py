@@ -131,7 +131,7 @@ def test_laptop_killed_mid_run_job_finishes_and_pull_brings_everything(cli, on_b
 
 def _sshd_children(ssh_host) -> list[int]:
     """The per-connection processes of the test sshd (one per open SSH connection)."""
-    from provision import sshd
+    from sandbox import sshd
 
     main = sshd.running(ssh_host.dir / "server").pid
     return [int(p) for p in Path(f"/proc/{main}/task/{main}/children").read_text().split()]
@@ -361,7 +361,7 @@ def test_resume_without_a_resume_state_anywhere_says_what_to_do(cli, on_box, box
 
 
 def test_unreachable_port_exits_3_within_the_connect_timeout(cli, tmp_path, pinned):
-    from provision.procs import free_port
+    from common.procs import free_port
 
     started = time.monotonic()
     r = cli(
@@ -384,7 +384,7 @@ def test_unreachable_port_exits_3_within_the_connect_timeout(cli, tmp_path, pinn
 
 def test_host_key_mismatch_exits_3_and_keeps_the_pin(cli, on_box, pinned, trainbox_home, tmp_path):
     from common import hostkeys
-    from provision import sshd
+    from sandbox import sshd
 
     _, wrong = sshd.new_private_key()
     hostkeys.pin("127.0.0.1", pinned.port, [" ".join(wrong.split()[:2])])
@@ -400,7 +400,7 @@ def test_host_key_mismatch_exits_3_and_keeps_the_pin(cli, on_box, pinned, trainb
 
 def test_auth_refused_exits_3(cli, pinned, box, tmp_path):
     from common import paths
-    from provision import sshd
+    from sandbox import sshd
 
     other = tmp_path / "other_key"
     paths.write_private(other, sshd.new_private_key()[0])

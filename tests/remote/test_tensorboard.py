@@ -14,8 +14,8 @@ import pytest
 
 from box.layout import BoxLayout
 from cli.remote_main import main as remote_main
+from common import procs
 from common.errors import UsageError
-from provision import procs
 from remote import records
 from remote.target import Target
 from testkit import listening, one_line_error, processes_mentioning, start_cli, tb_runs, wait_for, write_tb_events

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from provision import container
+from sandbox import container
 from testkit import processes_mentioning, refused, run_cli, served_tar_gz, start_cli, synth_image_set, wait_for
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from provision import container, rootfs
 from remote import setup
+from sandbox import container, rootfs
 from testkit import http_get, start_cli, wait_for
 
 pytestmark = pytest.mark.slow

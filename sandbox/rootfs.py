@@ -1,7 +1,7 @@
 """The container box's root file system: a Debian 12 made by debootstrap, once per machine.
 
 The root plays the AMI: every container box boots it read-only under its
-own writable layer (provision/container.py). It is built once and kept in a
+own writable layer (sandbox/container.py). It is built once and kept in a
 machine-wide cache (``TRAINBOX_CACHE``, else the platform's user cache dir;
 never TRAINBOX_HOME, which tests make per test) under a key of its recipe,
 so a changed recipe builds a new root and an unchanged one is reused.

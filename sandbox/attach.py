@@ -2,7 +2,7 @@
 (its first boot runs the instance's user-data, as EC2's does) or a process
 box (an sshd of this user's), pointed at from the box's state instead of
 moto's fake IP. `up` attaches one per node; the sandbox's Auto Scaling
-group (sandbox_group.py) one per replacement."""
+group (sandbox/group.py) one per replacement."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from box.layout import DEFAULT_WORKDIR
 from common import hostkeys
 from common.state import BoxState, Node
 
-from . import sandbox, sandbox_images
+from . import boxes, images
 
 
 def attach_sandbox_box(
@@ -29,14 +29,14 @@ def attach_sandbox_box(
     """Point the state at the sandbox's box (booted now) instead of moto's fake IP;
     for a box of several nodes, one sandbox box per node, all of one kind.
     ``image_id``: the trainbox image a new box is launched from (a container box boots its layers)."""
-    d = sandbox.box_dir(box.name)
+    d = boxes.box_dir(box.name)
     if (d / "kind").exists():
-        existing = sandbox.kind_of(box.name)
+        existing = boxes.kind_of(box.name)
         if kind and kind != existing:
             say(f"box '{box.name}' is a {existing} box already: keeping it (`down` first for a {kind} box)")
         kind, why = existing, "the box has it"
     else:
-        kind, why = sandbox.choose_kind(kind)
+        kind, why = boxes.choose_kind(kind)
     say(f"sandbox box: {kind} ({why})" + (f", {box.node_count} nodes on 127.0.0.1" if box.node_count > 1 else ""))
     for node in box.node_list():
         if kind == "container":
@@ -46,25 +46,24 @@ def attach_sandbox_box(
         # The nodes share this machine's loopback: that is their network.
         booted.private_ip = "127.0.0.1"
         box.set_node(booted)
+        boxes.record_instance(box.name, node.index, node.instance_id)
 
 
 def _attach_process(box: BoxState, node: Node, ec2, say: Callable[[str], None]) -> Node:
     """Start the node's sshd as this user; its disk a folder of its own."""
     from pathlib import Path
 
-    d = sandbox.box_dir(box.name, node.index)
+    d = boxes.box_dir(box.name, node.index)
     d.mkdir(parents=True, exist_ok=True)
     if node.index == 0:
         (d / "kind").write_text("process\n")
-    server = sandbox.start_box(box.name, Path(box.key_path), node.index)
+    server = boxes.start_box(box.name, Path(box.key_path), node.index)
     box.ssh_user = getpass.getuser()
     # The sandbox box is this machine: its trainbox environment is this Python.
     box.python = sys.executable
     host, port = server.address
     hostkeys.pin(host, port, [server.host_key])
-    return dataclasses.replace(
-        node, ssh_host=host, ssh_port=port, workdir=str(sandbox.box_workdir(box.name, node.index))
-    )
+    return dataclasses.replace(node, ssh_host=host, ssh_port=port, workdir=str(boxes.box_workdir(box.name, node.index)))
 
 
 def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None], image_id: str | None = None) -> Node:
@@ -74,12 +73,12 @@ def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None]
 
     from . import container, rootfs, sshd
 
-    d = sandbox.box_dir(box.name, node.index)
+    d = boxes.box_dir(box.name, node.index)
     rootfs.ensure(say)  # the root file system, built once per machine
     if not container.created(d):
         layers = None
         if image_id:
-            layers, why = sandbox_images.sandbox_layers(image_id)
+            layers, why = images.sandbox_layers(image_id)
             if node.index == 0:
                 say(why)
         container.create(
@@ -92,7 +91,7 @@ def _attach_container(box: BoxState, node: Node, ec2, say: Callable[[str], None]
         if node.index == 0:
             (d / "kind").write_text("container\n")
     t0 = time.monotonic()
-    server = sandbox.start_box(box.name, Path(box.key_path), node.index)
+    server = boxes.start_box(box.name, Path(box.key_path), node.index)
     label = f"node {node.index}'s " if box.node_count > 1 else ""
     say(
         f"{label}container box booted: SSH on 127.0.0.1:{server.port} after {time.monotonic() - t0:.1f}s "

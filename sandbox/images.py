@@ -16,7 +16,7 @@ kept (hard links: a venv of GBs costs no space) into disk/, thawing copies
 it into the new box's disk and rewrites the absolute paths a venv holds (its
 scripts' #! lines) from the old disk's path to the new one.
 
-The container box (provision/container.py, provision/layers.py): its powered-off layer, scrubbed
+The container box (sandbox/container.py, sandbox/layers.py): its powered-off layer, scrubbed
 and checked from the host, is renamed into layer/, a read-only lower layer;
 layers.json names the root file system it sits on and the image's whole
 stack of layers (an image of a box made from an image stacks on that one's).
@@ -52,18 +52,18 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _is_container(box: str) -> bool:
-    from . import sandbox
+    from . import boxes
 
-    return sandbox.kind_of(box) == "container"
+    return boxes.kind_of(box) == "container"
 
 
 def check_sandbox_disk(box: str, say: Callable[[str], None]) -> None:
     """Before the AMI: a stopped container box's layer, scrubbed and checked from the host (an error if unclean)."""
     if not _is_container(box):
         return  # the process box's disk is cleaned over SSH alone (its home is this machine's user's)
-    from . import layers, sandbox
+    from . import boxes, layers
 
-    removed = layers.check_clean(sandbox.box_dir(box))
+    removed = layers.check_clean(boxes.box_dir(box))
     say(
         f"checked the powered-off box's layer from the host: nothing of the user's in it "
         f"({len(removed)} files its shutdown wrote removed: logs, host keys, machine id)"
@@ -71,7 +71,7 @@ def check_sandbox_disk(box: str, say: Callable[[str], None]) -> None:
 
 
 def freeze_sandbox_disk(box: str, image_id: str, say: Callable[[str], None] = lambda s: None) -> None:
-    from . import sandbox
+    from . import boxes
 
     d = sandbox_image_dir(image_id)
     shutil.rmtree(d, ignore_errors=True)
@@ -79,25 +79,25 @@ def freeze_sandbox_disk(box: str, image_id: str, say: Callable[[str], None] = la
     if _is_container(box):
         from . import layers, rootfs
 
-        stack = layers.freeze(sandbox.box_dir(box), d / LAYER)
+        stack = layers.freeze(boxes.box_dir(box), d / LAYER)
         (d / LAYERS).write_text(json.dumps({"root": rootfs.key(), "layers": [str(p) for p in stack]}) + "\n")
         say(
             f"froze the box's layer as image {image_id}'s read-only lower layer (renamed, nothing copied: {d / LAYER}); "
             "the stopped box stands on it too, under a new layer of its own"
         )
         return
-    disk = sandbox.box_workdir(box)
+    disk = boxes.box_workdir(box)
     shutil.copytree(disk, d / "disk", symlinks=True, copy_function=_link_or_copy)
     (d / "origin").write_text(str(disk))
 
 
 def thaw_sandbox_disk(image_id: str, box: str) -> bool:
-    from . import sandbox
+    from . import boxes
 
     d = sandbox_image_dir(image_id)
     if not (d / "disk").is_dir():
         return False
-    disk = sandbox.box_workdir(box)
+    disk = boxes.box_workdir(box)
     shutil.copytree(d / "disk", disk, symlinks=True, copy_function=_link_or_copy, dirs_exist_ok=True)
     old, new = (d / "origin").read_text().encode(), str(disk).encode()
     if old != new:
@@ -154,14 +154,14 @@ def drop_sandbox_image(image_id: str) -> list[str]:
 
 def gc_sandbox_layers() -> dict[str, list[str]]:
     """Remove each removed image's layer that no box or live image stands on; the kept ones, with who uses them."""
-    from . import container, sandbox
+    from . import boxes, container
 
     root = paths.sandbox_dir() / "images"
     if not root.is_dir():
         return {}
     users: dict[str, list[str]] = {}
-    for box in sandbox.sandbox_boxes():
-        for p in {p for k in sandbox.nodes_of(box) for p in container.lowers(sandbox.box_dir(box, k))}:
+    for box in boxes.sandbox_boxes():
+        for p in {p for k in boxes.nodes_of(box) for p in container.lowers(boxes.box_dir(box, k))}:
             users.setdefault(str(p), []).append(f"box '{box}'")
     frozen = [d for d in root.iterdir() if (d / LAYERS).exists()]
     for d in frozen:

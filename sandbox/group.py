@@ -12,20 +12,19 @@ played here, in the sandbox only:
   Scaling API (TerminateInstanceInAutoScalingGroup, ShouldDecrementDesiredCapacity=False),
   and moto launches the replacement.
 - The instance itself: each instance the group launches gets a box of its own, as ``up``'s
-  instance does (provision/sandbox_attach.py: the process box's sshd, or the
+  instance does (sandbox/cloud.py's ``settle``: a box made for another instance is removed
+  with its disk, and the new one made by sandbox/attach.py: the process box's sshd, or the
   container box whose cloud-init runs the instance's user-data), on a fresh disk, since a
-  replacement is another instance (``replace_box``); the old instance's box goes with it.
+  replacement is another instance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from box.layout import DEFAULT_WORKDIR
 from common.aws import Cloud
 from common.state import BoxState
+from provision import instance
 
-from . import instance, sandbox
+from . import boxes
 
 
 def health_check(cloud: Cloud, box: BoxState, iid: str | None) -> bool:
@@ -34,26 +33,10 @@ def health_check(cloud: Cloud, box: BoxState, iid: str | None) -> bool:
         return False
     inst = instance.get(cloud.client("ec2"), iid)
     ours = iid == box.instance_id
-    gone = ours and inst.state == "running" and sandbox.box_running(box.name) is None
+    gone = ours and inst.state == "running" and boxes.box_running(box.name) is None
     if inst.state not in ("stopping", "stopped") and not gone:
         return False
     cloud.client("autoscaling").terminate_instance_in_auto_scaling_group(
         InstanceId=iid, ShouldDecrementDesiredCapacity=False
     )
     return True
-
-
-def replace_box(cloud: Cloud, box: BoxState, old_instance: str, say: Callable[[str], None] = lambda s: None) -> None:
-    """The group replaced ``old_instance`` by ``box.instance_id`` (the state already names it):
-    the old instance's box is removed with its disk, and the new one boots as `up`'s does."""
-    from . import sandbox_images
-    from .sandbox_attach import attach_sandbox_box
-
-    kind = sandbox.kind_of(box.name)
-    sandbox.remove_box(box.name)
-    box.workdir = DEFAULT_WORKDIR  # a process box's disk folder is set again by attach
-    # The template's image, as the group's new instance boots it: a container box its layers,
-    # a process box a copy of its disk (when the image is a trainbox image of this machine's).
-    attach_sandbox_box(box, cloud.client("ec2"), kind, say, image_id=box.ami or None)
-    if kind == "process" and box.ami and sandbox_images.thaw_sandbox_disk(box.ami, box.name):
-        box.python = None  # the image's environment, as on AWS

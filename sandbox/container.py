@@ -1,6 +1,6 @@
 """The container box: a sandbox instance that boots a real Linux system.
 
-systemd-nspawn boots the machine's Debian root (provision/rootfs.py, the
+systemd-nspawn boots the machine's Debian root (sandbox/rootfs.py, the
 "AMI") read-only under a per-box writable layer (the "EBS volume"), with
 systemd as PID 1. The box is an instance: cloud-init's NoCloud datasource
 (a seed written into the layer, the sandbox's stand-in for EC2's metadata
@@ -20,7 +20,7 @@ nspawn turns into SIGRTMIN+4, systemd's poweroff); a shutdown from inside
 ends the nspawn process, which ``running`` then reports; start boots the
 same layer again; remove powers off and deletes the layer.
 
-Images (provision/images.py, provision/layers.py): a box's layer, cleaned
+Images (sandbox/images.py, sandbox/layers.py): a box's layer, cleaned
 and powered off, is frozen into a read-only lower layer; a box made from the
 image boots the root, the image's layers (lowest first: ``lowers``) and its
 own new writable layer on top, one overlay: nothing is copied.
@@ -42,9 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from box import layout as names
+from common import procs
 from common.errors import RemoteError, TrainboxError
-
-from . import procs
 
 LOGIN_USER = "ubuntu"
 SEED = "var/lib/cloud/seed/nocloud"

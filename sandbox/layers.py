@@ -1,11 +1,11 @@
-"""A container box's layer frozen for the next box: the sandbox's image (provision/images.py).
+"""A container box's layer frozen for the next box: the sandbox's image (sandbox/images.py).
 
 The guest cleans itself first (remote/bake.py, as on AWS: runs, data, code,
 logs, keys, history, cloud-init's state); then it powers off, and its own
 shutdown writes again what no image keeps. The host removes that from the
 layer (SCRUBBED), checks that nothing of the user's is left (``leftovers``),
 and freezes the layer: renamed, never copied, into the image's folder, a
-read-only lower layer of every box made from the image (provision/container.py
+read-only lower layer of every box made from the image (sandbox/container.py
 boots them: the root, the image's layers, the box's own on top).
 """
 

@@ -13,7 +13,7 @@ holds instances) is not played.
 
 ``install()`` is a no-op once moto implements the actions itself: then
 moto's own answer them. Only the sandbox's moto (``python -m
-provision.motoplace``, provision/sandbox.py) and the tests' moto load it;
+sandbox.motoplace``, sandbox/boxes.py) and the tests' moto load it;
 nothing on AWS's path imports this module.
 """
 
@@ -40,7 +40,7 @@ def _matches(group: dict, name: str, values: list[str]) -> bool:
         return any(k in values for k in tags)
     fields = {"group-name": "GroupName", "group-id": "GroupId", "state": "State", "strategy": "Strategy"}
     if name not in fields:
-        raise NotImplementedError(f"placement group filter {name!r} is not played by provision/motoplace.py")
+        raise NotImplementedError(f"placement group filter {name!r} is not played by sandbox/motoplace.py")
     return group[fields[name]] in values
 
 
@@ -115,7 +115,7 @@ def install() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m provision.motoplace ARGS``: moto's server (moto.server's own flags), with placement groups."""
+    """``python -m sandbox.motoplace ARGS``: moto's server (moto.server's own flags), with placement groups."""
     from moto.server import main as moto_main
 
     install()

@@ -15,10 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import paths
+from common import paths, procs
 from common.errors import TrainboxError
-
-from . import procs
 
 CONFIG = """\
 # trainbox sandbox sshd: loopback only, key auth only.

@@ -5,7 +5,7 @@ URL and runs exactly the code it runs against AWS). The "instance" is one of
 two kinds of box, both admitting only the key pair that ``up`` created:
 
 - container: a booted Debian with systemd, cloud-init, the login user
-  ``ubuntu`` and the instance's user-data (provision/container.py), where
+  ``ubuntu`` and the instance's user-data (sandbox/container.py), where
   root and systemd-nspawn exist (CI, Linux as root);
 - process: a real OpenSSH sshd on 127.0.0.1 running as this user, the box's
   disk a directory under TRAINBOX_HOME/sandbox (a laptop without root, macOS).
@@ -24,10 +24,10 @@ from pathlib import Path
 
 from box import layout as names
 from box.layout import BoxLayout
-from common import checks, paths, state
+from common import checks, paths, procs, state
 from common.errors import TrainboxError, UsageError
 
-from . import procs, sshd
+from . import sshd
 
 REGION = "us-east-1"
 
@@ -60,11 +60,11 @@ def ensure_moto() -> str:
     d = _moto_dir()
     port = procs.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    # moto's server, with the placement groups a multi-node box makes (provision/motoplace.py).
+    # moto's server, with the placement groups a multi-node box makes (sandbox/motoplace.py).
     repo = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
     pid = procs.spawn(
-        [sys.executable, "-m", "provision.motoplace", "-H", "127.0.0.1", "-p", str(port)], d / "moto.log", env
+        [sys.executable, "-m", "sandbox.motoplace", "-H", "127.0.0.1", "-p", str(port)], d / "moto.log", env
     )
     if not procs.wait_for_port(port, pid, timeout=30):
         procs.terminate(pid)
@@ -126,6 +126,16 @@ def kind_of(name: str) -> str:
     return f.read_text().strip() if f.exists() else "process"
 
 
+def made_for(name: str, node: int = 0) -> str | None:
+    """The instance the box's node was made for (None: a box from before boxes recorded it)."""
+    f = box_dir(name, node) / "instance"
+    return f.read_text().strip() if f.exists() else None
+
+
+def record_instance(name: str, node: int, instance_id: str) -> None:
+    (box_dir(name, node) / "instance").write_text(instance_id + "\n")
+
+
 def box_workdir(name: str, node: int = 0) -> Path:
     """Where trainbox keeps code, data and runs on the sandbox's box (node)."""
     d = box_dir(name, node) / "disk"
@@ -133,7 +143,7 @@ def box_workdir(name: str, node: int = 0) -> Path:
     return d
 
 
-# ---------------------------------------------------------------- the IMDS stand-in (provision/imds.py)
+# ---------------------------------------------------------------- the IMDS stand-in (sandbox/imds.py)
 # One per node (each node is an instance), in the node's folder.
 
 
@@ -286,14 +296,12 @@ def stop_box(name: str, node: int | None = None) -> None:
 
 
 def remove_box(name: str) -> None:
-    """Terminate: stop every node (and its IMDS stand-in) and wipe their disks (and a removed
-    image's layer the box was the last to stand on)."""
+    """Terminate: stop every node (and its IMDS stand-in) and wipe their disks. A removed
+    image's layer the box was the last to stand on goes with sandbox/images.py's
+    ``gc_sandbox_layers``, which the caller runs next."""
     stop_box(name)
     stop_imds(name)
     shutil.rmtree(box_dir(name), ignore_errors=True)
-    from . import sandbox_images
-
-    sandbox_images.gc_sandbox_layers()
 
 
 def box_running(name: str, node: int = 0):
