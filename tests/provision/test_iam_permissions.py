@@ -32,7 +32,7 @@ def aws_actions() -> set[str]:
     """Every "service:Operation" cli/, provision/, remote/ and common/ call: client methods, and
     the operations named in strings (paginators, waiters, presigned URLs)."""
     names, services = set(), set()
-    for f in [*REPO.glob("cli/*.py"), *REPO.glob("provision/*.py"), *REPO.glob("remote/*.py"), *REPO.glob("common/*.py")]:
+    for f in (p for package in ("cli", "provision", "remote", "common") for p in REPO.glob(f"{package}/*.py")):
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 names.add(node.func.attr)
