@@ -105,7 +105,7 @@ def moto_module():
 
     mock = mock_aws()
     mock.start()
-    yield
+    yield mock  # mock.reset(): a fresh, empty AWS (a test of many cases, each alone)
     mock.stop()
 
 
