@@ -43,7 +43,7 @@ from box.layout import DATA_COMPLETE
 from common.errors import UsageError
 
 from .tarstream import FLUSH, TarWriter
-from .wirecodec import Codec
+from .wirecodec import Codec, already_compressed
 from .wirecodec import make as make_codec
 
 MARKER = DATA_COMPLETE  # a pushed copy is complete once this holds its digest
@@ -228,13 +228,25 @@ def box_has_zstd(text: str) -> bool:
     return "/zstd" in text.split("\0")
 
 
-# How the stream is compressed (remote/wirecodec.py): auto (zstd where the box
-# has its binary, else gzip), zstd, gzip, ssh (OpenSSH's own -C) or none.
+# How the stream is compressed (remote/wirecodec.py): auto, zstd, gzip, ssh
+# (OpenSSH's own -C) or none. auto, as measured in bench/link.py
+# (docs/reliability.md): none for a box on this machine (the sandbox's: no link
+# to save, only CPU to spend), else zstd where the box has its binary, else gzip.
 COMPRESS_ENV = "TRAINBOX_PUSH_COMPRESS"
 COMPRESS_CHOICES = ("auto", "zstd", "gzip", "ssh", "none")
 
 
-def choose_compression(asked: str | None, box_zstd: bool) -> str:
+# auto sends the plain stream when less than this share of the bytes to send
+# could shrink (a data set of JPEGs: bench/sync.py, docs/reliability.md).
+COMPRESS_FROM = 0.05
+
+
+def worth_compressing(plan: Plan, local: dict[str, Entry], raw: set[str]) -> bool:
+    """Whether at least COMPRESS_FROM of the bytes to send are not already compressed."""
+    return sum(local[p].size for p in plan.send if p not in raw) >= COMPRESS_FROM * plan.send_bytes
+
+
+def choose_compression(asked: str | None, box_zstd: bool, loopback: bool = False) -> str:
     """The codec a push uses: ``asked``, else $TRAINBOX_PUSH_COMPRESS, else auto."""
     asked = asked or os.environ.get(COMPRESS_ENV) or "auto"
     if asked not in COMPRESS_CHOICES:
@@ -243,8 +255,20 @@ def choose_compression(asked: str | None, box_zstd: bool) -> str:
             f"use one of {', '.join(COMPRESS_CHOICES)}, or unset it",
         )
     if asked == "auto":
-        return "zstd" if box_zstd else "gzip"
+        return "none" if loopback else "zstd" if box_zstd else "gzip"
     return asked
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host is this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def pending_record(path: str, entry: Entry) -> bytes:
@@ -365,13 +389,17 @@ def write_tar(
     local: dict[str, Entry],
     progress: Callable[[int], None] = lambda n: None,
     codec: Codec | None = None,
+    raw: set[str] | None = None,
     **sink,
 ) -> TarWriter:
-    """The push's tar stream out to ``send=`` or ``fd=`` through ``codec`` (see TarWriter)."""
+    """The push's tar stream out to ``send=`` or ``fd=`` through ``codec``
+    (see TarWriter); ``raw``: the files already compressed, if known."""
     tar = TarWriter(progress=progress, codec=codec, **sink)
     tar.add_bytes(PENDING, b"".join(pending_record(p, local[p]) for p in plan.send))
     for rel in plan.send:
-        tar.add_file(rel, os.path.join(root, rel), local[rel].size, local[rel].mtime)
+        tar.add_file(
+            rel, os.path.join(root, rel), local[rel].size, local[rel].mtime, None if raw is None else rel in raw
+        )
     if plan.delete:
         tar.add_bytes(DELETE_LIST, b"\0".join(p.encode(errors="surrogateescape") for p in plan.delete))
     if plan.touch:
@@ -479,7 +507,7 @@ def push(
     finally:
         listing.close()
     remote, complete, pending = parse_remote_scan(text)
-    how = choose_compression(compress, box_has_zstd(text))
+    how = choose_compression(compress, box_has_zstd(text), is_loopback(conn.host))
     remote = box_only(remote, skip)
 
     def same_content(paths: list[str]) -> set[str]:
@@ -502,10 +530,16 @@ def push(
         return plan
     bar = progress_factory(plan.send_bytes) if progress_factory else None
 
+    raw: set[str] = set()
+    if how in ("zstd", "gzip"):
+        raw = {p for p in plan.send if already_compressed(p, local_root / p, local[p].size)}
+        auto = (compress or os.environ.get(COMPRESS_ENV) or "auto") == "auto"
+        if auto and not worth_compressing(plan, local, raw):
+            how = "none"  # (nearly) all already compressed: CPU spent for a few headers' bytes
     codec = make_codec("none" if how == "ssh" else how)
 
     def stream(**sink) -> int:
-        tar = write_tar(local_root, plan, local, bar.update if bar else (lambda n: None), codec, **sink)
+        tar = write_tar(local_root, plan, local, bar.update if bar else (lambda n: None), codec, raw, **sink)
         plan.tar_bytes = tar.tar_bytes
         return tar.written
 

@@ -125,16 +125,17 @@ class TarWriter:
         self._out(data)
         self._out(padding(len(data)))
 
-    def add_file(self, name: str, path, size: int, mtime: int) -> None:
+    def add_file(self, name: str, path, size: int, mtime: int, raw: bool | None = None) -> None:
         """The file's first ``size`` bytes (its size when it was scanned);
-        raw if the codec compresses and the file is already compressed."""
+        raw if the codec compresses and the file is already compressed
+        (``raw``, or wirecodec.already_compressed when None)."""
         fd = os.open(path, os.O_RDONLY)
         try:
             self._out(header(name, size, mtime, os.fstat(fd).st_mode))
             if self._plain:
                 if not (self._sendfile and self._send_file(fd, 0, size, path)):
                     self._out(_read_exactly(fd, size, path))
-            elif size and already_compressed(name, path, size):
+            elif size and (already_compressed(name, path, size) if raw is None else raw):
                 self._add_raw(fd, size, path)
             else:
                 left = size

@@ -65,7 +65,7 @@ def recorded(monkeypatch):
     wires: list[bytes] = []
     real = sync.write_tar
 
-    def write_tar(root, plan, local, progress, codec, **sink):
+    def write_tar(root, plan, local, progress, codec, raw, **sink):
         chunks: list[bytes] = []
         wires.append(b"")
         fd = sink.get("fd")
@@ -80,7 +80,7 @@ def recorded(monkeypatch):
                 while view:
                     view = view[os.write(fd, view) :]
 
-        return real(root, plan, local, progress, codec, send=out)
+        return real(root, plan, local, progress, codec, raw, send=out)
 
     monkeypatch.setattr(sync, "write_tar", write_tar)
     return wires
@@ -95,7 +95,7 @@ def test_a_mixed_tree_arrives_byte_identical_and_the_next_push_sends_nothing(con
     assert tree(Path(dest)) == tree(src)
     assert (Path(dest) / sync.MARKER).exists()
     assert plan.tar_bytes > plan.send_bytes
-    if how in ("none", "ssh"):
+    if how in ("none", "ssh", "auto"):  # auto: a box on 127.0.0.1 gets the plain stream
         assert plan.sent_bytes == plan.tar_bytes
     else:
         assert plan.sent_bytes < 0.8 * plan.tar_bytes, "the text was compressed"
@@ -121,19 +121,21 @@ def test_already_compressed_files_travel_as_they_are_and_the_text_compressed(con
     assert tree(Path(dest)) == tree(src)
 
 
-def test_auto_is_zstd_where_the_box_has_its_binary(conn, box, tmp_path, recorded):
-    """This machine's sshd box has /usr/bin/zstd (the sandbox's container box,
-    a Debian minbase root, does not: there auto is gzip, see choose_compression)."""
+def test_auto_sends_a_box_on_this_machine_the_plain_stream(conn, box, tmp_path, recorded):
+    """127.0.0.1: no link to save, so no CPU spent compressing (bench/link.py, unshaped)."""
     src = tmp_path / "src"
     mixed_tree(src)
-    sync.push(conn, src, f"{box.workdir}/code")
-    assert recorded[0].startswith(wirecodec.ZSTD_MAGIC)
+    plan = sync.push(conn, src, f"{box.workdir}/code")
+    assert plan.sent_bytes == plan.tar_bytes == len(recorded[0])
+    assert recorded[0][:100].rstrip(b"\0") == sync.PENDING.encode(), "a plain tar stream: its first member's name"
 
 
 def test_the_choice_follows_the_box_and_the_environment(monkeypatch):
     monkeypatch.delenv(sync.COMPRESS_ENV, raising=False)
     assert sync.choose_compression(None, box_zstd=True) == "zstd"
-    assert sync.choose_compression(None, box_zstd=False) == "gzip"
+    assert sync.choose_compression(None, box_zstd=False) == "gzip"  # the container box's Debian root: no zstd
+    assert sync.choose_compression(None, box_zstd=True, loopback=True) == "none"
+    assert sync.choose_compression("zstd", box_zstd=True, loopback=True) == "zstd"
     assert sync.choose_compression("none", box_zstd=True) == "none"
     monkeypatch.setenv(sync.COMPRESS_ENV, "ssh")
     assert sync.choose_compression(None, box_zstd=True) == "ssh"
@@ -141,6 +143,21 @@ def test_the_choice_follows_the_box_and_the_environment(monkeypatch):
     with pytest.raises(UsageError) as e:
         sync.choose_compression(None, box_zstd=True)
     assert "TRAINBOX_PUSH_COMPRESS=lz4 is not a way to compress a push" in str(e.value)
+
+
+def test_auto_compresses_only_where_enough_could_shrink():
+    local = {"a.jpg": sync.Entry(960, 1), "b.py": sync.Entry(40, 1), "c.py": sync.Entry(60, 1)}
+    plan = sync.make_plan(local, {}, False)
+    assert sync.worth_compressing(plan, local, raw={"a.jpg"})  # 100 of 1060 bytes: 9 %
+    local["a.jpg"] = sync.Entry(5000, 1)
+    plan = sync.make_plan(local, {}, False)
+    assert not sync.worth_compressing(plan, local, raw={"a.jpg"})  # 2 %: a data set of photos
+    assert not sync.worth_compressing(plan, local, raw={"a.jpg", "b.py", "c.py"})
+
+
+def test_loopback_hosts():
+    assert all(map(sync.is_loopback, ["127.0.0.1", "127.1.2.3", "::1", "localhost"]))
+    assert not any(map(sync.is_loopback, ["169.254.211.2", "10.0.0.5", "ec2-1-2-3-4.compute.amazonaws.com"]))
 
 
 def test_the_box_scan_says_whether_zstd_is_there():
