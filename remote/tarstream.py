@@ -10,6 +10,10 @@ the kernel (sendfile) or reads each once, sending ~1 MB at a time.
 What it writes is what GNU tar reads: 512-byte blocks, each member's data
 padded to a block, two zero blocks at the end, the whole padded to a
 10240-byte record.
+
+With a codec (remote/wirecodec.py) the same tar stream leaves compressed,
+but for already-compressed files, which go in the codec's raw frames as
+they are; decoded, it is byte for byte the plain stream.
 """
 
 from __future__ import annotations
