@@ -8,14 +8,18 @@ reachable from nowhere else; the namespace, the veth pair and the sshd are
 removed at the end, whatever happens. Needs root (ip netns, tc).
 
 The project is mixed: many small text files (code: compressible) and a few
-big random ones (weights, images: incompressible). For each rate it prints
-each contender's time, trainbox's ratio to each (issue 26: push <= 1.05x
-`tar | ssh`), and the share of the link's rate trainbox's push moved
-(goal >= 0.95x). Then a push cut at ~60 % (the sshd session serving it
-killed) and run again: the bytes the second push sent against the bytes
-missing on the box (goal <= 1.05x).
+big random ones (weights, images: incompressible, sent raw by the codecs).
+For each rate (0: the veth pair unshaped, a fast link) it prints the time of
+trainbox's push with each way to compress it (sync.push's ``compress=``:
+none, ssh's own -C, gzip, zstd; remote/wirecodec.py), of `tar | ssh` and of
+`rsync -a`, and each push's ratios to those two (issue 26: push <= 1.05x
+`tar | ssh`), to the uncompressed push, and the share of the link's rate it
+moved, counting the project's uncompressed bytes (goal >= 0.95x). Then a
+push cut at ~60 % (the sshd session serving it killed) and run again: the
+bytes the second push sent against the bytes missing on the box
+(goal <= 1.05x).
 
-    sudo python bench/link.py [--rates 20,100] [--small 1500] [--big 3] [--big-mb 6] [--repeat 3]
+    sudo .venv/bin/python bench/link.py [--rates 20,100,0] [--small 1500] [--big 3] [--big-mb 6] [--repeat 3]
 
 No timed assertions anywhere: it prints ratios against baselines measured in
 the same run (docs/architecture.md, "Tests").
@@ -50,6 +54,7 @@ from remote.target import Target  # noqa: E402
 from sandbox import sshd  # noqa: E402
 
 HOST_IP, BOX_IP, PORT = "169.254.211.1", "169.254.211.2", 2222
+HOWS = ("none", "ssh", "gzip", "zstd")  # sync.push's compress=, each measured
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -75,8 +80,8 @@ class Link:
             self.close()
             raise
 
-    def inside(self, *argv: str) -> subprocess.CompletedProcess:
-        return sh("ip", "netns", "exec", self.ns, *argv)
+    def inside(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return sh("ip", "netns", "exec", self.ns, *argv, check=check)
 
     def shape(self, mbit: int) -> None:
         # tbf: a burst of at least one timer tick's worth of bytes, else it cannot reach the rate.
@@ -84,6 +89,10 @@ class Link:
         spec = ["root", "tbf", "rate", f"{mbit}mbit", "burst", str(burst), "latency", "50ms"]
         sh("tc", "qdisc", "replace", "dev", self.host, *spec)
         self.inside("tc", "qdisc", "replace", "dev", self.box, *spec)
+
+    def unshape(self) -> None:
+        sh("tc", "qdisc", "del", "dev", self.host, "root", check=False)
+        self.inside("tc", "qdisc", "del", "dev", self.box, "root", check=False)
 
     def close(self) -> None:
         sh("ip", "netns", "del", self.ns, check=False)  # takes the box's end, and so the pair, with it
@@ -160,7 +169,7 @@ def session_running(listener: int, needle: str) -> int | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rates", default="20,100", help="Mbit/s, comma-separated")
+    ap.add_argument("--rates", default="20,100,0", help="Mbit/s, comma-separated (0: unshaped)")
     ap.add_argument("--small", type=int, default=1500, help="small text files (~3 KB each)")
     ap.add_argument("--big", type=int, default=3, help="big random files")
     ap.add_argument("--big-mb", type=int, default=6)
@@ -190,10 +199,17 @@ def main() -> int:
         conn = connect(Target(BOX_IP, PORT, user, str(key), str(box)), timeout=20)
         print(f"project: {args.small} small files + {args.big} x {args.big_mb} MB random = {total / 1e6:.1f} MB")
         for rate in (int(r) for r in args.rates.split(",")):
-            link.shape(rate)
+            if rate:
+                link.shape(rate)
+            else:
+                link.unshape()
 
-            def ours(tag: str) -> None:
-                sync.push(conn, src, str(box / tag))
+            def push_with(how: str):
+                def push(tag: str) -> None:
+                    sync.push(conn, src, str(box / tag), compress=how)
+
+                push.__name__ = f"trainbox-{how}"
+                return push
 
             def tar_ssh(tag: str) -> None:
                 subprocess.run(
@@ -206,21 +222,26 @@ def main() -> int:
             def rsync(tag: str) -> None:
                 subprocess.run(["rsync", "-a", "-e", ssh, f"{src}/", f"{user}@{BOX_IP}:{box}/{tag}/"], check=True)
 
-            contenders = [ours, tar_ssh, rsync]
-            runs: dict = {f: [] for f in contenders}
+            contenders = [push_with(how) for how in HOWS] + [tar_ssh, rsync]
+            runs: dict = {f.__name__: [] for f in contenders}
+            n = len(contenders)
             for i in range(args.repeat):  # each contender once per round, the order rotated; medians compared
-                for f in contenders[i % 3 :] + contenders[: i % 3]:
-                    runs[f].append(timed(lambda f=f, rate=rate: f(f"{f.__name__}-{rate}")))
+                for f in contenders[i % n :] + contenders[: i % n]:
+                    runs[f.__name__].append(timed(lambda f=f, rate=rate: f(f"{f.__name__}-{rate}")))
                     shutil.rmtree(box / f"{f.__name__}-{rate}", ignore_errors=True)
-            t_ours, t_tar, t_rsync = (statistics.median(runs[f]) for f in contenders)
-            moved = total * 8 / t_ours / 1e6
-            print(
-                f"{rate:>4} Mbit/s (medians of {args.repeat}): trainbox {t_ours:6.2f}s  tar|ssh {t_tar:6.2f}s  "
-                f"rsync -a {t_rsync:6.2f}s  ratio vs tar|ssh {t_ours / t_tar:.3f}  vs rsync {t_ours / t_rsync:.3f}  "
-                f"moved {moved:.1f} Mbit/s of files = {moved / rate:.2f} of the link"
-            )
-            for f in contenders:
-                print(f"     {f.__name__} runs (s): {' '.join(f'{t:.2f}' for t in runs[f])}", file=sys.stderr)
+            t = {name: statistics.median(times) for name, times in runs.items()}
+            link_name = f"{rate} Mbit/s" if rate else "unshaped"
+            print(f"{link_name} (medians of {args.repeat}): tar|ssh {t['tar_ssh']:6.2f}s  rsync -a {t['rsync']:6.2f}s")
+            for how in HOWS:
+                mine = t[f"trainbox-{how}"]
+                moved = total * 8 / mine / 1e6
+                share = f"  moved {moved:6.1f} Mbit/s of files = {moved / rate:.2f} of the link" if rate else ""
+                print(
+                    f"  trainbox, compress={how:<4} {mine:6.2f}s  vs tar|ssh {mine / t['tar_ssh']:.3f}  "
+                    f"vs rsync {mine / t['rsync']:.3f}  vs none {mine / t['trainbox-none']:.3f}{share}"
+                )
+            for name, times in runs.items():
+                print(f"     {name} runs (s): {' '.join(f'{x:.2f}' for x in times)}", file=sys.stderr)
 
         # A push cut at ~60 % (its sshd session killed), then run again.
         dest = box / "resumed"
@@ -259,8 +280,9 @@ def main() -> int:
         )
         plan = sync.push(conn, src, str(dest))
         print(
-            f"resumed push: sent {plan.sent_bytes / 1e6:.2f} MB for {missing / 1e6:.2f} MB missing of {total / 1e6:.2f} MB "
-            f"= {plan.sent_bytes / max(missing, 1):.3f}x the remainder"
+            f"resumed push (compress=auto): sent {plan.sent_bytes / 1e6:.2f} MB ({plan.tar_bytes / 1e6:.2f} MB of tar "
+            f"before compression) for {missing / 1e6:.2f} MB missing of {total / 1e6:.2f} MB "
+            f"= {plan.sent_bytes / max(missing, 1):.3f}x the remainder ({plan.tar_bytes / max(missing, 1):.3f}x uncompressed)"
         )
         conn.close()
     finally:

@@ -54,7 +54,13 @@ def make_set(root: Path, files: int, seed: int = 0) -> int:
     return total
 
 
-DIRS = {"ours": "ours", "tar_ssh": "tar", "tar_ssh_same_cipher": "tarc", "rsync": "rsync"}  # each contender's box dir
+DIRS = {
+    "ours": "ours",
+    "ours_zstd": "zstd",
+    "tar_ssh": "tar",
+    "tar_ssh_same_cipher": "tarc",
+    "rsync": "rsync",
+}  # each contender's box dir
 
 
 def timed(fn):
@@ -119,6 +125,11 @@ def main() -> int:
         def ours(i):
             return sync.push(conn, src, str(box / f"ours{i}"))
 
+        def ours_zstd(i):
+            # zstd forced (remote/wirecodec.py): every file here is a .jpg, sent raw in zstd's frames.
+            # auto sends a box on 127.0.0.1, and a set this incompressible anywhere, the plain stream.
+            return sync.push(conn, src, str(box / f"zstd{i}"), compress="zstd")
+
         def tar_ssh(i):
             # The box's tar -x flags as trainbox's (as root, plain tar -x would also chown every file).
             subprocess.run(
@@ -141,7 +152,7 @@ def main() -> int:
         def rsync(i):
             subprocess.run(["rsync", "-a", "-e", rsh, f"{src}/", f"{user}@127.0.0.1:{box}/rsync{i}/"], check=True)
 
-        contenders = [ours, tar_ssh, tar_ssh_same_cipher, rsync]
+        contenders = [ours, ours_zstd, tar_ssh, tar_ssh_same_cipher, rsync]
         runs = {f: [] for f in contenders}
         for i in range(args.repeat):
             for f in contenders[i % len(contenders) :] + contenders[: i % len(contenders)]:
@@ -151,7 +162,7 @@ def main() -> int:
                     shutil.rmtree(box / f"{DIRS[f.__name__]}{i}", ignore_errors=True)
         for f in contenders:
             print(f"{f.__name__} runs (s): {' '.join(f'{t:.2f}' for t in runs[f])}", file=sys.stderr)
-        t_ours, t_tar, t_tarc, t_rsync = (statistics.median(runs[f]) for f in contenders)
+        t_ours, t_zstd, t_tar, t_tarc, t_rsync = (statistics.median(runs[f]) for f in contenders)
         last = args.repeat - 1
         sample = sorted(p for p in src.rglob("*") if p.is_file())[: args.sftp_sample]
 
@@ -170,6 +181,11 @@ def main() -> int:
         t_sftp = t_sftp_sample * args.files / len(sample)
         rows += [
             (f"first push: trainbox (median of {args.repeat})", t_ours, ""),
+            (
+                "first push: trainbox, compress=zstd (forced; auto is none here)",
+                t_zstd,
+                f"{t_zstd / t_ours:.2f}x trainbox's auto",
+            ),
             (
                 "first push: tar c | ssh tar x (OpenSSH's default cipher)",
                 t_tar,

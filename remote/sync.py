@@ -43,6 +43,8 @@ from box.layout import DATA_COMPLETE
 from common.errors import UsageError
 
 from .tarstream import FLUSH, TarWriter
+from .wirecodec import Codec, already_compressed
+from .wirecodec import make as make_codec
 
 MARKER = DATA_COMPLETE  # a pushed copy is complete once this holds its digest
 DELETE_LIST = ".trainbox-delete"
@@ -105,7 +107,8 @@ class Plan:
     send_bytes: int = 0
     files: int = 0
     complete: bool = False  # the box already had a complete copy
-    sent_bytes: int = 0  # the tar stream's length, headers included
+    sent_bytes: int = 0  # the stream's length as sent (compressed), headers included
+    tar_bytes: int = 0  # the tar stream's length before compression
 
     @property
     def noop(self) -> bool:
@@ -191,7 +194,9 @@ def scan_remote_command(remote_dir: str) -> str:
         f"[ -e {PENDING} ] && {clean_pending_command()}; "
         f"find . -type f ! -name {MARKER} ! -name {DELETE_LIST} ! -name {TOUCH_LIST} ! -name {END} ! -name {PENDING} {FIND_PRINTF}; "
         f"[ -e {MARKER} ] && printf '/complete\\0'; "
-        f"[ -e {PENDING} ] && sed -z 's|^|/pending\\t|' {PENDING}; fi; true"
+        f"[ -e {PENDING} ] && sed -z 's|^|/pending\\t|' {PENDING}; fi; "
+        # Which decoder the push's stream may use (wirecodec.py): zstd's, if the box has it.
+        "command -v zstd >/dev/null 2>&1 && printf '/zstd\\0'; true"
     )
 
 
@@ -216,6 +221,54 @@ def parse_remote_scan(text: str) -> tuple[dict[str, Entry], bool, set[str]]:
         if path not in unsure:  # an older trainbox's record (a path alone): resent
             found[path] = entry
     return found, complete, pending & set(found)
+
+
+def box_has_zstd(text: str) -> bool:
+    """Whether scan_remote_command found the zstd binary on the box."""
+    return "/zstd" in text.split("\0")
+
+
+# How the stream is compressed (remote/wirecodec.py): auto, zstd, gzip, ssh
+# (OpenSSH's own -C) or none. auto, as measured in bench/link.py
+# (docs/reliability.md): none for a box on this machine (the sandbox's: no link
+# to save, only CPU to spend), else zstd where the box has its binary, else gzip.
+COMPRESS_ENV = "TRAINBOX_PUSH_COMPRESS"
+COMPRESS_CHOICES = ("auto", "zstd", "gzip", "ssh", "none")
+
+
+# auto sends the plain stream when less than this share of the bytes to send
+# could shrink (a data set of JPEGs: bench/sync.py, docs/reliability.md).
+COMPRESS_FROM = 0.05
+
+
+def worth_compressing(plan: Plan, local: dict[str, Entry], raw: set[str]) -> bool:
+    """Whether at least COMPRESS_FROM of the bytes to send are not already compressed."""
+    return sum(local[p].size for p in plan.send if p not in raw) >= COMPRESS_FROM * plan.send_bytes
+
+
+def choose_compression(asked: str | None, box_zstd: bool, loopback: bool = False) -> str:
+    """The codec a push uses: ``asked``, else $TRAINBOX_PUSH_COMPRESS, else auto."""
+    asked = asked or os.environ.get(COMPRESS_ENV) or "auto"
+    if asked not in COMPRESS_CHOICES:
+        raise UsageError(
+            f"{COMPRESS_ENV}={asked} is not a way to compress a push",
+            f"use one of {', '.join(COMPRESS_CHOICES)}, or unset it",
+        )
+    if asked == "auto":
+        return "none" if loopback else "zstd" if box_zstd else "gzip"
+    return asked
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host is this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def pending_record(path: str, entry: Entry) -> bytes:
@@ -301,15 +354,20 @@ def digest(local: dict[str, Entry]) -> str:
 DISK_FULL = 28  # the apply command's exit code when the box's disk filled (ENOSPC's number)
 
 
-def apply_command(remote_dir: str, marker_text: str) -> str:
+def apply_command(remote_dir: str, marker_text: str, decoder: str = "") -> str:
+    """The box's side of the push: ``decoder`` (wirecodec's, if the stream
+    is compressed) into tar -x, then the lists, then the marker."""
     d = shlex.quote(remote_dir)
+    untar = "tar -x --no-same-owner --no-same-permissions -f -"
+    # The decoder's errors (a cut frame) join tar's; tar's status decides, with the end entry.
+    unpack = f"{{ {decoder} | {untar}; }}" if decoder else untar
     return (
         f"mkdir -p {d} && cd {d} || exit 1; rm -f {MARKER} {END}; "
         # A dropped link closes tar's stdin and this shell's stderr: SIGPIPE
         # ignored, so neither dies before the half-written files are removed.
         # tar's errors are kept in memory (a full disk takes no file).
         "trap '' PIPE; "
-        f"err=$(tar -x --no-same-owner --no-same-permissions -f - 2>&1); rc=$?; "
+        f"err=$({unpack} 2>&1); rc=$?; "
         # tar accepts an archive cut at a member boundary; the end entry does not lie.
         f"if [ $rc != 0 ] || [ ! -e {END} ]; then rm -f {END}; {clean_pending_command()}; "
         f'case "$err" in *"No space left"*) '
@@ -326,13 +384,22 @@ def apply_command(remote_dir: str, marker_text: str) -> str:
 
 
 def write_tar(
-    root: Path, plan: Plan, local: dict[str, Entry], progress: Callable[[int], None] = lambda n: None, **sink
-) -> int:
-    """The push's tar stream out to ``send=`` or ``fd=`` (see TarWriter); its length."""
-    tar = TarWriter(progress=progress, **sink)
+    root: Path,
+    plan: Plan,
+    local: dict[str, Entry],
+    progress: Callable[[int], None] = lambda n: None,
+    codec: Codec | None = None,
+    raw: set[str] | None = None,
+    **sink,
+) -> TarWriter:
+    """The push's tar stream out to ``send=`` or ``fd=`` through ``codec``
+    (see TarWriter); ``raw``: the files already compressed, if known."""
+    tar = TarWriter(progress=progress, codec=codec, **sink)
     tar.add_bytes(PENDING, b"".join(pending_record(p, local[p]) for p in plan.send))
     for rel in plan.send:
-        tar.add_file(rel, os.path.join(root, rel), local[rel].size, local[rel].mtime)
+        tar.add_file(
+            rel, os.path.join(root, rel), local[rel].size, local[rel].mtime, None if raw is None else rel in raw
+        )
     if plan.delete:
         tar.add_bytes(DELETE_LIST, b"\0".join(p.encode(errors="surrogateescape") for p in plan.delete))
     if plan.touch:
@@ -341,16 +408,17 @@ def write_tar(
         )
     tar.add_bytes(END, b"")
     tar.close()
-    return tar.written
+    return tar
 
 
-def openssh_argv(conn, command: str) -> list[str] | None:
+def openssh_argv(conn, command: str, compression: bool = False) -> list[str] | None:
     """The OpenSSH client command running command on conn's host, or None.
 
     paramiko moves ~35 MB/s through its pure-Python packet layer; the OpenSSH
     client runs at the cipher's speed (3-4x faster on loopback, see
     bench/sync.py). Same key, same pinned known_hosts, no prompt, no agent.
-    ``TRAINBOX_SSH_CLIENT=paramiko`` turns it off.
+    ``TRAINBOX_SSH_CLIENT=paramiko`` turns it off. ``compression``: ssh's
+    own (-C, zlib), measured against zstd in bench/link.py.
     """
     from common import openssh, paths
 
@@ -370,7 +438,7 @@ def openssh_argv(conn, command: str) -> list[str] | None:
         # laptop of the last decade) it moves bulk data ~20 % faster than
         # OpenSSH's default first choice, chacha20 (bench/sync.py). The others
         # stay as fallbacks.
-        options=["-o", f"Ciphers={BULK_CIPHERS}"],
+        options=["-o", f"Ciphers={BULK_CIPHERS}"] + (["-o", "Compression=yes"] if compression else []),
         command=[command],
     )
 
@@ -415,6 +483,7 @@ def push(
     progress_factory=None,
     local: dict[str, Entry] | None = None,
     skip: Callable[[str, bool], bool] | None = None,
+    compress: str | None = None,
 ) -> Plan:
     """Make remote_dir an exact copy of local_root, sending only what changed.
 
@@ -422,7 +491,8 @@ def push(
     ``close()``; the returned plan's ``sent_bytes`` is the stream's length.
     ``local``: local_root's scan_local, when the caller has it (a filtered
     one); ``skip``: the filter it was made with, so that the box's files it
-    matches are left alone rather than deleted (see box_only).
+    matches are left alone rather than deleted (see box_only); ``compress``:
+    one of COMPRESS_CHOICES (default: $TRAINBOX_PUSH_COMPRESS, else auto).
     """
     from paramiko import SSHException
 
@@ -437,6 +507,7 @@ def push(
     finally:
         listing.close()
     remote, complete, pending = parse_remote_scan(text)
+    how = choose_compression(compress, box_has_zstd(text), is_loopback(conn.host))
     remote = box_only(remote, skip)
 
     def same_content(paths: list[str]) -> set[str]:
@@ -459,13 +530,25 @@ def push(
         return plan
     bar = progress_factory(plan.send_bytes) if progress_factory else None
 
-    def stream(**sink) -> int:
-        return write_tar(local_root, plan, local, bar.update if bar else (lambda n: None), **sink)
+    raw: set[str] = set()
+    if how in ("zstd", "gzip"):
+        raw = {p for p in plan.send if already_compressed(p, local_root / p, local[p].size)}
+        auto = (compress or os.environ.get(COMPRESS_ENV) or "auto") == "auto"
+        if auto and not worth_compressing(plan, local, raw):
+            how = "none"  # (nearly) all already compressed: CPU spent for a few headers' bytes
+    codec = make_codec("none" if how == "ssh" else how)
 
-    command = apply_command(remote_dir, digest(local))
+    def stream(**sink) -> int:
+        tar = write_tar(local_root, plan, local, bar.update if bar else (lambda n: None), codec, raw, **sink)
+        plan.tar_bytes = tar.tar_bytes
+        return tar.written
+
+    command = apply_command(remote_dir, digest(local), codec.decoder)
     # A new OpenSSH connection costs a handshake (~0.3 s); it pays off only
-    # for a stream big enough for paramiko's slower packets to matter.
-    argv = openssh_argv(conn, command) if plan.send_bytes >= OPENSSH_FROM else None
+    # for a stream big enough for paramiko's slower packets to matter
+    # (or to compress with ssh's own -C: paramiko's is fixed at connect).
+    big = plan.send_bytes >= OPENSSH_FROM or how == "ssh"
+    argv = openssh_argv(conn, command, compression=how == "ssh") if big else None
     try:
         if argv:
             plan.sent_bytes = _send_openssh(argv, lambda fd: stream(fd=fd), remote_dir)
