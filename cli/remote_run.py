@@ -195,15 +195,9 @@ def _start_nodes(args, spec: orchestrate.RunSpec, note: str | None) -> int:
     except BaseException:
         records.forget(run_id)
         raise
-    if args.detach:
-        say(f"run {run_id} started on {len(targets)} nodes, detached")
-        print_reattach(args, run_id)
-        return 0
-    say(
-        f"run {run_id} started on {len(targets)} nodes; node 0's log follows (the others' stay in their run folders; "
-        "Ctrl-C detaches, the job keeps running)"
+    return _detach_or_follow(
+        args, rec, targets[0], f"{len(targets)} nodes", "node 0's log follows (the others' stay in their run folders; "
     )
-    return collect(args, targets[0], rec)
 
 
 def _data(data: str | None) -> str | None:
@@ -241,11 +235,16 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
         except BaseException:
             records.forget(run_id)
             raise
+    return _detach_or_follow(args, rec, target, target.label, "its log follows (")
+
+
+def _detach_or_follow(args, rec: records.RunRecord, target: Target, where: str, follows: str) -> int:
+    """A run just started: say so, then return (--detach) or follow it to its end."""
     if args.detach:
-        say(f"run {run_id} started on {target.label}, detached")
-        print_reattach(args, run_id)
+        say(f"run {rec.run_id} started on {where}, detached")
+        print_reattach(args, rec.run_id)
         return 0
-    say(f"run {run_id} started on {target.label}; its log follows (Ctrl-C detaches, the job keeps running)")
+    say(f"run {rec.run_id} started on {where}; {follows}Ctrl-C detaches, the job keeps running)")
     return collect(args, target, rec)
 
 

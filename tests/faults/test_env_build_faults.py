@@ -27,13 +27,14 @@ from testkit import Result  # noqa: E402
 KERAS = f"keras-{setup.KERAS_VERSION}-py3-none-any.whl"
 
 
-def test_a_link_cut_during_the_environment_build_is_one_line_and_setup_again_builds_it(users_sshd, box_user, index):
-    server = of_fixture(*users_sshd)
+def setup_with_a_fault_at_keras(box_user, index, fault):
+    """`remote setup` with fault() done once the install reaches keras (held back
+    by the index until then); its one error line (exit 69) and what fault() returned."""
     gate = index.gate(KERAS)
     p = popen_cli(*box_user.remote("setup"), env=env(index))
     try:
         wait_for(lambda: KERAS in index.requested, "the install to reach keras")
-        cut(server, "trainbox/bootstrap.sh")
+        done = fault()
         gate.set()
         out, err = p.communicate(timeout=120)
     finally:
@@ -42,7 +43,12 @@ def test_a_link_cut_during_the_environment_build_is_one_line_and_setup_again_bui
             p.kill()
             p.wait()
     assert p.returncode == RemoteError.exit_code, err
-    line = one_line_error(Result(p.returncode, out, err))
+    return one_line_error(Result(p.returncode, out, err)), done
+
+
+def test_a_link_cut_during_the_environment_build_is_one_line_and_setup_again_builds_it(users_sshd, box_user, index):
+    server = of_fixture(*users_sshd)
+    line, _ = setup_with_a_fault_at_keras(box_user, index, lambda: cut(server, "trainbox/bootstrap.sh"))
     assert "the link to the box dropped during the environment's setup" in line, line
     assert "remote setup" in line, line
     assert not marker_of(box_user).exists(), "a cut build never looks ready"
@@ -92,20 +98,7 @@ def fill(mnt: Path, user: str) -> list[Path]:
 def test_a_disk_filled_during_the_environment_build_is_one_line_and_setup_again_builds_it(
     box_user, index, small_volume
 ):
-    gate = index.gate(KERAS)
-    p = popen_cli(*box_user.remote("setup"), env=env(index))
-    try:
-        wait_for(lambda: KERAS in index.requested, "the install to reach keras")
-        fillers = fill(small_volume, box_user.name)
-        gate.set()
-        out, err = p.communicate(timeout=120)
-    finally:
-        gate.set()
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == RemoteError.exit_code, err
-    line = one_line_error(Result(p.returncode, out, err))
+    line, fillers = setup_with_a_fault_at_keras(box_user, index, lambda: fill(small_volume, box_user.name))
     assert "disk full" in line and "free space" in line and "remote setup" in line, line
     assert not marker_of(box_user).exists(), "a build cut by a full disk never looks ready"
     assert "No space left on device" in log_of(box_user)
