@@ -135,16 +135,22 @@ def exec_channel(conn, command: str):
     return channel
 
 
-def finish(channel, what: str) -> None:
-    """Send EOF, wait for the command; RemoteError with its stderr if it failed."""
+def exit_of(channel) -> tuple[int, str]:
+    """Send EOF, wait for the command; its exit status (-1: none came) and its stderr."""
     channel.shutdown_write()
     status = channel.recv_exit_status()
     err = b""
     while channel.recv_stderr_ready():
         err += channel.recv_stderr(65536)
+    return status, err.decode(errors="replace").strip()
+
+
+def finish(channel, what: str) -> None:
+    """Send EOF, wait for the command; RemoteError with its stderr if it failed."""
+    status, err = exit_of(channel)
     channel.close()
     if status != 0:
-        raise RemoteError(f"{what} failed on the box (exit {status}): {err.decode(errors='replace').strip()[-300:]}")
+        raise RemoteError(f"{what} failed on the box (exit {status}): {err[-300:]}")
 
 
 def write_file(conn, path: str, data: bytes) -> None:

@@ -496,7 +496,7 @@ def push(
     """
     from paramiko import SSHException
 
-    from .connection import LinkDropped, exec_channel, finish, link_lost
+    from .connection import LinkDropped, exec_channel, exit_of, finish, link_lost
 
     # The box lists its copy while this side scans the local one.
     listing = exec_channel(conn, scan_remote_command(remote_dir))
@@ -556,12 +556,7 @@ def push(
             channel = exec_channel(conn, command)
             try:
                 plan.sent_bytes = stream(send=channel.sendall)
-                channel.shutdown_write()
-                code = channel.recv_exit_status()
-                err = b""
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(65536)
-                applied(code, err.decode(errors="replace").strip(), remote_dir)
+                applied(*exit_of(channel), remote_dir)
             finally:
                 channel.close()
     except (EOFError, OSError, SSHException) as e:
