@@ -105,8 +105,7 @@ class SandboxCloud:
         if made_for is not None and made_for != box.instance_id:
             # Another instance (the group's replacement): its own box, on a fresh disk; the old one goes with its disk.
             kind = boxes.kind_of(name)
-            boxes.remove_box(name)
-            images.gc_sandbox_layers()
+            _remove(name)
             box.workdir = DEFAULT_WORKDIR  # a process box's disk folder is set again below
             _make(cloud, box, kind, say, image_of.get(0))
         elif launch is not None:
@@ -176,11 +175,17 @@ def _boot(box: BoxState, running: set[int]) -> None:
         box.set_node(node)
 
 
+def _remove(name: str) -> None:
+    """The box goes with its disk, and with it the image layers no box or image stands on now
+    (boxes.py leaves layers to images.py, which owns them)."""
+    boxes.remove_box(name)
+    images.gc_sandbox_layers()
+
+
 def _gone(cloud: Cloud, name: str) -> None:
     """No instance of the box is left: its box goes with its disk, and the sandbox's moto stops
     once nothing of trainbox's is left in it (it holds its cloud in memory: nothing is lost)."""
-    boxes.remove_box(name)
-    images.gc_sandbox_layers()
+    _remove(name)
     if boxes.sandbox_boxes() or cloud.endpoint_url != boxes.moto_endpoint():
         return
     with aws_errors("check the sandbox is empty"):
