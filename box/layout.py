@@ -55,6 +55,31 @@ RUNS_RESUMING = ".resuming"  # in the runs folder while the agent resumes runs: 
 AGENT_DIR = "/opt/trainbox"  # box/agent.py and box/layout.py, as the package box/
 AGENT_ENV_FILE = "/etc/trainbox/agent.env"  # optional: AWS_EC2_METADATA_SERVICE_ENDPOINT (the sandbox's stand-in)
 AGENT_UNIT = "trainbox-agent.service"
+# A --recover box's runs in S3 (issue 25). provision/boxstore.py makes the bucket, the box's
+# prefix ``boxes/<box>/`` and the instance role that reaches that prefix only; the box's agent
+# (box/keep.py) writes and reads what is below, the laptop reads it (`remote pull`, `down`).
+#   <prefix>runs/<run_id>/run.json   the run folder's RUN_SPEC (what a new instance needs to resume)
+#   <prefix>runs/<run_id>/run.sh     the run's own script (absolute paths: every instance of the
+#                                    group has the same login user and workdir)
+#   <prefix>runs/<run_id>/files/<f>  the run folder's own files: log, events, resumed, exit_code, stopped
+#   <prefix>runs/<run_id>/out/<path> $TRAINBOX_OUT, mirrored within one agent poll of every save
+#   <prefix>runs/<run_id>/state.json {"exit_code": int|null, "stopped": bool, "instance": "i-...",
+#                                    "at": unix time}: written last at every mirror
+#   <prefix>code/<sha256>.tar.gz     a pushed project (the run's project_dir), once per content
+#   <prefix>data/<key>.tar           a data set pushed from the laptop (or fetched from S3), once per key
+STORE_ENV_FILE = "/etc/trainbox/store.env"  # written by the user-data of a --recover box:
+#                                             TRAINBOX_STORE=s3://<bucket>/<prefix>, AWS_REGION
+STORE_RUNS = "runs"
+STORE_RUN_SCRIPT = RUN_SCRIPT
+STORE_RUN_FILES = "files"
+STORE_RUN_OUT = RUN_OUT
+STORE_RUN_STATE = "state.json"
+STORE_CODE = "code"
+STORE_DATA = "data"
+# In a run folder: what the laptop knew when it started the run, for a new instance to resume it:
+# {"run_id", "project_dir", "data_dir": str|null, "data": {"key", "source": "local"|"url"|"s3",
+#  "fetch": [argv of box/fetch.py]|null}|null, "env_link": str|null, "backend", "command": [...]}
+RUN_SPEC = "run.json"
 # Next to a job's pid file: the start time of that process when it wrote it
 # (templates/run.sh.j2, the Jupyter start script). A pid alone may be reused
 # by another program by the time it is read back; the pair is not.
