@@ -248,20 +248,23 @@ class Imds:
             self._token_until = time.monotonic() + TOKEN_TTL_S - 60
         return self._token
 
-    def spot_notice(self) -> dict | None:
-        """The instance-action document ({"action": "stop", "time": ...}) once AWS has sent one, else None."""
-        req = urllib.request.Request(
-            self.endpoint + NOTICE_PATH, headers={"X-aws-ec2-metadata-token": self._token_now()}
-        )
+    def get(self, path: str) -> str | None:
+        """The text at path (``/latest/meta-data/...``), or None where IMDS has nothing (404)."""
+        req = urllib.request.Request(self.endpoint + path, headers={"X-aws-ec2-metadata-token": self._token_now()})
         try:
             with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
-                return json.loads(r.read().decode() or "{}")
+                return r.read().decode()
         except urllib.error.HTTPError as e:
             if e.code == 401:  # the token expired early: a fresh one next time
                 self._token = None
             if e.code in (401, 404):
                 return None
             raise
+
+    def spot_notice(self) -> dict | None:
+        """The instance-action document ({"action": "stop", "time": ...}) once AWS has sent one, else None."""
+        text = self.get(NOTICE_PATH)
+        return None if text is None else json.loads(text or "{}")
 
 
 def ask_going_runs_to_save(runs: str, boot: str, event: str, **fields) -> list[RunFolder]:
@@ -272,18 +275,51 @@ def ask_going_runs_to_save(runs: str, boot: str, event: str, **fields) -> list[R
     return going
 
 
+SAVE_WAIT_S = 90.0  # after a spot notice, how long the mirror waits for the runs' saves
+
+
 class Agent:
-    def __init__(self, runs: str, imds: Imds, boot: str, log=print):
+    def __init__(self, runs: str, imds: Imds, boot: str, log=print, keeper=None):
         self.runs, self.imds, self.boot, self.log = runs, imds, boot, log
         self.noticed: str | None = None  # the notice already acted on (AWS repeats it until the stop)
+        # A --recover box's (box/keep.py): its runs mirrored to S3, and restored on a new instance.
+        self.keeper = keeper
 
     def at_boot(self) -> None:
+        if self.keeper is not None:
+            self.restore()
         for run in note_left_stopped(self.runs, self.boot):
             self.log(f"not resuming {os.path.basename(run.path)}: stopped by the user (`remote stop`)")
         for run in resume_interrupted(self.runs, self.boot):
             self.log(f"resumed {os.path.basename(run.path)} (interrupted in boot {run.boot_id})")
 
+    def restore(self) -> None:
+        """The store's unfinished runs this instance lacks, brought back before the resume (the
+        runs folder's resuming marker keeps the cost guard off meanwhile)."""
+        os.makedirs(self.runs, exist_ok=True)
+        marker = os.path.join(self.runs, RESUMING)
+        open(marker, "w").close()
+        try:
+            self.keeper.start_bootstrap()
+            self.keeper.restore()
+        except Exception as e:  # noqa: BLE001 (S3 or a disk: said, and the local runs resume anyway)
+            self.log(f"restoring runs from S3: {e}")
+        finally:
+            os.unlink(marker)
+
+    def mirror(self) -> None:
+        if self.keeper is None:
+            return
+        try:
+            self.keeper.mirror()
+        except Exception as e:  # noqa: BLE001 (S3 away: said, tried again at the next poll)
+            self.log(f"mirroring runs to S3: {e}")
+
     def poll_once(self) -> None:
+        self.notice_once()
+        self.mirror()
+
+    def notice_once(self) -> None:
         try:
             notice = self.imds.spot_notice()
         except (OSError, ValueError) as e:  # IMDS unreachable or garbled: say so, try again next tick
@@ -297,6 +333,12 @@ class Agent:
         self.noticed = key
         saved = ask_going_runs_to_save(self.runs, self.boot, "spot-notice", notice=notice)
         self.log(f"spot notice {notice}: asked {len(saved)} run(s) to save now")
+        if self.keeper is not None:
+            # What the runs save now is what a new instance resumes from: in S3 once they have.
+            deadline = time.monotonic() + SAVE_WAIT_S
+            while time.monotonic() < deadline and any(r.still_asked() for r in saved):
+                time.sleep(0.2)
+            self.mirror()
 
     def stopping(self, wait_s: float = STOP_WAIT_S) -> None:
         """Ask each going run to save, and wait (up to wait_s) until each has (or has ended).
@@ -314,6 +356,7 @@ class Agent:
         late = [os.path.basename(r.path) for r in asked if r.still_asked()]
         if late:
             self.log(f"no save from {', '.join(late)} within {wait_s:.0f}s")
+        self.mirror()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,7 +368,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     log = lambda s: print(f"trainbox-agent: {s}", flush=True)  # noqa: E731 (journald takes stdout)
     runs = args.runs or BoxLayout(args.workdir).at_home(os.path.expanduser("~")).runs
-    agent = Agent(runs, Imds(), this_boot(), log)
+    imds, boot = Imds(), this_boot()
+    keeper = None
+    if os.environ.get("TRAINBOX_STORE"):  # a --recover box (STORE_ENV_FILE)
+        from box import keep
+
+        try:
+            keeper = keep.keeper(runs, boot, imds, log)
+        except ValueError as e:
+            log(f"not keeping runs in S3: {e}")
+    agent = Agent(runs, imds, boot, log, keeper)
     # The runs it resumes are its children and it never waits for them: let the kernel
     # reap them, or each would linger as a zombie that `kill -0` (the guard, `remote
     # status`, a follower's `tail --pid`) takes for a job still running.

@@ -61,12 +61,16 @@ AGENT_UNIT = "trainbox-agent.service"
 #   <prefix>runs/<run_id>/run.json   the run folder's RUN_SPEC (what a new instance needs to resume)
 #   <prefix>runs/<run_id>/run.sh     the run's own script (absolute paths: every instance of the
 #                                    group has the same login user and workdir)
-#   <prefix>runs/<run_id>/files/<f>  the run folder's own files: log, events, resumed, exit_code, stopped
+#   <prefix>runs/<run_id>/files/<f>  the run folder's own files: log, events, resumed, exit_code, stopped,
+#                                    pid, pid-start, boot_id (a restored run is one an earlier boot cut off)
 #   <prefix>runs/<run_id>/out/<path> $TRAINBOX_OUT, mirrored within one agent poll of every save
+#   <prefix>runs/<run_id>/code       the sha256 of the run's code archive below (its name in code/)
 #   <prefix>runs/<run_id>/state.json {"exit_code": int|null, "stopped": bool, "instance": "i-...",
 #                                    "at": unix time}: written last at every mirror
 #   <prefix>code/<sha256>.tar.gz     a pushed project (the run's project_dir), once per content
-#   <prefix>data/<key>.tar           a data set pushed from the laptop (or fetched from S3), once per key
+#   <prefix>data/<key>.tar           a run's data set (pushed, or fetched: URL, S3, Kaggle), once per key
+#   <prefix>bootstrap.sh             the environment's first-boot bootstrap, put by `up --recover`: the
+#                                    agent of each new instance runs it (no room in the user-data)
 STORE_ENV_FILE = "/etc/trainbox/store.env"  # written by the user-data of a --recover box:
 #                                             TRAINBOX_STORE=s3://<bucket>/<prefix>, AWS_REGION
 STORE_RUNS = "runs"
@@ -74,11 +78,14 @@ STORE_RUN_SCRIPT = RUN_SCRIPT
 STORE_RUN_FILES = "files"
 STORE_RUN_OUT = RUN_OUT
 STORE_RUN_STATE = "state.json"
+STORE_RUN_CODE = "code"
 STORE_CODE = "code"
 STORE_DATA = "data"
+STORE_BOOTSTRAP = BOOTSTRAP
 # In a run folder: what the laptop knew when it started the run, for a new instance to resume it:
 # {"run_id", "project_dir", "data_dir": str|null, "data": {"key", "source": "local"|"url"|"s3",
-#  "fetch": [argv of box/fetch.py]|null}|null, "env_link": str|null, "backend", "command": [...]}
+#  "fetch": box/fetch.py's plan for a URL|null}|null, "env_link": str|null,
+#  "backend", "command": [...], "out": the out folder's name in the run folder}
 RUN_SPEC = "run.json"
 # Next to a job's pid file: the start time of that process when it wrote it
 # (templates/run.sh.j2, the Jupyter start script). A pid alone may be reused

@@ -20,6 +20,7 @@ import base64
 import time
 from collections.abc import Callable
 
+from box.layout import STORE_BOOTSTRAP
 from common import hostkeys, state
 from common.aws import Cloud, aws_errors, error_code
 from common.errors import CloudError, UsageError, name_flag
@@ -238,12 +239,13 @@ def up_group(
     key_name: str,
     cidr: str,
     live: list[instance.Instance],
-    user_data: bytes,
+    user_data: Callable[[dict], bytes],
     root_device: str,
     say: Callable[[str], None],
 ) -> tuple[instance.Instance, dict]:
     """Make (or reuse) the box's checkpoint store, template and group; the group's instance, and
-    what the state records of them (``record``)."""
+    what the state records of them (``record``). user_data: the first-boot script for a store
+    ({"url": "s3://bucket/prefix/", "region"}), rendered once the store is made."""
     from . import boxstore
 
     ec2, asg = cloud.client("ec2"), cloud.client("autoscaling")
@@ -256,6 +258,12 @@ def up_group(
         )
     net = network.ensure_network(ec2, opts.name, zones[0], cidr)
     store = boxstore.ensure(cloud, opts.name, say)
+    if opts.bootstrap is not None:
+        # The environment's bootstrap, which each new instance's agent runs (box/keep.py): the
+        # user-data has no room for it beside the agent's store modules.
+        cloud.client("s3").put_object(
+            Bucket=store.bucket, Key=store.prefix + STORE_BOOTSTRAP, Body=opts.bootstrap.encode()
+        )
     if existing is not None:
         say(f"reusing group {group} ({existing['DesiredCapacity']} instance of {len(types)} type(s))")
         try:
@@ -283,7 +291,7 @@ def up_group(
         key_name=key_name,
         subnet_id="",
         security_group_id=net.security_group_id,
-        user_data=user_data,
+        user_data=user_data({"url": f"s3://{store.bucket}/{store.prefix}", "region": cloud.region}),
         volume_gb=opts.volume_gb,
         spot=False,  # the group's policy makes it spot
     )

@@ -62,13 +62,20 @@ def guard_period_s(opts: UpOptions) -> int:
     return int(max(5, min(60, shortest / 4)))
 
 
-def agent_files() -> dict[str, str]:
+AGENT_MODULES = ("__init__", "layout", "agent")
+# A --recover box's agent also mirrors its runs to S3 and restores them (box/keep.py over box/s3.py).
+STORE_MODULES = ("s3", "keep")
+
+
+def agent_files(store: bool = False) -> dict[str, str]:
     """box/agent.py and what it imports (standard library otherwise), installed by the
     user-data as the package box/ (importing box costs nothing: no TensorFlow, no boto3);
-    their comments and docstrings stay home (AWS caps user-data at 16 KB)."""
+    their comments and docstrings stay home (AWS caps user-data at 16 KB). store: a
+    --recover box's, with the modules that keep its runs in S3."""
     import box
 
-    return {f"{m}.py": stripped_python(box.source(m)) for m in ("__init__", "layout", "agent")}
+    modules = AGENT_MODULES + (STORE_MODULES if store else ())
+    return {f"{m}.py": stripped_python(box.source(m)) for m in modules}
 
 
 def stripped_python(source: str) -> str:
@@ -110,14 +117,22 @@ def stripped_python(source: str) -> str:
     return text
 
 
-def user_data(opts: UpOptions, login_user: str) -> str:
+def user_data(opts: UpOptions, login_user: str, store: dict | None = None) -> str:
     """The first-boot script; its box paths are the default layout's, under the
-    login user's home as the box's passwd has it (user-data looks it up)."""
-    extra = {} if opts.bootstrap is None else {"bootstrap": opts.bootstrap}
+    login user's home as the box's passwd has it (user-data looks it up). store: a
+    --recover box's {"url": "s3://bucket/prefix/", "region"}, which its agent keeps runs in."""
+    extra: dict = {} if opts.bootstrap is None else {"bootstrap": opts.bootstrap}
+    if store is not None:
+        # No room for both the bootstrap and the store's modules in AWS's 16 KB: a --recover box's
+        # bootstrap is in its store (recover.up_group puts it), which its agent runs at first boot.
+        extra.pop("bootstrap", None)
+        if any(c.isspace() or c in "'\"\\$`" for c in store["url"] + store["region"]):
+            raise ValueError(f"the store {store} cannot be written into an environment file")
+        extra["store"] = store
     return templates.render(
         "user-data.sh.j2",
         **extra,
-        agent_files=agent_files(),
+        agent_files=agent_files(store is not None),
         layout=BoxLayout(DEFAULT_WORKDIR),
         login_user=login_user,
         name=opts.name,
@@ -302,7 +317,8 @@ def up(
                 key_name,
                 cidr,
                 insts,
-                user_data_payload(user_data(opts, image.login_user)),
+                # Rendered once the store is made: the box's agent is told where its runs are kept.
+                lambda store: user_data_payload(user_data(opts, image.login_user, store)),
                 _root_device(ec2, image.id),
                 say,
             )

@@ -37,11 +37,17 @@ def fetch_url(
     quiet: bool = False,
     say: Callable[[str], None] = lambda s: None,
 ) -> Fetched:
+    plan = url_plan(source, workdir, python, code_dir, quiet)
+    return fetch_on_box.fetched(fetch_on_box.run_box(conn, python, plan, say))
+
+
+def url_plan(source: UrlSource, workdir: str, python: str, code_dir: str, quiet: bool) -> dict:
+    """box/fetch.py's plan for a URL (also kept in run.json: a --recover box's new instance fetches it again)."""
     plan = fetch_on_box.base_plan("url", workdir, python, code_dir, quiet)
     plan.update(
         key=source.key, source=str(source), url=source.url, sha256=source.sha256, kind=source.kind, name=source.name
     )
-    return fetch_on_box.fetched(fetch_on_box.run_box(conn, python, plan, say))
+    return plan
 
 
 # ---------------------------------------------------------------- S3

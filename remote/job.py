@@ -24,6 +24,7 @@ from box.layout import (
     RUN_LOG,
     RUN_PID,
     RUN_PID_START,
+    RUN_SPEC,
     RUN_STOPPED,
     START_TIME_SH,
     BoxLayout,
@@ -111,6 +112,31 @@ def render_script(
     )
 
 
+def run_spec(
+    run_id: str,
+    project_dir: str,
+    command: list[str],
+    *,
+    data_dir: str | None = None,
+    data: dict | None = None,
+    env_link: str | None = None,
+    backend: str = "tensorflow",
+    out: str = "out",
+) -> dict:
+    """run.json (box/layout.py's RUN_SPEC): what a new instance of a --recover box needs to
+    resume the run without the laptop (box/keep.py reads it). data: {"key", "source", "fetch"}."""
+    return {
+        "run_id": run_id,
+        "project_dir": project_dir,
+        "data_dir": data_dir or None,
+        "data": data,
+        "env_link": env_link,
+        "backend": backend,
+        "command": list(command),
+        "out": out,
+    }
+
+
 def start_command(run_dir: str) -> str:
     d = shlex.quote(run_dir)
     return (
@@ -123,7 +149,12 @@ def start_command(run_dir: str) -> str:
     )
 
 
-def start(conn, run_dir: str, script: str) -> None:
+def start(conn, run_dir: str, script: str, spec: dict | None = None) -> None:
+    """Write run.sh (and run.json, the run's spec) into the run folder, then start the job."""
+    import json
+
+    if spec is not None:
+        write_file(conn, f"{run_dir}/{RUN_SPEC}", (json.dumps(spec, indent=1) + "\n").encode())
     write_file(conn, f"{run_dir}/run.sh", script.encode())
     run(conn, start_command(run_dir), "starting the job")
 

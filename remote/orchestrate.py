@@ -302,7 +302,7 @@ def start(
             conn, target, layout, spec, _requirements_on_box(conn, spec, layout, project_dir, scan), say
         )
     with during(conn, "the data's transfer", again):
-        data_dir = _data(conn, spec, layout, python, project_dir, say, progress, quiet)
+        data_dir, data = _data(conn, spec, layout, python, project_dir, say, progress, quiet)
 
     run_dir = layout.run(run_id)
     offset = 0
@@ -346,6 +346,16 @@ def start(
         backend=spec.backend,
         **({"node": node[0], "nodes": node[1], "coordinator": node[2]} if node else {}),  # type: ignore[arg-type]
     )
+    run_spec = job.run_spec(
+        run_id,
+        project_dir,
+        list(spec.command),
+        data_dir=data_dir,
+        data=data,
+        env_link=env_link,
+        backend=spec.backend,
+        out=spec.out,
+    )
     if ready is not None:
         ready()
     with during(
@@ -353,31 +363,40 @@ def start(
         f"the start of run {run_id}",
         f"run the same `remote {spec.kind}` command again (if the run did start, it runs on unfollowed in {run_dir} on the box)",
     ):
-        job.start(conn, run_dir, script)
+        job.start(conn, run_dir, script, run_spec)
     return offset
 
 
-def _data(conn, spec: RunSpec, layout: BoxLayout, python: str, project_dir: str, say: Say, progress, quiet: bool):
-    """The run's data on the box (pushed, fetched by the box, or generated there); its folder, or None."""
+def _data(
+    conn, spec: RunSpec, layout: BoxLayout, python: str, project_dir: str, say: Say, progress, quiet: bool
+) -> tuple[str | None, dict | None]:
+    """The run's data on the box (pushed, fetched by the box, or generated there): its folder, and
+    what run.json says of it ({"key": its folder under the data root, "source", "fetch": a URL's
+    plan, which a new instance of a --recover box runs again}), or (None, None)."""
     from . import datasource, fetch
 
     source = datasource.parse(spec.data) if spec.data else None
     if isinstance(source, datasource.LocalSource):
-        data_dir = layout.data(path_key(source.path))
+        key = path_key(source.path)
+        data_dir = layout.data(key)
         push_dir(conn, source.path, data_dir, "data", say, progress)
-    elif source is not None:
+        return data_dir, {"key": key, "source": "local", "fetch": None}
+    if source is not None:
         got = fetch.fetch(conn, source, layout.workdir, python, layout.code, quiet=quiet, say=say)
-        data_dir = got.path
         say(
             f"data: {source} {'cached on the box' if got.cached else 'fetched by the box'} "
-            f"({got.files} files, {human(got.bytes)}) in {data_dir}"
+            f"({got.files} files, {human(got.bytes)}) in {got.path}"
         )
-    elif spec.synth:
+        if isinstance(source, datasource.UrlSource):
+            plan = fetch.url_plan(source, layout.workdir, python, layout.code, True)
+            return got.path, {"key": got.key, "source": "url", "fetch": plan}
+        kind = "s3" if isinstance(source, datasource.S3Source) else "kaggle"
+        return got.path, {"key": got.key, "source": kind, "fetch": None}
+    if spec.synth:
         data_dir = layout.data("synthetic")
         _synthesize(conn, python, project_dir, spec.synth, data_dir, say)
-    else:
-        data_dir = None
-    return data_dir
+        return data_dir, {"key": "synthetic", "source": "synthetic", "fetch": None}
+    return None, None
 
 
 FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
