@@ -22,9 +22,15 @@ The IMDS address follows botocore's convention, AWS_EC2_METADATA_SERVICE_ENDPOIN
 (the sandbox serves a stand-in on 127.0.0.1). Events are JSON lines:
 {"event": "spot-notice"|"stopping"|"resumed"|"left-stopped", "at": UNIX_TIME, ...}.
 
+On a --recover box (TRAINBOX_STORE set, from STORE_ENV_FILE) it also keeps the runs in S3
+(box/keep.py): at start, before the resume, it restores the store's unfinished runs that this
+instance lacks (a new instance of the group); at every poll, and once the runs answered a spot
+notice or a stop with a save, it mirrors this boot's runs there.
+
 A run the user stopped (``remote stop``) and never finished is left alone, and
 says so once in its events (``left-stopped``) and in the agent's journal.
-The user-data installs this file and box/layout.py as the package ``box`` in
+The user-data installs this file, box/runfolder.py and box/layout.py (a --recover box's:
+box/s3.py and box/keep.py too) as the package ``box`` in
 ``AGENT_DIR`` and runs ``python3 -m box.agent`` there.
 """
 
@@ -39,19 +45,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 
 from box.layout import (
-    RUN_BOOT_ID,
     RUN_EVENTS,
     RUN_EXIT_CODE,
     RUN_PID,
     RUN_SAVE_REQUEST,
     RUN_SCRIPT,
-    RUN_STOPPED,
     RUNS_RESUMING,
     BoxLayout,
 )
+from box.runfolder import RunFolder, run_folders
 
 IMDS_DEFAULT = "http://169.254.169.254"
 NOTICE_PATH = "/latest/meta-data/spot/instance-action"
@@ -70,101 +74,6 @@ def this_boot() -> str:
     """This boot's id (systemd-nspawn gives each container boot its own)."""
     with open("/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()
-
-
-@dataclass(frozen=True)
-class RunFolder:
-    path: str
-
-    def _has(self, name: str) -> bool:
-        return os.path.exists(os.path.join(self.path, name))
-
-    def _read(self, name: str) -> str | None:
-        try:
-            with open(os.path.join(self.path, name)) as f:
-                return f.read().strip()
-        except OSError:
-            return None
-
-    @property
-    def started(self) -> bool:
-        return self._has(RUN_PID) and self._has(RUN_SCRIPT)
-
-    @property
-    def finished(self) -> bool:
-        return self._has(RUN_EXIT_CODE)
-
-    @property
-    def stopped_by_user(self) -> bool:
-        return self._has(RUN_STOPPED)
-
-    @property
-    def boot_id(self) -> str | None:
-        return self._read(RUN_BOOT_ID)
-
-    def interrupted(self, boot: str) -> bool:
-        """Cut off by the end of an earlier boot, and not by the user."""
-        return self.started and not self.finished and not self.stopped_by_user and self.boot_id != boot
-
-    def left_by_user(self, boot: str) -> bool:
-        """Stopped by the user (`remote stop`) in an earlier boot, never finished: not resumed."""
-        return self.started and not self.finished and self.stopped_by_user and self.boot_id != boot
-
-    def going(self, boot: str) -> bool:
-        """Started in this boot and not over (whether or not it still runs: a save request costs nothing)."""
-        return self.started and not self.finished and not self.stopped_by_user and self.boot_id == boot
-
-    def record(self, event: str, **fields) -> None:
-        line = json.dumps({"event": event, "at": round(time.time(), 3), **fields})
-        fd = os.open(os.path.join(self.path, EVENTS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
-
-    def events(self) -> list[dict]:
-        text = self._read(EVENTS) or ""
-        out = []
-        for line in text.splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a power loss
-        return out
-
-    def still_asked(self) -> bool:
-        """A save request not yet answered (the model removes it once saved) by a run still going."""
-        if not self._has(SAVE_REQUEST) or self.finished:
-            return False
-        try:
-            pid = int(self._read(RUN_PID) or 0)
-        except ValueError:
-            return False
-        if pid <= 1:
-            return False
-        try:
-            os.kill(pid, 0)  # signal 0 sends nothing: is this boot's job still there?
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-
-    def ask_to_save(self) -> None:
-        fd = os.open(os.path.join(self.path, SAVE_REQUEST), os.O_WRONLY | os.O_CREAT, 0o600)
-        os.close(fd)
-
-
-def run_folders(runs: str) -> list[RunFolder]:
-    try:
-        names = sorted(os.listdir(runs))
-    except FileNotFoundError:
-        return []
-    return [
-        RunFolder(os.path.join(runs, n))
-        for n in names
-        if os.path.isdir(os.path.join(runs, n)) and not n.startswith(".")
-    ]
 
 
 def start_job(run: RunFolder) -> None:

@@ -41,7 +41,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from box.agent import RunFolder, run_folders
 from box.layout import (
     BOOTSTRAP,
     DATA,
@@ -67,6 +66,7 @@ from box.layout import (
     STORE_RUN_STATE,
     STORE_RUNS,
 )
+from box.runfolder import RunFolder, run_folders
 from box.s3 import S3, CredentialSource, S3Error
 
 STORE_ENV = "TRAINBOX_STORE"
@@ -215,9 +215,10 @@ class Keeper:
         return n
 
     def _seed(self, base: str) -> None:
-        """What the store already holds of a run, taken as sent where size matches and it is no older."""
+        """What the store already holds of a run, taken as sent where the size matches and it is no
+        older (S3 keeps whole seconds: a second's grace)."""
         for obj in self.s3.list(base):
-            self.sent.setdefault(obj.key, (obj.size, int(obj.modified * 1e9)))
+            self.sent.setdefault(obj.key, (obj.size, int((obj.modified + 1) * 1e9)))
 
     def _file(self, key: str, path: str) -> int:
         try:

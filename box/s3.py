@@ -26,6 +26,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 CREDENTIALS_PATH = "/latest/meta-data/iam/security-credentials/"
 REFRESH_BEFORE_S = 300  # read the role's credentials again this long before they expire
@@ -189,7 +190,7 @@ class S3:
         region: str | None = None,
         endpoint: str | None = None,
         credentials: CredentialSource | None = None,
-        transport: Callable[[Request], object] = urlopen_transport,
+        transport: Callable[[Request], Any] = urlopen_transport,
     ):
         self.bucket = bucket
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -231,10 +232,10 @@ class S3:
             resp = self.transport(Request(method, url, headers, body))
         except OSError as e:
             raise S3Error("Network", f"{method} {url}: {e}", key=key or None) from e
-        status = getattr(resp, "status", None) or resp.getcode()  # type: ignore[attr-defined]
+        status = getattr(resp, "status", None) or resp.getcode()
         if status >= 300:
-            text = resp.read()  # type: ignore[attr-defined]
-            resp.close()  # type: ignore[attr-defined]
+            text = resp.read()
+            resp.close()
             raise _error(status, text, key)
         return resp
 
@@ -258,14 +259,14 @@ class S3:
         n = 0
         try:
             with open(tmp, "wb") as f:
-                while chunk := resp.read(CHUNK):  # type: ignore[attr-defined]
+                while chunk := resp.read(CHUNK):
                     f.write(chunk)
                     n += len(chunk)
             os.replace(tmp, path)
         except OSError as e:
             raise S3Error("Network", f"reading {key}: {e}", key=key) from e
         finally:
-            resp.close()  # type: ignore[attr-defined]
+            resp.close()
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return n
@@ -273,9 +274,9 @@ class S3:
     def get_bytes(self, key: str) -> bytes:
         resp = self._call("GET", key)
         try:
-            return resp.read()  # type: ignore[attr-defined]
+            return resp.read()
         finally:
-            resp.close()  # type: ignore[attr-defined]
+            resp.close()
 
     def list(self, prefix: str) -> Iterator[Listed]:
         """Every object under prefix (ListObjectsV2, page after page)."""
@@ -286,11 +287,11 @@ class S3:
                 query["continuation-token"] = token
             resp = self._call("GET", "", query)
             try:
-                root = ET.fromstring(resp.read())  # type: ignore[attr-defined]
+                root = ET.fromstring(resp.read())
             except ET.ParseError as e:
                 raise S3Error("BadResponse", f"listing {prefix}: {e}") from e
             finally:
-                resp.close()  # type: ignore[attr-defined]
+                resp.close()
             for c in root.iter(f"{_NS}Contents"):
                 yield Listed(
                     c.findtext(f"{_NS}Key") or "",
@@ -303,7 +304,7 @@ class S3:
                 return
 
     def delete(self, key: str) -> None:
-        self._call("DELETE", key).close()  # type: ignore[attr-defined]
+        self._call("DELETE", key).close()
 
 
 def _parse_modified(text: str) -> float:

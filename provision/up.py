@@ -62,7 +62,7 @@ def guard_period_s(opts: UpOptions) -> int:
     return int(max(5, min(60, shortest / 4)))
 
 
-AGENT_MODULES = ("__init__", "layout", "agent")
+AGENT_MODULES = ("__init__", "layout", "runfolder", "agent")
 # A --recover box's agent also mirrors its runs to S3 and restores them (box/keep.py over box/s3.py).
 STORE_MODULES = ("s3", "keep")
 

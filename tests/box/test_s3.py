@@ -124,6 +124,8 @@ def role_creds(moto_auth, monkeypatch):
     import boto3
 
     _auth(moto_auth, "inf")
+    # moto's backends are the process's: emptied, as tests/conftest.py's moto_endpoint does.
+    urllib.request.urlopen(urllib.request.Request(f"{moto_auth}/moto-api/reset", method="POST"), timeout=10).close()
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(k, raising=False)
     kw = dict(endpoint_url=moto_auth, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")

@@ -186,7 +186,8 @@ def test_user_data_installs_the_agent_unit_for_every_boot(tmp_path):
 
     text = user_data(UpOptions(), "ubuntu")
     writes = re.findall(r"^cat > /opt/trainbox/box/(\S+) <<'TRAINBOX_AGENT_EOF'$", text, re.M)
-    assert writes == ["__init__.py", "layout.py", "agent.py"]
+    assert writes == ["__init__.py", "layout.py", "runfolder.py", "agent.py"]
+    assert "TRAINBOX_STORE_EOF" not in text and "s3.py" not in writes, "a box without --recover keeps nothing in S3"
     # Its lines that write the package, run here with the box's /opt/trainbox under tmp_path.
     block = re.search(r"^cat > /opt/trainbox/box/.*^TRAINBOX_AGENT_EOF$", text, re.S | re.M).group(0)
     (tmp_path / "box").mkdir()
@@ -239,3 +240,35 @@ def f():
     ns = {}
     exec(out, ns)
     assert ns["f"]() == "keep\n\n  thisa # not a comment" and ns["f"].__doc__ == "Doc." and ns["__doc__"] == "Module."
+
+
+def test_a_recover_box_user_data_tells_its_agent_the_store_and_fits_aws(tmp_path):
+    import box
+    from provision.up import stripped_python
+
+    bootstrap = setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
+    store = {"url": "s3://trainbox-123456789012-us-east-1/boxes/b1/", "region": "us-east-1"}
+    text = user_data(UpOptions(name="b1", bootstrap=bootstrap), "ubuntu", store)
+    assert len(user_data_payload(text)) <= USER_DATA_LIMIT, "the store's modules fit beside the agent"
+    assert "TRAINBOX_BOOTSTRAP_EOF" not in text, "its bootstrap is in the store (the agent runs it)"
+    writes = re.findall(r"^cat > /opt/trainbox/box/(\S+) <<'TRAINBOX_AGENT_EOF'$", text, re.M)
+    assert writes == ["__init__.py", "layout.py", "runfolder.py", "agent.py", "s3.py", "keep.py"]
+    assert "EnvironmentFile=-/etc/trainbox/agent.env\n" in text
+    assert "EnvironmentFile=-/etc/trainbox/store.env\n" in text
+    # The lines that write the package and the store's file, run with /opt and /etc under tmp_path.
+    block = re.search(r"^cat > /opt/trainbox/box/.*^TRAINBOX_STORE_EOF\n.*?\n", text, re.S | re.M).group(0)
+    (tmp_path / "box").mkdir()
+    (tmp_path / "etc").mkdir()
+    script = block.replace("/opt/trainbox/", f"{tmp_path}/").replace(
+        " /etc/trainbox/store.env", f" {tmp_path}/etc/store.env"
+    )
+    subprocess.run(["bash", "-c", script], check=True)
+    assert (tmp_path / "etc" / "store.env").read_text() == (
+        "TRAINBOX_STORE=s3://trainbox-123456789012-us-east-1/boxes/b1/\nAWS_REGION=us-east-1\n"
+    )
+    for name in writes:
+        assert (tmp_path / "box" / name).read_text() == stripped_python(box.source(name[:-3]))
+    got = subprocess.run(
+        [sys.executable, "-c", "import box.keep, box.s3"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert got.returncode == 0, got.stderr
