@@ -64,6 +64,12 @@ def cmd_start(args) -> int:
 
 def cmd_stop(args) -> int:
     inst = lifecycle.stop(cloud_for(args), args.name)
+    if inst.state in ("shutting-down", "terminated"):  # a --recover box: its group is at 0
+        print(
+            f"box '{args.name}' is stopped: its group is at 0 instances ({inst.id} {inst.state}); its runs are "
+            f"kept in S3, and `{PROG} start{name_flag(args.name)}` resumes them on a new instance"
+        )
+        return 0
     n = lifecycle.status(cloud_for(args), args.name).nodes
     disks = (
         "the disk is kept and still bills"

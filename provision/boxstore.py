@@ -60,8 +60,15 @@ def trust_document() -> dict:
     }
 
 
-def policy_document(bucket: str, name: str) -> dict:
-    """The box's objects (read, write, delete) and the listing of its prefix: nothing else."""
+def group_arn(name: str, account: str = "*", region: str = "*") -> str:
+    """The ARN of the box's Auto Scaling group (provision/recover.py group_name), any group id."""
+    return f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/trainbox-{name}"
+
+
+def policy_document(bucket: str, name: str, account: str = "*", region: str = "*") -> dict:
+    """The box's objects (read, write, delete), the listing of its prefix, and setting its own
+    group's size (the guard sets it to 0 before it shuts an idle box down, box/release.py):
+    nothing else."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -75,6 +82,11 @@ def policy_document(bucket: str, name: str) -> dict:
                 "Action": "s3:ListBucket",
                 "Resource": f"arn:aws:s3:::{bucket}",
                 "Condition": {"StringLike": {"s3:prefix": [f"{prefix(name)}*"]}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "autoscaling:UpdateAutoScalingGroup",
+                "Resource": group_arn(name, account, region),
             },
         ],
     }
@@ -131,7 +143,11 @@ def ensure(cloud: Cloud, name: str, say: Callable[[str], None]) -> Store:
             Tags=tags(name),
         )
     # Put every time: the same document, so a hand-widened policy is narrowed again.
-    iam.put_role_policy(RoleName=role, PolicyName=POLICY, PolicyDocument=json.dumps(policy_document(bucket, name)))
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName=POLICY,
+        PolicyDocument=json.dumps(policy_document(bucket, name, account, cloud.region)),
+    )
     try:
         profile = iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]
     except ClientError as e:

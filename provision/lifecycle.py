@@ -83,7 +83,10 @@ def find_instance(cloud: Cloud, name: str) -> instance.Instance:
 
 
 def status(cloud: Cloud, name: str) -> BoxStatus:
-    insts = find_nodes(cloud, name)
+    try:
+        insts = find_nodes(cloud, name)
+    except recover.GroupStopped:
+        return _stopped_group(cloud, name)
     inst = insts[0]
     box = state.load(name)
     price = prices.price_per_hour(inst.type, price_overrides())
@@ -134,6 +137,25 @@ def status(cloud: Cloud, name: str) -> BoxStatus:
     )
 
 
+def _stopped_group(cloud: Cloud, name: str) -> BoxStatus:
+    """A --recover box whose group is at 0 instances: stopped, its last instance named."""
+    box = state.load(name)
+    assert box is not None  # only a box with a group in its state gets here
+    return BoxStatus(
+        name=name,
+        instance_id=box.instance_id,
+        instance_type=box.instance_type,
+        state="stopped",
+        address=None,
+        uptime_s=None,
+        price_per_hour=box.price_per_hour,
+        cost_so_far=None,
+        sandbox=cloud.stand_in is not None,
+        spot=f"group {recover.group_of_box(box)}: at 0 instances; its runs are kept in S3",
+        nodes=(NodeStatus(0, box.instance_id, "stopped", None, None),),
+    )
+
+
 def _spot_says(cloud: Cloud, inst: instance.Instance) -> str | None:
     if not inst.spot:
         return None
@@ -142,17 +164,14 @@ def _spot_says(cloud: Cloud, inst: instance.Instance) -> str | None:
     return req.says if req else "no spot request found (cancelled?)"
 
 
-def _refuse_on_group(name: str, verb: str) -> None:
-    if _group_box(name) is not None:
-        raise UsageError(
-            f"box '{name}' is kept by its Auto Scaling group ({recover.group_name(name)}): it is not {verb}",
-            "the group keeps one instance running; `python -m provision down` ends it",
-        )
-
-
 def start(cloud: Cloud, name: str) -> BoxState:
-    """Start every node of the box that is not running, and wait until all run."""
-    _refuse_on_group(name, "started or stopped (a stopped instance is replaced)")
+    """Start every node of the box that is not running, and wait until all run. A --recover
+    box's group goes back to 1 instance (a new one, which resumes the runs kept in S3)."""
+    grouped = _group_box(name)
+    if grouped is not None:
+        recover.set_size(cloud, grouped, 1)
+        recover.follow(cloud, grouped)
+        return grouped
     insts = find_nodes(cloud, name)
     with aws_errors("start the box"):
         ec2 = cloud.client("ec2")
@@ -190,8 +209,15 @@ def _moved(box: BoxState, node: Node, ip: str) -> None:
 
 
 def stop(cloud: Cloud, name: str) -> instance.Instance:
-    """Stop every node of the box (disks kept); node 0's instance, stopped."""
-    _refuse_on_group(name, "stopped (the group would replace a stopped instance)")
+    """Stop every node of the box (disks kept); node 0's instance, stopped. A --recover box's
+    group goes to 0 instances: its instance is terminated (the runs are kept in S3, not on its disk)."""
+    grouped = _group_box(name)
+    if grouped is not None:
+        inst = recover.follow(cloud, grouped)
+        recover.set_size(cloud, grouped, 0)
+        cloud.settle(name, box=grouped)  # a stand-in removes the instance's machine
+        with aws_errors("describe the box's last instance"):
+            return instance.get(cloud.client("ec2"), inst.id)
     insts = find_nodes(cloud, name)
     with aws_errors("stop the box"):
         ec2 = cloud.client("ec2")

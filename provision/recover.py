@@ -45,14 +45,6 @@ PEERS: dict[str, tuple[str, ...]] = {
 PEERS_HELP = "the --instance-type and its nearest GPU peers, e.g. g4dn.xlarge: " + ", ".join(PEERS["g4dn.xlarge"])
 
 
-# Said by every `up --recover` until the run resumes on a replacement (issue 25's rest).
-INCOMPLETE = (
-    "warning: --recover is not finished: the group replaces a lost instance, but a run does not yet resume "
-    "on the replacement, and the idle and --max-hours guards stop only the instance (the group launches "
-    "another): `python -m provision down` is what ends the billing"
-)
-
-
 def instance_types_arg(text: str) -> list[str]:
     """--instance-types A,B,...: EC2 type names, each once."""
     import argparse
@@ -291,7 +283,9 @@ def up_group(
         key_name=key_name,
         subnet_id="",
         security_group_id=net.security_group_id,
-        user_data=user_data({"url": f"s3://{store.bucket}/{store.prefix}", "region": cloud.region}),
+        user_data=user_data(
+            {"url": f"s3://{store.bucket}/{store.prefix}", "region": cloud.region, "group": group_name(opts.name)}
+        ),
         volume_gb=opts.volume_gb,
         spot=False,  # the group's policy makes it spot
     )
@@ -341,6 +335,12 @@ def follow(cloud: Cloud, box: BoxState) -> instance.Instance:
                 f"`python -m provision down{name_flag(box.name)}` cleans up",
             )
         iid = group_instance_id(g)
+        if iid is None and g.get("DesiredCapacity") == 0:
+            raise GroupStopped(
+                f"box '{box.name}' is stopped: its group {group} is at 0 instances (its guard, or "
+                "`provision stop`); its runs' checkpoints are kept in S3",
+                f"`python -m provision start{name_flag(box.name)}` launches an instance that resumes them",
+            )
         if iid is None:
             raise CloudError(
                 f"box '{box.name}''s group {group} has no instance now: AWS is launching a replacement",
@@ -350,6 +350,33 @@ def follow(cloud: Cloud, box: BoxState) -> instance.Instance:
     if inst.id != box.instance_id:
         _adopt(cloud, box, inst)
     return inst
+
+
+class GroupStopped(CloudError):
+    """The box's group is at 0 instances: stopped (by its guard, or `provision stop`)."""
+
+
+def set_size(cloud: Cloud, box: BoxState, size: int, timeout_s: float = 900.0) -> None:
+    """Stop (0) or start (1) a --recover box: the group's minimum and desired capacity. At 0 AWS
+    terminates its instance (whose agent mirrors the runs to S3 as it shuts down); at 1 it
+    launches one, whose agent restores and resumes them. Returns once the group has that many."""
+    group = group_of_box(box) or group_name(box.name)
+    asg = cloud.client("autoscaling")
+    with aws_errors(f"set group {group} to {size} instance(s)"):
+        asg.update_auto_scaling_group(AutoScalingGroupName=group, MinSize=size, DesiredCapacity=size)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            cloud.observe(box.name, box)
+            g = describe_group(asg, group)
+            has = 0 if g is None else int(group_instance_id(g) is not None)
+            if has == size:
+                return
+            if time.monotonic() > deadline:
+                raise CloudError(
+                    f"group {group} did not reach {size} instance(s) in {timeout_s:.0f}s",
+                    "see its activity history in the EC2 console (Auto Scaling groups)",
+                )
+            time.sleep(cloud.poll_s or 5.0)
 
 
 def _adopt(cloud: Cloud, box: BoxState, inst: instance.Instance) -> None:

@@ -64,7 +64,7 @@ def guard_period_s(opts: UpOptions) -> int:
 
 AGENT_MODULES = ("__init__", "layout", "runfolder", "agent")
 # A --recover box's agent also mirrors its runs to S3 and restores them (box/keep.py over box/s3.py).
-STORE_MODULES = ("s3", "keep")
+STORE_MODULES = ("s3", "keep", "release")  # release: the guard sets the group to 0 before it shuts down
 
 
 def agent_files(store: bool = False) -> dict[str, str]:
@@ -126,7 +126,7 @@ def user_data(opts: UpOptions, login_user: str, store: dict | None = None) -> st
         # No room for both the bootstrap and the store's modules in AWS's 16 KB: a --recover box's
         # bootstrap is in its store (recover.up_group puts it), which its agent runs at first boot.
         extra.pop("bootstrap", None)
-        if any(c.isspace() or c in "'\"\\$`" for c in store["url"] + store["region"]):
+        if any(c.isspace() or c in "'\"\\$`" for c in "".join(store.values())):
             raise ValueError(f"the store {store} cannot be written into an environment file")
         extra["store"] = store
     return templates.render(
@@ -307,7 +307,6 @@ def up(
         key_name, key_file = keys.ensure_key_pair(ec2, opts.name, insts[0].id if insts else None)
         made: dict = {}
         if opts.recover:
-            say(recover.INCOMPLETE)
             inst, made = recover.up_group(
                 cloud,
                 opts,

@@ -224,3 +224,69 @@ def test_no_role_is_one_clear_error():
     with pytest.raises(s3.S3Error) as e:
         s3.CredentialSource(agent.Imds(imds.endpoint), {}).get()
     assert e.value.code == "NoCredentials"
+
+
+# ---------------------------------------------------------------- box/release.py: the guard lets go of the group
+
+
+def make_group(endpoint: str, name: str) -> None:
+    import boto3
+
+    kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    ec2, asg = boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
+    ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={"ImageId": "ami-12c6146b"})
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateName": name},
+        MinSize=1,
+        MaxSize=1,
+        DesiredCapacity=1,
+        AvailabilityZones=["us-east-1a"],
+    )
+
+
+def group_size(endpoint: str, name: str) -> tuple[int, int]:
+    import boto3
+
+    kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    (g,) = boto3.client("autoscaling", **kw).describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
+        "AutoScalingGroups"
+    ]
+    return g["MinSize"], g["DesiredCapacity"]
+
+
+def test_the_guard_s_release_sets_the_box_s_group_to_zero_with_the_role_s_credentials(moto_auth, role_creds):
+    from box import release
+
+    role, creds = role_creds
+    _auth(moto_auth, "inf")
+    group = f"trainbox-{BOX}"
+    make_group(moto_auth, group)
+    # boxstore's group statement, on any resource: moto judges every action but S3's against the
+    # resource "*" (core/authorization.py), so it refuses a statement naming the group's ARN, which
+    # AWS allows (tests/provision/test_boxstore.py checks the ARN the role gets).
+    import boto3
+
+    kw = dict(endpoint_url=moto_auth, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    iam = boto3.client("iam", **kw)
+    doc = iam.get_role_policy(RoleName=role, PolicyName=boxstore.POLICY)["PolicyDocument"]
+    (statement,) = [st for st in doc["Statement"] if st["Action"] == "autoscaling:UpdateAutoScalingGroup"]
+    assert statement["Resource"] == boxstore.group_arn(BOX)
+    statement["Resource"] = "*"
+    iam.put_role_policy(RoleName=role, PolicyName=boxstore.POLICY, PolicyDocument=json.dumps(doc))
+    _auth(moto_auth, "0")
+    source = s3.CredentialSource(agent.Imds(RoleImds(role, creds).endpoint), environ={})
+    release.release(group, "us-east-1", moto_auth, source)
+    _auth(moto_auth, "inf")
+    assert group_size(moto_auth, group) == (0, 0)
+
+
+def test_release_names_aws_s_refusal(moto_auth, role_creds):
+    from box import release
+
+    role, creds = role_creds
+    source = s3.CredentialSource(agent.Imds(RoleImds(role, creds).endpoint), environ={})
+    _auth(moto_auth, "inf")  # past the signature and policy: the group itself is missing
+    with pytest.raises(s3.S3Error) as e:
+        release.release("trainbox-no-such-group", "us-east-1", moto_auth, source)
+    assert e.value.code == "ValidationError"

@@ -89,8 +89,19 @@ def test_the_role_s_policy_reaches_the_box_s_prefix_only(iam, launch, name):
     actions = {
         a for st in doc["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
     }
-    assert actions == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}
-    assert object_resources(doc) == {f"arn:aws:s3:::{BUCKET}/boxes/{name}/*", f"arn:aws:s3:::{BUCKET}"}
+    assert actions == {
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+        "autoscaling:UpdateAutoScalingGroup",  # its own group's size only: the guard's release
+    }
+    account = BUCKET.split("-")[1]
+    assert object_resources(doc) == {
+        f"arn:aws:s3:::{BUCKET}/boxes/{name}/*",
+        f"arn:aws:s3:::{BUCKET}",
+        f"arn:aws:autoscaling:us-east-1:{account}:autoScalingGroup:*:autoScalingGroupName/trainbox-{name}",
+    }
     (listing,) = [st for st in doc["Statement"] if st["Action"] == "s3:ListBucket"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"boxes/{name}/*"]}}
     other = iam.get_role_policy(RoleName=boxstore.role_name(name + "b"), PolicyName=boxstore.POLICY)

@@ -48,7 +48,7 @@ def nothing_tagged(ec2, asg, name) -> dict:
 
 def test_up_recover_makes_a_group_of_one_over_the_peers_in_every_offering_zone(ec2, asg, launch, name):
     box, said = launch(spot=True, recover=True)
-    assert said.count(recover.INCOMPLETE) == 1, "what --recover does not do yet (the run's resume, the guard) is said"
+    assert not [line for line in said if "not finished" in line], said
     g = group_of(asg, name)
     assert (g["MinSize"], g["MaxSize"], g["DesiredCapacity"]) == (1, 1, 1)
     assert g["CapacityRebalance"] is True
@@ -173,10 +173,13 @@ def test_state_ip_and_ls_follow_the_instance_the_group_has_now(aws, ec2, asg, la
     assert recover.group_name(name) in out and "launch-template" in out
 
 
-def test_stop_is_refused_on_a_group_box(aws, launch, name):
-    launch(spot=True, recover=True)
-    with pytest.raises(UsageError, match="group"):
-        lifecycle.stop(aws, name)
+def test_stop_sets_a_group_box_to_zero_instances_and_state_says_stopped(aws, asg, launch, name):
+    box, _ = launch(spot=True, recover=True)
+    stopped = lifecycle.stop(aws, name)
+    assert stopped.id == box.instance_id and stopped.state in ("shutting-down", "terminated")
+    g = group_of(asg, name)
+    assert (g["MinSize"], g["DesiredCapacity"]) == (0, 0)
+    assert lifecycle.status(aws, name).state == "stopped"
 
 
 @pytest.mark.parametrize("with_state", [True, False])

@@ -110,3 +110,25 @@ def test_up_again_after_a_replacement_reaches_the_new_instance_s_box(group_box):
     assert again.instance_id == group_instance(cloud, box) != box.instance_id
     p = run_ssh(again, f"ls -a {again.workdir}")
     assert p.returncode == 0 and "on-the-old-disk" not in p.stdout
+
+
+def test_stop_sets_the_group_to_zero_and_start_launches_a_new_instance(group_box, capsys):
+    """A --recover box's stop is its group at 0 (the guard's release does the same from the
+    box): nothing left billing, no replacement; start sets it back to 1, a new instance."""
+    cloud, box = group_box
+    capsys.readouterr()
+    assert main(["stop"]) == 0
+    said = capsys.readouterr().out
+    assert f"box '{box.name}' is stopped: its group is at 0 instances ({box.instance_id} " in said, said
+    g = recover.describe_group(cloud.client("autoscaling"), recover.group_name(box.name))
+    assert (g["MinSize"], g["DesiredCapacity"]) == (0, 0) and recover.group_instance_id(g) is None
+    assert instance_state(cloud, box.instance_id) in ("shutting-down", "terminated")
+    assert boxes.box_running(box.name) is None, "its machine went with the instance"
+    s = lifecycle.status(cloud, box.name)
+    assert s.state == "stopped" and "at 0 instances" in (s.spot or "")
+    assert main(["ssh", "--", "true"]) != 0
+    assert "start it with `python -m provision start`" in capsys.readouterr().err
+    assert main(["start"]) == 0
+    now = group_instance(cloud, box)
+    assert now != box.instance_id and lifecycle.status(cloud, box.name).state == "running"
+    assert run_ssh(state.load(box.name), "echo", "back").stdout.strip() == "back"

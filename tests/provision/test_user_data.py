@@ -71,6 +71,7 @@ def guard(tmp_path):
             idle_minutes=idle_minutes,
             login_user=pwd.getpwuid(os.getuid()).pw_name,
             layout=BoxLayout(workdir),
+            **run.render,
         )
         script = tmp_path / "guard.sh"
         script.write_text(guard_script(text))
@@ -86,6 +87,7 @@ def guard(tmp_path):
         return called.read_text() if called.exists() else ""
 
     run.runs = runs
+    run.render = {}  # more of the template's values (a --recover box's store)
     # By default a box booted 10 minutes ago on a host up 30 hours: the guard's verdict
     # never depends on how long the machine running the tests has been up.
     run.env = {"TRAINBOX_GUARD_PROC": str(fake_proc(tmp_path / "default-proc", 30 * 3600, 30 * 3600 - 600))}
@@ -247,12 +249,12 @@ def test_a_recover_box_user_data_tells_its_agent_the_store_and_fits_aws(tmp_path
     from provision.up import stripped_python
 
     bootstrap = setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
-    store = {"url": "s3://trainbox-123456789012-us-east-1/boxes/b1/", "region": "us-east-1"}
+    store = {"url": "s3://trainbox-123456789012-us-east-1/boxes/b1/", "region": "us-east-1", "group": "trainbox-b1"}
     text = user_data(UpOptions(name="b1", bootstrap=bootstrap), "ubuntu", store)
     assert len(user_data_payload(text)) <= USER_DATA_LIMIT, "the store's modules fit beside the agent"
     assert "TRAINBOX_BOOTSTRAP_EOF" not in text, "its bootstrap is in the store (the agent runs it)"
     writes = re.findall(r"^cat > /opt/trainbox/box/(\S+) <<'TRAINBOX_AGENT_EOF'$", text, re.M)
-    assert writes == ["__init__.py", "layout.py", "runfolder.py", "agent.py", "s3.py", "keep.py"]
+    assert writes == ["__init__.py", "layout.py", "runfolder.py", "agent.py", "s3.py", "keep.py", "release.py"]
     assert "EnvironmentFile=-/etc/trainbox/agent.env\n" in text
     assert "EnvironmentFile=-/etc/trainbox/store.env\n" in text
     # The lines that write the package and the store's file, run with /opt and /etc under tmp_path.
@@ -265,6 +267,7 @@ def test_a_recover_box_user_data_tells_its_agent_the_store_and_fits_aws(tmp_path
     subprocess.run(["bash", "-c", script], check=True)
     assert (tmp_path / "etc" / "store.env").read_text() == (
         "TRAINBOX_STORE=s3://trainbox-123456789012-us-east-1/boxes/b1/\nAWS_REGION=us-east-1\n"
+        "TRAINBOX_GROUP=trainbox-b1\n"
     )
     for name in writes:
         assert (tmp_path / "box" / name).read_text() == stripped_python(box.source(name[:-3]))
@@ -272,3 +275,37 @@ def test_a_recover_box_user_data_tells_its_agent_the_store_and_fits_aws(tmp_path
         [sys.executable, "-c", "import box.keep, box.s3"], cwd=tmp_path, capture_output=True, text=True
     )
     assert got.returncode == 0, got.stderr
+
+
+def test_a_recover_box_s_guard_sets_its_group_to_zero_before_it_shuts_down(guard, tmp_path, moto_endpoint):
+    """An idle --recover box: the group would replace an instance that shut itself down, and bill
+    for ever; the guard sets the group to 0 first (box/release.py, from the box's agent dir, here
+    the repo's; moto's Auto Scaling on 127.0.0.1 as the sandbox points the box at it)."""
+    from tests.box.test_s3 import group_size, make_group
+
+    make_group(moto_endpoint, "trainbox-t")
+    guard.render = {"store": {"url": "s3://b/boxes/t/", "region": "us-east-1", "group": "trainbox-t"}}
+    store_env = tmp_path / "store.env"
+    store_env.write_text(
+        "TRAINBOX_GROUP=trainbox-t\nAWS_REGION=us-east-1\n"
+        f"AWS_ENDPOINT_URL_AUTOSCALING={moto_endpoint}\nAWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n"
+    )
+    guard.env = {
+        **guard.env,
+        "TRAINBOX_GUARD_STORE_ENV": str(store_env),
+        "TRAINBOX_GUARD_AGENT_DIR": str(Path(__file__).resolve().parents[2]),
+    }
+    assert guard(max_hours=8, idle_minutes=0.001) == ""
+    assert "shutdown -h now" in guard(max_hours=8, idle_minutes=0.001)
+    assert group_size(moto_endpoint, "trainbox-t") == (0, 0)
+    log = (tmp_path / "guard.log").read_text()
+    assert "idle for 0.001 min" in log and "group trainbox-t set to 0 instances" in log
+
+
+def test_a_box_without_recover_has_no_release_in_its_guard():
+    text = user_data(UpOptions(), "ubuntu")
+    assert "box.release" not in text
+    store = {"url": "s3://b/boxes/t/", "region": "us-east-1", "group": "trainbox-t"}
+    recovering = user_data(UpOptions(spot=True, recover=True), "ubuntu", store)
+    assert "python3 -m box.release" in guard_script(recovering) and "TRAINBOX_GROUP=trainbox-t" in recovering
+    assert len(user_data_payload(recovering)) <= USER_DATA_LIMIT
