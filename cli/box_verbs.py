@@ -307,6 +307,16 @@ def cmd_sandbox_notice(args) -> int:
         sandbox.clear_notice(args.name)
         print(f"box '{args.name}': no spot notice")
         return 0
-    doc = sandbox.set_notice(args.name, args.action, args.in_s)
+    if args.action == "terminate":
+        from sandbox import reclaim
+
+        box = state.load(args.name)
+        cloud = sandbox_cloud()
+        if box is None or cloud is None:
+            raise no_box(args.name, "the sandbox has no state or no moto for it")
+        reclaim.check_recover(box)
+        reclaim.terminate(cloud, box, reclaim.NOTICE_S if args.in_s is None else args.in_s, print)
+        return 0
+    doc = sandbox.set_notice(args.name, args.action, 120.0 if args.in_s is None else args.in_s)
     print(f"box '{args.name}': its IMDS now answers spot/instance-action {doc}")
     return 0

@@ -178,7 +178,9 @@ def build_parser() -> Parser:
         "sandbox-notice",
         cmd_sandbox_notice,
         "Sandbox only: make a container box's IMDS stand-in (127.0.0.1) "
-        "answer a spot interruption notice, as AWS does two minutes before it stops a spot box.",
+        "answer a spot interruption notice, as AWS does two minutes before it stops a spot box; "
+        "with --action terminate (a --recover box), then terminate the instance through its group "
+        "and boot the group's replacement, as AWS does.",
         located=False,
     )
     c.add_argument(
@@ -191,9 +193,10 @@ def build_parser() -> Parser:
         "--in",
         dest="in_s",
         type=positive_float,
-        default=120.0,
+        default=None,
         metavar="SECONDS",
-        help="the notice's time, this many seconds from now (default: %(default)s, as AWS)",
+        help="the notice's time, this many seconds from now (default: 120, as AWS; 5 for terminate, "
+        "which the sandbox then carries out)",
     )
     c.add_argument("--clear", action="store_true", help="take the notice back")
 

@@ -13,7 +13,10 @@ the sandbox does with boxes on this machine:
   the box's state instead of moto's fake IP;
 - images.py: what a trainbox image is here (a frozen layer or disk folder);
 - group.py: a --recover box's Auto Scaling group, with what moto lacks of it;
-- imds.py: the IMDSv2 stand-in a container box's agent polls;
+- imds.py: the IMDSv2 stand-in a container box's agent polls (the spot notice,
+  the instance's identity, its role's credentials from moto);
+- reclaim.py: a --recover box's spot instance reclaimed, as AWS does it
+  (`sandbox-notice --action terminate`);
 - cloud.py: the sandbox as provision sees it, ``Cloud(..., sandbox=True)``:
   its pace and what moto lacks, and the hooks provision calls after its AWS
   steps, where the boxes reconcile with moto's instances.

@@ -39,6 +39,7 @@ def attach_sandbox_box(
         kind, why = boxes.choose_kind(kind)
     say(f"sandbox box: {kind} ({why})" + (f", {box.node_count} nodes on 127.0.0.1" if box.node_count > 1 else ""))
     for node in box.node_list():
+        boxes.record_instance(box.name, node.index, node.instance_id)  # its IMDS stand-in answers this one
         if kind == "container":
             booted = _attach_container(box, node, ec2, say, image_id)
         else:
@@ -46,7 +47,6 @@ def attach_sandbox_box(
         # The nodes share this machine's loopback: that is their network.
         booted.private_ip = "127.0.0.1"
         box.set_node(booted)
-        boxes.record_instance(box.name, node.index, node.instance_id)
 
 
 def _attach_process(box: BoxState, node: Node, ec2, say: Callable[[str], None]) -> Node:

@@ -16,6 +16,7 @@ and disk: node 0 in the box's folder, node K in its ``nodeK`` folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -133,7 +134,20 @@ def made_for(name: str, node: int = 0) -> str | None:
 
 
 def record_instance(name: str, node: int, instance_id: str) -> None:
+    """Before the node boots: its IMDS stand-in answers this instance."""
+    box_dir(name, node).mkdir(parents=True, exist_ok=True)
     (box_dir(name, node) / "instance").write_text(instance_id + "\n")
+
+
+@contextlib.contextmanager
+def box_lock(name: str):
+    """Held while the box on this machine is made, replaced or removed for its instances: the
+    laptop's commands (sandbox/cloud.py settle) and the sandbox's reclaim (sandbox/reclaim.py)
+    may both find the group's replacement, and only one makes its box."""
+    d = paths.sandbox_dir() / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    with paths.locked(d / checks.box_name(name)):
+        yield
 
 
 def box_workdir(name: str, node: int = 0) -> Path:
@@ -167,7 +181,9 @@ def imds_endpoint(name: str, node: int = 0) -> str | None:
 
 
 def ensure_imds(name: str, node: int = 0) -> str:
-    """The node's IMDS stand-in on 127.0.0.1, started if it is not running (on its previous port when free)."""
+    """The node's IMDS stand-in on 127.0.0.1, started if it is not running (on its previous port when free).
+    It answers for the instance the node was made for (``made_for``), asking the sandbox's moto
+    with moto's fake credentials: none of this process's AWS settings reach it."""
     running = imds_endpoint(name, node)
     if running:
         return running
@@ -178,15 +194,17 @@ def ensure_imds(name: str, node: int = 0) -> str:
     previous = json.loads(rec_file.read_text())["port"] if rec_file.exists() else None
     port = previous if previous and procs.port_free(previous) else procs.free_port()
     argv = [sys.executable, imds.__file__, "--port", str(port), "--notice-file", str(notice_file(name, node))]
-    pid = procs.spawn(argv, rec_file.parent / "imds.log")
+    instance_id, aws = made_for(name, node), endpoint()
+    if instance_id and aws:
+        argv += ["--instance-id", instance_id, "--endpoint", aws, "--region", REGION]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    pid = procs.spawn(argv, rec_file.parent / "imds.log", env)
     if not procs.wait_for_port(port, pid, timeout=15):
         procs.terminate(pid)
         raise TrainboxError("the sandbox's IMDS stand-in did not start", f"see {rec_file.parent / 'imds.log'}")
-    endpoint = f"http://127.0.0.1:{port}"
-    rec_file.write_text(
-        json.dumps({"pid": pid, "start_time": procs.start_time(pid), "port": port, "endpoint": endpoint})
-    )
-    return endpoint
+    url = f"http://127.0.0.1:{port}"
+    rec_file.write_text(json.dumps({"pid": pid, "start_time": procs.start_time(pid), "port": port, "endpoint": url}))
+    return url
 
 
 def stop_imds(name: str) -> None:
@@ -204,10 +222,11 @@ def set_notice(name: str, action: str = "stop", in_s: float = 120.0) -> str:
 
     from . import imds
 
-    nodes = [k for k in nodes_of(name) if imds_endpoint(name, k)] if kind_of(name) == "container" else []
+    nodes = [k for k in nodes_of(name) if imds_endpoint(name, k)]
     if not nodes:
         raise UsageError(
-            f"box '{name}' has no IMDS stand-in running (only a running container box has one)",
+            f"box '{name}' has no IMDS stand-in running (a running container box has one; a process box"
+            " only while a reclaim plays it)",
             f"`python -m provision up --sandbox --sandbox-box container{'' if name == 'default' else ' --name ' + name}`",
         )
     doc = imds.notice_document(action, time.time() + in_s)
@@ -233,7 +252,11 @@ def start_box(name: str, key_file: Path, node: int = 0):
         if box is None:
             # A new boot: no notice pending, the agent pointed at this node's stand-in.
             clear_notice(name, node)
-            container.set_agent_env(d, {"AWS_EC2_METADATA_SERVICE_ENDPOINT": ensure_imds(name, node)})
+            env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": ensure_imds(name, node)}
+            s3 = endpoint()
+            if s3:
+                env["AWS_ENDPOINT_URL_S3"] = s3  # the box's S3 calls go to moto on 127.0.0.1 (box/s3.py)
+            container.set_agent_env(d, env)
             box = container.boot(d, rootfs.path(), port=_previous_port(name, node))
         (d / "port").write_text(str(box.port))
         return box

@@ -88,7 +88,12 @@ class SandboxCloud:
 
     def settle(self, cloud: Cloud, name: str, say: Say, box: BoxState | None, launch) -> None:
         """Make the box's nodes match moto's instances of it (the module's docstring). ``box``: the
-        state to write each running node's address into; ``launch``: `up`'s options (its kind of box)."""
+        state to write each running node's address into; ``launch``: `up`'s options (its kind of box).
+        Under the box's lock: the sandbox's reclaim (sandbox/reclaim.py) may be booting a replacement."""
+        with boxes.box_lock(name):
+            self._settle(cloud, name, say, box, launch)
+
+    def _settle(self, cloud: Cloud, name: str, say: Say, box: BoxState | None, launch) -> None:
         ec2 = cloud.client("ec2")
         with aws_errors("find the box's instances"):
             insts = instance.find_nodes(ec2, name)
@@ -105,11 +110,11 @@ class SandboxCloud:
         if made_for is not None and made_for != box.instance_id:
             # Another instance (the group's replacement): its own box, on a fresh disk; the old one goes with its disk.
             kind = boxes.kind_of(name)
-            _remove(name)
+            remove_box(name)
             box.workdir = DEFAULT_WORKDIR  # a process box's disk folder is set again below
-            _make(cloud, box, kind, say, image_of.get(0))
+            make_box(cloud, box, kind, say, image_of.get(0))
         elif launch is not None:
-            _make(cloud, box, launch.sandbox_box, say, image_of.get(0))
+            make_box(cloud, box, launch.sandbox_box, say, image_of.get(0))
         else:
             _boot(box, {i.node for i in insts if i.state == "running"})
 
@@ -142,7 +147,7 @@ def _state_or_none(name: str) -> BoxState | None:
         return None
 
 
-def _make(cloud: Cloud, box: BoxState, kind: str | None, say: Say, image_id: str | None) -> None:
+def make_box(cloud: Cloud, box: BoxState, kind: str | None, say: Say, image_id: str | None) -> None:
     """A box for each node of the box's instances, booted (attach.py); a box new here starts
     from its instance's image (``image_id``) when that is a trainbox image."""
     from provision import images as amis
@@ -175,7 +180,7 @@ def _boot(box: BoxState, running: set[int]) -> None:
         box.set_node(node)
 
 
-def _remove(name: str) -> None:
+def remove_box(name: str) -> None:
     """The box goes with its disk, and with it the image layers no box or image stands on now
     (boxes.py leaves layers to images.py, which owns them)."""
     boxes.remove_box(name)
@@ -185,7 +190,7 @@ def _remove(name: str) -> None:
 def _gone(cloud: Cloud, name: str) -> None:
     """No instance of the box is left: its box goes with its disk, and the sandbox's moto stops
     once nothing of trainbox's is left in it (it holds its cloud in memory: nothing is lost)."""
-    _remove(name)
+    remove_box(name)
     if boxes.sandbox_boxes() or cloud.endpoint_url != boxes.moto_endpoint():
         return
     with aws_errors("check the sandbox is empty"):
