@@ -253,9 +253,11 @@ def start_box(name: str, key_file: Path, node: int = 0):
             # A new boot: no notice pending, the agent pointed at this node's stand-in.
             clear_notice(name, node)
             env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": ensure_imds(name, node)}
-            s3 = endpoint()
-            if s3:
-                env["AWS_ENDPOINT_URL_S3"] = s3  # the box's S3 calls go to moto on 127.0.0.1 (box/s3.py)
+            moto = endpoint()
+            if moto:
+                # The box's AWS calls go to moto on 127.0.0.1: its S3 (box/s3.py) and its group's
+                # size, which the guard sets to 0 before an idle --recover box shuts down (box/release.py).
+                env["AWS_ENDPOINT_URL_S3"] = env["AWS_ENDPOINT_URL_AUTOSCALING"] = moto
             container.set_agent_env(d, env)
             box = container.boot(d, rootfs.path(), port=_previous_port(name, node))
         (d / "port").write_text(str(box.port))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from common.aws import Cloud
 from provision import boxstore, recover
 from provision.inventory import tagged_resources
 from sandbox import container
-from testkit import processes_mentioning
+from testkit import processes_mentioning, start_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -76,10 +77,98 @@ def reclaimed(tmp_path_factory, moto_server):
     assert sb.up.code == 0, sb.up.err
     sb.first = json.loads((sb.home / "state" / f"{NAME}.json").read_text())["instance_id"]
     sb.first_nspawn = sb.nspawn_pid(NAME)
-    sb.notice = sb.cli("provision", "sandbox-notice", "--name", NAME, "--action", "terminate", "--in", "2")
+    # Two runs going when the instance is reclaimed: one detached (the laptop gone), one followed.
+    project = sb.work / "project"
+    project.mkdir()
+    (project / "train.py").write_text(TRAIN)
+    run = ("remote", "run", "--name", NAME, "--code", str(project), "--connect-timeout", "5", "--pull-every", "3600")
+    command = ("--", "python", "train.py", str(EPOCHS), str(STEPS))
+    detached = sb.cli(*run, "--detach", *command)
+    assert detached.code == 0, detached.err
+    sb.detached = re.search(r"\b(\d{8}-\d{6}-[0-9a-f]{4})\b", detached.out + detached.err).group(1)
+    sb.follower_out = sb.work / "follow.out"
+    sb.follower = start_cli(*run, *command, out=sb.follower_out, cwd=sb.work, env=sb.env)
+    try:
+        runs = sb.layer(NAME) / "home/ubuntu/trainbox/runs"
+        sb.followed = wait_for(
+            "the followed run to start",
+            lambda: next((d.name for d in runs.glob("*") if d.is_dir() and d.name != sb.detached), None),
+            timeout=180,
+            every=0.2,
+        )
+        for rid in (sb.detached, sb.followed):
+            wait_for(f"{rid} in its 3rd epoch", lambda rid=rid: "epoch 2/" in text(runs / rid / "log"), timeout=180)
+        sb.notice = sb.cli("provision", "sandbox-notice", "--name", NAME, "--action", "terminate", "--in", "5")
+        sb.follower_code = sb.follower.wait(timeout=600)
+    finally:
+        if sb.follower.poll() is None:
+            sb.follower.terminate()
+            sb.follower.wait()
     yield sb
     sb.down_all()
     server.shutdown()
+
+
+# The user's own training, which checkpoints at each epoch's end into $TRAINBOX_OUT (the last
+# save a cut epoch is redone from) and answers the agent's save request (a spot notice).
+EPOCHS, STEPS = 12, 20
+TRAIN = """
+import json, os, sys, time
+out, total, steps = os.environ["TRAINBOX_OUT"], int(sys.argv[1]), int(sys.argv[2])
+request = os.environ["TRAINBOX_SAVE_REQUEST"]
+state_file = os.path.join(out, "state.json")
+state = json.load(open(state_file)) if os.path.exists(state_file) else {"epoch": 0, "history": []}
+if state["epoch"]:
+    print(f"resuming at epoch {state['epoch'] + 1}/{total}", flush=True)
+for epoch in range(state["epoch"] + 1, total + 1):
+    for step in range(steps):
+        time.sleep(0.1)  # one step's work
+        if os.path.exists(request):  # the agent asks: the last save is this epoch's start
+            with open(os.path.join(os.path.dirname(request), "saved"), "w") as f:
+                json.dump({"at": time.time(), "epoch": state["epoch"], "batch": 0}, f)
+            os.unlink(request)
+    state = {"epoch": epoch, "history": state["history"] + [epoch]}
+    with open(state_file + ".tmp", "w") as f:
+        json.dump(state, f)
+    os.replace(state_file + ".tmp", state_file)
+    print(f"epoch {epoch}/{total}", flush=True)
+"""
+
+
+def text(f: Path) -> str:
+    return f.read_text(errors="replace") if f.exists() else ""
+
+
+def events(run: Path) -> list[str]:
+    return [json.loads(line)["event"] for line in text(run / "events").splitlines()]
+
+
+def test_both_runs_finish_on_the_replacement_with_every_epoch_once_and_the_follower_rides_through(reclaimed):
+    """Done when (issue 25): the runs cut by the reclaim are restored from S3 by the new instance's
+    agent and finish there, each epoch once, with no laptop command (the detached one); the
+    followed `remote run` says what happened, follows the resumed log and brings the results home."""
+    sb = reclaimed
+    assert sb.notice.code == 0, sb.notice.err
+    new = recover.group_instance_id(recover.describe_group(cloud(sb).client("autoscaling"), recover.group_name(NAME)))
+    runs = sb.layer(NAME) / "home/ubuntu/trainbox/runs"  # the replacement's fresh disk
+    wait_for(f"{sb.detached} to finish", lambda: text(runs / sb.detached / "exit_code").strip(), timeout=600)
+    for rid in (sb.detached, sb.followed):
+        run = runs / rid
+        assert text(run / "exit_code").strip() == "0", text(run / "log")[-2000:]
+        assert json.loads(text(run / "out" / "state.json"))["history"] == list(range(1, EPOCHS + 1))
+        assert events(run)[-2:] == ["restored", "resumed"], events(run)
+        restored = [json.loads(line) for line in text(run / "events").splitlines()][-2]
+        assert (restored["from_instance"], restored["instance"]) == (sb.first, new)
+        log = text(run / "log")
+        assert "resuming at epoch " in log and log.count(f"epoch {EPOCHS}/{EPOCHS}") == 1
+    err, out = text(Path(f"{sb.follower_out}.err")), text(sb.follower_out)
+    assert sb.follower_code == 0, err[-3000:]
+    assert re.search(
+        rf"instance {sb.first} was terminated \(spot\); {new} in us-east-1\w is resuming run {sb.followed}", err
+    ), err
+    assert out.count(f"epoch {EPOCHS}/{EPOCHS}") == 1
+    local = sb.work / "runs" / sb.followed
+    assert json.loads((local / "state.json").read_text())["history"] == list(range(1, EPOCHS + 1))
 
 
 def cloud(sb) -> Cloud:
@@ -103,8 +192,7 @@ def test_the_replacement_s_container_boots_and_its_cloud_init_runs_the_user_data
     assert not procs.alive(sb.first_nspawn) and sb.nspawn_pid(NAME) not in (None, sb.first_nspawn)
     assert (sb.box_dir(NAME) / "instance").read_text().strip() == new
     assert f'"{new}"' in (sb.layer(NAME) / container.SEED / "meta-data").read_text()
-    # The laptop's state still names the old instance: the next command follows the group.
-    assert json.loads((sb.home / "state" / f"{NAME}.json").read_text())["instance_id"] == sb.first
+    # The laptop follows the group (here the follower already moved its state to the new instance).
     st = sb.cli("provision", "state", "--json", "--name", NAME)
     assert st.code == 0 and json.loads(st.out)["instance_id"] == new, st.err
     out = sb.ssh(f"cloud-init status --wait; systemctl is-active {names.AGENT_UNIT}; cat /etc/hostname", name=NAME)
