@@ -61,6 +61,14 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--notice-after-epoch", type=int, default=2, help="flip the notice once this epoch is done")
+    p.add_argument(
+        "--case",
+        choices=("stop", "terminate"),
+        default="stop",
+        help="stop: notice, power cut, the same instance started again (issue 13); terminate: a --recover "
+        "box's instance reclaimed, the run resumed from S3 on the group's replacement (issue 25)",
+    )
+    p.add_argument("--notice-s", type=float, default=20.0, help="terminate: seconds from the notice to the reclaim")
     args = p.parse_args()
     why_not = container.unavailable()
     if why_not:
@@ -116,7 +124,8 @@ def main() -> int:
             f"{args.image_size} px, batch {args.batch_size} ({batches} batches an epoch), {args.epochs} epochs",
             flush=True,
         )
-        cli("provision", "up", "--sandbox", "--sandbox-box", "container")
+        recover = ("--spot", "--recover") if args.case == "terminate" else ()
+        cli("provision", "up", "--sandbox", "--sandbox-box", "container", *recover)
         cli(
             "remote",
             "train",
@@ -151,6 +160,8 @@ def main() -> int:
         epoch_s = [float(s) for s in re.findall(r"^epoch \d+/\d+ .*\((\d+\.\d+)s\)$", read(log), re.M)]
         batch_s = (sorted(epoch_s[1:])[len(epoch_s[1:]) // 2] if len(epoch_s) > 1 else epoch_s[0]) / batches
 
+        if args.case == "terminate":
+            return terminate_case(args, env, work, run, batches, batch_s, wait, read)
         t_notice = time.time()
         cli("provision", "sandbox-notice")
         saved = json.loads(wait("the run's saved answer", lambda: read(run / names.RUN_SAVED), timeout=60))
@@ -196,6 +207,92 @@ def main() -> int:
         return 0
     finally:
         cli("provision", "down", "--yes", "--no-pull", check=False)
+
+
+def terminate_case(args, env: dict, work: Path, run: Path, batches: int, batch_s: float, wait, read) -> int:
+    """A --recover box's instance reclaimed mid-epoch: the notice, the run's save, that save in S3
+    (the agent's mirror), the terminate, the group's replacement booted, the run restored from S3
+    and resumed there by the new instance's agent (no laptop command), to its end."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    st = json.loads((Path(env["TRAINBOX_HOME"]) / "state" / "default.json").read_text())
+    store, first = st["extra"]["store"], st["instance_id"]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=st["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    key = f"{store['prefix']}{names.STORE_RUNS}/{run.name}/{names.STORE_RUN_STATE}"
+
+    def mirrored_at() -> float:
+        try:
+            return float(json.loads(s3.get_object(Bucket=store["bucket"], Key=key)["Body"].read())["at"])
+        except ClientError:
+            return 0.0
+
+    log = run / names.RUN_LOG
+    resumed_line = rf"resuming from \S+ at epoch (\d+)/{args.epochs}"
+    t_notice = time.time()
+    notice = subprocess.Popen(
+        [sys.executable, "-m", "provision", "sandbox-notice", "--action", "terminate", "--in", str(args.notice_s)],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    saved = json.loads(wait("the run's saved answer", lambda: read(run / names.RUN_SAVED), timeout=60))
+    t_s3 = wait("the save mirrored to S3", lambda: (lambda at: at if at > saved["at"] else None)(mirrored_at()))
+    timed: list[tuple[float, str]] = []
+    before = ""
+    assert notice.stdout is not None
+    for line in notice.stdout:
+        if "terminated" in line and not timed:
+            before = read(log)  # the moment of the reclaim: what the old instance had logged
+        timed.append((time.time(), line.rstrip()))
+    if notice.wait() != 0:
+        raise SystemExit("sandbox-notice failed:\n" + "\n".join(line for _, line in timed))
+    t_terminated = next(t for t, line in timed if " terminated " in line)
+    t_booted = next(t for t, line in timed if "box booted in" in line)
+    finished_before = len(re.findall(rf"^epoch \d+/{args.epochs} ", before, re.M))
+    resumes_before = len(re.findall(resumed_line, before))
+    m = wait(
+        "the run resumed on the replacement",
+        lambda: (lambda found: found[-1] if len(found) > resumes_before else None)(re.findall(resumed_line, read(log))),
+        timeout=1800,
+        every=0.2,
+    )
+    t_training = time.time()
+    resumed_epoch = int(m)
+    events = [json.loads(line) for line in read(run / names.RUN_EVENTS).splitlines()]
+    restored = next(e for e in events if e["event"] == "restored")
+    code = wait("the run to finish", lambda: read(run / names.RUN_EXIT_CODE).strip(), timeout=1800, every=0.5)
+    history = [int(line.split(",")[0]) for line in read(run / names.RUN_OUT / run_files.HISTORY_CSV).splitlines()[1:]]
+
+    after_save = max(0.0, t_terminated - saved["at"])
+    lost_batches = after_save / batch_s
+    cut_in_saved_epoch = resumed_epoch == saved["epoch"] + 1
+    repeated = (saved["batch"] + 1 + lost_batches) if cut_in_saved_epoch else lost_batches
+    print(f"\n{'measure (terminate: a --recover box reclaimed)':<48} {'measured':>18}   goal")
+    print(f"{'notice -> state saved':<48} {saved['at'] - t_notice:>16.1f} s   <= 10 s")
+    print(f"{'notice -> that save in S3 (the agent mirror)':<48} {t_s3 - t_notice:>16.1f} s   before the terminate")
+    print(f"{'terminate -> replacement booted (SSH answers)':<48} {t_booted - t_terminated:>16.1f} s")
+    print(f"{'terminate -> run restored from S3 (env ready)':<48} {restored['at'] - t_terminated:>16.1f} s")
+    print(f"{'terminate -> training resumed (fit began)':<48} {t_training - t_terminated:>16.1f} s")
+    print(f"{'finished epochs redone':<48} {finished_before - (resumed_epoch - 1):>18}   0")
+    print(f"{'batches computed again (cut epoch restarts)':<48} {repeated:>18.1f}")
+    print(f"{'  of which after the save (notice -> terminate)':<48} {lost_batches:>18.1f}")
+    ok = "yes" if history == list(range(1, args.epochs + 1)) else "NO: " + str(history)
+    print(f"{'run exit code; epochs in history (once each)':<48} {code:>10}; {ok:>6}")
+    print(f"(instance {first} -> {restored['instance']}; notice {args.notice_s:.0f} s ahead, AWS gives 120 s)")
+    print(
+        f"(batch time {batch_s * 1000:.0f} ms, {batches} batches an epoch; the batches after the save are estimated "
+        "from it)"
+    )
+    return 0
 
 
 if __name__ == "__main__":
