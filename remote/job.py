@@ -239,6 +239,26 @@ class BoxGoingDown(EOFError):
 WAITING = "box interrupted; waiting for it to come back; Ctrl-C detaches"
 
 
+class NotBackYet(RemoteError):
+    """The box answers, or will, but not yet as the follow needs (a --recover box's new instance
+    has not resumed the run): waited for like a box that is away, with its own ``waiting`` line."""
+
+    def __init__(self, what: str, waiting: str):
+        super().__init__(what)
+        self.waiting = waiting
+
+
+def resumed_here_command(run_dir: str) -> str:
+    """ "here" once the run folder is on this box and its run was started in this boot (or is
+    over): a new instance's agent restored and resumed it. Else "restoring"."""
+    d = shlex.quote(run_dir)
+    return (
+        f"cd {d} 2>/dev/null || {{ echo restoring; exit 0; }}; b=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null); "
+        f'if [ -e {RUN_EXIT_CODE} ] || [ -e {RUN_STOPPED} ] || {{ [ -s {RUN_PID} ] && [ "$(cat {RUN_BOOT_ID} 2>/dev/null)" = "$b" ]; }}; '
+        "then echo here; else echo restoring; fi"
+    )
+
+
 def follow(
     connect: Callable[[], Any],
     run_dir: str,
@@ -336,7 +356,7 @@ def _reattach(connect: Callable[[], Any], old, why: Exception, say: Callable[[st
     if not isinstance(why, BoxGoingDown):
         say(f"connection lost ({why}); reconnecting (the job keeps running)")
     since = time.monotonic()
-    waiting = False
+    said: set[str] = set()
     while True:
         try:
             conn = connect()
@@ -346,12 +366,13 @@ def _reattach(connect: Callable[[], Any], old, why: Exception, say: Callable[[st
                     f"lost the connection to the box ({e.what})",
                     "the job keeps running on it: `remote logs RUN --follow` reattaches",
                 ) from e
-            if not waiting:
-                say(WAITING)
-                waiting = True
+            line = getattr(e, "waiting", None) or WAITING
+            if line not in said:  # each way of waiting said once
+                say(line)
+                said.add(line)
             time.sleep(2)  # the box is away (minutes, for a spot box): one try every 2 s
             continue
-        if waiting:
+        if said:
             say("the box is back: following the run (its agent resumes it)")
         return conn
 

@@ -11,7 +11,9 @@
   a mid-run pull's copy of it must not linger at home. A file the user made
   or changed here is never deleted.
 - ``pull_unfetched``: before a box is deleted, every run of it whose
-  record (remote/records.py) says its results are not home is pulled.
+  record (remote/records.py) says its results are not home is pulled; a
+  --recover box's runs that no instance has (or all, when none answers)
+  come from S3 (remote/store_pull.py).
 """
 
 from __future__ import annotations
@@ -272,7 +274,7 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
     the caller: each is named, with how to get it, in a warning."""
     from common import state
 
-    from . import job
+    from . import job, store_pull
     from .connection import connect
 
     pending = [r for r in records(box) if not r.pulled]
@@ -284,16 +286,23 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
         target = resolve(box) if state.load(box) is not None else pending[0].target()
         conn = connect(target, timeout=30)
     except TrainboxError as e:
+        if store_pull.store_of(box) is not None:  # a --recover box: its runs are in S3 too
+            say(f"box '{box}' does not answer ({e}): pulling its runs from S3")
+            return store_pull.pull_unfetched(box, [r.run_id for r in pending], say)
         say(
             f"warning: could not reach box '{box}' to pull {len(pending)} run(s) ({e}); "
             f"get them with `remote pull RUN{flag}` before it is gone: {', '.join(r.run_id for r in pending)}"
         )
         return [r.run_id for r in pending]
-    left = []
+    left, not_on_box = [], []
+    grouped = store_pull.store_of(box) is not None
     try:
         for rec in pending:
             run_dir = BoxLayout(target.workdir).run(rec.run_id)
             try:
+                if grouped and job.job_state(conn, run_dir) is None:
+                    not_on_box.append(rec.run_id)  # the instance that had it is gone: S3 has it
+                    continue
                 files = pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
                 st = job.job_state(conn, run_dir)
             except TrainboxError as e:
@@ -310,4 +319,4 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
             say(f"pulled run {rec.run_id} ({len(files)} files) into {rec.local_dir}")
     finally:
         conn.close()
-    return left
+    return left + store_pull.pull_unfetched(box, not_on_box, say)

@@ -1,0 +1,198 @@
+"""The laptop's side of a --recover box (issue 25, item 4 and 5): `remote pull` from S3 when
+no instance answers, `remote status` and `remote runs` with the group's replacements, and
+`down` that pulls from S3 first. moto on 127.0.0.1 is AWS (the group, S3); the process box
+is each instance. The objects these tests put in S3 stand in for what the box's agent writes
+(box/layout.py, "A --recover box's runs in S3"); the agent itself is tested with the box."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pvkit import client_error, run_ssh  # noqa: F401
+from test_recover_sandbox import group_box  # noqa: F401 (the fixture)
+
+from cli.provision_main import main as provision_main
+from cli.remote_main import main as remote_main
+from common import state
+from common.aws import Cloud
+from common.errors import CloudError
+from provision import lifecycle, recover
+from remote import records, store_pull
+from remote.target import resolve
+from sandbox import boxes
+from testkit import tagged
+
+MODEL = bytes(range(256)) * 8192  # 2 MiB: more than one chunk of a download
+LOG = b"epoch 1/2\nepoch 2/2\n"
+
+
+def store(box) -> tuple:
+    s = state.load(box.name).extra["store"]
+    return Cloud(boxes.REGION, state.load(box.name).endpoint_url, sandbox=True).client("s3"), s["bucket"], s["prefix"]
+
+
+def put_run(box, run_id: str, exit_code: int | None = 0) -> None:
+    """What the box's agent mirrors of a run (standing in for it)."""
+    s3, bucket, prefix = store(box)
+    under = f"{prefix}runs/{run_id}/"
+    objects = {
+        "run.json": b"{}",
+        "run.sh": b"#!/bin/bash\n",
+        "files/log": LOG,
+        "files/events": json.dumps({"event": "resumed", "at": 1.0}).encode() + b"\n",
+        "out/model.keras": MODEL,
+        "out/checkpoints/epoch-2.keras": b"ckpt",
+        "state.json": json.dumps({"exit_code": exit_code, "stopped": False, "instance": "i-x", "at": 2.0}).encode(),
+    }
+    if exit_code is not None:
+        objects["files/exit_code"] = f"{exit_code}\n".encode()
+    for rel, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=under + rel, Body=body)
+
+
+def record_run(box, tmp_path: Path, run_id: str) -> records.RunRecord:
+    return records.new_record(run_id, resolve(box.name), tmp_path / "runs" / run_id)
+
+
+def prefix_keys(where: tuple) -> list[str]:
+    s3, bucket, prefix = where
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
+def no_part_files(d: Path) -> bool:
+    return not [p for p in d.rglob("*") if p.name.endswith(".part")]
+
+
+def test_pull_reads_s3_when_no_instance_answers(group_box, tmp_path, capsys):
+    cloud, box = group_box
+    rec = record_run(box, tmp_path, "20250101-000000-aaaa")
+    put_run(box, rec.run_id)
+    boxes.stop_box(box.name)  # no instance answers (the group replaces it when next asked)
+    capsys.readouterr()
+    assert remote_main(["pull", rec.run_id, "--connect-timeout", "2"]) == 0
+    out, err = capsys.readouterr()
+    local = Path(rec.local_dir)
+    assert (local / "model.keras").read_bytes() == MODEL
+    assert (local / "checkpoints" / "epoch-2.keras").read_bytes() == b"ckpt"
+    assert (local / "train.log").read_bytes() == LOG and (local / "exit_code").read_text() == "0\n"
+    assert (local / "run.sh").exists() and (local / "events").exists()
+    assert not (local / "state.json").exists() and not (local / "run.json").exists()
+    assert no_part_files(local)
+    _, bucket, prefix = store(box)
+    assert f"from s3://{bucket}/{prefix}runs/{rec.run_id}/" in out and "succeeded" in out
+    assert "pulling it from S3" in err
+    again = records.load_record(rec.run_id)
+    assert again.pulled and again.exit_code == 0
+
+
+class _CutBody:
+    """An S3 body whose stream breaks after its first bytes (a cut link)."""
+
+    def __init__(self, body):
+        self.body, self.served = body, False
+
+    def read(self, n=-1):
+        from botocore.exceptions import ReadTimeoutError
+
+        if self.served:
+            raise ReadTimeoutError(endpoint_url="s3")
+        self.served = True
+        return self.body.read(1000)
+
+
+class _CutS3:
+    def __init__(self, s3, key_end: str):
+        self.s3, self.key_end = s3, key_end
+
+    def __getattr__(self, name):
+        return getattr(self.s3, name)
+
+    def get_object(self, **kw):
+        got = self.s3.get_object(**kw)
+        if kw["Key"].endswith(self.key_end):
+            got["Body"] = _CutBody(got["Body"])
+        return got
+
+
+def test_a_cut_download_from_s3_leaves_no_partial_file(group_box, tmp_path):
+    cloud, box = group_box
+    put_run(box, "20250101-000000-bbbb")
+    s3, bucket, prefix = store(box)
+    local = tmp_path / "runs" / "cut"
+    with pytest.raises(CloudError) as e:
+        store_pull.pull_run(_CutS3(s3, "out/model.keras"), bucket, prefix, "20250101-000000-bbbb", local)
+    assert "remote pull" in str(e.value)
+    assert not (local / "model.keras").exists() and no_part_files(local)
+    got = store_pull.pull_run(s3, bucket, prefix, "20250101-000000-bbbb", local)  # again: whole
+    assert (local / "model.keras").read_bytes() == MODEL and "model.keras" in got.files
+
+
+def test_status_and_runs_show_the_replacement_with_its_zone_and_type(group_box, tmp_path, capsys):
+    cloud, box = group_box
+    rec = record_run(box, tmp_path, "20250101-000000-cccc")
+    cloud.client("ec2").terminate_instances(InstanceIds=[box.instance_id])
+    new = lifecycle.status(cloud, box.name)
+    moved = state.load(box.name)
+    entry = moved.extra["replaced"][-1]
+    assert (entry["instance"], entry["by"]) == (box.instance_id, new.instance_id)
+    # The agent's restore of the run on the new instance, stood in for: the run folder, over.
+    run_dir = f"{moved.workdir}/runs/{rec.run_id}"
+    p = run_ssh(moved, f"mkdir -p {run_dir} && echo 0 > {run_dir}/exit_code")
+    assert p.returncode == 0, p.stderr
+    capsys.readouterr()
+    assert remote_main(["status", rec.run_id]) == 0
+    out = capsys.readouterr().out
+    said = (
+        f"instance {box.instance_id} was terminated; the group replaced it by {new.instance_id} "
+        f"({entry['type']} in {entry['zone']})"
+    )
+    assert f"{rec.run_id} succeeded" in out and said in out, out
+    assert remote_main(["runs"]) == 0
+    table = capsys.readouterr().out
+    assert f"box interrupted 1, cut, replaced 1x (" in table and f"{entry['type']} in {entry['zone']})" in table, table
+    assert remote_main(["runs", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert "replaced 1x" in row["interrupted"]
+
+
+def test_down_pulls_the_runs_from_s3_first_then_leaves_nothing(moto_endpoint, group_box, tmp_path, capsys):
+    cloud, box = group_box
+    rec = record_run(box, tmp_path, "20250101-000000-dddd")
+    put_run(box, rec.run_id)  # the instance that ran it was replaced: only S3 has it
+    where = store(box)
+    assert provision_main(["down", "--yes"]) == 0
+    err = capsys.readouterr().err
+    assert f"pulled run {rec.run_id} (" in err and "from s3://" in err
+    assert (Path(rec.local_dir) / "model.keras").read_bytes() == MODEL
+    assert records.load_record(rec.run_id).pulled
+    assert tagged(moto_endpoint) == []
+    assert prefix_keys(where) == []
+    assert provision_main(["down", "--yes"]) != 0 or tagged(moto_endpoint) == []  # again: nothing to do
+
+
+def test_down_keep_checkpoints_keeps_the_prefix(moto_endpoint, group_box, tmp_path):
+    cloud, box = group_box
+    rec = record_run(box, tmp_path, "20250101-000000-eeee")
+    put_run(box, rec.run_id, exit_code=None)
+    s3, bucket, prefix = store(box)
+    assert provision_main(["down", "--yes", "--keep-checkpoints"]) == 0
+    assert (Path(rec.local_dir) / "model.keras").exists()
+    assert tagged(moto_endpoint) == []
+    assert f"{prefix}runs/{rec.run_id}/out/model.keras" in [
+        o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    ]
+
+
+def test_down_with_the_group_already_gone_cleans_the_rest(moto_endpoint, group_box):
+    cloud, box = group_box
+    put_run(box, "20250101-000000-ffff")
+    where = store(box)
+    recover.delete_scaling_group(cloud.client("autoscaling"), recover.group_name(box.name), poll_s=0.2)
+    lifecycle.destroy(cloud, box.name, lambda s: None)
+    assert tagged(moto_endpoint) == []
+    assert prefix_keys(where) == []
+    iam = cloud.client("iam")
+    assert [r for r in iam.list_roles(PathPrefix="/trainbox/")["Roles"] if r["RoleName"].endswith(box.name)] == []
+    lifecycle.destroy(cloud, box.name, lambda s: None)  # every step again: nothing left, no error
