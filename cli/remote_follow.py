@@ -84,6 +84,7 @@ class _Follower:
         """The group's instance now (the state follows it); a replacement is said once."""
         import time
 
+        import sandbox  # noqa: F401 (a sandbox box's cloud: the package registers it with common/aws.py)
         from common import state
         from common.errors import CloudError
         from provision import lifecycle

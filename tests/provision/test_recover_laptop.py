@@ -196,3 +196,84 @@ def test_down_with_the_group_already_gone_cleans_the_rest(moto_endpoint, group_b
     iam = cloud.client("iam")
     assert [r for r in iam.list_roles(PathPrefix="/trainbox/")["Roles"] if r["RoleName"].endswith(box.name)] == []
     lifecycle.destroy(cloud, box.name, lambda s: None)  # every step again: nothing left, no error
+
+
+JOB = """\
+import os, pathlib, time
+out = pathlib.Path(os.environ["TRAINBOX_OUT"])
+out.mkdir(parents=True, exist_ok=True)
+print("start", flush=True)
+while not (out.parent / "release").exists():
+    time.sleep(0.05)
+(out / "result.txt").write_text("done")
+print("finish", flush=True)
+"""
+NOT_RESTORED = ("pid", "pid-start", "boot_id", "exit_code", "stopped")  # the agent restores files/, not these
+
+
+def test_a_followed_run_rides_through_the_group_replacing_its_instance(group_box, tmp_path):
+    """`remote run` followed on a --recover box whose instance EC2 terminates: the follower says
+    which instance replaced it, waits, and follows the resumed log from the byte it had.
+
+    STAND-IN: the new instance's agent (box/, H1's) restores the run from S3 and resumes it.
+    Here the test does it instead: it copies the old instance's project and run folder (less
+    the pid, boot and exit files, which S3 does not hold) to the new box's disk, at the same
+    path, and starts the run's own run.sh there, as the agent does. The end-to-end test on the
+    container box runs the real agent."""
+    import shutil
+
+    from remote import job
+    from testkit import start_cli, wait_for
+
+    cloud, box = group_box
+    code = tmp_path / "proj"
+    code.mkdir()
+    (code / "job.py").write_text(JOB)
+    out = tmp_path / "follow.out"
+    err = Path(f"{out}.err")
+    follower = start_cli("remote", "run", "--code", str(code), "--", "python", "job.py", out=out, cwd=tmp_path)
+    try:
+        workdir = Path(box.workdir)
+        run = wait_for(
+            "the run to start",
+            lambda: next((d for d in (workdir / "runs").glob("2*") if b"start" in _bytes(d / "log")), None),
+            timeout=180,
+        )
+        wait_for("the follower to stream the log", lambda: "start" in out.read_text(), timeout=60)
+        saved = tmp_path / "s3-stand-in"
+        shutil.copytree(workdir, saved, ignore=lambda d, names: [n for n in names if n in NOT_RESTORED])
+        cloud.client("ec2").terminate_instances(InstanceIds=[box.instance_id])  # a spot reclaim
+        lifecycle.status(cloud, box.name)  # the group replaces it (the sandbox's box follows)
+        moved = state.load(box.name)
+        entry = moved.extra["replaced"][-1]
+        said = f"instance {box.instance_id} was terminated (spot); {entry['by']} in {entry['zone']} is resuming run {run.name}"
+        wait_for("the follower to say so", lambda: said in err.read_text(), timeout=120)
+        wait_for("the follower to wait for the run", lambda: f"resume run {run.name}" in err.read_text(), timeout=60)
+        new_workdir = Path(moved.workdir)
+        assert not (new_workdir / "runs" / run.name).exists()  # a fresh disk: the restore is what brings it
+        shutil.copytree(saved, new_workdir, dirs_exist_ok=True)
+        p = run_ssh(moved, job.start_command(str(new_workdir / "runs" / run.name)))
+        assert p.returncode == 0, p.stderr
+        wait_for("the resumed run to print", lambda: _bytes(new_workdir / "runs" / run.name / "log").count(b"start") == 2)
+        (new_workdir / "runs" / run.name / "release").touch()
+        code_ = follower.wait(timeout=120)
+    finally:
+        if follower.poll() is None:
+            follower.terminate()
+            follower.wait()
+    text = err.read_text()
+    assert code_ == 0, text[-3000:]
+    assert text.count(said) == 1 and "the box is back: following the run" in text
+    log = (new_workdir / "runs" / run.name / "log").read_text()
+    assert out.read_text().count("start") == 2 and out.read_text().rstrip().endswith("finish")
+    home = tmp_path / "runs" / run.name
+    assert (home / "result.txt").read_text() == "done"
+    assert (home / "train.log").read_text() == log  # every byte once: followed on from the offset it had
+    assert log in out.read_text()
+
+
+def _bytes(p: Path) -> bytes:
+    try:
+        return p.read_bytes()
+    except OSError:
+        return b""
