@@ -151,7 +151,7 @@ def test_status_and_runs_show_the_replacement_with_its_zone_and_type(group_box, 
     assert f"{rec.run_id} succeeded" in out and said in out, out
     assert remote_main(["runs"]) == 0
     table = capsys.readouterr().out
-    assert f"box interrupted 1, cut, replaced 1x (" in table and f"{entry['type']} in {entry['zone']})" in table, table
+    assert "box interrupted 1, cut, replaced 1x (" in table and f"{entry['type']} in {entry['zone']})" in table, table
     assert remote_main(["runs", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert "replaced 1x" in row["interrupted"]
@@ -254,7 +254,9 @@ def test_a_followed_run_rides_through_the_group_replacing_its_instance(group_box
         shutil.copytree(saved, new_workdir, dirs_exist_ok=True)
         p = run_ssh(moved, job.start_command(str(new_workdir / "runs" / run.name)))
         assert p.returncode == 0, p.stderr
-        wait_for("the resumed run to print", lambda: _bytes(new_workdir / "runs" / run.name / "log").count(b"start") == 2)
+        wait_for(
+            "the resumed run to print", lambda: _bytes(new_workdir / "runs" / run.name / "log").count(b"start") == 2
+        )
         (new_workdir / "runs" / run.name / "release").touch()
         code_ = follower.wait(timeout=120)
     finally:
