@@ -266,15 +266,19 @@ def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[st
 # ------------------------------------------------------------ before a box goes
 
 
-def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
+def pull_unfetched(
+    box: str, say: Callable[[str], None], from_store: Callable[[list[str]], list[str]] | None = None
+) -> list[str]:
     """Before a box is deleted: bring home every run of it not yet pulled.
 
     Returns the runs left on the box. A run that cannot be pulled (the box is
     unreachable, its results hold an unsafe entry) never stops the others nor
-    the caller: each is named, with how to get it, in a warning."""
+    the caller: each is named, with how to get it, in a warning. from_store: a
+    --recover box's S3 pull (remote/store_pull.py), for the runs no instance has
+    (all of them when none answers); it returns those still not home."""
     from common import state
 
-    from . import job, store_pull
+    from . import job
     from .connection import connect
 
     pending = [r for r in records(box) if not r.pulled]
@@ -286,21 +290,20 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
         target = resolve(box) if state.load(box) is not None else pending[0].target()
         conn = connect(target, timeout=30)
     except TrainboxError as e:
-        if store_pull.store_of(box) is not None:  # a --recover box: its runs are in S3 too
+        if from_store is not None:  # a --recover box: its runs are in S3 too
             say(f"box '{box}' does not answer ({e}): pulling its runs from S3")
-            return store_pull.pull_unfetched(box, [r.run_id for r in pending], say)
+            return from_store([r.run_id for r in pending])
         say(
             f"warning: could not reach box '{box}' to pull {len(pending)} run(s) ({e}); "
             f"get them with `remote pull RUN{flag}` before it is gone: {', '.join(r.run_id for r in pending)}"
         )
         return [r.run_id for r in pending]
     left, not_on_box = [], []
-    grouped = store_pull.store_of(box) is not None
     try:
         for rec in pending:
             run_dir = BoxLayout(target.workdir).run(rec.run_id)
             try:
-                if grouped and job.job_state(conn, run_dir) is None:
+                if from_store is not None and job.job_state(conn, run_dir) is None:
                     not_on_box.append(rec.run_id)  # the instance that had it is gone: S3 has it
                     continue
                 files = pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
@@ -319,4 +322,4 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
             say(f"pulled run {rec.run_id} ({len(files)} files) into {rec.local_dir}")
     finally:
         conn.close()
-    return left + store_pull.pull_unfetched(box, not_on_box, say)
+    return left + (from_store(not_on_box) if from_store is not None and not_on_box else [])

@@ -242,12 +242,21 @@ def test_a_followed_run_rides_through_the_group_replacing_its_instance(group_box
         wait_for("the follower to stream the log", lambda: "start" in out.read_text(), timeout=60)
         saved = tmp_path / "s3-stand-in"
         shutil.copytree(workdir, saved, ignore=lambda d, names: [n for n in names if n in NOT_RESTORED])
-        cloud.client("ec2").terminate_instances(InstanceIds=[box.instance_id])  # a spot reclaim
-        lifecycle.status(cloud, box.name)  # the group replaces it (the sandbox's box follows)
+        cloud.client("ec2").terminate_instances(InstanceIds=[box.instance_id])  # a spot reclaim ...
+        boxes.stop_box(box.name)  # ... and its machine goes with it: the follower's link drops
+        # The follower (the laptop) asks the group, moves the state to its new instance (which
+        # the sandbox gives a box of its own), and says so.
+        wait_for(
+            "the follower to name the replacement", lambda: "was terminated (spot)" in err.read_text(), timeout=120
+        )
         moved = state.load(box.name)
         entry = moved.extra["replaced"][-1]
-        said = f"instance {box.instance_id} was terminated (spot); {entry['by']} in {entry['zone']} is resuming run {run.name}"
-        wait_for("the follower to say so", lambda: said in err.read_text(), timeout=120)
+        assert entry["instance"] == box.instance_id and entry["by"] == moved.instance_id
+        said = (
+            f"instance {box.instance_id} was terminated (spot); {entry['by']} in {entry['zone']} "
+            f"is resuming run {run.name}"
+        )
+        assert said in err.read_text()
         wait_for("the follower to wait for the run", lambda: f"resume run {run.name}" in err.read_text(), timeout=60)
         new_workdir = Path(moved.workdir)
         assert not (new_workdir / "runs" / run.name).exists()  # a fresh disk: the restore is what brings it
