@@ -49,7 +49,7 @@ class _Follower:
         run_dir = BoxLayout(t.workdir).run(self.run_id)
         waiting = (
             f"waiting for {self.instance} to answer SSH and resume run {self.run_id} "
-            f"(its agent restores it from S3; up to {REPLACEMENT_WAIT_S / 60:.0f} min); Ctrl-C detaches"
+            f"(its agent restores it from S3; up to {_span(REPLACEMENT_WAIT_S)}); Ctrl-C detaches"
         )
         try:
             conn = connect_box(self.args, t)
@@ -76,7 +76,7 @@ class _Follower:
 
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise CloudError(
-                f"run {self.run_id} was not resumed on {self.instance} within {REPLACEMENT_WAIT_S / 60:.0f} min ({why})",
+                f"run {self.run_id} was not resumed on {self.instance} within {_span(REPLACEMENT_WAIT_S)} ({why})",
                 f"`{PROG} logs {self.run_id} --follow` reattaches; `{PROG} pull {self.run_id}` brings home what S3 has",
             )
 
@@ -106,6 +106,10 @@ class _Follower:
             self.instance = inst.id
             self.deadline = time.monotonic() + REPLACEMENT_WAIT_S
         return dataclasses.replace(self.target, host=box.ssh_host, port=box.ssh_port)
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _current(target: Target) -> Target:

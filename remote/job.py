@@ -295,7 +295,10 @@ def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick
     import paramiko
 
     lost = (EOFError, OSError, paramiko.SSHException)
-    conn = connect()
+    try:
+        conn = connect()
+    except NotBackYet as e:  # a box that is being replaced (a --recover box): waited for from the start
+        conn = _reattach(connect, None, e, say, reconnect_for)
     pending_rounds = 0
     while True:
         try:
@@ -350,10 +353,11 @@ def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick
 def _reattach(connect: Callable[[], Any], old, why: Exception, say: Callable[[str], None], wait_for: float | None):
     """A new connection to the box, waiting for it to come back if it has gone away."""
     try:
-        old.close()
+        if old is not None:
+            old.close()
     except Exception:  # noqa: BLE001 (closing a dead link)
         pass
-    if not isinstance(why, BoxGoingDown):
+    if not isinstance(why, (BoxGoingDown, NotBackYet)):
         say(f"connection lost ({why}); reconnecting (the job keeps running)")
     since = time.monotonic()
     said: set[str] = set()

@@ -288,3 +288,25 @@ def _bytes(p: Path) -> bytes:
         return p.read_bytes()
     except OSError:
         return b""
+
+
+def test_the_wait_for_the_replacement_to_resume_the_run_is_bounded(group_box, tmp_path, monkeypatch, capsys):
+    """`remote logs --follow` after the group replaced the instance: said once, waited for, and
+    after the bound (a few seconds here) a one-line error with what to do. No agent restores
+    the run here, so the wait runs out."""
+    from cli import remote_follow
+
+    cloud, box = group_box
+    rec = record_run(box, tmp_path, "20250101-000000-gggg")
+    cloud.client("ec2").terminate_instances(InstanceIds=[box.instance_id])
+    boxes.stop_box(box.name)
+    monkeypatch.setattr(remote_follow, "REPLACEMENT_WAIT_S", 3.0)
+    capsys.readouterr()
+    code = remote_main(["logs", rec.run_id, "--follow"])
+    err = capsys.readouterr().err
+    moved = state.load(box.name)
+    assert code == CloudError.exit_code, err
+    assert err.count(f"instance {box.instance_id} was terminated (spot); {moved.instance_id} in ") == 1
+    assert f"waiting for {moved.instance_id} to answer SSH and resume run {rec.run_id}" in err
+    assert f"run {rec.run_id} was not resumed on {moved.instance_id} within 3 s" in err
+    assert f"`remote pull {rec.run_id}` brings home what S3 has" in err
