@@ -29,13 +29,18 @@ class _Follower:
     """connect() for a followed run: the box as it is now (``_current``), and on a --recover box
     whose group replaced the instance, the new instance once its agent has resumed the run."""
 
-    def __init__(self, args, target: Target, run_id: str):
+    def __init__(self, args, target: Target, rec: records.RunRecord):
         from common import state
 
-        self.args, self.target, self.run_id = args, target, run_id
+        self.args, self.target, self.run_id = args, target, rec.run_id
         box = state.load(target.box) if target.box else None
         self.grouped = bool(box is not None and (box.extra or {}).get("group"))
-        self.instance = box.instance_id if box is not None else None
+        # The instance the run was started on: the state may have moved on since (another
+        # command followed the group first), and then the first connect says so and waits too.
+        since = (
+            [r for r in ((box.extra or {}).get("replaced") or []) if r.get("at", 0) >= rec.created - 1.0] if box else []
+        )
+        self.instance = since[0]["instance"] if since else (box.instance_id if box is not None else None)
         self.deadline: float | None = None  # set while a replacement is awaited
 
     def __call__(self):
@@ -163,7 +168,7 @@ def collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> in
     # agent resumes the run at boot, and its address is read anew (it may change).
     with whose_code(rec, rec.run_id):
         got = orchestrate.follow_and_collect(
-            _Follower(args, target, rec.run_id),
+            _Follower(args, target, rec),
             target,
             rec,
             say,

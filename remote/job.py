@@ -262,7 +262,7 @@ def resumed_here_command(run_dir: str) -> str:
 def follow(
     connect: Callable[[], Any],
     run_dir: str,
-    out: BinaryIO = sys.stdout.buffer,
+    out: BinaryIO | None = None,
     offset: int = 0,
     say: Callable[[str], None] = lambda s: None,
     reconnect_for: float | None = 300.0,
@@ -284,7 +284,8 @@ def follow(
     """
     from common.checks import CleanStream
 
-    clean = CleanStream(out, tty=tty)
+    # stdout as it is now (a default bound at import would hold whatever stdout was then)
+    clean = CleanStream(out if out is not None else sys.stdout.buffer, tty=tty)
     try:
         return _follow(connect, run_dir, clean, offset, say, reconnect_for, on_tick)
     finally:

@@ -291,15 +291,15 @@ def _bytes(p: Path) -> bytes:
 
 
 def test_the_wait_for_the_replacement_to_resume_the_run_is_bounded(group_box, tmp_path, monkeypatch, capsys):
-    """`remote logs --follow` after the group replaced the instance: said once, waited for, and
-    after the bound (a few seconds here) a one-line error with what to do. No agent restores
-    the run here, so the wait runs out."""
+    """`remote logs --follow` after the group replaced the instance (and another command moved
+    the state to the new one): said once, waited for, and after the bound (a few seconds here)
+    a one-line error with what to do. No agent restores the run here, so the wait runs out."""
     from cli import remote_follow
 
     cloud, box = group_box
     rec = record_run(box, tmp_path, "20250101-000000-gggg")
     cloud.client("ec2").terminate_instances(InstanceIds=[box.instance_id])
-    boxes.stop_box(box.name)
+    lifecycle.status(cloud, box.name)  # another command (`provision state`) followed the group first
     monkeypatch.setattr(remote_follow, "REPLACEMENT_WAIT_S", 3.0)
     capsys.readouterr()
     code = remote_main(["logs", rec.run_id, "--follow"])
