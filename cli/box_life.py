@@ -100,9 +100,14 @@ def cmd_down(args) -> int:
         say("nothing deleted")
         return UsageError.exit_code  # declined: nothing done
     if not args.no_pull and state_or_warn(args.name) is not None:
+        from remote import store_pull
         from remote.results import pull_unfetched
 
-        left = pull_unfetched(args.name, say)
+        # A --recover box: the runs no instance has come from its S3 prefix, before `down` deletes it.
+        from_store = (
+            (lambda ids: store_pull.pull_unfetched(args.name, ids, say)) if store_pull.store_of(args.name) else None
+        )
+        left = pull_unfetched(args.name, say, from_store)
         if left and not args.yes:
             what = f"{len(left)} run(s) not brought home"
             if not interactive:

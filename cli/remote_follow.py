@@ -2,7 +2,11 @@
 
 It rides through an interruption: a provisioned box that is away (a spot stop,
 a stopped box) is waited for, and its address asked of AWS anew
-(provision.lifecycle), since it may change.
+(provision.lifecycle), since it may change. A --recover box's group may have
+replaced the instance (issue 25): the state moves to the new one
+(provision/recover.py follow), the follower says so once, waits (bounded) until
+the new instance answers and its agent has restored and resumed the run from
+S3, then follows the log on from the byte it had (the restored log is the same).
 """
 
 from __future__ import annotations
@@ -17,6 +21,100 @@ from remote import builtin, orchestrate, records
 from remote.target import Target
 
 from .remote_reach import PROG, connect_box, name_flags, print_reattach
+
+REPLACEMENT_WAIT_S = 1800.0  # a new instance: launch, boot, environment, the run restored from S3
+
+
+class _Follower:
+    """connect() for a followed run: the box as it is now (``_current``), and on a --recover box
+    whose group replaced the instance, the new instance once its agent has resumed the run."""
+
+    def __init__(self, args, target: Target, rec: records.RunRecord):
+        from common import state
+
+        self.args, self.target, self.run_id = args, target, rec.run_id
+        box = state.load(target.box) if target.box else None
+        self.grouped = bool(box is not None and (box.extra or {}).get("group"))
+        # The instance the run was started on: the state may have moved on since (another
+        # command followed the group first), and then the first connect says so and waits too.
+        since = (
+            [r for r in ((box.extra or {}).get("replaced") or []) if r.get("at", 0) >= rec.created - 1.0] if box else []
+        )
+        self.instance = since[0]["instance"] if since else (box.instance_id if box is not None else None)
+        self.deadline: float | None = None  # set while a replacement is awaited
+
+    def __call__(self):
+        from box.layout import BoxLayout
+        from remote import job
+        from remote.connection import run
+
+        t = self._group_instance() if self.grouped else _current(self.target)
+        if self.deadline is None:
+            return connect_box(self.args, t)
+        run_dir = BoxLayout(t.workdir).run(self.run_id)
+        waiting = (
+            f"waiting for {self.instance} to answer SSH and resume run {self.run_id} "
+            f"(its agent restores it from S3; up to {_span(REPLACEMENT_WAIT_S)}); Ctrl-C detaches"
+        )
+        try:
+            conn = connect_box(self.args, t)
+        except RemoteError as e:
+            self._past(e.what)
+            raise job.NotBackYet(e.what, waiting) from e
+        try:
+            here = run(conn, job.resumed_here_command(run_dir), "asking the box for the run").strip()
+        except RemoteError as e:
+            conn.close()
+            self._past(e.what)
+            raise job.NotBackYet(e.what, waiting) from e
+        if here != "here":
+            conn.close()
+            self._past(f"run {self.run_id} is not resumed on {self.instance} yet")
+            raise job.NotBackYet(f"run {self.run_id} is not resumed on {self.instance} yet", waiting)
+        self.deadline = None
+        return conn
+
+    def _past(self, why: str) -> None:
+        import time
+
+        from common.errors import CloudError
+
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise CloudError(
+                f"run {self.run_id} was not resumed on {self.instance} within {_span(REPLACEMENT_WAIT_S)} ({why})",
+                f"`{PROG} logs {self.run_id} --follow` reattaches; `{PROG} pull {self.run_id}` brings home what S3 has",
+            )
+
+    def _group_instance(self) -> Target:
+        """The group's instance now (the state follows it); a replacement is said once."""
+        import time
+
+        import sandbox  # noqa: F401 (a sandbox box's cloud: the package registers it with common/aws.py)
+        from common import state
+        from common.errors import CloudError
+        from provision import lifecycle
+
+        box = state.load(self.target.box) if self.target.box else None
+        if box is None:
+            return self.target
+        try:
+            inst = lifecycle.find_instance(lifecycle.cloud_of(box), box.name)
+        except CloudError as e:  # no instance now (the group is launching one), or AWS away
+            raise RemoteError(e.what) from e
+        if inst.state != "running":
+            raise RemoteError(f"box '{box.name}''s instance {inst.id} is {inst.state}")
+        box = state.load(box.name) or box
+        if inst.id != self.instance:
+            say(
+                f"instance {self.instance} was terminated (spot); {inst.id} in {inst.zone} is resuming run {self.run_id}"
+            )
+            self.instance = inst.id
+            self.deadline = time.monotonic() + REPLACEMENT_WAIT_S
+        return dataclasses.replace(self.target, host=box.ssh_host, port=box.ssh_port)
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _current(target: Target) -> Target:
@@ -70,7 +168,7 @@ def collect(args, target: Target, rec: records.RunRecord, offset: int = 0) -> in
     # agent resumes the run at boot, and its address is read anew (it may change).
     with whose_code(rec, rec.run_id):
         got = orchestrate.follow_and_collect(
-            lambda: connect_box(args, _current(target)),
+            _Follower(args, target, rec),
             target,
             rec,
             say,

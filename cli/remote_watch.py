@@ -47,6 +47,7 @@ def cmd_status(args, extra) -> int:
     with box_session(args, target) as conn:
         st = job.job_state(conn, run_dir)
         events = interruptions.parse(run(conn, interruptions.read_command(run_dir), "reading the run's events"))
+    events = interruptions.merged(events, interruptions.replacements(rec.box, rec.created))
     _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     for line in interruptions.lines(events):
@@ -199,11 +200,22 @@ def cmd_stop(args, extra) -> int:
 
 def cmd_pull(args, extra) -> int:
     rec, target, run_dir = run_of(args)
-    with box_session(args, target) as conn:
-        st = job.job_state(conn, run_dir)
-        if st is None:
-            raise RemoteError(f"run {rec.run_id} is not on the box any more")
-        files = results.pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
+    from common.errors import CloudError
+    from remote import store_pull
+
+    store = store_pull.store_of(rec.box) if not args.host else None
+    try:
+        with box_session(args, target) as conn:
+            st = job.job_state(conn, run_dir)
+            if st is None:
+                raise RemoteError(f"run {rec.run_id} is not on the box any more")
+            files = results.pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
+    except (RemoteError, CloudError) as e:
+        if store is None:
+            raise
+        # A --recover box with no instance that answers (or a new one without the run): S3 has it.
+        say(f"box '{rec.box}' has no instance with run {rec.run_id} now ({e.what}): pulling it from S3")
+        return _pull_from_store(rec, store)
     rec.pulled = not st.running
     rec.exit_code = st.exit_code
     rec.last_seen = st.label
@@ -214,4 +226,16 @@ def cmd_pull(args, extra) -> int:
     page = report.refresh(rec) if not st.running else None
     if page:
         say(f"report: {page}")
+    return 0
+
+
+def _pull_from_store(rec: records.RunRecord, store) -> int:
+    from remote import store_pull
+
+    s3, bucket, prefix = store
+    got = store_pull.pull_run(s3, bucket, prefix, rec.run_id, Path(rec.local_dir))
+    rec.pulled = got.exit_code is not None or got.stopped  # else the group's next instance resumes it
+    rec.exit_code, rec.last_seen = got.exit_code, got.label
+    records.save_record(rec)
+    print(f"pulled {len(got.files)} files of run {rec.run_id} ({got.label}) from {got.where} into {rec.local_dir}")
     return 0

@@ -381,8 +381,11 @@ def set_size(cloud: Cloud, box: BoxState, size: int, timeout_s: float = 900.0) -
 
 def _adopt(cloud: Cloud, box: BoxState, inst: instance.Instance) -> None:
     old = box.instance_id
+    # When the group launched the new instance (the laptop may learn of it much later): a run's
+    # events and its replacements are told in time order (remote/interruptions.py).
+    at = min(time.time(), inst.launch_time.timestamp()) if inst.launch_time else time.time()
     box.extra.setdefault("replaced", []).append(
-        {"instance": old, "by": inst.id, "at": time.time(), "zone": inst.zone, "type": inst.type}
+        {"instance": old, "by": inst.id, "at": at, "zone": inst.zone, "type": inst.type}
     )
     if box.ssh_host:
         hostkeys.forget(box.ssh_host, box.ssh_port)

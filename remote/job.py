@@ -270,10 +270,30 @@ class BoxGoingDown(EOFError):
 WAITING = "box interrupted; waiting for it to come back; Ctrl-C detaches"
 
 
+class NotBackYet(RemoteError):
+    """The box answers, or will, but not yet as the follow needs (a --recover box's new instance
+    has not resumed the run): waited for like a box that is away, with its own ``waiting`` line."""
+
+    def __init__(self, what: str, waiting: str):
+        super().__init__(what)
+        self.waiting = waiting
+
+
+def resumed_here_command(run_dir: str) -> str:
+    """ "here" once the run folder is on this box and its run was started in this boot (or is
+    over): a new instance's agent restored and resumed it. Else "restoring"."""
+    d = shlex.quote(run_dir)
+    return (
+        f"cd {d} 2>/dev/null || {{ echo restoring; exit 0; }}; b=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null); "
+        f'if [ -e {RUN_EXIT_CODE} ] || [ -e {RUN_STOPPED} ] || {{ [ -s {RUN_PID} ] && [ "$(cat {RUN_BOOT_ID} 2>/dev/null)" = "$b" ]; }}; '
+        "then echo here; else echo restoring; fi"
+    )
+
+
 def follow(
     connect: Callable[[], Any],
     run_dir: str,
-    out: BinaryIO = sys.stdout.buffer,
+    out: BinaryIO | None = None,
     offset: int = 0,
     say: Callable[[str], None] = lambda s: None,
     reconnect_for: float | None = 300.0,
@@ -295,7 +315,8 @@ def follow(
     """
     from common.checks import CleanStream
 
-    clean = CleanStream(out, tty=tty)
+    # stdout as it is now (a default bound at import would hold whatever stdout was then)
+    clean = CleanStream(out if out is not None else sys.stdout.buffer, tty=tty)
     try:
         return _follow(connect, run_dir, clean, offset, say, reconnect_for, on_tick)
     finally:
@@ -306,7 +327,10 @@ def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick
     import paramiko
 
     lost = (EOFError, OSError, paramiko.SSHException)
-    conn = connect()
+    try:
+        conn = connect()
+    except NotBackYet as e:  # a box that is being replaced (a --recover box): waited for from the start
+        conn = _reattach(connect, None, e, say, reconnect_for)
     pending_rounds = 0
     while True:
         try:
@@ -361,13 +385,14 @@ def _follow(connect, run_dir: str, out, offset: int, say, reconnect_for, on_tick
 def _reattach(connect: Callable[[], Any], old, why: Exception, say: Callable[[str], None], wait_for: float | None):
     """A new connection to the box, waiting for it to come back if it has gone away."""
     try:
-        old.close()
+        if old is not None:
+            old.close()
     except Exception:  # noqa: BLE001 (closing a dead link)
         pass
-    if not isinstance(why, BoxGoingDown):
+    if not isinstance(why, (BoxGoingDown, NotBackYet)):
         say(f"connection lost ({why}); reconnecting (the job keeps running)")
     since = time.monotonic()
-    waiting = False
+    said: set[str] = set()
     while True:
         try:
             conn = connect()
@@ -377,12 +402,13 @@ def _reattach(connect: Callable[[], Any], old, why: Exception, say: Callable[[st
                     f"lost the connection to the box ({e.what})",
                     "the job keeps running on it: `remote logs RUN --follow` reattaches",
                 ) from e
-            if not waiting:
-                say(WAITING)
-                waiting = True
+            line = getattr(e, "waiting", None) or WAITING
+            if line not in said:  # each way of waiting said once
+                say(line)
+                said.add(line)
             time.sleep(2)  # the box is away (minutes, for a spot box): one try every 2 s
             continue
-        if waiting:
+        if said:
             say("the box is back: following the run (its agent resumes it)")
         return conn
 

@@ -11,7 +11,9 @@
   a mid-run pull's copy of it must not linger at home. A file the user made
   or changed here is never deleted.
 - ``pull_unfetched``: before a box is deleted, every run of it whose
-  record (remote/records.py) says its results are not home is pulled.
+  record (remote/records.py) says its results are not home is pulled; a
+  --recover box's runs that no instance has (or all, when none answers)
+  come from S3 (remote/store_pull.py).
 """
 
 from __future__ import annotations
@@ -264,12 +266,16 @@ def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[st
 # ------------------------------------------------------------ before a box goes
 
 
-def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
+def pull_unfetched(
+    box: str, say: Callable[[str], None], from_store: Callable[[list[str]], list[str]] | None = None
+) -> list[str]:
     """Before a box is deleted: bring home every run of it not yet pulled.
 
     Returns the runs left on the box. A run that cannot be pulled (the box is
     unreachable, its results hold an unsafe entry) never stops the others nor
-    the caller: each is named, with how to get it, in a warning."""
+    the caller: each is named, with how to get it, in a warning. from_store: a
+    --recover box's S3 pull (remote/store_pull.py), for the runs no instance has
+    (all of them when none answers); it returns those still not home."""
     from common import state
 
     from . import job
@@ -284,16 +290,22 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
         target = resolve(box) if state.load(box) is not None else pending[0].target()
         conn = connect(target, timeout=30)
     except TrainboxError as e:
+        if from_store is not None:  # a --recover box: its runs are in S3 too
+            say(f"box '{box}' does not answer ({e}): pulling its runs from S3")
+            return from_store([r.run_id for r in pending])
         say(
             f"warning: could not reach box '{box}' to pull {len(pending)} run(s) ({e}); "
             f"get them with `remote pull RUN{flag}` before it is gone: {', '.join(r.run_id for r in pending)}"
         )
         return [r.run_id for r in pending]
-    left = []
+    left, not_on_box = [], []
     try:
         for rec in pending:
             run_dir = BoxLayout(target.workdir).run(rec.run_id)
             try:
+                if from_store is not None and job.job_state(conn, run_dir) is None:
+                    not_on_box.append(rec.run_id)  # the instance that had it is gone: S3 has it
+                    continue
                 files = pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
                 st = job.job_state(conn, run_dir)
             except TrainboxError as e:
@@ -310,4 +322,4 @@ def pull_unfetched(box: str, say: Callable[[str], None]) -> list[str]:
             say(f"pulled run {rec.run_id} ({len(files)} files) into {rec.local_dir}")
     finally:
         conn.close()
-    return left
+    return left + (from_store(not_on_box) if from_store is not None and not_on_box else [])

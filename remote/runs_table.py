@@ -198,7 +198,12 @@ def row(
         state=state,
         exit_code=exit_code,
         resumed=_int_file(local / names.RUN_RESUMED) or 0,
-        interrupted=interruptions.summary(interruptions.read_local(local)),
+        interrupted=interruptions.summary(
+            interruptions.merged(
+                interruptions.read_local(local),
+                interruptions.replacements(rec.box, rec.created, end if state in ("finished", "failed") else None),
+            )
+        ),
         home=rec.pulled,
         local_dir=rec.local_dir,
     )
