@@ -244,7 +244,13 @@ def terminate_case(args, env: dict, work: Path, run: Path, batches: int, batch_s
         stderr=subprocess.STDOUT,
         text=True,
     )
-    saved = json.loads(wait("the run's saved answer", lambda: read(run / names.RUN_SAVED), timeout=60))
+
+    def saved_answer():
+        if notice.poll() not in (None, 0):
+            raise SystemExit(f"sandbox-notice failed: {notice.stdout.read() if notice.stdout else ''}")
+        return read(run / names.RUN_SAVED)
+
+    saved = json.loads(wait("the run's saved answer", saved_answer, timeout=60))
     t_s3 = wait("the save mirrored to S3", lambda: (lambda at: at if at > saved["at"] else None)(mirrored_at()))
     timed: list[tuple[float, str]] = []
     before = ""

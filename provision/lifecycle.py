@@ -241,6 +241,10 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None], keep_checkpoint
             poll_s=cloud.poll_s or 5,
             autoscaling=cloud.client("autoscaling"),
         )
+    # No instance is left: a stand-in removes its machines (and itself, once nothing is left in it),
+    # before the store goes: a machine's last words (its agent mirrors its runs as it shuts down,
+    # as an instance does while AWS terminates it) must not land in a prefix already deleted.
+    cloud.settle(name)
     if grouped or any(r.kind in ("auto-scaling-group", "launch-template") for r in removed):
         from . import boxstore
 
@@ -250,8 +254,6 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None], keep_checkpoint
         box = state.load(name)
     except state.CorruptState:  # named by the caller; removed below with the rest
         box = None
-    # No instance is left: a stand-in removes its machines (and itself, once nothing is left in it).
-    cloud.settle(name)
     for node in box.node_list() if box is not None else []:
         if node.ssh_host:
             hostkeys.forget(node.ssh_host, node.ssh_port)
