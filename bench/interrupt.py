@@ -246,11 +246,22 @@ def terminate_case(args, env: dict, work: Path, run: Path, batches: int, batch_s
     )
 
     def saved_answer():
+        if read(run / names.RUN_EXIT_CODE):
+            raise SystemExit("the run ended before the notice reached it: give it more --epochs or --images")
         if notice.poll() not in (None, 0):
             raise SystemExit(f"sandbox-notice failed: {notice.stdout.read() if notice.stdout else ''}")
         return read(run / names.RUN_SAVED)
 
-    saved = json.loads(wait("the run's saved answer", saved_answer, timeout=60))
+    try:
+        saved = json.loads(wait("the run's saved answer", saved_answer, timeout=60))
+    except SystemExit:
+        journal = subprocess.run(
+            ["journalctl", "-D", str(run.parents[4] / "var/log/journal"), "-u", names.AGENT_UNIT, "--no-pager"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        print(f"events: {read(run / names.RUN_EVENTS)}\nagent: {journal[-3000:]}", file=sys.stderr)
+        raise
     t_s3 = wait("the save mirrored to S3", lambda: (lambda at: at if at > saved["at"] else None)(mirrored_at()))
     timed: list[tuple[float, str]] = []
     before = ""

@@ -241,15 +241,16 @@ def destroy(cloud: Cloud, name: str, say: Callable[[str], None], keep_checkpoint
             poll_s=cloud.poll_s or 5,
             autoscaling=cloud.client("autoscaling"),
         )
-    # No instance is left: a stand-in removes its machines (and itself, once nothing is left in it),
-    # before the store goes: a machine's last words (its agent mirrors its runs as it shuts down,
-    # as an instance does while AWS terminates it) must not land in a prefix already deleted.
+    # No instance is left: a stand-in removes its machines (and itself, once nothing is left in it).
+    # Before the store goes: a machine's last words (its agent mirrors its runs as it shuts down, as
+    # an instance does while AWS terminates it) must not land in a prefix already deleted.
     cloud.settle(name)
     if grouped or any(r.kind in ("auto-scaling-group", "launch-template") for r in removed):
         from . import boxstore
 
         with aws_errors("delete the box's checkpoint store"):
             boxstore.destroy(cloud, name, say, keep_prefix=keep_checkpoints)
+        cloud.settle(name)  # the store was the last of it: a stand-in with nothing left in it stops
     try:
         box = state.load(name)
     except state.CorruptState:  # named by the caller; removed below with the rest

@@ -194,8 +194,11 @@ def _gone(cloud: Cloud, name: str) -> None:
     if boxes.sandbox_boxes() or cloud.endpoint_url != boxes.moto_endpoint():
         return
     with aws_errors("check the sandbox is empty"):
+        from provision import boxstore
         from provision.inventory import tagged_resources
 
         left = tagged_resources(cloud.client("ec2"), cloud.region, autoscaling=cloud.client("autoscaling"))
-    if not [r for r in left if not (r.kind == "instance" and r.state == "terminated")]:
+        # A --recover box's instance role (provision/boxstore.py) outlives its instances until `down`'s last step.
+        roles = cloud.client("iam").list_roles(PathPrefix=boxstore.ROLE_PATH)["Roles"]
+    if not roles and not [r for r in left if not (r.kind == "instance" and r.state == "terminated")]:
         boxes.stop_moto()

@@ -65,9 +65,12 @@ def test_up_train_pull_down(cli, moto_endpoint, tmp_path, trainbox_home):
 
 
 @pytest.mark.slow
-def test_sandbox_starts_and_stops_its_own_aws(cli, tmp_path, trainbox_home):
+@pytest.mark.parametrize("recover", [(), ("--spot", "--recover")], ids=["box", "recover"])
+def test_sandbox_starts_and_stops_its_own_aws(cli, tmp_path, trainbox_home, recover):
+    """`down` ends the sandbox's own moto once nothing is left in it, and only then: a --recover
+    box's checkpoint store (its role, its prefix) goes after its machines, while moto still runs."""
     assert "AWS_ENDPOINT_URL" not in os.environ
-    up = cli("provision", "up", "--sandbox", cwd=tmp_path)
+    up = cli("provision", "up", "--sandbox", *recover, cwd=tmp_path)
     assert up.code == 0, up.err
     server = json.loads((trainbox_home / "sandbox" / "moto" / "server.json").read_text())
     assert tagged(server["endpoint"]), "the sandbox's own moto server holds the box"
