@@ -40,7 +40,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -55,7 +54,7 @@ from box.layout import (
     RUNS_RESUMING,
     BoxLayout,
 )
-from box.runfolder import RunFolder, run_folders
+from box.runfolder import RunFolder, detach, run_folders
 
 IMDS_DEFAULT = "http://169.254.169.254"
 NOTICE_PATH = "/latest/meta-data/spot/instance-action"
@@ -83,16 +82,7 @@ def start_job(run: RunFolder) -> None:
             os.unlink(os.path.join(run.path, name))
         except FileNotFoundError:
             pass
-    with open(os.devnull, "rb") as nul_in, open(os.devnull, "wb") as nul_out:
-        subprocess.Popen(
-            ["bash", RUN_SCRIPT],
-            cwd=run.path,
-            stdin=nul_in,
-            stdout=nul_out,
-            stderr=nul_out,
-            start_new_session=True,
-            close_fds=True,
-        )
+    detach(["bash", RUN_SCRIPT], run.path)
 
 
 def resume_interrupted(runs: str, boot: str, pid_wait_s: float = PID_WAIT_S) -> list[RunFolder]:

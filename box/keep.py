@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -66,7 +65,7 @@ from box.layout import (
     STORE_RUN_STATE,
     STORE_RUNS,
 )
-from box.runfolder import RunFolder, run_folders
+from box.runfolder import RunFolder, detach, run_folders
 from box.s3 import S3, CredentialSource, S3Error
 
 STORE_ENV = "TRAINBOX_STORE"
@@ -288,16 +287,7 @@ class Keeper:
         os.makedirs(self.workdir, mode=0o700, exist_ok=True)
         self.s3.get_file(key, path)
         os.chmod(path, 0o700)
-        with open(os.devnull, "rb") as nul_in, open(os.devnull, "wb") as nul_out:
-            subprocess.Popen(
-                ["bash", path],
-                cwd=os.path.expanduser("~"),
-                stdin=nul_in,
-                stdout=nul_out,
-                stderr=nul_out,
-                start_new_session=True,
-                close_fds=True,
-            )
+        detach(["bash", path], os.path.expanduser("~"))
         self.log(f"started the environment's bootstrap from s3://{self.store.bucket}/{key}")
         return True
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -116,3 +118,24 @@ def run_folders(runs: str) -> list[RunFolder]:
         for n in names
         if os.path.isdir(os.path.join(runs, n)) and not n.startswith(".")
     ]
+
+
+def detach(argv: list[str], cwd: str) -> None:
+    """Start argv detached (a new session, no terminal, its output discarded), as the job machinery
+    does. The agent ignores SIGCHLD (the kernel reaps what it starts); the child gets the default
+    back, or every wait in it would fail with ECHILD (uv's does: "No child processes")."""
+    with open(os.devnull, "rb") as nul_in, open(os.devnull, "wb") as nul_out:
+        subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=nul_in,
+            stdout=nul_out,
+            stderr=nul_out,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_default_sigchld,  # noqa: PLW1509 (the agent has no threads)
+        )
+
+
+def _default_sigchld() -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)

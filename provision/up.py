@@ -10,6 +10,7 @@ same steps; its machines follow them through ``cloud.settle``.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -78,6 +79,12 @@ def agent_files(store: bool = False) -> dict[str, str]:
     return {f"{m}.py": stripped_python(box.source(m)) for m in modules}
 
 
+def stripped_shell(script: str) -> str:
+    """The same shell script without its whole-line comments (a ``#!`` line is kept): the box runs
+    the same commands; the comments stay in the template (AWS caps user-data at 16 KB)."""
+    return "\n".join(line for line in script.split("\n") if not re.match(r"\s*#(?!!)", line))
+
+
 def stripped_python(source: str) -> str:
     """The same Python with no comments, each docstring cut to its first line, no blank lines
     (a line inside a multi-line string is kept as it is)."""
@@ -121,7 +128,7 @@ def user_data(opts: UpOptions, login_user: str, store: dict | None = None) -> st
     """The first-boot script; its box paths are the default layout's, under the
     login user's home as the box's passwd has it (user-data looks it up). store: a
     --recover box's {"url": "s3://bucket/prefix/", "region"}, which its agent keeps runs in."""
-    extra: dict = {} if opts.bootstrap is None else {"bootstrap": opts.bootstrap}
+    extra: dict = {} if opts.bootstrap is None else {"bootstrap": stripped_shell(opts.bootstrap)}
     if store is not None:
         # No room for both the bootstrap and the store's modules in AWS's 16 KB: a --recover box's
         # bootstrap is in its store (recover.up_group puts it), which its agent runs at first boot.

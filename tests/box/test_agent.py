@@ -243,3 +243,26 @@ def test_stopping_waits_until_each_going_run_has_saved(tmp_path):
         for p in (job, mute):
             p.kill()
             p.wait()
+
+
+def test_what_the_agent_starts_waits_for_its_own_children(tmp_path):
+    """The agent ignores SIGCHLD (the kernel reaps the runs it resumes); what it starts (a run,
+    the bootstrap) must not inherit that, or every wait in it fails with ECHILD: uv's did ("No
+    child processes (os error 10)"), and the replacement's environment was never built."""
+    import signal
+    import sys
+
+    from box import runfolder
+
+    out = tmp_path / "child"
+    probe = (
+        "import signal, subprocess, sys; "
+        f"r = subprocess.run(['{sys.executable}', '-c', 'raise SystemExit(3)']); "
+        f"open({str(out)!r}, 'w').write(f'{{signal.getsignal(signal.SIGCHLD).name}} {{r.returncode}}')"
+    )
+    before = signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # as the agent's main() does
+    try:
+        runfolder.detach([sys.executable, "-c", probe], str(tmp_path))
+    finally:
+        signal.signal(signal.SIGCHLD, before)
+    assert wait_for("the child's answer", lambda: out.exists() and out.read_text(), timeout=30) == "SIG_DFL 3"

@@ -309,3 +309,18 @@ def test_a_box_without_recover_has_no_release_in_its_guard():
     recovering = user_data(UpOptions(spot=True, recover=True), "ubuntu", store)
     assert "python3 -m box.release" in guard_script(recovering) and "TRAINBOX_GROUP=trainbox-t" in recovering
     assert len(user_data_payload(recovering)) <= USER_DATA_LIMIT
+
+
+def test_the_embedded_bootstrap_loses_only_its_whole_line_comments():
+    from provision.up import stripped_shell
+
+    script = "#!/bin/bash\n# why\necho '# not a comment'\n  # indented why\nls  # a tail comment stays\n"
+    assert stripped_shell(script) == "#!/bin/bash\necho '# not a comment'\nls  # a tail comment stays\n"
+    bootstrap = setup.render_bootstrap("trainbox", setup.SetupOptions.from_env())
+    embedded = re.search(
+        r"<<'TRAINBOX_BOOTSTRAP_EOF'\n(.*?)\nTRAINBOX_BOOTSTRAP_EOF\n",
+        user_data(UpOptions(bootstrap=bootstrap), "ubuntu"),
+        re.S,
+    )
+    assert embedded and embedded.group(1) == stripped_shell(bootstrap).rstrip("\n")
+    assert subprocess.run(["bash", "-n"], input=embedded.group(1), text=True).returncode == 0
