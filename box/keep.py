@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -164,6 +165,7 @@ class Keeper:
         self.coded: set[str] = set()  # runs whose code archive is named in the store
         self.states: dict[str, dict] = {}  # run id -> the state last written (without "at")
         self.done: set[str] = set()  # runs over and mirrored a last time
+        self.bootstrap: subprocess.Popen | None = None  # the environment's build this instance started
 
     # ------------------------------------------------------------ mirror
 
@@ -287,7 +289,7 @@ class Keeper:
         os.makedirs(self.workdir, mode=0o700, exist_ok=True)
         self.s3.get_file(key, path)
         os.chmod(path, 0o700)
-        detach(["bash", path], os.path.expanduser("~"))
+        self.bootstrap = detach(["bash", path], os.path.expanduser("~"))
         self.log(f"started the environment's bootstrap from s3://{self.store.bucket}/{key}")
         return True
 
@@ -374,6 +376,12 @@ class Keeper:
         marker = os.path.join(env_link, READY_MARKER)
         deadline = time.monotonic() + wait_s
         while not os.path.exists(marker):
+            if self.bootstrap is not None and self.bootstrap.poll() is not None and not os.path.exists(marker):
+                # Ended, not ready (its status is the kernel's: the agent ignores SIGCHLD): said once.
+                self.log(
+                    f"{rid}: the environment's build ended and {env_link} is not ready: see {self.workdir}/setup.log"
+                )
+                return
             if time.monotonic() >= deadline:
                 self.log(f"{rid}: the environment {env_link} is not ready after {wait_s:.0f}s; restoring it anyway")
                 return

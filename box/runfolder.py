@@ -120,12 +120,12 @@ def run_folders(runs: str) -> list[RunFolder]:
     ]
 
 
-def detach(argv: list[str], cwd: str) -> None:
+def detach(argv: list[str], cwd: str) -> subprocess.Popen:
     """Start argv detached (a new session, no terminal, its output discarded), as the job machinery
     does. The agent ignores SIGCHLD (the kernel reaps what it starts); the child gets the default
     back, or every wait in it would fail with ECHILD (uv's does: "No child processes")."""
     with open(os.devnull, "rb") as nul_in, open(os.devnull, "wb") as nul_out:
-        subprocess.Popen(
+        return subprocess.Popen(
             argv,
             cwd=cwd,
             stdin=nul_in,

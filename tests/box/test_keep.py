@@ -194,3 +194,32 @@ def test_store_url_parsing():
     assert keep.Store.parse("s3://b/boxes/x") == keep.Store("b", "boxes/x/")
     with pytest.raises(ValueError):
         keep.Store.parse("https://b/boxes/x/")
+
+
+def test_a_failed_environment_build_ends_the_wait_at_once(store, tmp_path):
+    """The new instance's bootstrap ended without making the environment ready: the restore says
+    so and goes on, instead of waiting its whole bound (30 min) in silence."""
+    import time
+
+    old = tmp_path / "trainbox"
+    env = old / "env"
+    make_run(old, "r1", "boot-a", env_link=str(env))
+    k, _ = keeper(store, old, "boot-a", "i-aaa")
+    k.mirror()
+    import shutil
+
+    import boto3
+
+    boto3.client("s3", endpoint_url=store, region_name="us-east-1").put_object(
+        Bucket=BUCKET, Key=PREFIX + "bootstrap.sh", Body=b"exit 3\n"
+    )
+
+    shutil.rmtree(old)
+    said: list[str] = []
+    k2, _ = keeper(store, old, "boot-b", "i-bbb")
+    k2.log = said.append
+    assert k2.start_bootstrap()
+    started = time.monotonic()
+    assert k2.restore(ready_wait_s=600) == ["r1"]
+    assert time.monotonic() - started < 60
+    assert any("the environment's build ended" in s and "setup.log" in s for s in said), said
