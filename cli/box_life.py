@@ -102,13 +102,15 @@ def cmd_down(args) -> int:
     if not args.no_pull and state_or_warn(args.name) is not None:
         from remote.results import pull_unfetched
 
-        left = pull_unfetched(args.name, say)
-        if left and not args.yes:
-            what = f"{len(left)} run(s) not brought home"
+        left = pull_unfetched(args.name, say, warn=False)
+        # Results that could not come home keep the box, --yes or not: only --no-pull (or a "y" here) gives them up.
+        if left:
+            what = "; ".join(f"run {run} was not brought home ({why})" for run, why in left.items())
             if not interactive:
                 raise RemoteError(
                     f"{what}: nothing deleted",
-                    f"bring them home as said above, or `{PROG} down{name_flag(args.name)} --yes` deletes anyway",
+                    f"run `{PROG} down{name_flag(args.name)}` again: it pulls what is missing, then deletes "
+                    f"(`{PROG} down{name_flag(args.name)} --no-pull` deletes without them)",
                 )
             if not _ask(f"{what}: delete box '{args.name}' anyway? [y/N] "):
                 say("nothing deleted")
