@@ -110,7 +110,8 @@ def cmd_down(args) -> int:
                 raise RemoteError(
                     f"{what}: nothing deleted",
                     f"run `{PROG} down{name_flag(args.name)}` again: it pulls what is missing, then deletes "
-                    f"(`{PROG} down{name_flag(args.name)} --no-pull` deletes without them)",
+                    f"(`remote pull {next(iter(left))}{name_flag(args.name)}` brings one home; "
+                    f"`{PROG} down{name_flag(args.name)} --no-pull` deletes without them)",
                 )
             if not _ask(f"{what}: delete box '{args.name}' anyway? [y/N] "):
                 say("nothing deleted")
