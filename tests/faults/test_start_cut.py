@@ -141,3 +141,19 @@ def test_a_start_cut_before_the_job_began_is_forgotten_when_the_same_command_sta
     assert not (tmp_path / "trainbox-home" / "runs" / f"{run_id}.json").exists(), (
         "the run that never began is forgotten"
     )
+
+
+def test_runs_keeps_a_start_unconfirmed_while_its_box_does_not_answer(trainbox_home, tmp_path):
+    """`remote runs` asks about such a run only; a box that does not answer leaves it unconfirmed, said once."""
+    from common.procs import free_port
+    from remote import records, unconfirmed
+    from remote.target import Target
+
+    rec = records.new_record("20260101-000000-abcd", Target("127.0.0.1", free_port(), "u", None, "/w"), tmp_path / "r")
+    unconfirmed.mark(rec)
+    runs = run_cli("remote", "runs", "--connect-timeout", "1", timeout=60)
+    assert runs.code == 0, runs.err
+    (row,) = [r for r in runs.out.splitlines() if r.startswith(rec.run_id)]
+    assert "start unconfirmed" in row, runs.out
+    assert runs.err.count(f"run {rec.run_id}: its start is unconfirmed, and its box did not answer") == 1, runs.err
+    assert records.load_record(rec.run_id).last_seen == "start unconfirmed"
