@@ -107,13 +107,16 @@ def cmd_down(args) -> int:
         from_store = (
             (lambda ids: store_pull.pull_unfetched(args.name, ids, say)) if store_pull.store_of(args.name) else None
         )
-        left = pull_unfetched(args.name, say, from_store)
-        if left and not args.yes:
-            what = f"{len(left)} run(s) not brought home"
+        left = pull_unfetched(args.name, say, from_store, warn=False)
+        # Results that could not come home keep the box, --yes or not: only --no-pull (or a "y" here) gives them up.
+        if left:
+            what = "; ".join(f"run {run} was not brought home ({why})" for run, why in left.items())
             if not interactive:
                 raise RemoteError(
                     f"{what}: nothing deleted",
-                    f"bring them home as said above, or `{PROG} down{name_flag(args.name)} --yes` deletes anyway",
+                    f"run `{PROG} down{name_flag(args.name)}` again: it pulls what is missing, then deletes "
+                    f"(`remote pull {next(iter(left))}{name_flag(args.name)}` brings one home; "
+                    f"`{PROG} down{name_flag(args.name)} --no-pull` deletes without them)",
                 )
             if not _ask(f"{what}: delete box '{args.name}' anyway? [y/N] "):
                 say("nothing deleted")

@@ -164,7 +164,11 @@ def build_parser() -> Parser:
     c = command(
         "down", cmd_down, "Pull unfetched results, then delete every resource of the box and verify each is gone."
     )
-    c.add_argument("--no-pull", action="store_true", help="do not pull unfetched results first")
+    c.add_argument(
+        "--no-pull",
+        action="store_true",
+        help="do not pull unfetched results first (without it, a run that cannot be brought home keeps the box, --yes or not)",
+    )
     c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     c.add_argument(
         "--images", action="store_true", help="also remove the box's images and their snapshots (kept by default)"

@@ -115,7 +115,11 @@ def build_parser() -> Parser:
             help="seconds between checkpoint pulls while it runs (default: %(default)s)",
         )
         c.add_argument(
-            "--yes", "-y", action="store_true", help=f"push a project over {human(PROJECT_LIMIT_BYTES)} without asking"
+            "--yes",
+            "-y",
+            action="store_true",
+            help=f"push a project over {human(PROJECT_LIMIT_BYTES)} without asking; start the run even when the same "
+            "command's earlier start was cut and that run is running",
         )
         c.add_argument(
             "--backend",
@@ -247,7 +251,7 @@ def build_parser() -> Parser:
         remote_watch.cmd_runs,
         "List the runs started from this laptop: box, net/backend, epochs done/asked, the best value of the "
         "monitored metric and its epoch, duration, cost, state, and whether their results are home (from what the "
-        "pulls brought: history.json, Keras's history.csv or TensorBoard event files; it asks no box).",
+        "pulls brought: history.json, Keras's history.csv or TensorBoard event files; it asks no box, except about a run whose start was cut: 'start unconfirmed').",
     )
     c.add_argument("--json", action="store_true", help="the same fields as JSON, one object per run")
     _monitor_flag(c)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from common.cliutil import sandbox_note, say
 from common.errors import UsageError, name_flag
-from remote import builtin, job, orchestrate, records
+from remote import builtin, job, orchestrate, records, unconfirmed
+from remote.connection import LinkDropped
 from remote.target import Target, box_node_count, box_nodes, resolve
 
 from .remote_follow import collect, whose_code
@@ -215,23 +216,46 @@ def _start(args, spec: orchestrate.RunSpec, note: str | None = None) -> int:
     target = resolve_target(args)
     run_id = job.new_run_id()
     with box_session(args, target) as conn:
+        unconfirmed.before_start(conn, target, spec.record_fields(), say, _confirm(args), name_flags(args))
         if note:
             say(note)
         # Recorded before the job starts: a laptop killed from then on still knows the run.
         rec = records.new_record(
             run_id, target, Path(args.runs_dir) / run_id, price_per_hour=price_of(target), **spec.record_fields()
         )
+        starting: list[bool] = []  # from here on the start may reach the box
         try:
             with whose_code(None, run_id):
                 try:
                     orchestrate.start(
-                        conn, target, spec, run_id, say, quiet=args.quiet, progress=_progress, confirm=_confirm(args)
+                        conn,
+                        target,
+                        spec,
+                        run_id,
+                        say,
+                        quiet=args.quiet,
+                        progress=_progress,
+                        confirm=_confirm(args),
+                        ready=lambda: starting.append(True),
                     )
                 except setup.RequirementsFailed as e:  # the user's input: its log home, and the command that retries
                     log = setup.bring_log_home(conn, e, Path(rec.local_dir) / "setup.log")
                     e.what = f"the project's requirements ({spec.requirements}) do not install on the box"
                     e.fix = f"full log: {log}; fix them, then rerun `{PROG} {shlex.join(args.given)}`"
                     raise
+        except (LinkDropped, KeyboardInterrupt) as e:
+            if not starting:
+                records.forget(run_id)
+                raise
+            # Cut inside the start: the job may be running. Kept, until its box is asked (remote/unconfirmed.py).
+            unconfirmed.mark(rec)
+            if isinstance(e, LinkDropped):
+                e.after = None
+                with whose_code(
+                    rec, run_id
+                ):  # its last line: the command's code is not known here (not "did not start")
+                    raise
+            raise
         except BaseException:
             records.forget(run_id)
             raise

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 from box.layout import RUN_OUT
 from common.cliutil import say
 from common.errors import RemoteError, UsageError, name_flag
-from remote import job, orchestrate, records, results
+from remote import job, orchestrate, records, results, unconfirmed
 from remote.connection import run
 
 from .remote_follow import collect
@@ -48,6 +49,9 @@ def cmd_status(args, extra) -> int:
         st = job.job_state(conn, run_dir)
         events = interruptions.parse(run(conn, interruptions.read_command(run_dir), "reading the run's events"))
     events = interruptions.merged(events, interruptions.replacements(rec.box, rec.created))
+    if unconfirmed.is_unconfirmed(rec) and not unconfirmed.settle(rec, st):
+        print(f"{rec.run_id} not started: its start was cut before the job began on the box")
+        return 0
     _seen(rec, st)
     print(f"{rec.run_id} {st.label if st else 'unknown on the box'}")
     for line in interruptions.lines(events):
@@ -68,12 +72,30 @@ def cmd_runs(args, extra) -> int:
 
     from remote import runs_table
 
+    _ask_unconfirmed(args)
     found = runs_table.rows(records.records(), args.price, args.monitor)
     if args.json:
         print(json.dumps([r.as_dict() for r in found], indent=2))
         return 0
     print(runs_table.table(found) if found else "no runs yet")
     return 0
+
+
+def _ask_unconfirmed(args) -> None:
+    """A run whose start was cut is the one `runs` asks its box about (briefly); unreachable, it stays unconfirmed."""
+    from common.errors import TrainboxError
+    from remote.connection import connect
+    from remote.target import resolve
+
+    for rec in records.records():
+        if not unconfirmed.is_unconfirmed(rec):
+            continue
+        try:
+            target = rec.target() if rec.box is None else resolve(rec.box)
+            with contextlib.closing(connect(target, timeout=min(args.connect_timeout, 10))) as conn:
+                unconfirmed.ask(conn, rec, rec.workdir)
+        except TrainboxError as e:
+            say(f"run {rec.run_id}: its start is unconfirmed, and its box did not answer ({e.what})")
 
 
 def cmd_compare(args, extra) -> int:

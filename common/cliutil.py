@@ -71,6 +71,10 @@ def run_cli(handler: Callable[[argparse.Namespace], int], args: argparse.Namespa
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.debug:
+        # paramiko's reader thread logs a reset link ("Socket exception: Connection reset by peer") at ERROR;
+        # the command says it once, as its own line (remote/connection.py, LinkDropped).
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     try:
         return handler(args) or 0
     except TrainboxError as e:

@@ -186,10 +186,12 @@ def link_lost(conn, settle: float = 1.0) -> bool:
 
 
 @contextlib.contextmanager
-def during(conn, step: str, fix: str | None = None):
+def during(conn, step: str, fix: str | None = None, when: str = "during"):
     """A link that drops inside the block is one LinkDropped naming ``step``
     (paramiko's EOFError, OSError or SSHException, or a command that ended
-    with no exit status); any other error passes as it is."""
+    with no exit status); any other error passes as it is. The line reads
+    "the link to the box dropped {when} {step} (...)": "during the pull of run R",
+    "while pushing to DIR"."""
     import paramiko
 
     try:
@@ -200,4 +202,4 @@ def during(conn, step: str, fix: str | None = None):
         if not link_lost(conn):
             raise
         detail = e.what if isinstance(e, RemoteError) else (str(e) or type(e).__name__)
-        raise (LinkDropped(f"the link to the box dropped during {step} ({detail})", *([fix] if fix else []))) from e
+        raise (LinkDropped(f"the link to the box dropped {when} {step} ({detail})", *([fix] if fix else []))) from e

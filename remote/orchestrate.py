@@ -361,7 +361,8 @@ def start(
     with during(
         conn,
         f"the start of run {run_id}",
-        f"run the same `remote {spec.kind}` command again (if the run did start, it runs on unfollowed in {run_dir} on the box)",
+        f"run the same `remote {spec.kind}` command again: it says so if the run did start (it then runs on in "
+        f"{run_dir} on the box), else starts it; `remote status {run_id}` asks the box",
     ):
         job.start(conn, run_dir, script, run_spec)
     return offset

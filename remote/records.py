@@ -56,6 +56,9 @@ class RunRecord:
     # The job's state as the box last told this laptop (JobState.label), for
     # a table that does not ask the box: "stopped" after `remote stop`.
     last_seen: str | None = None
+    # The link dropped inside the job's start (remote/unconfirmed.py): the same
+    # command asks the box about this run before it starts another.
+    start_cut: bool = False
 
     def target(self) -> Target:
         return Target(self.host, self.port, self.user, self.identity, self.workdir, box=self.box)

@@ -267,24 +267,33 @@ def _changed(conn, remote_run_dir: str, local: Path, remote_sub: str) -> list[st
 
 
 def pull_unfetched(
-    box: str, say: Callable[[str], None], from_store: Callable[[list[str]], list[str]] | None = None
-) -> list[str]:
+    box: str,
+    say: Callable[[str], None],
+    from_store: Callable[[list[str]], list[str]] | None = None,
+    warn: bool = True,
+) -> dict[str, str]:
     """Before a box is deleted: bring home every run of it not yet pulled.
 
-    Returns the runs left on the box. A run that cannot be pulled (the box is
+    Returns the runs left on the box, each with why. A run that cannot be pulled (the box is
     unreachable, its results hold an unsafe entry) never stops the others nor
-    the caller: each is named, with how to get it, in a warning. from_store: a
-    --recover box's S3 pull (remote/store_pull.py), for the runs no instance has
-    (all of them when none answers); it returns those still not home."""
+    the caller; with ``warn`` each is named, with how to get it, in a warning
+    (without: the caller says it). A dropped link ends the pulls: the rest are left too.
+    from_store: a --recover box's S3 pull (remote/store_pull.py), for the runs no instance
+    has (all of them when none answers); it returns those still not home."""
     from common import state
 
     from . import job
-    from .connection import connect
+    from .connection import LinkDropped, connect
 
     pending = [r for r in records(box) if not r.pulled]
     if not pending:
-        return []
+        return {}
     flag = name_flag(box)
+
+    def stored(ids: list[str]) -> dict[str, str]:
+        assert from_store is not None
+        return {rid: "not in the box's S3 prefix either" for rid in from_store(ids)}
+
     try:
         # The box as it is now (a restart changes its address), else where the runs were started.
         target = resolve(box) if state.load(box) is not None else pending[0].target()
@@ -292,13 +301,15 @@ def pull_unfetched(
     except TrainboxError as e:
         if from_store is not None:  # a --recover box: its runs are in S3 too
             say(f"box '{box}' does not answer ({e}): pulling its runs from S3")
-            return from_store([r.run_id for r in pending])
-        say(
-            f"warning: could not reach box '{box}' to pull {len(pending)} run(s) ({e}); "
-            f"get them with `remote pull RUN{flag}` before it is gone: {', '.join(r.run_id for r in pending)}"
-        )
-        return [r.run_id for r in pending]
-    left, not_on_box = [], []
+            return stored([r.run_id for r in pending])
+        if warn:
+            say(
+                f"warning: could not reach box '{box}' to pull {len(pending)} run(s) ({e}); "
+                f"get them with `remote pull RUN{flag}` before it is gone: {', '.join(r.run_id for r in pending)}"
+            )
+        return {r.run_id: f"box '{box}' could not be reached: {e.what}" for r in pending}
+    left: dict[str, str] = {}
+    not_on_box: list[str] = []
     try:
         for rec in pending:
             run_dir = BoxLayout(target.workdir).run(rec.run_id)
@@ -309,11 +320,15 @@ def pull_unfetched(
                 files = pull(conn, run_dir, Path(rec.local_dir), out=rec.out)
                 st = job.job_state(conn, run_dir)
             except TrainboxError as e:
-                say(
-                    f"warning: run {rec.run_id} was not brought home ({e}); "
-                    f"get it with `remote pull {rec.run_id}{flag}` (or `remote ... --start`)"
-                )
-                left.append(rec.run_id)
+                if warn:
+                    say(
+                        f"warning: run {rec.run_id} was not brought home ({e}); "
+                        f"get it with `remote pull {rec.run_id}{flag}` (or `remote ... --start`)"
+                    )
+                left[rec.run_id] = e.what
+                if isinstance(e, LinkDropped):
+                    left.update({r.run_id: "not tried: the link had dropped" for r in pending if r.run_id not in left})
+                    break
                 continue
             rec.pulled = True
             rec.exit_code = st.exit_code if st else None
@@ -322,4 +337,6 @@ def pull_unfetched(
             say(f"pulled run {rec.run_id} ({len(files)} files) into {rec.local_dir}")
     finally:
         conn.close()
-    return left + (from_store(not_on_box) if from_store is not None and not_on_box else [])
+    if not_on_box:
+        left.update(stored(not_on_box))
+    return left

@@ -132,8 +132,8 @@ def _state(rec: RunRecord, exit_code: int | None) -> str:
     if exit_code is not None:
         return "finished" if exit_code == 0 else "failed"
     seen = rec.last_seen or ""
-    if seen == "stopped":
-        return "stopped"
+    if seen in ("stopped", "start unconfirmed"):  # the latter: remote/unconfirmed.py
+        return seen
     if seen in ("died", "not started") or rec.pulled:
         return "interrupted"  # it ended without an exit code: killed, or its box went away
     return "running"

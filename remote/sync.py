@@ -494,9 +494,8 @@ def push(
     matches are left alone rather than deleted (see box_only); ``compress``:
     one of COMPRESS_CHOICES (default: $TRAINBOX_PUSH_COMPRESS, else auto).
     """
-    from paramiko import SSHException
 
-    from .connection import LinkDropped, exec_channel, exit_of, finish, link_lost
+    from .connection import during, exec_channel, exit_of, finish
 
     # The box lists its copy while this side scans the local one.
     listing = exec_channel(conn, scan_remote_command(remote_dir))
@@ -550,19 +549,16 @@ def push(
     big = plan.send_bytes >= OPENSSH_FROM or how == "ssh"
     argv = openssh_argv(conn, command, compression=how == "ssh") if big else None
     try:
-        if argv:
-            plan.sent_bytes = _send_openssh(argv, lambda fd: stream(fd=fd), remote_dir)
-        else:
-            channel = exec_channel(conn, command)
-            try:
-                plan.sent_bytes = stream(send=channel.sendall)
-                applied(*exit_of(channel), remote_dir)
-            finally:
-                channel.close()
-    except (EOFError, OSError, SSHException) as e:
-        if not link_lost(conn):
-            raise
-        raise LinkDropped(f"the link to the box dropped while pushing to {remote_dir} ({e or type(e).__name__})") from e
+        with during(conn, f"pushing to {remote_dir}", when="while"):
+            if argv:
+                plan.sent_bytes = _send_openssh(argv, lambda fd: stream(fd=fd), remote_dir)
+            else:
+                channel = exec_channel(conn, command)
+                try:
+                    plan.sent_bytes = stream(send=channel.sendall)
+                    applied(*exit_of(channel), remote_dir)
+                finally:
+                    channel.close()
     finally:
         if bar:
             bar.close()

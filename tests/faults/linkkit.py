@@ -137,3 +137,34 @@ def start_cli_box(server: OwnSshd, workdir: Path, verb: list[str], rest: list[st
     """`remote VERB... --host/--identity/--workdir (server) REST...` started in a subprocess (testkit.start_cli)."""
     flags = ["--host", server.spec, "--identity", str(server.key), "--workdir", str(workdir)]
     return start_cli("remote", *verb, *flags, *rest, out=out, cwd=out.parent)
+
+
+def start_hooked_sshd(d: Path, force_command: Path) -> OwnSshd:
+    """start_sshd's server, with sshd's own ForceCommand hook: every command the
+    session runs goes through ``force_command`` (the original is in
+    $SSH_ORIGINAL_COMMAND), which can hold a command at a chosen moment."""
+    from common import hostkeys, paths, procs
+    from sandbox import sshd
+
+    d.mkdir(parents=True, exist_ok=True)
+    private, public = sshd.new_private_key()
+    key = d / "client_key"
+    paths.write_private(key, private)
+    conf = d / "server"
+    conf.mkdir(exist_ok=True)
+    host_private, host_public = sshd.new_private_key()
+    paths.write_private(conf / "host_ed25519_key", host_private)
+    (conf / "authorized_keys").write_text(public.strip() + "\n")
+    port = procs.free_port()
+    config = sshd.CONFIG.format(port=port, dir=conf, users=getpass.getuser())
+    # exec: the hook's parent is the session's own sshd process, which the hook watches.
+    (conf / "sshd_config").write_text(config + f"ForceCommand exec /bin/bash {force_command}\n")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+    pid = procs.spawn([sshd.sshd_binary(), "-D", "-e", "-f", str(conf / "sshd_config")], conf / "sshd.log")
+    assert procs.wait_for_port(port, pid, timeout=10), (conf / "sshd.log").read_text()
+    started = procs.start_time(pid)
+    assert started, "the sshd just started has no start time"
+    host_key = " ".join(host_public.split()[:2])
+    hostkeys.pin("127.0.0.1", port, [host_key])
+    return OwnSshd(d, port, pid, started, key, host_key)

@@ -177,9 +177,10 @@ def test_a_run_id_that_is_not_one_is_refused(capsys, run):
     assert "run id" in err and len(err.strip().splitlines()) == 1
 
 
-def test_down_is_not_blocked_by_a_run_it_cannot_pull(cli, moto_endpoint, tmp_path):
-    """A symlink in an unpulled run's out/ (refused by the pull): down warns, names the
-    run and how to get it, and deletes the box (--yes); without --yes it deletes nothing."""
+def test_down_keeps_a_box_whose_run_it_cannot_pull_unless_no_pull(cli, moto_endpoint, tmp_path):
+    """A symlink in an unpulled run's out/ (refused by the pull): down names the run, why,
+    and how to go on, and deletes nothing, --yes or not (issue 26: results that cannot
+    come home keep the box); --no-pull deletes it."""
     env = {"AWS_ENDPOINT_URL": moto_endpoint}
     r = cli("provision", "up", "--sandbox", "--name", "pulled", cwd=tmp_path, env=env)
     assert r.code == 0, r.err
@@ -203,11 +204,16 @@ def test_down_is_not_blocked_by_a_run_it_cannot_pull(cli, moto_endpoint, tmp_pat
         )
     )
     r = cli("provision", "down", "--name", "pulled", cwd=tmp_path, env=env)
-    assert r.code == RemoteError.exit_code and "--yes" in one_line(r.err) and "nothing deleted" in r.err
+    assert r.code == RemoteError.exit_code and "--no-pull" in one_line(r.err) and "nothing deleted" in r.err
     assert state.load("pulled") is not None
     r = cli("provision", "down", "--name", "pulled", "--yes", cwd=tmp_path, env=env)
+    line = one_line(r.err)
+    assert r.code == RemoteError.exit_code and "nothing deleted" in line, r.err
+    assert "run r1 was not brought home (refused 1 unsafe entries" in line and "remote pull r1" in line, line
+    assert state.load("pulled") is not None
+    r = cli("provision", "down", "--name", "pulled", "--yes", "--no-pull", cwd=tmp_path, env=env)
     assert r.code == 0, r.err
-    assert "r1" in r.err and "remote pull r1" in r.err and "Traceback" not in r.err
+    assert "Traceback" not in r.err
     assert state.load("pulled") is None
 
 
