@@ -239,7 +239,7 @@ def terminate_case(args, env: dict, work: Path, run: Path, batches: int, batch_s
     notice = subprocess.Popen(
         [sys.executable, "-m", "provision", "sandbox-notice", "--action", "terminate", "--in", str(args.notice_s)],
         cwd=work,
-        env=env,
+        env={**env, "PYTHONUNBUFFERED": "1"},  # each line as it happens: the reclaim is timed by them
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -289,25 +289,25 @@ def terminate_case(args, env: dict, work: Path, run: Path, batches: int, batch_s
     code = wait("the run to finish", lambda: read(run / names.RUN_EXIT_CODE).strip(), timeout=1800, every=0.5)
     history = [int(line.split(",")[0]) for line in read(run / names.RUN_OUT / run_files.HISTORY_CSV).splitlines()[1:]]
 
-    after_save = max(0.0, t_terminated - saved["at"])
-    lost_batches = after_save / batch_s
-    cut_in_saved_epoch = resumed_epoch == saved["epoch"] + 1
-    repeated = (saved["batch"] + 1 + lost_batches) if cut_in_saved_epoch else lost_batches
+    # The cut epoch restarts (BackupAndRestore): what the old instance computed of it is computed
+    # again, up to one epoch; the learning is lost only after the last save, which the agent asks
+    # for again as the instance shuts down (its `stopping` event), so nothing finished is redone.
+    redone = finished_before - (resumed_epoch - 1)
+    stop_saves = [e for e in events if e["event"] == "stopping"]
     print(f"\n{'measure (terminate: a --recover box reclaimed)':<48} {'measured':>18}   goal")
     print(f"{'notice -> state saved':<48} {saved['at'] - t_notice:>16.1f} s   <= 10 s")
     print(f"{'notice -> that save in S3 (the agent mirror)':<48} {t_s3 - t_notice:>16.1f} s   before the terminate")
     print(f"{'terminate -> replacement booted (SSH answers)':<48} {t_booted - t_terminated:>16.1f} s")
     print(f"{'terminate -> run restored from S3 (env ready)':<48} {restored['at'] - t_terminated:>16.1f} s")
     print(f"{'terminate -> training resumed (fit began)':<48} {t_training - t_terminated:>16.1f} s")
-    print(f"{'finished epochs redone':<48} {finished_before - (resumed_epoch - 1):>18}   0")
-    print(f"{'batches computed again (cut epoch restarts)':<48} {repeated:>18.1f}")
-    print(f"{'  of which after the save (notice -> terminate)':<48} {lost_batches:>18.1f}")
+    print(f"{'finished epochs redone':<48} {redone:>18}   0")
+    print(f"{'batches computed again (the cut epoch restarts)':<48} {'<= ' + str(batches):>18}   one epoch")
+    print(f"{'a save asked again as the instance shut down':<48} {'yes' if stop_saves else 'NO':>18}")
     ok = "yes" if history == list(range(1, args.epochs + 1)) else "NO: " + str(history)
     print(f"{'run exit code; epochs in history (once each)':<48} {code:>10}; {ok:>6}")
     print(f"(instance {first} -> {restored['instance']}; notice {args.notice_s:.0f} s ahead, AWS gives 120 s)")
     print(
-        f"(batch time {batch_s * 1000:.0f} ms, {batches} batches an epoch; the batches after the save are estimated "
-        "from it)"
+        f"(batch time {batch_s * 1000:.0f} ms, {batches} batches an epoch, {finished_before} finished before the cut)"
     )
     return 0
 

@@ -333,29 +333,19 @@ def start(
             .strip()
             .splitlines()[-1]
         )
+    # What the script runs, and what a new instance needs to run it again (a --recover box's run.json).
+    same = dict(env_link=env_link, data_dir=data_dir, out=spec.out, backend=spec.backend)
     script = job.render_script(
         layout,
         run_id,
         project_dir,
         list(spec.command),
         python=python,
-        env_link=env_link,
-        data_dir=data_dir,
-        out=spec.out,
         resume_hint=f"remote {spec.kind} --resume",
-        backend=spec.backend,
+        **same,  # type: ignore[arg-type]
         **({"node": node[0], "nodes": node[1], "coordinator": node[2]} if node else {}),  # type: ignore[arg-type]
     )
-    run_spec = job.run_spec(
-        run_id,
-        project_dir,
-        list(spec.command),
-        data_dir=data_dir,
-        data=data,
-        env_link=env_link,
-        backend=spec.backend,
-        out=spec.out,
-    )
+    run_spec = job.run_spec(run_id, project_dir, list(spec.command), data=data, **same)  # type: ignore[arg-type]
     if ready is not None:
         ready()
     with during(

@@ -191,3 +191,17 @@ def run_ssh(box, *command: str, input: str | None = None) -> subprocess.Complete
 
     argv = sshcmd.ssh_argv(SSH, box, str(paths.known_hosts()), list(command), options=["-o", "BatchMode=yes"])
     return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def group_box(moto_endpoint, tmp_path, monkeypatch):
+    """A --recover box `up` made in the sandbox (the process box): (its cloud, its state)."""
+    from provision import lifecycle
+    from provision.up import up
+    from sandbox import boxes
+
+    monkeypatch.chdir(tmp_path)
+    cloud = Cloud(boxes.REGION, moto_endpoint, sandbox=True)
+    box = up(cloud, UpOptions(spot=True, recover=True), lambda s: None)
+    yield cloud, box
+    lifecycle.destroy(cloud, box.name, lambda s: None)

@@ -12,8 +12,7 @@ import urllib.error
 import urllib.request
 
 import boto3
-import pytest
-from pvkit import SSH, run_ssh  # noqa: F401
+from pvkit import SSH, group_box, run_ssh  # noqa: F401
 
 from cli.provision_main import main
 from common import procs, state
@@ -25,16 +24,6 @@ from sandbox import boxes, imds
 from testkit import refused
 
 CREDS = "/latest/meta-data/iam/security-credentials/"
-
-
-@pytest.fixture
-def group_box(moto_endpoint, tmp_path, monkeypatch):
-    """A --recover box `up` made in the sandbox (the process box)."""
-    monkeypatch.chdir(tmp_path)
-    cloud = Cloud(boxes.REGION, moto_endpoint, sandbox=True)
-    box = up(cloud, UpOptions(spot=True, recover=True), lambda s: None)
-    yield cloud, box
-    lifecycle.destroy(cloud, box.name, lambda s: None)
 
 
 def get(endpoint: str, path: str) -> tuple[int, str]:

@@ -6,26 +6,14 @@ and `ssh` follow the new one."""
 
 from __future__ import annotations
 
-import pytest
-from pvkit import SSH, run_ssh  # noqa: F401
+from pvkit import SSH, group_box, run_ssh  # noqa: F401
 
 from cli.provision_main import main
 from common import hostkeys, state
-from common.aws import Cloud
 from provision import lifecycle, recover
 from provision.up import UpOptions, up
 from sandbox import boxes
 from testkit import refused, tagged
-
-
-@pytest.fixture
-def group_box(moto_endpoint, tmp_path, monkeypatch):
-    """A --recover box `up` made in the sandbox (the process box)."""
-    monkeypatch.chdir(tmp_path)
-    cloud = Cloud(boxes.REGION, moto_endpoint, sandbox=True)
-    box = up(cloud, UpOptions(spot=True, recover=True), lambda s: None)
-    yield cloud, box
-    lifecycle.destroy(cloud, box.name, lambda s: None)
 
 
 def group_instance(cloud, box) -> str:
