@@ -267,7 +267,7 @@ def terminate_case(args, env: dict, work: Path, run: Path, batches: int, batch_s
     before = ""
     assert notice.stdout is not None
     for line in notice.stdout:
-        if "terminated" in line and not timed:
+        if " terminated " in line and not before:
             before = read(log)  # the moment of the reclaim: what the old instance had logged
         timed.append((time.time(), line.rstrip()))
     if notice.wait() != 0:

@@ -206,11 +206,11 @@ class Agent:
         finally:
             os.unlink(marker)
 
-    def mirror(self) -> None:
+    def mirror(self, final: bool = False) -> None:
         if self.keeper is None:
             return
         try:
-            self.keeper.mirror()
+            self.keeper.mirror(final)
         except Exception as e:  # noqa: BLE001 (S3 away: said, tried again at the next poll)
             self.log(f"mirroring runs to S3: {e}")
 
@@ -255,7 +255,7 @@ class Agent:
         late = [os.path.basename(r.path) for r in asked if r.still_asked()]
         if late:
             self.log(f"no save from {', '.join(late)} within {wait_s:.0f}s")
-        self.mirror()
+        self.mirror(final=True)  # this instance's last word: a new one need not wait for it
 
 
 def main(argv: list[str] | None = None) -> int:

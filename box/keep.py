@@ -31,6 +31,7 @@ resume_interrupted starts it, since its boot_id is an earlier instance's.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -75,6 +76,10 @@ INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
 # cut off (box/agent.py's RunFolder.interrupted), which the agent resumes.
 OWN_FILES = (RUN_LOG, RUN_EVENTS, RUN_RESUMED, RUN_EXIT_CODE, RUN_STOPPED, RUN_PID, RUN_PID_START, RUN_BOOT_ID)
 READY_WAIT_S = 1800.0  # how long a restore waits for the run's environment (a first-boot build)
+HEARTBEAT_S = 30.0  # a going run's state.json is written at least this often, changed or not
+QUIET_S = 3 * HEARTBEAT_S  # a run whose state is older than this is no other instance's any more
+QUIET_WAIT_S = 900.0  # at most this long a restore waits for another instance to let a run go
+QUIET_POLL_S = 2.0  # meanwhile, how often it reads the run's state again
 SKIP_DIRS = ("__pycache__",)
 
 
@@ -166,11 +171,15 @@ class Keeper:
         self.states: dict[str, dict] = {}  # run id -> the state last written (without "at")
         self.done: set[str] = set()  # runs over and mirrored a last time
         self.bootstrap: subprocess.Popen | None = None  # the environment's build this instance started
+        self.beats: dict[str, float] = {}  # run id -> when its state was last written (monotonic)
+        self.final = False  # the mirror under way is this instance's last (it is shutting down)
 
     # ------------------------------------------------------------ mirror
 
-    def mirror(self) -> int:
-        """Mirror every run of this boot; how many objects were written or deleted."""
+    def mirror(self, final: bool = False) -> int:
+        """Mirror every run of this boot; how many objects were written or deleted. final: this
+        instance is shutting down, its last mirror (said in each run's state)."""
+        self.final = final
         n = 0
         for run in run_folders(self.runs):
             rid = os.path.basename(run.path)
@@ -194,9 +203,6 @@ class Keeper:
             self.listed.add(rid)
         n = 0
         spec = _read_json(os.path.join(run.path, RUN_SPEC))
-        if spec is not None:
-            n += self._code(spec, rid)
-            n += self._data(spec)
         n += self._file(base + RUN_SPEC, os.path.join(run.path, RUN_SPEC))
         n += self._file(base + STORE_RUN_SCRIPT, os.path.join(run.path, RUN_SCRIPT))
         for name in OWN_FILES:
@@ -208,10 +214,25 @@ class Keeper:
             n += self._file(key, path)
         for key in [k for k in self.sent if k.startswith(out_base) and k not in here]:
             n += self._file(key, os.path.join(out_dir, key[len(out_base) :]))  # gone: deleted in S3 too
-        state = {"exit_code": _exit_code(run), "stopped": run.stopped_by_user, "instance": self.instance}
-        if n or self.states.get(rid) != state:
+        # The code and data archives last, in a try of their own: a big one (or one S3 refuses)
+        # never holds the checkpoints back; the run's state names what is in the store so far.
+        if spec is not None:
+            try:
+                n += self._code(spec, rid)
+                n += self._data(spec)
+            except (S3Error, OSError) as e:
+                self.log(f"{rid}: its code or data is not in the store yet (tried again at the next poll): {e}")
+        state = {
+            "exit_code": _exit_code(run),
+            "stopped": run.stopped_by_user,
+            "instance": self.instance,
+            "final": self.final,
+        }
+        beat = time.monotonic() - self.beats.get(rid, 0.0) >= HEARTBEAT_S  # this instance still has it
+        if n or beat or self.states.get(rid) != state:
             self.s3.put_bytes(base + STORE_RUN_STATE, json.dumps({**state, "at": round(time.time(), 3)}).encode())
             self.states[rid] = state
+            self.beats[rid] = time.monotonic()
             n += 1
         return n
 
@@ -293,7 +314,25 @@ class Keeper:
         self.log(f"started the environment's bootstrap from s3://{self.store.bucket}/{key}")
         return True
 
-    def restore(self, ready_wait_s: float = READY_WAIT_S) -> list[str]:
+    def _quiet_state(self, rid: str, wait_s: float) -> dict:
+        """The run's state once no other instance still mirrors it. With capacity rebalancing AWS
+        launches the new instance before it terminates the old one, whose agent mirrors the run
+        until it is gone: resuming it here meanwhile would run it twice, the old one writing over
+        the new one's objects. Bounded: an instance whose clock is off is waited for no longer."""
+        deadline = time.monotonic() + wait_s
+        said = False
+        while True:
+            state = json.loads(self.s3.get_bytes(self.store.run(rid) + STORE_RUN_STATE))
+            over = state.get("exit_code") is not None or state.get("stopped")
+            fresh = time.time() - float(state.get("at") or 0) < QUIET_S and not state.get("final")
+            if over or state.get("instance") == self.instance or not fresh or time.monotonic() >= deadline:
+                return state
+            if not said:
+                self.log(f"{rid}: {state.get('instance')} still mirrors it; waiting for that instance to be gone")
+                said = True
+            time.sleep(QUIET_POLL_S)
+
+    def restore(self, ready_wait_s: float = READY_WAIT_S, quiet_wait_s: float = QUIET_WAIT_S) -> list[str]:
         """Bring back every unfinished run the store has and this instance lacks; their ids."""
         root = f"{self.store.prefix}{STORE_RUNS}/"
         objects: dict[str, dict[str, int]] = {}
@@ -306,11 +345,11 @@ class Keeper:
             if os.path.exists(os.path.join(self.runs, rid)) or STORE_RUN_STATE not in names:
                 continue
             try:
-                state = json.loads(self.s3.get_bytes(self.store.run(rid) + STORE_RUN_STATE))
+                state = self._quiet_state(rid, quiet_wait_s)
                 if state.get("exit_code") is not None or state.get("stopped"):
                     continue  # over, or stopped by the user: stays so
                 self.restore_run(rid, names, state, ready_wait_s)
-            except (S3Error, OSError, ValueError) as e:
+            except (S3Error, OSError, ValueError, http.client.HTTPException, tarfile.TarError) as e:
                 self.log(f"could not restore {rid} from s3://{self.store.bucket}/{self.store.run(rid)}: {e}")
                 shutil.rmtree(os.path.join(self.runs, rid + ".restoring"), ignore_errors=True)
                 continue

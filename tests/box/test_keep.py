@@ -88,9 +88,10 @@ def test_a_mirrored_run_comes_back_whole_on_a_new_instance(store, tmp_path):
     old = tmp_path / "old" / "trainbox"
     run = make_run(old, "r1", "boot-a")
     k, _ = keeper(store, old, "boot-a", "i-aaa")
-    assert k.mirror() > 0
+    assert k.mirror(final=True) > 0  # the instance's last mirror, as it shuts down
     state = json.loads(k.s3.get_bytes(f"{PREFIX}runs/r1/state.json"))
     assert state["exit_code"] is None and state["stopped"] is False and state["instance"] == "i-aaa"
+    assert state["final"] is True
     before_run, before_code, before_data = files_under(run), files_under(old / "projects"), files_under(old / "data")
 
     # The instance is gone with its disk: a new one has the same absolute paths, and nothing in them.
@@ -179,7 +180,7 @@ def test_the_restore_waits_for_the_environment_bounded(store, tmp_path):
     env = tmp_path / "trainbox" / "env"
     make_run(old, "r1", "boot-a", env_link=str(env))
     k, _ = keeper(store, old, "boot-a", "i-aaa")
-    k.mirror()
+    k.mirror(final=True)
     import shutil
 
     shutil.rmtree(old)
@@ -205,7 +206,7 @@ def test_a_failed_environment_build_ends_the_wait_at_once(store, tmp_path):
     env = old / "env"
     make_run(old, "r1", "boot-a", env_link=str(env))
     k, _ = keeper(store, old, "boot-a", "i-aaa")
-    k.mirror()
+    k.mirror(final=True)
     import shutil
 
     import boto3
@@ -223,3 +224,39 @@ def test_a_failed_environment_build_ends_the_wait_at_once(store, tmp_path):
     assert k2.restore(ready_wait_s=600) == ["r1"]
     assert time.monotonic() - started < 60
     assert any("the environment's build ended" in s and "setup.log" in s for s in said), said
+
+
+def test_a_run_another_instance_still_mirrors_is_restored_only_once_that_instance_is_done(store, tmp_path):
+    """Capacity rebalancing launches the new instance before it terminates the old one, whose agent
+    goes on mirroring the run: the new one waits (bounded) until the old one's last mirror (its
+    state says final) or its state goes stale, so the run never trains on both at once."""
+    import shutil
+    import threading
+    import time
+
+    old = tmp_path / "trainbox"
+    make_run(old, "r1", "boot-a")
+    k, _ = keeper(store, old, "boot-a", "i-aaa")
+    k.mirror()  # the old instance still runs: not its last word
+    snapshot = tmp_path / "old-disk"
+    shutil.copytree(old, snapshot)
+    shutil.rmtree(old)  # the new instance's disk: nothing of the run
+    said: list[str] = []
+    k2, _ = keeper(store, old, "boot-b", "i-bbb")
+    k2.log = said.append
+
+    def old_instance_shuts_down():
+        k.runs = str(snapshot / "runs")  # its own disk, elsewhere on this machine
+        k.mirror(final=True)
+
+    timer = threading.Timer(1.5, old_instance_shuts_down)
+    started = time.monotonic()
+    timer.start()
+    try:
+        assert k2.restore(ready_wait_s=0, quiet_wait_s=60) == ["r1"]
+    finally:
+        timer.join()
+    assert time.monotonic() - started >= 1.5
+    assert any("i-aaa still mirrors it" in s for s in said), said
+    events = [json.loads(line) for line in (old / "runs" / "r1" / "events").read_text().splitlines()]
+    assert events[-1]["event"] == "restored" and events[-1]["from_instance"] == "i-aaa"
