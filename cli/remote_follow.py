@@ -92,13 +92,15 @@ class _Follower:
         import sandbox  # noqa: F401 (a sandbox box's cloud: the package registers it with common/aws.py)
         from common import state
         from common.errors import CloudError
-        from provision import lifecycle
+        from provision import lifecycle, recover
 
         box = state.load(self.target.box) if self.target.box else None
         if box is None:
             return self.target
         try:
             inst = lifecycle.find_instance(lifecycle.cloud_of(box), box.name)
+        except recover.GroupStopped:
+            raise  # stopped (`provision stop`, its guard): nothing comes back to wait for; said as it is
         except CloudError as e:  # no instance now (the group is launching one), or AWS away
             raise RemoteError(e.what) from e
         if inst.state != "running":

@@ -213,7 +213,11 @@ def stop(cloud: Cloud, name: str) -> instance.Instance:
     group goes to 0 instances: its instance is terminated (the runs are kept in S3, not on its disk)."""
     grouped = _group_box(name)
     if grouped is not None:
-        inst = recover.follow(cloud, grouped)
+        try:
+            inst = recover.follow(cloud, grouped)
+        except recover.GroupStopped:  # already at 0: stopped, as asked
+            with aws_errors("describe the box's last instance"):
+                return instance.get(cloud.client("ec2"), grouped.instance_id)
         recover.set_size(cloud, grouped, 0)
         cloud.settle(name, box=grouped)  # a stand-in removes the instance's machine
         with aws_errors("describe the box's last instance"):

@@ -128,7 +128,7 @@ def user_data(opts: UpOptions, login_user: str, store: dict | None = None) -> st
     """The first-boot script; its box paths are the default layout's, under the
     login user's home as the box's passwd has it (user-data looks it up). store: a
     --recover box's {"url": "s3://bucket/prefix/", "region"}, which its agent keeps runs in."""
-    extra: dict = {} if opts.bootstrap is None else {"bootstrap": stripped_shell(opts.bootstrap)}
+    extra: dict = {} if opts.bootstrap is None else {"bootstrap": opts.bootstrap}
     if store is not None:
         # No room for both the bootstrap and the store's modules in AWS's 16 KB: a --recover box's
         # bootstrap is in its store (recover.up_group puts it), which its agent runs at first boot.
@@ -136,16 +136,19 @@ def user_data(opts: UpOptions, login_user: str, store: dict | None = None) -> st
         if any(c.isspace() or c in "'\"\\$`" for c in "".join(store.values())):
             raise ValueError(f"the store {store} cannot be written into an environment file")
         extra["store"] = store
-    return templates.render(
-        "user-data.sh.j2",
-        **extra,
-        agent_files=agent_files(store is not None),
-        layout=BoxLayout(DEFAULT_WORKDIR),
-        login_user=login_user,
-        name=opts.name,
-        max_hours=opts.max_hours,
-        idle_minutes=opts.idle_minutes,
-        guard_period_s=guard_period_s(opts),
+    # Its whole-line comments (the template's, the guard's, the bootstrap's) stay home: AWS caps user-data at 16 KB.
+    return stripped_shell(
+        templates.render(
+            "user-data.sh.j2",
+            **extra,
+            agent_files=agent_files(store is not None),
+            layout=BoxLayout(DEFAULT_WORKDIR),
+            login_user=login_user,
+            name=opts.name,
+            max_hours=opts.max_hours,
+            idle_minutes=opts.idle_minutes,
+            guard_period_s=guard_period_s(opts),
+        )
     )
 
 
@@ -157,7 +160,13 @@ def user_data_payload(text: str) -> bytes:
     a stand-in alike), since the plain script (guard, agent, bootstrap) is over EC2's 16 KB."""
     import gzip
 
-    return gzip.compress(text.encode(), 9, mtime=0)
+    payload = gzip.compress(text.encode(), 9, mtime=0)
+    if len(payload) > USER_DATA_LIMIT:  # AWS would refuse the instance (or the template) it is for
+        raise UsageError(
+            f"the box's first-boot script is {len(payload):,} bytes gzipped, over AWS's {USER_DATA_LIMIT:,}",
+            "use a shorter --name; otherwise this is a trainbox bug: please report it",
+        )
+    return payload
 
 
 def user_data_text(payload: bytes) -> str:

@@ -310,3 +310,17 @@ def test_the_wait_for_the_replacement_to_resume_the_run_is_bounded(group_box, tm
     assert f"waiting for {moved.instance_id} to answer SSH and resume run {rec.run_id}" in err
     assert f"run {rec.run_id} was not resumed on {moved.instance_id} within 3 s" in err
     assert f"`remote pull {rec.run_id}` brings home what S3 has" in err
+
+
+def test_a_follower_of_a_stopped_group_says_so_instead_of_waiting(group_box, tmp_path, capsys):
+    """`provision stop` (or the guard) set the group to 0: no instance comes back by itself, so the
+    follower ends at once with the stop's one line and `provision start`, not a wait with no end."""
+    cloud, box = group_box
+    rec = record_run(box, tmp_path, "20250101-000000-hhhh")
+    lifecycle.stop(cloud, box.name)
+    capsys.readouterr()
+    code = remote_main(["logs", rec.run_id, "--follow"])
+    err = capsys.readouterr().err
+    assert code == CloudError.exit_code, err
+    assert f"box '{box.name}' is stopped: its group" in err and "python -m provision start" in err
+    assert "waiting" not in err

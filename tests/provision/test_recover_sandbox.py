@@ -114,6 +114,8 @@ def test_stop_sets_the_group_to_zero_and_start_launches_a_new_instance(group_box
     assert boxes.box_running(box.name) is None, "its machine went with the instance"
     s = lifecycle.status(cloud, box.name)
     assert s.state == "stopped" and "at 0 instances" in (s.spot or "")
+    assert main(["stop"]) == 0, "stopping a stopped box is not an error"
+    assert "is stopped: its group is at 0 instances" in capsys.readouterr().out
     assert main(["ssh", "--", "true"]) != 0
     assert "start it with `python -m provision start`" in capsys.readouterr().err
     assert main(["start"]) == 0

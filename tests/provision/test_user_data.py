@@ -324,3 +324,31 @@ def test_the_embedded_bootstrap_loses_only_its_whole_line_comments():
     )
     assert embedded and embedded.group(1) == stripped_shell(bootstrap).rstrip("\n")
     assert subprocess.run(["bash", "-n"], input=embedded.group(1), text=True).returncode == 0
+
+
+def test_a_recover_box_s_guard_does_not_shut_down_when_the_group_cannot_be_released(guard, tmp_path, moto_endpoint):
+    """The release fails (here: no such group): a shutdown would only be replaced and bill on, so
+    the guard keeps the box and says so; it tries again at its next look."""
+    guard.render = {"store": {"url": "s3://b/boxes/t/", "region": "us-east-1", "group": "trainbox-gone"}}
+    store_env = tmp_path / "store.env"
+    store_env.write_text(
+        "TRAINBOX_GROUP=trainbox-gone\nAWS_REGION=us-east-1\n"
+        f"AWS_ENDPOINT_URL_AUTOSCALING={moto_endpoint}\nAWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n"
+    )
+    guard.env = {
+        **guard.env,
+        "TRAINBOX_GUARD_STORE_ENV": str(store_env),
+        "TRAINBOX_GUARD_AGENT_DIR": str(Path(__file__).resolve().parents[2]),
+    }
+    assert guard(max_hours=8, idle_minutes=0.001) == ""
+    assert "shutdown" not in guard(max_hours=8, idle_minutes=0.001)
+    log = (tmp_path / "guard.log").read_text()
+    assert "could not set group trainbox-gone to 0" in log and "not stopping; trying again" in log
+
+
+def test_a_first_boot_script_over_aws_s_limit_is_one_clear_error():
+    from common.errors import UsageError
+
+    noise = os.urandom(USER_DATA_LIMIT).hex()  # does not compress
+    with pytest.raises(UsageError, match="over AWS's 16,384"):
+        user_data_payload(f"#!/bin/bash\necho {noise}\n")
