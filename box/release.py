@@ -17,14 +17,14 @@ AWS_REGION, and AWS_ENDPOINT_URL_AUTOSCALING where another endpoint plays AWS (t
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
-import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from box.s3 import CredentialSource, Request, S3Error, authorization, urlopen_transport
+from box.s3 import CredentialSource, Request, S3Error, aws_error, signed_headers, urlopen_transport
 
 API_VERSION = "2011-01-01"
 
@@ -50,28 +50,18 @@ def release(
         }
     ).encode()
     digest = hashlib.sha256(body).hexdigest()
+    form = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
     creds = (credentials or CredentialSource()).get()
-    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    signed = {
-        "content-type": "application/x-www-form-urlencoded; charset=utf-8",
-        "host": parts.netloc,
-        "x-amz-date": amz_date,
-    }
-    if creds.token:
-        signed["x-amz-security-token"] = creds.token
-    auth = authorization(creds, region, amz_date, "POST", path, {}, signed, digest, service="autoscaling")
+    headers = signed_headers(creds, region, "POST", parts.netloc, path, {}, digest, form, service="autoscaling")
     try:
-        resp = transport(Request("POST", origin + path, {**signed, "Authorization": auth}, body))
-    except OSError as e:
+        resp = transport(Request("POST", origin + path, headers, body))
+    except (OSError, http.client.HTTPException) as e:
         raise S3Error("Network", f"UpdateAutoScalingGroup {group}: {e}") from e
     status = getattr(resp, "status", None) or resp.getcode()
     text = resp.read()
     resp.close()
     if status >= 300:
-        code = (
-            text.split(b"<Code>", 1)[-1].split(b"</Code>", 1)[0].decode(errors="replace") if b"<Code>" in text else ""
-        )
-        raise S3Error(code or str(status), f"UpdateAutoScalingGroup {group}: HTTP {status}", status)
+        raise aws_error(status, text, None)
 
 
 def main(argv: list[str] | None = None) -> int:

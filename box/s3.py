@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import time
@@ -145,6 +146,27 @@ def authorization(
     return f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope},SignedHeaders={signed},Signature={signature}"
 
 
+def signed_headers(
+    creds: Credentials,
+    region: str,
+    method: str,
+    host: str,
+    path: str,
+    query: dict[str, str],
+    payload_sha256: str,
+    extra: dict[str, str],
+    service: str = "s3",
+) -> dict[str, str]:
+    """A request's headers, signed now: host, x-amz-date, the session token if any, the
+    ``extra`` ones (all signed), and Authorization."""
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    signed = {"host": host, "x-amz-date": amz_date, **extra}
+    if creds.token:
+        signed["x-amz-security-token"] = creds.token
+    auth = authorization(creds, region, amz_date, method, path, query, signed, payload_sha256, service)
+    return {**signed, "Authorization": auth}
+
+
 # ---------------------------------------------------------------- the client
 
 
@@ -218,25 +240,26 @@ class S3:
     ):
         query = query or {}
         origin, host, path = self._url(key)
-        creds = self.credentials.get()
-        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        signed = {"host": host, "x-amz-content-sha256": payload_sha256, "x-amz-date": amz_date, **(extra or {})}
-        if creds.token:
-            signed["x-amz-security-token"] = creds.token
-        headers = dict(signed)
-        headers["Authorization"] = authorization(
-            creds, self.region, amz_date, method, path, query, signed, payload_sha256
+        headers = signed_headers(
+            self.credentials.get(),
+            self.region,
+            method,
+            host,
+            path,
+            query,
+            payload_sha256,
+            {"x-amz-content-sha256": payload_sha256, **(extra or {})},
         )
         url = origin + path + (f"?{canonical_query(query)}" if query else "")
         try:
             resp = self.transport(Request(method, url, headers, body))
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
             raise S3Error("Network", f"{method} {url}: {e}", key=key or None) from e
         status = getattr(resp, "status", None) or resp.getcode()
         if status >= 300:
             text = resp.read()
             resp.close()
-            raise _error(status, text, key)
+            raise aws_error(status, text, key)
         return resp
 
     def put_file(self, key: str, path: str) -> None:
@@ -314,12 +337,12 @@ def _parse_modified(text: str) -> float:
         return 0.0
 
 
-def _error(status: int, body: bytes, key: str | None) -> S3Error:
+def aws_error(status: int, body: bytes, key: str | None) -> S3Error:
     code, message = f"HTTP{status}", body[:200].decode(errors="replace").strip() or "no message"
     try:
-        root = ET.fromstring(body)
-        code = root.findtext("Code") or code
-        message = root.findtext("Message") or message
+        root = ET.fromstring(body)  # S3's <Error>, or a query API's <ErrorResponse><Error> (namespaced)
+        code = root.findtext("Code") or root.findtext(".//{*}Code") or code
+        message = root.findtext("Message") or root.findtext(".//{*}Message") or message
     except ET.ParseError:
         if status == 404:
             code = "NoSuchKey"  # a HEAD-like answer with no body

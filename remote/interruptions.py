@@ -33,6 +33,7 @@ _WORDS = {
     "resumed": "resumed by the box at boot",
     "left-stopped": "not resumed at boot: you stopped it (`remote stop`)",
     "replaced": "instance replaced by the box's group",
+    "restored": "restored from S3 on a new instance",
 }
 REPLACED = "replaced"
 
@@ -49,6 +50,8 @@ class Event:
         notice = self.detail.get("notice")
         if self.kind == "spot-notice" and isinstance(notice, dict):
             text += f" (AWS: {notice.get('action', '?')} at {notice.get('time', '?')})"
+        if self.kind == "restored":
+            text += f" ({self.detail.get('instance', '?')}; it ran on {self.detail.get('from_instance', '?')})"
         if self.kind == REPLACED:
             d = self.detail
             text = (

@@ -292,7 +292,7 @@ def pull_unfetched(
 
     def stored(ids: list[str]) -> dict[str, str]:
         assert from_store is not None
-        return {rid: "not in the box's S3 prefix either" for rid in from_store(ids)}
+        return {rid: "not from S3 either: see above" for rid in from_store(ids)}
 
     try:
         # The box as it is now (a restart changes its address), else where the runs were started.

@@ -41,3 +41,8 @@ def test_a_run_the_user_stopped_says_it_was_not_resumed_and_counts_no_interrupti
     events = interruptions.parse('{"event": "left-stopped", "at": 7.0, "boot": "b1"}')
     assert interruptions.lines(events)[0].endswith("not resumed at boot: you stopped it (`remote stop`)")
     assert interruptions.summary(events) == "-"
+
+
+def test_a_restore_on_a_new_instance_reads_as_one():
+    (event,) = interruptions.parse('{"event": "restored", "at": 7.0, "from_instance": "i-a", "instance": "i-b"}')
+    assert interruptions.lines([event])[0].endswith("restored from S3 on a new instance (i-b; it ran on i-a)")
