@@ -87,6 +87,8 @@ def policy_document(bucket: str, name: str, account: str = "*", region: str = "*
                 "Effect": "Allow",
                 "Action": "autoscaling:UpdateAutoScalingGroup",
                 "Resource": group_arn(name, account, region),
+                # Never above one instance: code on the box cannot grow the bill through it.
+                "Condition": {"NumericLessThanEqualsIfExists": {"autoscaling:MaxSize": "1"}},
             },
         ],
     }
