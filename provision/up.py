@@ -136,20 +136,20 @@ def user_data(opts: UpOptions, login_user: str, store: dict | None = None) -> st
         if any(c.isspace() or c in "'\"\\$`" for c in "".join(store.values())):
             raise ValueError(f"the store {store} cannot be written into an environment file")
         extra["store"] = store
-    # Its whole-line comments (the template's, the guard's, the bootstrap's) stay home: AWS caps user-data at 16 KB.
-    return stripped_shell(
-        templates.render(
-            "user-data.sh.j2",
-            **extra,
-            agent_files=agent_files(store is not None),
-            layout=BoxLayout(DEFAULT_WORKDIR),
-            login_user=login_user,
-            name=opts.name,
-            max_hours=opts.max_hours,
-            idle_minutes=opts.idle_minutes,
-            guard_period_s=guard_period_s(opts),
-        )
-    )
+    # Its whole-line comments (the template's, the guard's, the bootstrap's) stay home: AWS caps
+    # user-data at 16 KB. Its first two lines stay: the shebang, and what this script is.
+    shebang, header, rest = templates.render(
+        "user-data.sh.j2",
+        **extra,
+        agent_files=agent_files(store is not None),
+        layout=BoxLayout(DEFAULT_WORKDIR),
+        login_user=login_user,
+        name=opts.name,
+        max_hours=opts.max_hours,
+        idle_minutes=opts.idle_minutes,
+        guard_period_s=guard_period_s(opts),
+    ).split("\n", 2)
+    return "\n".join((shebang, header, stripped_shell(rest)))
 
 
 USER_DATA_LIMIT = 16384  # bytes, as EC2 takes them (before its base64)

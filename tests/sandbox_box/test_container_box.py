@@ -130,9 +130,11 @@ def test_up_boots_an_instance_with_systemd_cloud_init_and_the_login_user(box):
     assert "status: done" in lines and lines.count("active") == 2 and "systemd" in lines
     # The agent runs as the login user, pointed at this box's IMDS stand-in on 127.0.0.1.
     assert lines[-1] == "ubuntu", out
-    assert re.search(
-        r"^http://127\.0\.0\.1:\d+$", (box.layer() / "etc/trainbox/agent.env").read_text().split("=", 1)[1].strip()
-    )
+    env_file = (box.layer() / "etc/trainbox/agent.env").read_text().splitlines()
+    agent_env = dict(line.split("=", 1) for line in env_file if "=" in line and not line.startswith("#"))
+    assert re.search(r"^http://127\.0\.0\.1:\d+$", agent_env["AWS_EC2_METADATA_SERVICE_ENDPOINT"]), agent_env
+    # The box's own AWS calls (a --recover box's S3 and group) go to the sandbox's moto on 127.0.0.1 too.
+    assert re.search(r"^http://127\.0\.0\.1:\d+$", agent_env["AWS_ENDPOINT_URL_S3"]), agent_env
     assert "# trainbox user-data for box default: runs once, as root, at first boot." in out
 
 
