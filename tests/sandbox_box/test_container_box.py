@@ -138,12 +138,15 @@ def test_up_boots_an_instance_with_systemd_cloud_init_and_the_login_user(box):
     assert "# trainbox user-data for box default: runs once, as root, at first boot." in out
 
 
-def test_a_run_right_after_up_waits_for_the_boot_time_bootstrap_then_trains_in_its_env(box):
+def test_a_run_right_after_up_trains_in_the_boot_time_environment_never_a_second_build(box):
     train = box.cli("remote", "train", "--epochs", "1", "--image-size", "32")
     assert train.code == 0, train.err + train.out
     said = train.out + train.err
-    assert "another setup is running on this box (the boot-time one?)" in said
-    assert "ready (built by another run)" in said
+    # Whether the boot-time build is still going when the run asks depends on how fast the index
+    # answers (a warm cache: it is done): when it is, the run waits for it and says so. The wait
+    # itself is tested without a race in tests/box/test_box_env.py (one setup holds the lock).
+    if "another setup is running on this box (the boot-time one?)" in said:
+        assert "ready (built by another run)" in said
     setup_log = box.ssh("cat ~/trainbox/setup.log")
     assert setup_log.count("building the environment in") == 1, setup_log  # the boot-time one, no second build
     (run,) = list((box.work / "runs").iterdir())
