@@ -17,14 +17,13 @@ AWS_REGION, and AWS_ENDPOINT_URL_AUTOSCALING where another endpoint plays AWS (t
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import sys
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from box.s3 import CredentialSource, Request, S3Error, aws_error, signed_headers, urlopen_transport
+from box.s3 import CredentialSource, Request, S3Error, send, signed_headers, urlopen_transport
 
 API_VERSION = "2011-01-01"
 
@@ -53,15 +52,7 @@ def release(
     form = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
     creds = (credentials or CredentialSource()).get()
     headers = signed_headers(creds, region, "POST", parts.netloc, path, {}, digest, form, service="autoscaling")
-    try:
-        resp = transport(Request("POST", origin + path, headers, body))
-    except (OSError, http.client.HTTPException) as e:
-        raise S3Error("Network", f"UpdateAutoScalingGroup {group}: {e}") from e
-    status = getattr(resp, "status", None) or resp.getcode()
-    text = resp.read()
-    resp.close()
-    if status >= 300:
-        raise aws_error(status, text, None)
+    send(transport, Request("POST", origin + path, headers, body)).close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,6 +167,21 @@ def signed_headers(
     return {**signed, "Authorization": auth}
 
 
+def send(transport: Callable[[Request], Any], req: Request, key: str | None = None):
+    """Send one signed request; its response when AWS said yes, else an S3Error with AWS's code
+    (or "Network" when no answer came whole)."""
+    try:
+        resp = transport(req)
+    except (OSError, http.client.HTTPException) as e:
+        raise S3Error("Network", f"{req.method} {req.url}: {e}", key=key or None) from e
+    status = getattr(resp, "status", None) or resp.getcode()
+    if status >= 300:
+        text = resp.read()
+        resp.close()
+        raise aws_error(status, text, key)
+    return resp
+
+
 # ---------------------------------------------------------------- the client
 
 
@@ -251,16 +266,7 @@ class S3:
             {"x-amz-content-sha256": payload_sha256, **(extra or {})},
         )
         url = origin + path + (f"?{canonical_query(query)}" if query else "")
-        try:
-            resp = self.transport(Request(method, url, headers, body))
-        except (OSError, http.client.HTTPException) as e:
-            raise S3Error("Network", f"{method} {url}: {e}", key=key or None) from e
-        status = getattr(resp, "status", None) or resp.getcode()
-        if status >= 300:
-            text = resp.read()
-            resp.close()
-            raise aws_error(status, text, key)
-        return resp
+        return send(self.transport, Request(method, url, headers, body), key)
 
     def put_file(self, key: str, path: str) -> None:
         """Upload a file, streamed from disk (its sha256 read first: the signature covers the body)."""

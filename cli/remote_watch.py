@@ -254,10 +254,6 @@ def cmd_pull(args, extra) -> int:
 def _pull_from_store(rec: records.RunRecord, store) -> int:
     from remote import store_pull
 
-    s3, bucket, prefix = store
-    got = store_pull.pull_run(s3, bucket, prefix, rec.run_id, Path(rec.local_dir))
-    rec.pulled = got.exit_code is not None or got.stopped  # else the group's next instance resumes it
-    rec.exit_code, rec.last_seen = got.exit_code, got.label
-    records.save_record(rec)
+    got = store_pull.pull_into_record(store, rec, final=False)
     print(f"pulled {len(got.files)} files of run {rec.run_id} ({got.label}) from {got.where} into {rec.local_dir}")
     return 0

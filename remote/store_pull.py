@@ -136,9 +136,7 @@ def _state(s3, bucket: str, under: str) -> dict:
 
     try:
         got = json.loads(s3.get_object(Bucket=bucket, Key=under + names.STORE_RUN_STATE)["Body"].read())
-    except ClientError:
-        return {}
-    except ValueError:
+    except (ClientError, ValueError):  # no state yet, or a garbled one
         return {}
     return got if isinstance(got, dict) else {}
 
@@ -146,24 +144,35 @@ def _state(s3, bucket: str, under: str) -> dict:
 def pull_unfetched(box: str, run_ids: list[str], say: Callable[[str], None]) -> list[str]:
     """Before a --recover box's prefix is deleted: the given runs (not home, not pulled over SSH)
     from S3. Returns those still not home, each named in a warning with what to do."""
-    from .records import load_record, save_record
+    from .records import load_record
 
     found = store_of(box)
     if found is None or not run_ids:
         return run_ids
-    s3, bucket, prefix = found
     left = []
     for run_id in run_ids:
         rec = load_record(run_id)
         if rec is None:
             continue
         try:
-            got = pull_run(s3, bucket, prefix, run_id, Path(rec.local_dir))
+            got = pull_into_record(found, rec, final=True)
         except TrainboxError as e:
             say(f"warning: run {run_id} was not brought home from S3 ({e}); `remote pull {run_id}{name_flag(box)}`")
             left.append(run_id)
             continue
-        rec.pulled, rec.exit_code, rec.last_seen = True, got.exit_code, got.label
-        save_record(rec)
         say(f"pulled run {run_id} ({len(got.files)} files) from {got.where} into {rec.local_dir}")
     return left
+
+
+def pull_into_record(found: tuple, rec, final: bool):
+    """Pull the run rec names from the store found (``store_of``) into its local folder, and
+    record what S3 says of it. final: the box is going (`down`), so the run counts as pulled;
+    else only once it is over (a run still going is resumed by the group's next instance)."""
+    from .records import save_record
+
+    s3, bucket, prefix = found
+    got = pull_run(s3, bucket, prefix, rec.run_id, Path(rec.local_dir))
+    rec.pulled = final or got.exit_code is not None or got.stopped
+    rec.exit_code, rec.last_seen = got.exit_code, got.label
+    save_record(rec)
+    return got

@@ -277,17 +277,13 @@ def test_a_recover_box_user_data_tells_its_agent_the_store_and_fits_aws(tmp_path
     assert got.returncode == 0, got.stderr
 
 
-def test_a_recover_box_s_guard_sets_its_group_to_zero_before_it_shuts_down(guard, tmp_path, moto_endpoint):
-    """An idle --recover box: the group would replace an instance that shut itself down, and bill
-    for ever; the guard sets the group to 0 first (box/release.py, from the box's agent dir, here
-    the repo's; moto's Auto Scaling on 127.0.0.1 as the sandbox points the box at it)."""
-    from tests.box.test_s3 import group_size, make_group
-
-    make_group(moto_endpoint, "trainbox-t")
-    guard.render = {"store": {"url": "s3://b/boxes/t/", "region": "us-east-1", "group": "trainbox-t"}}
+def guard_a_recover_box(guard, tmp_path, moto_endpoint: str, group: str) -> None:
+    """The guard rendered for a --recover box of group, its store's env file pointing the release
+    (box/release.py, from the repo as the box's agent dir) at moto's Auto Scaling on 127.0.0.1."""
+    guard.render = {"store": {"url": "s3://b/boxes/t/", "region": "us-east-1", "group": group}}
     store_env = tmp_path / "store.env"
     store_env.write_text(
-        "TRAINBOX_GROUP=trainbox-t\nAWS_REGION=us-east-1\n"
+        f"TRAINBOX_GROUP={group}\nAWS_REGION=us-east-1\n"
         f"AWS_ENDPOINT_URL_AUTOSCALING={moto_endpoint}\nAWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n"
     )
     guard.env = {
@@ -295,6 +291,16 @@ def test_a_recover_box_s_guard_sets_its_group_to_zero_before_it_shuts_down(guard
         "TRAINBOX_GUARD_STORE_ENV": str(store_env),
         "TRAINBOX_GUARD_AGENT_DIR": str(Path(__file__).resolve().parents[2]),
     }
+
+
+def test_a_recover_box_s_guard_sets_its_group_to_zero_before_it_shuts_down(guard, tmp_path, moto_endpoint):
+    """An idle --recover box: the group would replace an instance that shut itself down, and bill
+    for ever; the guard sets the group to 0 first (box/release.py, from the box's agent dir, here
+    the repo's; moto's Auto Scaling on 127.0.0.1 as the sandbox points the box at it)."""
+    from tests.box.test_s3 import group_size, make_group
+
+    make_group(moto_endpoint, "trainbox-t")
+    guard_a_recover_box(guard, tmp_path, moto_endpoint, "trainbox-t")
     assert guard(max_hours=8, idle_minutes=0.001) == ""
     assert "shutdown -h now" in guard(max_hours=8, idle_minutes=0.001)
     assert group_size(moto_endpoint, "trainbox-t") == (0, 0)
@@ -329,17 +335,7 @@ def test_the_embedded_bootstrap_loses_only_its_whole_line_comments():
 def test_a_recover_box_s_guard_does_not_shut_down_when_the_group_cannot_be_released(guard, tmp_path, moto_endpoint):
     """The release fails (here: no such group): a shutdown would only be replaced and bill on, so
     the guard keeps the box and says so; it tries again at its next look."""
-    guard.render = {"store": {"url": "s3://b/boxes/t/", "region": "us-east-1", "group": "trainbox-gone"}}
-    store_env = tmp_path / "store.env"
-    store_env.write_text(
-        "TRAINBOX_GROUP=trainbox-gone\nAWS_REGION=us-east-1\n"
-        f"AWS_ENDPOINT_URL_AUTOSCALING={moto_endpoint}\nAWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n"
-    )
-    guard.env = {
-        **guard.env,
-        "TRAINBOX_GUARD_STORE_ENV": str(store_env),
-        "TRAINBOX_GUARD_AGENT_DIR": str(Path(__file__).resolve().parents[2]),
-    }
+    guard_a_recover_box(guard, tmp_path, moto_endpoint, "trainbox-gone")
     assert guard(max_hours=8, idle_minutes=0.001) == ""
     assert "shutdown" not in guard(max_hours=8, idle_minutes=0.001)
     log = (tmp_path / "guard.log").read_text()
