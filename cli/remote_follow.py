@@ -31,10 +31,11 @@ class _Follower:
 
     def __init__(self, args, target: Target, rec: records.RunRecord):
         from common import state
+        from provision import recover
 
         self.args, self.target, self.run_id = args, target, rec.run_id
         box = state.load(target.box) if target.box else None
-        self.grouped = bool(box is not None and (box.extra or {}).get("group"))
+        self.grouped = bool(recover.group_of_box(box))
         # The instance the run was started on: the state may have moved on since (another
         # command followed the group first), and then the first connect says so and waits too.
         since = (
@@ -56,21 +57,18 @@ class _Follower:
             f"waiting for {self.instance} to answer SSH and resume run {self.run_id} "
             f"(its agent restores it from S3; up to {_span(REPLACEMENT_WAIT_S)}); Ctrl-C detaches"
         )
+        conn = None
         try:
             conn = connect_box(self.args, t)
-        except RemoteError as e:
-            self._past(e.what)
-            raise job.NotBackYet(e.what, waiting) from e
-        try:
             here = run(conn, job.resumed_here_command(run_dir), "asking the box for the run").strip()
+            why = None if here == "here" else f"run {self.run_id} is not resumed on {self.instance} yet"
         except RemoteError as e:
-            conn.close()
-            self._past(e.what)
-            raise job.NotBackYet(e.what, waiting) from e
-        if here != "here":
-            conn.close()
-            self._past(f"run {self.run_id} is not resumed on {self.instance} yet")
-            raise job.NotBackYet(f"run {self.run_id} is not resumed on {self.instance} yet", waiting)
+            why = e.what
+        if why is not None:  # not back yet: said, waited for (up to the deadline)
+            if conn is not None:
+                conn.close()
+            self._past(why)
+            raise job.NotBackYet(why, waiting)
         self.deadline = None
         return conn
 
